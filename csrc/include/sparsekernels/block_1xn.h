@@ -1,0 +1,60 @@
+// The 1xN block-sparse weight as the kernels see it (the canonical,
+// serialisable form lives in sparsekernels/formats/block_1xn.py, which also
+// validates it before any pointer below can reach a kernel).
+//
+// A block is N consecutive output channels of one group x one input channel x
+// the whole Kh x Kw kernel. Block rows are numbered r = g * rows_per_group + q:
+// row r covers output channels g*cout_g + q*N .. + N (the last row of a group
+// is padded when N does not divide cout_g; padded lanes are never written).
+//   row_ptr [groups*rows_per_group + 1]  int32, CSR offsets into the blocks
+//   col_idx [nnzb]                       int32, input channel within the group
+//   values  [nnzb, Kh, Kw, N]            N innermost
+// The transposed view (for grad-input) lists, per input channel, the blocks
+// that read it:
+//   col_ptr   [groups*cin_g + 1]         int32, offsets into block_idx
+//   block_idx [nnzb]                     int32, block ids ordered by column
+//   block_row [nnzb]                     int32, the row of each of those blocks
+#pragma once
+#include <cstdint>
+
+#include "conv_geometry.h"
+
+namespace sparsekernels {
+
+struct Block1xN {
+  const int32_t* row_ptr;
+  const int32_t* col_idx;
+  int64_t nnzb;
+  int32_t n;                // block height N (output channels per block)
+  int64_t rows_per_group;   // ceil(cout_per_group / N)
+
+  // Transposed topology; may be null for passes that do not need it.
+  const int32_t* col_ptr;
+  const int32_t* block_idx;
+  const int32_t* block_row;
+};
+
+// Output channels actually covered by block row r (N, or fewer for the
+// padded last row of a group).
+SK_HOST_DEVICE int32_t block_row_valid(const ConvGeometry& g, const Block1xN& b,
+                                       int64_t r) {
+  const int64_t q = r % b.rows_per_group;
+  const int64_t left = g.cout_per_group() - q * b.n;
+  return static_cast<int32_t>(left < b.n ? left : b.n);
+}
+
+// First output channel of block row r.
+SK_HOST_DEVICE int64_t block_row_first_out(const ConvGeometry& g,
+                                           const Block1xN& b, int64_t r) {
+  const int64_t grp = r / b.rows_per_group;
+  const int64_t q = r % b.rows_per_group;
+  return grp * g.cout_per_group() + q * b.n;
+}
+
+// Absolute input channel read by a block of row r with column col.
+SK_HOST_DEVICE int64_t block_in_channel(const ConvGeometry& g, const Block1xN& b,
+                                        int64_t r, int32_t col) {
+  return (r / b.rows_per_group) * g.cin_per_group() + col;
+}
+
+}  // namespace sparsekernels

@@ -1,0 +1,86 @@
+"""Build sparsekernels and its compiled module sparsekernels._C.
+
+Install with ``pip install --no-build-isolation -e .`` against the torch you
+already have (build isolation would pull a multi-GB CUDA torch).
+
+The CPU kernels are always built. The CUDA kernels are added when torch is a
+CUDA build and nvcc is found (CUDA_HOME); without nvcc you get a warning and a
+working CPU build. Environment switches:
+
+- ``SPARSEKERNELS_FORCE_CPU=1``  build CPU only even where CUDA is available
+- ``SPARSEKERNELS_FORCE_CUDA=1`` build CUDA even if torch sees no GPU (needs nvcc)
+- ``TORCH_CUDA_ARCH_LIST``       CUDA archs (default "8.0;9.0")
+- ``MAX_JOBS``                   parallel compile jobs (read by torch's ninja build)
+- ``NVCC_THREADS``               nvcc --threads per job (default 2)
+"""
+import glob
+import os
+import warnings
+
+from setuptools import find_packages, setup
+
+import torch
+from torch.utils.cpp_extension import CUDA_HOME, BuildExtension, CppExtension, CUDAExtension
+
+ROOT = os.path.dirname(os.path.abspath(__file__))
+DEFAULT_ARCHS = "8.0;9.0"
+
+
+def _flag(name: str) -> bool:
+    return os.environ.get(name, "0").lower() in ("1", "true", "yes", "on")
+
+
+def want_cuda() -> bool:
+    if _flag("SPARSEKERNELS_FORCE_CPU"):
+        return False
+    if torch.version.cuda is None:
+        if _flag("SPARSEKERNELS_FORCE_CUDA"):
+            warnings.warn("SPARSEKERNELS_FORCE_CUDA=1 but this torch has no CUDA: building CPU only")
+        return False
+    if CUDA_HOME is None:
+        warnings.warn("torch has CUDA but nvcc was not found (CUDA_HOME unset): building CPU only")
+        return False
+    return True
+
+
+def rel(paths):
+    return sorted(os.path.relpath(p, ROOT) for p in paths)
+
+
+def extension():
+    with_cuda = want_cuda()
+    sources = rel(glob.glob(f"{ROOT}/python_bindings/*.cpp") + glob.glob(f"{ROOT}/csrc/cpu/*.cpp"))
+    cxx = ["-O3", "-std=c++17", "-fopenmp"]
+    include_dirs = [os.path.join(ROOT, "csrc", "include"), os.path.join(ROOT, "csrc"), ROOT]
+    if not with_cuda:
+        return CppExtension(
+            "sparsekernels._C", sources, include_dirs=include_dirs,
+            extra_compile_args={"cxx": cxx}, extra_link_args=["-fopenmp"],
+        )
+    os.environ.setdefault("TORCH_CUDA_ARCH_LIST", DEFAULT_ARCHS)
+    print(f"sparsekernels: building CUDA kernels for TORCH_CUDA_ARCH_LIST={os.environ['TORCH_CUDA_ARCH_LIST']}")
+    sources += rel(glob.glob(f"{ROOT}/csrc/cuda/*.cu"))
+    macros = ["-DSK_WITH_CUDA", f'-DSK_CUDA_VERSION="{torch.version.cuda}"']
+    nvcc = ["-O3", "-std=c++17", "-lineinfo",
+            f"--threads={os.environ.get('NVCC_THREADS', '2')}"] + macros
+    return CUDAExtension(
+        "sparsekernels._C", sources, include_dirs=include_dirs,
+        extra_compile_args={"cxx": cxx + macros, "nvcc": nvcc}, extra_link_args=["-fopenmp"],
+    )
+
+
+setup(
+    name="sparsekernels",
+    version="0.1.0",
+    description="Structured-sparse (1xN, stripe, pattern) conv2d kernels for pruned CNNs",
+    packages=find_packages(include=["sparsekernels", "sparsekernels.*"]),
+    python_requires=">=3.10",
+    install_requires=["torch>=2.4", "numpy"],
+    extras_require={
+        "triton": ["triton"],
+        "test": ["pytest", "hypothesis", "expecttest"],
+        "bench": ["tqdm", "matplotlib"],
+    },
+    ext_modules=[extension()],
+    cmdclass={"build_ext": BuildExtension.with_options(use_ninja=True)},
+)

@@ -1,0 +1,51 @@
+"""CPU and CUDA backends of the 1xN conv: thin calls into ``sparsekernels._C``.
+
+The C++ CPU kernels take float32/float64; half-precision inputs run there in
+float32 (the same fp32 accumulation the CUDA kernels use) and are cast back.
+"""
+from __future__ import annotations
+
+import torch
+
+from .._ext import C
+from .conv_args import Bias, BlockTopology, ConvArgs
+
+_CPU_NATIVE = (torch.float32, torch.float64)
+
+
+def _cpu_dtype(t: torch.Tensor) -> torch.dtype:
+    return t.dtype if (t.is_cuda or t.dtype in _CPU_NATIVE) else torch.float32
+
+
+def _cast(t, dtype):
+    return None if t is None else t.to(dtype)
+
+
+def forward(x, values, topo: BlockTopology, bias: Bias, conv: ConvArgs, cout: int):
+    work = _cpu_dtype(x)
+    out = C.block_conv_forward(
+        _cast(x, work), _cast(values, work), topo.row_ptr, topo.col_idx, _cast(bias, work),
+        topo.n, topo.rows_per_group, cout, list(conv.stride), list(conv.padding),
+        list(conv.dilation), conv.groups,
+    )
+    return out.to(x.dtype)
+
+
+def grad_input(grad_out, values, topo: BlockTopology, conv: ConvArgs, in_hw, cin: int):
+    work = _cpu_dtype(grad_out)
+    gin = C.block_conv_grad_input(
+        _cast(grad_out, work), _cast(values, work), topo.row_ptr, topo.col_idx, topo.col_ptr,
+        topo.block_idx, topo.block_row, topo.n, topo.rows_per_group, cin, in_hw[0], in_hw[1],
+        list(conv.stride), list(conv.padding), list(conv.dilation), conv.groups,
+    )
+    return gin.to(grad_out.dtype)
+
+
+def grad_weight(x, grad_out, topo: BlockTopology, conv: ConvArgs, kernel_size):
+    work = _cpu_dtype(x)
+    gv = C.block_conv_grad_weight(
+        _cast(x, work), _cast(grad_out, work), topo.row_ptr, topo.col_idx, topo.n,
+        topo.rows_per_group, kernel_size[0], kernel_size[1], list(conv.stride),
+        list(conv.padding), list(conv.dilation), conv.groups,
+    )
+    return gv.to(x.dtype)

@@ -1,0 +1,375 @@
+"""Triton kernels of the 1xN block-sparse conv2d: forward, grad-input, grad-weight.
+
+Layout conventions (see sparsekernels/formats/block_1xn.py):
+
+- a block row ``r = g * rows_per_group + q`` covers output channels
+  ``g * cout_g + q * N + [0, lanes)`` with ``lanes = min(N, cout_g - q * N)``;
+  lanes past that are padding: never stored, zero weight-gradient.
+- ``values[blk, kh, kw, n]`` is contiguous, so the flat index
+  ``k = blk * Kh * Kw + tap`` addresses the N-vector of one (block, tap) at
+  ``k * N``: the K dimension of the forward GEMM is a contiguous run of k.
+
+Inputs may have any strides (channels_last, sliced): the kernels take
+strides. Outputs are NCHW-contiguous (values-shaped for grad-weight) and
+every element is written by a kernel.
+
+dtypes: fp16, bf16, fp32, fp64, all through ``tl.dot``. fp16/bf16 accumulate
+in fp32, fp64 in fp64. Dots use ``input_precision="ieee"``: fp32 inputs are
+not rounded to TF32 (slower on a GPU, but fp32-accurate like the reference).
+
+Under ``TRITON_INTERPRET=1`` each kernel runs one fixed config (autotuning
+the interpreter is meaningless); on a GPU a few configs are autotuned.
+"""
+from __future__ import annotations
+
+import os
+from typing import Optional
+
+import torch
+import triton
+import triton.language as tl
+
+from ..ops.conv_args import BlockTopology, ConvArgs, output_hw
+
+_INTERPRET = os.environ.get("TRITON_INTERPRET", "0") == "1"
+
+_ACC = {
+    torch.float16: tl.float32,
+    torch.bfloat16: tl.float32,
+    torch.float32: tl.float32,
+    torch.float64: tl.float64,
+}
+
+
+# ---------------------------------------------------------------------------
+# kernels
+# ---------------------------------------------------------------------------
+@triton.jit
+def _forward_kernel(
+    x_ptr, v_ptr, row_ptr, col_idx, bias_ptr, out_ptr,
+    P, C_IN_G, H, W, OH, OW, COUT, COUT_G, ROWS_PER_GROUP,
+    sxb, sxc, sxh, sxw,
+    STRIDE_H, STRIDE_W, PAD_H, PAD_W, DIL_H, DIL_W,
+    KH: tl.constexpr, KW: tl.constexpr, N: tl.constexpr, HAS_BIAS: tl.constexpr,
+    ACC: tl.constexpr,
+    BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr,
+):
+    # One block row x BLOCK_M output pixels (flattened over batch*OH*OW).
+    r = tl.program_id(0)
+    g = r // ROWS_PER_GROUP
+    q = r - g * ROWS_PER_GROUP
+    oc0 = g * COUT_G + q * N
+    lanes = tl.minimum(COUT_G - q * N, N)
+
+    offs_m = tl.program_id(1) * BLOCK_M + tl.arange(0, BLOCK_M)
+    m_ok = offs_m < P
+    ohw = OH * OW
+    b = offs_m // ohw
+    pix = offs_m - b * ohw
+    oh = pix // OW
+    ow = pix - oh * OW
+    ih0 = oh * STRIDE_H - PAD_H
+    iw0 = ow * STRIDE_W - PAD_W
+    x_row = b.to(tl.int64) * sxb + (g * C_IN_G).to(tl.int64) * sxc
+
+    offs_n = tl.arange(0, BLOCK_N)
+    T: tl.constexpr = KH * KW
+    k_lo = tl.load(row_ptr + r) * T
+    k_hi = tl.load(row_ptr + r + 1) * T
+
+    acc = tl.zeros([BLOCK_M, BLOCK_N], dtype=ACC)
+    # K = this row's kept blocks x taps, flattened; BLOCK_K of them per step.
+    for k0 in range(k_lo, k_hi, BLOCK_K):
+        offs_k = k0 + tl.arange(0, BLOCK_K)
+        k_ok = offs_k < k_hi
+        blk = offs_k // T
+        tap = offs_k - blk * T
+        kh = tap // KW
+        kw = tap - kh * KW
+        col = tl.load(col_idx + blk, mask=k_ok, other=0)
+        ih = ih0[:, None] + kh[None, :] * DIL_H
+        iw = iw0[:, None] + kw[None, :] * DIL_W
+        a_ok = (m_ok[:, None] & k_ok[None, :]
+                & (ih >= 0) & (ih < H) & (iw >= 0) & (iw < W))
+        a_off = x_row[:, None] + col[None, :].to(tl.int64) * sxc + ih * sxh + iw * sxw
+        a = tl.load(x_ptr + a_off, mask=a_ok, other=0.0)
+        w_off = offs_k[:, None].to(tl.int64) * N + offs_n[None, :]
+        w = tl.load(v_ptr + w_off, mask=k_ok[:, None] & (offs_n < N)[None, :], other=0.0)
+        acc = tl.dot(a, w, acc, input_precision="ieee")
+
+    n_ok = offs_n < lanes
+    if HAS_BIAS:
+        bias = tl.load(bias_ptr + oc0 + offs_n, mask=n_ok, other=0.0)
+        acc += bias.to(ACC)[None, :]
+    out_off = ((b.to(tl.int64) * COUT + oc0)[:, None] + offs_n[None, :]) * ohw + pix[:, None]
+    tl.store(out_ptr + out_off, acc.to(out_ptr.dtype.element_ty),
+             mask=m_ok[:, None] & n_ok[None, :])
+
+
+@triton.jit
+def _grad_input_kernel(
+    go_ptr, v_ptr, col_ptr, block_idx, block_row, gi_ptr,
+    P, CIN, C_IN_G, H, W, OH, OW, COUT_G, ROWS_PER_GROUP,
+    sgb, sgc, sgh, sgw,
+    STRIDE_H, STRIDE_W, PAD_H, PAD_W, DIL_H, DIL_W,
+    KH: tl.constexpr, KW: tl.constexpr, N: tl.constexpr,
+    ACC: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_K: tl.constexpr,
+):
+    # One input channel x BLOCK_M input pixels. The output is one channel, so
+    # this is a GEMV: K = (blocks reading the channel) x taps x lanes, flattened.
+    ci = tl.program_id(0)
+    g = ci // C_IN_G
+    offs_m = tl.program_id(1) * BLOCK_M + tl.arange(0, BLOCK_M)
+    m_ok = offs_m < P
+    hw = H * W
+    b = offs_m // hw
+    pix = offs_m - b * hw
+    ih = pix // W
+    iw = pix - ih * W
+    go_row = b.to(tl.int64) * sgb
+
+    TN: tl.constexpr = KH * KW * N
+    j_lo = tl.load(col_ptr + ci)
+    k_hi = (tl.load(col_ptr + ci + 1) - j_lo) * TN
+    acc = tl.zeros([BLOCK_M], dtype=ACC)
+    for k0 in range(0, k_hi, BLOCK_K):
+        offs_k = k0 + tl.arange(0, BLOCK_K)
+        k_ok = offs_k < k_hi
+        j = j_lo + offs_k // TN
+        rem = offs_k % TN  # tap * N + lane: the offset inside the block
+        tap = rem // N
+        n = rem - tap * N
+        kh = tap // KW
+        kw = tap - kh * KW
+        blk = tl.load(block_idx + j, mask=k_ok, other=0)
+        q = tl.load(block_row + j, mask=k_ok, other=0) - g * ROWS_PER_GROUP
+        k_ok = k_ok & (q * N + n < COUT_G)  # padded lanes of a short last row
+        oc = g * COUT_G + q * N + n
+        # Output pixel whose tap (kh, kw) lands on (ih, iw), if any: the
+        # numerator must be >= 0 (clamped before dividing: no negative //),
+        # a multiple of the stride, and the quotient inside the output.
+        nh = ih[:, None] + PAD_H - kh[None, :] * DIL_H
+        nw = iw[:, None] + PAD_W - kw[None, :] * DIL_W
+        oh = tl.maximum(nh, 0) // STRIDE_H
+        ow = tl.maximum(nw, 0) // STRIDE_W
+        ok = (m_ok[:, None] & k_ok[None, :] & (nh >= 0) & (nw >= 0)
+              & (oh * STRIDE_H == nh) & (ow * STRIDE_W == nw) & (oh < OH) & (ow < OW))
+        g_off = go_row[:, None] + oc[None, :].to(tl.int64) * sgc + oh * sgh + ow * sgw
+        gv = tl.load(go_ptr + g_off, mask=ok, other=0.0)
+        w = tl.load(v_ptr + blk.to(tl.int64) * TN + rem, mask=k_ok, other=0.0)
+        acc += tl.sum(gv.to(ACC) * w.to(ACC)[None, :], axis=1)
+
+    gi_off = (b.to(tl.int64) * CIN + ci) * hw + pix
+    tl.store(gi_ptr + gi_off, acc.to(gi_ptr.dtype.element_ty), mask=m_ok)
+
+
+@triton.jit
+def _grad_weight_kernel(
+    x_ptr, go_ptr, col_idx, block_idx, block_row, gw_ptr,
+    P, C_IN_G, H, W, OH, OW, COUT_G, ROWS_PER_GROUP,
+    sxb, sxc, sxh, sxw, sgb, sgc, sgh, sgw,
+    STRIDE_H, STRIDE_W, PAD_H, PAD_W, DIL_H, DIL_W,
+    KH: tl.constexpr, KW: tl.constexpr, N: tl.constexpr,
+    ACC: tl.constexpr,
+    BLOCK_T: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_P: tl.constexpr,
+):
+    # One kept block x BLOCK_T taps: gw[t, n] = sum_p x[p shifted by t] * go[p, n]
+    # over all batch*OH*OW output pixels p, as a [T, P] x [P, N] GEMM.
+    jb = tl.program_id(0)  # position in the transposed (per input channel) order
+    blk = tl.load(block_idx + jb)
+    row = tl.load(block_row + jb)
+    g = row // ROWS_PER_GROUP
+    q = row - g * ROWS_PER_GROUP
+    oc0 = g * COUT_G + q * N
+    lanes = tl.minimum(COUT_G - q * N, N)
+    c = g * C_IN_G + tl.load(col_idx + blk)
+
+    T: tl.constexpr = KH * KW
+    offs_t = tl.program_id(1) * BLOCK_T + tl.arange(0, BLOCK_T)
+    t_ok = offs_t < T
+    kh = offs_t // KW
+    kw = offs_t - kh * KW
+    offs_n = tl.arange(0, BLOCK_N)
+    n_ok = offs_n < lanes  # padded lanes load 0, so they store exactly 0
+    x_c = c.to(tl.int64) * sxc
+    go_n = (oc0 + offs_n).to(tl.int64) * sgc
+
+    ohw = OH * OW
+    acc = tl.zeros([BLOCK_T, BLOCK_N], dtype=ACC)
+    for p0 in range(0, P, BLOCK_P):
+        offs_p = p0 + tl.arange(0, BLOCK_P)
+        p_ok = offs_p < P
+        b = offs_p // ohw
+        pix = offs_p - b * ohw
+        oh = pix // OW
+        ow = pix - oh * OW
+        ih = oh[None, :] * STRIDE_H - PAD_H + kh[:, None] * DIL_H
+        iw = ow[None, :] * STRIDE_W - PAD_W + kw[:, None] * DIL_W
+        a_ok = (t_ok[:, None] & p_ok[None, :]
+                & (ih >= 0) & (ih < H) & (iw >= 0) & (iw < W))
+        a_off = (b.to(tl.int64) * sxb)[None, :] + x_c + ih * sxh + iw * sxw
+        a = tl.load(x_ptr + a_off, mask=a_ok, other=0.0)
+        g_off = (b.to(tl.int64) * sgb + oh * sgh + ow * sgw)[:, None] + go_n[None, :]
+        gv = tl.load(go_ptr + g_off, mask=p_ok[:, None] & n_ok[None, :], other=0.0)
+        acc = tl.dot(a, gv, acc, input_precision="ieee")
+
+    gw_off = (blk.to(tl.int64) * T + offs_t)[:, None] * N + offs_n[None, :]
+    tl.store(gw_ptr + gw_off, acc.to(gw_ptr.dtype.element_ty),
+             mask=t_ok[:, None] & (offs_n < N)[None, :])
+
+
+# ---------------------------------------------------------------------------
+# launch configs
+# ---------------------------------------------------------------------------
+class _Launcher:
+    """``kernel[grid](...)`` with one fixed config under the interpreter and
+    ``triton.autotune`` over ``configs`` on a GPU. ``configs[0]`` is the
+    interpreter's. No kernel accumulates into its output (every element is
+    stored once), so autotuning's repeated launches are harmless."""
+
+    def __init__(self, kernel, configs: list, key: list[str]):
+        if _INTERPRET:
+            self._fn, self._fixed = kernel, dict(configs[0].kwargs)
+        else:
+            self._fn, self._fixed = triton.autotune(configs=configs, key=key)(kernel), {}
+
+    def __call__(self, grid, *args, **kwargs):
+        self._fn[grid](*args, **kwargs, **self._fixed)
+
+
+def _cfg(num_warps: int, num_stages: int = 2, **meta) -> triton.Config:
+    return triton.Config(meta, num_warps=num_warps, num_stages=num_stages)
+
+
+_forward = _Launcher(
+    _forward_kernel,
+    [_cfg(4, BLOCK_M=64, BLOCK_K=32), _cfg(4, BLOCK_M=128, BLOCK_K=32),
+     _cfg(8, 3, BLOCK_M=128, BLOCK_K=64), _cfg(4, 3, BLOCK_M=64, BLOCK_K=64)],
+    key=["P", "C_IN_G", "N", "KH", "KW"],
+)
+_grad_input = _Launcher(
+    _grad_input_kernel,
+    [_cfg(4, BLOCK_M=64, BLOCK_K=64), _cfg(4, BLOCK_M=128, BLOCK_K=32),
+     _cfg(8, BLOCK_M=128, BLOCK_K=64)],
+    key=["P", "COUT_G", "N", "KH", "KW"],
+)
+_grad_weight = _Launcher(
+    _grad_weight_kernel,
+    [_cfg(4, BLOCK_T=16, BLOCK_P=64), _cfg(4, 3, BLOCK_T=16, BLOCK_P=128),
+     _cfg(8, 3, BLOCK_T=32, BLOCK_P=128)],
+    key=["P", "N", "KH", "KW"],
+)
+
+
+# ---------------------------------------------------------------------------
+# host side
+# ---------------------------------------------------------------------------
+def _block_n(n: int) -> int:
+    return max(16, triton.next_power_of_2(n))  # tl.dot needs every dim >= 16
+
+
+def _check(name: str, t: torch.Tensor, dtype: torch.dtype):
+    if t.dtype not in _ACC:
+        raise TypeError(
+            f"{name}: dtype {t.dtype} is not supported by the Triton backend "
+            f"(float16, bfloat16, float32, float64)"
+        )
+    if t.dtype != dtype:
+        raise TypeError(f"{name}: dtype {t.dtype} does not match {dtype}")
+    if t.dim() != 4:
+        raise ValueError(f"{name}: expected a 4-D NCHW tensor, got shape {tuple(t.shape)}")
+
+
+def _grid(programs: int, extent: int, tile: str):
+    """(programs, tiles of ``extent``) with the tile size the config picked."""
+    return lambda meta: (programs, triton.cdiv(extent, meta[tile]))
+
+
+def _conv_scalars(conv: ConvArgs) -> tuple:
+    return (*conv.stride, *conv.padding, *conv.dilation)
+
+
+def forward(
+    x: torch.Tensor,
+    values: torch.Tensor,
+    topo: BlockTopology,
+    bias: Optional[torch.Tensor],
+    conv: ConvArgs,
+    cout: int,
+) -> torch.Tensor:
+    """``[B, Cout, OH, OW]`` NCHW-contiguous output of the sparse conv."""
+    _check("x", x, values.dtype)
+    bsz, cin, h, w = x.shape
+    kh, kw = values.shape[1], values.shape[2]
+    oh, ow = output_hw((h, w), (kh, kw), conv)
+    out = torch.empty(bsz, cout, oh, ow, device=x.device, dtype=x.dtype)
+    p = bsz * oh * ow
+    if p == 0:
+        return out
+    n = topo.n
+    _forward(
+        _grid(topo.row_ptr.numel() - 1, p, "BLOCK_M"),
+        x, values.contiguous(), topo.row_ptr, topo.col_idx,
+        bias.contiguous() if bias is not None else out, out,
+        p, cin // conv.groups, h, w, oh, ow, cout, cout // conv.groups, topo.rows_per_group,
+        *x.stride(), *_conv_scalars(conv),
+        KH=kh, KW=kw, N=n, HAS_BIAS=bias is not None,
+        ACC=_ACC[x.dtype], BLOCK_N=_block_n(n),
+    )
+    return out
+
+
+def grad_input(
+    grad_out: torch.Tensor,
+    values: torch.Tensor,
+    topo: BlockTopology,
+    conv: ConvArgs,
+    in_hw: tuple[int, int],
+    cin: int,
+) -> torch.Tensor:
+    """``[B, Cin, H, W]`` NCHW-contiguous gradient w.r.t. the input."""
+    _check("grad_out", grad_out, values.dtype)
+    bsz, cout, oh, ow = grad_out.shape
+    h, w = in_hw
+    kh, kw = values.shape[1], values.shape[2]
+    gi = torch.empty(bsz, cin, h, w, device=grad_out.device, dtype=grad_out.dtype)
+    p = bsz * h * w
+    if p == 0:
+        return gi
+    _grad_input(
+        _grid(cin, p, "BLOCK_M"),
+        grad_out, values.contiguous(), topo.col_ptr, topo.block_idx, topo.block_row, gi,
+        p, cin, cin // conv.groups, h, w, oh, ow, cout // conv.groups, topo.rows_per_group,
+        *grad_out.stride(), *_conv_scalars(conv),
+        KH=kh, KW=kw, N=topo.n, ACC=_ACC[grad_out.dtype],
+    )
+    return gi
+
+
+def grad_weight(
+    x: torch.Tensor,
+    grad_out: torch.Tensor,
+    topo: BlockTopology,
+    conv: ConvArgs,
+    kernel_size: tuple[int, int],
+) -> torch.Tensor:
+    """``[nnzb, Kh, Kw, N]`` gradient w.r.t. the kept values (padded lanes 0)."""
+    _check("x", x, x.dtype)
+    _check("grad_out", grad_out, x.dtype)
+    bsz, cin, h, w = x.shape
+    cout, oh, ow = grad_out.shape[1:]
+    kh, kw = kernel_size
+    n = topo.n
+    nnzb = topo.col_idx.numel()
+    gw = torch.empty(nnzb, kh, kw, n, device=x.device, dtype=x.dtype)
+    if nnzb == 0:
+        return gw
+    _grad_weight(
+        _grid(nnzb, kh * kw, "BLOCK_T"),
+        x, grad_out, topo.col_idx, topo.block_idx, topo.block_row, gw,
+        bsz * oh * ow, cin // conv.groups, h, w, oh, ow, cout // conv.groups, topo.rows_per_group,
+        *x.stride(), *grad_out.stride(), *_conv_scalars(conv),
+        KH=kh, KW=kw, N=n, ACC=_ACC[x.dtype],
+        BLOCK_N=_block_n(n),
+    )
+    return gw

@@ -1,0 +1,132 @@
+"""1xN conv op on every backend this machine runs, against the float64 oracle."""
+import pytest
+import torch
+
+import sparsekernels as sk
+from sparsekernels.testing import (
+    LOW_PRECISION, backends_here, low_precision_budget, make_case, reference_output,
+)
+
+BACKENDS = backends_here("cpu")
+FAST = [b for b in BACKENDS if b != "triton"]  # the interpreter is slow: fewer cases
+
+CASES = {
+    "default": {},
+    "stride2_pad0": dict(stride=2, padding=0, hw=(9, 8)),
+    "dilation2": dict(dilation=2, padding=2),
+    "groups2_n3": dict(groups=2, cin=8, cout=14, n=3),
+    "pointwise_n8": dict(kernel=(1, 1), padding=0, n=8, cout=16),
+    "kernel5x3_n16": dict(kernel=(5, 3), padding=(2, 1), n=16, cout=16, cin=5),
+    "asym_stride": dict(stride=(2, 1), padding=(0, 2), dilation=(1, 2)),
+    "dense": dict(sparsity=0.0),
+    "fully_pruned": dict(sparsity=1.0),
+    "empty_batch": dict(batch=0),
+    "no_bias_n1": dict(bias=False, n=1),
+    "channels_last": dict(channels_last=True, n=8, cout=16),
+    "noncontiguous": dict(noncontiguous=True),
+    "tiny_image": dict(hw=(1, 1), kernel=(1, 1), padding=0),
+    "wide_n32": dict(n=32, cout=40, cin=3, sparsity=0.3),
+}
+
+
+def _backends_for(case_name):
+    return BACKENDS if case_name in ("default", "groups2_n3", "fully_pruned", "empty_batch") else FAST
+
+
+PARAMS = [(c, b) for c in CASES for b in _backends_for(c)]
+
+
+def _run(case, backend):
+    values = case.weight.values.detach().clone().requires_grad_(True)
+    fmt = sk.Block1xN(case.weight.row_ptr, case.weight.col_idx, values,
+                      case.weight.shape, case.weight.n, case.weight.groups)
+    x = case.x.detach().clone().requires_grad_(True)
+    out = sk.block_conv2d(x, fmt, case.bias, case.stride, case.padding, case.dilation,
+                          case.groups, backend=backend)
+    return x, values, out
+
+
+def _grads(case, backend, seed=1):
+    x, values, out = _run(case, backend)
+    gen = torch.Generator().manual_seed(seed)
+    g = torch.randn(out.shape, generator=gen, dtype=torch.float64).to(out.dtype)
+    gx, gv = torch.autograd.grad(out, (x, values), g)
+    return out, gx, gv
+
+
+@pytest.mark.parametrize("name,backend", PARAMS)
+def test_forward_and_grads_float64(name, backend):
+    dtype = torch.float64
+    if backend == "triton":
+        dtype = torch.float32  # tl.dot has no float64
+    case = make_case(dtype=dtype, **CASES[name])
+    out, gx, gv = _grads(case, backend)
+    ref_out, ref_gx, ref_gv = _grads(make_case(**CASES[name]), "reference")
+    tol = 1e-10 if dtype == torch.float64 else 1e-4
+    assert out.shape == ref_out.shape
+    torch.testing.assert_close(out.double(), reference_output(case), rtol=tol, atol=tol)
+    torch.testing.assert_close(gx.double(), ref_gx, rtol=tol, atol=tol)
+    torch.testing.assert_close(gv.double(), ref_gv, rtol=tol, atol=tol)
+
+
+@pytest.mark.parametrize("backend", FAST)
+def test_output_keeps_channels_last(backend):
+    case = make_case(channels_last=True, n=8, cout=16)
+    out = sk.block_conv2d(case.x, case.weight, case.bias, 1, 1, backend=backend)
+    assert out.is_contiguous(memory_format=torch.channels_last)
+
+
+@pytest.mark.parametrize("backend", [b for b in FAST if b != "reference"])
+def test_gradcheck(backend):
+    case = make_case(batch=1, cin=4, cout=6, hw=(5, 4), n=4, groups=2, stride=(2, 1), bias=True)
+    w = case.weight
+
+    def fn(x, values, bias):
+        fmt = sk.Block1xN(w.row_ptr, w.col_idx, values, w.shape, w.n, w.groups)
+        return sk.block_conv2d(x, fmt, bias, case.stride, case.padding, 1, case.groups, backend)
+
+    inputs = (case.x.requires_grad_(), w.values.clone().requires_grad_(), case.bias.requires_grad_())
+    assert torch.autograd.gradcheck(fn, inputs)
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+@pytest.mark.parametrize("dtype", [torch.float32, *LOW_PRECISION])
+def test_lower_precision_within_budget(backend, dtype):
+    if backend == "triton" and dtype == torch.bfloat16:
+        pytest.skip("bf16 is garbage under the Triton interpreter; runs on GPU only")
+    case = make_case(cin=16, cout=16, n=8, hw=(6, 7), dtype=dtype, seed=3)
+    out = sk.block_conv2d(case.x, case.weight, case.bias, 1, 1, backend=backend)
+    assert out.dtype == dtype
+    err = (out.double() - reference_output(case)).abs().max().item()
+    budget = 1e-5 if dtype == torch.float32 else low_precision_budget(case, dtype)
+    assert err <= budget, f"{backend} {dtype}: error {err:.3g} > budget {budget:.3g}"
+
+
+@pytest.mark.filterwarnings("ignore:Using padding=.same. with even kernel")
+def test_same_padding_even_kernel_matches_torch():
+    case = make_case(kernel=(4, 2), padding=0, dilation=(1, 3))
+    out = sk.block_conv2d(case.x, case.weight, case.bias, padding="same", dilation=(1, 3))
+    ref = torch.nn.functional.conv2d(case.x, case.weight.to_dense(), case.bias, padding="same",
+                                     dilation=(1, 3))
+    torch.testing.assert_close(out, ref)
+
+
+def test_unbatched_input():
+    case = make_case(batch=1)
+    out = sk.block_conv2d(case.x[0], case.weight, case.bias, 1, 1)
+    torch.testing.assert_close(out, reference_output(case)[0])
+
+
+def test_pruned_weights_do_not_exist_for_nan_inputs():
+    """A NaN in an input channel that only pruned blocks read stays out of the
+    output on the sparse kernels (the dense reference propagates it)."""
+    if "cpu" not in BACKENDS:
+        pytest.skip("compiled CPU kernels not built")
+    w = torch.randn(4, 2, 3, 3, dtype=torch.float64)
+    mask = torch.zeros_like(w, dtype=torch.bool)
+    mask[:, 0] = True  # channel 1 is read by no kept block
+    fmt = sk.Block1xN.from_mask(w, mask, n=4)
+    x = torch.randn(1, 2, 5, 5, dtype=torch.float64)
+    x[0, 1, 2, 2] = float("nan")
+    assert torch.isfinite(sk.block_conv2d(x, fmt, padding=1, backend="cpu")).all()
+    assert torch.isnan(sk.block_conv2d(x, fmt, padding=1, backend="reference")).any()
