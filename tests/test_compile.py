@@ -1,0 +1,64 @@
+"""The custom ops pass torch.library.opcheck, and torch.compile(fullgraph=True)
+traces a model built from the sparse modules without graph breaks."""
+import pytest
+import torch
+from torch import nn
+
+import sparsekernels as sk
+from sparsekernels.ops import block_conv as ops
+from sparsekernels.testing import backends_here, make_case
+
+BACKENDS = [b for b in backends_here("cpu") if b != "triton"]
+
+
+def _op_args(case, backend, requires_grad):
+    t = case.weight.topology()
+    x = case.x.clone().requires_grad_(requires_grad)
+    values = case.weight.values.clone().requires_grad_(requires_grad)
+    return (x, values, t.row_ptr, t.col_idx, t.col_ptr, t.block_idx, t.block_row, case.bias,
+            t.n, t.rows_per_group, case.weight.cout, list(case.stride), list(case.padding),
+            list(case.dilation), case.groups, backend)
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+@pytest.mark.parametrize("channels_last", [False, True])
+def test_opcheck_forward(backend, channels_last):
+    case = make_case(groups=2, cin=4, cout=6, n=2, stride=(2, 1), channels_last=channels_last)
+    torch.library.opcheck(ops.block_conv2d_op, _op_args(case, backend, True))
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_opcheck_gradients(backend):
+    case = make_case(cin=4, cout=6, n=4)
+    t = case.weight.topology()
+    grad = torch.randn(2, 6, 7, 9, dtype=torch.float64)
+    conv = ([1, 1], [1, 1], [1, 1], 1, backend)
+    topo = (t.row_ptr, t.col_idx, t.col_ptr, t.block_idx, t.block_row, t.n, t.rows_per_group)
+    torch.library.opcheck(ops.block_conv2d_grad_input_op,
+                          (grad, case.weight.values, *topo, 4, 7, 9, *conv))
+    torch.library.opcheck(ops.block_conv2d_grad_weight_op,
+                          (case.x, grad, *topo, 3, 3, *conv))
+
+
+class _Net(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.conv1 = nn.Conv2d(3, 16, 3, padding=1)
+        self.conv2 = nn.Conv2d(16, 16, 3, padding="same", bias=False)
+        self.conv3 = nn.Conv2d(16, 8, 1, stride=2)
+
+    def forward(self, x):
+        return self.conv3(torch.relu(self.conv2(torch.relu(self.conv1(x)))))
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_compile_fullgraph_forward_and_backward(backend):
+    torch.manual_seed(0)
+    net = sk.sparsify(_Net().double(), n=4, sparsity=0.5, backend=backend)
+    x = torch.randn(2, 3, 9, 9, dtype=torch.float64)
+    eager = net(x)
+    compiled = torch.compile(net, fullgraph=True, backend="aot_eager")
+    out = compiled(x)
+    torch.testing.assert_close(out, eager)
+    out.sum().backward()
+    assert net.conv2.values.grad is not None and net.conv2.values.grad.abs().sum() > 0
