@@ -9,6 +9,10 @@ if not torch.cuda.is_available():
 
 import pytest  # noqa: E402
 
+# fp32 results are compared with tight tolerances: no TF32 in the references.
+torch.backends.cudnn.allow_tf32 = False
+torch.backends.cuda.matmul.allow_tf32 = False
+
 
 @pytest.fixture(autouse=True)
 def poison_uninitialised_memory():

@@ -4,11 +4,13 @@ import torch
 
 import sparsekernels as sk
 from sparsekernels.testing import (
-    LOW_PRECISION, backends_here, low_precision_budget, make_case, reference_output,
+    LOW_PRECISION, backends_here, devices_here, low_precision_budget, make_case, reference_output,
 )
 
 BACKENDS = backends_here("cpu")
 FAST = [b for b in BACKENDS if b != "triton"]  # the interpreter is slow: fewer cases
+# On a GPU machine every case also runs on CUDA with each backend there.
+GPU = [("cuda", b) for b in backends_here("cuda")] if "cuda" in devices_here() else []
 
 CASES = {
     "default": {},
@@ -30,10 +32,11 @@ CASES = {
 
 
 def _backends_for(case_name):
-    return BACKENDS if case_name in ("default", "groups2_n3", "fully_pruned", "empty_batch") else FAST
+    cpu = BACKENDS if case_name in ("default", "groups2_n3", "fully_pruned", "empty_batch") else FAST
+    return [("cpu", b) for b in cpu] + GPU
 
 
-PARAMS = [(c, b) for c in CASES for b in _backends_for(c)]
+PARAMS = [(c, d, b) for c in CASES for d, b in _backends_for(c)]
 
 
 def _run(case, backend):
@@ -49,24 +52,22 @@ def _run(case, backend):
 def _grads(case, backend, seed=1):
     x, values, out = _run(case, backend)
     gen = torch.Generator().manual_seed(seed)
-    g = torch.randn(out.shape, generator=gen, dtype=torch.float64).to(out.dtype)
+    g = torch.randn(out.shape, generator=gen, dtype=torch.float64).to(out.device, out.dtype)
     gx, gv = torch.autograd.grad(out, (x, values), g)
     return out, gx, gv
 
 
-@pytest.mark.parametrize("name,backend", PARAMS)
-def test_forward_and_grads_float64(name, backend):
-    dtype = torch.float64
-    if backend == "triton":
-        dtype = torch.float32  # tl.dot has no float64
-    case = make_case(dtype=dtype, **CASES[name])
+@pytest.mark.parametrize("name,device,backend", PARAMS)
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
+def test_forward_and_grads(name, device, backend, dtype):
+    case = make_case(dtype=dtype, device=device, **CASES[name])
     out, gx, gv = _grads(case, backend)
     ref_out, ref_gx, ref_gv = _grads(make_case(**CASES[name]), "reference")
     tol = 1e-10 if dtype == torch.float64 else 1e-4
-    assert out.shape == ref_out.shape
-    torch.testing.assert_close(out.double(), reference_output(case), rtol=tol, atol=tol)
-    torch.testing.assert_close(gx.double(), ref_gx, rtol=tol, atol=tol)
-    torch.testing.assert_close(gv.double(), ref_gv, rtol=tol, atol=tol)
+    assert out.shape == ref_out.shape and out.dtype == dtype
+    torch.testing.assert_close(out.double().cpu(), reference_output(case).cpu(), rtol=tol, atol=tol)
+    torch.testing.assert_close(gx.double().cpu(), ref_gx, rtol=tol, atol=tol)
+    torch.testing.assert_close(gv.double().cpu(), ref_gv, rtol=tol, atol=tol)
 
 
 @pytest.mark.parametrize("backend", FAST)
@@ -76,9 +77,12 @@ def test_output_keeps_channels_last(backend):
     assert out.is_contiguous(memory_format=torch.channels_last)
 
 
-@pytest.mark.parametrize("backend", [b for b in FAST if b != "reference"])
-def test_gradcheck(backend):
-    case = make_case(batch=1, cin=4, cout=6, hw=(5, 4), n=4, groups=2, stride=(2, 1), bias=True)
+@pytest.mark.parametrize(
+    "device,backend", [(d, b) for d, b in [("cpu", b) for b in FAST] + GPU if b != "reference"]
+)
+def test_gradcheck(device, backend):
+    case = make_case(batch=1, cin=4, cout=6, hw=(5, 4), n=4, groups=2, stride=(2, 1), bias=True,
+                     device=device)
     w = case.weight
 
     def fn(x, values, bias):
@@ -89,12 +93,12 @@ def test_gradcheck(backend):
     assert torch.autograd.gradcheck(fn, inputs)
 
 
-@pytest.mark.parametrize("backend", BACKENDS)
+@pytest.mark.parametrize("device,backend", [("cpu", b) for b in BACKENDS] + GPU)
 @pytest.mark.parametrize("dtype", [torch.float32, *LOW_PRECISION])
-def test_lower_precision_within_budget(backend, dtype):
-    if backend == "triton" and dtype == torch.bfloat16:
+def test_lower_precision_within_budget(device, backend, dtype):
+    if backend == "triton" and dtype == torch.bfloat16 and device == "cpu":
         pytest.skip("bf16 is garbage under the Triton interpreter; runs on GPU only")
-    case = make_case(cin=16, cout=16, n=8, hw=(6, 7), dtype=dtype, seed=3)
+    case = make_case(cin=16, cout=16, n=8, hw=(6, 7), dtype=dtype, device=device, seed=3)
     out = sk.block_conv2d(case.x, case.weight, case.bias, 1, 1, backend=backend)
     assert out.dtype == dtype
     err = (out.double() - reference_output(case)).abs().max().item()
