@@ -10,6 +10,9 @@
 
 #include "sparsekernels/block_1xn.h"
 
+// Applies X to every storage dtype the CUDA kernels are instantiated for.
+#define SK_FOR_EACH_DTYPE(X) X(float) X(double) X(__half) X(__nv_bfloat16)
+
 namespace sparsekernels {
 namespace cuda {
 namespace detail {

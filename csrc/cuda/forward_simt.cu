@@ -101,10 +101,7 @@ cudaError_t forward_simt(const ConvGeometry& geo, const Block1xN& blocks,
   template cudaError_t forward_simt<T>(const ConvGeometry&, const Block1xN&, \
                                        const T*, const T*, Strides4,        \
                                        const T*, T*, cudaStream_t);
-SK_INSTANTIATE(float)
-SK_INSTANTIATE(double)
-SK_INSTANTIATE(__half)
-SK_INSTANTIATE(__nv_bfloat16)
+SK_FOR_EACH_DTYPE(SK_INSTANTIATE)
 #undef SK_INSTANTIATE
 
 }  // namespace detail

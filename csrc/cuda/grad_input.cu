@@ -89,10 +89,7 @@ cudaError_t grad_input(const ConvGeometry& geo, const Block1xN& blocks,
   template cudaError_t grad_input<T>(const ConvGeometry&, const Block1xN&,  \
                                      const T*, const T*, Strides4, T*,      \
                                      cudaStream_t);
-SK_INSTANTIATE(float)
-SK_INSTANTIATE(double)
-SK_INSTANTIATE(__half)
-SK_INSTANTIATE(__nv_bfloat16)
+SK_FOR_EACH_DTYPE(SK_INSTANTIATE)
 #undef SK_INSTANTIATE
 
 }  // namespace detail
