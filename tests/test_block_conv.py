@@ -134,3 +134,18 @@ def test_pruned_weights_do_not_exist_for_nan_inputs():
     x[0, 1, 2, 2] = float("nan")
     assert torch.isfinite(sk.block_conv2d(x, fmt, padding=1, backend="cpu")).all()
     assert torch.isnan(sk.block_conv2d(x, fmt, padding=1, backend="reference")).any()
+
+
+@pytest.mark.skipif("cpu" not in BACKENDS, reason="compiled CPU kernels not built")
+@pytest.mark.parametrize("path", ["generic", "avx2", "avx512"])
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_every_cpu_simd_path(monkeypatch, path, dtype):
+    """SPARSEKERNELS_CPU_SIMD forces a path; one this CPU lacks falls back
+    (never an illegal instruction)."""
+    monkeypatch.setenv("SPARSEKERNELS_CPU_SIMD", path)
+    case = make_case(n=16, cout=20, cin=5, stride=(1, 2), dtype=dtype, seed=7)
+    out, gx, gv = _grads(case, "cpu")
+    ref_out, ref_gx, ref_gv = _grads(make_case(n=16, cout=20, cin=5, stride=(1, 2), seed=7), "reference")
+    tol = 1e-10 if dtype == torch.float64 else 1e-4
+    for got, want in ((out, ref_out), (gx, ref_gx), (gv, ref_gv)):
+        torch.testing.assert_close(got.double(), want, rtol=tol, atol=tol)

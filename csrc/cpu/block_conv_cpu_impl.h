@@ -36,17 +36,46 @@ template <typename V, typename T>
 inline void vstore(T* p, V v) {
   std::memcpy(p, &v, sizeof(V));
 }
+// s - 0 is exactly s for every s (even -0 and NaN), so GCC folds the
+// subtraction away and keeps a single broadcast (vbroadcastss from memory);
+// a lane-by-lane fill would compile to a chain of inserts.
 template <typename V, typename T>
 inline V vbcast(T s) {
-  V v;
-  for (int i = 0; i < static_cast<int>(sizeof(V) / sizeof(T)); ++i) v[i] = s;
-  return v;
+  return s - V{};
 }
 template <typename V>
 inline auto vsum(V v) -> typename std::remove_reference<decltype(v[0])>::type {
   auto s = v[0];
   for (int i = 1; i < static_cast<int>(sizeof(V) / sizeof(v[0])); ++i) s += v[i];
   return s;
+}
+
+// One butterfly stage of an in-register transpose: swaps the B-bit of the
+// row and column index between rows a and b (= row a + B).
+template <int B, typename V>
+inline void swap_stage(V& a, V& b) {
+  constexpr int L = sizeof(V) / sizeof(a[0]);
+  decltype(a < b) lo, hi;  // integer vectors of matching lane width
+  for (int k = 0; k < L; ++k) {
+    lo[k] = (k & B) ? L + k - B : k;
+    hi[k] = (k & B) ? L + k : k + B;
+  }
+  const V na = __builtin_shuffle(a, b, lo), nb = __builtin_shuffle(a, b, hi);
+  a = na, b = nb;
+}
+
+// r[i][k] -> r[k][i] for an L x L block: log2(L) stages of L shuffles.
+template <int B, typename V, int L>
+inline void transpose_stages(V (&r)[L]) {
+  if constexpr (B >= 1) {
+    for (int i = 0; i < L; ++i)
+      if (!(i & B)) swap_stage<B>(r[i], r[i + B]);
+    transpose_stages<B / 2>(r);
+  }
+}
+template <typename V, int L>
+inline void transpose(V (&r)[L]) {
+  transpose_stages<L / 2>(r);
 }
 
 // ---------------------------------------------------------------------------
@@ -66,14 +95,14 @@ template <typename T>
 struct FwdArgs {
   const ConvGeometry* geo;
   const Block1xN* blocks;
-  const T* w;         // weights, [nnzb][taps][w_ld], lanes >= n are zero
-  int64_t w_ld;       // N rounded up to the vector width
-  const T* x;         // input of one image: channel c at x + c * x_cs
+  const T* w;              // weights, [nnzb][taps][w_ld]
+  int64_t w_ld;            // N rounded up to the vector width
+  const T* x;              // input band: group channel c at x + c * x_cs
   int64_t x_cs;
   const int64_t* tap_off;  // input offset of each (kh, kw), relative to a pixel
-  const int64_t* pix_off;  // input offset of each output pixel (flattened)
+  const int64_t* pix_off;  // input offset of each strip pixel (flattened)
   const T* bias;           // may be null
-  T* out;                  // output of one image, NCHW
+  T* out;                  // output channel 0 at the strip's first pixel
 };
 
 // Accumulates the register tile acc[P pixels][NV vectors] over every kept
@@ -87,20 +116,21 @@ inline void fwd_accumulate(const FwdArgs<T>& a, int64_t r, int64_t j0,
   constexpr int L = lanes<T>();
   const Block1xN& bk = *a.blocks;
   const int taps = a.geo->taps();
-  const int64_t cin0 = (r / bk.rows_per_group) * a.geo->cin_per_group();
-  int64_t o[P];
-  for (int p = 0; p < P; ++p) o[p] = off[p];
+  // One base pointer per pixel and one shared index per (block, tap): each
+  // broadcast is then a single base + index * scale load.
+  const T* xp[P];
+  for (int p = 0; p < P; ++p) xp[p] = a.x + off[p];
   for (int32_t kb = bk.row_ptr[r]; kb < bk.row_ptr[r + 1]; ++kb) {
-    const T* xc = a.x + (cin0 + bk.col_idx[kb]) * a.x_cs;
+    const int64_t xc = bk.col_idx[kb] * a.x_cs;
     const T* wk = a.w + static_cast<int64_t>(kb) * taps * a.w_ld + j0;
     for (int t = 0; t < taps; ++t) {
-      const T* xt = xc + a.tap_off[t];
+      const int64_t xt = xc + a.tap_off[t];
       V wv[NV];
 #pragma GCC unroll 4
       for (int v = 0; v < NV; ++v) wv[v] = vload<V>(wk + t * a.w_ld + v * L);
 #pragma GCC unroll 16
       for (int p = 0; p < P; ++p) {
-        const V s = vbcast<V>(xt[o[p]]);
+        const V s = vbcast<V>(xp[p][xt]);
 #pragma GCC unroll 4
         for (int v = 0; v < NV; ++v) acc[p][v] = vfma(s, wv[v], acc[p][v]);
       }
@@ -108,12 +138,42 @@ inline void fwd_accumulate(const FwdArgs<T>& a, int64_t r, int64_t j0,
   }
 }
 
-// One tile: `np` (<= P) consecutive output pixels starting at flattened pixel
-// `pix0`, lanes [j0, j0 + nlanes) of block row r. Missing pixels of a short
-// tile repeat the last one so the kernel never branches; they are not stored.
+// Stores the tile acc[pixel][vector] into the channel-major output (channel
+// c of pixel p at out[c * ohw + p]): L x L blocks are transposed in registers
+// and stored as whole vectors. A vector may run past the tile's np pixels
+// into pixels of later tiles of the same strip, which this thread writes
+// afterwards; only near the strip end (`room` pixels left) are lanes stored
+// one by one.
+template <typename T, int NV, int P>
+inline void fwd_store(typename Vec<T>::type (&acc)[P][NV], int nlanes, int np, int64_t room,
+                      int64_t ohw, T* out) {
+  using V = typename Vec<T>::type;
+  constexpr int L = lanes<T>();
+  for (int v = 0; v < NV; ++v) {
+    const int nc = std::min(L, nlanes - v * L);
+    for (int p0 = 0; p0 < P; p0 += L) {
+      if (p0 >= np) break;
+      V blk[L];
+      for (int i = 0; i < L; ++i) blk[i] = acc[std::min(p0 + i, P - 1)][v];
+      transpose(blk);  // blk[c]: channel v*L + c over pixels p0 .. p0 + L
+      T* o = out + v * L * ohw + p0;
+      if (p0 + L <= room) {
+        for (int c = 0; c < nc; ++c) vstore(o + c * ohw, blk[c]);
+      } else {
+        const int n = std::min(L, np - p0);
+        for (int c = 0; c < nc; ++c)
+          for (int i = 0; i < n; ++i) o[c * ohw + i] = blk[c][i];
+      }
+    }
+  }
+}
+
+// One tile: `np` (<= P) consecutive strip pixels from `pix0` (of `npix`),
+// lanes [j0, j0 + nlanes) of block row r. Missing pixels of a short tile
+// repeat the last one so the kernel never branches; they are not stored.
 template <typename T, int NV>
 void fwd_tile(const FwdArgs<T>& a, int64_t r, int64_t j0, int nlanes,
-              int64_t pix0, int np) {
+              int64_t pix0, int np, int64_t npix) {
   using V = typename Vec<T>::type;
   constexpr int L = lanes<T>();
   constexpr int P = fwd_pixels(NV);
@@ -131,30 +191,22 @@ void fwd_tile(const FwdArgs<T>& a, int64_t r, int64_t j0, int nlanes,
   int64_t off[P];
   for (int p = 0; p < P; ++p) off[p] = a.pix_off[pix0 + (p < np ? p : np - 1)];
   fwd_accumulate<T, NV, P>(a, r, j0, off, acc);
-
-  // Transpose on store: the tile is pixel-major, the output channel-major.
-  alignas(64) T tile[P][NV * L];
-  for (int p = 0; p < P; ++p)
-    for (int v = 0; v < NV; ++v) vstore(&tile[p][v * L], acc[p][v]);
-  T* out = a.out + o0 * ohw + pix0;
-  for (int j = 0; j < nlanes; ++j)
-    for (int p = 0; p < np; ++p) out[j * ohw + p] = tile[p][j];
+  fwd_store<T, NV, P>(acc, nlanes, np, npix - pix0, ohw, a.out + o0 * ohw + pix0);
 }
 
-// Every tile of pixels [pix0, pix1) for block row r, all lanes of the row.
+// Every tile of the strip's `npix` pixels for block row r, all its lanes.
 template <typename T>
-void fwd_strip(const FwdArgs<T>& a, int64_t r, int64_t pix0, int64_t pix1) {
+void fwd_row(const FwdArgs<T>& a, int64_t r, int64_t npix) {
   constexpr int L = lanes<T>();
   const int valid = block_row_valid(*a.geo, *a.blocks, r);
   for (int j0 = 0; j0 < valid; j0 += kMaxNv * L) {
     const int nlanes = std::min(valid - j0, kMaxNv * L);
-    const int nv = (nlanes + L - 1) / L;
-    switch (nv) {
-#define SK_FWD_CASE(NV)                                                      \
-  case NV:                                                                   \
-    for (int64_t p = pix0; p < pix1; p += fwd_pixels(NV))                    \
-      fwd_tile<T, NV>(a, r, j0, nlanes, p,                                   \
-                      static_cast<int>(std::min<int64_t>(fwd_pixels(NV), pix1 - p))); \
+    switch ((nlanes + L - 1) / L) {
+#define SK_FWD_CASE(NV)                                                    \
+  case NV:                                                                 \
+    for (int64_t p = 0; p < npix; p += fwd_pixels(NV))                     \
+      fwd_tile<T, NV>(a, r, j0, nlanes, p,                                 \
+                      static_cast<int>(std::min<int64_t>(fwd_pixels(NV), npix - p)), npix); \
     break;
       SK_FWD_CASE(1)
       SK_FWD_CASE(2)
@@ -169,34 +221,23 @@ template <typename T>
 void forward(const ConvGeometry& g, const Block1xN& bk, const T* values,
              const T* input, Strides4 in_s, const T* bias, T* output,
              int num_threads) {
-  constexpr int L = lanes<T>();
   const int64_t ohw = g.out_h * g.out_w;
-  const int64_t nrows = g.groups * bk.rows_per_group;
   if (g.batch == 0 || ohw == 0 || g.cout == 0) return;
-
-  const PaddedInput<T> xin(g, input, in_s);
-  const PackedWeights<T> wp(g, bk, values, L);
-  const std::vector<int64_t> tap_off = tap_offsets(g, xin.row_stride, xin.col_stride);
-  const std::vector<int64_t> pix_off = pixel_offsets(g, xin.row_stride, xin.col_stride);
-
-  // Strips of output pixels: enough (strip x row) items to balance the
-  // threads, each small enough that its input window stays in L2 while all
-  // block rows sweep over it.
-  const int64_t want_strips = std::max<int64_t>(1, (8 * num_threads + nrows - 1) / nrows);
-  const int64_t p_main = fwd_pixels(std::min<int>(kMaxNv, (bk.n + L - 1) / L));
-  const int64_t strip = round_up(
-      std::min<int64_t>(512, (ohw + want_strips - 1) / want_strips), p_main);
-  const int64_t nstrips = (ohw + strip - 1) / strip;
+  const FwdPlan plan(g, bk, in_s, sizeof(T), num_threads);
+  const PackedWeights<T> wp(g, bk, values, lanes<T>());
 
 #pragma omp parallel num_threads(num_threads)
-  for (int64_t b = 0; b < g.batch; ++b) {
-    const T* x = xin.image(b);  // pads in parallel; ends with a barrier
-    FwdArgs<T> a{&g, &bk, wp.data, wp.ld, x, xin.chan_stride, tap_off.data(),
-                 pix_off.data(), bias, output + b * g.cout * ohw};
+  {
+    InputBand<T> band(g, plan, input, in_s);
 #pragma omp for schedule(dynamic, 1)
-    for (int64_t item = 0; item < nstrips * nrows; ++item) {
-      const int64_t s = item / nrows, r = item % nrows;
-      fwd_strip(a, r, s * strip, std::min(ohw, (s + 1) * strip));
+    for (int64_t i = 0; i < plan.items; ++i) {
+      const FwdPlan::Item it = plan.item(g, bk, i);
+      const int64_t oh0 = it.strip * plan.strip_rows;
+      const int64_t npix = (std::min(g.out_h, oh0 + plan.strip_rows) - oh0) * g.out_w;
+      const FwdArgs<T> a{&g, &bk, wp.data, wp.ld, band.get(it, bk),
+                         plan.chan_stride, plan.tap_off.data(), plan.pix_off.data(), bias,
+                         output + it.b * g.cout * ohw + oh0 * g.out_w};
+      for (int64_t r = it.row0; r < it.row1; ++r) fwd_row(a, r, npix);
     }
   }
 }
@@ -205,66 +246,128 @@ void forward(const ConvGeometry& g, const Block1xN& bk, const T* values,
 // Grad input: transposed conv, one (image, input channel) plane per task.
 // ---------------------------------------------------------------------------
 
-// dst[i * sw] += sum_j w[j * w_ld] * src_j[i] for one run of `len` (a multiple
-// of the vector width) grad_out pixels, where src_j = src + j * src_cs. U
-// vectors of pixels are kept in registers over the whole sum over j.
-template <typename T, int U>
-inline void gi_run(const T* src, int64_t src_cs, const T* w, int64_t w_ld,
-                   int nj, T* dst, int64_t len, int sw, int64_t& i) {
+// A block as grad-input reads it: its grad_out rows and its weights.
+template <typename T>
+struct GiBlock {
+  const T* go;  // grad_out rows of the block's first output channel
+  const T* w;   // [taps][n]
+  int nj;       // output channels actually covered
+};
+
+// For pixels [i, i + U*L) of one run and the taps at positions
+// [t0, t0 + TB) of tap_order (tap t = tap_order[position]):
+//   dx[dst_off[position] + k * step] += sum over blocks, j of w[t][j] * go_j[k].
+// A TB x U register tile that stays in registers over all blocks of the
+// channel (the contraction is only N long per block): each grad_out vector
+// loaded serves TB taps, each broadcast weight U vectors.
+template <typename T, int U, int TB>
+inline void gi_tile(const GiBlock<T>* blocks, int64_t nblocks, int64_t go_cs, int n,
+                    const int* tap_order, int t0, T* dx, const int64_t* dst_off, int64_t step,
+                    int64_t i) {
   using V = typename Vec<T>::type;
   constexpr int L = lanes<T>();
-  for (; i + U * L <= len; i += U * L) {
-    V acc[U] = {};
-    for (int j = 0; j < nj; ++j) {
-      const V s = vbcast<V>(w[j * w_ld]);
-      const T* sj = src + j * src_cs + i;
-      for (int u = 0; u < U; ++u) acc[u] = vfma(s, vload<V>(sj + u * L), acc[u]);
-    }
-    if (sw == 1) {
-      for (int u = 0; u < U; ++u)
-        vstore(dst + i + u * L, vload<V>(dst + i + u * L) + acc[u]);
-    } else {
-      for (int u = 0; u < U; ++u)
-        for (int l = 0; l < L; ++l) dst[(i + u * L + l) * sw] += acc[u][l];
+  int64_t w_off[TB];
+  for (int t = 0; t < TB; ++t) w_off[t] = tap_order[t0 + t] * n;
+  V acc[TB][U];
+  for (int t = 0; t < TB; ++t)
+    for (int u = 0; u < U; ++u) acc[t][u] = V{};
+  for (int64_t k = 0; k < nblocks; ++k) {
+    const GiBlock<T>& b = blocks[k];
+    for (int j = 0; j < b.nj; ++j) {
+      const T* gj = b.go + j * go_cs + i;
+      V g[U];
+      for (int u = 0; u < U; ++u) g[u] = vload<V>(gj + u * L);
+      for (int t = 0; t < TB; ++t) {
+        const V s = vbcast<V>(b.w[w_off[t] + j]);
+        for (int u = 0; u < U; ++u) acc[t][u] = vfma(s, g[u], acc[t][u]);
+      }
     }
   }
+  for (int t = 0; t < TB; ++t) {
+    T* d = dx + dst_off[t0 + t] + i * step;
+    if (step == 1) {
+      for (int u = 0; u < U; ++u) vstore(d + u * L, vload<V>(d + u * L) + acc[t][u]);
+    } else {
+      for (int u = 0; u < U; ++u)
+        for (int l = 0; l < L; ++l) d[(u * L + l) * step] += acc[t][u][l];
+    }
+  }
+}
+
+// All taps for pixels [i, i + U*L): tiles of 3 taps, then single taps.
+template <typename T, int U>
+inline void gi_chunk(const GiBlock<T>* blocks, int64_t nblocks, int64_t go_cs, int n,
+                     const int* tap_order, int taps, T* dx, const int64_t* dst_off,
+                     int64_t step, int64_t i) {
+  int t = 0;
+  for (; t + 3 <= taps; t += 3)
+    gi_tile<T, U, 3>(blocks, nblocks, go_cs, n, tap_order, t, dx, dst_off, step, i);
+  for (; t < taps; ++t)
+    gi_tile<T, U, 1>(blocks, nblocks, go_cs, n, tap_order, t, dx, dst_off, step, i);
+}
+
+// One grad_input plane: every block that reads input channel ci, scattered
+// through the transposed taps. `blocks` is scratch for the channel's blocks.
+template <typename T>
+void gi_plane(const ConvGeometry& g, const Block1xN& bk, const ColumnBlocks& cols,
+              const GradInputLayout& lay, const T* values, const T* go_img, int64_t ci,
+              std::vector<GiBlock<T>>& blocks, T* dx, T* out) {
+  constexpr int L = lanes<T>();
+  constexpr int U = 3;  // 3 taps x 3 vectors + 3 loads + 1 broadcast <= 16 regs
+  const int taps = g.taps();
+  if (cols.ptr[ci] == cols.ptr[ci + 1]) {  // nothing reads this channel
+    std::fill(out, out + g.in_h * g.in_w, T(0));
+    return;
+  }
+  std::fill(dx, dx + lay.dx_size, T(0));
+  blocks.clear();
+  for (int64_t k = cols.ptr[ci]; k < cols.ptr[ci + 1]; ++k) {
+    const int64_t r = cols.row[k];
+    blocks.push_back({go_img + block_row_first_out(g, bk, r) * lay.go_cs,
+                      values + cols.block[k] * taps * bk.n, block_row_valid(g, bk, r)});
+  }
+  const GiBlock<T>* bs = blocks.data();
+  const int64_t nb = blocks.size();
+  const int* order = lay.tap_order.data();
+  for (int64_t run = 0; run < lay.runs; ++run) {
+    const int64_t* dst_off = lay.dst_off.data() + run * taps;
+    if (run)  // on to this run's grad_out pixels
+      for (GiBlock<T>& b : blocks) b.go += lay.run_len;
+    // Chunks of U vectors, then the tail (a multiple of L) by 2 and 1.
+    int64_t i = 0;
+    for (; i + U * L <= lay.run_len; i += U * L)
+      gi_chunk<T, U>(bs, nb, lay.go_cs, bk.n, order, taps, dx, dst_off, lay.dst_step, i);
+    for (; i + 2 * L <= lay.run_len; i += 2 * L)
+      gi_chunk<T, 2>(bs, nb, lay.go_cs, bk.n, order, taps, dx, dst_off, lay.dst_step, i);
+    for (; i < lay.run_len; i += L)
+      gi_chunk<T, 1>(bs, nb, lay.go_cs, bk.n, order, taps, dx, dst_off, lay.dst_step, i);
+  }
+  lay.store_plane(g, dx, out);
 }
 
 template <typename T>
 void grad_input(const ConvGeometry& g, const Block1xN& bk, const T* values,
                 const T* grad_out, Strides4 go_s, T* grad_input,
                 int num_threads) {
-  constexpr int L = lanes<T>();
   const int64_t hw = g.in_h * g.in_w;
   if (g.batch == 0 || hw == 0 || g.cin == 0) return;
-  const GradInputLayout lay(g, L);
-  const int taps = g.taps();
-  std::unique_ptr<T[]> go_img(new T[g.cout * lay.go_cs]);
+  const GradInputLayout lay(g, lanes<T>());
+  const ColumnBlocks cols(g, bk);
+  const int64_t group = images_per_group(g.cout * lay.go_cs * sizeof(T), g.batch);
+  std::unique_ptr<T[]> go_rows(new T[group * g.cout * lay.go_cs]);
 
 #pragma omp parallel num_threads(num_threads)
   {
     std::unique_ptr<T[]> dx(new T[lay.dx_size]);
-    for (int64_t b = 0; b < g.batch; ++b) {
-      copy_grad_out_rows(g, grad_out + b * go_s.n, go_s, lay, go_img.get());
+    std::vector<GiBlock<T>> blocks;
+    for (int64_t b0 = 0; b0 < g.batch; b0 += group) {
+      const int64_t nb = std::min(group, g.batch - b0);
+      copy_grad_out_rows(g, grad_out + b0 * go_s.n, go_s, nb, lay, go_rows.get());
 #pragma omp for schedule(dynamic, 1)
-      for (int64_t ci = 0; ci < g.cin; ++ci) {
-        std::fill(dx.get(), dx.get() + lay.dx_size, T(0));
-        for (int32_t k = bk.col_ptr[ci]; k < bk.col_ptr[ci + 1]; ++k) {
-          const int64_t r = bk.block_row[k];
-          const int nj = block_row_valid(g, bk, r);
-          const T* src0 = go_img.get() + block_row_first_out(g, bk, r) * lay.go_cs;
-          const T* wk = values + static_cast<int64_t>(bk.block_idx[k]) * taps * bk.n;
-          for (int64_t run = 0; run < lay.runs; ++run) {
-            const T* src = src0 + run * lay.run_len;
-            for (int t = 0; t < taps; ++t) {
-              T* dst = dx.get() + lay.dst_offset(g, run, t);
-              int64_t i = 0;
-              gi_run<T, 4>(src, lay.go_cs, wk + t * bk.n, 1, nj, dst, lay.run_len, lay.dst_step, i);
-              gi_run<T, 1>(src, lay.go_cs, wk + t * bk.n, 1, nj, dst, lay.run_len, lay.dst_step, i);
-            }
-          }
-        }
-        lay.store_plane(g, dx.get(), grad_input + (b * g.cin + ci) * hw);
+      for (int64_t i = 0; i < nb * g.cin; ++i) {
+        const int64_t b = i / g.cin, ci = i % g.cin;
+        gi_plane(g, bk, cols, lay, values, go_rows.get() + b * g.cout * lay.go_cs, ci,
+                 blocks, dx.get(), grad_input + ((b0 + b) * g.cin + ci) * hw);
       }
     }
   }
@@ -278,50 +381,90 @@ void grad_input(const ConvGeometry& g, const Block1xN& bk, const T* values,
 constexpr int kGwJ = 4;  // output channels per register tile
 constexpr int kGwT = 3;  // taps per register tile
 
-// gv[t * n + j] += sum_k go[j][k] * col[t][k] for the kGwJ x kGwT tile given by
-// row pointers (short tiles repeat a row; `nj`, `nt` say how many to store).
+// Pixels per K chunk: a chunk's grad_out rows (N of them) and im2col rows
+// (taps) stay in L1 while every register tile of the block passes over them.
+constexpr int64_t kGwChunk = 256;
+
+// `nimg` images of one input channel: their grad_out and im2col planes.
 template <typename T>
-void gw_tile(const T* const (&go)[kGwJ], const T* const (&col)[kGwT], int64_t k_len,
-             int nj, int nt, T* gv, int n) {
+struct GwSpan {
+  const T* go;             // grad_out of the first image, channel 0
+  int64_t go_cs, go_is;    // channel and image strides
+  const T* col;            // im2col of the first image, [taps][col_ld]
+  int64_t col_ld, col_is;  // tap and image strides
+  int64_t nimg, k_len;     // images, pixels per image
+};
+
+// acc[j][t] += sum over pixels [k0, k1) of go[j][k] * col[t][k], for a
+// kGwJ x kGwT tile given by row pointers; acc holds kGwJ * kGwT vectors as
+// scalars. Lanes are summed at the very end, so a pixel tail (k1 - k0 not a
+// multiple of the width) goes into lane 0.
+template <typename T>
+inline void gw_tile(const T* const (&go)[kGwJ], const T* const (&col)[kGwT], int64_t k0,
+                    int64_t k1, T* acc) {
   using V = typename Vec<T>::type;
   constexpr int L = lanes<T>();
-  V acc[kGwJ][kGwT] = {};
-  int64_t k = 0;
-  for (; k + L <= k_len; k += L) {
+  V a[kGwJ][kGwT];
+  for (int j = 0; j < kGwJ; ++j)
+    for (int t = 0; t < kGwT; ++t) a[j][t] = vload<V>(acc + (j * kGwT + t) * L);
+  int64_t k = k0;
+  for (; k + L <= k1; k += L) {
     V gj[kGwJ], ct[kGwT];
     for (int j = 0; j < kGwJ; ++j) gj[j] = vload<V>(go[j] + k);
     for (int t = 0; t < kGwT; ++t) ct[t] = vload<V>(col[t] + k);
     for (int j = 0; j < kGwJ; ++j)
-      for (int t = 0; t < kGwT; ++t) acc[j][t] = vfma(gj[j], ct[t], acc[j][t]);
+      for (int t = 0; t < kGwT; ++t) a[j][t] = vfma(gj[j], ct[t], a[j][t]);
   }
-  for (int j = 0; j < nj; ++j)
-    for (int t = 0; t < nt; ++t) {
-      T s = vsum(acc[j][t]);
-      for (int64_t kk = k; kk < k_len; ++kk) s += go[j][kk] * col[t][kk];
-      gv[t * n + j] += s;
-    }
+  for (; k < k1; ++k)
+    for (int j = 0; j < kGwJ; ++j)
+      for (int t = 0; t < kGwT; ++t) a[j][t][0] += go[j][k] * col[t][k];
+  for (int j = 0; j < kGwJ; ++j)
+    for (int t = 0; t < kGwT; ++t) vstore(acc + (j * kGwT + t) * L, a[j][t]);
 }
 
+// Accumulator scalars for all kGwJ x kGwT tiles of a block.
+template <typename T>
+inline int64_t gw_acc_size(int n, int taps) {
+  return int64_t(n + kGwJ - 1) / kGwJ * ((taps + kGwT - 1) / kGwT) * kGwJ * kGwT * lanes<T>();
+}
+
+// grad_values of one block over the span: tiles of (lanes x taps), K chunked.
+// Short tiles repeat a row; only real lanes and taps are stored.
 template <typename T>
 void gw_block(const ConvGeometry& g, const Block1xN& bk, int64_t blk, int64_t r,
-              const T* go_img, int64_t go_cs, const T* col, int64_t col_ld,
-              T* grad_values) {
+              const GwSpan<T>& sp, T* acc, T* grad_values) {
+  using V = typename Vec<T>::type;
+  constexpr int64_t tile_size = kGwJ * kGwT * lanes<T>();
   const int taps = g.taps();
   const int valid = block_row_valid(g, bk, r);
-  const int64_t ohw = g.out_h * g.out_w;
-  const T* go0 = go_img + block_row_first_out(g, bk, r) * go_cs;
-  T* gv = grad_values + blk * taps * bk.n;
-  for (int j0 = 0; j0 < valid; j0 += kGwJ) {
-    const int nj = std::min(kGwJ, valid - j0);
-    const T* go[kGwJ];
-    for (int j = 0; j < kGwJ; ++j) go[j] = go0 + (j0 + std::min(j, nj - 1)) * go_cs;
-    for (int t0 = 0; t0 < taps; t0 += kGwT) {
-      const int nt = std::min(kGwT, taps - t0);
-      const T* c[kGwT];
-      for (int t = 0; t < kGwT; ++t) c[t] = col + (t0 + std::min(t, nt - 1)) * col_ld;
-      gw_tile<T>(go, c, ohw, nj, nt, gv + t0 * bk.n + j0, bk.n);
+  const int64_t o0 = block_row_first_out(g, bk, r);
+  std::fill(acc, acc + gw_acc_size<T>(valid, taps), T(0));
+
+  for (int64_t m = 0; m < sp.nimg; ++m)
+    for (int64_t k0 = 0; k0 < sp.k_len; k0 += kGwChunk) {
+      const int64_t k1 = std::min(sp.k_len, k0 + kGwChunk);
+      int i = 0;
+      for (int j0 = 0; j0 < valid; j0 += kGwJ) {
+        const T* go[kGwJ];
+        for (int j = 0; j < kGwJ; ++j)
+          go[j] = sp.go + m * sp.go_is + (o0 + std::min(j0 + j, valid - 1)) * sp.go_cs;
+        for (int t0 = 0; t0 < taps; t0 += kGwT, ++i) {
+          const T* col[kGwT];
+          for (int t = 0; t < kGwT; ++t)
+            col[t] = sp.col + m * sp.col_is + std::min(t0 + t, taps - 1) * sp.col_ld;
+          gw_tile<T>(go, col, k0, k1, acc + i * tile_size);
+        }
+      }
     }
-  }
+
+  T* gv = grad_values + blk * taps * bk.n;
+  int i = 0;
+  for (int j0 = 0; j0 < valid; j0 += kGwJ)
+    for (int t0 = 0; t0 < taps; t0 += kGwT, ++i)
+      for (int j = 0; j < std::min(kGwJ, valid - j0); ++j)
+        for (int t = 0; t < std::min(kGwT, taps - t0); ++t)
+          gv[(t0 + t) * bk.n + j0 + j] +=
+              vsum(vload<V>(acc + i * tile_size + (j * kGwT + t) * lanes<T>()));
 }
 
 template <typename T>
@@ -329,32 +472,39 @@ void grad_weight(const ConvGeometry& g, const Block1xN& bk, const T* input,
                  Strides4 in_s, const T* grad_out, Strides4 go_s,
                  T* grad_values, int num_threads) {
   const int taps = g.taps();
-  const int64_t nnzb = bk.nnzb;
   const int64_t ohw = g.out_h * g.out_w;
-  std::fill(grad_values, grad_values + nnzb * taps * bk.n, T(0));
-  if (g.batch == 0 || ohw == 0 || nnzb == 0) return;
-
-  const GradOutImage<T> go(g, grad_out, go_s);
-  const BlockOrder order(g, bk);
+  // Zero first: padded lanes of short rows are never written again.
+  std::fill(grad_values, grad_values + bk.nnzb * taps * bk.n, T(0));
+  if (g.batch == 0 || ohw == 0 || bk.nnzb == 0) return;
+  const ColumnBlocks cols(g, bk);
   const int64_t col_ld = round_up(ohw, lanes<T>());
+  // Images per im2col buffer: up to ~1 MiB of planes, so the register tiles
+  // of small images run over several images before their horizontal sums.
+  const int64_t col_imgs = std::max<int64_t>(1, (int64_t(1) << 20) / (taps * col_ld * int64_t(sizeof(T))));
+  GradOutRows<T> go(g, grad_out, go_s);
 
 #pragma omp parallel num_threads(num_threads)
   {
-    std::unique_ptr<T[]> col(new T[taps * col_ld]);
-    for (int64_t b = 0; b < g.batch; ++b) {
-      const T* go_img = go.image(b);  // copies in parallel if needed; barrier
-      int64_t have_chan = -1;
-      // Static schedule: each block belongs to the same thread for every
-      // image, so accumulating into grad_values needs no atomics.
-#pragma omp for schedule(static)
-      for (int64_t i = 0; i < nnzb; ++i) {
-        const int64_t blk = order.block[i], r = order.row[i];
-        const int64_t chan = block_in_channel(g, bk, r, bk.col_idx[blk]);
-        if (chan != have_chan) {  // blocks come ordered by input channel
-          im2col_plane(g, input + b * in_s.n + chan * in_s.c, in_s, col.get(), col_ld);
-          have_chan = chan;
+    std::unique_ptr<T[]> col(new T[std::min(col_imgs, go.group) * taps * col_ld]);
+    std::unique_ptr<T[]> acc(new T[gw_acc_size<T>(bk.n, taps)]);
+    for (int64_t b0 = 0; b0 < g.batch; b0 += go.group) {
+      const int64_t nb = std::min(go.group, g.batch - b0);
+      go.load(b0, nb);
+      // One task per input channel: it owns every block reading that channel,
+      // so the sum over images needs no atomics.
+#pragma omp for schedule(dynamic, 1)
+      for (int64_t ci = 0; ci < g.cin; ++ci) {
+        if (cols.ptr[ci] == cols.ptr[ci + 1]) continue;
+        for (int64_t m0 = 0; m0 < nb; m0 += col_imgs) {
+          const int64_t nm = std::min(col_imgs, nb - m0);
+          for (int64_t m = 0; m < nm; ++m)
+            im2col_plane(g, input + (b0 + m0 + m) * in_s.n + ci * in_s.c, in_s,
+                         col.get() + m * taps * col_ld, col_ld);
+          const GwSpan<T> sp{go.image(m0), go.chan_stride, go.img_stride, col.get(),
+                             col_ld, taps * col_ld, nm, ohw};
+          for (int64_t k = cols.ptr[ci]; k < cols.ptr[ci + 1]; ++k)
+            gw_block(g, bk, cols.block[k], cols.row[k], sp, acc.get(), grad_values);
         }
-        gw_block(g, bk, blk, r, go_img, go.chan_stride, col.get(), col_ld, grad_values);
       }
     }
   }
