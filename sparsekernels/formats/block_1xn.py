@@ -44,11 +44,16 @@ def _check_geometry(cout: int, cin_per_group: int, kh: int, kw: int, n: int, gro
         )
 
 
+def rows_per_group(cout: int, groups: int, n: int) -> int:
+    """Block rows per group: ceil((Cout/g) / N), the last one possibly padded."""
+    return -(-(cout // groups) // n)
+
+
 def _to_blocks(t: torch.Tensor, groups: int, n: int, fill) -> torch.Tensor:
     """[Cout, Cin/g, Kh, Kw] -> [g*rows, Cin/g, Kh, Kw, N], padded lanes = fill."""
     cout, cin_g, kh, kw = t.shape
     cout_g = cout // groups
-    rows = math.ceil(cout_g / n)
+    rows = rows_per_group(cout, groups, n)
     t = t.reshape(groups, cout_g, cin_g, kh, kw)
     pad = rows * n - cout_g
     if pad:
@@ -127,7 +132,7 @@ class Block1xN:
 
     @property
     def rows_per_group(self) -> int:
-        return math.ceil(self.cout // self.groups / self.n)
+        return rows_per_group(self.cout, self.groups, self.n)
 
     @property
     def num_rows(self) -> int:
@@ -232,7 +237,7 @@ class Block1xN:
         partial = any_kept != all_kept
         if partial.any():
             r, c = (int(i) for i in torch.nonzero(partial)[0])
-            rows = math.ceil(weight.shape[0] // groups / n)
+            rows = rows_per_group(weight.shape[0], groups, n)
             g, q = divmod(r, rows)
             o0 = g * (weight.shape[0] // groups) + q * n
             o1 = min(o0 + n, (g + 1) * (weight.shape[0] // groups))
@@ -278,13 +283,15 @@ class Block1xN:
         keep = torch.ones(num_blocks, dtype=torch.bool)
         keep[order[:num_pruned]] = False
         keep = keep.reshape(blocks.shape[:2]).to(weight.device)
-        return cls._from_block_mask(weight, keep, n, groups)
+        return cls._from_block_mask(weight, keep, n, groups, blocks)
 
     @classmethod
     def _from_block_mask(
-        cls, weight: torch.Tensor, keep: torch.Tensor, n: int, groups: int
+        cls, weight: torch.Tensor, keep: torch.Tensor, n: int, groups: int,
+        blocks: Optional[torch.Tensor] = None,
     ) -> "Block1xN":
-        blocks = _to_blocks(weight.detach(), groups, n, 0.0)
+        if blocks is None:
+            blocks = _to_blocks(weight.detach(), groups, n, 0.0)
         rows, cols = torch.nonzero(keep, as_tuple=True)  # row-major: sorted by row, col
         counts = torch.bincount(rows, minlength=keep.shape[0])
         row_ptr = torch.zeros(keep.shape[0] + 1, dtype=torch.int64, device=weight.device)

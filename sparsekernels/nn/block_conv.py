@@ -12,7 +12,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from ..formats.block_1xn import Block1xN
+from ..formats.block_1xn import Block1xN, rows_per_group
 from ..ops.block_conv import apply_block_conv
 from ..ops.conv_args import BlockTopology
 
@@ -131,14 +131,14 @@ class BlockSparseConv2d(nn.Module):
         return Block1xN(self.row_ptr, self.col_idx, self.values, self.weight_shape, self.n, self.groups)
 
     def topology(self) -> BlockTopology:
-        rows = -(-self.out_channels // self.groups // self.n)
+        rows = rows_per_group(self.out_channels, self.groups, self.n)
         return BlockTopology(
             self.row_ptr, self.col_idx, self.col_ptr, self.block_idx, self.block_row, self.n, rows
         )
 
     @property
     def sparsity(self) -> float:
-        rows = -(-self.out_channels // self.groups // self.n) * self.groups
+        rows = rows_per_group(self.out_channels, self.groups, self.n) * self.groups
         return 1.0 - self.col_idx.numel() / (rows * (self.in_channels // self.groups))
 
     def to_dense(self) -> nn.Conv2d:
