@@ -1,0 +1,46 @@
+"""``log.jsonl``: one JSON record per finished epoch, kept consistent with the
+checkpoint across crashes and resumes."""
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Any, Dict, List, Optional
+
+
+class EpochLog:
+    def __init__(self, path: Path):
+        self.path = Path(path)
+
+    def records(self) -> List[Dict[str, Any]]:
+        """The complete records; a line torn by a crash is skipped."""
+        if not self.path.exists():
+            return []
+        records = []
+        for line in self.path.read_text().splitlines():
+            try:
+                records.append(json.loads(line))
+            except json.JSONDecodeError:
+                continue
+        return records
+
+    def start_fresh(self) -> None:
+        self._rewrite([])
+
+    def rewind(self, completed_epochs: int, last_record: Optional[Dict[str, Any]]) -> None:
+        """Keep the records of the epochs the checkpoint holds, dropping those
+        of epochs that will be rerun; restore the last one from the checkpoint
+        when a crash came between saving it and logging it."""
+        kept = [r for r in self.records() if r.get("epoch", completed_epochs) < completed_epochs]
+        if last_record is not None and (not kept or kept[-1]["epoch"] != last_record["epoch"]):
+            kept.append(last_record)
+        self._rewrite(kept)
+
+    def append(self, record: Dict[str, Any]) -> None:
+        with self.path.open("a") as log:
+            log.write(json.dumps(record) + "\n")
+
+    def _rewrite(self, records: List[Dict[str, Any]]) -> None:
+        tmp = self.path.with_name(self.path.name + ".tmp")
+        tmp.write_text("".join(json.dumps(r) + "\n" for r in records))
+        os.replace(tmp, self.path)
