@@ -1,0 +1,223 @@
+"""Stripe-wise pruning with a learned Filter Skeleton (Meng et al., NeurIPS 2020,
+``fxmeng/Pruning-Filter-in-Filter``).
+
+A stripe is ``W[o, :, kh, kw]``: one kernel position of one filter across all
+input channels. Each selected conv gets a trainable skeleton ``FS[Cout, Kh, Kw]``
+(init 1) through ``torch.nn.utils.parametrize``, so the conv computes with
+``W * FS.unsqueeze(1)``. :class:`SkeletonRegularizer` adds an L1 sub-gradient to
+FS and zeroes stripes, either below a fixed threshold (the original) or down to
+an exact target stripe sparsity. :func:`fold_skeletons` folds FS into W and
+leaves plain convs whose zero stripes are the pruned ones.
+
+    skeletons = attach_skeletons(model)          # before building the optimizer
+    reg = SkeletonRegularizer(model, sr=1e-5, target=0.5)
+    loss.backward(); reg.apply(); optimizer.step()
+    masks = fold_skeletons(model)                # {conv name: kept stripes}
+
+A pruned stripe stays pruned: the parametrization holds a persistent ``keep``
+mask, so the momentum residue an optimizer leaves in a zeroed FS entry never
+reaches the forward pass. The original re-derives the mask every iteration from
+``|FS| > threshold``; a stripe could come back there only if that residue
+exceeded the threshold.
+"""
+from __future__ import annotations
+
+from typing import Dict, Iterable, Optional
+
+import torch
+from torch import Tensor, nn
+from torch.nn.utils import parametrize
+
+from .magnitude import _smallest, check_level, pruned_count
+
+
+class FilterSkeleton(nn.Module):
+    """Parametrization ``W -> W * (FS * keep).unsqueeze(1)`` of a conv weight."""
+
+    def __init__(self, weight: Tensor):
+        super().__init__()
+        cout, _, kh, kw = weight.shape
+        factory = dict(dtype=weight.dtype, device=weight.device)
+        self.skeleton = nn.Parameter(torch.ones(cout, kh, kw, **factory))
+        self.register_buffer("keep", torch.ones(cout, kh, kw, dtype=torch.bool, device=weight.device))
+
+    def forward(self, weight: Tensor) -> Tensor:
+        return weight * (self.skeleton * self.keep).unsqueeze(1)
+
+
+def _default_layer(conv: nn.Conv2d) -> bool:
+    # A depthwise stripe is a single weight; the original leaves those layers out.
+    depthwise = conv.groups > 1 and conv.groups == conv.in_channels
+    return not depthwise
+
+
+def _skeleton_of(conv: nn.Module) -> Optional[FilterSkeleton]:
+    if not parametrize.is_parametrized(conv, "weight"):
+        return None
+    found = [p for p in conv.parametrizations.weight if isinstance(p, FilterSkeleton)]
+    return found[0] if found else None
+
+
+def skeleton_modules(model: nn.Module) -> Dict[str, FilterSkeleton]:
+    """``{conv name: its FilterSkeleton}`` for every conv with a skeleton."""
+    found = {}
+    for name, module in model.named_modules():
+        if isinstance(module, nn.Conv2d):
+            skeleton = _skeleton_of(module)
+            if skeleton is not None:
+                found[name] = skeleton
+    return found
+
+
+def attach_skeletons(model: nn.Module, layers: Optional[Iterable[str]] = None) -> Dict[str, nn.Parameter]:
+    """Give each selected ``nn.Conv2d`` a Filter Skeleton; returns ``{name: FS}``.
+
+    ``layers`` names the convs (exact module names); by default every
+    non-depthwise Conv2d, the stem included as in the original: pass the names
+    to leave some out. Call it before building the optimizer so FS (a parameter
+    of the parametrization module) is in ``model.parameters()``.
+    """
+    convs = {name: m for name, m in model.named_modules() if isinstance(m, nn.Conv2d)}
+    if layers is None:
+        selected = [name for name, conv in convs.items() if _default_layer(conv)]
+    else:
+        selected = list(layers)
+        unknown = [name for name in selected if name not in convs]
+        if unknown:
+            raise ValueError(f"layers: {unknown} are not nn.Conv2d modules of the model")
+    attached = {}
+    for name in selected:
+        conv = convs[name]
+        if _skeleton_of(conv) is not None:
+            raise ValueError(f"layers: {name!r} already has a filter skeleton")
+        parametrize.register_parametrization(conv, "weight", FilterSkeleton(conv.weight))
+        attached[name] = _skeleton_of(conv).skeleton
+    return attached
+
+
+class SkeletonRegularizer:
+    """L1 on the Filter Skeletons plus stripe pruning; call :meth:`apply` after
+    ``loss.backward()`` and before ``optimizer.step()``.
+
+    Every call adds ``sr * sign(FS)`` to ``FS.grad`` (the sub-gradient of
+    ``sr * ||FS||_1``), then chooses the stripes to prune and zeroes their FS
+    and FS.grad:
+
+    * ``target=None`` (the original): stripes with ``|FS| <= threshold``.
+    * ``target=level`` (in [0, 1)): the ``pruned_count(n, level)``
+      (``round(n * level)``, halves up) stripes of smallest ``|FS|``, ``n``
+      counted over all skeleton layers (``scope="global"``) or per layer
+      (``scope="layer"``); ``threshold`` is unused. :meth:`set_level` moves
+      the level (e.g. from a sparsity schedule).
+
+    Exact in target mode: after each ``apply()`` exactly that many stripes are
+    zero (per layer, or in total), ties in ``|FS|`` broken by stripe position
+    (magnitude.py's selection), as long as the level never decreases. Pruned
+    stripes are never revived, so a lower level keeps the larger count already
+    pruned. A global ranking can prune a whole layer; nothing guards that.
+    """
+
+    def __init__(
+        self,
+        model: nn.Module,
+        sr: float = 1e-5,
+        threshold: float = 1e-2,
+        target: Optional[float] = None,
+        scope: str = "global",
+    ):
+        self.skeletons = skeleton_modules(model)
+        if not self.skeletons:
+            raise ValueError("model: no conv has a filter skeleton; call attach_skeletons(model) first")
+        if sr < 0:
+            raise ValueError(f"sr: expected >= 0, got {sr}")
+        if threshold < 0:
+            raise ValueError(f"threshold: expected >= 0, got {threshold}")
+        if scope not in ("global", "layer"):
+            raise ValueError(f"scope: expected 'global' or 'layer', got {scope!r}")
+        self.sr = sr
+        self.threshold = threshold
+        self.scope = scope
+        self.level: Optional[float] = None
+        if target is not None:
+            self.set_level(target)
+
+    def set_level(self, level: float) -> None:
+        """Target stripe sparsity used from the next :meth:`apply` on."""
+        check_level(level, "level")
+        self.level = float(level)
+
+    @torch.no_grad()
+    def apply(self) -> None:
+        for skeleton in self.skeletons.values():
+            fs = skeleton.skeleton
+            if fs.grad is None:
+                fs.grad = torch.zeros_like(fs)
+            fs.grad.add_(torch.sign(fs), alpha=self.sr)
+        if self.level is None:
+            for skeleton in self.skeletons.values():
+                skeleton.keep.logical_and_(skeleton.skeleton.abs() > self.threshold)
+        elif self.scope == "layer":
+            for skeleton in self.skeletons.values():
+                _prune_smallest([skeleton], self.level)
+        else:
+            _prune_smallest(list(self.skeletons.values()), self.level)
+        for skeleton in self.skeletons.values():
+            skeleton.skeleton.mul_(skeleton.keep)
+            skeleton.skeleton.grad.mul_(skeleton.keep)
+
+
+def _prune_smallest(skeletons, level: float) -> None:
+    """Clear ``keep`` for the ``pruned_count(n, level)`` stripes of smallest
+    |FS| across ``skeletons``; already pruned ones score -1 so they go first
+    and none is revived."""
+    scores = torch.cat([
+        torch.where(s.keep, s.skeleton.abs(), torch.full_like(s.skeleton, -1.0)).flatten()
+        for s in skeletons
+    ])
+    already = int((scores < 0).sum())
+    keep = _smallest(scores, max(pruned_count(scores.numel(), level), already))
+    for s, part in zip(skeletons, keep.split([s.keep.numel() for s in skeletons])):
+        s.keep.copy_(part.view_as(s.keep))
+
+
+@torch.no_grad()
+def fold_skeletons(model: nn.Module) -> Dict[str, Tensor]:
+    """Fold every skeleton into its conv (``W <- W * FS``, pruned stripes zero)
+    and remove the parametrization, leaving a plain ``weight`` Parameter (the
+    same Parameter object, so an optimizer holding it stays valid).
+
+    Returns ``{conv name: kept stripes [Cout, Kh, Kw] bool}``, read from the
+    folded weight's nonzero stripes.
+    """
+    masks = {}
+    for name, skeleton in skeleton_modules(model).items():
+        conv = model.get_submodule(name)
+        if len(conv.parametrizations.weight) > 1:
+            raise ValueError(
+                f"model: {name!r} has other weight parametrizations besides its skeleton; "
+                "remove them before folding"
+            )
+        parametrize.remove_parametrizations(conv, "weight", leave_parametrized=True)
+        masks[name] = conv.weight.ne(0).any(dim=1)
+    return masks
+
+
+@torch.no_grad()
+def stripe_sparsity(model: nn.Module, layers: Optional[Iterable[str]] = None) -> float:
+    """Zero stripes / all stripes over ``layers`` (default: the convs with a
+    skeleton; after folding pass the names :func:`fold_skeletons` returned).
+
+    Counted from all-zero stripes of the (effective) weight. For one layer it
+    equals the zero-weight fraction whenever no kept stripe holds a zero weight
+    (the case for trained weights); over layers of different ``Cin/groups``
+    (stripe length) the zero-weight fraction weighs stripes by their length.
+    """
+    names = list(skeleton_modules(model)) if layers is None else list(layers)
+    if not names:
+        raise ValueError("layers: the model has no skeleton; pass the conv names to measure")
+    zero = total = 0
+    for name in names:
+        stripes = model.get_submodule(name).weight.ne(0).any(dim=1)
+        zero += int((~stripes).sum())
+        total += stripes.numel()
+    return zero / total
