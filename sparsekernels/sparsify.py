@@ -56,7 +56,7 @@ def sparsify(
         sparse = BlockSparseConv2d.from_dense(
             conv, n=n, sparsity=level, criterion=criterion, seed=seed, backend=backend
         )
-        _replace(model, name, sparse)
+        replace_module(model, name, sparse)
         log.info("sparsify: %s -> 1x%d at %.3f block sparsity", name, n, sparse.sparsity)
     return model
 
@@ -70,7 +70,7 @@ def _level_for(name: str, sparsity) -> Optional[float]:
     return None
 
 
-def _replace(model: nn.Module, name: str, new: nn.Module):
+def replace_module(model: nn.Module, name: str, new: nn.Module):
     parent_name, _, child = name.rpartition(".")
     parent = model.get_submodule(parent_name) if parent_name else model
     setattr(parent, child, new)

@@ -35,6 +35,7 @@ from typing import Callable, Iterable, Mapping, Optional, Union
 import torch
 from torch import Tensor, nn
 from torch.ao.pruning import BaseSparsifier, FakeSparsity
+from torch.nn.utils import parametrize
 
 log = logging.getLogger("sparsekernels")
 
@@ -77,6 +78,14 @@ def check_conv_or_linear(group: dict, method: str) -> None:
         )
 
 
+class SavedMask(FakeSparsity):
+    """``FakeSparsity`` whose mask is part of the model's ``state_dict``:
+    FakeSparsity leaves it out, so a training checkpoint would resume with
+    the model unable to load (missing keys) or, loaded loosely, dense."""
+
+    state_dict = nn.Module.state_dict
+
+
 class MaskSparsifier(BaseSparsifier):
     """``BaseSparsifier`` with the checks and serialisation every pruner here needs.
 
@@ -91,7 +100,11 @@ class MaskSparsifier(BaseSparsifier):
     def _prepare(self, *args, **kwargs):
         for group in self.groups:
             self.check_group(group)
-        super()._prepare(*args, **kwargs)
+        for group in self.groups:  # BaseSparsifier._prepare, with a mask that is saved
+            module, name = group["module"], group["tensor_name"]
+            mask = torch.ones_like(getattr(module, name))
+            self.state[group["tensor_fqn"]]["mask"] = mask
+            parametrize.register_parametrization(module, name, SavedMask(mask))
 
     @staticmethod
     def mask_of(module: nn.Module, tensor_name: str) -> Tensor:

@@ -105,7 +105,8 @@ class SkeletonRegularizer:
 
     * ``target=None`` (the original): stripes with ``|FS| <= threshold``.
     * ``target=level`` (in [0, 1)): the ``pruned_count(n, level)``
-      (``round(n * level)``, halves up) stripes of smallest ``|FS|``, ``n``
+      (``round(n * level)``, halves up) stripes of smallest ``|FS|`` times
+      the stripe's weight norm (FS starts at 1 everywhere), ``n``
       counted over all skeleton layers (``scope="global"``) or per layer
       (``scope="layer"``); ``threshold`` is unused. :meth:`set_level` moves
       the level (e.g. from a sparsity schedule).
@@ -125,6 +126,7 @@ class SkeletonRegularizer:
         target: Optional[float] = None,
         scope: str = "global",
     ):
+        self.model = model
         self.skeletons = skeleton_modules(model)
         if not self.skeletons:
             raise ValueError("model: no conv has a filter skeleton; call attach_skeletons(model) first")
@@ -140,6 +142,12 @@ class SkeletonRegularizer:
         self.level: Optional[float] = None
         if target is not None:
             self.set_level(target)
+
+    def _stripe_norms(self, name: str) -> Tensor:
+        # A stripe's contribution is |FS| times the L2 norm of its weights:
+        # ranking |FS| alone would tie every stripe at the start (FS = 1).
+        original = self.model.get_submodule(name).parametrizations.weight.original
+        return original.detach().norm(dim=1)
 
     def set_level(self, level: float) -> None:
         """Target stripe sparsity used from the next :meth:`apply` on."""
@@ -157,22 +165,24 @@ class SkeletonRegularizer:
             for skeleton in self.skeletons.values():
                 skeleton.keep.logical_and_(skeleton.skeleton.abs() > self.threshold)
         elif self.scope == "layer":
-            for skeleton in self.skeletons.values():
-                _prune_smallest([skeleton], self.level)
+            for name, skeleton in self.skeletons.items():
+                _prune_smallest([skeleton], [self._stripe_norms(name)], self.level)
         else:
-            _prune_smallest(list(self.skeletons.values()), self.level)
+            names = list(self.skeletons)
+            _prune_smallest([self.skeletons[n] for n in names],
+                            [self._stripe_norms(n) for n in names], self.level)
         for skeleton in self.skeletons.values():
             skeleton.skeleton.mul_(skeleton.keep)
             skeleton.skeleton.grad.mul_(skeleton.keep)
 
 
-def _prune_smallest(skeletons, level: float) -> None:
+def _prune_smallest(skeletons, stripe_norms, level: float) -> None:
     """Clear ``keep`` for the ``pruned_count(n, level)`` stripes of smallest
-    |FS| across ``skeletons``; already pruned ones score -1 so they go first
-    and none is revived."""
+    |FS|·||W stripe|| across ``skeletons``; already pruned ones score -1 so
+    they go first and none is revived."""
     scores = torch.cat([
-        torch.where(s.keep, s.skeleton.abs(), torch.full_like(s.skeleton, -1.0)).flatten()
-        for s in skeletons
+        torch.where(s.keep, s.skeleton.abs() * norm, torch.full_like(s.skeleton, -1.0)).flatten()
+        for s, norm in zip(skeletons, stripe_norms)
     ])
     already = int((scores < 0).sum())
     keep = _smallest(scores, max(pruned_count(scores.numel(), level), already))

@@ -1,0 +1,112 @@
+"""``python -m sparsekernels prune|finetune|evaluate|export``.
+
+The flags are ``RunConfig``'s fields, named as in the seed code (``--arch``,
+``--pr_target``, ``--N``, ``--rearrange``, ``--full``, ``--job_dir``, ...);
+``--config FILE`` (YAML or JSON) supplies defaults that flags override.
+With no flags, ``prune`` trains a small CNN on scikit-learn's digits, prunes
+it to 1x4 blocks at 50% and fine-tunes it: a few minutes on 2 CPU cores.
+"""
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import logging
+import sys
+import typing
+from pathlib import Path
+from typing import Optional
+
+from .train.config import CONV_TYPES, METHODS, RunConfig
+
+_HELP = {
+    "method": "pruning method: " + "; ".join(f"{k} = {v}" for k, v in METHODS.items()),
+    "pr_target": "target sparsity in [0, 1)",
+    "N": "1xN block length (output channels per block)",
+    "full": "also prune the classifier",
+    "rearrange": "1xn: physically sort filters by L1 norm before pruning",
+    "pretrained_model": "dense checkpoint to start from (else dense training first)",
+    "exclude": "layer-name patterns kept dense (repeatable)",
+}
+
+
+def _add_config_flags(p: argparse.ArgumentParser):
+    hints = typing.get_type_hints(RunConfig)
+    for f in dataclasses.fields(RunConfig):
+        kind = hints[f.name]
+        flag = f"--{f.name}"
+        help_ = _HELP.get(f.name, "")
+        if kind is bool:
+            p.add_argument(flag, action=argparse.BooleanOptionalAction, default=None, help=help_)
+        elif f.name == "exclude":
+            p.add_argument(flag, action="append", default=None, help=help_)
+        else:
+            base = typing.get_args(kind)[0] if typing.get_args(kind) else kind
+            p.add_argument(flag, type=base, default=None, help=help_)
+    p.add_argument("--conv_type", choices=sorted(CONV_TYPES),
+                   help="the 1xN code's layer type: sets --method/--criterion")
+    p.add_argument("--config", help="YAML or JSON file of RunConfig fields")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="python -m sparsekernels",
+                                description="Prune, fine-tune, evaluate and export CNNs.")
+    sub = p.add_subparsers(dest="command", required=True)
+    prune = sub.add_parser("prune", help="(dense-train,) prune and fine-tune")
+    _add_config_flags(prune)
+    ft = sub.add_parser("finetune", help="fine-tune a pruned model with its masks fixed")
+    _add_config_flags(ft)
+    ft.add_argument("--pruned_model", required=True, help="pruned.pt written by prune")
+    ev = sub.add_parser("evaluate", help="top-1/top-5 of a saved or exported model")
+    ev.add_argument("model", help="pruned.pt / dense.pt / an exported file")
+    ev.add_argument("--dataset", default="digits")
+    ev.add_argument("--data_path")
+    ev.add_argument("--eval_batch_size", type=int, default=256)
+    ev.add_argument("--seed", type=int, default=0)
+    ex = sub.add_parser("export", help="convert to sparse modules and save")
+    ex.add_argument("pruned_model", help="pruned.pt written by prune")
+    ex.add_argument("--out", help="output file (default: next to the input, sparse.pt)")
+    ex.add_argument("--export_onnx", metavar="FILE", help="also write the dense-equivalent ONNX")
+    return p
+
+
+def config_from_args(args: argparse.Namespace) -> RunConfig:
+    base = RunConfig.from_file(args.config) if args.config else RunConfig()
+    changes = {f.name: getattr(args, f.name) for f in dataclasses.fields(RunConfig)
+               if getattr(args, f.name, None) is not None}
+    if args.conv_type:
+        method, criterion = CONV_TYPES[args.conv_type]
+        changes.setdefault("method", method)
+        if criterion:
+            changes.setdefault("criterion", criterion)
+    return base.replace(**changes)
+
+
+def main(argv: Optional[list[str]] = None) -> int:
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        if args.command == "prune":
+            from .train.pipeline import run
+
+            result = run(config_from_args(args))
+        elif args.command == "finetune":
+            from .train.finetune import finetune
+
+            result = finetune(config_from_args(args), args.pruned_model)
+        elif args.command == "evaluate":
+            from .train.finetune import evaluate_file
+
+            result = evaluate_file(args.model, args.dataset, args.data_path,
+                                   args.eval_batch_size, args.seed)
+        else:
+            from .train.export import export
+
+            out = args.out or str(Path(args.pruned_model).with_name("sparse.pt"))
+            result = export(args.pruned_model, out, args.export_onnx)
+    except (ValueError, FileNotFoundError) as exc:
+        parser.exit(2, f"{parser.prog} {args.command}: error: {exc}\n")
+    json.dump(result, sys.stdout, indent=2, default=str)
+    print()
+    return 0

@@ -1,0 +1,325 @@
+"""The pruning methods as training hooks: one small adapter per method that
+ties a ``sparsekernels.pruning`` component to the training loop.
+
+Every method runs the same pipeline (``pipeline.run``):
+
+1. ``prepare(model)``: prune once or attach what training needs (masks,
+   skeletons, dynamic convs), before the first fine-tuning epoch;
+2. fine-tune with the method as a ``TrainHooks`` (schedules step at epoch
+   starts, regularisers edit gradients, an optimizer of its own);
+3. ``finalize(model)``: make the sparsity final (squash masks, fold
+   skeletons, the final magnitude prune, slice channels);
+4. when ``retrain`` is set (filter methods), fine-tune the smaller network
+   again, or train it from scratch (scratch-E / scratch-B).
+
+``masks(model)`` names, per pruned layer, the weight entries that are kept,
+which ``export`` uses to build the sparse modules.
+"""
+from __future__ import annotations
+
+import json
+import logging
+from typing import Callable, Optional
+
+import torch
+from torch import Tensor, nn
+
+from ..pruning.block_1xn import Block1xNSparsifier, block_1xn_config
+from ..pruning.dppnet import DPPConv2d, convert_to_dpp, dpp_regularizer, dpp_sparsity
+from ..pruning.filter_prune import prune_filters_l1
+from ..pruning.gsm import GSMSGD, gsm_final_prune
+from ..pruning.magnitude import MagnitudeSparsifier, magnitude_config
+from ..pruning.pattern import PatternSparsifier, pattern_config
+from ..pruning.rearrange import rearrange_filters
+from ..pruning.schedule import ScheduledPruning, SparsitySchedule
+from ..pruning.slimming import SlimmingRegularizer, slim
+from ..pruning.stripe import SkeletonRegularizer, attach_skeletons, fold_skeletons
+from .config import RunConfig
+from .loop import TrainHooks
+
+log = logging.getLogger("sparsekernels")
+
+
+def _schedule(cfg: RunConfig) -> SparsitySchedule:
+    return SparsitySchedule(
+        init_sparsity=cfg.init_sparsity if cfg.inter_func != "one_shot" else 0.0,
+        final_sparsity=cfg.pr_target, start_epoch=cfg.start_epoch,
+        end_epoch=max(cfg.end_epoch, cfg.start_epoch), update_frequency=cfg.update_frequency,
+        inter_func=cfg.inter_func,
+    )
+
+
+def zero_fraction(tensors) -> float:
+    """Fraction of exact zeros over ``tensors``: how sparsity is reported."""
+    tensors = list(tensors)
+    total = sum(t.numel() for t in tensors)
+    return sum(int((t == 0).sum()) for t in tensors) / total if total else 0.0
+
+
+class Method(TrainHooks):
+    """No pruning: the dense baseline."""
+
+    retrain = False
+
+    def __init__(self, cfg: RunConfig):
+        self.cfg = cfg
+
+    def prepare(self, model: nn.Module) -> nn.Module:
+        return model
+
+    def finalize(self, model: nn.Module) -> nn.Module:
+        return model
+
+    def optimizer_factory(self) -> Optional[Callable]:
+        return None
+
+    def masks(self, model: nn.Module) -> dict[str, Tensor]:
+        return {}
+
+    def saved_extras(self) -> dict[str, str]:
+        """What ``load_model`` needs besides the arch to rebuild the model."""
+        return {}
+
+    def pruned_weights(self, model: nn.Module) -> list[Tensor]:
+        """The weights whose zeros count towards this method's sparsity."""
+        return [model.get_submodule(name).weight for name in self.masks(model)]
+
+    def sparsity(self, model: nn.Module) -> Optional[float]:
+        weights = self.pruned_weights(model)
+        return zero_fraction(w.detach() for w in weights) if weights else None
+
+
+class MaskMethod(Method):
+    """A torch.ao sparsifier driven by one SparseML-style schedule."""
+
+    def make_sparsifier(self):
+        raise NotImplementedError
+
+    def layer_config(self, model: nn.Module) -> list[dict]:
+        raise NotImplementedError
+
+    def prepare(self, model):
+        self.sparsifier = self.make_sparsifier()
+        self.config = self.layer_config(model)
+        self.sparsifier.prepare(model, self.config)
+        self.scheduler = ScheduledPruning(self.sparsifier, _schedule(self.cfg))
+        return model
+
+    def on_epoch_start(self, epoch, model):
+        self.scheduler.step(epoch)
+        self.sparsifier.step()
+
+    def finalize(self, model):
+        self._final_masks = {
+            cfg["tensor_fqn"].rsplit(".", 1)[0]: self._mask_of(model, cfg["tensor_fqn"])
+            for cfg in self.config
+        }
+        self.sparsifier.squash_mask()
+        return model
+
+    def _mask_of(self, model, fqn):
+        module = model.get_submodule(fqn.rsplit(".", 1)[0])
+        return module.parametrizations.weight[0].mask.detach().bool().clone()
+
+    def masks(self, model):
+        if hasattr(self, "_final_masks"):
+            return self._final_masks
+        return {cfg["tensor_fqn"].rsplit(".", 1)[0]: self._mask_of(model, cfg["tensor_fqn"])
+                for cfg in getattr(self, "config", [])}
+
+    def state_dict(self):
+        return {"sparsifier": self.sparsifier.state_dict(),
+                "scheduler": self.scheduler.state_dict()}
+
+    def load_state_dict(self, state):
+        self.sparsifier.load_state_dict(state["sparsifier"])
+        self.scheduler.load_state_dict(state["scheduler"])
+
+
+class BlockMethod(MaskMethod):
+    """1xN blocks (Lin et al.), optionally after physical filter rearrangement."""
+
+    def make_sparsifier(self):
+        return Block1xNSparsifier(n=self.cfg.N, criterion=self.cfg.criterion,
+                                  seed=self.cfg.seed, pad_partial=self.cfg.pad_partial)
+
+    def layer_config(self, model):
+        return block_1xn_config(model, n=self.cfg.N, sparsity=self.cfg.pr_target,
+                                prune_classifier=self.cfg.full, prune_stem=self.cfg.prune_stem,
+                                exclude=self.cfg.exclude)
+
+    def prepare(self, model):
+        if self.cfg.rearrange:
+            rearrange_filters(model)
+        return super().prepare(model)
+
+
+class PatternMethod(MaskMethod):
+    def make_sparsifier(self):
+        return PatternSparsifier(num_patterns=self.cfg.num_patterns,
+                                 entries=self.cfg.pattern_entries)
+
+    def layer_config(self, model):
+        return pattern_config(model, sparsity=self.cfg.pr_target, prune_stem=self.cfg.prune_stem,
+                              exclude=self.cfg.exclude)
+
+
+class MagnitudeMethod(MaskMethod):
+    def make_sparsifier(self):
+        return MagnitudeSparsifier(scope="global")
+
+    def layer_config(self, model):
+        return magnitude_config(model, sparsity=self.cfg.pr_target, include_linear=self.cfg.full)
+
+
+class StripeMethod(Method):
+    """Filter Skeleton: learn per-stripe scales with an L1 pull, zero the
+    stripes below the threshold (or the smallest ones to the scheduled level
+    when ``stripe_target``), fold the skeleton into the weight at the end."""
+
+    def prepare(self, model):
+        self.skeletons = attach_skeletons(model, _exclude_stem(model, self.cfg))
+        target = self.cfg.pr_target if self.cfg.stripe_target else None
+        self.regularizer = SkeletonRegularizer(model, sr=self.cfg.sr,
+                                               threshold=self.cfg.threshold, target=target,
+                                               scope="layer")
+        self.schedule = _schedule(self.cfg)
+        return model
+
+    def on_epoch_start(self, epoch, model):
+        if self.cfg.stripe_target:
+            self.regularizer.set_level(self.schedule.level(epoch))
+
+    def after_backward(self, model, optimizer):
+        self.regularizer.apply()
+
+    def finalize(self, model):
+        self._final_masks = {
+            name: mask.unsqueeze(1).expand(model.get_submodule(name).weight.shape).clone()
+            for name, mask in fold_skeletons(model).items()
+        }
+        return model
+
+    def masks(self, model):
+        return getattr(self, "_final_masks", {})
+
+    def sparsity(self, model):
+        if hasattr(self, "_final_masks"):
+            return super().sparsity(model)
+        fs = [p.detach() for p in self.skeletons.values()]
+        return zero_fraction(fs)
+
+
+class DPPMethod(Method):
+    def prepare(self, model):
+        self.layers = convert_to_dpp(model, num_patterns=self.cfg.dpp_patterns)
+        return model
+
+    def saved_extras(self):
+        # load_model rebuilds these layers as DPPConv2d before loading weights.
+        return {"dpp_layers": json.dumps({"layers": self.layers,
+                                          "num_patterns": self.cfg.dpp_patterns})}
+
+    def extra_loss(self, model):
+        return dpp_regularizer(model, self.cfg.alpha)
+
+    def sparsity(self, model):
+        return dpp_sparsity(model)
+
+
+class GSMMethod(Method):
+    """GSM trains with its own optimizer, then prunes by magnitude globally."""
+
+    def optimizer_factory(self):
+        ratio, momentum = 1.0 - self.cfg.pr_target, self.cfg.gsm_momentum
+
+        def make(params, lr, momentum_, weight_decay, nesterov):
+            return GSMSGD(params, lr=lr, momentum=momentum, weight_decay=weight_decay,
+                          nesterov=nesterov, nonzero_ratio=ratio)
+
+        return make
+
+    def finalize(self, model):
+        masks = gsm_final_prune(model, 1.0 - self.cfg.pr_target)  # keyed by parameter name
+        self._final_masks = {name.removesuffix(".weight"): m for name, m in masks.items()}
+        return model
+
+    def masks(self, model):
+        return getattr(self, "_final_masks", {})
+
+
+class L1FilterMethod(Method):
+    """Prune filters by L1 norm to a smaller dense net, then fine-tune (or scratch)."""
+
+    retrain = True
+
+    def finalize(self, model):
+        before = _out_channels(model)
+        kept = prune_filters_l1(model, self.cfg.pr_target, skip=self.cfg.exclude)
+        self._channels = _removed_fraction(before, kept)
+        return model
+
+    def sparsity(self, model):
+        """Fraction of the pruned layers' channels removed."""
+        return getattr(self, "_channels", None)
+
+
+class SlimmingMethod(Method):
+    """Train with L1 on BN gamma, cut the smallest gammas globally, re-train."""
+
+    retrain = True
+
+    def prepare(self, model):
+        self.regularizer = SlimmingRegularizer(model, s=self.cfg.slim_s)
+        return model
+
+    def after_backward(self, model, optimizer):
+        self.regularizer.apply()
+
+    def finalize(self, model):
+        before = _out_channels(model)
+        self._channels = _removed_fraction(before, slim(model, self.cfg.pr_target))
+        return model
+
+    def sparsity(self, model):
+        """Fraction of the scored (BN-scaled) channels removed."""
+        return getattr(self, "_channels", None)
+
+
+def _out_channels(model: nn.Module) -> dict[str, int]:
+    return {name: m.weight.shape[0] for name, m in model.named_modules()
+            if isinstance(m, (nn.Conv2d, nn.Linear))}
+
+
+def _removed_fraction(before: dict[str, int], kept: dict[str, Tensor]) -> float:
+    total = sum(before[name] for name in kept)
+    return 1.0 - sum(len(index) for index in kept.values()) / total if total else 0.0
+
+
+def _exclude_stem(model: nn.Module, cfg: RunConfig) -> list[str]:
+    """Conv layers the stripe method regularises: all but the depthwise ones,
+    the stem unless asked, and the caller's exclusions."""
+    import fnmatch
+
+    convs = [(n, m) for n, m in model.named_modules() if isinstance(m, nn.Conv2d)]
+    names = []
+    for i, (name, conv) in enumerate(convs):
+        if conv.groups > 1 and conv.groups == conv.in_channels:
+            continue
+        if i == 0 and not cfg.prune_stem:
+            continue
+        if any(fnmatch.fnmatchcase(name, p) for p in cfg.exclude):
+            continue
+        names.append(name)
+    return names
+
+
+METHOD_CLASSES = {
+    "dense": Method, "1xn": BlockMethod, "pattern": PatternMethod,
+    "magnitude": MagnitudeMethod, "stripe": StripeMethod, "dppnet": DPPMethod,
+    "gsm": GSMMethod, "l1_filter": L1FilterMethod, "slimming": SlimmingMethod,
+}
+
+
+def make_method(cfg: RunConfig) -> Method:
+    return METHOD_CLASSES[cfg.method](cfg)
