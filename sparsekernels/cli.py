@@ -3,6 +3,8 @@
 The flags are ``RunConfig``'s fields, named as in the seed code (``--arch``,
 ``--pr_target``, ``--N``, ``--rearrange``, ``--full``, ``--job_dir``, ...);
 ``--config FILE`` (YAML or JSON) supplies defaults that flags override.
+Under ``torchrun --nproc_per_node=G -m sparsekernels prune ...`` training runs
+with DistributedDataParallel (gloo on CPU, nccl on GPU).
 With no flags, ``prune`` trains a small CNN on scikit-learn's digits, prunes
 it to 1x4 blocks at 50% and fine-tunes it: a few minutes on 2 CPU cores.
 """
@@ -12,6 +14,7 @@ import argparse
 import dataclasses
 import json
 import logging
+import os
 import sys
 import typing
 from pathlib import Path
@@ -46,6 +49,8 @@ def _add_config_flags(p: argparse.ArgumentParser):
     p.add_argument("--conv_type", choices=sorted(CONV_TYPES),
                    help="the 1xN code's layer type: sets --method/--criterion")
     p.add_argument("--config", help="YAML or JSON file of RunConfig fields")
+    p.add_argument("--progress", action=argparse.BooleanOptionalAction, default=True,
+                   help="tqdm progress bars (default on)")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -86,15 +91,19 @@ def main(argv: Optional[list[str]] = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     parser = build_parser()
     args = parser.parse_args(argv)
+    if int(os.environ.get("WORLD_SIZE", "1")) > 1:  # launched by torchrun
+        from .train.distributed import init_from_env
+
+        init_from_env()
     try:
         if args.command == "prune":
             from .train.pipeline import run
 
-            result = run(config_from_args(args))
+            result = run(config_from_args(args), progress=args.progress)
         elif args.command == "finetune":
             from .train.finetune import finetune
 
-            result = finetune(config_from_args(args), args.pruned_model)
+            result = finetune(config_from_args(args), args.pruned_model, progress=args.progress)
         elif args.command == "evaluate":
             from .train.finetune import evaluate_file
 

@@ -9,6 +9,7 @@ from typing import Iterable, Mapping, Optional, Union
 from torch import nn
 
 from .nn.block_conv import BlockSparseConv2d
+from .pruning.base import is_depthwise, level_for
 
 log = logging.getLogger("sparsekernels")
 
@@ -16,7 +17,7 @@ log = logging.getLogger("sparsekernels")
 def _skip_reason(name: str, conv: nn.Conv2d, n: int, exclude: Iterable[str], pad: bool):
     if any(fnmatch.fnmatchcase(name, pattern) for pattern in exclude):
         return "excluded by the caller"
-    if conv.groups > 1 and conv.in_channels == conv.groups:
+    if is_depthwise(conv):
         return "depthwise conv (one input channel per group: no block to share)"
     cout_g = conv.out_channels // conv.groups
     if cout_g % n and not pad:
@@ -47,7 +48,7 @@ def sparsify(
     convs = [(name, m) for name, m in model.named_modules() if type(m) is nn.Conv2d]
     for name, conv in convs:
         reason = _skip_reason(name, conv, n, exclude, pad_partial)
-        level = _level_for(name, sparsity)
+        level = level_for(name, sparsity)
         if reason is None and level is None:
             reason = "no sparsity level matches its name"
         if reason:
@@ -59,15 +60,6 @@ def sparsify(
         replace_module(model, name, sparse)
         log.info("sparsify: %s -> 1x%d at %.3f block sparsity", name, n, sparse.sparsity)
     return model
-
-
-def _level_for(name: str, sparsity) -> Optional[float]:
-    if not isinstance(sparsity, Mapping):
-        return sparsity
-    for pattern, level in sparsity.items():
-        if fnmatch.fnmatchcase(name, pattern):
-            return level
-    return None
 
 
 def replace_module(model: nn.Module, name: str, new: nn.Module):

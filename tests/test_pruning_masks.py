@@ -13,8 +13,9 @@ from torch import nn
 from torch.nn.utils import parametrize
 
 from sparsekernels import Block1xN
+from sparsekernels.pruning.base import pruned_count
 from sparsekernels.pruning.block_1xn import Block1xNSparsifier, block_1xn_config
-from sparsekernels.pruning.magnitude import MagnitudeSparsifier, magnitude_config, pruned_count
+from sparsekernels.pruning.magnitude import MagnitudeSparsifier, magnitude_config
 from sparsekernels.pruning.pattern import PatternSparsifier, assign_patterns, pattern_config
 from sparsekernels.pruning.schedule import ScheduledPruning, SparsitySchedule
 

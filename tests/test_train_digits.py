@@ -13,10 +13,7 @@ from sparsekernels.train.artifacts import load_model
 from sparsekernels.train.config import RunConfig
 from sparsekernels.train.export import export, load_exported
 from sparsekernels.train.pipeline import run
-
-# Short schedules: CI runs every method on 2 cores.
-DENSE = dict(arch="digits_cnn", dataset="digits", pretrain_epochs=15, seed=0)
-FINETUNE = dict(num_epochs=6, lr=0.01)
+from sparsekernels.train.recipes import DENSE, recipe
 
 
 @pytest.fixture(scope="module")
@@ -26,10 +23,9 @@ def dense(tmp_path_factory):
     return job / "dense.pt", result["test"]["top1"]
 
 
-def _prune(tmp_path, dense, **cfg):
-    path, _ = dense
-    cfg = RunConfig(**{**DENSE, **FINETUNE, **cfg}, pretrained_model=str(path),
-                    job_dir=str(tmp_path))
+def _prune(tmp_path, dense, name, **overrides):
+    cfg = RunConfig(**recipe(name, pretrained_model=str(dense[0]), job_dir=str(tmp_path),
+                             **overrides))
     return run(cfg, progress=False)
 
 
@@ -42,9 +38,9 @@ def test_dense_reaches_97(dense):
     assert dense[1] >= 0.97
 
 
-@pytest.mark.parametrize("level, budget", [(0.5, 0.015), (0.75, 0.03)])
-def test_1xn_fine_tuned_accuracy_and_exact_sparsity(tmp_path, dense, level, budget):
-    result = _prune(tmp_path, dense, method="1xn", N=4, pr_target=level)
+@pytest.mark.parametrize("name, level, budget", [("1xn-50", 0.5, 0.015), ("1xn-75", 0.75, 0.03)])
+def test_1xn_fine_tuned_accuracy_and_exact_sparsity(tmp_path, dense, name, level, budget):
+    result = _prune(tmp_path, dense, name)
     assert result["test"]["top1"] >= dense[1] - budget
     export(tmp_path / "pruned.pt", tmp_path / "sparse.pt")
     model = load_exported(tmp_path / "sparse.pt")
@@ -64,15 +60,9 @@ def _pruned_layer_weights(job):
     return [model.get_submodule(name).weight.detach() for name in record["masks"]]
 
 
-@pytest.mark.parametrize("method, level, extra", [
-    ("stripe", 0.5, {}),
-    ("pattern", 0.7, {"num_patterns": 4}),
-    # GSM (10x): on 15 epochs instead of the paper's hundreds, the weights it
-    # stops feeding need a stronger decay to reach ~0 before the final prune.
-    ("gsm", 0.9, {"lr": 0.03, "weight_decay": 5e-2, "num_epochs": 15}),
-])
-def test_method_reaches_target_within_3_points(tmp_path, dense, method, level, extra):
-    result = _prune(tmp_path, dense, method=method, pr_target=level, **extra)
+@pytest.mark.parametrize("name, level", [("stripe-50", 0.5), ("pattern-70", 0.7), ("gsm-90", 0.9)])
+def test_method_reaches_target_within_3_points(tmp_path, dense, name, level):
+    result = _prune(tmp_path, dense, name)
     assert result["test"]["top1"] >= dense[1] - 0.03
     weights = _pruned_layer_weights(tmp_path)
     assert weights
@@ -80,7 +70,7 @@ def test_method_reaches_target_within_3_points(tmp_path, dense, method, level, e
 
 
 def test_slimming_removes_target_channels_within_3_points(tmp_path, dense):
-    result = _prune(tmp_path, dense, method="slimming", pr_target=0.4)
+    result = _prune(tmp_path, dense, "slimming-40")
     assert result["test"]["top1"] >= dense[1] - 0.03
     assert result["sparsity"] == pytest.approx(0.4, abs=0.01)
     assert result["params"] < _dense_params(dense)  # physically narrower
@@ -119,13 +109,10 @@ def test_cli_prune_export_evaluate(tmp_path, dense, capsys):
     assert err.value.code == 2
 
 
-@pytest.mark.parametrize("method, extra", [
-    ("magnitude", {}),
-    ("l1_filter", {"scratch": "B"}),
-    ("1xn", {"rearrange": True, "criterion": "random", "inter_func": "cubic", "end_epoch": 2}),
-])
-def test_other_methods_run_end_to_end(tmp_path, dense, method, extra):
-    result = _prune(tmp_path, dense, method=method, pr_target=0.5, num_epochs=3, **extra)
+@pytest.mark.parametrize("name", ["magnitude-90", "l1_filter-50-scratchB",
+                                  "1xn-75-rearranged-cubic"])
+def test_other_methods_run_end_to_end(tmp_path, dense, name):
+    result = _prune(tmp_path, dense, name, num_epochs=4)
     assert result["test"]["top1"] >= 0.9
     assert result["sparsity"] > 0
     assert result["flops"] <= result["flops_dense"]
@@ -134,7 +121,7 @@ def test_other_methods_run_end_to_end(tmp_path, dense, method, extra):
 def test_dppnet_runs_end_to_end(tmp_path, dense):
     # DPPNet learns its sparsity (alpha pulls the thresholds up); three epochs
     # on digits prune nothing yet, so this checks the plumbing, not a level.
-    result = _prune(tmp_path, dense, method="dppnet", pr_target=0.5, num_epochs=3)
+    result = _prune(tmp_path, dense, "dppnet", num_epochs=3)
     assert result["test"]["top1"] >= 0.9
     assert 0.0 <= result["sparsity"] < 1.0
     model, _ = load_model(tmp_path / "pruned.pt")
@@ -144,8 +131,8 @@ def test_dppnet_runs_end_to_end(tmp_path, dense):
 def test_interrupted_run_resumes_to_the_same_weights(tmp_path, dense, monkeypatch):
     from sparsekernels.train import methods
 
-    cfg = dict(method="1xn", pr_target=0.75, num_epochs=4, inter_func="cubic", end_epoch=3)
-    _prune(tmp_path / "straight", dense, **cfg)
+    cfg = dict(num_epochs=4, inter_func="cubic", end_epoch=3)
+    _prune(tmp_path / "straight", dense, "1xn-75", **cfg)
     original = methods.BlockMethod.on_epoch_start
 
     def crash_at_epoch_2(self, epoch, model):
@@ -155,9 +142,9 @@ def test_interrupted_run_resumes_to_the_same_weights(tmp_path, dense, monkeypatc
 
     monkeypatch.setattr(methods.BlockMethod, "on_epoch_start", crash_at_epoch_2)
     with pytest.raises(KeyboardInterrupt):
-        _prune(tmp_path / "resumed", dense, **cfg)
+        _prune(tmp_path / "resumed", dense, "1xn-75", **cfg)
     monkeypatch.setattr(methods.BlockMethod, "on_epoch_start", original)
-    _prune(tmp_path / "resumed", dense, **cfg)
+    _prune(tmp_path / "resumed", dense, "1xn-75", **cfg)
     a, _ = load_model(tmp_path / "straight" / "pruned.pt")
     b, _ = load_model(tmp_path / "resumed" / "pruned.pt")
     for (name, x), (_, y) in zip(a.state_dict().items(), b.state_dict().items()):

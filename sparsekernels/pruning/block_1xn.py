@@ -30,7 +30,7 @@ from typing import Iterable, Optional
 from torch import nn
 
 from ..formats.block_1xn import CRITERIA, Block1xN
-from .magnitude import (
+from .base import (
     MaskSparsifier,
     Sparsity,
     as_conv_weight,
@@ -118,8 +118,8 @@ def block_1xn_config(
     """Config entries ``{"tensor_fqn", "sparsity_level", "n"}`` selecting the
     layers the paper prunes: every Conv2d except the stem and depthwise convs,
     and the classifier (last Linear) only with ``prune_classifier``. See
-    :func:`~sparsekernels.pruning.magnitude.paper_skip_rule` and
-    :func:`~sparsekernels.pruning.magnitude.select_layers` (``sparsity`` as a
+    :func:`~sparsekernels.pruning.base.paper_skip_rule` and
+    :func:`~sparsekernels.pruning.base.select_layers` (``sparsity`` as a
     float or a name-pattern mapping, ``exclude``, logging of skipped layers).
     Each entry's ``n`` overrides the sparsifier's default.
     """

@@ -30,6 +30,7 @@ from torch import fx, nn
 from torch.nn.utils import parametrize
 
 from ..nn.block_conv import BlockSparseConv2d
+from .base import is_depthwise
 
 # Modules and functions that act on each element (or each channel) alone.
 _ELEMENTWISE_MODULES = (
@@ -106,9 +107,10 @@ class _Place:
     after_depthwise: bool = False
 
 
-def is_depthwise(conv: nn.Conv2d) -> bool:
-    """One filter per input channel: channel ``c`` in gives channel ``c`` out."""
-    return conv.groups > 1 and conv.groups == conv.in_channels == conv.out_channels
+def _passes_channels(conv: nn.Conv2d) -> bool:
+    """A depthwise conv with one filter per input channel: channel ``c`` in
+    gives channel ``c`` out (a channel multiplier > 1 would not)."""
+    return is_depthwise(conv) and conv.out_channels == conv.in_channels
 
 
 class _Tracer(fx.Tracer):
@@ -144,7 +146,7 @@ def channel_groups(model: nn.Module) -> list[ChannelGroup]:
             continue
         module = modules[node.target]
         if not isinstance(module, (nn.Conv2d, nn.Linear)) or (
-            isinstance(module, nn.Conv2d) and is_depthwise(module)
+            isinstance(module, nn.Conv2d) and _passes_channels(module)
         ):
             continue
         groups.append(_follow(node, nodes[i + 1:], modules, calls))
@@ -223,7 +225,7 @@ def _classify_module(node, place: _Place, modules, calls, group: ChannelGroup) -
                            f"not {group.channels}")
         elif module.groups == 1:
             group.consumers[name] = 1
-        elif is_depthwise(module):
+        elif _passes_channels(module):
             group.depthwise.append(name)
             return _Place(2, after_depthwise=True)
         else:

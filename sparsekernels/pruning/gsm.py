@@ -25,7 +25,7 @@ from torch import Tensor, nn
 from torch.optim import Optimizer
 from torch.utils.hooks import RemovableHandle
 
-from .magnitude import _smallest, pruned_count
+from .base import pruned_count, smallest
 
 
 def is_prunable(param: Tensor) -> bool:
@@ -33,12 +33,17 @@ def is_prunable(param: Tensor) -> bool:
     return param.dim() in (2, 4)
 
 
+def _check_nonzero_ratio(nonzero_ratio: float) -> None:
+    if not 0.0 <= nonzero_ratio <= 1.0:
+        raise ValueError(f"nonzero_ratio: expected a fraction in [0, 1], got {nonzero_ratio}")
+
+
 def _keep_largest(scores: Sequence[Tensor], kept: int) -> List[Tensor]:
     """Masks (shaped like ``scores``) of exactly ``kept`` largest entries over
-    all ``scores`` together, by magnitude.py's exact selection (ties at the
+    all ``scores`` together, by :func:`~.base.smallest` (ties at the
     cut: the later positions in the concatenated order are kept)."""
     flat = torch.cat([s.detach().flatten() for s in scores])
-    keep = _smallest(flat, flat.numel() - kept)
+    keep = smallest(flat, flat.numel() - kept)
     return [part.view_as(s) for part, s in zip(keep.split([s.numel() for s in scores]), scores)]
 
 
@@ -71,8 +76,7 @@ class GSMSGD(Optimizer):
             raise ValueError(f"weight_decay, weight_decay_bias: expected >= 0, got {weight_decay}, {weight_decay_bias}")
         if nesterov and momentum == 0:
             raise ValueError("nesterov: expected momentum > 0 with nesterov=True")
-        if not 0.0 <= nonzero_ratio <= 1.0:
-            raise ValueError(f"nonzero_ratio: expected a fraction in [0, 1], got {nonzero_ratio}")
+        _check_nonzero_ratio(nonzero_ratio)
         defaults = dict(lr=lr, momentum=momentum, weight_decay=weight_decay, nesterov=nesterov,
                         nonzero_ratio=nonzero_ratio, weight_decay_bias=weight_decay_bias, gsm=True)
         super().__init__(params, defaults)
@@ -138,8 +142,7 @@ def gsm_final_prune(params_or_model: Union[nn.Module, Iterable[Tensor]], nonzero
     ``|w|`` (the original's final step, not ``|w * g|``), zero the rest in
     place; returns the kept masks keyed by parameter name for a module, by
     position in the iterable otherwise. Exactly that many are kept."""
-    if not 0.0 <= nonzero_ratio <= 1.0:
-        raise ValueError(f"nonzero_ratio: expected a fraction in [0, 1], got {nonzero_ratio}")
+    _check_nonzero_ratio(nonzero_ratio)
     named = _prunable_named(params_or_model)
     if not named:
         raise ValueError("params_or_model: no conv or linear weight (dim 2 or 4) to prune")

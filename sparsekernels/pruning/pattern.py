@@ -43,10 +43,9 @@ from typing import Iterable, Optional
 import torch
 from torch import Tensor, nn
 
-from .magnitude import (
+from .base import (
     MaskSparsifier,
     Sparsity,
-    _smallest,
     as_conv_weight,
     check_conv_or_linear,
     check_level,
@@ -54,6 +53,7 @@ from .magnitude import (
     paper_skip_rule,
     pruned_count,
     select_layers,
+    smallest,
 )
 
 
@@ -118,7 +118,7 @@ def assign_patterns(
     pattern_id = kept_energy.argmax(1)
     remaining = kept_energy.gather(1, pattern_id[:, None]).squeeze(1)
     dropped = dropped_kernel_count(energy.shape[0], area, kept, level) if level else 0
-    pattern_id[~_smallest(remaining, dropped)] = -1
+    pattern_id[~smallest(remaining, dropped)] = -1
     keep = library[pattern_id.clamp(min=0)] & (pattern_id >= 0)[:, None]
     library = library.reshape(-1, kh, kw)
     return keep.reshape(weight.shape), library, pattern_id.reshape(cout, cin_per_group)

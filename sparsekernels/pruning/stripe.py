@@ -28,7 +28,7 @@ import torch
 from torch import Tensor, nn
 from torch.nn.utils import parametrize
 
-from .magnitude import _smallest, check_level, pruned_count
+from .base import check_level, is_depthwise, pruned_count, smallest
 
 
 class FilterSkeleton(nn.Module):
@@ -43,12 +43,6 @@ class FilterSkeleton(nn.Module):
 
     def forward(self, weight: Tensor) -> Tensor:
         return weight * (self.skeleton * self.keep).unsqueeze(1)
-
-
-def _default_layer(conv: nn.Conv2d) -> bool:
-    # A depthwise stripe is a single weight; the original leaves those layers out.
-    depthwise = conv.groups > 1 and conv.groups == conv.in_channels
-    return not depthwise
 
 
 def _skeleton_of(conv: nn.Module) -> Optional[FilterSkeleton]:
@@ -79,7 +73,8 @@ def attach_skeletons(model: nn.Module, layers: Optional[Iterable[str]] = None) -
     """
     convs = {name: m for name, m in model.named_modules() if isinstance(m, nn.Conv2d)}
     if layers is None:
-        selected = [name for name, conv in convs.items() if _default_layer(conv)]
+        # A depthwise stripe is a single weight; the original leaves those layers out.
+        selected = [name for name, conv in convs.items() if not is_depthwise(conv)]
     else:
         selected = list(layers)
         unknown = [name for name in selected if name not in convs]
@@ -113,7 +108,7 @@ class SkeletonRegularizer:
 
     Exact in target mode: after each ``apply()`` exactly that many stripes are
     zero (per layer, or in total), ties in ``|FS|`` broken by stripe position
-    (magnitude.py's selection), as long as the level never decreases. Pruned
+    (:func:`~.base.smallest`), as long as the level never decreases. Pruned
     stripes are never revived, so a lower level keeps the larger count already
     pruned. A global ranking can prune a whole layer; nothing guards that.
     """
@@ -185,7 +180,7 @@ def _prune_smallest(skeletons, stripe_norms, level: float) -> None:
         for s, norm in zip(skeletons, stripe_norms)
     ])
     already = int((scores < 0).sum())
-    keep = _smallest(scores, max(pruned_count(scores.numel(), level), already))
+    keep = smallest(scores, max(pruned_count(scores.numel(), level), already))
     for s, part in zip(skeletons, keep.split([s.keep.numel() for s in skeletons])):
         s.keep.copy_(part.view_as(s.keep))
 

@@ -16,6 +16,7 @@ import torch
 from torch import Tensor, nn
 
 from ..models import get_model
+from ..pruning.base import is_depthwise
 from ..pruning.dppnet import convert_to_dpp
 
 FORMAT = "sparsekernels.model/1"
@@ -98,8 +99,7 @@ def resize_to(model: nn.Module, state: dict[str, Tensor]) -> nn.Module:
 def _resized(module: nn.Module, weight: Tensor, name: str) -> nn.Module:
     if isinstance(module, nn.Conv2d):
         cout, cin_g = weight.shape[:2]
-        depthwise = module.groups == module.in_channels and module.groups > 1
-        groups = cout if depthwise else module.groups
+        groups = cout if is_depthwise(module) else module.groups
         return nn.Conv2d(cin_g * groups, cout, module.kernel_size, module.stride, module.padding,
                          module.dilation, groups, module.bias is not None, module.padding_mode)
     if isinstance(module, nn.BatchNorm2d):

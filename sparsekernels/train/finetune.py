@@ -15,7 +15,7 @@ from torch import nn
 from torch.nn.utils import parametrize
 
 from ..data import get_datasets
-from ..pruning.magnitude import SavedMask
+from ..pruning.base import SavedMask
 from .artifacts import load_model, read_record, save_model
 from .config import RunConfig
 from .export import load_exported
@@ -32,7 +32,7 @@ def _masked(model: nn.Module, masks: dict[str, torch.Tensor]) -> None:
         parametrize.register_parametrization(module, "weight", SavedMask(mask.float()))
 
 
-def finetune(cfg: RunConfig, pruned_path: str | Path) -> dict[str, Any]:
+def finetune(cfg: RunConfig, pruned_path: str | Path, *, progress: bool = True) -> dict[str, Any]:
     model, record = load_model(pruned_path)
     masks = record.get("masks", {})
     _masked(model, masks)
@@ -44,7 +44,7 @@ def finetune(cfg: RunConfig, pruned_path: str | Path) -> dict[str, Any]:
         nesterov=cfg.nesterov, weight_decay=cfg.weight_decay, warmup_epochs=cfg.warmup_length,
         lr_policy=cfg.lr_policy, label_smoothing=cfg.label_smoothing, amp=cfg.amp,
         seed=cfg.seed, job_dir=job_dir / "finetune", resume=cfg.resume,
-        num_workers=cfg.num_workers,
+        num_workers=cfg.num_workers, progress=progress,
     ).fit()
     for name in masks:
         parametrize.remove_parametrizations(model.get_submodule(name), "weight")

@@ -17,6 +17,7 @@ which ``export`` uses to build the sparse modules.
 """
 from __future__ import annotations
 
+import fnmatch
 import json
 import logging
 from typing import Callable, Optional
@@ -24,6 +25,7 @@ from typing import Callable, Optional
 import torch
 from torch import Tensor, nn
 
+from ..pruning.base import is_depthwise
 from ..pruning.block_1xn import Block1xNSparsifier, block_1xn_config
 from ..pruning.dppnet import DPPConv2d, convert_to_dpp, dpp_regularizer, dpp_sparsity
 from ..pruning.filter_prune import prune_filters_l1
@@ -299,12 +301,10 @@ def _removed_fraction(before: dict[str, int], kept: dict[str, Tensor]) -> float:
 def _exclude_stem(model: nn.Module, cfg: RunConfig) -> list[str]:
     """Conv layers the stripe method regularises: all but the depthwise ones,
     the stem unless asked, and the caller's exclusions."""
-    import fnmatch
-
     convs = [(n, m) for n, m in model.named_modules() if isinstance(m, nn.Conv2d)]
     names = []
     for i, (name, conv) in enumerate(convs):
-        if conv.groups > 1 and conv.groups == conv.in_channels:
+        if is_depthwise(conv):
             continue
         if i == 0 and not cfg.prune_stem:
             continue

@@ -27,6 +27,7 @@ from ..models import get_model
 from ..pruning.scratch import reinitialize, scratch_epochs
 from .artifacts import maybe_load_pretrained, save_model
 from .config import RunConfig
+from .distributed import barrier, is_main
 from .loop import Trainer
 from .methods import Method, make_method
 
@@ -80,7 +81,8 @@ def run(cfg: RunConfig, *, device: Optional[torch.device] = None,
         result["phases"]["dense"] = _phase(
             _trainer(cfg, model, data, job_dir / "dense", epochs=cfg.pretrain_epochs,
                      lr=cfg.pretrain_lr, device=device, progress=progress))
-        save_model(job_dir / "dense.pt", model, cfg.arch, num_classes)
+        if is_main():
+            save_model(job_dir / "dense.pt", model, cfg.arch, num_classes)
     if cfg.method == "dense":
         metrics = _evaluate(cfg, model, data, job_dir / "dense", device)
         return _finish(cfg, job_dir, model, make_method(cfg), metrics, result,
@@ -130,9 +132,11 @@ def _finish(cfg, job_dir, model, method, metrics, result, flops_dense, info, num
         params=sum(p.numel() for p in model.parameters()),
         nonzero_params=sum(int((p != 0).sum()) for p in model.parameters()),
     )
-    save_model(job_dir / "pruned.pt", model, cfg.arch, num_classes,
-               method=cfg.method, config=json.dumps(cfg.to_dict()), masks=masks,
-               **method.saved_extras())
-    (job_dir / "result.json").write_text(json.dumps(result, indent=2, default=str))
+    if is_main():  # under torchrun every rank holds the same model: one writes
+        save_model(job_dir / "pruned.pt", model, cfg.arch, num_classes,
+                   method=cfg.method, config=json.dumps(cfg.to_dict()), masks=masks,
+                   **method.saved_extras())
+        (job_dir / "result.json").write_text(json.dumps(result, indent=2, default=str))
+    barrier()
     log.info("%s: top1 %.2f%%, sparsity %s", cfg.method, 100 * metrics["top1"], result["sparsity"])
     return result

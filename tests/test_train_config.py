@@ -1,0 +1,56 @@
+"""RunConfig: files, flags and the checks that run before any training."""
+import json
+
+import pytest
+
+from sparsekernels.cli import build_parser, config_from_args
+from sparsekernels.train.config import RunConfig
+from sparsekernels.train.recipes import recipe
+
+
+def test_yaml_and_json_files_round_trip(tmp_path):
+    cfg = RunConfig(method="pattern", pr_target=0.7, num_patterns=4, exclude=["fc"])
+    (tmp_path / "c.json").write_text(json.dumps(cfg.to_dict()))
+    (tmp_path / "c.yaml").write_text("method: pattern\npr_target: 0.7\nnum_patterns: 4\n"
+                                     "exclude: [fc]\n")
+    assert RunConfig.from_file(tmp_path / "c.json") == cfg
+    assert RunConfig.from_file(tmp_path / "c.yaml") == cfg
+
+
+@pytest.mark.parametrize("text, match", [
+    ("methd: 1xn\n", "unknown key"),
+    ("method: prune_all\n", "method: unknown"),
+    ("pr_target: 1.0\n", "pr_target"),
+    ("pr_target: -0.1\n", "pr_target"),
+    ("N: 0\n", "N: expected"),
+    ("inter_func: exponential\n", "inter_func"),
+    ("inter_func: cubic\nstart_epoch: 3\nend_epoch: 2\n", "end_epoch"),
+    ("scratch: B\nmethod: 1xn\n", "scratch"),
+    ("- a list\n", "mapping"),
+])
+def test_bad_file_is_rejected_with_the_field_named(tmp_path, text, match):
+    path = tmp_path / "bad.yaml"
+    path.write_text(text)
+    with pytest.raises(ValueError, match=match):
+        RunConfig.from_file(path)
+
+
+def test_flags_override_the_file_and_conv_type_maps_to_method(tmp_path):
+    path = tmp_path / "c.yaml"
+    path.write_text("method: stripe\npr_target: 0.3\n")
+    args = build_parser().parse_args(
+        ["prune", "--config", str(path), "--pr_target", "0.6", "--conv_type", "BlockRandomConv",
+         "--method", "1xn", "--N", "8", "--full", "--exclude", "stem", "--exclude", "fc"])
+    cfg = config_from_args(args)
+    assert (cfg.method, cfg.criterion, cfg.pr_target, cfg.N, cfg.full) == (
+        "1xn", "random", 0.6, 8, True)
+    assert cfg.exclude == ["stem", "fc"]
+
+
+def test_recipes_are_valid_configs():
+    from sparsekernels.train.recipes import DIGITS_RECIPES
+
+    for name in DIGITS_RECIPES:
+        RunConfig(**recipe(name)).validate()
+    with pytest.raises(ValueError, match="recipe"):
+        recipe("nope")
