@@ -24,7 +24,8 @@ def count_flops(model: nn.Module, input_shape, *, count_zeros: bool = False) -> 
     A layer's weight is read when it runs, so a parametrized one (a pruning
     mask) counts its masked weight. A ``BlockSparseConv2d`` counts its kept
     blocks only (``nnzb * Kh * Kw * N`` weights with ``count_zeros=True``).
-    The model runs once in eval mode on a zero input of batch 1, under
+    A module with a ``flops(input, output, count_zeros)`` method (e.g.
+    ``DPPConv2d``) reports its own FLOPs. The model runs once in eval mode on a zero input of batch 1, under
     ``no_grad``; its training flags are restored afterwards.
     """
     if not isinstance(input_shape, (tuple, list, torch.Size)) or not input_shape or not all(
@@ -37,7 +38,13 @@ def count_flops(model: nn.Module, input_shape, *, count_zeros: bool = False) -> 
     def count(module: nn.Module, inputs, output: Tensor) -> None:
         total[0] += 2 * _weights(module, count_zeros) * _positions(module, inputs[0], output)
 
-    handles = [m.register_forward_hook(count) for m in model.modules() if isinstance(m, _COUNTED)]
+    def count_own(module: nn.Module, inputs, output: Tensor) -> None:
+        total[0] += module.flops(inputs[0], output, count_zeros)
+
+    # A layer of another shape (e.g. DPPConv2d) says its own cost via .flops().
+    handles = [m.register_forward_hook(count_own if callable(getattr(m, "flops", None)) else count)
+               for m in model.modules()
+               if isinstance(m, _COUNTED) or callable(getattr(m, "flops", None))]
     modes = {m: m.training for m in model.modules()}
     device, dtype = _placement(model)
     try:

@@ -428,3 +428,18 @@ def test_gsm_final_prune_bounds_and_ties():
     assert all(m.all() for m in masks.values())
     masks = gsm_final_prune([torch.ones(2, 2)], nonzero_ratio=0.75)  # all tied: exactly 3 kept
     assert int(masks[0].sum()) == 3
+
+
+def test_dpp_flops_count_the_p_static_convs_and_the_mix():
+    from sparsekernels.flops import count_flops
+
+    torch.manual_seed(0)
+    conv = nn.Conv2d(8, 16, 3, padding=1, bias=False)
+    dpp = DPPConv2d.from_conv(conv, num_patterns=4)
+    ho_wo = 6 * 6
+    attention = count_flops(dpp.attention, (8, 6, 6))
+    expected = 2 * (4 * 16 * 8 * 9 + 4 * 16) * ho_wo
+    assert count_flops(dpp, (8, 6, 6), count_zeros=True) == expected + attention
+    with torch.no_grad():
+        dpp.threshold.fill_(1e3)  # every position pruned: only the mix and attention remain
+    assert count_flops(dpp, (8, 6, 6)) == 2 * 4 * 16 * ho_wo + attention

@@ -189,6 +189,17 @@ class DPPConv2d(nn.Module):
         return _mix(x, kernels, self.attention(x), self.bias, self.stride, self.padding, self.dilation)
 
     @torch.no_grad()
+    def flops(self, input: Tensor, output: Tensor, count_zeros: bool = False) -> int:
+        """FLOPs for one sample (``count_flops``'s protocol): the P static
+        convs (positions outside a pattern skipped unless ``count_zeros``)
+        plus the attention-weighted sum; the attention's own 1x1 convs are
+        Conv2d modules and count themselves."""
+        kernels = self.weight if count_zeros else self.weight * self.pattern_masks()[:, None, None]
+        weights = kernels.numel() if count_zeros else int(torch.count_nonzero(kernels))
+        positions = output.numel() // self.out_channels
+        return 2 * (weights + self.num_patterns * self.out_channels) * positions
+
+    @torch.no_grad()
     def static_support(self) -> Tensor:
         """``BoolTensor[Kh, Kw]``: the union of the P patterns."""
         return self.pattern_masks().bool().any(dim=0)
