@@ -1,14 +1,17 @@
 #!/usr/bin/env bash
 # On a GPU machine without network (Python 3.12, torch + CUDA, triton, nvcc,
 # ninja): build the CUDA extension in place, run the test suite, then benchmark
-# the ResNet-50 3x3 layers at batch 64 in bf16 and fp32 (backends cuda, triton).
+# the ResNet-50 3x3 layers at batch 64 in bf16 and fp32 (backends cuda, triton;
+# fp32 against strict-fp32 cuDNN, TF32 reported apart), ResNet-50 whole at
+# batch 1 and 64 in bf16, and write the report.
 #
 #   OUT=/some/dir bash benchmarks/run_gpu.sh      # OUT defaults to ./bench_out
 #
-# Writes to $OUT: build.log, nvidia-smi.txt, gpu_tests.log, bench_gpu_{bf16,fp32}.{json,log}.
-# Exits 1 at once if the build fails; otherwise runs every step and exits
-# non-zero if tests or benchmarks failed. Stays within BUDGET_S (default 540 s)
-# by giving each step a timeout from what is left.
+# Writes to $OUT: build.log, nvidia-smi.txt, gpu_tests.log, {layers,networks}_gpu.{json,log},
+# report.md, readme_fragment.md and the plots. Exits 1 at once if the build
+# fails; otherwise runs every step and exits non-zero if tests or benchmarks
+# failed. Stays within BUDGET_S (default 540 s) by giving each step a timeout
+# from what is left.
 set -uo pipefail
 cd "$(dirname "$0")/.."
 OUT=${OUT:-./bench_out}
@@ -59,22 +62,21 @@ tests_limit=$(($(left) - 180))
 ((tests_limit > 300)) && tests_limit=300
 step "pytest" "$OUT/gpu_tests.log" "$tests_limit" "$PY" -m pytest -q tests
 
-# --- benchmarks --------------------------------------------------------------
-bench() {  # bench TAG DTYPE TIMEOUT_S [EXTRA_ARGS...]
-    local tag=$1 dtype=$2 limit=$3
-    shift 3
-    step "bench $dtype" "$OUT/bench_gpu_$tag.log" "$limit" "$PY" -m sparsekernels.bench \
-        --suite resnet50-3x3 --device cuda --dtype "$dtype" --batch 64 \
-        --backend cuda triton --n 16 64 --sparsity 0.5 0.75 0.9 \
-        --json "$OUT/bench_gpu_$tag.json" "$@"
-}
-bench bf16 bfloat16 $(($(left) / 2))
-# The sparse fp32 kernels compute in strict fp32; without --no-tf32 cuDNN
-# would run the dense baseline in TF32 (records say which in "tf32").
-bench fp32 float32 $(($(left) - 5)) --no-tf32
+# --- benchmarks (results files are appended to: start them afresh) -----------
+rm -f "$OUT/layers_gpu.json" "$OUT/networks_gpu.json"
+step "bench layers" "$OUT/layers_gpu.log" $(($(left) * 2 / 3)) "$PY" -m sparsekernels.bench layers \
+    --suite resnet50-3x3 --device cuda --dtype bfloat16 float32 --batch 64 \
+    --backend cuda triton --n 16 64 --sparsity 0.5 0.75 0.9 --json "$OUT/layers_gpu.json"
+step "bench networks" "$OUT/networks_gpu.log" $(($(left) - 15)) "$PY" -m sparsekernels.bench networks \
+    --arch resnet50 --device cuda --dtype bfloat16 --batch 1 64 --backend cuda \
+    --n 16 64 --sparsity 0.5 0.75 0.9 --json "$OUT/networks_gpu.json"
 
-if "$PY" -c "import matplotlib" 2>/dev/null; then
-    "$PY" benchmarks/plot.py "$OUT"/bench_gpu_*.json || true
+results=()
+for f in "$OUT/layers_gpu.json" "$OUT/networks_gpu.json"; do
+    [ -f "$f" ] && results+=("$f")
+done
+if ((${#results[@]})); then
+    "$PY" -m sparsekernels.bench report "${results[@]}" --out "$OUT" || status=1
 fi
 echo "== done: outputs in $OUT (exit $status)"
 exit $status

@@ -1,37 +1,36 @@
-"""The microbenchmark CLI, run in-process on tiny layers (no timing asserted)."""
+"""The layer benchmark (``python -m sparsekernels.bench [layers]``), run in-process
+on tiny layers: records, sweeps, the correctness gate, argument checks (no
+timing is asserted)."""
 import json
 import math
 
 import pytest
-import torch
 
-from sparsekernels.bench import main, measure
+from sparsekernels.bench import kinds, main, schema
 from sparsekernels.testing import backends_here
 
-FAST = ["--quick", "--device", "cpu", "--repeat", "1", "--warmup", "0"]
-FIELDS = (
-    "kind", "layer", "cin", "cout", "kh", "kw", "stride", "hw", "batch", "n", "sparsity",
-    "dtype", "device", "backend", "dense_ms", "sparse_ms", "speedup", "max_rel_err",
-    "dense_nchw_ms", "dense_channels_last_ms", "ok", "tf32", "threads", "torch_version",
-    "cpu_simd", "timestamp", "command",
-)
+FAST = ["--quick", "--device", "cpu", "--repeat", "1", "--warmup", "0", "--rotate", "2"]
 
 
-def run(tmp_path, *extra) -> tuple[int, list[dict]]:
+def run(tmp_path, *extra, command=()) -> tuple[int, list[dict]]:
     path = tmp_path / "bench.json"
-    rc = main([*FAST, *extra, "--json", str(path)])
-    return rc, json.loads(path.read_text())
+    rc = main([*command, *FAST, *extra, "--json", str(path)])
+    return rc, schema.load(str(path))  # load() validates every record
 
 
-def check_records(records, backend, passes="forward"):
+def check_records(records, backend, pass_="forward"):
     assert records
     for r in records:
-        assert set(FIELDS) <= set(r), set(FIELDS) - set(r)
-        assert r["ok"] is True and r["error"] is None
-        assert r["backend"] == backend and r["passes"] == passes and r["device"] == "cpu"
+        assert r["ok"] is True and r["error"] is None, r["error"]
+        assert r["record_type"] == "layer" and r["schema_version"] == schema.SCHEMA_VERSION
+        assert r["backend"] == backend and r["pass"] == pass_ and r["device"] == "cpu"
         assert r["speedup"] == r["dense_ms"] / r["sparse_ms"]
         assert r["dense_ms"] == min(r["dense_nchw_ms"], r["dense_channels_last_ms"])
-        assert 0 <= r["max_rel_err"] <= 1e-4
+        assert r["ideal_fraction"] == r["speedup"] / r["ideal_speedup"]
+        assert r["sparse_tflops"] == r["useful_flop"] / (r["sparse_ms"] * 1e9)
+        assert r["useful_flop"] == pytest.approx(r["flop"] * (1 - r["actual_sparsity"]))
+        assert 0 <= r["max_rel_err"] <= r["tol"]
+        assert r["rotation_sets"] == 2 and r["peak_tflops"] > 0 and r["bandwidth_gbs"] > 0
 
 
 @pytest.mark.parametrize("backend", backends_here("cpu"))
@@ -43,33 +42,108 @@ def test_forward_records(tmp_path, backend):
     check_records(records, backend)
     expected = 1 if backend == "triton" else 3 * 3  # layers x sparsities
     assert len(records) == expected
+    assert records[0]["suite"] == "quick" and records[0]["kind"] == "1xN"
+    assert records[0]["command"].startswith("python -m sparsekernels.bench layers --quick")
 
 
-def test_backward_pass(tmp_path):
-    backend = "cpu" if "cpu" in backends_here("cpu") else "reference"
-    rc, records = run(tmp_path, "--backend", backend, "--passes", "backward",
-                      "--layers", "3x3s2*", "--n", "4", "16", "--sparsity", "0.5")
+def test_backward_passes(tmp_path):
+    # 'backward' is the first version's name for 'all': asked twice, run once.
+    rc, records = run(tmp_path, "--backend", "reference", "--layers", "3x3s2*", "--n", "4", "16",
+                      "--sparsity", "0.5", "--passes", "grad-input", "grad-weight", "all",
+                      "backward", command=["layers"])
     assert rc == 0
-    check_records(records, backend, "forward+backward")
-    assert sorted(r["n"] for r in records) == [4, 16]
+    for pass_ in ("grad-input", "grad-weight", "all"):
+        mine = [r for r in records if r["pass"] == pass_]
+        check_records(mine, "reference", pass_)
+        assert sorted(r["n"] for r in mine) == [4, 16]
+    flops = {r["pass"]: r["flop"] for r in records}
+    assert flops["all"] == 3 * flops["grad-input"] == 3 * flops["grad-weight"]
 
 
-def test_flags_inaccurate_and_failing_configs(tmp_path, monkeypatch, capsys):
-    monkeypatch.setitem(measure.TOLERANCE, torch.float32, -1.0)  # every error is too big
-    rc, records = run(tmp_path, "--backend", "reference", "--layers", "1x1*", "--sparsity", "0.5")
-    assert rc == 1 and [r["ok"] for r in records] == [False]
-    assert "FAIL" in capsys.readouterr().out
+def test_sweeps_dtype_batch_memory_format(tmp_path):
+    rc, records = run(tmp_path, "--backend", "reference", "--layers", "1x1*", "--sparsity", "0.5",
+                      "--dtype", "float32", "float64", "--batch", "1", "2",
+                      "--memory-format", "nchw", "channels_last")
+    assert rc == 0
+    seen = {(r["dtype"], r["batch"], r["memory_format"]) for r in records}
+    assert len(records) == len(seen) == 8
+    assert all(r["ok"] for r in records)
 
-    def broken(*args):
+
+def test_custom_shapes_append_and_device_placeholder(tmp_path):
+    path = tmp_path / "{device}" / "custom.json"
+    args = [*FAST, "--backend", "reference", "--sparsity", "0.5", "--json", str(path)]
+    assert main([*args, "--shape", "8,16,3,2,7", "8,16,3,2,7"]) == 0  # a repeat runs once
+    assert main([*args, "--shape", "16,32,1,1,5"]) == 0  # appends to the same file
+    (written,) = tmp_path.glob("cpu-*/custom.json")
+    records = schema.load(str(written))
+    assert [r["layer"] for r in records] == ["3x3s2_8-16@7", "1x1_16-32@5"]
+    assert {r["suite"] for r in records} == {"custom"}
+    assert records[0]["run_id"] != records[1]["run_id"]
+
+
+def test_correctness_gate_never_times_a_wrong_kernel(tmp_path, monkeypatch, capsys):
+    calls = []
+    good = kinds.KINDS["1xN"]
+
+    def wrong(x, fmt, layer, backend):
+        calls.append(1)
+        return good.conv(x, fmt, layer, backend) * 1.01
+
+    def raising(*args):
         raise RuntimeError("unsupported shape")
 
-    monkeypatch.setitem(measure.KINDS, "1xN", measure.KINDS["1xN"]._replace(conv=broken))
+    monkeypatch.setitem(kinds.KINDS, "wrong", good._replace(conv=wrong))
+    monkeypatch.setitem(kinds.KINDS, "raising", good._replace(conv=raising))
+    rc, records = run(tmp_path, "--backend", "reference", "--layers", "1x1*", "--sparsity", "0.5",
+                      "--kind", "1xN", "wrong", "raising")
+    assert rc == 1 and "FAIL" in capsys.readouterr().out
+    by_kind = {r["kind"]: r for r in records}
+    assert by_kind["1xN"]["ok"] and by_kind["1xN"]["speedup"] > 0
+    for name, message in (("wrong", "wrong result: max relative error 1.00e-02"),
+                          ("raising", "RuntimeError: unsupported shape")):
+        r = by_kind[name]
+        assert r["ok"] is False and r["error"].startswith(message)
+        assert r["sparse_ms"] is None and r["speedup"] is None and math.isfinite(r["dense_ms"])
+    assert len(calls) == 1  # the check ran it; the timing never did
+
+
+def test_every_registered_kind_runs_by_default(tmp_path, monkeypatch):
+    monkeypatch.setitem(kinds.KINDS, "copy", kinds.KINDS["1xN"])
     rc, records = run(tmp_path, "--backend", "reference", "--layers", "1x1*", "--sparsity", "0.5")
+    assert rc == 0 and sorted(r["kind"] for r in records) == ["1xN", "copy"]
+
+
+def test_pad_partial_times_the_padded_block(tmp_path):
+    rc, records = run(tmp_path, "--backend", "reference", "--shape", "8,24,3,1,6", "--n", "16",
+                      "--sparsity", "0.5", "--pad-partial")
     (r,) = records
-    assert rc == 1 and r["ok"] is False and "unsupported shape" in r["error"]
-    assert r["sparse_ms"] is None and r["speedup"] is None and math.isfinite(r["dense_ms"])
+    assert rc == 0 and r["ok"] and 0 < r["actual_sparsity"] < 1
 
 
-def test_rejects_unknown_layers():
+@pytest.mark.parametrize("args, message", [
+    (["--kind", "2:4"], "invalid choice: '2:4'"),
+    (["--sparsity", "1.0"], "expected a sparsity in [0, 1), got 1.0"),
+    (["--sparsity", "-0.1"], "expected a sparsity in [0, 1), got -0.1"),
+    (["--n", "0"], "expected an int >= 1"),
+    (["--shape", "8,24,3,1,6", "--n", "16"],
+     "3x3_8-24@6: N=16 does not divide out_channels=24"),
+    (["--suite", "quick", "--shape", "8,16,3,1,6"], "give --suite or --shape, not both"),
+    (["--shape", "8,16,3"], "expected cin,cout,k,stride,hw"),
+    (["--shape", "8,16,3,0,6"], "stride must be >= 1"),
+    (["--layers", "no-such-layer"], "match no layer of 'quick'"),
+])
+def test_cli_rejects_bad_arguments(args, message, capsys):
+    with pytest.raises(SystemExit) as exc:
+        main([*FAST, *args])
+    assert exc.value.code == 2
+    assert message in capsys.readouterr().err
+
+
+def test_refuses_to_append_to_another_schema(tmp_path, capsys):
+    path = tmp_path / "old.json"
+    path.write_text(json.dumps([{"kind": "1xN", "speedup": 1.2}]))  # a version-1 record
     with pytest.raises(SystemExit):
-        main([*FAST, "--layers", "no-such-layer"])
+        main([*FAST, "--json", str(path)])
+    assert "schema_version is None; this tool reads" in capsys.readouterr().err
+

@@ -1,180 +1,269 @@
-"""One layer of the benchmark: data, sparse formats, correctness, timing, records.
+"""One layer of the benchmark: data, sparse formats, correctness gate, timing, records.
 
-Every sparse configuration is first checked against a float64 dense conv on
-its decoded weight (and, when timing the backward, the input and weight
-gradients too), then timed interleaved with the dense baseline in both memory
-formats. Formats and their topology are built before any timing.
+For one (layer, dtype, batch, pass) every sparse configuration (kind x N x
+sparsity x backend x memory format) is first checked against a float64 dense
+conv on its decoded weight; a configuration that raises or whose error exceeds
+the tolerance is recorded as failed and never timed. The rest are timed
+interleaved with the dense conv in both memory formats (and, for fp32 on CUDA,
+with TF32 on as well), each callable cycling through its own input sets.
+Formats and their topology are built before any timing.
+
+Passes: ``forward``; ``grad-input`` / ``grad-weight``, the backward op alone
+(the forward graph is built untimed, then only ``autograd.grad`` to the input
+or to the weight runs); ``all``, forward and both gradients.
 """
 from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Callable, NamedTuple, Optional
+from functools import partial
+from typing import Callable, Optional
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from ..formats.block_1xn import Block1xN, gather
-from ..ops.block_conv import block_conv2d
+from .kinds import KINDS, Kind
+from .roofline import Machine, conv_flop, fraction, ideal_speedup
 from .suites import Layer
-from .timing import median_ms
+from .timing import median_ms, rotating, rotation_sets
 
 # max|err| / max|ref| above which a configuration is flagged.
 TOLERANCE = {torch.float32: 1e-4, torch.float16: 1e-2, torch.bfloat16: 1e-2, torch.float64: 1e-10}
-
-
-class Kind(NamedTuple):
-    """How one sparsity kind builds its weight and runs its conv."""
-
-    build: Callable[[Tensor, int, float, int], object]  # (weight, n, sparsity, seed)
-    conv: Callable[[Tensor, object, Layer, str], Tensor]  # (x, format, layer, backend)
-    param: Callable[[object], Tensor]  # the trainable tensor of a format
-    param_grad: Callable[[object, Tensor], Tensor]  # dense weight grad -> param grad
-
-
-KINDS = {
-    "1xN": Kind(
-        build=lambda w, n, s, seed: Block1xN.from_dense(w, n, s, "random", seed=seed),
-        conv=lambda x, f, layer, backend: block_conv2d(
-            x, f, None, layer.stride, layer.padding, backend=backend),
-        param=lambda f: f.values,
-        param_grad=lambda f, g: gather(g, f.row_ptr, f.col_idx, f.n, f.groups),
-    ),
-}
+# pass -> (gradient to the input?, gradient to the weight?)
+PASSES = {"forward": (False, False), "grad-input": (True, False),
+          "grad-weight": (False, True), "all": (True, True)}
+CONVS_PER_PASS = {"forward": 1, "grad-input": 1, "grad-weight": 1, "all": 3}
+LAYOUTS = {"nchw": torch.contiguous_format, "channels_last": torch.channels_last}
 
 
 @dataclass(frozen=True)
 class Plan:
     """What to run on every layer (resolved from the command line)."""
 
-    kind: str
-    dtype: torch.dtype
     device: torch.device
-    batch: int
+    kinds: tuple[str, ...]
     ns: tuple[int, ...]
     sparsities: tuple[float, ...]
     backends: tuple[str, ...]
+    memory_formats: tuple[str, ...]  # of the sparse conv's input
     warmup: int
     repeat: int
     seed: int
+    cache_bytes: int  # sizes the input rotation...
+    rotate: Optional[int]  # ...unless the user fixed the number of input sets
+    tf32: bool  # also time the dense fp32 conv with TF32 (CUDA)
 
 
-def _data(plan: Plan, layer: Layer, backward: bool):
-    """Input, dense weight (~unit-variance output) and, for backward, a grad_out."""
+@dataclass(frozen=True)
+class Case:
+    """One (dtype, batch, pass) a layer runs at, with the machine's peaks."""
+
+    dtype: torch.dtype
+    batch: int
+    pass_: str
+    machine: Machine
+
+
+class InputSet:
+    """One input (and grad_out for backward passes) in both memory formats."""
+
+    def __init__(self, x: Tensor, grad_out: Optional[Tensor], needs_x_grad: bool):
+        self.by_layout = {}
+        for name, fmt in LAYOUTS.items():
+            xl = x.contiguous(memory_format=fmt).requires_grad_(needs_x_grad)
+            gl = None if grad_out is None else grad_out.contiguous(memory_format=fmt)
+            self.by_layout[name] = (xl, gl)
+
+
+def _input_sets(layer: Layer, case: Case, plan: Plan) -> tuple[Tensor, list[InputSet]]:
+    """The dense weight (~unit-variance output) and the rotated input sets."""
     gen = torch.Generator().manual_seed(plan.seed)
 
     def randn(*shape, scale=1.0):  # drawn on the CPU: every device sees the same numbers
-        return (torch.randn(*shape, generator=gen) * scale).to(plan.device, plan.dtype)
+        return (torch.randn(*shape, generator=gen) * scale).to(plan.device, case.dtype)
 
-    x = randn(plan.batch, layer.cin, layer.hw, layer.hw).requires_grad_(backward)
+    needs_x, needs_w = PASSES[case.pass_]
     w = randn(layer.cout, layer.cin, layer.k, layer.k, scale=(layer.cin * layer.k ** 2) ** -0.5)
-    w.requires_grad_(backward)
-    grad_out = randn(plan.batch, layer.cout, layer.out_hw, layer.out_hw) if backward else None
-    return x, w, grad_out
+    x_shape = (case.batch, layer.cin, layer.hw, layer.hw)
+    y_shape = (case.batch, layer.cout, layer.out_hw, layer.out_hw)
+    backward = needs_x or needs_w
+    set_bytes = (math.prod(x_shape) + math.prod(y_shape) * (2 if backward else 1)) * w.itemsize
+    sets = [
+        InputSet(randn(*x_shape), randn(*y_shape) if backward else None, needs_x)
+        for _ in range(plan.rotate or rotation_sets(set_bytes, plan.cache_bytes))
+    ]
+    return w.requires_grad_(needs_w), sets
 
 
-def _step(forward: Callable[[], Tensor], inputs, grad_out: Optional[Tensor]):
-    """The timed callable: the forward, or forward + backward to ``inputs``."""
-    if grad_out is None:
-        return forward
-    return lambda: torch.autograd.grad(forward(), inputs, grad_out)
+def pass_call(pass_: str, forward: Callable[[Tensor], Tensor], x: Tensor, weight: Tensor,
+              grad_out: Optional[Tensor]) -> Callable[[], object]:
+    """The timed work of one pass on one input set."""
+    if pass_ == "forward":
+        return partial(forward, x)
+    if pass_ == "all":
+        return lambda: torch.autograd.grad(forward(x), (x, weight), grad_out)
+    out = forward(x)  # untimed: only the backward op is measured
+    wrt = x if pass_ == "grad-input" else weight
+    return lambda: torch.autograd.grad(out, wrt, grad_out, retain_graph=True)
 
 
-def _outputs(forward: Callable[[], Tensor], inputs, grad_out: Optional[Tensor]) -> list[Tensor]:
-    out = forward()
-    if grad_out is None:
-        return [out]
-    return [out, *torch.autograd.grad(out, inputs, grad_out)]
+def pass_outputs(pass_: str, forward: Callable[[Tensor], Tensor], x: Tensor, weight: Tensor,
+                 grad_out: Optional[Tensor]) -> list[Tensor]:
+    """What one pass computes: output and/or gradients, for the correctness check."""
+    out = forward(x)
+    needs_x, needs_w = PASSES[pass_]
+    wrt = [t for t, needed in ((x, needs_x), (weight, needs_w)) if needed]
+    grads = list(torch.autograd.grad(out, wrt, grad_out)) if wrt else []
+    return ([out] if pass_ in ("forward", "all") else []) + grads
 
 
-def _channels_last(t: Optional[Tensor]) -> Optional[Tensor]:
-    if t is None:
-        return None
-    return t.detach().contiguous(memory_format=torch.channels_last).requires_grad_(t.requires_grad)
+def _conv(layer: Layer, x: Tensor, w: Tensor) -> Tensor:
+    return F.conv2d(x, w, None, layer.stride, layer.padding)
 
 
-def _dense_steps(x: Tensor, w: Tensor, layer: Layer, grad_out: Optional[Tensor]) -> dict:
+def _with_tf32(enabled: bool, call: Callable[[], object]) -> Callable[[], object]:
+    """Run ``call`` with cuDNN TF32 on or off (read at dispatch, so set per call)."""
+    def run():
+        torch.backends.cudnn.allow_tf32 = enabled
+        return call()
+    return run
+
+
+def _dense_steps(layer: Layer, case: Case, plan: Plan, w: Tensor, sets: list[InputSet]) -> dict:
+    """Timed dense callables, keyed ``(layout, tf32)``."""
+    tf32_options = (False,)
+    if plan.device.type == "cuda" and case.dtype == torch.float32 and plan.tf32:
+        tf32_options = (False, True)
     steps = {}
-    for layout, (xd, wd, gd) in (
-        ("nchw", (x, w, grad_out)),
-        ("channels_last", tuple(_channels_last(t) for t in (x, w, grad_out))),
-    ):
-        def forward(xd=xd, wd=wd):
-            return F.conv2d(xd, wd, None, layer.stride, layer.padding)
-        steps[layout] = _step(forward, (xd, wd), gd)
+    for layout, fmt in LAYOUTS.items():
+        wl = w.detach().contiguous(memory_format=fmt).requires_grad_(w.requires_grad)
+        forward = partial(_conv, layer, w=wl)
+        calls = [pass_call(case.pass_, forward, x, wl, g)
+                 for x, g in (s.by_layout[layout] for s in sets)]
+        for tf32 in tf32_options:
+            step = rotating(calls)
+            steps[(layout, tf32)] = _with_tf32(tf32, step) if plan.device.type == "cuda" else step
     return steps
 
 
-def _reference(kind: Kind, x: Tensor, fmt, layer: Layer,
-               grad_out: Optional[Tensor]) -> list[Tensor]:
-    """float64 dense conv on the decoded weight: output (and grads of x, param)."""
-    backward = grad_out is not None
-    x64 = x.detach().double().requires_grad_(backward)
-    w64 = fmt.to_dense().detach().double().requires_grad_(backward)
-    forward = lambda: F.conv2d(x64, w64, None, layer.stride, layer.padding)  # noqa: E731
-    outs = _outputs(forward, (x64, w64), None if grad_out is None else grad_out.double())
-    if backward:
-        outs[2] = kind.param_grad(fmt, outs[2])
+def _reference(kind: Kind, fmt, layer: Layer, pass_: str, inputs: InputSet) -> list[Tensor]:
+    """float64 dense conv on the decoded weight, on the first input set."""
+    x, grad_out = inputs.by_layout["nchw"]
+    needs_x, needs_w = PASSES[pass_]
+    x64 = x.detach().double().requires_grad_(needs_x)
+    w64 = fmt.to_dense().detach().double().requires_grad_(needs_w)
+    g64 = None if grad_out is None else grad_out.double()
+    outs = pass_outputs(pass_, partial(_conv, layer, w=w64), x64, w64, g64)
+    if needs_w:  # the weight gradient, as the kind's parameter holds it
+        outs[-1] = kind.param_grad(fmt, outs[-1])
     return outs
 
 
 def max_rel_err(got: list[Tensor], want: list[Tensor]) -> float:
     """Worst max|got - want| / max|want| over the compared tensors (NaN if any is)."""
     errs = []
-    for g, w in zip(got, want):
+    for g, w in zip(got, want, strict=True):
         scale = max(w.abs().max().item(), torch.finfo(torch.float64).tiny)
         errs.append((g.detach().double() - w).abs().max().item() / scale)
     return math.nan if any(map(math.isnan, errs)) else max(errs)
 
 
-def _record(plan: Plan, layer: Layer, fmt, n: int, sparsity: float, backend: str,
-            backward: bool) -> dict:
-    flop = 2 * plan.batch * layer.cout * layer.cin * layer.k ** 2 * layer.out_hw ** 2
+def check(rec: dict, run: Callable[[], list[Tensor]], want: list[Tensor]) -> bool:
+    """Fill ``rec``'s error fields from one run against ``want``; True if correct."""
+    try:
+        err = max_rel_err(run(), want)
+    except Exception as exc:  # noqa: BLE001 -- a kernel may reject a shape or run out of memory
+        rec["error"] = f"{type(exc).__name__}: {exc}"
+        return False
+    if math.isnan(err):
+        rec["error"] = "wrong result: NaN in the output"
+        return False
+    rec["max_rel_err"] = err
+    if err > rec["tol"]:
+        rec["error"] = f"wrong result: max relative error {err:.2e} > tolerance {rec['tol']:.0e}"
+        return False
+    rec["ok"] = True
+    return True
+
+
+def _record(layer: Layer, case: Case, kind: str, n: int, sparsity: float, density: float,
+            backend: str, memory_format: str, sets: int) -> dict:
+    flop = conv_flop(layer, case.batch) * CONVS_PER_PASS[case.pass_]
+    ideal = ideal_speedup(layer, case.batch, case.dtype.itemsize, density, case.machine)
     return {
-        "kind": plan.kind, "layer": layer.name, "cin": layer.cin, "cout": layer.cout,
-        "kh": layer.k, "kw": layer.k, "stride": layer.stride, "padding": layer.padding,
-        "hw": layer.hw, "out_hw": layer.out_hw, "batch": plan.batch, "count": layer.count,
-        "n": n, "sparsity": sparsity, "actual_sparsity": fmt.sparsity,
-        "dtype": str(plan.dtype).removeprefix("torch."), "device": plan.device.type,
-        "backend": backend, "passes": "forward+backward" if backward else "forward",
-        "dense_ms": None, "sparse_ms": None, "speedup": None,
+        "layer": layer.name, "cin": layer.cin, "cout": layer.cout, "kh": layer.k,
+        "kw": layer.k, "stride": layer.stride, "padding": layer.padding, "hw": layer.hw,
+        "out_hw": layer.out_hw, "count": layer.count,
+        "batch": case.batch, "dtype": str(case.dtype).removeprefix("torch."), "pass": case.pass_,
+        "kind": kind, "n": n, "sparsity": sparsity, "actual_sparsity": 1.0 - density,
+        "backend": backend, "memory_format": memory_format, "rotation_sets": sets,
         "dense_nchw_ms": None, "dense_channels_last_ms": None, "dense_layout": None,
-        "max_rel_err": None, "tol": TOLERANCE[plan.dtype], "ok": False, "error": None,
-        "dense_gflop": flop * (3 if backward else 1) / 1e9,
+        "dense_ms": None, "dense_tf32_ms": None, "sparse_ms": None,
+        "speedup": None, "speedup_vs_tf32": None,
+        "flop": flop, "useful_flop": flop * density, "dense_tflops": None, "sparse_tflops": None,
+        "peak_tflops": case.machine.peak_tflops, "bandwidth_gbs": case.machine.bandwidth_gbs,
+        "sparse_peak_fraction": None, "ideal_speedup": ideal, "ideal_fraction": None,
+        "max_rel_err": None, "tol": TOLERANCE[case.dtype], "ok": False, "error": None,
     }
 
 
-def run_layer(plan: Plan, layer: Layer, backward: bool) -> list[dict]:
-    """Check and time every (n, sparsity, backend) of one layer; one record each."""
-    kind = KINDS[plan.kind]
-    x, w, grad_out = _data(plan, layer, backward)
-    steps, records = _dense_steps(x, w, layer, grad_out), {}
-    for n in plan.ns:
-        for sparsity in plan.sparsities:
-            fmt = kind.build(w, n, sparsity, plan.seed)
-            fmt.topology()  # cached: index building stays out of the timed region
-            kind.param(fmt).requires_grad_(backward)
-            want = _reference(kind, x, fmt, layer, grad_out)
-            for backend in plan.backends:
-                key = (n, sparsity, backend)
-                rec = records[key] = _record(plan, layer, fmt, n, sparsity, backend, backward)
-                forward = lambda f=fmt, b=backend: kind.conv(x, f, layer, b)  # noqa: E731
-                inputs = (x, kind.param(fmt))
-                # A kernel may reject a shape or run out of memory: record it, go on.
-                try:
-                    rec["max_rel_err"] = max_rel_err(_outputs(forward, inputs, grad_out), want)
-                except Exception as exc:  # noqa: BLE001
-                    rec["error"] = f"{type(exc).__name__}: {exc}"
-                    continue
-                rec["ok"] = rec["max_rel_err"] <= rec["tol"]  # False for NaN too
-                steps[key] = _step(forward, inputs, grad_out)
-    times = median_ms(steps, plan.device, plan.warmup, plan.repeat)
-    dense_layout = min(("nchw", "channels_last"), key=times.__getitem__)
+def _fill_times(rec: dict, dense: dict, sparse_ms: Optional[float]) -> None:
+    """Complete a record from the dense times (keyed (layout, tf32)) and its own."""
+    strict = {layout: dense[(layout, False)] for layout in LAYOUTS}
+    layout = min(strict, key=strict.__getitem__)
+    rec.update(dense_nchw_ms=strict["nchw"], dense_channels_last_ms=strict["channels_last"],
+               dense_layout=layout, dense_ms=strict[layout],
+               dense_tflops=rec["flop"] / (strict[layout] * 1e9))
+    tf32 = [ms for (_, tf32), ms in dense.items() if tf32]
+    if tf32:
+        rec["dense_tf32_ms"] = min(tf32)
+    if sparse_ms is None:
+        return
+    rec["sparse_ms"] = sparse_ms
+    rec["speedup"] = rec["dense_ms"] / sparse_ms
+    if rec["dense_tf32_ms"] is not None:
+        rec["speedup_vs_tf32"] = rec["dense_tf32_ms"] / sparse_ms
+    rec["sparse_tflops"] = rec["useful_flop"] / (sparse_ms * 1e9)
+    rec["sparse_peak_fraction"] = fraction(rec["sparse_tflops"], rec["peak_tflops"])
+    rec["ideal_fraction"] = fraction(rec["speedup"], rec["ideal_speedup"])
+
+
+def configs_per_layer(plan: Plan) -> int:
+    return (len(plan.kinds) * len(plan.ns) * len(plan.sparsities) * len(plan.backends)
+            * len(plan.memory_formats))
+
+
+def run_layer(plan: Plan, layer: Layer, case: Case) -> list[dict]:
+    """Check, then time, every sparse configuration of one layer; one record each."""
+    w, sets = _input_sets(layer, case, plan)
+    dense_steps = _dense_steps(layer, case, plan, w, sets)
+    sparse_steps, records = {}, {}
+    needs_w = PASSES[case.pass_][1]
+    for kind_name in plan.kinds:
+        kind = KINDS[kind_name]
+        for n in plan.ns:
+            for sparsity in plan.sparsities:
+                fmt = kind.build(w.detach(), n, sparsity, plan.seed)
+                fmt.topology()  # cached: index building stays out of the timed region
+                param = kind.param(fmt).requires_grad_(needs_w)
+                density = (fmt.to_dense() != 0).double().mean().item()
+                want = _reference(kind, fmt, layer, case.pass_, sets[0])
+                for backend in plan.backends:
+                    def forward(x, kind=kind, fmt=fmt, backend=backend):
+                        return kind.conv(x, fmt, layer, backend)
+                    for mf in plan.memory_formats:
+                        key = (kind_name, n, sparsity, backend, mf)
+                        rec = records[key] = _record(layer, case, kind_name, n, sparsity,
+                                                     density, backend, mf, len(sets))
+                        x0, g0 = sets[0].by_layout[mf]
+                        if check(rec, partial(pass_outputs, case.pass_, forward, x0, param, g0),
+                                 want):
+                            sparse_steps[key] = rotating([
+                                pass_call(case.pass_, forward, x, param, g)
+                                for x, g in (s.by_layout[mf] for s in sets)])
+    times = median_ms({**dense_steps, **sparse_steps}, plan.device, plan.warmup, plan.repeat)
+    dense = {key: times[key] for key in dense_steps}
     for key, rec in records.items():
-        rec.update(dense_nchw_ms=times["nchw"], dense_channels_last_ms=times["channels_last"],
-                   dense_layout=dense_layout, dense_ms=times[dense_layout])
-        if key in times:
-            rec["sparse_ms"] = times[key]
-            rec["speedup"] = rec["dense_ms"] / rec["sparse_ms"]
+        _fill_times(rec, dense, times.get(key))
     return list(records.values())

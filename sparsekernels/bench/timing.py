@@ -1,22 +1,41 @@
 """Interleaved median timing of several callables on one device.
 
-All callables of one layer are timed round-robin, the order rotated every
+All callables of one comparison are timed round-robin, the order rotated every
 repeat, so clock or thermal drift and cache state hit dense and sparse alike.
 CPU: ``time.perf_counter`` around one call. CUDA: events around a burst of
 back-to-back calls sized to ~1 ms, so host launch overhead hides behind the GPU
-work as it does in a real network (the L2 is not flushed, for either side).
+work as it does in a real network.
+
+Inputs are not reused call after call: :func:`rotating` cycles each callable
+through several input sets, :func:`rotation_sets` of them, together about
+twice the last-level cache, so no call finds its input still cached from the
+previous one (which would flatter small layers).
 """
 from __future__ import annotations
 
+import itertools
 import math
 import statistics
 import time
-from typing import Callable, Hashable
+from typing import Callable, Hashable, Sequence
 
 import torch
 
 _CUDA_BURST_MS = 1.0
 _CUDA_MAX_BURST = 100
+_MIN_SETS, _MAX_SETS = 2, 64
+
+
+def rotation_sets(set_bytes: int, cache_bytes: int) -> int:
+    """How many input sets of ``set_bytes`` to cycle through."""
+    wanted = math.ceil(2 * cache_bytes / max(set_bytes, 1))
+    return min(_MAX_SETS, max(_MIN_SETS, wanted))
+
+
+def rotating(calls: Sequence[Callable[[], object]]) -> Callable[[], object]:
+    """One callable that runs the next of ``calls`` (one per input set) each time."""
+    cycle = itertools.cycle(calls)
+    return lambda: next(cycle)()
 
 
 def _cpu_ms(fn: Callable[[], object], calls: int) -> float:
