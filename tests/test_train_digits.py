@@ -67,6 +67,13 @@ def test_method_reaches_target_within_3_points(tmp_path, dense, name, level):
     weights = _pruned_layer_weights(tmp_path)
     assert weights
     assert _zeros_in(weights) == pytest.approx(level, abs=0.01)
+    if name.startswith("pattern"):  # every kept kernel follows its saved library pattern
+        model, record = load_model(tmp_path / "pruned.pt")
+        for layer, saved in record["patterns"].items():
+            weight = model.get_submodule(layer).weight.detach()
+            ids = saved["pattern_id"]
+            support = saved["library"][ids.clamp(min=0)] & (ids >= 0)[..., None, None]
+            assert not weight[~support].any()
 
 
 def test_slimming_removes_target_channels_within_3_points(tmp_path, dense):

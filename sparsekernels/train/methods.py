@@ -20,7 +20,7 @@ from __future__ import annotations
 import fnmatch
 import json
 import logging
-from typing import Callable, Optional
+from typing import Any, Callable, Optional
 
 import torch
 from torch import Tensor, nn
@@ -78,8 +78,9 @@ class Method(TrainHooks):
     def masks(self, model: nn.Module) -> dict[str, Tensor]:
         return {}
 
-    def saved_extras(self) -> dict[str, str]:
-        """What ``load_model`` needs besides the arch to rebuild the model."""
+    def saved_extras(self) -> dict[str, Any]:
+        """Extra entries for ``pruned.pt``: what ``load_model`` needs besides
+        the arch to rebuild the model, or what a future format is built from."""
         return {}
 
     def pruned_weights(self, model: nn.Module) -> list[Tensor]:
@@ -157,6 +158,14 @@ class BlockMethod(MaskMethod):
 
 
 class PatternMethod(MaskMethod):
+    def saved_extras(self):
+        # Each layer's library [k, Kh, Kw] and per-kernel pattern ids (-1:
+        # dropped): what the pattern sparse format will be built from.
+        return {"patterns": {
+            fqn.removesuffix(".weight"): {"library": state["pattern_library"],
+                                          "pattern_id": state["pattern_id"]}
+            for fqn, state in self.sparsifier.state.items() if "pattern_library" in state}}
+
     def make_sparsifier(self):
         return PatternSparsifier(num_patterns=self.cfg.num_patterns,
                                  entries=self.cfg.pattern_entries)
