@@ -106,8 +106,12 @@ def test_cli_prune_export_evaluate(tmp_path, dense, capsys):
           "--pretrained_model", str(dense[0]), "--num_epochs", "1", "--job_dir", str(job)])
     pruned = json.loads(capsys.readouterr().out)
     assert pruned["config"]["method"] == "1xn"
-    main(["export", str(job / "pruned.pt")])
+    main(["export", str(job / "pruned.pt"), "--export_onnx", str(job / "dense.onnx")])
     assert json.loads(capsys.readouterr().out)["sparse_layers"]
+    onnx = pytest.importorskip("onnx")
+    graph = onnx.load(str(job / "dense.onnx"))
+    onnx.checker.check_model(graph)
+    assert [i.name for i in graph.graph.input][:1] == ["input"]
     main(["evaluate", str(job / "sparse.pt")])
     top1 = json.loads(capsys.readouterr().out)["test"]["top1"]
     assert top1 == pytest.approx(pruned["test"]["top1"], abs=1e-6)
