@@ -15,6 +15,7 @@ from torch import nn
 from torch.nn.utils import parametrize
 from torch.utils.data import TensorDataset
 
+from sparsekernels.pruning.base import SavedMask  # the pruners' mask parametrization
 from sparsekernels.train import Trainer, TrainHooks, cleanup, init_from_env
 
 REPO = Path(__file__).resolve().parents[1]
@@ -28,15 +29,6 @@ def separable_data(n, seed):
     return TensorDataset(templates[targets] + 0.5 * torch.randn(n, 1, 8, 8, generator=gen), targets)
 
 
-class Mask(nn.Module):
-    def __init__(self, shape):
-        super().__init__()
-        self.register_buffer("mask", torch.ones(shape))
-
-    def forward(self, weight):
-        return weight * self.mask
-
-
 def masked_cnn(seed):
     torch.manual_seed(seed)
     model = nn.Sequential(
@@ -44,7 +36,8 @@ def masked_cnn(seed):
         nn.Conv2d(8, 8, 3, padding=1, bias=False), nn.ReLU(), nn.MaxPool2d(2),
         nn.Flatten(), nn.Linear(8 * 4 * 4, 6),
     )
-    parametrize.register_parametrization(model[3], "weight", Mask(model[3].weight.shape))
+    mask = SavedMask(torch.ones_like(model[3].weight))
+    parametrize.register_parametrization(model[3], "weight", mask)
     return model
 
 

@@ -9,6 +9,7 @@ from torch import nn
 from torch.nn.utils import parametrize
 from torch.utils.data import TensorDataset
 
+from sparsekernels.pruning.base import SavedMask  # the pruners' mask parametrization
 from sparsekernels.train import (
     CheckpointError, Trainer, TrainHooks, evaluate, load_checkpoint, lr_factor, save_checkpoint,
     topk_correct,
@@ -27,17 +28,6 @@ def separable_data(n, seed):
     return TensorDataset(images, targets)
 
 
-class Mask(nn.Module):
-    """weight = original * mask, the way the pruners parametrize a conv."""
-
-    def __init__(self, shape):
-        super().__init__()
-        self.register_buffer("mask", torch.ones(shape))
-
-    def forward(self, weight):
-        return weight * self.mask
-
-
 def masked_cnn(seed=0):
     torch.manual_seed(seed)
     model = nn.Sequential(
@@ -45,7 +35,8 @@ def masked_cnn(seed=0):
         nn.Conv2d(8, 8, 3, padding=1, bias=False), nn.ReLU(), nn.MaxPool2d(2),
         nn.Flatten(), nn.Dropout(0.2), nn.Linear(8 * 4 * 4, NUM_CLASSES),
     )
-    parametrize.register_parametrization(model[3], "weight", Mask(model[3].weight.shape))
+    mask = SavedMask(torch.ones_like(model[3].weight))
+    parametrize.register_parametrization(model[3], "weight", mask)
     return model
 
 
