@@ -116,6 +116,9 @@ def main(argv: Optional[list[str]] = None) -> int:
             result = export(args.pruned_model, out, args.export_onnx)
     except (ValueError, FileNotFoundError) as exc:
         parser.exit(2, f"{parser.prog} {args.command}: error: {exc}\n")
-    json.dump(result, sys.stdout, indent=2, default=str)
-    print()
+    from .train.distributed import is_main
+
+    if is_main():  # under torchrun every rank has the same result
+        json.dump(result, sys.stdout, indent=2, default=str)
+        print()
     return 0
