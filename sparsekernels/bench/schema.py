@@ -19,7 +19,8 @@ from __future__ import annotations
 import json
 import math
 import os
-import tempfile
+
+from ..atomic_file import atomic_write
 
 SCHEMA_VERSION = 2
 
@@ -174,9 +175,6 @@ class ResultsFile:
         for record in records:
             validate(record)
         self.records.extend(records)
-        folder = os.path.dirname(os.path.abspath(self.path))
-        os.makedirs(folder, exist_ok=True)
-        with tempfile.NamedTemporaryFile("w", dir=folder, suffix=".tmp", delete=False) as f:
+        with atomic_write(self.path, "w") as f:
             json.dump(self.records, f, indent=1, allow_nan=False)
             f.write("\n")
-        os.replace(f.name, self.path)

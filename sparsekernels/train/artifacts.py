@@ -7,14 +7,13 @@ so networks that filter pruning made narrower load without their own class.
 from __future__ import annotations
 
 import json
-import os
-import tempfile
 from pathlib import Path
 from typing import Any, Optional
 
 import torch
 from torch import Tensor, nn
 
+from ..atomic_file import atomic_write
 from ..models import get_model
 from ..pruning.base import is_depthwise
 from ..pruning.dppnet import convert_to_dpp
@@ -24,21 +23,13 @@ FORMAT = "sparsekernels.model/1"
 
 def save_model(path: str | Path, model: nn.Module, arch: str, num_classes: int,
                **extra: Any) -> Path:
-    """Write ``model`` atomically (temp file in the same folder, then rename)."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
+    """Write ``model`` atomically (``atomic_write``)."""
     record = {"format": FORMAT, "arch": arch, "num_classes": num_classes,
               "state_dict": {k: v.detach().cpu() for k, v in model.state_dict().items()},
               **extra}
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name, suffix=".tmp")
-    os.close(fd)
-    try:
-        torch.save(record, tmp)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-    return path
+    with atomic_write(path) as f:
+        torch.save(record, f)
+    return Path(path)
 
 
 def read_record(path: str | Path) -> dict[str, Any]:

@@ -1,14 +1,14 @@
 """Atomic checkpoints and the RNG states that make a resume exact."""
 from __future__ import annotations
 
-import os
 import random
-import tempfile
 from pathlib import Path
 from typing import Any, Dict, Union
 
 import numpy as np
 import torch
+
+from ..atomic_file import atomic_write
 
 CHECKPOINT_KEYS = frozenset({
     "epoch",         # epochs completed: the resumed run starts at this epoch
@@ -26,29 +26,14 @@ class CheckpointError(RuntimeError):
 
 
 def save_checkpoint(path: Union[str, Path], state: Dict[str, Any]) -> None:
-    """Write ``state`` to ``path`` so that a crash leaves either the old file
-    or the new one, never a torn one: save to a temporary file in the same
-    directory (same file system, so the rename is atomic), fsync it, then
-    ``os.replace`` it over ``path`` and fsync the directory entry."""
+    """Write ``state`` to ``path`` through ``atomic_write``: a crash leaves
+    either the old file or the new one, never a torn one."""
     path = Path(path)
     missing = CHECKPOINT_KEYS - state.keys()
     if missing:
         raise ValueError(f"checkpoint state lacks {sorted(missing)}")
-    fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as tmp:
-            torch.save(state, tmp)
-            tmp.flush()
-            os.fsync(tmp.fileno())
-        os.replace(tmp_name, path)
-    except BaseException:
-        Path(tmp_name).unlink(missing_ok=True)
-        raise
-    dir_fd = os.open(path.parent, os.O_RDONLY)
-    try:
-        os.fsync(dir_fd)
-    finally:
-        os.close(dir_fd)
+    with atomic_write(path) as f:
+        torch.save(state, f)
 
 
 def load_checkpoint(path: Union[str, Path], map_location: Any = "cpu") -> Dict[str, Any]:

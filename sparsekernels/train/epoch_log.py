@@ -3,9 +3,10 @@ checkpoint across crashes and resumes."""
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
 from typing import Any, Dict, List, Optional
+
+from ..atomic_file import atomic_write
 
 
 class EpochLog:
@@ -41,6 +42,5 @@ class EpochLog:
             log.write(json.dumps(record) + "\n")
 
     def _rewrite(self, records: List[Dict[str, Any]]) -> None:
-        tmp = self.path.with_name(self.path.name + ".tmp")
-        tmp.write_text("".join(json.dumps(r) + "\n" for r in records))
-        os.replace(tmp, self.path)
+        with atomic_write(self.path, "w") as f:
+            f.write("".join(json.dumps(r) + "\n" for r in records))
