@@ -9,6 +9,7 @@ from typing import Iterable, Mapping, Optional, Union
 from torch import nn
 
 from .nn.block_conv import BlockSparseConv2d
+from .nn.replace import replace_module
 from .pruning.base import is_depthwise, level_for
 
 log = logging.getLogger("sparsekernels")
@@ -60,9 +61,3 @@ def sparsify(
         replace_module(model, name, sparse)
         log.info("sparsify: %s -> 1x%d at %.3f block sparsity", name, n, sparse.sparsity)
     return model
-
-
-def replace_module(model: nn.Module, name: str, new: nn.Module):
-    parent_name, _, child = name.rpartition(".")
-    parent = model.get_submodule(parent_name) if parent_name else model
-    setattr(parent, child, new)

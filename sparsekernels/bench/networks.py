@@ -26,7 +26,7 @@ from torch import Tensor, nn
 
 from ..flops import count_flops
 from ..models import MODELS, get_model
-from ..sparsify import replace_module
+from ..nn.replace import replace_module
 from . import options
 from .env import cache_bytes, environment
 from .kinds import KINDS

@@ -13,6 +13,7 @@ import torch
 from torch import Tensor, nn
 from torch.nn.utils import skip_init
 
+from ..nn.replace import replace_module
 from .channels import ChannelGroup
 
 
@@ -56,39 +57,44 @@ def _checked_index(index: Tensor, channels: int, producer: str) -> Tensor:
 def _select_outputs(m: nn.Module, index: Tensor) -> nn.Module:
     picks = {"weight": (0, index), "bias": (0, index)}
     if isinstance(m, nn.Conv2d):
-        return _rebuilt(m, _conv_like(m, m.in_channels, len(index), 1), picks)
-    return _rebuilt(m, _linear_like(m, m.in_features, len(index)), picks)
+        return _rebuilt(m, conv_like(m, m.in_channels, len(index), 1), picks)
+    return _rebuilt(m, linear_like(m, m.in_features, len(index)), picks)
 
 
 def _select_depthwise(m: nn.Conv2d, index: Tensor) -> nn.Conv2d:
     n = len(index)
-    return _rebuilt(m, _conv_like(m, n, n, n), {"weight": (0, index), "bias": (0, index)})
+    return _rebuilt(m, conv_like(m, n, n, n), {"weight": (0, index), "bias": (0, index)})
 
 
 def _select_inputs(m: nn.Module, index: Tensor, per_channel: int) -> nn.Module:
     if isinstance(m, nn.Conv2d):
-        return _rebuilt(m, _conv_like(m, len(index), m.out_channels, 1), {"weight": (1, index)})
+        return _rebuilt(m, conv_like(m, len(index), m.out_channels, 1), {"weight": (1, index)})
     # Channel c of a flattened map owns input features c*k .. c*k+k-1.
     features = (index[:, None] * per_channel + torch.arange(per_channel)).flatten()
-    return _rebuilt(m, _linear_like(m, len(features), m.out_features), {"weight": (1, features)})
+    return _rebuilt(m, linear_like(m, len(features), m.out_features), {"weight": (1, features)})
 
 
 def _select_bn(m: nn.Module, index: Tensor) -> nn.Module:
     picks = {k: (0, index) for k in ("weight", "bias", "running_mean", "running_var")}
+    return _rebuilt(m, bn_like(m, len(index)), picks)
+
+
+# Same-kind modules of another width, uninitialised (skip_init): callers
+# overwrite the weights at once, so they don't pay for an init.
+
+def bn_like(m: nn.Module, num_features: int) -> nn.Module:
     device, dtype = _placement(m)
-    new = skip_init(type(m), len(index), m.eps, m.momentum, m.affine, m.track_running_stats,
-                    device=device, dtype=dtype)
-    return _rebuilt(m, new, picks)
+    return skip_init(type(m), num_features, m.eps, m.momentum, m.affine, m.track_running_stats,
+                     device=device, dtype=dtype)
 
 
-def _conv_like(m: nn.Conv2d, in_channels: int, out_channels: int, groups: int) -> nn.Conv2d:
-    # skip_init: the weights are overwritten at once, so don't pay for an init.
+def conv_like(m: nn.Conv2d, in_channels: int, out_channels: int, groups: int) -> nn.Conv2d:
     return skip_init(nn.Conv2d, in_channels, out_channels, m.kernel_size, m.stride, m.padding,
                      m.dilation, groups, m.bias is not None, m.padding_mode,
                      device=m.weight.device, dtype=m.weight.dtype)
 
 
-def _linear_like(m: nn.Linear, in_features: int, out_features: int) -> nn.Linear:
+def linear_like(m: nn.Linear, in_features: int, out_features: int) -> nn.Linear:
     return skip_init(nn.Linear, in_features, out_features, m.bias is not None,
                      device=m.weight.device, dtype=m.weight.dtype)
 
@@ -122,9 +128,7 @@ def _install(model: nn.Module, name: str, new: nn.Module) -> None:
         # tensors (its per-parameter state, e.g. momentum, is not permuted).
         old.load_state_dict(new_state)
         return
-    parent_name, _, child = name.rpartition(".")
-    parent = model.get_submodule(parent_name) if parent_name else model
-    setattr(parent, child, new)
+    replace_module(model, name, new)
 
 
 def filter_l1_norms(module: nn.Module) -> Tensor:

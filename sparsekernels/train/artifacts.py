@@ -15,8 +15,10 @@ from torch import Tensor, nn
 
 from ..atomic_file import atomic_write
 from ..models import get_model
+from ..nn.replace import replace_module
 from ..pruning.base import is_depthwise
 from ..pruning.dppnet import convert_to_dpp
+from ..pruning.surgery import bn_like, conv_like, linear_like
 
 FORMAT = "sparsekernels.model/1"
 
@@ -81,9 +83,7 @@ def resize_to(model: nn.Module, state: dict[str, Tensor]) -> nn.Module:
             continue
         if tuple(weight.shape) == tuple(module.weight.shape):
             continue
-        replacement = _resized(module, weight, name)
-        parent_name, _, child = name.rpartition(".")
-        setattr(model.get_submodule(parent_name) if parent_name else model, child, replacement)
+        replace_module(model, name, _resized(module, weight, name))
     return model
 
 
@@ -91,13 +91,11 @@ def _resized(module: nn.Module, weight: Tensor, name: str) -> nn.Module:
     if isinstance(module, nn.Conv2d):
         cout, cin_g = weight.shape[:2]
         groups = cout if is_depthwise(module) else module.groups
-        return nn.Conv2d(cin_g * groups, cout, module.kernel_size, module.stride, module.padding,
-                         module.dilation, groups, module.bias is not None, module.padding_mode)
+        return conv_like(module, cin_g * groups, cout, groups)
     if isinstance(module, nn.BatchNorm2d):
-        return nn.BatchNorm2d(weight.shape[0], module.eps, module.momentum, module.affine,
-                              module.track_running_stats)
+        return bn_like(module, weight.shape[0])
     if isinstance(module, nn.Linear):
-        return nn.Linear(weight.shape[1], weight.shape[0], module.bias is not None)
+        return linear_like(module, weight.shape[1], weight.shape[0])
     raise ValueError(f"model file: layer {name!r} ({type(module).__name__}) has a saved weight "
                      f"of shape {tuple(weight.shape)}, expected {tuple(module.weight.shape)}")
 

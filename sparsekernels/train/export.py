@@ -19,7 +19,7 @@ from torch import nn
 
 from ..models import MODELS
 from ..nn.block_conv import BlockSparseConv2d
-from ..sparsify import replace_module
+from ..nn.replace import replace_module
 from .artifacts import load_model, read_record, resize_to, save_model
 
 log = logging.getLogger("sparsekernels")
