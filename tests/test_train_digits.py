@@ -112,6 +112,14 @@ def test_cli_prune_export_evaluate(tmp_path, dense, capsys):
     graph = onnx.load(str(job / "dense.onnx"))
     onnx.checker.check_model(graph)
     assert [i.name for i in graph.graph.input][:1] == ["input"]
+    # finetune keeps the masks fixed and carries the record's extras along.
+    main(["finetune", "--pruned_model", str(job / "pruned.pt"), "--num_epochs", "1",
+          "--job_dir", str(job / "ft"), "--no-progress"])
+    capsys.readouterr()
+    tuned, record = load_model(job / "ft" / "pruned.pt")
+    assert record["config"] == load_model(job / "pruned.pt")[1]["config"]
+    for name, mask in record["masks"].items():
+        assert not tuned.get_submodule(name).weight[~mask].any()
     main(["evaluate", str(job / "sparse.pt")])
     top1 = json.loads(capsys.readouterr().out)["test"]["top1"]
     assert top1 == pytest.approx(pruned["test"]["top1"], abs=1e-6)

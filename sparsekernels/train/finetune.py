@@ -19,7 +19,7 @@ from ..pruning.base import SavedMask
 from .artifacts import load_model, read_record, save_model
 from .config import RunConfig
 from .export import load_exported
-from .loop import Trainer
+from .pipeline import make_trainer
 from .metrics import evaluate
 
 
@@ -38,17 +38,13 @@ def finetune(cfg: RunConfig, pruned_path: str | Path, *, progress: bool = True) 
     _masked(model, masks)
     train_set, test_set, _ = get_datasets(cfg.dataset, cfg.data_path, seed=cfg.seed)
     job_dir = Path(cfg.job_dir)
-    metrics = Trainer(
-        model, train_set, test_set, epochs=cfg.num_epochs, batch_size=cfg.train_batch_size,
-        eval_batch_size=cfg.eval_batch_size, lr=cfg.lr, momentum=cfg.momentum,
-        nesterov=cfg.nesterov, weight_decay=cfg.weight_decay, warmup_epochs=cfg.warmup_length,
-        lr_policy=cfg.lr_policy, label_smoothing=cfg.label_smoothing, amp=cfg.amp,
-        seed=cfg.seed, job_dir=job_dir / "finetune", resume=cfg.resume,
-        num_workers=cfg.num_workers, progress=progress,
-    ).fit()
+    metrics = make_trainer(cfg, model, train_set, test_set, job_dir / "finetune",
+                           epochs=cfg.num_epochs, lr=cfg.lr, progress=progress).fit()
     for name in masks:
         parametrize.remove_parametrizations(model.get_submodule(name), "weight")
-    extra = {k: record[k] for k in ("method", "config") if k in record}
+    # Carry the method's extras (config, DPP layers, pattern library) along.
+    extra = {k: v for k, v in record.items()
+             if k not in ("format", "arch", "num_classes", "state_dict", "masks")}
     save_model(job_dir / "pruned.pt", model, record["arch"], record["num_classes"],
                masks=masks, **extra)
     return {"test": metrics, "out": str(job_dir / "pruned.pt")}

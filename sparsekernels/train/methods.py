@@ -113,22 +113,15 @@ class MaskMethod(Method):
         self.sparsifier.step()
 
     def finalize(self, model):
-        self._final_masks = {
-            cfg["tensor_fqn"].rsplit(".", 1)[0]: self._mask_of(model, cfg["tensor_fqn"])
-            for cfg in self.config
-        }
+        self._final_masks = self.masks(model)  # squash_mask drops the parametrizations
         self.sparsifier.squash_mask()
         return model
-
-    def _mask_of(self, model, fqn):
-        module = model.get_submodule(fqn.rsplit(".", 1)[0])
-        return module.parametrizations.weight[0].mask.detach().bool().clone()
 
     def masks(self, model):
         if hasattr(self, "_final_masks"):
             return self._final_masks
-        return {cfg["tensor_fqn"].rsplit(".", 1)[0]: self._mask_of(model, cfg["tensor_fqn"])
-                for cfg in getattr(self, "config", [])}
+        return {group["module_fqn"]: self.sparsifier.mask_of(group["module"], "weight").bool()
+                for group in self.sparsifier.groups}
 
     def state_dict(self):
         return {"sparsifier": self.sparsifier.state_dict(),

@@ -15,6 +15,7 @@ from __future__ import annotations
 import json
 import logging
 import time
+from functools import partial
 from pathlib import Path
 from typing import Any, Optional
 
@@ -29,7 +30,7 @@ from .artifacts import maybe_load_pretrained, save_model
 from .config import RunConfig
 from .distributed import barrier, is_main
 from .loop import Trainer
-from .methods import Method, make_method
+from .methods import make_method
 
 log = logging.getLogger("sparsekernels")
 
@@ -39,20 +40,20 @@ def build_model(cfg: RunConfig, num_classes: int) -> nn.Module:
     return get_model(cfg.arch, num_classes=num_classes)
 
 
-def check_model(cfg: RunConfig, model: nn.Module) -> Method:
-    """Build the method and let it look at the model's layers on a throwaway
-    copy, so a config that cannot apply (N not dividing a pruned layer, a
-    target below what the method allows) fails before any training."""
+def check_model(cfg: RunConfig, model: nn.Module) -> None:
+    """Let the method look at the model's layers on a throwaway copy, so a
+    config that cannot apply (N not dividing a pruned layer, a target below
+    what the method allows) fails before the dense phase, not after it."""
     import copy
 
-    method = make_method(cfg)
-    method.prepare(copy.deepcopy(model))
-    return make_method(cfg)
+    make_method(cfg).prepare(copy.deepcopy(model))
 
 
-def _trainer(cfg: RunConfig, model, data, job_dir: Path, *, epochs: int, lr: float,
-             hooks=(), optimizer_factory=None, device=None, progress=True) -> Trainer:
-    train_set, test_set, _ = data
+def make_trainer(cfg: RunConfig, model: nn.Module, train_set, test_set, job_dir: Path, *,
+                 epochs: int, lr: float, hooks=(), optimizer_factory=None, device=None,
+                 progress: bool = True) -> Trainer:
+    """A ``Trainer`` with ``cfg``'s optimisation settings (every phase, and
+    ``finetune``, train through this)."""
     return Trainer(
         model, train_set, test_set, epochs=epochs, batch_size=cfg.train_batch_size,
         eval_batch_size=cfg.eval_batch_size, lr=lr, momentum=cfg.momentum,
@@ -73,27 +74,27 @@ def run(cfg: RunConfig, *, device: Optional[torch.device] = None,
     info = data[2]
     num_classes = cfg.num_classes or info.num_classes
     model = build_model(cfg, num_classes)
-    check_model(cfg, model)  # fail fast, before the dense phase
     result: dict[str, Any] = {"config": cfg.to_dict(), "phases": {}}
     flops_dense = count_flops(model, info.input_shape)
+    train = partial(make_trainer, cfg, model, data[0], data[1], device=device, progress=progress)
 
     if not maybe_load_pretrained(model, cfg.pretrained_model):
+        if cfg.method != "dense":  # with a pretrained model, prepare() below checks at once
+            check_model(cfg, model)
         result["phases"]["dense"] = _phase(
-            _trainer(cfg, model, data, job_dir / "dense", epochs=cfg.pretrain_epochs,
-                     lr=cfg.pretrain_lr, device=device, progress=progress))
+            train(job_dir / "dense", epochs=cfg.pretrain_epochs, lr=cfg.pretrain_lr))
         if is_main():
             save_model(job_dir / "dense.pt", model, cfg.arch, num_classes)
     if cfg.method == "dense":
-        metrics = _evaluate(cfg, model, data, job_dir / "dense", device)
+        metrics = _evaluate(cfg, model, data, device)
         return _finish(cfg, job_dir, model, make_method(cfg), metrics, result,
                        flops_dense, info, num_classes)
 
     method = make_method(cfg)
     model = method.prepare(model)
     result["phases"]["finetune"] = _phase(
-        _trainer(cfg, model, data, job_dir / "finetune", epochs=cfg.num_epochs, lr=cfg.lr,
-                 hooks=[method], optimizer_factory=method.optimizer_factory(), device=device,
-                 progress=progress))
+        train(job_dir / "finetune", epochs=cfg.num_epochs, lr=cfg.lr, hooks=[method],
+              optimizer_factory=method.optimizer_factory()))
     model = method.finalize(model)
     if method.retrain:
         epochs = cfg.num_epochs
@@ -101,11 +102,10 @@ def run(cfg: RunConfig, *, device: Optional[torch.device] = None,
             flops_pruned = count_flops(model, info.input_shape)
             epochs = scratch_epochs(cfg.num_epochs, flops_dense, flops_pruned, mode=cfg.scratch)
             reinitialize(model, cfg.seed)
-        result["phases"]["retrain"] = _phase(
-            _trainer(cfg, model, data, job_dir / "retrain", epochs=epochs,
-                     lr=cfg.pretrain_lr if cfg.scratch else cfg.lr, device=device,
-                     progress=progress))
-    metrics = _evaluate(cfg, model, data, job_dir / "final", device)
+        result["phases"]["retrain"] = _phase(make_trainer(
+            cfg, model, data[0], data[1], job_dir / "retrain", epochs=epochs,
+            lr=cfg.pretrain_lr if cfg.scratch else cfg.lr, device=device, progress=progress))
+    metrics = _evaluate(cfg, model, data, device)
     return _finish(cfg, job_dir, model, method, metrics, result, flops_dense, info, num_classes)
 
 
@@ -115,7 +115,7 @@ def _phase(trainer: Trainer) -> dict[str, Any]:
     return {**metrics, "seconds": round(time.perf_counter() - start, 2)}
 
 
-def _evaluate(cfg, model, data, job_dir, device):
+def _evaluate(cfg, model, data, device):
     from .metrics import evaluate
 
     loader = torch.utils.data.DataLoader(data[1], batch_size=cfg.eval_batch_size)
