@@ -6,7 +6,9 @@
 
 Every data set except ``digits`` reads files already on disk and raises
 FileNotFoundError naming what it expected and where to get it; nothing is ever
-downloaded. Augmentation draws from torch's RNG (see ``transforms``).
+downloaded. A malformed file raises DataFileError (a ValueError) naming it,
+within memory bounded by what the file holds (see ``files``). Augmentation
+draws from torch's RNG (see ``transforms``).
 """
 from __future__ import annotations
 
@@ -22,6 +24,7 @@ from .cifar import load_cifar
 from .digits import INPUT_SHAPE as DIGITS_SHAPE
 from .digits import NUM_CLASSES as DIGITS_CLASSES
 from .digits import load_digits_split
+from .files import DataFileError
 from .image_folder import ImageFolder, load_image_folder
 from .mnist import NUM_CLASSES as MNIST_CLASSES
 from .mnist import load_mnist
@@ -110,4 +113,4 @@ def get_datasets(
     return DATASETS[name](name, data_path, seed, augment, image_size)
 
 
-__all__ = ["DATASETS", "DataInfo", "ImageFolder", "get_datasets"]
+__all__ = ["DATASETS", "DataFileError", "DataInfo", "ImageFolder", "get_datasets"]

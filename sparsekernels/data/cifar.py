@@ -1,20 +1,22 @@
 """CIFAR-10 / CIFAR-100 from the official "python version" pickle batches
 (https://www.cs.toronto.edu/~kriz/cifar.html), never downloaded here.
 
-The batches are pickles, so they are read with an unpickler that only admits
-what they contain (numpy arrays, lists, bytes): a tampered file fails instead of
-running code.
+The batches are pickles, so they are read by ``cifar_pickle``, which interprets
+only what they contain (a dict of numpy arrays, lists, bytes) and builds no
+numpy object from the file: a tampered file fails with a DataFileError naming it
+instead of running code or allocating more than the file holds.
 """
 from __future__ import annotations
 
 import os
-import pickle
 from dataclasses import dataclass
 from typing import Dict, List, Tuple
 
 import numpy as np
 import torch
 
+from .cifar_pickle import ArrayRecord, MalformedPickle, load_batch_pickle
+from .files import DataFileError, read_regular_file
 from .transforms import (Compose, Normalize, RandomCrop, RandomHorizontalFlip,
                          TensorImageDataset, ToTensor)
 
@@ -49,38 +51,60 @@ VARIANTS: Dict[str, CifarVariant] = {
     ),
 }
 
-# Everything the official batches reference, under numpy 1.x and 2.x names.
-_ALLOWED_GLOBALS = {
-    ("_codecs", "encode"),
-    ("numpy", "ndarray"),
-    ("numpy", "dtype"),
-    ("numpy.core.multiarray", "_reconstruct"),
-    ("numpy._core.multiarray", "_reconstruct"),
-}
+IMAGE_BYTES = 3 * 32 * 32
+# The largest official batch (CIFAR-100 train) holds 50000 images. A file may
+# hold twice their bytes (protocol 2 writes bytes as latin-1 text, UTF-8 encoded)
+# plus labels and file names; a batch needs about 12 opcodes per image.
+MAX_BATCH_IMAGES = 50_000
+MAX_BATCH_BYTES = 2 * MAX_BATCH_IMAGES * IMAGE_BYTES + (64 << 20)
+MAX_BATCH_OPCODES = 16 * MAX_BATCH_IMAGES + 10_000
 
 
-class _BatchUnpickler(pickle.Unpickler):
-    def find_class(self, module: str, name: str):
-        if (module, name) not in _ALLOWED_GLOBALS:
-            raise pickle.UnpicklingError(
-                f"CIFAR batch refers to {module}.{name}, which a real batch never does"
-            )
-        return super().find_class(module, name)
-
-
-def _read_batch(path: str, label_key: bytes) -> Tuple[np.ndarray, List[int]]:
-    with open(path, "rb") as f:
-        batch = _BatchUnpickler(f, encoding="bytes").load()
-    if not isinstance(batch, dict) or b"data" not in batch or label_key not in batch:
-        raise ValueError(
-            f"{path}: not a CIFAR batch (expected a dict with b'data' and {label_key!r})"
-        )
-    data = np.asarray(batch[b"data"], dtype=np.uint8)
-    labels = list(batch[label_key])
-    if data.ndim != 2 or data.shape[1] != 3 * 32 * 32 or data.shape[0] != len(labels):
-        raise ValueError(f"{path}: expected data [N, 3072] and N labels, "
-                         f"got {data.shape} and {len(labels)}")
+def _read_batch(path: str, label_key: bytes, num_classes: int) -> Tuple[np.ndarray, List[int]]:
+    """(uint8 data [N, 3072], N labels in [0, num_classes)) of one batch file;
+    DataFileError naming the file and the field for anything else."""
+    try:
+        batch = load_batch_pickle(read_regular_file(path, MAX_BATCH_BYTES), MAX_BATCH_OPCODES)
+    except MalformedPickle as exc:
+        raise DataFileError(path, f"not a CIFAR batch: {exc}") from None
+    expected = f"a dict with b'data' and {label_key!r}"
+    if not isinstance(batch, dict):
+        raise DataFileError(path, f"not a CIFAR batch: a {type(batch).__name__}, "
+                                  f"expected {expected}")
+    missing = [key for key in (b"data", label_key) if key not in batch]
+    if missing:
+        raise DataFileError(path, f"not a CIFAR batch: no {missing[0]!r}, expected {expected}")
+    data = _images(batch[b"data"], path)
+    labels = _labels(batch[label_key], path, label_key, num_classes)
+    if len(data) != len(labels):
+        raise DataFileError(path, f"{len(data)} images in b'data' but "
+                                  f"{len(labels)} labels in {label_key!r}")
     return data, labels
+
+
+def _images(record, path: str) -> np.ndarray:
+    if not isinstance(record, ArrayRecord):
+        raise DataFileError(path, f"b'data' is a {type(record).__name__}, "
+                                  "expected a numpy uint8 array")
+    try:
+        data = record.uint8_array()
+    except MalformedPickle as exc:
+        raise DataFileError(path, f"b'data': {exc}") from None
+    if data.ndim != 2 or data.shape[1] != IMAGE_BYTES or not 0 < len(data) <= MAX_BATCH_IMAGES:
+        raise DataFileError(path, f"b'data' has shape {data.shape}, expected [N, {IMAGE_BYTES}] "
+                                  f"with 0 < N <= {MAX_BATCH_IMAGES}")
+    return data
+
+
+def _labels(labels, path: str, label_key: bytes, num_classes: int) -> List[int]:
+    if not isinstance(labels, list):
+        raise DataFileError(path, f"{label_key!r} is a {type(labels).__name__}, "
+                                  "expected a list of ints")
+    for i, label in enumerate(labels):
+        if type(label) is not int or not 0 <= label < num_classes:
+            raise DataFileError(path, f"{label_key!r}[{i}] is {label!r:.40}, "
+                                      f"expected an int in [0, {num_classes})")
+    return labels
 
 
 def find_cifar_folder(variant: str, data_path: str) -> str:
@@ -100,11 +124,10 @@ def find_cifar_folder(variant: str, data_path: str) -> str:
 
 def _load_split(folder: str, files: List[str], spec: CifarVariant):
     """(uint8 images [N, 3, 32, 32], int64 labels [N]) of ``files`` concatenated."""
-    parts = [_read_batch(os.path.join(folder, f), spec.label_key) for f in files]
+    parts = [_read_batch(os.path.join(folder, f), spec.label_key, spec.num_classes)
+             for f in files]
     data = np.concatenate([d for d, _ in parts])
     labels = torch.tensor([label for _, batch in parts for label in batch], dtype=torch.long)
-    if labels.numel() and not 0 <= int(labels.min()) <= int(labels.max()) < spec.num_classes:
-        raise ValueError(f"{folder}: labels outside [0, {spec.num_classes}) in {files}")
     # Rows are 1024 red, 1024 green, 1024 blue values, each a row-major 32x32 plane.
     return torch.from_numpy(data.reshape(-1, *INPUT_SHAPE)), labels
 

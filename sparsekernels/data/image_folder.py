@@ -4,34 +4,80 @@ train subfolder names, so label i means the same class in both splits.
 """
 from __future__ import annotations
 
+import logging
 import os
-from typing import Callable, List, Sequence, Tuple
+from contextlib import contextmanager
+from typing import Callable, Iterator, List, Sequence, Set, Tuple
 
 from PIL import Image
 from torch import Tensor
 from torch.utils.data import Dataset
 
+from .files import DataFileError, open_regular_file
 from .transforms import (CenterCrop, Compose, Normalize, RandomHorizontalFlip, RandomResizedCrop,
                          Resize, ToTensor)
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".ppm", ".bmp", ".pgm", ".tif", ".tiff", ".webp")
+# What PIL raises for a corrupt or hostile file (some plugins raise SyntaxError).
+_UNREADABLE_IMAGE = (OSError, SyntaxError, ValueError, EOFError, Image.DecompressionBombError)
+logger = logging.getLogger(__name__)
 HOW_TO_GET = ("for ImageNet, download ILSVRC2012 from https://image-net.org and sort the "
               "validation images into one folder per class (e.g. with valprep.sh)")
 
 
 def _class_folders(split_dir: str) -> List[str]:
-    return sorted(entry.name for entry in os.scandir(split_dir) if entry.is_dir())
+    return [entry.name for entry in _list_folder(split_dir) if entry.is_dir()]
 
 
-def _image_files(class_dir: str) -> List[str]:
-    found = []
-    for dirpath, dirnames, filenames in os.walk(class_dir, followlinks=True):
-        dirnames.sort()  # os.walk visits subfolders in this order: keep it reproducible
-        found += [os.path.join(dirpath, f) for f in sorted(filenames)
-                  if f.lower().endswith(IMAGE_EXTENSIONS)]
-    return found
+@contextmanager
+def _reading_folder(folder: str) -> Iterator[None]:
+    try:
+        yield
+    except OSError as exc:
+        raise DataFileError(folder, f"cannot read this folder ({exc.strerror})") from None
+
+
+def _list_folder(folder: str) -> List[os.DirEntry]:
+    """The entries of ``folder`` in name order; is_dir/is_file/stat are cached on them."""
+    with _reading_folder(folder), os.scandir(folder) as entries:
+        listed = sorted(entries, key=lambda entry: entry.name)
+        for entry in listed:
+            if entry.is_dir():
+                entry.stat()  # cached now, inside the error handling: later calls cannot fail
+        return listed
+
+
+def _folder_id(path: str) -> Tuple[int, int]:
+    with _reading_folder(path):
+        info = os.stat(path)
+    return info.st_dev, info.st_ino
+
+
+def _image_files(class_dir: str,
+                 split_folders: Set[Tuple[int, int]]) -> Tuple[List[str], List[str]]:
+    """(image files, image-named entries that are not regular files) under
+    ``class_dir``, depth first in name order. Symlinked folders are followed,
+    but each real folder is entered once, and never one of ``split_folders``
+    (the split folder and its class folders): a link loop adds nothing, and a
+    link to another class cannot relabel its images. Nothing is opened, so a
+    FIFO cannot block."""
+    images, not_files, entered = [], [], set(split_folders)
+    pending = [class_dir]
+    while pending:
+        subfolders = []
+        for entry in _list_folder(pending.pop()):
+            if entry.is_dir():
+                subfolders.append(entry)
+            elif entry.name.lower().endswith(IMAGE_EXTENSIONS):
+                (images if entry.is_file() else not_files).append(entry.path)
+        for entry in reversed(subfolders):  # pushed in reverse: popped in name order
+            folder_id = (entry.stat().st_dev, entry.stat().st_ino)
+            if folder_id not in entered:
+                entered.add(folder_id)
+                pending.append(entry.path)
+    return images, not_files
 
 
 class ImageFolder(Dataset):
@@ -54,9 +100,21 @@ class ImageFolder(Dataset):
             raise ValueError(
                 f"{split_dir}: class folders {unknown[:5]} are not among the train classes"
             )
+        class_dirs = [os.path.join(split_dir, name) for name in present]
+        split_folders = {_folder_id(path) for path in [split_dir, *class_dirs]}
+        if len(split_folders) < len(class_dirs) + 1:
+            raise DataFileError(split_dir, "two class folders are links to one folder "
+                                           "(or to the split folder itself)")
         self.classes = list(classes)
-        self.samples = [(path, label_of[name]) for name in present
-                        for path in _image_files(os.path.join(split_dir, name))]
+        self.samples, not_files = [], []
+        for name, class_dir in zip(present, class_dirs):
+            images, skipped = _image_files(class_dir, split_folders)
+            self.samples += [(path, label_of[name]) for path in images]
+            not_files += skipped
+        if not_files:
+            logger.warning("%s: skipped %d image-named entries that are not regular files "
+                           "(FIFOs, sockets, devices, broken links), e.g. %s",
+                           split_dir, len(not_files), not_files[:3])
         if not self.samples:
             extensions = "/".join(IMAGE_EXTENSIONS)
             raise FileNotFoundError(f"no {extensions} images under {split_dir!r}; {HOW_TO_GET}")
@@ -67,8 +125,12 @@ class ImageFolder(Dataset):
 
     def __getitem__(self, index: int) -> Tuple[Tensor, int]:
         path, label = self.samples[index]
-        with Image.open(path) as img:
-            image = img.convert("RGB")
+        with open_regular_file(path) as f:
+            try:
+                with Image.open(f) as img:
+                    image = img.convert("RGB")
+            except _UNREADABLE_IMAGE as exc:
+                raise DataFileError(path, f"not a readable image ({exc})") from None
         return self.transform(image), label
 
 
