@@ -1,13 +1,16 @@
 // Tensor glue for the 1xN block-sparse conv: checks, geometry, dtype and
 // device dispatch, then a call into the torch-free kernels in csrc/.
-// User-facing validation (with argument names) happens in Python before this
-// point; the TORCH_CHECKs here are the last line of defence, never the UI.
+// These functions are reachable from Python (sparsekernels._C and the custom
+// ops), so each one checks everything a kernel relies on before calling it:
+// bounded integers, consistent shapes, and the whole topology (indices in
+// range, CSR order, the transposed view equal to the one the CSR implies).
 #include <torch/extension.h>
 
 #include <vector>
 
 #include "cpu/block_conv_cpu.h"
 #include "python_bindings/block_conv.h"
+#include "python_bindings/conv_checks.h"
 #ifdef SK_WITH_CUDA
 #include <c10/cuda/CUDAGuard.h>
 #include <c10/cuda/CUDAStream.h>
@@ -22,57 +25,117 @@ Strides4 strides_of(const at::Tensor& t) {
   return {t.stride(0), t.stride(1), t.stride(2), t.stride(3)};
 }
 
-ConvGeometry make_geometry(int64_t batch, int64_t cin, int64_t in_h, int64_t in_w,
-                           int64_t cout, int64_t kh, int64_t kw,
-                           const std::vector<int64_t>& stride,
-                           const std::vector<int64_t>& padding,
-                           const std::vector<int64_t>& dilation, int64_t groups) {
-  TORCH_CHECK(stride.size() == 2 && padding.size() == 2 && dilation.size() == 2,
-              "stride, padding and dilation must have 2 entries");
-  ConvGeometry g{};
-  g.batch = batch;
-  g.cin = cin;
-  g.in_h = in_h;
-  g.in_w = in_w;
-  g.cout = cout;
-  g.kh = static_cast<int32_t>(kh);
-  g.kw = static_cast<int32_t>(kw);
-  g.stride_h = static_cast<int32_t>(stride[0]);
-  g.stride_w = static_cast<int32_t>(stride[1]);
-  g.pad_h = static_cast<int32_t>(padding[0]);
-  g.pad_w = static_cast<int32_t>(padding[1]);
-  g.dil_h = static_cast<int32_t>(dilation[0]);
-  g.dil_w = static_cast<int32_t>(dilation[1]);
-  g.groups = static_cast<int32_t>(groups);
-  g.out_h = (in_h + 2 * g.pad_h - g.dil_h * (kh - 1) - 1) / g.stride_h + 1;
-  g.out_w = (in_w + 2 * g.pad_w - g.dil_w * (kw - 1) - 1) / g.stride_w + 1;
-  TORCH_CHECK(g.out_h > 0 && g.out_w > 0, "convolution output would be empty");
-  return g;
+// An int32 tensor's entries on the host (CUDA tensors are copied: one sync).
+std::vector<int32_t> host_ints(const at::Tensor& t) {
+  const at::Tensor h = t.cpu();
+  const int32_t* p = h.data_ptr<int32_t>();
+  return std::vector<int32_t>(p, p + h.numel());
 }
 
-Block1xN make_blocks(const at::Tensor& row_ptr, const at::Tensor& col_idx,
-                     const at::Tensor* col_ptr, const at::Tensor* block_idx,
-                     const at::Tensor* block_row, int64_t n,
-                     int64_t rows_per_group) {
-  for (const at::Tensor* t : {&row_ptr, &col_idx, col_ptr, block_idx, block_row}) {
-    if (t == nullptr) continue;
-    TORCH_CHECK(t->scalar_type() == at::kInt && t->is_contiguous(),
-                "index tensors must be contiguous int32");
+// The block-CSR invariants every kernel relies on: row_ptr runs from 0 to
+// nnzb without decreasing; col_idx is in [0, cin_g) and strictly increasing
+// within a row. Messages match sparsekernels/formats/block_1xn.py.
+void check_csr(const std::vector<int32_t>& row_ptr, const std::vector<int32_t>& col_idx,
+               int64_t cin_g) {
+  const int64_t rows = static_cast<int64_t>(row_ptr.size()) - 1;
+  const int64_t nnzb = static_cast<int64_t>(col_idx.size());
+  TORCH_CHECK_VALUE(row_ptr[0] == 0, "row_ptr: must start at 0, starts at ", row_ptr[0]);
+  for (int64_t r = 0; r < rows; ++r) {
+    TORCH_CHECK_VALUE(row_ptr[r + 1] >= row_ptr[r], "row_ptr: decreases at row ", r);
+  }
+  TORCH_CHECK_VALUE(row_ptr[rows] == nnzb, "row_ptr: must end at nnzb=", nnzb, ", ends at ",
+                    row_ptr[rows]);
+  for (int64_t r = 0; r < rows; ++r) {
+    for (int64_t j = row_ptr[r]; j < row_ptr[r + 1]; ++j) {
+      TORCH_CHECK_VALUE(col_idx[j] >= 0 && col_idx[j] < cin_g, "col_idx: entry ", j, " = ",
+                        col_idx[j], " is out of range [0, ", cin_g,
+                        ") (input channels per group)");
+      TORCH_CHECK_VALUE(j == row_ptr[r] || col_idx[j] > col_idx[j - 1],
+                        "col_idx: not strictly increasing within row ", r, " (entry ", j,
+                        " = ", col_idx[j], " after ", col_idx[j - 1], ")");
+    }
+  }
+}
+
+// The transposed view must be exactly the one derived from a valid CSR
+// (sparsekernels/formats/block_1xn.py:Block1xN.topology): per absolute input
+// channel, its blocks in row order. Rebuilt here and compared entry by entry.
+void check_transpose(const std::vector<int32_t>& row_ptr, const std::vector<int32_t>& col_idx,
+                     int64_t rows_per_group, int64_t cin_g, const at::Tensor& col_ptr,
+                     const at::Tensor& block_idx, const at::Tensor& block_row) {
+  const int64_t rows = static_cast<int64_t>(row_ptr.size()) - 1;
+  const int64_t cols = col_ptr.numel() - 1;
+  std::vector<int32_t> want_ptr(cols + 1, 0), want_idx(col_idx.size()), want_row(col_idx.size());
+  auto abs_col = [&](int64_t r, int64_t j) { return (r / rows_per_group) * cin_g + col_idx[j]; };
+  for (int64_t r = 0; r < rows; ++r) {
+    for (int64_t j = row_ptr[r]; j < row_ptr[r + 1]; ++j) ++want_ptr[abs_col(r, j) + 1];
+  }
+  for (int64_t c = 0; c < cols; ++c) want_ptr[c + 1] += want_ptr[c];
+  std::vector<int32_t> next(want_ptr.begin(), want_ptr.end() - 1);
+  for (int64_t r = 0; r < rows; ++r) {
+    for (int64_t j = row_ptr[r]; j < row_ptr[r + 1]; ++j) {
+      const int32_t slot = next[abs_col(r, j)]++;
+      want_idx[slot] = static_cast<int32_t>(j);
+      want_row[slot] = static_cast<int32_t>(r);
+    }
+  }
+  TORCH_CHECK_VALUE(host_ints(col_ptr) == want_ptr && host_ints(block_idx) == want_idx &&
+                        host_ints(block_row) == want_row,
+                    "col_ptr/block_idx/block_row: not the transpose of row_ptr/col_idx "
+                    "(rebuild them with Block1xN.topology())");
+}
+
+// The kernels' view of a 1xN topology, after checking it completely against
+// the geometry: O(nnzb + rows + in_channels) integer work, negligible next to
+// the conv itself. `col_ptr` etc. are null for passes that do not read them.
+Block1xN checked_blocks(const ConvGeometry& geo, const at::Device& device,
+                        const at::Tensor& row_ptr, const at::Tensor& col_idx,
+                        const at::Tensor* col_ptr, const at::Tensor* block_idx,
+                        const at::Tensor* block_row, int64_t n, int64_t rows_per_group) {
+  const int64_t cout_g = geo.cout_per_group(), cin_g = geo.cin_per_group();
+  const int32_t n32 = checks::bounded_int32("n", n, 1, kMaxBlockHeight);
+  const int64_t want_rows = (cout_g + n32 - 1) / n32;
+  TORCH_CHECK_VALUE(rows_per_group == want_rows, "rows_per_group: expected ceil(",
+                    cout_g, " / n=", n32, ") = ", want_rows, ", got ", rows_per_group);
+  const int64_t rows = geo.groups * want_rows;
+  TORCH_CHECK_VALUE(col_idx.dim() == 1, "col_idx: expected a 1-D tensor, got shape ",
+                    col_idx.sizes());
+  const int64_t nnzb = col_idx.numel();
+  TORCH_CHECK_VALUE(nnzb <= rows * cin_g, "col_idx: ", nnzb, " blocks, more than the ",
+                    rows * cin_g, " a weight of this shape has");
+  checks::check_index_tensor("row_ptr", row_ptr, rows + 1, device);
+  checks::check_index_tensor("col_idx", col_idx, nnzb, device);
+  const auto rp = host_ints(row_ptr), ci = host_ints(col_idx);
+  check_csr(rp, ci, cin_g);
+  if (col_ptr != nullptr) {
+    checks::check_index_tensor("col_ptr", *col_ptr, geo.cin + 1, device);
+    checks::check_index_tensor("block_idx", *block_idx, nnzb, device);
+    checks::check_index_tensor("block_row", *block_row, nnzb, device);
+    check_transpose(rp, ci, want_rows, cin_g, *col_ptr, *block_idx, *block_row);
   }
   Block1xN b{};
   b.row_ptr = row_ptr.data_ptr<int32_t>();
   b.col_idx = col_idx.data_ptr<int32_t>();
-  b.nnzb = col_idx.numel();
-  b.n = static_cast<int32_t>(n);
-  b.rows_per_group = rows_per_group;
+  b.nnzb = nnzb;
+  b.n = n32;
+  b.rows_per_group = want_rows;
   b.col_ptr = col_ptr ? col_ptr->data_ptr<int32_t>() : nullptr;
   b.block_idx = block_idx ? block_idx->data_ptr<int32_t>() : nullptr;
   b.block_row = block_row ? block_row->data_ptr<int32_t>() : nullptr;
   return b;
 }
 
-void check_same_device(const at::Tensor& a, const at::Tensor& b) {
-  TORCH_CHECK(a.device() == b.device(), "all tensors must be on one device");
+// values[nnzb, Kh, Kw, N] of the conv's dtype and device.
+void check_values(const at::Tensor& values, const at::Tensor& like, int64_t nnzb,
+                  const ConvGeometry& geo, int64_t n) {
+  TORCH_CHECK_TYPE(values.scalar_type() == like.scalar_type(), "values: expected dtype ",
+                   like.scalar_type(), ", got ", values.scalar_type());
+  TORCH_CHECK_VALUE(values.device() == like.device(), "values: expected a tensor on ",
+                    like.device(), ", got ", values.device());
+  TORCH_CHECK_VALUE(values.dim() == 4 && values.size(0) == nnzb && values.size(1) == geo.kh &&
+                        values.size(2) == geo.kw && values.size(3) == n,
+                    "values: expected shape [nnzb=", nnzb, ", Kh=", geo.kh, ", Kw=", geo.kw,
+                    ", N=", n, "], got ", values.sizes());
 }
 
 #ifdef SK_WITH_CUDA
@@ -92,6 +155,20 @@ void check_launch(cudaError_t err) {
 }
 #endif
 
+void check_bias(const c10::optional<at::Tensor>& bias, const at::Tensor& like, int64_t cout) {
+  if (!bias.has_value()) return;
+  TORCH_CHECK_TYPE(bias->scalar_type() == like.scalar_type(), "bias: expected dtype ",
+                   like.scalar_type(), ", got ", bias->scalar_type());
+  TORCH_CHECK_VALUE(bias->device() == like.device(), "bias: expected a tensor on ",
+                    like.device(), ", got ", bias->device());
+  TORCH_CHECK_VALUE(bias->dim() == 1 && bias->size(0) == cout, "bias: expected shape [", cout,
+                    "], got ", bias->sizes());
+}
+
+void check_4d(const char* name, const at::Tensor& t) {
+  TORCH_CHECK_VALUE(t.dim() == 4, name, ": expected a 4-D tensor, got shape ", t.sizes());
+}
+
 }  // namespace
 
 at::Tensor block_conv_forward(const at::Tensor& x, const at::Tensor& values,
@@ -100,14 +177,15 @@ at::Tensor block_conv_forward(const at::Tensor& x, const at::Tensor& values,
                               int64_t rows_per_group, int64_t cout,
                               std::vector<int64_t> stride, std::vector<int64_t> padding,
                               std::vector<int64_t> dilation, int64_t groups) {
-  TORCH_CHECK(x.dim() == 4 && values.dim() == 4, "expected 4-D input and values");
-  TORCH_CHECK(x.scalar_type() == values.scalar_type(), "input/values dtype mismatch");
-  check_same_device(x, values);
-  const auto geo = make_geometry(x.size(0), x.size(1), x.size(2), x.size(3), cout,
-                                 values.size(1), values.size(2), stride, padding,
-                                 dilation, groups);
-  const auto blocks = make_blocks(row_ptr, col_idx, nullptr, nullptr, nullptr, n,
-                                  rows_per_group);
+  check_4d("input", x);
+  check_4d("values", values);
+  const auto geo = checks::make_geometry(x.size(0), x.size(1), x.size(2), x.size(3), cout,
+                                         values.size(1), values.size(2), stride, padding,
+                                         dilation, groups);
+  const auto blocks = checked_blocks(geo, x.device(), row_ptr, col_idx, nullptr, nullptr,
+                                     nullptr, n, rows_per_group);
+  check_values(values, x, blocks.nnzb, geo, n);
+  check_bias(bias, x, cout);
   auto vals = values.contiguous();
   at::Tensor b = bias.has_value() ? bias->contiguous() : at::Tensor();
   auto out = at::empty({geo.batch, cout, geo.out_h, geo.out_w}, x.options());
@@ -140,16 +218,18 @@ at::Tensor block_conv_grad_input(const at::Tensor& grad_out, const at::Tensor& v
                                  int64_t in_w, std::vector<int64_t> stride,
                                  std::vector<int64_t> padding,
                                  std::vector<int64_t> dilation, int64_t groups) {
-  TORCH_CHECK(grad_out.dim() == 4 && values.dim() == 4, "expected 4-D grad_out and values");
-  TORCH_CHECK(grad_out.scalar_type() == values.scalar_type(), "grad_out/values dtype mismatch");
-  check_same_device(grad_out, values);
-  const auto geo = make_geometry(grad_out.size(0), cin, in_h, in_w, grad_out.size(1),
-                                 values.size(1), values.size(2), stride, padding,
-                                 dilation, groups);
-  TORCH_CHECK(geo.out_h == grad_out.size(2) && geo.out_w == grad_out.size(3),
-              "grad_out spatial size does not match the convolution");
-  const auto blocks = make_blocks(row_ptr, col_idx, &col_ptr, &block_idx, &block_row, n,
-                                  rows_per_group);
+  check_4d("grad_out", grad_out);
+  check_4d("values", values);
+  const auto geo = checks::make_geometry(grad_out.size(0), cin, in_h, in_w, grad_out.size(1),
+                                         values.size(1), values.size(2), stride, padding,
+                                         dilation, groups);
+  TORCH_CHECK_VALUE(geo.out_h == grad_out.size(2) && geo.out_w == grad_out.size(3),
+                    "grad_out: spatial size (", grad_out.size(2), ", ", grad_out.size(3),
+                    ") does not match the convolution's output (", geo.out_h, ", ", geo.out_w,
+                    ")");
+  const auto blocks = checked_blocks(geo, grad_out.device(), row_ptr, col_idx, &col_ptr,
+                                     &block_idx, &block_row, n, rows_per_group);
+  check_values(values, grad_out, blocks.nnzb, geo, n);
   auto vals = values.contiguous();
   auto gin = at::empty({geo.batch, cin, in_h, in_w}, grad_out.options());
   if (grad_out.is_cuda()) {
@@ -179,16 +259,17 @@ at::Tensor block_conv_grad_weight(const at::Tensor& x, const at::Tensor& grad_ou
                                   int64_t kw, std::vector<int64_t> stride,
                                   std::vector<int64_t> padding,
                                   std::vector<int64_t> dilation, int64_t groups) {
-  TORCH_CHECK(x.dim() == 4 && grad_out.dim() == 4, "expected 4-D input and grad_out");
-  TORCH_CHECK(x.scalar_type() == grad_out.scalar_type(), "input/grad_out dtype mismatch");
-  check_same_device(x, grad_out);
-  const auto geo = make_geometry(x.size(0), x.size(1), x.size(2), x.size(3),
-                                 grad_out.size(1), kh, kw, stride, padding, dilation,
-                                 groups);
-  TORCH_CHECK(geo.out_h == grad_out.size(2) && geo.out_w == grad_out.size(3),
-              "grad_out spatial size does not match the convolution");
-  const auto blocks = make_blocks(row_ptr, col_idx, nullptr, nullptr, nullptr, n,
-                                  rows_per_group);
+  check_4d("input", x);
+  checks::check_activation("grad_out", grad_out, x);
+  const auto geo = checks::make_geometry(x.size(0), x.size(1), x.size(2), x.size(3),
+                                         grad_out.size(1), kh, kw, stride, padding, dilation,
+                                         groups);
+  TORCH_CHECK_VALUE(geo.batch == grad_out.size(0) && geo.out_h == grad_out.size(2) &&
+                        geo.out_w == grad_out.size(3),
+                    "grad_out: shape ", grad_out.sizes(), " does not match the convolution's "
+                    "output [", geo.batch, ", ", geo.cout, ", ", geo.out_h, ", ", geo.out_w, "]");
+  const auto blocks = checked_blocks(geo, x.device(), row_ptr, col_idx, nullptr, nullptr,
+                                     nullptr, n, rows_per_group);
   auto gv = at::empty({blocks.nnzb, kh, kw, n}, x.options());
   if (x.is_cuda()) {
 #ifdef SK_WITH_CUDA
@@ -209,6 +290,27 @@ at::Tensor block_conv_grad_weight(const at::Tensor& x, const at::Tensor& grad_ou
                                           at::get_num_threads());
   });
   return gv;
+}
+
+void block_conv_check_topology(const at::Tensor& row_ptr, const at::Tensor& col_idx,
+                               const c10::optional<at::Tensor>& col_ptr,
+                               const c10::optional<at::Tensor>& block_idx,
+                               const c10::optional<at::Tensor>& block_row, int64_t n,
+                               int64_t rows_per_group, int64_t cout, int64_t cin,
+                               int64_t groups) {
+  const bool transposed = col_ptr.has_value();
+  TORCH_CHECK_VALUE(block_idx.has_value() == transposed && block_row.has_value() == transposed,
+                    "col_ptr/block_idx/block_row: give all three or none");
+  ConvGeometry geo{};
+  geo.groups = checks::bounded_int32("groups", groups, 1);
+  geo.cin = checks::bounded_int32("in_channels", cin, 1);
+  geo.cout = checks::bounded_int32("out_channels", cout, 1);
+  TORCH_CHECK_VALUE(cin % groups == 0, "groups: ", groups, " does not divide in_channels=", cin);
+  TORCH_CHECK_VALUE(cout % groups == 0, "groups: ", groups, " does not divide out_channels=",
+                    cout);
+  checked_blocks(geo, row_ptr.device(), row_ptr, col_idx, transposed ? &*col_ptr : nullptr,
+                 transposed ? &*block_idx : nullptr, transposed ? &*block_row : nullptr, n,
+                 rows_per_group);
 }
 
 }  // namespace sparsekernels

@@ -5,6 +5,7 @@
 
 #include "cpu/block_conv_cpu.h"
 #include "python_bindings/block_conv.h"
+#include "sparsekernels/block_1xn.h"
 
 PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
   m.doc() = "sparsekernels compiled kernels (CPU, and CUDA when built with it)";
@@ -20,4 +21,6 @@ PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
   m.def("block_conv_forward", &sparsekernels::block_conv_forward);
   m.def("block_conv_grad_input", &sparsekernels::block_conv_grad_input);
   m.def("block_conv_grad_weight", &sparsekernels::block_conv_grad_weight);
+  m.def("block_conv_check_topology", &sparsekernels::block_conv_check_topology);
+  m.attr("max_block_height") = sparsekernels::kMaxBlockHeight;
 }

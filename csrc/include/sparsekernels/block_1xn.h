@@ -21,6 +21,11 @@
 
 namespace sparsekernels {
 
+// Largest block height N the kernels accept (sparsekernels/formats/block_1xn.py
+// enforces the same bound): far above any N used in practice (2..64), small
+// enough that no per-row buffer of N lanes can be absurd.
+constexpr int32_t kMaxBlockHeight = 4096;
+
 struct Block1xN {
   const int32_t* row_ptr;
   const int32_t* col_idx;
