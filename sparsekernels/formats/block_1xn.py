@@ -24,24 +24,23 @@ from typing import Optional
 
 import torch
 
-from ..ops.conv_args import BlockTopology
+from ..ops.conv_args import BlockTopology, as_int
 
 CRITERIA = ("l1", "random")
 _META_KEYS = ("cout", "cin_per_group", "kh", "kw", "n", "groups")
 
 
+MAX_BLOCK_HEIGHT = 4096  # the kernels' bound on N (csrc/include/sparsekernels/block_1xn.h)
+
+
 def _check_geometry(cout: int, cin_per_group: int, kh: int, kw: int, n: int, groups: int):
-    if not isinstance(n, int) or n < 1:
-        raise ValueError(f"n: expected a positive int block height, got {n!r}")
-    if not isinstance(groups, int) or groups < 1:
-        raise ValueError(f"groups: expected a positive int, got {groups!r}")
+    as_int(n, "n", 1, MAX_BLOCK_HEIGHT)
+    as_int(groups, "groups", 1)
+    for name, size in (("out_channels", cout), ("in_channels/groups", cin_per_group),
+                       ("kernel height", kh), ("kernel width", kw)):
+        as_int(size, f"weight shape: {name}", 1)
     if cout % groups != 0:
         raise ValueError(f"groups: {groups} does not divide out_channels={cout}")
-    if min(cout, cin_per_group, kh, kw) < 1:
-        raise ValueError(
-            f"weight shape: expected positive [Cout, Cin/g, Kh, Kw], got "
-            f"{[cout, cin_per_group, kh, kw]}"
-        )
 
 
 def rows_per_group(cout: int, groups: int, n: int) -> int:
@@ -111,7 +110,7 @@ class Block1xN:
         self.row_ptr = row_ptr
         self.col_idx = col_idx
         self.values = values
-        self.shape = tuple(int(s) for s in shape)
+        self.shape = tuple(as_int(s, "shape", 1) for s in shape)
         self.n = n
         self.groups = groups
         self._topology: Optional[BlockTopology] = None
@@ -193,6 +192,8 @@ class Block1xN:
                 f"values: expected shape [nnzb={nnzb}, Kh={kh}, Kw={kw}, N={self.n}], "
                 f"got {list(v.shape)}"
             )
+        if v.device.type == "meta":
+            return self  # shapes only: no index data to check, and no kernel runs on meta
         rp64, ci64 = rp.long().cpu(), ci.long().cpu()
         if rp64[0] != 0:
             raise ValueError(f"row_ptr: must start at 0, starts at {int(rp64[0])}")
@@ -246,6 +247,21 @@ class Block1xN:
                 f"{o0}..{o1 - 1}, input channel {c}) is partly kept"
             )
         return cls._from_block_mask(weight, any_kept, n, groups)
+
+    @classmethod
+    def pruned(
+        cls, shape: tuple[int, int, int, int], n: int, groups: int = 1, device=None, dtype=None
+    ) -> "Block1xN":
+        """A fully pruned weight of ``shape`` (no blocks kept); works on any
+        device, ``meta`` included, since it reads no data."""
+        _check_geometry(*shape, n, groups)
+        rows = groups * rows_per_group(shape[0], groups, n)
+        return cls(
+            torch.zeros(rows + 1, dtype=torch.int32, device=device),
+            torch.zeros(0, dtype=torch.int32, device=device),
+            torch.zeros(0, shape[2], shape[3], n, dtype=dtype, device=device),
+            shape, n, groups,
+        )
 
     @classmethod
     def from_dense(
@@ -319,23 +335,26 @@ class Block1xN:
         """Index tensors the kernels take, with the transposed (per input
         channel) view that grad-input needs. Cached: the topology is fixed."""
         if self._topology is None:
-            rows = block_rows(self.row_ptr)
-            group = torch.div(rows, self.rows_per_group, rounding_mode="floor")
-            abs_col = group * self.cin_per_group + self.col_idx.long()
-            order = torch.argsort(abs_col, stable=True)  # stable keeps rows ascending
-            counts = torch.bincount(abs_col, minlength=self.groups * self.cin_per_group)
-            col_ptr = torch.zeros(counts.numel() + 1, dtype=torch.int64, device=self.device)
-            col_ptr[1:] = torch.cumsum(counts, 0)
             self._topology = BlockTopology(
-                self.row_ptr.contiguous(),
-                self.col_idx.contiguous(),
-                col_ptr.to(torch.int32),
-                order.to(torch.int32),
-                rows[order].to(torch.int32),
-                self.n,
-                self.rows_per_group,
+                self.row_ptr.contiguous(), self.col_idx.contiguous(), *self._transposed(),
+                self.n, self.rows_per_group,
             )
         return self._topology
+
+    def _transposed(self) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """(col_ptr, block_idx, block_row): per absolute input channel, the
+        blocks that read it, in row order."""
+        cols = self.groups * self.cin_per_group
+        if self.device.type == "meta":  # shapes only
+            index = torch.empty(self.nnzb, dtype=torch.int32, device=self.device)
+            return torch.empty(cols + 1, dtype=torch.int32, device=self.device), index, index
+        rows = block_rows(self.row_ptr)
+        group = torch.div(rows, self.rows_per_group, rounding_mode="floor")
+        abs_col = group * self.cin_per_group + self.col_idx.long()
+        order = torch.argsort(abs_col, stable=True)  # stable keeps rows ascending
+        col_ptr = torch.zeros(cols + 1, dtype=torch.int64, device=self.device)
+        col_ptr[1:] = torch.cumsum(torch.bincount(abs_col, minlength=cols), 0)
+        return col_ptr.to(torch.int32), order.to(torch.int32), rows[order].to(torch.int32)
 
     # ---- movement and serialisation -------------------------------------
     def to(self, device=None, dtype=None) -> "Block1xN":
@@ -362,7 +381,7 @@ class Block1xN:
         meta = state["meta"]
         if not isinstance(meta, torch.Tensor) or meta.numel() != len(_META_KEYS):
             raise ValueError(f"meta: expected {len(_META_KEYS)} ints {_META_KEYS}")
-        cout, cin_g, kh, kw, n, groups = (int(x) for x in meta.tolist())
+        cout, cin_g, kh, kw, n, groups = meta.tolist()
         return cls(state["row_ptr"], state["col_idx"], state["values"], (cout, cin_g, kh, kw), n, groups)
 
     def __repr__(self) -> str:

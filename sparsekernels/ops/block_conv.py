@@ -17,7 +17,8 @@ from torch import Tensor
 
 from ..formats.block_1xn import Block1xN
 from . import backends
-from .conv_args import BlockTopology, ConvArgs, output_hw, resolve_conv_args
+from . import block_conv_checks as checks
+from .conv_args import BlockTopology, check_conv_args, output_hw, resolve_conv_args
 
 _MODULES = {
     "reference": ".ops.block_conv_reference",
@@ -28,8 +29,9 @@ _MODULES = {
 _DTYPES = (torch.float32, torch.float64, torch.float16, torch.bfloat16)
 
 
-def _impl(backend: str, device: torch.device):
-    return backends.module_for(_MODULES, backends.resolve(backend, device))
+def _impl(backend: str):
+    """The module of a resolved backend name."""
+    return backends.module_for(_MODULES, backend)
 
 
 def _topology(row_ptr, col_idx, col_ptr, block_idx, block_row, n, rows_per_group):
@@ -60,15 +62,17 @@ def block_conv2d_op(
     dilation: Sequence[int], groups: int, backend: str,
 ) -> Tensor:
     topo = _topology(row_ptr, col_idx, col_ptr, block_idx, block_row, n, rows_per_group)
-    conv = ConvArgs(tuple(stride), tuple(padding), tuple(dilation), groups)
-    out = _impl(backend, x.device).forward(x, values, topo, bias, conv, cout)
+    conv = check_conv_args(stride, padding, dilation, groups)
+    backend = backends.resolve(backend, x.device)
+    checks.check_forward(backend, x, values, topo, bias, conv, cout)
+    out = _impl(backend).forward(x, values, topo, bias, conv, cout)
     return _like_input(out, x)
 
 
 @block_conv2d_op.register_fake
 def _(x, values, row_ptr, col_idx, col_ptr, block_idx, block_row, bias, n,
       rows_per_group, cout, stride, padding, dilation, groups, backend):
-    conv = ConvArgs(tuple(stride), tuple(padding), tuple(dilation), groups)
+    conv = check_conv_args(stride, padding, dilation, groups)
     oh, ow = output_hw(tuple(x.shape[2:]), tuple(values.shape[1:3]), conv)
     return _like_input(x.new_empty(x.shape[0], cout, oh, ow), x)
 
@@ -81,14 +85,17 @@ def block_conv2d_grad_input_op(
     dilation: Sequence[int], groups: int, backend: str,
 ) -> Tensor:
     topo = _topology(row_ptr, col_idx, col_ptr, block_idx, block_row, n, rows_per_group)
-    conv = ConvArgs(tuple(stride), tuple(padding), tuple(dilation), groups)
-    impl = _impl(backend, grad_out.device)
+    conv = check_conv_args(stride, padding, dilation, groups)
+    backend = backends.resolve(backend, grad_out.device)
+    checks.check_grad_input(backend, grad_out, values, topo, conv, (in_h, in_w), cin)
+    impl = _impl(backend)
     return impl.grad_input(grad_out, values, topo, conv, (in_h, in_w), cin).contiguous()
 
 
 @block_conv2d_grad_input_op.register_fake
 def _(grad_out, values, row_ptr, col_idx, col_ptr, block_idx, block_row, n,
       rows_per_group, cin, in_h, in_w, stride, padding, dilation, groups, backend):
+    check_conv_args(stride, padding, dilation, groups)
     return grad_out.new_empty(grad_out.shape[0], cin, in_h, in_w)
 
 
@@ -100,14 +107,17 @@ def block_conv2d_grad_weight_op(
     backend: str,
 ) -> Tensor:
     topo = _topology(row_ptr, col_idx, col_ptr, block_idx, block_row, n, rows_per_group)
-    conv = ConvArgs(tuple(stride), tuple(padding), tuple(dilation), groups)
-    impl = _impl(backend, x.device)
+    conv = check_conv_args(stride, padding, dilation, groups)
+    backend = backends.resolve(backend, x.device)
+    checks.check_grad_weight(backend, x, grad_out, topo, conv, (kh, kw))
+    impl = _impl(backend)
     return impl.grad_weight(x, grad_out, topo, conv, (kh, kw)).contiguous()
 
 
 @block_conv2d_grad_weight_op.register_fake
 def _(x, grad_out, row_ptr, col_idx, col_ptr, block_idx, block_row, n, rows_per_group,
       kh, kw, stride, padding, dilation, groups, backend):
+    check_conv_args(stride, padding, dilation, groups)
     return x.new_empty(col_idx.shape[0], kh, kw, n)
 
 

@@ -6,6 +6,7 @@ kernel only handles symmetric zero padding.
 """
 from __future__ import annotations
 
+import operator
 from typing import NamedTuple, Optional
 
 import torch
@@ -51,13 +52,43 @@ def output_hw(
 Bias = Optional[torch.Tensor]
 
 
+INT32_MAX = 2**31 - 1  # the kernels' geometry fields are int32
+
+
+def as_int(value, name: str, minimum: int, maximum: int = INT32_MAX) -> int:
+    """``value`` as a Python int in [minimum, maximum], accepting what
+    ``F.conv2d`` accepts (ints, numpy integers, 0-d integer tensors), and
+    refusing floats, bools and None with a message naming ``name``."""
+    if isinstance(value, bool) or (
+        isinstance(value, torch.Tensor) and (value.dim() or value.is_floating_point())
+    ):
+        raise TypeError(f"{name}: expected an int, got {value!r}")
+    try:
+        value = operator.index(value)
+    except TypeError:
+        raise TypeError(f"{name}: expected an int, got {value!r}") from None
+    if not minimum <= value <= maximum:
+        raise ValueError(f"{name}: expected an int in [{minimum}, {maximum}], got {value}")
+    return value
+
+
 def _pair(value, name: str, minimum: int) -> tuple[int, int]:
-    pair = (value, value) if isinstance(value, int) else tuple(value)
-    if len(pair) != 2 or not all(isinstance(v, int) and not isinstance(v, bool) for v in pair):
-        raise ValueError(f"{name}: expected an int or a pair of ints, got {value!r}")
-    if min(pair) < minimum:
-        raise ValueError(f"{name}: expected values >= {minimum}, got {value!r}")
-    return pair
+    if isinstance(value, (tuple, list)) or (isinstance(value, torch.Tensor) and value.dim()):
+        items = list(value)
+        if len(items) != 2:
+            raise ValueError(f"{name}: expected an int or a pair of ints, got {value!r}")
+    else:
+        items = [value, value]
+    return tuple(as_int(v, name, minimum) for v in items)
+
+
+def check_conv_args(stride, padding, dilation, groups) -> ConvArgs:
+    """The custom ops' conv arguments (pairs of ints, no strings) as bounded
+    ``ConvArgs``: what every backend may rely on."""
+    return ConvArgs(
+        _pair(stride, "stride", 1), _pair(padding, "padding", 0), _pair(dilation, "dilation", 1),
+        as_int(groups, "groups", 1),
+    )
 
 
 def resolve_conv_args(
@@ -71,8 +102,7 @@ def resolve_conv_args(
     """
     stride = _pair(stride, "stride", 1)
     dilation = _pair(dilation, "dilation", 1)
-    if not isinstance(groups, int) or groups < 1:
-        raise ValueError(f"groups: expected a positive int, got {groups!r}")
+    groups = as_int(groups, "groups", 1)
     extra = (0, 0)
     if isinstance(padding, str):
         if padding == "valid":
