@@ -14,7 +14,7 @@ from torch import Tensor, nn
 
 from ..formats.block_1xn import Block1xN, rows_per_group
 from ..ops.block_conv import apply_block_conv
-from ..ops.conv_args import BlockTopology
+from ..ops.conv_args import BlockTopology, as_int, resolve_conv_args
 
 _TOPOLOGY = ("row_ptr", "col_idx")
 _TRANSPOSED = ("col_ptr", "block_idx", "block_row")
@@ -45,24 +45,31 @@ class BlockSparseConv2d(nn.Module):
     ):
         super().__init__()
         kh, kw = (kernel_size, kernel_size) if isinstance(kernel_size, int) else kernel_size
+        groups = as_int(groups, "groups", 1)
+        in_channels = as_int(in_channels, "in_channels", 1)
         if in_channels % groups:
             raise ValueError(f"groups: {groups} does not divide in_channels={in_channels}")
         if padding_mode not in ("zeros", "reflect", "replicate", "circular"):
             raise ValueError(f"padding_mode: unknown mode {padding_mode!r}")
-        if padding_mode != "zeros" and isinstance(padding, str):
-            raise ValueError("padding: string padding needs padding_mode='zeros'")
+        # As nn.Conv2d: a non-zeros padding_mode pads the input explicitly
+        # (string padding included), then the conv itself pads nothing.
+        conv, extra = resolve_conv_args(stride, padding, dilation, groups, (kh, kw))
+        (ph, pw), (eh, ew) = conv.padding, extra
+        self._mode_padding = (pw, pw + ew, ph, ph + eh)
         self.in_channels, self.out_channels = in_channels, out_channels
         self.kernel_size = (kh, kw)
         self.stride, self.padding, self.dilation = stride, padding, dilation
         self.groups, self.padding_mode, self.backend = groups, padding_mode, backend
-        empty = Block1xN.from_dense(
-            torch.zeros(out_channels, in_channels // groups, kh, kw, device=device, dtype=dtype),
-            n, 1.0, "random", groups,
+        empty = Block1xN.pruned(
+            (out_channels, in_channels // groups, kh, kw), n, groups, device, dtype
         )
         self.n = n
         self.values = nn.Parameter(empty.values)
         for name in _TOPOLOGY:
             self.register_buffer(name, getattr(empty, name))
+        # The layer's geometry [Cout, Cin/g, Kh, Kw, N, groups], saved so that a
+        # state from a layer of another shape is refused, as nn.Conv2d does.
+        self.register_buffer("meta", empty.state_dict()["meta"].to(device))
         for name in _TRANSPOSED:  # derived from the topology: rebuilt, never saved
             self.register_buffer(name, None, persistent=False)
         self.bias = (
@@ -159,9 +166,7 @@ class BlockSparseConv2d(nn.Module):
     def forward(self, input: Tensor) -> Tensor:
         padding = self.padding
         if self.padding_mode != "zeros":
-            # As nn.Conv2d does: pad explicitly in the requested mode, then no conv padding.
-            ph, pw = (padding, padding) if isinstance(padding, int) else padding
-            input = F.pad(input, (pw, pw, ph, ph), mode=self.padding_mode)
+            input = F.pad(input, self._mode_padding, mode=self.padding_mode)
             padding = 0
         return apply_block_conv(
             input, self.values, self.topology(), self.bias, self.weight_shape, self.stride,
@@ -169,18 +174,30 @@ class BlockSparseConv2d(nn.Module):
         )
 
     # ---- serialisation --------------------------------------------------
-    def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs):
-        keys = [prefix + k for k in ("row_ptr", "col_idx", "values")]
-        if all(k in state_dict for k in keys):
-            # The number of kept blocks may differ from this module's: adopt the
-            # incoming topology, validated, before the generic copy runs.
-            rp, ci, v = (state_dict[k] for k in keys)
-            fmt = Block1xN(
-                rp.to(self.row_ptr.device), ci.to(self.col_idx.device),
-                v.to(self.values.device, self.values.dtype), self.weight_shape, self.n, self.groups,
+    def _load_from_state_dict(self, state_dict, prefix, local_metadata, strict, missing_keys,
+                              unexpected_keys, error_msgs):
+        given = [k for k in ("row_ptr", "col_idx", "meta") if prefix + k in state_dict]
+        if "meta" in given and not torch.equal(state_dict[prefix + "meta"].cpu(), self.meta.cpu()):
+            error_msgs.append(
+                f"size mismatch for {prefix}meta: copying a 1xN layer of geometry "
+                f"{state_dict[prefix + 'meta'].tolist()} into one of {self.meta.tolist()} "
+                "([out_channels, in_channels/groups, Kh, Kw, N, groups])"
             )
-            self._set_format(fmt)
-        super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
+            return
+        if {"row_ptr", "col_idx"} & set(given):
+            # A new topology: the number of kept blocks may differ from this
+            # module's. It is adopted whole and validated before any kernel
+            # sees it; a part of it alone would leave the rest stale.
+            needed = [prefix + k for k in ("row_ptr", "col_idx", "values", "meta")]
+            absent = [k for k in needed if k not in state_dict]
+            if absent:
+                raise ValueError(f"state_dict: {absent} missing: row_ptr, col_idx, values and "
+                                 "meta are loaded together")
+            fmt = Block1xN.from_state_dict({k: state_dict[prefix + k] for k in
+                                            ("row_ptr", "col_idx", "values", "meta")})
+            self._set_format(fmt.to(self.values.device, self.values.dtype))
+        super()._load_from_state_dict(state_dict, prefix, local_metadata, strict, missing_keys,
+                                      unexpected_keys, error_msgs)
 
     def extra_repr(self) -> str:
         return (
