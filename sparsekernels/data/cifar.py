@@ -15,7 +15,7 @@ from typing import Dict, List, Tuple
 import numpy as np
 import torch
 
-from .cifar_pickle import ArrayRecord, MalformedPickle, load_batch_pickle
+from .cifar_pickle import ArrayRecord, MalformedPickle, describe, load_batch_pickle
 from .files import DataFileError, read_regular_file
 from .transforms import (Compose, Normalize, RandomCrop, RandomHorizontalFlip,
                          TensorImageDataset, ToTensor)
@@ -102,7 +102,7 @@ def _labels(labels, path: str, label_key: bytes, num_classes: int) -> List[int]:
                                   "expected a list of ints")
     for i, label in enumerate(labels):
         if type(label) is not int or not 0 <= label < num_classes:
-            raise DataFileError(path, f"{label_key!r}[{i}] is {label!r:.40}, "
+            raise DataFileError(path, f"{label_key!r}[{i}] is {describe(label)}, "
                                       f"expected an int in [0, {num_classes})")
     return labels
 

@@ -13,6 +13,8 @@ that is checked before any array exists.
 from __future__ import annotations
 
 import math
+import re
+import struct
 from dataclasses import dataclass
 from typing import Any, Callable, Dict, List, Optional
 
@@ -58,16 +60,18 @@ class ArrayRecord:
     def uint8_array(self) -> np.ndarray:
         """The array as a read-only view of the file's bytes. MalformedPickle
         unless it is a complete uint8 array whose shape matches those bytes."""
-        spec = self.dtype.spec if isinstance(self.dtype, DtypeRecord) else _type(self.dtype)
-        if spec != "u1":
-            raise MalformedPickle(f"dtype {spec!r}, expected uint8 ('u1')")
-        if not isinstance(self.raw, (bytes, bytearray)):
+        if not (isinstance(self.dtype, DtypeRecord) and self.dtype.spec == "u1"):
+            found = repr(self.dtype.spec) if isinstance(self.dtype, DtypeRecord) else describe(
+                self.dtype)
+            raise MalformedPickle(f"dtype {found}, expected uint8 ('u1')")
+        if not isinstance(self.raw, bytes):
             raise MalformedPickle(f"array data is a {_type(self.raw)}, expected bytes")
         if not isinstance(self.shape, tuple) or len(self.shape) > _MAX_NDIM or not all(
                 type(d) is int and d >= 0 for d in self.shape):
-            raise MalformedPickle(f"array shape {self.shape!r:.80} is not a tuple of sizes")
+            raise MalformedPickle(f"array shape {describe(self.shape)} is not a tuple of "
+                                  f"at most {_MAX_NDIM} sizes")
         if self.fortran not in (0, 1):
-            raise MalformedPickle(f"array order flag {self.fortran!r:.80} is not a bool")
+            raise MalformedPickle(f"array order flag {describe(self.fortran)} is not a bool")
         needed = math.prod(self.shape)  # exact, never overflows
         if needed != len(self.raw):
             raise MalformedPickle(f"array shape {self.shape} needs {needed} bytes "
@@ -78,6 +82,20 @@ class ArrayRecord:
 
 def _type(value: Any) -> str:
     return type(value).__name__
+
+
+def describe(value: Any) -> str:
+    """A short description of an untrusted value for an error message: the repr
+    of a scalar or of a short tuple of numbers, else its type (the repr of a
+    deeply nested list would exhaust the recursion limit)."""
+    if isinstance(value, (str, bytes)):
+        return repr(value[:40]) + ("..." if len(value) > 40 else "")
+    if isinstance(value, (int, float, type(None))):
+        return repr(value)
+    if isinstance(value, tuple) and len(value) <= 8 and all(
+            isinstance(v, (int, float)) for v in value):
+        return repr(value)
+    return f"a {_type(value)}" + (f" of {len(value)}" if isinstance(value, tuple) else "")
 
 
 @dataclass(frozen=True)
@@ -106,7 +124,7 @@ def _dtype(machine: "_Machine", args: tuple) -> DtypeRecord:
     if isinstance(spec, bytes):  # Python 2 pickles name it with a byte string
         spec = spec.decode("latin-1")
     if not isinstance(spec, str) or len(spec) > _MAX_LINE:
-        raise MalformedPickle(f"dtype is called with {spec!r:.80}, expected a type code")
+        raise MalformedPickle(f"dtype is called with {describe(spec)}, expected a type code")
     return DtypeRecord(spec)
 
 
@@ -226,7 +244,9 @@ class _Machine:
         named = isinstance(module, str) and isinstance(name, str)
         found = _GLOBALS.get((module, name)) if named else None
         if found is None:
-            raise MalformedPickle(f"refers to {module}.{name}, which a CIFAR batch never does")
+            what = (f"{module[:_MAX_LINE]}.{name[:_MAX_LINE]}" if named
+                    else "a global not named by text")
+            raise MalformedPickle(f"refers to {what}, which a CIFAR batch never does")
         self.push(found)
 
     def stack_global(self) -> None:
@@ -251,7 +271,7 @@ def _int_line(m: _Machine) -> None:
     text = m.line()  # protocol 1 writes False / True as "00" / "01"
     value = {"00": False, "01": True}.get(text)
     if value is None:
-        if not text.lstrip("-").isdigit() or len(text) > 20:
+        if not re.fullmatch(r"-?[0-9]{1,19}", text):
             raise MalformedPickle(f"INT {text!r} is not a small decimal")
         value = int(text)
     m.push(value)
@@ -284,7 +304,7 @@ def _proto(m: _Machine) -> None:
 
 
 # The opcodes of protocols 1 to 5 that a batch of dicts, lists, bytes, text,
-# ints and numpy arrays uses (see pickletools for their meaning).
+# numbers and numpy arrays uses (see pickletools for their meaning).
 _OPCODES: Dict[int, Callable[[_Machine], None]] = {
     0x80: _proto,                                       # PROTO
     0x95: lambda m: m.take(8),                          # FRAME: a read-ahead hint
@@ -296,6 +316,7 @@ _OPCODES: Dict[int, Callable[[_Machine], None]] = {
     ord("J"): lambda m: m.push(int.from_bytes(m.take(4), "little", signed=True)),  # BININT
     ord("K"): lambda m: m.push(m.uint(1)),              # BININT1
     ord("M"): lambda m: m.push(m.uint(2)),              # BININT2
+    ord("G"): lambda m: m.push(struct.unpack(">d", m.take(8))[0]),  # BINFLOAT
     ord("U"): _push_bytes(1),                           # SHORT_BINSTRING (Python 2 str)
     ord("T"): _push_bytes(4),                           # BINSTRING (Python 2 str)
     ord("C"): _push_bytes(1),                           # SHORT_BINBYTES

@@ -28,7 +28,7 @@ HOW_TO_GET = ("for ImageNet, download ILSVRC2012 from https://image-net.org and 
 
 
 def _class_folders(split_dir: str) -> List[str]:
-    return [entry.name for entry in _list_folder(split_dir) if entry.is_dir()]
+    return [entry.name for entry, kind in _list_folder(split_dir) if kind == "folder"]
 
 
 @contextmanager
@@ -39,14 +39,22 @@ def _reading_folder(folder: str) -> Iterator[None]:
         raise DataFileError(folder, f"cannot read this folder ({exc.strerror})") from None
 
 
-def _list_folder(folder: str) -> List[os.DirEntry]:
-    """The entries of ``folder`` in name order; is_dir/is_file/stat are cached on them."""
+def _list_folder(folder: str) -> List[Tuple[os.DirEntry, str]]:
+    """(entry, "folder" | "file" | "other") for the entries of ``folder`` in
+    name order; "other" is a FIFO, socket, device, or a link that loops or
+    leads nowhere. Found by stat alone: nothing is opened."""
     with _reading_folder(folder), os.scandir(folder) as entries:
-        listed = sorted(entries, key=lambda entry: entry.name)
-        for entry in listed:
-            if entry.is_dir():
-                entry.stat()  # cached now, inside the error handling: later calls cannot fail
-        return listed
+        return [(entry, _entry_kind(entry)) for entry in sorted(entries, key=lambda e: e.name)]
+
+
+def _entry_kind(entry: os.DirEntry) -> str:
+    try:
+        if entry.is_dir():
+            entry.stat()  # cached now, so the walk can take the folder's id without failing
+            return "folder"
+        return "file" if entry.is_file() else "other"
+    except OSError:  # e.g. ELOOP from a link to itself
+        return "other"
 
 
 def _folder_id(path: str) -> Tuple[int, int]:
@@ -61,22 +69,20 @@ def _image_files(class_dir: str,
     ``class_dir``, depth first in name order. Symlinked folders are followed,
     but each real folder is entered once, and never one of ``split_folders``
     (the split folder and its class folders): a link loop adds nothing, and a
-    link to another class cannot relabel its images. Nothing is opened, so a
-    FIFO cannot block."""
+    link to another class cannot relabel its images."""
     images, not_files, entered = [], [], set(split_folders)
     pending = [class_dir]
     while pending:
         subfolders = []
-        for entry in _list_folder(pending.pop()):
-            if entry.is_dir():
-                subfolders.append(entry)
+        for entry, kind in _list_folder(pending.pop()):
+            if kind == "folder":
+                folder_id = (entry.stat().st_dev, entry.stat().st_ino)
+                if folder_id not in entered:  # in name order: the first link to it is kept
+                    entered.add(folder_id)
+                    subfolders.append(entry.path)
             elif entry.name.lower().endswith(IMAGE_EXTENSIONS):
-                (images if entry.is_file() else not_files).append(entry.path)
-        for entry in reversed(subfolders):  # pushed in reverse: popped in name order
-            folder_id = (entry.stat().st_dev, entry.stat().st_ino)
-            if folder_id not in entered:
-                entered.add(folder_id)
-                pending.append(entry.path)
+                (images if kind == "file" else not_files).append(entry.path)
+        pending += reversed(subfolders)  # popped in name order
     return images, not_files
 
 
@@ -113,7 +119,7 @@ class ImageFolder(Dataset):
             not_files += skipped
         if not_files:
             logger.warning("%s: skipped %d image-named entries that are not regular files "
-                           "(FIFOs, sockets, devices, broken links), e.g. %s",
+                           "(FIFOs, sockets, devices, broken or looping links), e.g. %s",
                            split_dir, len(not_files), not_files[:3])
         if not self.samples:
             extensions = "/".join(IMAGE_EXTENSIONS)
