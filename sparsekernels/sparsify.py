@@ -15,11 +15,11 @@ from typing import Iterable, Optional, Union
 
 from torch import nn
 
-from .formats.block_1xn import CRITERIA, MAX_BLOCK_HEIGHT
+from .formats.block_1xn import CRITERIA
 from .nn.block_conv import BlockSparseConv2d
 from .nn.replace import replace_module
 from .ops.backends import BACKENDS
-from .ops.conv_args import as_int
+from .ops.conv_args import MAX_BLOCK_HEIGHT, as_int
 from .pruning.base import is_depthwise, level_for
 
 log = logging.getLogger("sparsekernels")

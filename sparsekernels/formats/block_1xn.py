@@ -24,13 +24,10 @@ from typing import Optional
 
 import torch
 
-from ..ops.conv_args import BlockTopology, as_int
+from ..ops.conv_args import MAX_BLOCK_HEIGHT, BlockTopology, as_int
 
 CRITERIA = ("l1", "random")
 _META_KEYS = ("cout", "cin_per_group", "kh", "kw", "n", "groups")
-
-
-MAX_BLOCK_HEIGHT = 4096  # the kernels' bound on N (csrc/include/sparsekernels/block_1xn.h)
 
 
 def _check_geometry(cout: int, cin_per_group: int, kh: int, kw: int, n: int, groups: int):

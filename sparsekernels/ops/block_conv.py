@@ -227,8 +227,8 @@ def apply_block_conv(
             groups, weight_groups, backend,
         )[0]
     cout, cin_g, kh, kw = weight_shape
-    _check_inputs(input, values, bias, weight_shape, groups, weight_groups)
     conv, extra = resolve_conv_args(stride, padding, dilation, groups, (kh, kw))
+    _check_inputs(input, values, bias, weight_shape, conv.groups, weight_groups)
     backends.resolve(backend, input.device)  # fail early with a clear message
     if extra != (0, 0):
         input = F.pad(input, (0, extra[1], 0, extra[0]))

@@ -2,12 +2,13 @@
 
 The custom ops (``torch.ops.sparsekernels.block_conv2d*``) are public entry
 points: anyone can call them with tensors that never went through
-``Block1xN``. So each op body checks its operands before dispatching. The
-native backend's C++ entry points (``python_bindings/block_conv.cpp``) run the
-full set themselves, since ``sparsekernels._C`` is reachable too; the other
-backends (Triton, reference) get the O(1) shape checks here plus the same
-C++ topology check (linear in the number of blocks: microseconds, invisible
-next to the conv). Messages name the argument, as the C++ ones do.
+``Block1xN``. So each op body checks its operands before dispatching: the
+O(1) shape, dtype and device checks here for every backend, then the whole
+topology (linear in the number of blocks: microseconds, invisible next to the
+conv) once. The native backend's C++ entry points
+(``python_bindings/block_conv.cpp``) run that topology check themselves,
+since ``sparsekernels._C`` is reachable too; for the Triton and reference
+backends it is called from here. Messages name the argument.
 """
 from __future__ import annotations
 
@@ -17,7 +18,7 @@ import torch
 from torch import Tensor
 
 from .. import _ext
-from .conv_args import BlockTopology, ConvArgs, as_int, output_hw
+from .conv_args import MAX_BLOCK_HEIGHT, BlockTopology, ConvArgs, as_int, output_hw
 
 NATIVE = ("cpu", "cuda")
 
@@ -33,6 +34,7 @@ def _check_activation(name: str, t: Tensor, like: Tensor):
 
 def _check_values(values: Tensor, like: Tensor, topo: BlockTopology, kernel: tuple[int, int]):
     _check_activation("values", values, like)
+    as_int(topo.n, "n", 1, MAX_BLOCK_HEIGHT)
     want = (topo.col_idx.numel(), *kernel, topo.n)
     if tuple(values.shape) != want:
         raise ValueError(f"values: expected shape [nnzb, Kh, Kw, N] = {list(want)}, "
@@ -93,36 +95,34 @@ def _check_spatial(grad_out: Tensor, in_hw: tuple[int, int], kernel, conv: ConvA
 
 def check_forward(backend: str, x: Tensor, values: Tensor, topo: BlockTopology,
                   bias: Optional[Tensor], conv: ConvArgs, cout: int):
-    if backend in NATIVE:
-        return
     _check_activation("input", x, x)
     _check_values(values, x, topo, tuple(values.shape[1:3]))
     _check_bias(bias, x, cout)
     if min(output_hw(tuple(x.shape[2:]), tuple(values.shape[1:3]), conv)) < 1:
         raise ValueError(f"input: spatial size {tuple(x.shape[2:])} is too small for the kernel")
-    check_topology(topo, cout, x.shape[1], conv.groups, transposed=False)
+    if backend not in NATIVE:
+        check_topology(topo, cout, x.shape[1], conv.groups, transposed=False)
 
 
 def check_grad_input(backend: str, grad_out: Tensor, values: Tensor, topo: BlockTopology,
                      conv: ConvArgs, in_hw: tuple[int, int], cin: int):
-    if backend in NATIVE:
-        return
     _check_activation("grad_out", grad_out, grad_out)
     _check_values(values, grad_out, topo, tuple(values.shape[1:3]))
     in_hw = (as_int(in_hw[0], "in_h", 1), as_int(in_hw[1], "in_w", 1))
     _check_spatial(grad_out, in_hw, tuple(values.shape[1:3]), conv)
-    check_topology(topo, grad_out.shape[1], cin, conv.groups, transposed=True)
+    if backend not in NATIVE:
+        check_topology(topo, grad_out.shape[1], cin, conv.groups, transposed=True)
 
 
 def check_grad_weight(backend: str, x: Tensor, grad_out: Tensor, topo: BlockTopology,
                       conv: ConvArgs, kernel: tuple[int, int]):
-    if backend in NATIVE:
-        return
     _check_activation("input", x, x)
     _check_activation("grad_out", grad_out, x)
     kernel = (as_int(kernel[0], "kh", 1), as_int(kernel[1], "kw", 1))
+    as_int(topo.n, "n", 1, MAX_BLOCK_HEIGHT)
     if grad_out.shape[0] != x.shape[0]:
         raise ValueError(f"grad_out: batch {grad_out.shape[0]} does not match the input's "
                          f"{x.shape[0]}")
     _check_spatial(grad_out, tuple(x.shape[2:]), kernel, conv)
-    check_topology(topo, grad_out.shape[1], x.shape[1], conv.groups, transposed=False)
+    if backend not in NATIVE:
+        check_topology(topo, grad_out.shape[1], x.shape[1], conv.groups, transposed=False)

@@ -19,6 +19,12 @@ class ConvArgs(NamedTuple):
     groups: int
 
 
+# Largest block height N the kernels accept (csrc/include/sparsekernels/block_1xn.h):
+# far above any N used in practice (2..64), small enough that no buffer of N
+# lanes can be absurd.
+MAX_BLOCK_HEIGHT = 4096
+
+
 class BlockTopology(NamedTuple):
     """Index tensors of a 1xN weight (see sparsekernels/formats/block_1xn.py).
 

@@ -23,6 +23,7 @@ the interpreter is meaningless); on a GPU a few configs are autotuned.
 from __future__ import annotations
 
 import os
+import threading
 from typing import Optional
 
 import torch
@@ -32,6 +33,7 @@ import triton.language as tl
 from ..ops.conv_args import BlockTopology, ConvArgs, output_hw
 
 _INTERPRET = os.environ.get("TRITON_INTERPRET", "0") == "1"
+_INTERPRETER_LOCK = threading.Lock()
 
 _ACC = {
     torch.float16: tl.float32,
@@ -234,7 +236,13 @@ class _Launcher:
             self._fn, self._fixed = triton.autotune(configs=configs, key=key)(kernel), {}
 
     def __call__(self, grid, *args, **kwargs):
-        self._fn[grid](*args, **kwargs, **self._fixed)
+        if _INTERPRET:
+            # The interpreter patches triton.language globally while a kernel
+            # runs, so two threads interpreting at once corrupt each other.
+            with _INTERPRETER_LOCK:
+                self._fn[grid](*args, **kwargs, **self._fixed)
+        else:
+            self._fn[grid](*args, **kwargs, **self._fixed)
 
 
 def _cfg(num_warps: int, num_stages: int = 2, **meta) -> triton.Config:
@@ -276,6 +284,12 @@ def _check(name: str, t: torch.Tensor, dtype: torch.dtype):
         )
     if t.dtype != dtype:
         raise TypeError(f"{name}: dtype {t.dtype} does not match {dtype}")
+    if _INTERPRET and t.dtype == torch.bfloat16:
+        # numpy has no bfloat16, so the interpreter computes garbage with it.
+        raise TypeError(
+            f"{name}: bfloat16 does not run under the Triton interpreter "
+            "(TRITON_INTERPRET=1); use float16/float32, or a GPU"
+        )
     if t.dim() != 4:
         raise ValueError(f"{name}: expected a 4-D NCHW tensor, got shape {tuple(t.shape)}")
 
