@@ -8,6 +8,7 @@ import pickle
 import subprocess
 import sys
 import textwrap
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -396,8 +397,19 @@ def test_image_that_becomes_a_fifo_or_is_corrupt_is_a_clear_error(tmp_path):
         train[0]
     with open(second, "wb") as fh:
         fh.write(b"\x89PNG\r\n\x1a\n not really")
-    with pytest.raises(DataFileError, match=r"img1.png: not a readable image"):
+    with pytest.raises(DataFileError, match=r"img1.png: not a readable image \(unknown format\)"):
         train[1]
+    with open(second, "wb") as fh:  # a real PNG header, then nothing
+        fh.write(Path(train.samples[2][0]).read_bytes()[:40])
+    with pytest.raises(DataFileError, match=r"img1.png: not a readable image \(.+\)"):
+        train[1]
+
+
+def test_data_file_error_survives_pickling_and_worker_reraise(tmp_path):
+    error = DataFileError("/data/x.png", "not a readable image")
+    assert isinstance(error, ValueError) and str(error) == "/data/x.png: not a readable image"
+    assert str(pickle.loads(pickle.dumps(error))) == str(error)
+    assert str(DataFileError(str(error))) == str(error)  # how a DataLoader worker re-raises it
 
 
 # ---- memory: the checks come before any big allocation -------------------------
@@ -408,7 +420,8 @@ _CHILD = textwrap.dedent("""
     from sparsekernels.data.mnist import read_idx
     # What the process maps now plus 256 MiB: each file below claims far more.
     mapped = int(open("/proc/self/statm").read().split()[0]) * resource.getpagesize()
-    resource.setrlimit(resource.RLIMIT_AS, (mapped + (256 << 20), resource.RLIM_INFINITY))
+    hard = resource.getrlimit(resource.RLIMIT_AS)[1]
+    resource.setrlimit(resource.RLIMIT_AS, (mapped + (256 << 20), hard))
     for path in sys.argv[1:]:
         try:
             read_idx(path, 3) if "idx" in path else _read_batch(path, b"labels", 10)

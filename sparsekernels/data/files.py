@@ -12,11 +12,12 @@ _CHUNK_BYTES = 16 << 20
 
 
 class DataFileError(ValueError):
-    """A data file on disk is malformed or unreadable; the message starts with its path."""
+    """A data file on disk is malformed or unreadable: ``DataFileError(path,
+    problem)`` says "path: problem". A single argument is taken as the whole
+    message, as pickle and DataLoader workers re-create an exception from it."""
 
-    def __init__(self, path: str, problem: str):
-        super().__init__(f"{path}: {problem}")
-        self.path = path
+    def __init__(self, path: str, problem: Optional[str] = None):
+        super().__init__(path if problem is None else f"{path}: {problem}")
 
 
 def _kind(mode: int) -> str:

@@ -9,7 +9,7 @@ import os
 from contextlib import contextmanager
 from typing import Callable, Iterator, List, Sequence, Set, Tuple
 
-from PIL import Image
+from PIL import Image, UnidentifiedImageError
 from torch import Tensor
 from torch.utils.data import Dataset
 
@@ -136,7 +136,9 @@ class ImageFolder(Dataset):
                 with Image.open(f) as img:
                     image = img.convert("RGB")
             except _UNREADABLE_IMAGE as exc:
-                raise DataFileError(path, f"not a readable image ({exc})") from None
+                # PIL's own text for an unknown format names only the file object
+                detail = "unknown format" if isinstance(exc, UnidentifiedImageError) else exc
+                raise DataFileError(path, f"not a readable image ({detail})") from None
         return self.transform(image), label
 
 
