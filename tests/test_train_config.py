@@ -54,3 +54,48 @@ def test_recipes_are_valid_configs():
         RunConfig(**recipe(name)).validate()
     with pytest.raises(ValueError, match="recipe"):
         recipe("nope")
+
+
+@pytest.mark.parametrize("changes, match", [
+    ({"resume": "no"}, "resume: expected true or false, got 'no'"),
+    ({"full": 1}, "full: expected true or false"),
+    ({"N": 4.0}, "N: expected an int, got 4.0"),
+    ({"seed": True}, "seed: expected an int"),
+    ({"pr_target": "0.5"}, "pr_target: expected a finite number"),
+    ({"lr": float("inf")}, "lr: expected a finite number"),
+    ({"lr": "1e-3"}, "write 1.0e-3"),
+    ({"exclude": "fc"}, "exclude: expected a list of strings"),
+    ({"exclude": ["fc", 3]}, "exclude: expected a list of strings"),
+    ({"data_path": 3}, "data_path: expected a string"),
+    ({"job_dir": None}, "job_dir: expected a string"),
+    ({"job_dir": ""}, "job_dir: expected a path"),
+    ({"pretrained_model": ""}, "pretrained_model: expected a path"),
+    ({"num_classes": 0}, r"num_classes: expected an int in \[1, "),
+    ({"num_classes": 10 ** 12}, r"num_classes: expected an int in \[1, "),
+    ({"N": 10 ** 6}, r"N: expected an int in \[1, "),
+    ({"arch": "nope"}, "arch: unknown model"),
+    ({"dataset": "nope"}, "dataset: unknown"),
+    ({"momentum": 1.0}, "momentum"),
+    ({"seed": -1}, "seed"),
+    ({"warmup_length": 10}, "warmup_length: expected < num_epochs=10"),
+    ({"pretrain_epochs": 0}, "pretrain_epochs: dense training comes first"),
+])
+def test_every_field_is_type_and_range_checked(changes, match):
+    with pytest.raises(ValueError, match=match):
+        RunConfig.from_dict(changes)
+
+
+def test_ints_are_numbers_and_no_dense_phase_needs_no_pretrain_epochs():
+    cfg = RunConfig.from_dict({"lr": 1, "pretrain_epochs": 0, "pretrained_model": "d.pt"})
+    assert cfg.lr == 1
+
+
+def test_only_settings_that_keep_the_result_may_change_on_resume():
+    from sparsekernels.train.config import changed_fields, with_absolute_paths
+
+    cfg = with_absolute_paths(RunConfig(pretrained_model="dense.pt"))
+    same = with_absolute_paths(RunConfig(pretrained_model="./dense.pt", num_workers=2,
+                                         eval_batch_size=7, resume=False))
+    assert changed_fields(cfg, same) == []
+    other = with_absolute_paths(RunConfig(pretrained_model="other/dense.pt", N=8, lr=0.02))
+    assert changed_fields(cfg, other) == ["pretrained_model", "N", "lr"]
