@@ -339,3 +339,42 @@ def test_amp_is_ignored_with_a_warning_on_cpu(tmp_path):
     with pytest.warns(UserWarning, match="amp='fp16' is ignored on cpu"):
         trainer = make_trainer(tmp_path, amp="fp16", device="cpu")
     assert trainer.amp_dtype is None and not trainer.scaler.is_enabled()
+
+
+def _edited_checkpoint(job_dir, **changes):
+    path = job_dir / "checkpoint.pt"
+    state = torch.load(path, weights_only=True)
+    state.update(changes)
+    torch.save(state, path)
+    return path
+
+
+@pytest.mark.parametrize("changes, message", [
+    ({"epoch": -2}, "epoch -2 is not a finished epoch count"),
+    ({"epoch": 0}, "epoch 0 is not a finished epoch count"),
+    ({"epoch": 10 ** 6}, r"epoch 1000000 is out of range \[1, 2\]"),
+    ({"epoch": True}, "entry 'epoch' has type bool"),
+    ({"epoch": "2"}, "entry 'epoch' has type str"),
+    ({"rng": {}}, "entry 'rng' has type dict"),
+    ({"best_top1": None}, "entry 'best_top1'"),
+    ({"metrics": {"epoch": 0}}, "last record is of epoch 0"),
+    ({"epoch": 1, "metrics": {"epoch": 0}}, "lr schedule is at step 10, expected 5"),
+    ({"model": {"0.weight": torch.zeros(2)}}, "does not fit this run"),
+    ({"optimizer": {"state": {}, "param_groups": []}}, "does not fit this run"),
+    ({"hooks": []}, "does not fit this run"),
+])
+def test_hand_edited_checkpoint_is_refused_naming_the_file(tmp_path, changes, message):
+    make_trainer(tmp_path, epochs=2, hooks=[MagnitudePruner()]).fit()
+    path = _edited_checkpoint(tmp_path, **changes)
+    with pytest.raises(CheckpointError, match=message) as err:
+        make_trainer(tmp_path, epochs=2, hooks=[MagnitudePruner()]).fit()
+    assert str(path) in str(err.value)
+
+
+def test_log_skips_lines_that_are_not_epoch_records(tmp_path):
+    path = tmp_path / "log.jsonl"
+    path.write_text('{"epoch": 0}\n5\n["x"]\n{"epoch": "1"}\n{"no": 1}\n{"epoch": 1}\n')
+    log = EpochLog(path)
+    assert log.records() == [{"epoch": 0}, {"epoch": 1}]
+    log.rewind(1, {"epoch": 0})
+    assert log.records() == [{"epoch": 0}]

@@ -21,6 +21,14 @@ CHECKPOINT_KEYS = frozenset({
 })
 
 
+# The type each entry must have: a hand-edited or foreign file fails on
+# load, naming the entry, not later inside the resume.
+_ENTRY_TYPES = {
+    "epoch": int, "model": dict, "optimizer": dict, "lr_scheduler": dict, "scaler": dict,
+    "hooks": list, "rng": list, "config": dict, "best_top1": (int, float), "metrics": dict,
+}
+
+
 class CheckpointError(RuntimeError):
     """A checkpoint file that cannot be read or is not one of ours."""
 
@@ -56,6 +64,12 @@ def load_checkpoint(path: Union[str, Path], map_location: Any = "cpu") -> Dict[s
             f"{path} is not a training checkpoint of sparsekernels.train: "
             f"it lacks {sorted(missing)}"
         )
+    for key, kind in _ENTRY_TYPES.items():
+        if not isinstance(state[key], kind) or isinstance(state[key], bool):
+            raise CheckpointError(f"{path}: entry {key!r} has type {type(state[key]).__name__}, "
+                                  f"not that of a training checkpoint")
+    if state["epoch"] < 1:  # saved after each finished epoch: at least one
+        raise CheckpointError(f"{path}: epoch {state['epoch']} is not a finished epoch count")
     return state
 
 

@@ -14,15 +14,18 @@ class EpochLog:
         self.path = Path(path)
 
     def records(self) -> List[Dict[str, Any]]:
-        """The complete records; a line torn by a crash is skipped."""
+        """The complete records; a line torn by a crash (or that is not an
+        epoch record at all) is skipped."""
         if not self.path.exists():
             return []
         records = []
-        for line in self.path.read_text().splitlines():
+        for line in self.path.read_text(errors="replace").splitlines():
             try:
-                records.append(json.loads(line))
+                record = json.loads(line)
             except json.JSONDecodeError:
                 continue
+            if isinstance(record, dict) and _is_epoch(record.get("epoch")):
+                records.append(record)
         return records
 
     def start_fresh(self) -> None:
@@ -32,7 +35,7 @@ class EpochLog:
         """Keep the records of the epochs the checkpoint holds, dropping those
         of epochs that will be rerun; restore the last one from the checkpoint
         when a crash came between saving it and logging it."""
-        kept = [r for r in self.records() if r.get("epoch", completed_epochs) < completed_epochs]
+        kept = [r for r in self.records() if r["epoch"] < completed_epochs]
         if last_record is not None and (not kept or kept[-1]["epoch"] != last_record["epoch"]):
             kept.append(last_record)
         self._rewrite(kept)
@@ -44,3 +47,7 @@ class EpochLog:
     def _rewrite(self, records: List[Dict[str, Any]]) -> None:
         with atomic_write(self.path, "w") as f:
             f.write("".join(json.dumps(r) + "\n" for r in records))
+
+
+def _is_epoch(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and value >= 0

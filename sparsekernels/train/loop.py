@@ -18,7 +18,7 @@ from torch.utils.data.distributed import DistributedSampler
 from tqdm import tqdm
 
 from . import distributed
-from .checkpoint import load_checkpoint, rng_state, save_checkpoint, set_rng_state
+from .checkpoint import CheckpointError, load_checkpoint, rng_state, save_checkpoint, set_rng_state
 from .epoch_log import EpochLog
 from .hooks import HookList, TrainHooks
 from .lr import build_lr_scheduler, check_lr_policy
@@ -191,11 +191,41 @@ class Trainer:
                 self.epoch_log.start_fresh()
             return 0, None
         state = load_checkpoint(self.checkpoint_path)
+        # Evaluation batching does not touch training: not a change to warn of.
         changed = {k for k in self.config.keys() | state["config"].keys()
-                   if self.config.get(k) != state["config"].get(k)}
+                   if k != "eval_batch_size" and self.config.get(k) != state["config"].get(k)}
         if changed:
             warnings.warn(f"resuming {self.checkpoint_path} with changed settings "
                           f"{sorted(changed)}: the run will not replay the interrupted one")
+        self._check_progress(state, changed)
+        try:
+            self._load_state(state)
+        except (RuntimeError, ValueError, TypeError, KeyError, IndexError) as exc:
+            raise CheckpointError(f"{self.checkpoint_path}: does not fit this run "
+                                  f"({type(exc).__name__}: {exc})") from exc
+        self.best_top1 = state["best_top1"]
+        if distributed.is_main():
+            self.epoch_log.rewind(state["epoch"], state["metrics"])
+            log.info("resumed %s after epoch %d", self.checkpoint_path, state["epoch"])
+        return state["epoch"], state["metrics"]
+
+    def _check_progress(self, state: Dict[str, Any], changed: set) -> None:
+        """The checkpoint's epoch is one this run can continue from, and
+        agrees with its last log record and (same batches per epoch) with its
+        lr schedule's step count: a hand-edited epoch is refused."""
+        epoch, path = state["epoch"], self.checkpoint_path
+        if not 1 <= epoch <= self.epochs:
+            raise CheckpointError(f"{path}: epoch {epoch} is out of range [1, {self.epochs}] "
+                                  f"for this run of {self.epochs} epochs")
+        if state["metrics"].get("epoch") != epoch - 1:
+            raise CheckpointError(f"{path}: epoch {epoch} but its last record is of epoch "
+                                  f"{state['metrics'].get('epoch')!r} (expected {epoch - 1})")
+        steps = state["lr_scheduler"].get("last_epoch")
+        if not changed & {"batch_size", "world_size"} and steps != epoch * len(self.train_loader):
+            raise CheckpointError(f"{path}: epoch {epoch} but its lr schedule is at step "
+                                  f"{steps!r}, expected {epoch * len(self.train_loader)}")
+
+    def _load_state(self, state: Dict[str, Any]) -> None:
         self.model.load_state_dict(state["model"])
         self.optimizer.load_state_dict(state["optimizer"])
         self.lr_scheduler.load_state_dict(state["lr_scheduler"])
@@ -206,11 +236,6 @@ class Trainer:
         else:
             warnings.warn(f"the checkpoint was written by {len(state['rng'])} ranks, this run has "
                           f"{self.world_size}: random draws restart from the seed")
-        self.best_top1 = state["best_top1"]
-        if distributed.is_main():
-            self.epoch_log.rewind(state["epoch"], state["metrics"])
-            log.info("resumed %s after epoch %d", self.checkpoint_path, state["epoch"])
-        return state["epoch"], state["metrics"]
 
     def _run_epoch(self, epoch: int) -> Dict[str, Any]:
         started = time.perf_counter()
