@@ -12,6 +12,8 @@ working CPU build. Environment switches:
 - ``TORCH_CUDA_ARCH_LIST``       CUDA archs (default "8.0;9.0")
 - ``MAX_JOBS``                   parallel compile jobs (read by torch's ninja build)
 - ``NVCC_THREADS``               nvcc --threads per job (default 2)
+- ``SPARSEKERNELS_SANITIZE=1``   CPU build under AddressSanitizer + UBSan
+                                 (what ``scripts/sanitize.sh`` runs the tests against)
 """
 import glob
 import os
@@ -51,11 +53,17 @@ def extension():
     with_cuda = want_cuda()
     sources = rel(glob.glob(f"{ROOT}/python_bindings/*.cpp") + glob.glob(f"{ROOT}/csrc/cpu/*.cpp"))
     cxx = ["-O3", "-std=c++17", "-fopenmp"]
+    link = ["-fopenmp"]
+    if _flag("SPARSEKERNELS_SANITIZE"):
+        # vptr is off: torch's own classes are not built with UBSan's type info.
+        sanitize = ["-fsanitize=address,undefined", "-fno-sanitize=vptr",
+                    "-fno-sanitize-recover=all", "-fno-omit-frame-pointer", "-g"]
+        cxx, link, with_cuda = ["-O1", "-std=c++17", "-fopenmp"] + sanitize, link + sanitize, False
     include_dirs = [os.path.join(ROOT, "csrc", "include"), os.path.join(ROOT, "csrc"), ROOT]
     if not with_cuda:
         return CppExtension(
             "sparsekernels._C", sources, include_dirs=include_dirs,
-            extra_compile_args={"cxx": cxx}, extra_link_args=["-fopenmp"],
+            extra_compile_args={"cxx": cxx}, extra_link_args=link,
         )
     os.environ.setdefault("TORCH_CUDA_ARCH_LIST", DEFAULT_ARCHS)
     print(f"sparsekernels: building CUDA kernels for TORCH_CUDA_ARCH_LIST={os.environ['TORCH_CUDA_ARCH_LIST']}")
@@ -65,7 +73,7 @@ def extension():
             f"--threads={os.environ.get('NVCC_THREADS', '2')}"] + macros
     return CUDAExtension(
         "sparsekernels._C", sources, include_dirs=include_dirs,
-        extra_compile_args={"cxx": cxx + macros, "nvcc": nvcc}, extra_link_args=["-fopenmp"],
+        extra_compile_args={"cxx": cxx + macros, "nvcc": nvcc}, extra_link_args=link,
     )
 
 
