@@ -6,7 +6,6 @@ weights stay exactly zero), the seed code's ``--pruned_model`` path.
 """
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any, Optional
 
@@ -18,26 +17,28 @@ from ..data import get_datasets
 from ..pruning.base import SavedMask
 from .artifacts import load_model, read_record, save_model
 from .config import RunConfig
+from .distributed import barrier, is_main
 from .export import load_exported
-from .pipeline import make_trainer
+from .pipeline import check_fits, check_job_dir, make_trainer, start_job
 from .metrics import evaluate
 
 
 def _masked(model: nn.Module, masks: dict[str, torch.Tensor]) -> None:
+    """Fix the (``load_model``-checked) masks as parametrizations."""
     for name, mask in masks.items():
-        module = model.get_submodule(name)
-        if tuple(mask.shape) != tuple(module.weight.shape):
-            raise ValueError(f"pruned model: mask of {name!r} has shape {tuple(mask.shape)}, "
-                             f"its weight {tuple(module.weight.shape)}")
-        parametrize.register_parametrization(module, "weight", SavedMask(mask.float()))
+        parametrize.register_parametrization(model.get_submodule(name), "weight",
+                                             SavedMask(mask.float()))
 
 
 def finetune(cfg: RunConfig, pruned_path: str | Path, *, progress: bool = True) -> dict[str, Any]:
+    cfg.validate()
+    job = check_job_dir(cfg, "finetune", pruned_model=str(pruned_path))
     model, record = load_model(pruned_path)
-    masks = record.get("masks", {})
+    masks = record["masks"]
+    train_set, test_set, info = get_datasets(cfg.dataset, cfg.data_path, seed=cfg.seed)
+    check_fits(model, info, cfg.dataset, f"model file {pruned_path}")
     _masked(model, masks)
-    train_set, test_set, _ = get_datasets(cfg.dataset, cfg.data_path, seed=cfg.seed)
-    job_dir = Path(cfg.job_dir)
+    job_dir = start_job(cfg, job)
     metrics = make_trainer(cfg, model, train_set, test_set, job_dir / "finetune",
                            epochs=cfg.num_epochs, lr=cfg.lr, progress=progress).fit()
     for name in masks:
@@ -45,16 +46,21 @@ def finetune(cfg: RunConfig, pruned_path: str | Path, *, progress: bool = True) 
     # Carry the method's extras (config, DPP layers, pattern library) along.
     extra = {k: v for k, v in record.items()
              if k not in ("format", "arch", "num_classes", "state_dict", "masks")}
-    save_model(job_dir / "pruned.pt", model, record["arch"], record["num_classes"],
-               masks=masks, **extra)
+    if is_main():
+        save_model(job_dir / "pruned.pt", model, record["arch"], record["num_classes"],
+                   masks=masks, **extra)
+    barrier()
     return {"test": metrics, "out": str(job_dir / "pruned.pt")}
 
 
 def evaluate_file(path: str | Path, dataset: str, data_path: Optional[str] = None,
                   batch_size: int = 256, seed: int = 0) -> dict[str, Any]:
     """Top-1/top-5 of a saved (``pruned.pt``/``dense.pt``) or exported model."""
+    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
+        raise ValueError(f"eval_batch_size: expected an int >= 1, got {batch_size!r}")
     record = read_record(path)
     model = load_exported(path) if "export_format" in record else load_model(path)[0]
-    _, test_set, _ = get_datasets(dataset, data_path, seed=seed)
+    _, test_set, info = get_datasets(dataset, data_path, seed=seed)
+    check_fits(model, info, dataset, f"model file {path}")
     loader = torch.utils.data.DataLoader(test_set, batch_size=batch_size)
     return {"model": str(path), "test": evaluate(model, loader)}
