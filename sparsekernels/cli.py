@@ -20,6 +20,7 @@ import typing
 from pathlib import Path
 from typing import Optional
 
+from .train.checkpoint import CheckpointError
 from .train.config import CONV_TYPES, METHODS, RunConfig
 
 _HELP = {
@@ -91,30 +92,11 @@ def main(argv: Optional[list[str]] = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     parser = build_parser()
     args = parser.parse_args(argv)
-    if int(os.environ.get("WORLD_SIZE", "1")) > 1:  # launched by torchrun
-        from .train.distributed import init_from_env
-
-        init_from_env()
     try:
-        if args.command == "prune":
-            from .train.pipeline import run
-
-            result = run(config_from_args(args), progress=args.progress)
-        elif args.command == "finetune":
-            from .train.finetune import finetune
-
-            result = finetune(config_from_args(args), args.pruned_model, progress=args.progress)
-        elif args.command == "evaluate":
-            from .train.finetune import evaluate_file
-
-            result = evaluate_file(args.model, args.dataset, args.data_path,
-                                   args.eval_batch_size, args.seed)
-        else:
-            from .train.export import export
-
-            out = args.out or str(Path(args.pruned_model).with_name("sparse.pt"))
-            result = export(args.pruned_model, out, args.export_onnx)
-    except (ValueError, FileNotFoundError) as exc:
+        result = _run_command(args)
+    except (ValueError, OSError, CheckpointError) as exc:
+        # Bad input (flags, config or model files, job folders) ends here:
+        # the message names the argument or file, never a traceback.
         parser.exit(2, f"{parser.prog} {args.command}: error: {exc}\n")
     from .train.distributed import is_main
 
@@ -122,3 +104,27 @@ def main(argv: Optional[list[str]] = None) -> int:
         json.dump(result, sys.stdout, indent=2, default=str)
         print()
     return 0
+
+
+def _run_command(args: argparse.Namespace) -> dict:
+    if int(os.environ.get("WORLD_SIZE", "1")) > 1:  # launched by torchrun
+        from .train.distributed import init_from_env
+
+        init_from_env()
+    if args.command == "prune":
+        from .train.pipeline import run
+
+        return run(config_from_args(args), progress=args.progress)
+    if args.command == "finetune":
+        from .train.finetune import finetune
+
+        return finetune(config_from_args(args), args.pruned_model, progress=args.progress)
+    if args.command == "evaluate":
+        from .train.finetune import evaluate_file
+
+        return evaluate_file(args.model, args.dataset, args.data_path, args.eval_batch_size,
+                             args.seed)
+    from .train.export import export
+
+    out = args.out or str(Path(args.pruned_model).with_name("sparse.pt"))
+    return export(args.pruned_model, out, args.export_onnx)
