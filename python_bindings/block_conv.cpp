@@ -6,6 +6,7 @@
 // range, CSR order, the transposed view equal to the one the CSR implies).
 #include <torch/extension.h>
 
+#include <algorithm>
 #include <vector>
 
 #include "cpu/block_conv_cpu.h"
@@ -25,26 +26,31 @@ Strides4 strides_of(const at::Tensor& t) {
   return {t.stride(0), t.stride(1), t.stride(2), t.stride(3)};
 }
 
-// An int32 tensor's entries on the host (CUDA tensors are copied: one sync).
-std::vector<int32_t> host_ints(const at::Tensor& t) {
-  const at::Tensor h = t.cpu();
-  const int32_t* p = h.data_ptr<int32_t>();
-  return std::vector<int32_t>(p, p + h.numel());
-}
+// An int32 index tensor's entries, readable on the host: CPU tensors in place,
+// CUDA tensors through a copy (one sync).
+struct HostInts {
+  at::Tensor host;
+  const int32_t* data;
+  int64_t size;
+  explicit HostInts(const at::Tensor& t)
+      : host(t.cpu()), data(host.data_ptr<int32_t>()), size(host.numel()) {}
+  int32_t operator[](int64_t i) const { return data[i]; }
+  bool operator==(const std::vector<int32_t>& v) const {
+    return size == static_cast<int64_t>(v.size()) && std::equal(v.begin(), v.end(), data);
+  }
+};
 
 // The block-CSR invariants every kernel relies on: row_ptr runs from 0 to
 // nnzb without decreasing; col_idx is in [0, cin_g) and strictly increasing
 // within a row. Messages match sparsekernels/formats/block_1xn.py.
-void check_csr(const std::vector<int32_t>& row_ptr, const std::vector<int32_t>& col_idx,
-               int64_t cin_g) {
-  const int64_t rows = static_cast<int64_t>(row_ptr.size()) - 1;
-  const int64_t nnzb = static_cast<int64_t>(col_idx.size());
+void check_csr(const HostInts& row_ptr, const HostInts& col_idx, int64_t cin_g) {
+  const int64_t rows = row_ptr.size - 1;
   TORCH_CHECK_VALUE(row_ptr[0] == 0, "row_ptr: must start at 0, starts at ", row_ptr[0]);
   for (int64_t r = 0; r < rows; ++r) {
     TORCH_CHECK_VALUE(row_ptr[r + 1] >= row_ptr[r], "row_ptr: decreases at row ", r);
   }
-  TORCH_CHECK_VALUE(row_ptr[rows] == nnzb, "row_ptr: must end at nnzb=", nnzb, ", ends at ",
-                    row_ptr[rows]);
+  TORCH_CHECK_VALUE(row_ptr[rows] == col_idx.size, "row_ptr: must end at nnzb=", col_idx.size,
+                    ", ends at ", row_ptr[rows]);
   for (int64_t r = 0; r < rows; ++r) {
     for (int64_t j = row_ptr[r]; j < row_ptr[r + 1]; ++j) {
       TORCH_CHECK_VALUE(col_idx[j] >= 0 && col_idx[j] < cin_g, "col_idx: entry ", j, " = ",
@@ -60,12 +66,12 @@ void check_csr(const std::vector<int32_t>& row_ptr, const std::vector<int32_t>& 
 // The transposed view must be exactly the one derived from a valid CSR
 // (sparsekernels/formats/block_1xn.py:Block1xN.topology): per absolute input
 // channel, its blocks in row order. Rebuilt here and compared entry by entry.
-void check_transpose(const std::vector<int32_t>& row_ptr, const std::vector<int32_t>& col_idx,
-                     int64_t rows_per_group, int64_t cin_g, const at::Tensor& col_ptr,
-                     const at::Tensor& block_idx, const at::Tensor& block_row) {
-  const int64_t rows = static_cast<int64_t>(row_ptr.size()) - 1;
+void check_transpose(const HostInts& row_ptr, const HostInts& col_idx, int64_t rows_per_group,
+                     int64_t cin_g, const at::Tensor& col_ptr, const at::Tensor& block_idx,
+                     const at::Tensor& block_row) {
+  const int64_t rows = row_ptr.size - 1;
   const int64_t cols = col_ptr.numel() - 1;
-  std::vector<int32_t> want_ptr(cols + 1, 0), want_idx(col_idx.size()), want_row(col_idx.size());
+  std::vector<int32_t> want_ptr(cols + 1, 0), want_idx(col_idx.size), want_row(col_idx.size);
   auto abs_col = [&](int64_t r, int64_t j) { return (r / rows_per_group) * cin_g + col_idx[j]; };
   for (int64_t r = 0; r < rows; ++r) {
     for (int64_t j = row_ptr[r]; j < row_ptr[r + 1]; ++j) ++want_ptr[abs_col(r, j) + 1];
@@ -79,8 +85,8 @@ void check_transpose(const std::vector<int32_t>& row_ptr, const std::vector<int3
       want_row[slot] = static_cast<int32_t>(r);
     }
   }
-  TORCH_CHECK_VALUE(host_ints(col_ptr) == want_ptr && host_ints(block_idx) == want_idx &&
-                        host_ints(block_row) == want_row,
+  TORCH_CHECK_VALUE(HostInts(col_ptr) == want_ptr && HostInts(block_idx) == want_idx &&
+                        HostInts(block_row) == want_row,
                     "col_ptr/block_idx/block_row: not the transpose of row_ptr/col_idx "
                     "(rebuild them with Block1xN.topology())");
 }
@@ -105,7 +111,7 @@ Block1xN checked_blocks(const ConvGeometry& geo, const at::Device& device,
                     rows * cin_g, " a weight of this shape has");
   checks::check_index_tensor("row_ptr", row_ptr, rows + 1, device);
   checks::check_index_tensor("col_idx", col_idx, nnzb, device);
-  const auto rp = host_ints(row_ptr), ci = host_ints(col_idx);
+  const HostInts rp(row_ptr), ci(col_idx);
   check_csr(rp, ci, cin_g);
   if (col_ptr != nullptr) {
     checks::check_index_tensor("col_ptr", *col_ptr, geo.cin + 1, device);
