@@ -130,8 +130,9 @@ def test_an_input_inside_the_outputs_is_refused(job, capsys):
 def test_job_dir_that_is_a_file(tmp_path, capsys):
     path = tmp_path / "file"
     path.write_text("x")
-    assert "is a file" in cli_error(capsys, "prune", *TINY, "--job_dir", path)
-    assert "its parent" in cli_error(capsys, "prune", *TINY, "--job_dir", path / "sub")
+    assert "it is not a folder" in cli_error(capsys, "prune", *TINY, "--job_dir", path)
+    assert f"its parent {path} is not a folder" in cli_error(capsys, "prune", *TINY,
+                                                             "--job_dir", path / "sub")
 
 
 @pytest.mark.skipif(os.geteuid() == 0, reason="root writes into read-only folders")
@@ -139,6 +140,13 @@ def test_unwritable_job_dir(tmp_path, capsys):
     locked = tmp_path / "locked"
     locked.mkdir(mode=0o500)
     assert "not writable" in cli_error(capsys, "prune", *TINY, "--job_dir", locked / "job")
+
+
+@pytest.mark.skipif(not os.path.isdir("/proc/self"), reason="needs Linux /proc")
+def test_job_dir_where_nothing_can_be_created(capsys):
+    # /proc refuses new entries even to root, which the mode check cannot show.
+    err = cli_error(capsys, "prune", *TINY, "--job_dir", "/proc/sparsekernels-job")
+    assert "job_dir /proc/sparsekernels-job: cannot be written" in err
 
 
 @pytest.mark.parametrize("name, text, message", [
@@ -310,6 +318,7 @@ def test_export_output_must_not_be_its_input(job, capsys):
     (["evaluate", "{job}/pruned.pt", "--eval_batch_size", "0"], "eval_batch_size"),
     (["evaluate", "{job}/pruned.pt", "--dataset", "nope"], "unknown data set"),
     (["export", "{job}/pruned.pt", "--out", "{job}/config.json/x.pt"], "config.json"),
+    (["export", "{job}/pruned.pt", "--out", "{job}/finetune"], "is a folder"),
 ])
 def test_bad_model_paths(job, capsys, argv, message):
     assert message in cli_error(capsys, *(a.format(job=job) for a in argv))

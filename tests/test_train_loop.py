@@ -329,6 +329,8 @@ def test_parameter_groups_and_optimizer_factory(tmp_path):
     ({"label_smoothing": 1.0}, "label_smoothing must be in"),
     ({"amp": "fp8"}, "amp must be False, True, 'bf16' or 'fp16'"),
     ({"hooks": [object()]}, "hooks must be TrainHooks instances"),
+    ({"resume": "no"}, "resume must be True or False, got 'no'"),
+    ({"nesterov": 1}, "nesterov must be True or False"),
 ])
 def test_bad_arguments_are_rejected(tmp_path, overrides, message):
     with pytest.raises(ValueError, match=message):

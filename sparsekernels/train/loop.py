@@ -109,7 +109,9 @@ class Trainer:
     ):
         _check_args(epochs=epochs, batch_size=batch_size, eval_batch_size=eval_batch_size, lr=lr,
                     momentum=momentum, weight_decay=weight_decay, label_smoothing=label_smoothing,
-                    amp=amp, num_workers=num_workers)
+                    amp=amp, num_workers=num_workers,
+                    flags={"resume": resume, "nesterov": nesterov, "wd_bn": wd_bn,
+                           "progress": progress})
         check_lr_policy(lr_policy, epochs, warmup_epochs)
         if len(train_set) == 0 or len(test_set) == 0:
             raise ValueError("train_set and test_set must not be empty")
@@ -329,7 +331,10 @@ def _default_device() -> torch.device:
 
 
 def _check_args(*, epochs, batch_size, eval_batch_size, lr, momentum, weight_decay,
-                label_smoothing, amp, num_workers) -> None:
+                label_smoothing, amp, num_workers, flags) -> None:
+    for name, value in flags.items():  # the string "no" would be truthy
+        if not isinstance(value, bool):
+            raise ValueError(f"{name} must be True or False, got {value!r}")
     for name, value in (("epochs", epochs), ("batch_size", batch_size),
                         ("eval_batch_size", eval_batch_size)):
         if not isinstance(value, int) or value < 1:

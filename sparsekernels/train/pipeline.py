@@ -201,7 +201,7 @@ def _check_writable(job_dir: Path) -> None:
         existing = existing.parent
     if not existing.is_dir():
         what = "it" if existing == job_dir else f"its parent {existing}"
-        raise ValueError(f"job_dir {job_dir}: {what} is a file, expected a folder")
+        raise ValueError(f"job_dir {job_dir}: {what} is not a folder")
     if not os.access(existing, os.W_OK | os.X_OK):
         raise ValueError(f"job_dir {job_dir}: {existing} is not writable")
 
