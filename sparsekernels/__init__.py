@@ -2,14 +2,14 @@
 
     import sparsekernels as sk
     fmt = sk.Block1xN.from_dense(conv.weight, n=16, sparsity=0.75)
-    y = sk.block_conv2d(x, fmt, conv.bias, stride=1, padding=1)
+    y = sk.block1xn_conv2d(x, fmt, conv.bias, stride=1, padding=1)
     model = sk.sparsify(model, n=16, sparsity=0.75)      # swap eligible convs
 """
 from . import nn
 from .formats import Block1xN
 from .ops.backends import BACKENDS
-from .ops.block_conv import block_conv2d
+from .ops.block1xn import block1xn_conv2d
 from .sparsify import sparsify
 
-__all__ = ["BACKENDS", "Block1xN", "block_conv2d", "nn", "sparsify"]
+__all__ = ["BACKENDS", "Block1xN", "block1xn_conv2d", "nn", "sparsify"]
 __version__ = "0.1.0"

@@ -15,12 +15,12 @@ from typing import Iterable, Optional, Union
 
 from torch import nn
 
-from .formats.block_1xn import CRITERIA
-from .nn.block_conv import BlockSparseConv2d
+from .formats.block1xn import CRITERIA, MAX_BLOCK_HEIGHT
+from .nn.block1xn import Block1xNConv2d
 from .nn.replace import replace_module
 from .ops.backends import BACKENDS
-from .ops.conv_args import MAX_BLOCK_HEIGHT, as_int
-from .pruning.base import is_depthwise, level_for
+from .conv_args import as_int
+from .layer_select import is_depthwise, level_for
 
 log = logging.getLogger("sparsekernels")
 
@@ -83,7 +83,7 @@ def sparsify(
     backend: str = "auto",
 ) -> nn.Module:
     """Replace each eligible ``nn.Conv2d`` of ``model`` (in place) by a
-    :class:`BlockSparseConv2d` pruned to 1xN blocks; returns ``model``.
+    :class:`Block1xNConv2d` pruned to 1xN blocks; returns ``model``.
 
     ``sparsity`` is one level for every layer, or a mapping from layer-name
     patterns (fnmatch) to levels (first match wins; unmatched layers stay
@@ -102,7 +102,7 @@ def sparsify(
         if reason:
             log.info("sparsify: %s left dense: %s", " = ".join(names), reason)
             continue
-        sparse = BlockSparseConv2d.from_dense(
+        sparse = Block1xNConv2d.from_dense(
             conv, n=n, sparsity=level, criterion=criterion, seed=seed, backend=backend
         )
         converted.append((names, sparse))

@@ -9,7 +9,7 @@ import torch
 import torch.nn.functional as F
 
 from . import _ext
-from .formats.block_1xn import Block1xN
+from .formats.block1xn import Block1xN
 from .ops.backends import triton_available
 
 LOW_PRECISION = (torch.float16, torch.bfloat16)

@@ -5,7 +5,7 @@ import torch
 
 import sparsekernels as sk
 from sparsekernels import Block1xN
-from sparsekernels.nn import BlockSparseConv2d
+from sparsekernels.nn import Block1xNConv2d
 
 
 def _fmt(cout=8, cin=4, n=4, groups=1):
@@ -48,7 +48,7 @@ def test_malformed_format_is_rejected_on_load(message, changes):
 
 
 def test_module_load_state_dict_validates_before_any_kernel():
-    mod = BlockSparseConv2d.from_dense(torch.nn.Conv2d(4, 8, 3), n=4, sparsity=0.5)
+    mod = Block1xNConv2d.from_dense(torch.nn.Conv2d(4, 8, 3), n=4, sparsity=0.5)
     state = mod.state_dict()
     state["col_idx"] = state["col_idx"].clone()
     state["col_idx"][0] = 1000
@@ -58,23 +58,23 @@ def test_module_load_state_dict_validates_before_any_kernel():
 
 x = torch.randn(2, 4, 6, 6)
 OP_CASES = [
-    (TypeError, "weight: expected a Block1xN", lambda: sk.block_conv2d(x, torch.randn(8, 4, 3, 3))),
-    (TypeError, "input: expected a torch.Tensor", lambda: sk.block_conv2d(x.numpy(), _fmt())),
-    (ValueError, "input: expected 4-D", lambda: sk.block_conv2d(x[0, 0], _fmt())),
-    (TypeError, "input: expected one of", lambda: sk.block_conv2d(x.int(), _fmt())),
-    (TypeError, "input: dtype torch.float64 does not match", lambda: sk.block_conv2d(x.double(), _fmt())),
-    (ValueError, "input: expected 4 channels", lambda: sk.block_conv2d(x[:, :3], _fmt())),
-    (ValueError, "groups: 2 does not match", lambda: sk.block_conv2d(x, _fmt(), groups=2)),
-    (ValueError, "bias: expected shape \\(8,\\)", lambda: sk.block_conv2d(x, _fmt(), torch.randn(7))),
-    (TypeError, "bias: expected torch.float32", lambda: sk.block_conv2d(x, _fmt(), torch.randn(8).double())),
-    (ValueError, r"stride: expected an int in \[1, 2147483647\], got 0", lambda: sk.block_conv2d(x, _fmt(), stride=0)),
-    (ValueError, r"padding: expected an int in \[0, 2147483647\], got -1", lambda: sk.block_conv2d(x, _fmt(), padding=-1)),
-    (ValueError, "dilation: expected an int or a pair", lambda: sk.block_conv2d(x, _fmt(), dilation=(1, 2, 3))),
-    (ValueError, "padding: 'same' is not supported for strided", lambda: sk.block_conv2d(x, _fmt(), stride=2, padding="same")),
-    (ValueError, "padding: expected 'same', 'valid'", lambda: sk.block_conv2d(x, _fmt(), padding="full")),
-    (ValueError, "input: spatial size", lambda: sk.block_conv2d(x[..., :2, :2], _fmt())),
-    (ValueError, "backend: expected one of", lambda: sk.block_conv2d(x, _fmt(), backend="gpu")),
-    (ValueError, "backend: 'cuda' needs CUDA tensors", lambda: sk.block_conv2d(x, _fmt(), backend="cuda")),
+    (TypeError, "weight: expected a Block1xN", lambda: sk.block1xn_conv2d(x, torch.randn(8, 4, 3, 3))),
+    (TypeError, "input: expected a torch.Tensor", lambda: sk.block1xn_conv2d(x.numpy(), _fmt())),
+    (ValueError, "input: expected 4-D", lambda: sk.block1xn_conv2d(x[0, 0], _fmt())),
+    (TypeError, "input: expected one of", lambda: sk.block1xn_conv2d(x.int(), _fmt())),
+    (TypeError, "input: dtype torch.float64 does not match", lambda: sk.block1xn_conv2d(x.double(), _fmt())),
+    (ValueError, "input: expected 4 channels", lambda: sk.block1xn_conv2d(x[:, :3], _fmt())),
+    (ValueError, "groups: 2 does not match", lambda: sk.block1xn_conv2d(x, _fmt(), groups=2)),
+    (ValueError, "bias: expected shape \\(8,\\)", lambda: sk.block1xn_conv2d(x, _fmt(), torch.randn(7))),
+    (TypeError, "bias: expected torch.float32", lambda: sk.block1xn_conv2d(x, _fmt(), torch.randn(8).double())),
+    (ValueError, r"stride: expected an int in \[1, 2147483647\], got 0", lambda: sk.block1xn_conv2d(x, _fmt(), stride=0)),
+    (ValueError, r"padding: expected an int in \[0, 2147483647\], got -1", lambda: sk.block1xn_conv2d(x, _fmt(), padding=-1)),
+    (ValueError, "dilation: expected an int or a pair", lambda: sk.block1xn_conv2d(x, _fmt(), dilation=(1, 2, 3))),
+    (ValueError, "padding: 'same' is not supported for strided", lambda: sk.block1xn_conv2d(x, _fmt(), stride=2, padding="same")),
+    (ValueError, "padding: expected 'same', 'valid'", lambda: sk.block1xn_conv2d(x, _fmt(), padding="full")),
+    (ValueError, "input: spatial size", lambda: sk.block1xn_conv2d(x[..., :2, :2], _fmt())),
+    (ValueError, "backend: expected one of", lambda: sk.block1xn_conv2d(x, _fmt(), backend="gpu")),
+    (ValueError, "backend: 'cuda' needs CUDA tensors", lambda: sk.block1xn_conv2d(x, _fmt(), backend="cuda")),
 ]
 
 
@@ -92,8 +92,8 @@ BUILD_CASES = [
     (ValueError, "weight: expected 4-D", lambda: Block1xN.from_dense(torch.randn(8, 4), 4, 0.5)),
     (TypeError, "weight: expected a floating dtype", lambda: Block1xN.from_dense(torch.ones(8, 4, 3, 3, dtype=torch.int64), 4, 0.5)),
     (ValueError, "mask: expected shape", lambda: Block1xN.from_mask(torch.randn(8, 4, 3, 3), torch.ones(8, 4), 4)),
-    (TypeError, "conv: expected an nn.Conv2d", lambda: BlockSparseConv2d.from_dense(torch.nn.Linear(3, 4), sparsity=0.5)),
-    (ValueError, "give exactly one of sparsity= or mask=", lambda: BlockSparseConv2d.from_dense(torch.nn.Conv2d(4, 8, 3))),
+    (TypeError, "conv: expected an nn.Conv2d", lambda: Block1xNConv2d.from_dense(torch.nn.Linear(3, 4), sparsity=0.5)),
+    (ValueError, "give exactly one of sparsity= or mask=", lambda: Block1xNConv2d.from_dense(torch.nn.Conv2d(4, 8, 3))),
 ]
 
 

@@ -44,7 +44,7 @@ def _run(case, backend):
     fmt = sk.Block1xN(case.weight.row_ptr, case.weight.col_idx, values,
                       case.weight.shape, case.weight.n, case.weight.groups)
     x = case.x.detach().clone().requires_grad_(True)
-    out = sk.block_conv2d(x, fmt, case.bias, case.stride, case.padding, case.dilation,
+    out = sk.block1xn_conv2d(x, fmt, case.bias, case.stride, case.padding, case.dilation,
                           case.groups, backend=backend)
     return x, values, out
 
@@ -73,7 +73,7 @@ def test_forward_and_grads(name, device, backend, dtype):
 @pytest.mark.parametrize("backend", FAST)
 def test_output_keeps_channels_last(backend):
     case = make_case(channels_last=True, n=8, cout=16)
-    out = sk.block_conv2d(case.x, case.weight, case.bias, 1, 1, backend=backend)
+    out = sk.block1xn_conv2d(case.x, case.weight, case.bias, 1, 1, backend=backend)
     assert out.is_contiguous(memory_format=torch.channels_last)
 
 
@@ -87,7 +87,7 @@ def test_gradcheck(device, backend):
 
     def fn(x, values, bias):
         fmt = sk.Block1xN(w.row_ptr, w.col_idx, values, w.shape, w.n, w.groups)
-        return sk.block_conv2d(x, fmt, bias, case.stride, case.padding, 1, case.groups, backend)
+        return sk.block1xn_conv2d(x, fmt, bias, case.stride, case.padding, 1, case.groups, backend)
 
     inputs = (case.x.requires_grad_(), w.values.clone().requires_grad_(), case.bias.requires_grad_())
     assert torch.autograd.gradcheck(fn, inputs)
@@ -99,7 +99,7 @@ def test_lower_precision_within_budget(device, backend, dtype):
     if backend == "triton" and dtype == torch.bfloat16 and device == "cpu":
         pytest.skip("bf16 is garbage under the Triton interpreter; runs on GPU only")
     case = make_case(cin=16, cout=16, n=8, hw=(6, 7), dtype=dtype, device=device, seed=3)
-    out = sk.block_conv2d(case.x, case.weight, case.bias, 1, 1, backend=backend)
+    out = sk.block1xn_conv2d(case.x, case.weight, case.bias, 1, 1, backend=backend)
     assert out.dtype == dtype
     err = (out.double() - reference_output(case)).abs().max().item()
     budget = 1e-5 if dtype == torch.float32 else low_precision_budget(case, dtype)
@@ -109,7 +109,7 @@ def test_lower_precision_within_budget(device, backend, dtype):
 @pytest.mark.filterwarnings("ignore:Using padding=.same. with even kernel")
 def test_same_padding_even_kernel_matches_torch():
     case = make_case(kernel=(4, 2), padding=0, dilation=(1, 3))
-    out = sk.block_conv2d(case.x, case.weight, case.bias, padding="same", dilation=(1, 3))
+    out = sk.block1xn_conv2d(case.x, case.weight, case.bias, padding="same", dilation=(1, 3))
     ref = torch.nn.functional.conv2d(case.x, case.weight.to_dense(), case.bias, padding="same",
                                      dilation=(1, 3))
     torch.testing.assert_close(out, ref)
@@ -117,7 +117,7 @@ def test_same_padding_even_kernel_matches_torch():
 
 def test_unbatched_input():
     case = make_case(batch=1)
-    out = sk.block_conv2d(case.x[0], case.weight, case.bias, 1, 1)
+    out = sk.block1xn_conv2d(case.x[0], case.weight, case.bias, 1, 1)
     torch.testing.assert_close(out, reference_output(case)[0])
 
 
@@ -132,8 +132,8 @@ def test_pruned_weights_do_not_exist_for_nan_inputs():
     fmt = sk.Block1xN.from_mask(w, mask, n=4)
     x = torch.randn(1, 2, 5, 5, dtype=torch.float64)
     x[0, 1, 2, 2] = float("nan")
-    assert torch.isfinite(sk.block_conv2d(x, fmt, padding=1, backend="cpu")).all()
-    assert torch.isnan(sk.block_conv2d(x, fmt, padding=1, backend="reference")).any()
+    assert torch.isfinite(sk.block1xn_conv2d(x, fmt, padding=1, backend="cpu")).all()
+    assert torch.isnan(sk.block1xn_conv2d(x, fmt, padding=1, backend="reference")).any()
 
 
 @pytest.mark.skipif("cpu" not in BACKENDS, reason="compiled CPU kernels not built")

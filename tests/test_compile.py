@@ -5,7 +5,7 @@ import torch
 from torch import nn
 
 import sparsekernels as sk
-from sparsekernels.ops import block_conv as ops
+from sparsekernels.ops import block1xn as ops
 from sparsekernels.testing import backends_here, make_case
 
 BACKENDS = [b for b in backends_here("cpu") if b != "triton"]
@@ -24,7 +24,7 @@ def _op_args(case, backend, requires_grad):
 @pytest.mark.parametrize("channels_last", [False, True])
 def test_opcheck_forward(backend, channels_last):
     case = make_case(groups=2, cin=4, cout=6, n=2, stride=(2, 1), channels_last=channels_last)
-    torch.library.opcheck(ops.block_conv2d_op, _op_args(case, backend, True))
+    torch.library.opcheck(ops.block1xn_conv2d_op, _op_args(case, backend, True))
 
 
 @pytest.mark.parametrize("backend", BACKENDS)
@@ -34,9 +34,9 @@ def test_opcheck_gradients(backend):
     grad = torch.randn(2, 6, 7, 9, dtype=torch.float64)
     conv = ([1, 1], [1, 1], [1, 1], 1, backend)
     topo = (t.row_ptr, t.col_idx, t.col_ptr, t.block_idx, t.block_row, t.n, t.rows_per_group)
-    torch.library.opcheck(ops.block_conv2d_grad_input_op,
+    torch.library.opcheck(ops.block1xn_conv2d_grad_input_op,
                           (grad, case.weight.values, *topo, 4, 7, 9, *conv))
-    torch.library.opcheck(ops.block_conv2d_grad_weight_op,
+    torch.library.opcheck(ops.block1xn_conv2d_grad_weight_op,
                           (case.x, grad, *topo, 3, 3, *conv))
 
 

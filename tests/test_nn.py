@@ -1,4 +1,4 @@
-"""BlockSparseConv2d as a drop-in nn.Conv2d, and sparsify(model)."""
+"""Block1xNConv2d as a drop-in nn.Conv2d, and sparsify(model)."""
 import io
 import logging
 
@@ -7,7 +7,7 @@ import torch
 from torch import nn
 
 import sparsekernels as sk
-from sparsekernels.nn import BlockSparseConv2d
+from sparsekernels.nn import Block1xNConv2d
 
 
 def _conv(*args, **kwargs):
@@ -24,7 +24,7 @@ def _conv(*args, **kwargs):
 ])
 def test_matches_pruned_conv2d(kwargs):
     conv = _conv(**kwargs)
-    sparse = BlockSparseConv2d.from_dense(conv, n=4, sparsity=0.5)
+    sparse = Block1xNConv2d.from_dense(conv, n=4, sparsity=0.5)
     dense = sparse.to_dense()
     assert torch.equal(dense.weight, conv.weight * sparse.format().mask())
     x = torch.randn(2, kwargs["in_channels"], 9, 8, dtype=torch.float64)
@@ -35,12 +35,12 @@ def test_from_explicit_mask():
     conv = _conv(8, 8, 3)
     mask = torch.zeros_like(conv.weight, dtype=torch.bool)
     mask[0:4, 1] = True
-    sparse = BlockSparseConv2d.from_dense(conv, n=4, mask=mask)
+    sparse = Block1xNConv2d.from_dense(conv, n=4, mask=mask)
     assert sparse.values.shape[0] == 1 and torch.equal(sparse.format().mask(), mask)
 
 
 def test_training_keeps_pruned_weights_pruned():
-    sparse = BlockSparseConv2d.from_dense(_conv(8, 8, 3, padding=1), n=4, sparsity=0.75)
+    sparse = Block1xNConv2d.from_dense(_conv(8, 8, 3, padding=1), n=4, sparsity=0.75)
     mask = sparse.format().mask()
     opt = torch.optim.SGD(sparse.parameters(), lr=0.1)
     for _ in range(3):
@@ -53,12 +53,12 @@ def test_training_keeps_pruned_weights_pruned():
 
 
 def test_to_dtype_and_state_dict_roundtrip():
-    sparse = BlockSparseConv2d.from_dense(_conv(8, 12, 3, groups=2), n=4, sparsity=0.5).float()
+    sparse = Block1xNConv2d.from_dense(_conv(8, 12, 3, groups=2), n=4, sparsity=0.5).float()
     assert sparse.values.dtype == torch.float32 and sparse.col_idx.dtype == torch.int32
     buf = io.BytesIO()
     torch.save(sparse.state_dict(), buf)
     buf.seek(0)
-    fresh = BlockSparseConv2d(8, 12, 3, groups=2, n=4)  # fully pruned, different nnzb
+    fresh = Block1xNConv2d(8, 12, 3, groups=2, n=4)  # fully pruned, different nnzb
     fresh.load_state_dict(torch.load(buf))
     for name in ("values", "row_ptr", "col_idx", "bias"):
         assert torch.equal(getattr(fresh, name), getattr(sparse, name))
@@ -67,7 +67,7 @@ def test_to_dtype_and_state_dict_roundtrip():
 
 
 def test_unbatched_forward():
-    sparse = BlockSparseConv2d.from_dense(_conv(4, 8, 3), n=4, sparsity=0.5)
+    sparse = Block1xNConv2d.from_dense(_conv(4, 8, 3), n=4, sparsity=0.5)
     x = torch.randn(4, 7, 7, dtype=torch.float64)
     torch.testing.assert_close(sparse(x), sparse.to_dense()(x))
 
@@ -90,7 +90,7 @@ def test_sparsify_swaps_eligible_convs_and_logs_the_rest(caplog):
     with caplog.at_level(logging.INFO, logger="sparsekernels"):
         sk.sparsify(net, n=16, sparsity=0.5, exclude=["stem"])
     assert type(net.stem) is nn.Conv2d and type(net.dw) is nn.Conv2d
-    assert isinstance(net.pw, BlockSparseConv2d) and isinstance(net.head, BlockSparseConv2d)
+    assert isinstance(net.pw, Block1xNConv2d) and isinstance(net.head, Block1xNConv2d)
     assert "stem left dense: excluded" in caplog.text and "dw left dense: depthwise" in caplog.text
     assert net(torch.randn(1, 3, 8, 8)).shape == (1, 32, 8, 8)
 

@@ -17,7 +17,7 @@ import torch.nn.functional as F
 import sparsekernels as sk
 from sparsekernels import Block1xN
 from sparsekernels._ext import C
-from sparsekernels.nn import BlockSparseConv2d
+from sparsekernels.nn import Block1xNConv2d
 from sparsekernels.ops import backends
 
 OPS = torch.ops.sparsekernels
@@ -45,7 +45,7 @@ def _operands(cout=8, cin=6, groups=2, n=4, batch=2, hw=5):
 
 
 def _forward(a, backend):
-    return OPS.block_conv2d(
+    return OPS.block1xn_conv2d(
         a["x"], a["values"], a["row_ptr"], a["col_idx"], a["col_ptr"], a["block_idx"],
         a["block_row"], a["bias"], a["n"], a["rows_per_group"], a["cout"], a["stride"],
         a["padding"], a["dilation"], a["groups"], backend,
@@ -53,7 +53,7 @@ def _forward(a, backend):
 
 
 def _grad_input(a, backend):
-    return OPS.block_conv2d_grad_input(
+    return OPS.block1xn_conv2d_grad_input(
         a["grad_out"], a["values"], a["row_ptr"], a["col_idx"], a["col_ptr"], a["block_idx"],
         a["block_row"], a["n"], a["rows_per_group"], a["cin"], a["x"].shape[2], a["x"].shape[3],
         a["stride"], a["padding"], a["dilation"], a["groups"], backend,
@@ -61,7 +61,7 @@ def _grad_input(a, backend):
 
 
 def _grad_weight(a, backend):
-    return OPS.block_conv2d_grad_weight(
+    return OPS.block1xn_conv2d_grad_weight(
         a["x"], a["grad_out"], a["row_ptr"], a["col_idx"], a["col_ptr"], a["block_idx"],
         a["block_row"], a["n"], a["rows_per_group"], 3, 3, a["stride"], a["padding"],
         a["dilation"], a["groups"], backend,
@@ -197,7 +197,7 @@ fmt = Block1xN.from_dense(torch.randn(8, 4, 3, 3), 4, 0.5)
 @pytest.mark.parametrize("stride", [np.int64(2), torch.tensor(2), (np.int32(2), 2)])
 def test_integer_like_conv_arguments_are_accepted(stride):
     want = F.conv2d(x, fmt.to_dense(), stride=2)
-    torch.testing.assert_close(sk.block_conv2d(x, fmt, stride=stride), want)
+    torch.testing.assert_close(sk.block1xn_conv2d(x, fmt, stride=stride), want)
 
 
 @pytest.mark.parametrize("arg,value", [
@@ -206,18 +206,18 @@ def test_integer_like_conv_arguments_are_accepted(stride):
 ])
 def test_non_integer_conv_arguments_name_the_argument(arg, value):
     with pytest.raises(TypeError, match=f"{arg}: expected an int"):
-        sk.block_conv2d(x, fmt, **{arg: value})
+        sk.block1xn_conv2d(x, fmt, **{arg: value})
 
 
 @pytest.mark.parametrize("arg,value", [("stride", 2**32), ("padding", 2**31), ("dilation", 2**40)])
 def test_huge_conv_arguments_are_refused(arg, value):
     with pytest.raises(ValueError, match=f"{arg}: expected an int in"):
-        sk.block_conv2d(x, fmt, **{arg: value})
+        sk.block1xn_conv2d(x, fmt, **{arg: value})
 
 
 @pytest.mark.parametrize("call", [
-    lambda: BlockSparseConv2d(4, 8, 3, groups=0),
-    lambda: BlockSparseConv2d(4, 8, 3, n=0),
+    lambda: Block1xNConv2d(4, 8, 3, groups=0),
+    lambda: Block1xNConv2d(4, 8, 3, n=0),
     lambda: sk.sparsify(torch.nn.Sequential(torch.nn.Conv2d(4, 8, 3)), n=0),
     lambda: Block1xN.from_dense(torch.randn(8, 4, 3, 3), 4, 0.5, groups=0),
     lambda: Block1xN.pruned((8, 4, 3.5, 3), 4),
@@ -235,7 +235,7 @@ def test_zero_or_float_sizes_get_a_clear_error(call):
 @pytest.mark.parametrize("padding", ["same", "valid", 2, (1, 2)])
 def test_non_zero_padding_modes_match_conv2d(mode, padding):
     conv = torch.nn.Conv2d(4, 8, (3, 4), padding=padding, padding_mode=mode, dilation=(1, 2))
-    sparse = BlockSparseConv2d.from_dense(conv, n=4, sparsity=0.5)
+    sparse = Block1xNConv2d.from_dense(conv, n=4, sparsity=0.5)
     dense = sparse.to_dense()
     assert dense.padding_mode == mode
     inp = torch.randn(2, 4, 9, 10)
@@ -243,10 +243,10 @@ def test_non_zero_padding_modes_match_conv2d(mode, padding):
 
 
 def test_module_on_meta_device():
-    mod = BlockSparseConv2d(4, 8, 3, padding=1, n=4, device="meta")
+    mod = Block1xNConv2d(4, 8, 3, padding=1, n=4, device="meta")
     out = mod(torch.empty(2, 4, 6, 6, device="meta"))
     assert out.shape == (2, 8, 6, 6) and out.device.type == "meta"
-    real = BlockSparseConv2d.from_dense(torch.nn.Conv2d(4, 8, 3, padding=1), n=4, sparsity=0.5)
+    real = Block1xNConv2d.from_dense(torch.nn.Conv2d(4, 8, 3, padding=1), n=4, sparsity=0.5)
     moved = real.to("meta")
     assert moved(torch.empty(1, 4, 5, 5, device="meta")).shape == (1, 8, 5, 5)
 
@@ -255,10 +255,10 @@ def test_module_on_meta_device():
                                    dict(kernel_size=1)])
 def test_state_from_a_layer_of_another_shape_is_a_size_mismatch(other):
     kw = dict(in_channels=4, out_channels=8, kernel_size=3, n=4)
-    src = BlockSparseConv2d.from_dense(
+    src = Block1xNConv2d.from_dense(
         torch.nn.Conv2d(**{k: v for k, v in {**kw, **other}.items() if k != "n"}),
         n={**kw, **other}["n"], sparsity=0.5)
-    dst = BlockSparseConv2d(**kw)
+    dst = Block1xNConv2d(**kw)
     before = {k: v.clone() for k, v in dst.state_dict().items()}
     with pytest.raises(RuntimeError, match="size mismatch"):
         dst.load_state_dict(src.state_dict())
@@ -271,8 +271,8 @@ def test_state_from_a_layer_of_another_shape_is_a_size_mismatch(other):
 @pytest.mark.parametrize("keys", [["col_idx"], ["row_ptr"], ["row_ptr", "col_idx"],
                                   ["col_idx", "values", "meta"]])
 def test_partial_topology_load_is_refused(keys):
-    src = BlockSparseConv2d.from_dense(torch.nn.Conv2d(4, 8, 3), n=4, sparsity=0.25)
-    dst = BlockSparseConv2d.from_dense(torch.nn.Conv2d(4, 8, 3), n=4, sparsity=0.75)
+    src = Block1xNConv2d.from_dense(torch.nn.Conv2d(4, 8, 3), n=4, sparsity=0.25)
+    dst = Block1xNConv2d.from_dense(torch.nn.Conv2d(4, 8, 3), n=4, sparsity=0.75)
     state = {k: v for k, v in src.state_dict().items() if k in keys}
     with pytest.raises(ValueError, match="loaded together"):
         dst.load_state_dict(state, strict=False)
@@ -281,14 +281,14 @@ def test_partial_topology_load_is_refused(keys):
 
 
 def test_values_alone_load_keeps_the_topology():
-    mod = BlockSparseConv2d.from_dense(torch.nn.Conv2d(4, 8, 3), n=4, sparsity=0.5)
+    mod = Block1xNConv2d.from_dense(torch.nn.Conv2d(4, 8, 3), n=4, sparsity=0.5)
     values = torch.randn_like(mod.values)
     mod.load_state_dict({"values": values}, strict=False)
     assert torch.equal(mod.values, values)
 
 
 def test_buffers_edited_after_construction_never_reach_a_kernel():
-    mod = BlockSparseConv2d.from_dense(torch.nn.Conv2d(4, 8, 3), n=4, sparsity=0.5)
+    mod = Block1xNConv2d.from_dense(torch.nn.Conv2d(4, 8, 3), n=4, sparsity=0.5)
     with torch.no_grad():
         mod.col_idx[0] = 100
     for backend in BACKENDS:
@@ -315,7 +315,7 @@ def test_sparsify_validates_before_touching_the_model(kwargs, message):
     before = {k: v.clone() for k, v in model.state_dict().items()}
     with pytest.raises(ValueError, match=message):
         sk.sparsify(model, **{"n": 4, **kwargs})
-    assert all(type(m) is not BlockSparseConv2d for m in model.modules())
+    assert all(type(m) is not Block1xNConv2d for m in model.modules())
     assert all(torch.equal(v, before[k]) for k, v in model.state_dict().items())
 
 
@@ -323,7 +323,7 @@ def test_sparsify_keeps_a_shared_conv_shared():
     model = _net()
     model.add_module("again", model[2])  # one conv under two names
     sk.sparsify(model, n=4, sparsity=0.5)
-    assert isinstance(model[2], BlockSparseConv2d) and model.again is model[2]
+    assert isinstance(model[2], Block1xNConv2d) and model.again is model[2]
     with pytest.raises(ValueError, match="matches different levels"):
         sk.sparsify(_shared_net(), n=4, sparsity={"2": 0.5, "again": 0.25})
 
@@ -342,18 +342,18 @@ triton_only = pytest.mark.skipif("triton" not in BACKENDS, reason="needs the Tri
 def test_triton_interpreter_refuses_bfloat16():
     f = fmt.to(dtype=torch.bfloat16)
     with pytest.raises(TypeError, match="bfloat16 does not run under the Triton interpreter"):
-        sk.block_conv2d(x.bfloat16(), f, backend="triton")
+        sk.block1xn_conv2d(x.bfloat16(), f, backend="triton")
 
 
 @triton_only
 def test_triton_interpreter_from_two_threads():
-    want = sk.block_conv2d(x, fmt, backend="reference")
+    want = sk.block1xn_conv2d(x, fmt, backend="reference")
     results, errors = [], []
 
     def work():
         try:
             for _ in range(3):
-                results.append(sk.block_conv2d(x, fmt, backend="triton"))
+                results.append(sk.block1xn_conv2d(x, fmt, backend="triton"))
         except Exception as exc:  # reported below, with the thread's error
             errors.append(exc)
 

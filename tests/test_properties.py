@@ -31,7 +31,7 @@ def conv_problems(draw, dtypes):
 
 def _check(problem, backend):
     case = make_case(**problem)
-    out = sk.block_conv2d(case.x, case.weight, case.bias, case.stride, case.padding,
+    out = sk.block1xn_conv2d(case.x, case.weight, case.bias, case.stride, case.padding,
                           case.dilation, case.groups, backend=backend)
     ref = reference_output(case)
     assert out.shape == ref.shape and out.dtype == case.x.dtype

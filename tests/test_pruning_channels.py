@@ -10,7 +10,7 @@ from torch import nn
 from torch.nn.utils import parametrize
 
 from sparsekernels.flops import count_flops
-from sparsekernels.nn import BlockSparseConv2d
+from sparsekernels.nn import Block1xNConv2d
 from sparsekernels.pruning.channels import channel_groups
 from sparsekernels.pruning.filter_prune import L1_PRESETS, prune_filters_l1
 from sparsekernels.pruning.rearrange import rearrange_filters
@@ -293,13 +293,13 @@ def test_coupling_reasons(model, producer, reason):
 
 def test_masked_and_block_sparse_layers_are_coupled_not_traced_through():
     model = nn.Sequential(nn.Conv2d(3, 8, 3), nn.ReLU(), nn.Conv2d(8, 8, 3), nn.ReLU(),
-                          BlockSparseConv2d.from_dense(nn.Conv2d(8, 4, 1), n=4, sparsity=0.5))
+                          Block1xNConv2d.from_dense(nn.Conv2d(8, 4, 1), n=4, sparsity=0.5))
     parametrize.register_parametrization(model[2], "weight", _Mask(torch.ones(8, 8, 3, 3)))
     groups = by_producer(model)
     assert list(groups) == ["0", "2"]
     assert "2 has parametrized tensors" in groups["0"].reason
     assert "2 has parametrized tensors" in groups["2"].reason
-    assert "BlockSparseConv2d" in groups["2"].reason
+    assert "Block1xNConv2d" in groups["2"].reason
 
 
 def test_untraceable_model_is_a_clear_error():
@@ -655,8 +655,8 @@ def test_reinitialize_refreshes_the_original_of_a_masked_weight():
 
 def test_reinitialize_refuses_modules_it_cannot_reset():
     model = nn.Sequential(nn.Conv2d(3, 8, 1),
-                          BlockSparseConv2d.from_dense(nn.Conv2d(8, 8, 3), n=4, sparsity=0.5))
-    with pytest.raises(ValueError, match=r"no reset_parameters\(\) on 1 \(BlockSparseConv2d\)"):
+                          Block1xNConv2d.from_dense(nn.Conv2d(8, 8, 3), n=4, sparsity=0.5))
+    with pytest.raises(ValueError, match=r"no reset_parameters\(\) on 1 \(Block1xNConv2d\)"):
         reinitialize(model, 0)
 
 
@@ -715,7 +715,7 @@ def test_count_flops_skips_exact_zeros_and_masked_weights():
 @pytest.mark.parametrize("cout, n", [(16, 4), (12, 8)])  # 12/8: a padded last block row
 def test_count_flops_block_sparse_equals_its_dense_masked_equivalent(cout, n):
     conv = nn.Conv2d(8, cout, 3, padding=1)
-    sparse = BlockSparseConv2d.from_dense(conv, n=n, sparsity=0.5)
+    sparse = Block1xNConv2d.from_dense(conv, n=n, sparsity=0.5)
     dense = sparse.to_dense()
     assert count_flops(sparse, (8, 6, 6)) == count_flops(dense, (8, 6, 6))
     assert count_flops(sparse, (8, 6, 6)) < count_flops(conv, (8, 6, 6))

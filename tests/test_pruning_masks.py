@@ -14,7 +14,7 @@ from torch.nn.utils import parametrize
 
 from sparsekernels import Block1xN
 from sparsekernels.pruning.base import pruned_count
-from sparsekernels.pruning.block_1xn import Block1xNSparsifier, block_1xn_config
+from sparsekernels.pruning.block1xn import Block1xNSparsifier, block1xn_config
 from sparsekernels.pruning.magnitude import MagnitudeSparsifier, magnitude_config
 from sparsekernels.pruning.pattern import PatternSparsifier, assign_patterns, pattern_config
 from sparsekernels.pruning.schedule import ScheduledPruning, SparsitySchedule
@@ -67,7 +67,7 @@ def _prune(sparsifier, model, config):
 
 def test_block_config_skips_stem_depthwise_and_classifier(caplog):
     with caplog.at_level(logging.INFO, logger="sparsekernels"):
-        config = block_1xn_config(Net(), n=4, sparsity=0.5)
+        config = block1xn_config(Net(), n=4, sparsity=0.5)
     assert _fqns(config) == ["conv.weight", "pw.weight", "grouped.weight"]
     assert all(e["n"] == 4 and e["sparsity_level"] == 0.5 for e in config)
     log = caplog.text
@@ -76,7 +76,7 @@ def test_block_config_skips_stem_depthwise_and_classifier(caplog):
 
 
 def test_config_options_and_per_layer_targets(caplog):
-    full = block_1xn_config(Net(), n=4, sparsity=0.5, prune_classifier=True, prune_stem=True)
+    full = block1xn_config(Net(), n=4, sparsity=0.5, prune_classifier=True, prune_stem=True)
     assert _fqns(full) == ["stem.weight", "conv.weight", "pw.weight", "grouped.weight", "fc.weight"]
     with caplog.at_level(logging.INFO, logger="sparsekernels"):
         mapped = pattern_config(Net(), {"conv": 0.3, "g*": 0.7}, exclude=["grouped"])
@@ -91,7 +91,7 @@ def test_config_options_and_per_layer_targets(caplog):
 @pytest.mark.parametrize("bad", [1.0, -0.1, "0.5", {"conv": 1.5}])
 def test_config_rejects_bad_sparsity(bad):
     with pytest.raises(ValueError, match="sparsity"):
-        block_1xn_config(Net(), n=4, sparsity=bad)
+        block1xn_config(Net(), n=4, sparsity=bad)
 
 
 # ---- 1xN ------------------------------------------------------------------------
@@ -101,7 +101,7 @@ def test_config_rejects_bad_sparsity(bad):
 @pytest.mark.parametrize("level", [0.3, 0.5])
 def test_block_masks_are_exact_and_true_1xn(n, criterion, level):
     model = Net()
-    config = block_1xn_config(model, n=n, sparsity=level, prune_classifier=True)
+    config = block1xn_config(model, n=n, sparsity=level, prune_classifier=True)
     sparsifier = Block1xNSparsifier(n, criterion=criterion, pad_partial=True, seed=7)
     masks = _prune(sparsifier, model, config)
     for fqn, mask in masks.items():
@@ -117,7 +117,7 @@ def test_block_masks_are_exact_and_true_1xn(n, criterion, level):
 
 def test_block_rejects_partial_rows_without_pad_partial():
     model = Net()
-    config = block_1xn_config(model, n=8, sparsity=0.5)
+    config = block1xn_config(model, n=8, sparsity=0.5)
     with pytest.raises(ValueError, match=r"pw\.weight: out_channels/groups=12 is not a multiple of n=8"):
         Block1xNSparsifier(8).prepare(model, config)
     assert not any(parametrize.is_parametrized(m) for m in model.modules())
@@ -154,7 +154,7 @@ def test_prepare_step_squash_gives_plain_masked_parameters():
     model = Net()
     dense = copy.deepcopy(model)
     originals = {name: p for name, p in model.named_parameters()}
-    masks = _prune(Block1xNSparsifier(4), model, block_1xn_config(model, n=4, sparsity=0.5))
+    masks = _prune(Block1xNSparsifier(4), model, block1xn_config(model, n=4, sparsity=0.5))
     for name, param in model.named_parameters():
         assert type(param) is nn.Parameter and param is originals[name]
     assert not any(parametrize.is_parametrized(m) for m in model.modules())
@@ -281,7 +281,7 @@ def test_magnitude_ties_are_deterministic_and_layer_scope_is_per_tensor():
 def _sparsifiers():
     return [
         (lambda: Block1xNSparsifier(4, criterion="random", pad_partial=True),
-         lambda m: block_1xn_config(m, n=4, sparsity=0.5, prune_classifier=True)),
+         lambda m: block1xn_config(m, n=4, sparsity=0.5, prune_classifier=True)),
         (lambda: PatternSparsifier(num_patterns=3), lambda m: pattern_config(m, 0.7)),
         (lambda: MagnitudeSparsifier(), lambda m: magnitude_config(m, 0.6)),
     ]
@@ -370,7 +370,7 @@ def test_scheduled_pruning_drives_per_layer_targets():
     model = Net()
     targets = {"conv": 0.5, "pw": 0.25, "grouped": 0.75}
     sparsifier = Block1xNSparsifier(4)
-    sparsifier.prepare(model, block_1xn_config(model, n=4, sparsity=targets))
+    sparsifier.prepare(model, block1xn_config(model, n=4, sparsity=targets))
     schedule = SparsitySchedule(final_sparsity=0.5, start_epoch=1, end_epoch=4, inter_func="cubic")
     with warnings.catch_warnings():
         warnings.simplefilter("error")

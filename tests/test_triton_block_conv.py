@@ -18,8 +18,8 @@ triton = pytest.importorskip("triton")
 import torch.nn.functional as F  # noqa: E402
 
 from sparsekernels.formats import Block1xN  # noqa: E402
-from sparsekernels.ops.conv_args import ConvArgs, output_hw  # noqa: E402
-from sparsekernels.triton import block_conv_triton as bct  # noqa: E402
+from sparsekernels.conv_args import ConvArgs, output_hw  # noqa: E402
+from sparsekernels.triton import block1xn as bct  # noqa: E402
 
 INTERPRET = os.environ.get("TRITON_INTERPRET", "0") == "1"
 DEVICE = "cpu" if INTERPRET else "cuda"

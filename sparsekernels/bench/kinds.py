@@ -10,9 +10,9 @@ from typing import Callable, NamedTuple, Optional
 
 from torch import Tensor, nn
 
-from ..formats.block_1xn import Block1xN, gather
-from ..nn.block_conv import BlockSparseConv2d
-from ..ops.block_conv import block_conv2d
+from ..formats.block1xn import Block1xN, gather
+from ..nn.block1xn import Block1xNConv2d
+from ..ops.block1xn import block1xn_conv2d
 from ..sparsify import sparsify
 from .suites import Layer
 
@@ -46,13 +46,13 @@ def _misfit_1xn(layer: Layer, n: int) -> Optional[str]:
 KINDS: dict[str, Kind] = {
     "1xN": Kind(
         build=lambda w, n, s, seed: Block1xN.from_dense(w, n, s, "random", seed=seed),
-        conv=lambda x, f, layer, backend: block_conv2d(
+        conv=lambda x, f, layer, backend: block1xn_conv2d(
             x, f, None, layer.stride, layer.padding, backend=backend),
         param=lambda f: f.values,
         param_grad=lambda f, g: gather(g, f.row_ptr, f.col_idx, f.n, f.groups),
         misfit=_misfit_1xn,
         sparsify=lambda model, n, s, exclude, pad_partial, seed, backend: sparsify(
             model, n, s, exclude=exclude, pad_partial=pad_partial, seed=seed, backend=backend),
-        module=BlockSparseConv2d,
+        module=Block1xNConv2d,
     ),
 }

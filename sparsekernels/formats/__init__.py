@@ -1,4 +1,4 @@
 """Sparse weight formats: encode, decode and validate live together per kind."""
-from .block_1xn import Block1xN
+from .block1xn import Block1xN
 
 __all__ = ["Block1xN"]

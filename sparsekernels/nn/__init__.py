@@ -1,5 +1,5 @@
 """Drop-in sparse conv modules."""
-from .block_conv import BlockSparseConv2d
+from .block1xn import Block1xNConv2d
 from .replace import replace_module
 
-__all__ = ["BlockSparseConv2d", "replace_module"]
+__all__ = ["Block1xNConv2d", "replace_module"]

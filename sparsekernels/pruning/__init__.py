@@ -3,7 +3,7 @@
 =================================  ========================================
 method                             module
 =================================  ========================================
-1xN blocks                         :mod:`.block_1xn`
+1xN blocks                         :mod:`.block1xn`
 kernel patterns (PatDNN)           :mod:`.pattern`
 unstructured magnitude             :mod:`.magnitude`
 Filter Skeleton stripes            :mod:`.stripe`
@@ -18,9 +18,8 @@ channel graph and surgery          :mod:`.channels`, :mod:`.surgery`
 shared base of the mask pruners    :mod:`.base`
 =================================  ========================================
 
-Names load their module on first use: ``sparsekernels.sparsify`` imports
-:mod:`.base`, so ``import sparsekernels`` runs this file, and eager imports
-would pull torch.fx and the model zoo into every import of the library.
+Names load their module on first use, so that importing one method does not
+pull torch.fx and the model zoo in with it.
 """
 from __future__ import annotations
 
@@ -29,7 +28,7 @@ import importlib
 _EXPORTS = {
     "base": ("MaskSparsifier", "SavedMask", "Sparsity", "is_depthwise", "paper_skip_rule",
              "pruned_count", "select_layers", "smallest"),
-    "block_1xn": ("Block1xNSparsifier", "block_1xn_config", "layer_seed"),
+    "block1xn": ("Block1xNSparsifier", "block1xn_config", "layer_seed"),
     "pattern": ("PatternSparsifier", "assign_patterns", "dropped_kernel_count", "pattern_config"),
     "magnitude": ("MagnitudeSparsifier", "magnitude_config"),
     "stripe": ("FilterSkeleton", "SkeletonRegularizer", "attach_skeletons", "fold_skeletons",

@@ -17,16 +17,17 @@ from __future__ import annotations
 import fnmatch
 import logging
 import math
-from typing import Callable, Iterable, Mapping, Optional, Union
+from typing import Callable, Iterable, Mapping, Optional
 
 import torch
 from torch import Tensor, nn
 from torch.ao.pruning import BaseSparsifier, FakeSparsity
 from torch.nn.utils import parametrize
 
+from ..layer_select import Sparsity, is_depthwise, level_for
+
 log = logging.getLogger("sparsekernels")
 
-Sparsity = Union[float, Mapping[str, float]]
 SkipRule = Callable[[str, nn.Module], Optional[str]]
 
 
@@ -146,16 +147,6 @@ class MaskSparsifier(BaseSparsifier):
 
 # ---- config building ------------------------------------------------------
 
-def level_for(name: str, sparsity: Sparsity) -> Optional[float]:
-    """One level for every layer, or the first ``{name pattern: level}`` match."""
-    if not isinstance(sparsity, Mapping):
-        return sparsity
-    for pattern, level in sparsity.items():
-        if fnmatch.fnmatchcase(name, pattern):
-            return level
-    return None
-
-
 def select_layers(
     model: nn.Module,
     sparsity: Sparsity,
@@ -193,12 +184,6 @@ def select_layers(
             continue
         config.append({"tensor_fqn": f"{name}.weight", "sparsity_level": float(level)})
     return config
-
-
-def is_depthwise(conv: nn.Conv2d) -> bool:
-    """Each group reads a single input channel, so no input channel is shared
-    between output channels (any channel multiplier ``out/in``)."""
-    return conv.groups > 1 and conv.in_channels == conv.groups
 
 
 def paper_skip_rule(

@@ -179,7 +179,7 @@ def pattern_config(
     image_channels: Optional[int] = None,
 ) -> list[dict]:
     """Config entries ``{"tensor_fqn", "sparsity_level"}`` for
-    :class:`PatternSparsifier`, selecting layers as ``block_1xn_config`` does
+    :class:`PatternSparsifier`, selecting layers as ``block1xn_config`` does
     (stem, depthwise convs and, unless ``prune_classifier``, the classifier
     stay dense; skipped layers are logged)."""
     rule = paper_skip_rule(model, prune_classifier=prune_classifier, prune_stem=prune_stem,

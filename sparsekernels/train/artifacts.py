@@ -15,7 +15,7 @@ import torch
 from torch import Tensor, nn
 
 from ..atomic_file import atomic_write
-from ..formats.block_1xn import Block1xN
+from ..formats.block1xn import Block1xN
 from ..models import MODELS, get_model
 from ..nn.replace import replace_module
 from ..pruning.base import as_conv_weight, conv_groups, is_depthwise

@@ -1,6 +1,6 @@
 """``export``: turn a pruned model into one that runs on the sparse kernels.
 
-Layers pruned to 1xN become :class:`BlockSparseConv2d` built from their kept
+Layers pruned to 1xN become :class:`Block1xNConv2d` built from their kept
 mask (so the format holds exactly the blocks training kept). Kinds whose
 kernels have not landed yet (stripe, pattern) stay dense convs with zeros;
 their masks travel in the file so they can be converted once the format
@@ -18,7 +18,7 @@ import torch
 from torch import nn
 
 from ..models import MODELS
-from ..nn.block_conv import BlockSparseConv2d
+from ..nn.block1xn import Block1xNConv2d
 from ..nn.replace import replace_module
 from .artifacts import (
     build_model_of, check_patterns, checked_masks, config_of, layer_of, load_model, naming_file,
@@ -31,7 +31,7 @@ FORMAT = "sparsekernels.export/1"
 
 def to_sparse_modules(model: nn.Module, masks: dict[str, torch.Tensor], n: int,
                       backend: str = "auto") -> list[str]:
-    """Swap each masked ``nn.Conv2d`` for a 1xN ``BlockSparseConv2d`` holding
+    """Swap each masked ``nn.Conv2d`` for a 1xN ``Block1xNConv2d`` holding
     exactly its kept blocks; returns the names converted. Others are logged."""
     converted = []
     for name, mask in masks.items():
@@ -40,7 +40,7 @@ def to_sparse_modules(model: nn.Module, masks: dict[str, torch.Tensor], n: int,
             log.info("export: %s (%s) stays dense: no sparse module for it yet",
                      name, type(module).__name__)
             continue
-        replace_module(model, name, BlockSparseConv2d.from_dense(
+        replace_module(model, name, Block1xNConv2d.from_dense(
             module, n=n, mask=mask.to(module.weight.device), backend=backend))
         converted.append(name)
     return converted
@@ -95,7 +95,7 @@ def _check_distinct(**paths: Optional[str | Path]) -> None:
 
 def load_exported(path: str | Path) -> nn.Module:
     """Rebuild an exported model: its sparse layers are validated by
-    ``BlockSparseConv2d.load_state_dict`` before any kernel runs. Every
+    ``Block1xNConv2d.load_state_dict`` before any kernel runs. Every
     problem with the file is a ``ValueError`` naming it."""
     record = read_record(path)
     if record.get("export_format") != FORMAT:
@@ -108,7 +108,7 @@ def load_exported(path: str | Path) -> nn.Module:
             if type(conv) is not nn.Conv2d:
                 raise ValueError(f"sparse_layers: {name!r} is a {type(conv).__name__}, "
                                  f"not a Conv2d in {record['arch']}")
-            replace_module(model, name, BlockSparseConv2d(
+            replace_module(model, name, Block1xNConv2d(
                 conv.in_channels, conv.out_channels, conv.kernel_size, conv.stride,
                 conv.padding, conv.dilation, conv.groups, conv.bias is not None,
                 conv.padding_mode, n=n))

@@ -22,12 +22,11 @@ import json
 import logging
 from typing import Any, Callable, Optional
 
-import torch
 from torch import Tensor, nn
 
 from ..pruning.base import is_depthwise
-from ..pruning.block_1xn import Block1xNSparsifier, block_1xn_config
-from ..pruning.dppnet import DPPConv2d, convert_to_dpp, dpp_regularizer, dpp_sparsity
+from ..pruning.block1xn import Block1xNSparsifier, block1xn_config
+from ..pruning.dppnet import convert_to_dpp, dpp_regularizer, dpp_sparsity
 from ..pruning.filter_prune import prune_filters_l1
 from ..pruning.gsm import GSMSGD, gsm_final_prune
 from ..pruning.magnitude import MagnitudeSparsifier, magnitude_config
@@ -140,7 +139,7 @@ class BlockMethod(MaskMethod):
                                   seed=self.cfg.seed, pad_partial=self.cfg.pad_partial)
 
     def layer_config(self, model):
-        return block_1xn_config(model, n=self.cfg.N, sparsity=self.cfg.pr_target,
+        return block1xn_config(model, n=self.cfg.N, sparsity=self.cfg.pr_target,
                                 prune_classifier=self.cfg.full, prune_stem=self.cfg.prune_stem,
                                 exclude=self.cfg.exclude)
 

@@ -1,1 +1,1 @@
-"""Triton backend of the 1xN block-sparse conv2d (see block_conv_triton)."""
+"""Triton backend of the 1xN block-sparse conv2d (see block1xn)."""

@@ -1,12 +1,12 @@
 """What the 1xN custom ops check before a backend sees their operands.
 
-The custom ops (``torch.ops.sparsekernels.block_conv2d*``) are public entry
+The custom ops (``torch.ops.sparsekernels.block1xn_conv2d*``) are public entry
 points: anyone can call them with tensors that never went through
 ``Block1xN``. So each op body checks its operands before dispatching: the
 O(1) shape, dtype and device checks here for every backend, then the whole
 topology (linear in the number of blocks: microseconds, invisible next to the
 conv) once. The native backend's C++ entry points
-(``python_bindings/block_conv.cpp``) run that topology check themselves,
+(``python_bindings/``) run that topology check themselves,
 since ``sparsekernels._C`` is reachable too; for the Triton and reference
 backends it is called from here. Messages name the argument.
 """
@@ -18,7 +18,8 @@ import torch
 from torch import Tensor
 
 from .. import _ext
-from .conv_args import MAX_BLOCK_HEIGHT, BlockTopology, ConvArgs, as_int, output_hw
+from ..conv_args import ConvArgs, as_int, output_hw
+from ..formats.block1xn import MAX_BLOCK_HEIGHT, Block1xN, BlockTopology
 
 NATIVE = ("cpu", "cuda")
 
@@ -69,8 +70,6 @@ def _check_topology_python(topo: BlockTopology, cout: int, cin: int, groups: int
                            transposed: bool):
     """The same check without the compiled module: the format validates the
     CSR, and the transposed view must equal the one it derives."""
-    from ..formats.block_1xn import Block1xN  # the format imports this package
-
     if cin % groups or cout % groups:
         raise ValueError(f"groups: {groups} must divide in_channels={cin} and out_channels={cout}")
     fmt = Block1xN(topo.row_ptr, topo.col_idx, torch.empty(topo.col_idx.numel(), 1, 1, topo.n),

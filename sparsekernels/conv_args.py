@@ -1,4 +1,4 @@
-"""The plain values every backend of a sparse conv receives.
+"""Conv2d arguments as every sparse conv receives them, for every kind.
 
 Backends never see string padding or asymmetric padding: the public op
 resolves those (see ``resolve_padding``) and pads the input itself, so each
@@ -17,29 +17,6 @@ class ConvArgs(NamedTuple):
     padding: tuple[int, int]  # symmetric zero padding (top/bottom, left/right)
     dilation: tuple[int, int]
     groups: int
-
-
-# Largest block height N the kernels accept (csrc/include/sparsekernels/block_1xn.h):
-# far above any N used in practice (2..64), small enough that no buffer of N
-# lanes can be absurd.
-MAX_BLOCK_HEIGHT = 4096
-
-
-class BlockTopology(NamedTuple):
-    """Index tensors of a 1xN weight (see sparsekernels/formats/block_1xn.py).
-
-    ``row_ptr``/``col_idx`` are the block-CSR; ``col_ptr``/``block_idx``/
-    ``block_row`` its transpose (per input channel, the blocks that read it),
-    used by grad-input. All int32 and on the weight's device.
-    """
-
-    row_ptr: torch.Tensor
-    col_idx: torch.Tensor
-    col_ptr: torch.Tensor
-    block_idx: torch.Tensor
-    block_row: torch.Tensor
-    n: int
-    rows_per_group: int
 
 
 def out_size(size: int, kernel: int, stride: int, padding: int, dilation: int) -> int:

@@ -1,7 +1,7 @@
 """The 1xN block-sparse conv2d op: public function, custom ops, autograd.
 
-``block_conv2d`` validates its arguments (errors name the argument), resolves
-string padding and the backend, then calls the ``sparsekernels::block_conv2d``
+``block1xn_conv2d`` validates its arguments (errors name the argument), resolves
+string padding and the backend, then calls the ``sparsekernels::block1xn_conv2d``
 custom op. The custom ops have fake kernels, so ``torch.compile`` traces them
 without graph breaks, and a registered autograd formula whose backward is two
 more custom ops: grad-input (the transposed sparse conv, same topology) and
@@ -15,16 +15,16 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from ..formats.block_1xn import Block1xN
+from ..formats.block1xn import Block1xN, BlockTopology
 from . import backends
-from . import block_conv_checks as checks
-from .conv_args import BlockTopology, check_conv_args, output_hw, resolve_conv_args
+from . import block1xn_checks as checks
+from ..conv_args import check_conv_args, output_hw, resolve_conv_args
 
 _MODULES = {
-    "reference": ".ops.block_conv_reference",
-    "cpu": ".ops.block_conv_native",
-    "cuda": ".ops.block_conv_native",
-    "triton": ".triton.block_conv_triton",
+    "reference": ".ops.block1xn_reference",
+    "cpu": ".ops.block1xn_native",
+    "cuda": ".ops.block1xn_native",
+    "triton": ".triton.block1xn",
 }
 _DTYPES = (torch.float32, torch.float64, torch.float16, torch.bfloat16)
 
@@ -54,8 +54,8 @@ def _like_input(out: Tensor, x: Tensor) -> Tensor:
 
 
 # ---- custom ops ----------------------------------------------------------------
-@torch.library.custom_op("sparsekernels::block_conv2d", mutates_args=())
-def block_conv2d_op(
+@torch.library.custom_op("sparsekernels::block1xn_conv2d", mutates_args=())
+def block1xn_conv2d_op(
     x: Tensor, values: Tensor, row_ptr: Tensor, col_idx: Tensor, col_ptr: Tensor,
     block_idx: Tensor, block_row: Tensor, bias: Optional[Tensor], n: int,
     rows_per_group: int, cout: int, stride: Sequence[int], padding: Sequence[int],
@@ -69,7 +69,7 @@ def block_conv2d_op(
     return _like_input(out, x)
 
 
-@block_conv2d_op.register_fake
+@block1xn_conv2d_op.register_fake
 def _(x, values, row_ptr, col_idx, col_ptr, block_idx, block_row, bias, n,
       rows_per_group, cout, stride, padding, dilation, groups, backend):
     conv = check_conv_args(stride, padding, dilation, groups)
@@ -77,8 +77,8 @@ def _(x, values, row_ptr, col_idx, col_ptr, block_idx, block_row, bias, n,
     return _like_input(x.new_empty(x.shape[0], cout, oh, ow), x)
 
 
-@torch.library.custom_op("sparsekernels::block_conv2d_grad_input", mutates_args=())
-def block_conv2d_grad_input_op(
+@torch.library.custom_op("sparsekernels::block1xn_conv2d_grad_input", mutates_args=())
+def block1xn_conv2d_grad_input_op(
     grad_out: Tensor, values: Tensor, row_ptr: Tensor, col_idx: Tensor, col_ptr: Tensor,
     block_idx: Tensor, block_row: Tensor, n: int, rows_per_group: int, cin: int,
     in_h: int, in_w: int, stride: Sequence[int], padding: Sequence[int],
@@ -92,15 +92,15 @@ def block_conv2d_grad_input_op(
     return impl.grad_input(grad_out, values, topo, conv, (in_h, in_w), cin).contiguous()
 
 
-@block_conv2d_grad_input_op.register_fake
+@block1xn_conv2d_grad_input_op.register_fake
 def _(grad_out, values, row_ptr, col_idx, col_ptr, block_idx, block_row, n,
       rows_per_group, cin, in_h, in_w, stride, padding, dilation, groups, backend):
     check_conv_args(stride, padding, dilation, groups)
     return grad_out.new_empty(grad_out.shape[0], cin, in_h, in_w)
 
 
-@torch.library.custom_op("sparsekernels::block_conv2d_grad_weight", mutates_args=())
-def block_conv2d_grad_weight_op(
+@torch.library.custom_op("sparsekernels::block1xn_conv2d_grad_weight", mutates_args=())
+def block1xn_conv2d_grad_weight_op(
     x: Tensor, grad_out: Tensor, row_ptr: Tensor, col_idx: Tensor, col_ptr: Tensor,
     block_idx: Tensor, block_row: Tensor, n: int, rows_per_group: int, kh: int, kw: int,
     stride: Sequence[int], padding: Sequence[int], dilation: Sequence[int], groups: int,
@@ -114,7 +114,7 @@ def block_conv2d_grad_weight_op(
     return impl.grad_weight(x, grad_out, topo, conv, (kh, kw)).contiguous()
 
 
-@block_conv2d_grad_weight_op.register_fake
+@block1xn_conv2d_grad_weight_op.register_fake
 def _(x, grad_out, row_ptr, col_idx, col_ptr, block_idx, block_row, n, rows_per_group,
       kh, kw, stride, padding, dilation, groups, backend):
     check_conv_args(stride, padding, dilation, groups)
@@ -136,12 +136,12 @@ def _backward(ctx, grad):
     topo = (row_ptr, col_idx, col_ptr, block_idx, block_row)
     grad_x = grad_values = grad_bias = None
     if ctx.needs_input_grad[0]:
-        grad_x = block_conv2d_grad_input_op(
+        grad_x = block1xn_conv2d_grad_input_op(
             grad, values, *topo, n, rows_per_group, x.shape[1], x.shape[2], x.shape[3],
             stride, padding, dilation, groups, backend,
         )
     if ctx.needs_input_grad[1]:
-        grad_values = block_conv2d_grad_weight_op(
+        grad_values = block1xn_conv2d_grad_weight_op(
             x, grad, *topo, n, rows_per_group, values.shape[1], values.shape[2],
             stride, padding, dilation, groups, backend,
         )
@@ -151,7 +151,7 @@ def _backward(ctx, grad):
             None, None, None, None, None, None, None, None)
 
 
-block_conv2d_op.register_autograd(_backward, setup_context=_setup_context)
+block1xn_conv2d_op.register_autograd(_backward, setup_context=_setup_context)
 
 
 # ---- public function -----------------------------------------------------------
@@ -187,7 +187,7 @@ def _check_inputs(x, values, bias, weight_shape, groups: int, weight_groups: int
             )
 
 
-def block_conv2d(
+def block1xn_conv2d(
     input: Tensor,
     weight: Block1xN,
     bias: Optional[Tensor] = None,
@@ -208,21 +208,21 @@ def block_conv2d(
     """
     if not isinstance(weight, Block1xN):
         raise TypeError(f"weight: expected a Block1xN, got {type(weight).__name__}")
-    return apply_block_conv(
+    return apply_block1xn_conv(
         input, weight.values, weight.topology(), bias, weight.shape, stride, padding,
         dilation, groups, weight.groups, backend,
     )
 
 
-def apply_block_conv(
+def apply_block1xn_conv(
     input: Tensor, values: Tensor, topo: BlockTopology, bias: Optional[Tensor],
     weight_shape: tuple[int, int, int, int], stride, padding, dilation, groups: int,
     weight_groups: int, backend: str,
 ) -> Tensor:
-    """``block_conv2d`` on an already validated topology (what modules call:
+    """``block1xn_conv2d`` on an already validated topology (what modules call:
     only shape checks here, nothing that reads tensor data, so it traces)."""
     if isinstance(input, Tensor) and input.dim() == 3:
-        return apply_block_conv(
+        return apply_block1xn_conv(
             input[None], values, topo, bias, weight_shape, stride, padding, dilation,
             groups, weight_groups, backend,
         )[0]
@@ -238,7 +238,7 @@ def apply_block_conv(
             f"input: spatial size {tuple(input.shape[2:])} is too small for kernel "
             f"{(kh, kw)} with padding {conv.padding} and dilation {conv.dilation}"
         )
-    return block_conv2d_op(
+    return block1xn_conv2d_op(
         input, values, topo.row_ptr, topo.col_idx, topo.col_ptr, topo.block_idx,
         topo.block_row, bias, topo.n, topo.rows_per_group, cout, list(conv.stride),
         list(conv.padding), list(conv.dilation), conv.groups, backend,

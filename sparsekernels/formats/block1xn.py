@@ -20,11 +20,34 @@ runs :meth:`Block1xN.validate`, so an out-of-range index never reaches a kernel.
 from __future__ import annotations
 
 import math
-from typing import Optional
+from typing import NamedTuple, Optional
 
 import torch
 
-from ..ops.conv_args import MAX_BLOCK_HEIGHT, BlockTopology, as_int
+from ..conv_args import as_int
+
+# Largest block height N the kernels accept (csrc/include/sparsekernels/block1xn.h):
+# far above any N used in practice (2..64), small enough that no buffer of N
+# lanes can be absurd.
+MAX_BLOCK_HEIGHT = 4096
+
+
+class BlockTopology(NamedTuple):
+    """Index tensors of a 1xN weight (see the module docstring).
+
+    ``row_ptr``/``col_idx`` are the block-CSR; ``col_ptr``/``block_idx``/
+    ``block_row`` its transpose (per input channel, the blocks that read it),
+    used by grad-input. All int32 and on the weight's device.
+    """
+
+    row_ptr: torch.Tensor
+    col_idx: torch.Tensor
+    col_ptr: torch.Tensor
+    block_idx: torch.Tensor
+    block_row: torch.Tensor
+    n: int
+    rows_per_group: int
+
 
 CRITERIA = ("l1", "random")
 _META_KEYS = ("cout", "cin_per_group", "kh", "kw", "n", "groups")

@@ -29,7 +29,7 @@ from typing import Iterable, Optional
 
 from torch import nn
 
-from ..formats.block_1xn import CRITERIA, Block1xN
+from ..formats.block1xn import CRITERIA, Block1xN
 from .base import (
     MaskSparsifier,
     Sparsity,
@@ -105,7 +105,7 @@ class Block1xNSparsifier(MaskSparsifier):
         self.set_mask(module, tensor_name, block.mask())
 
 
-def block_1xn_config(
+def block1xn_config(
     model: nn.Module,
     *,
     n: int,
@@ -126,5 +126,5 @@ def block_1xn_config(
     check_positive_int(n, "n")
     rule = paper_skip_rule(model, prune_classifier=prune_classifier, prune_stem=prune_stem,
                            image_channels=image_channels)
-    config = select_layers(model, sparsity, rule, exclude=exclude, caller="block_1xn_config")
+    config = select_layers(model, sparsity, rule, exclude=exclude, caller="block1xn_config")
     return [{**entry, "n": n} for entry in config]

@@ -1,4 +1,4 @@
-"""``BlockSparseConv2d``: a drop-in ``nn.Conv2d`` whose weight is 1xN block-sparse.
+"""``Block1xNConv2d``: a drop-in ``nn.Conv2d`` whose weight is 1xN block-sparse.
 
 The kept block values are the trainable ``values`` parameter; the topology
 (``row_ptr``, ``col_idx``) is a buffer, so fine-tuning never revives a pruned
@@ -12,15 +12,15 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from ..formats.block_1xn import Block1xN, rows_per_group
-from ..ops.block_conv import apply_block_conv
-from ..ops.conv_args import BlockTopology, as_int, resolve_conv_args
+from ..formats.block1xn import Block1xN, BlockTopology, rows_per_group
+from ..ops.block1xn import apply_block1xn_conv
+from ..conv_args import as_int, resolve_conv_args
 
 _TOPOLOGY = ("row_ptr", "col_idx")
 _TRANSPOSED = ("col_ptr", "block_idx", "block_row")
 
 
-class BlockSparseConv2d(nn.Module):
+class Block1xNConv2d(nn.Module):
     """Conv2d with a 1xN block-sparse weight (see ``sparsekernels.formats.Block1xN``).
 
     Build one with :meth:`from_dense`; the constructor makes a fully pruned
@@ -88,7 +88,7 @@ class BlockSparseConv2d(nn.Module):
         mask: Optional[Tensor] = None,
         seed: Optional[int] = None,
         backend: str = "auto",
-    ) -> "BlockSparseConv2d":
+    ) -> "Block1xNConv2d":
         """Prune ``conv`` to 1xN blocks: by ``criterion`` at ``sparsity``, or
         keeping exactly the blocks of an explicit 1xN-structured ``mask``."""
         if not isinstance(conv, nn.Conv2d):
@@ -108,7 +108,7 @@ class BlockSparseConv2d(nn.Module):
     def from_format(
         cls, fmt: Block1xN, bias: Optional[Tensor] = None, stride=1, padding=0, dilation=1,
         padding_mode: str = "zeros", backend: str = "auto",
-    ) -> "BlockSparseConv2d":
+    ) -> "Block1xNConv2d":
         """Wrap an existing (validated) ``Block1xN`` weight."""
         cout, cin_g, kh, kw = fmt.shape
         mod = cls(
@@ -168,7 +168,7 @@ class BlockSparseConv2d(nn.Module):
         if self.padding_mode != "zeros":
             input = F.pad(input, self._mode_padding, mode=self.padding_mode)
             padding = 0
-        return apply_block_conv(
+        return apply_block1xn_conv(
             input, self.values, self.topology(), self.bias, self.weight_shape, self.stride,
             padding, self.dilation, self.groups, self.groups, self.backend,
         )

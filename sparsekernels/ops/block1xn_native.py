@@ -8,7 +8,8 @@ from __future__ import annotations
 import torch
 
 from .._ext import C
-from .conv_args import Bias, BlockTopology, ConvArgs
+from ..conv_args import Bias, ConvArgs
+from ..formats.block1xn import BlockTopology
 
 _CPU_NATIVE = (torch.float32, torch.float64)
 

@@ -1,6 +1,6 @@
 """Triton kernels of the 1xN block-sparse conv2d: forward, grad-input, grad-weight.
 
-Layout conventions (see sparsekernels/formats/block_1xn.py):
+Layout conventions (see sparsekernels/formats/block1xn.py):
 
 - a block row ``r = g * rows_per_group + q`` covers output channels
   ``g * cout_g + q * N + [0, lanes)`` with ``lanes = min(N, cout_g - q * N)``;
@@ -30,7 +30,8 @@ import torch
 import triton
 import triton.language as tl
 
-from ..ops.conv_args import BlockTopology, ConvArgs, output_hw
+from ..conv_args import ConvArgs, output_hw
+from ..formats.block1xn import BlockTopology
 
 _INTERPRET = os.environ.get("TRITON_INTERPRET", "0") == "1"
 _INTERPRETER_LOCK = threading.Lock()

@@ -9,8 +9,9 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from ..formats.block_1xn import decode, gather
-from .conv_args import Bias, BlockTopology, ConvArgs
+from ..formats.block1xn import decode, gather
+from ..conv_args import Bias, ConvArgs
+from ..formats.block1xn import BlockTopology
 
 
 def _dense_weight(values: torch.Tensor, topo: BlockTopology, cout: int, cin: int, groups: int):
