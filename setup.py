@@ -51,7 +51,8 @@ def rel(paths):
 
 def extension():
     with_cuda = want_cuda()
-    sources = rel(glob.glob(f"{ROOT}/python_bindings/*.cpp") + glob.glob(f"{ROOT}/csrc/cpu/*.cpp"))
+    sources = rel(glob.glob(f"{ROOT}/python_bindings/*.cpp")
+                  + glob.glob(f"{ROOT}/csrc/cpu/**/*.cpp", recursive=True))
     cxx = ["-O3", "-std=c++17", "-fopenmp"]
     link = ["-fopenmp"]
     if _flag("SPARSEKERNELS_SANITIZE"):
@@ -59,7 +60,9 @@ def extension():
         sanitize = ["-fsanitize=address,undefined", "-fno-sanitize=vptr",
                     "-fno-sanitize-recover=all", "-fno-omit-frame-pointer", "-g"]
         cxx, link, with_cuda = ["-O1", "-std=c++17", "-fopenmp"] + sanitize, link + sanitize, False
-    include_dirs = [os.path.join(ROOT, "csrc", "include"), os.path.join(ROOT, "csrc"), ROOT]
+    # csrc/include holds the torch-free public headers (sparsekernels/...);
+    # csrc is the root of the kernels' own paths (cpu/..., cuda/...).
+    include_dirs = [os.path.join(ROOT, "csrc", "include"), os.path.join(ROOT, "csrc")]
     if not with_cuda:
         return CppExtension(
             "sparsekernels._C", sources, include_dirs=include_dirs,
@@ -67,7 +70,7 @@ def extension():
         )
     os.environ.setdefault("TORCH_CUDA_ARCH_LIST", DEFAULT_ARCHS)
     print(f"sparsekernels: building CUDA kernels for TORCH_CUDA_ARCH_LIST={os.environ['TORCH_CUDA_ARCH_LIST']}")
-    sources += rel(glob.glob(f"{ROOT}/csrc/cuda/*.cu"))
+    sources += rel(glob.glob(f"{ROOT}/csrc/cuda/**/*.cu", recursive=True))
     macros = ["-DSK_WITH_CUDA", f'-DSK_CUDA_VERSION="{torch.version.cuda}"']
     nvcc = ["-O3", "-std=c++17", "-lineinfo",
             f"--threads={os.environ.get('NVCC_THREADS', '2')}"] + macros
@@ -80,7 +83,7 @@ def extension():
 setup(
     name="sparsekernels",
     version="0.1.0",
-    description="Structured-sparse (1xN, stripe, pattern) conv2d kernels for pruned CNNs",
+    description="Structured-sparse (1xN block) conv2d kernels for pruned CNNs",
     packages=find_packages(include=["sparsekernels", "sparsekernels.*"]),
     python_requires=">=3.10",
     install_requires=["torch>=2.4", "numpy"],

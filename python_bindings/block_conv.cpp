@@ -9,9 +9,9 @@
 #include <algorithm>
 #include <vector>
 
-#include "cpu/block_conv_cpu.h"
-#include "python_bindings/block_conv.h"
-#include "python_bindings/conv_checks.h"
+#include "cpu/block1xn/block1xn_cpu.h"
+#include "block_conv.h"
+#include "conv_checks.h"
 #ifdef SK_WITH_CUDA
 #include <c10/cuda/CUDAGuard.h>
 #include <c10/cuda/CUDAStream.h>
@@ -208,7 +208,7 @@ at::Tensor block_conv_forward(const at::Tensor& x, const at::Tensor& values,
 #endif
   }
   AT_DISPATCH_FLOATING_TYPES(x.scalar_type(), "block_conv_forward", [&] {
-    cpu::block_conv_forward<scalar_t>(
+    cpu::block1xn_forward<scalar_t>(
         geo, blocks, vals.data_ptr<scalar_t>(), x.data_ptr<scalar_t>(), strides_of(x),
         b.defined() ? b.data_ptr<scalar_t>() : nullptr, out.data_ptr<scalar_t>(),
         at::get_num_threads());
@@ -251,7 +251,7 @@ at::Tensor block_conv_grad_input(const at::Tensor& grad_out, const at::Tensor& v
 #endif
   }
   AT_DISPATCH_FLOATING_TYPES(grad_out.scalar_type(), "block_conv_grad_input", [&] {
-    cpu::block_conv_grad_input<scalar_t>(geo, blocks, vals.data_ptr<scalar_t>(),
+    cpu::block1xn_grad_input<scalar_t>(geo, blocks, vals.data_ptr<scalar_t>(),
                                          grad_out.data_ptr<scalar_t>(),
                                          strides_of(grad_out), gin.data_ptr<scalar_t>(),
                                          at::get_num_threads());
@@ -290,7 +290,7 @@ at::Tensor block_conv_grad_weight(const at::Tensor& x, const at::Tensor& grad_ou
 #endif
   }
   AT_DISPATCH_FLOATING_TYPES(x.scalar_type(), "block_conv_grad_weight", [&] {
-    cpu::block_conv_grad_weight<scalar_t>(geo, blocks, x.data_ptr<scalar_t>(),
+    cpu::block1xn_grad_weight<scalar_t>(geo, blocks, x.data_ptr<scalar_t>(),
                                           strides_of(x), grad_out.data_ptr<scalar_t>(),
                                           strides_of(grad_out), gv.data_ptr<scalar_t>(),
                                           at::get_num_threads());

@@ -3,9 +3,9 @@
 // and torch.compile see them); nothing here should be called from model code.
 #include <torch/extension.h>
 
-#include "cpu/block_conv_cpu.h"
-#include "python_bindings/block_conv.h"
-#include "sparsekernels/block_1xn.h"
+#include "cpu/common/isa.h"
+#include "block_conv.h"
+#include "sparsekernels/block1xn.h"
 
 PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
   m.doc() = "sparsekernels compiled kernels (CPU, and CUDA when built with it)";

@@ -1,92 +1,16 @@
 // Kernel bodies of the CPU 1xN block conv, written once over a GCC vector
-// type and compiled once per instruction set. block_conv_cpu.cpp includes this
-// file several times (deliberately no include guard), each time inside its own
-// namespace and `#pragma GCC target` region, after defining there:
-//   kVecBytes  SIMD register width in bytes (16 / 32 / 64)
-//   kAccRegs   accumulator registers the forward micro-kernel may use
-//   kMaxPix    most output pixels per forward tile (bounded by the general
-//              purpose registers that hold their input offsets)
-//   vfma(a, b, c) = a * b + c on the vector type (fused where the ISA has it)
-// plus the std headers and the helpers of block_conv_cpu_common.h.
-
-template <typename T>
-struct Vec;
-template <>
-struct Vec<float> {
-  typedef float type __attribute__((vector_size(kVecBytes)));
-};
-template <>
-struct Vec<double> {
-  typedef double type __attribute__((vector_size(kVecBytes)));
-};
-
-template <typename T>
-constexpr int lanes() {
-  return kVecBytes / static_cast<int>(sizeof(T));
-}
-
-// Unaligned loads and stores; memcpy compiles to a single vmovu*.
-template <typename V, typename T>
-inline V vload(const T* p) {
-  V v;
-  std::memcpy(&v, p, sizeof(V));
-  return v;
-}
-template <typename V, typename T>
-inline void vstore(T* p, V v) {
-  std::memcpy(p, &v, sizeof(V));
-}
-// s - 0 is exactly s for every s (even -0 and NaN), so GCC folds the
-// subtraction away and keeps a single broadcast (vbroadcastss from memory);
-// a lane-by-lane fill would compile to a chain of inserts.
-template <typename V, typename T>
-inline V vbcast(T s) {
-  return s - V{};
-}
-template <typename V>
-inline auto vsum(V v) -> typename std::remove_reference<decltype(v[0])>::type {
-  auto s = v[0];
-  for (int i = 1; i < static_cast<int>(sizeof(V) / sizeof(v[0])); ++i) s += v[i];
-  return s;
-}
-
-// One butterfly stage of an in-register transpose: swaps the B-bit of the
-// row and column index between rows a and b (= row a + B).
-template <int B, typename V>
-inline void swap_stage(V& a, V& b) {
-  constexpr int L = sizeof(V) / sizeof(a[0]);
-  decltype(a < b) lo, hi;  // integer vectors of matching lane width
-  for (int k = 0; k < L; ++k) {
-    lo[k] = (k & B) ? L + k - B : k;
-    hi[k] = (k & B) ? L + k : k + B;
-  }
-  const V na = __builtin_shuffle(a, b, lo), nb = __builtin_shuffle(a, b, hi);
-  a = na, b = nb;
-}
-
-// r[i][k] -> r[k][i] for an L x L block: log2(L) stages of L shuffles.
-template <int B, typename V, int L>
-inline void transpose_stages(V (&r)[L]) {
-  if constexpr (B >= 1) {
-    for (int i = 0; i < L; ++i)
-      if (!(i & B)) swap_stage<B>(r[i], r[i + B]);
-    transpose_stages<B / 2>(r);
-  }
-}
-template <typename V, int L>
-inline void transpose(V (&r)[L]) {
-  transpose_stages<L / 2>(r);
-}
+// type. block1xn_cpu.cpp has cpu/common/for_each_isa.inc include this file
+// once per instruction set (deliberately no include guard), in its own
+// namespace and `#pragma GCC target` region, after the SIMD primitives of
+// cpu/common/simd.h and the ISA constants that file lists; the std headers,
+// cpu/common/conv_layout.h and block1xn_plans.h are included before.
 
 // ---------------------------------------------------------------------------
 // Forward
 // ---------------------------------------------------------------------------
 
 // Output pixels per tile when a tile holds `nv` weight vectors per pixel.
-constexpr int fwd_pixels(int nv) {
-  return kAccRegs / nv < kMaxPix ? (kAccRegs / nv < 1 ? 1 : kAccRegs / nv)
-                                 : kMaxPix;
-}
+constexpr int fwd_pixels(int nv) { return std::clamp(kAccRegs / nv, 1, kMaxPix); }
 // Weight vectors per pixel handled by one micro-kernel call (wider N is cut
 // into chunks of at most this many vectors).
 constexpr int kMaxNv = 4;
@@ -177,9 +101,9 @@ void fwd_tile(const FwdArgs<T>& a, int64_t r, int64_t j0, int nlanes,
   using V = typename Vec<T>::type;
   constexpr int L = lanes<T>();
   constexpr int P = fwd_pixels(NV);
-  const ConvGeometry& g = *a.geo;
-  const int64_t ohw = g.out_h * g.out_w;
-  const int64_t o0 = block_row_first_out(g, *a.blocks, r) + j0;
+  const ConvGeometry& geo = *a.geo;
+  const int64_t ohw = geo.out_h * geo.out_w;
+  const int64_t o0 = block_row_first_out(geo, *a.blocks, r) + j0;
 
   alignas(64) T bias[NV * L] = {};
   if (a.bias)
@@ -194,6 +118,15 @@ void fwd_tile(const FwdArgs<T>& a, int64_t r, int64_t j0, int nlanes,
   fwd_store<T, NV, P>(acc, nlanes, np, npix - pix0, ohw, a.out + o0 * ohw + pix0);
 }
 
+// Every tile of the strip's `npix` pixels for block row r, lanes
+// [j0, j0 + nlanes) with NV vectors.
+template <typename T, int NV>
+void fwd_tiles(const FwdArgs<T>& a, int64_t r, int64_t j0, int nlanes, int64_t npix) {
+  constexpr int P = fwd_pixels(NV);
+  for (int64_t p = 0; p < npix; p += P)
+    fwd_tile<T, NV>(a, r, j0, nlanes, p, static_cast<int>(std::min<int64_t>(P, npix - p)), npix);
+}
+
 // Every tile of the strip's `npix` pixels for block row r, all its lanes.
 template <typename T>
 void fwd_row(const FwdArgs<T>& a, int64_t r, int64_t npix) {
@@ -201,42 +134,35 @@ void fwd_row(const FwdArgs<T>& a, int64_t r, int64_t npix) {
   const int valid = block_row_valid(*a.geo, *a.blocks, r);
   for (int j0 = 0; j0 < valid; j0 += kMaxNv * L) {
     const int nlanes = std::min(valid - j0, kMaxNv * L);
-    switch ((nlanes + L - 1) / L) {
-#define SK_FWD_CASE(NV)                                                    \
-  case NV:                                                                 \
-    for (int64_t p = 0; p < npix; p += fwd_pixels(NV))                     \
-      fwd_tile<T, NV>(a, r, j0, nlanes, p,                                 \
-                      static_cast<int>(std::min<int64_t>(fwd_pixels(NV), npix - p)), npix); \
-    break;
-      SK_FWD_CASE(1)
-      SK_FWD_CASE(2)
-      SK_FWD_CASE(3)
-      SK_FWD_CASE(4)
-#undef SK_FWD_CASE
+    switch ((nlanes + L - 1) / L) {  // vectors needed, 1 .. kMaxNv
+      case 1: fwd_tiles<T, 1>(a, r, j0, nlanes, npix); break;
+      case 2: fwd_tiles<T, 2>(a, r, j0, nlanes, npix); break;
+      case 3: fwd_tiles<T, 3>(a, r, j0, nlanes, npix); break;
+      case 4: fwd_tiles<T, 4>(a, r, j0, nlanes, npix); break;
     }
   }
 }
 
 template <typename T>
-void forward(const ConvGeometry& g, const Block1xN& bk, const T* values,
+void forward(const ConvGeometry& geo, const Block1xN& bk, const T* values,
              const T* input, Strides4 in_s, const T* bias, T* output,
              int num_threads) {
-  const int64_t ohw = g.out_h * g.out_w;
-  if (g.batch == 0 || ohw == 0 || g.cout == 0) return;
-  const FwdPlan plan(g, bk, in_s, sizeof(T), num_threads);
-  const PackedWeights<T> wp(g, bk, values, lanes<T>());
+  const int64_t ohw = geo.out_h * geo.out_w;
+  if (geo.batch == 0 || ohw == 0 || geo.cout == 0) return;
+  const FwdPlan plan(geo, bk, in_s, sizeof(T), num_threads);
+  const PackedWeights<T> wp(geo, bk, values, lanes<T>());
 
 #pragma omp parallel num_threads(num_threads)
   {
-    InputBand<T> band(g, plan, input, in_s);
+    InputBand<T> band(geo, plan, input, in_s);
 #pragma omp for schedule(dynamic, 1)
     for (int64_t i = 0; i < plan.items; ++i) {
-      const FwdPlan::Item it = plan.item(g, bk, i);
+      const FwdPlan::Item it = plan.item(geo, bk, i);
       const int64_t oh0 = it.strip * plan.strip_rows;
-      const int64_t npix = (std::min(g.out_h, oh0 + plan.strip_rows) - oh0) * g.out_w;
-      const FwdArgs<T> a{&g, &bk, wp.data, wp.ld, band.get(it, bk),
+      const int64_t npix = (std::min(geo.out_h, oh0 + plan.strip_rows) - oh0) * geo.out_w;
+      const FwdArgs<T> a{&geo, &bk, wp.data, wp.ld, band.get(it, bk),
                          plan.chan_stride, plan.tap_off.data(), plan.pix_off.data(), bias,
-                         output + it.b * g.cout * ohw + oh0 * g.out_w};
+                         output + it.b * geo.cout * ohw + oh0 * geo.out_w};
       for (int64_t r = it.row0; r < it.row1; ++r) fwd_row(a, r, npix);
     }
   }
@@ -254,6 +180,20 @@ struct GiBlock {
   int nj;       // output channels actually covered
 };
 
+// One run of one grad_input plane (see GradInputLayout), as gi_tile reads it.
+template <typename T>
+struct GiRun {
+  const GiBlock<T>* blocks;  // the channel's blocks, go at this run's pixels
+  int64_t nblocks;
+  int64_t go_cs;             // grad_out channel stride
+  int n;                     // block height N: weight stride of one tap
+  const int* tap_order;      // processing order of the taps
+  int taps;
+  const int64_t* dst_off;    // this run's dx offset per position in tap_order
+  int64_t step;              // dx distance between consecutive run pixels
+  T* dx;                     // padded grad_input plane
+};
+
 // For pixels [i, i + U*L) of one run and the taps at positions
 // [t0, t0 + TB) of tap_order (tap t = tap_order[position]):
 //   dx[dst_off[position] + k * step] += sum over blocks, j of w[t][j] * go_j[k].
@@ -261,113 +201,102 @@ struct GiBlock {
 // channel (the contraction is only N long per block): each grad_out vector
 // loaded serves TB taps, each broadcast weight U vectors.
 template <typename T, int U, int TB>
-inline void gi_tile(const GiBlock<T>* blocks, int64_t nblocks, int64_t go_cs, int n,
-                    const int* tap_order, int t0, T* dx, const int64_t* dst_off, int64_t step,
-                    int64_t i) {
+inline void gi_tile(const GiRun<T>& run, int t0, int64_t i) {
   using V = typename Vec<T>::type;
   constexpr int L = lanes<T>();
   int64_t w_off[TB];
-  for (int t = 0; t < TB; ++t) w_off[t] = tap_order[t0 + t] * n;
+  for (int t = 0; t < TB; ++t) w_off[t] = run.tap_order[t0 + t] * run.n;
   V acc[TB][U];
   for (int t = 0; t < TB; ++t)
     for (int u = 0; u < U; ++u) acc[t][u] = V{};
-  for (int64_t k = 0; k < nblocks; ++k) {
-    const GiBlock<T>& b = blocks[k];
+  for (int64_t k = 0; k < run.nblocks; ++k) {
+    const GiBlock<T>& b = run.blocks[k];
     for (int j = 0; j < b.nj; ++j) {
-      const T* gj = b.go + j * go_cs + i;
-      V g[U];
-      for (int u = 0; u < U; ++u) g[u] = vload<V>(gj + u * L);
+      const T* gj = b.go + j * run.go_cs + i;
+      V go_v[U];
+      for (int u = 0; u < U; ++u) go_v[u] = vload<V>(gj + u * L);
       for (int t = 0; t < TB; ++t) {
         const V s = vbcast<V>(b.w[w_off[t] + j]);
-        for (int u = 0; u < U; ++u) acc[t][u] = vfma(s, g[u], acc[t][u]);
+        for (int u = 0; u < U; ++u) acc[t][u] = vfma(s, go_v[u], acc[t][u]);
       }
     }
   }
   for (int t = 0; t < TB; ++t) {
-    T* d = dx + dst_off[t0 + t] + i * step;
-    if (step == 1) {
+    T* d = run.dx + run.dst_off[t0 + t] + i * run.step;
+    if (run.step == 1) {
       for (int u = 0; u < U; ++u) vstore(d + u * L, vload<V>(d + u * L) + acc[t][u]);
     } else {
       for (int u = 0; u < U; ++u)
-        for (int l = 0; l < L; ++l) d[(u * L + l) * step] += acc[t][u][l];
+        for (int l = 0; l < L; ++l) d[(u * L + l) * run.step] += acc[t][u][l];
     }
   }
 }
 
 // All taps for pixels [i, i + U*L): tiles of 3 taps, then single taps.
 template <typename T, int U>
-inline void gi_chunk(const GiBlock<T>* blocks, int64_t nblocks, int64_t go_cs, int n,
-                     const int* tap_order, int taps, T* dx, const int64_t* dst_off,
-                     int64_t step, int64_t i) {
+inline void gi_chunk(const GiRun<T>& run, int64_t i) {
   int t = 0;
-  for (; t + 3 <= taps; t += 3)
-    gi_tile<T, U, 3>(blocks, nblocks, go_cs, n, tap_order, t, dx, dst_off, step, i);
-  for (; t < taps; ++t)
-    gi_tile<T, U, 1>(blocks, nblocks, go_cs, n, tap_order, t, dx, dst_off, step, i);
+  for (; t + 3 <= run.taps; t += 3) gi_tile<T, U, 3>(run, t, i);
+  for (; t < run.taps; ++t) gi_tile<T, U, 1>(run, t, i);
 }
 
 // One grad_input plane: every block that reads input channel ci, scattered
 // through the transposed taps. `blocks` is scratch for the channel's blocks.
 template <typename T>
-void gi_plane(const ConvGeometry& g, const Block1xN& bk, const ColumnBlocks& cols,
+void gi_plane(const ConvGeometry& geo, const Block1xN& bk, const ColumnBlocks& cols,
               const GradInputLayout& lay, const T* values, const T* go_img, int64_t ci,
               std::vector<GiBlock<T>>& blocks, T* dx, T* out) {
   constexpr int L = lanes<T>();
   constexpr int U = 3;  // 3 taps x 3 vectors + 3 loads + 1 broadcast <= 16 regs
-  const int taps = g.taps();
+  const int taps = geo.taps();
   if (cols.ptr[ci] == cols.ptr[ci + 1]) {  // nothing reads this channel
-    std::fill(out, out + g.in_h * g.in_w, T(0));
+    std::fill(out, out + geo.in_h * geo.in_w, T(0));
     return;
   }
   std::fill(dx, dx + lay.dx_size, T(0));
   blocks.clear();
   for (int64_t k = cols.ptr[ci]; k < cols.ptr[ci + 1]; ++k) {
     const int64_t r = cols.row[k];
-    blocks.push_back({go_img + block_row_first_out(g, bk, r) * lay.go_cs,
-                      values + cols.block[k] * taps * bk.n, block_row_valid(g, bk, r)});
+    blocks.push_back({go_img + block_row_first_out(geo, bk, r) * lay.go_cs,
+                      values + cols.block[k] * taps * bk.n, block_row_valid(geo, bk, r)});
   }
-  const GiBlock<T>* bs = blocks.data();
-  const int64_t nb = blocks.size();
-  const int* order = lay.tap_order.data();
-  for (int64_t run = 0; run < lay.runs; ++run) {
-    const int64_t* dst_off = lay.dst_off.data() + run * taps;
-    if (run)  // on to this run's grad_out pixels
+  GiRun<T> run{blocks.data(), static_cast<int64_t>(blocks.size()), lay.go_cs, bk.n,
+               lay.tap_order.data(), taps, lay.dst_off.data(), lay.dst_step, dx};
+  for (int64_t r = 0; r < lay.runs; ++r, run.dst_off += taps) {
+    if (r)  // on to this run's grad_out pixels
       for (GiBlock<T>& b : blocks) b.go += lay.run_len;
     // Chunks of U vectors, then the tail (a multiple of L) by 2 and 1.
     int64_t i = 0;
-    for (; i + U * L <= lay.run_len; i += U * L)
-      gi_chunk<T, U>(bs, nb, lay.go_cs, bk.n, order, taps, dx, dst_off, lay.dst_step, i);
-    for (; i + 2 * L <= lay.run_len; i += 2 * L)
-      gi_chunk<T, 2>(bs, nb, lay.go_cs, bk.n, order, taps, dx, dst_off, lay.dst_step, i);
-    for (; i < lay.run_len; i += L)
-      gi_chunk<T, 1>(bs, nb, lay.go_cs, bk.n, order, taps, dx, dst_off, lay.dst_step, i);
+    for (; i + U * L <= lay.run_len; i += U * L) gi_chunk<T, U>(run, i);
+    for (; i + 2 * L <= lay.run_len; i += 2 * L) gi_chunk<T, 2>(run, i);
+    for (; i < lay.run_len; i += L) gi_chunk<T, 1>(run, i);
   }
-  lay.store_plane(g, dx, out);
+  lay.store_plane(geo, dx, out);
 }
 
 template <typename T>
-void grad_input(const ConvGeometry& g, const Block1xN& bk, const T* values,
+void grad_input(const ConvGeometry& geo, const Block1xN& bk, const T* values,
                 const T* grad_out, Strides4 go_s, T* grad_input,
                 int num_threads) {
-  const int64_t hw = g.in_h * g.in_w;
-  if (g.batch == 0 || hw == 0 || g.cin == 0) return;
-  const GradInputLayout lay(g, lanes<T>());
-  const ColumnBlocks cols(g, bk);
-  const int64_t group = images_per_group(g.cout * lay.go_cs * sizeof(T), g.batch);
-  std::unique_ptr<T[]> go_rows(new T[group * g.cout * lay.go_cs]);
+  const int64_t hw = geo.in_h * geo.in_w;
+  if (geo.batch == 0 || hw == 0 || geo.cin == 0) return;
+  const GradInputLayout lay(geo, lanes<T>());
+  const ColumnBlocks cols(geo, bk);
+  const int64_t group = images_per_group(geo.cout * lay.go_cs * sizeof(T), geo.batch);
+  std::unique_ptr<T[]> go_rows(new T[group * geo.cout * lay.go_cs]);
 
 #pragma omp parallel num_threads(num_threads)
   {
     std::unique_ptr<T[]> dx(new T[lay.dx_size]);
     std::vector<GiBlock<T>> blocks;
-    for (int64_t b0 = 0; b0 < g.batch; b0 += group) {
-      const int64_t nb = std::min(group, g.batch - b0);
-      copy_grad_out_rows(g, grad_out + b0 * go_s.n, go_s, nb, lay, go_rows.get());
+    for (int64_t b0 = 0; b0 < geo.batch; b0 += group) {
+      const int64_t nb = std::min(group, geo.batch - b0);
+      copy_grad_out_rows(geo, grad_out + b0 * go_s.n, go_s, nb, lay, go_rows.get());
 #pragma omp for schedule(dynamic, 1)
-      for (int64_t i = 0; i < nb * g.cin; ++i) {
-        const int64_t b = i / g.cin, ci = i % g.cin;
-        gi_plane(g, bk, cols, lay, values, go_rows.get() + b * g.cout * lay.go_cs, ci,
-                 blocks, dx.get(), grad_input + ((b0 + b) * g.cin + ci) * hw);
+      for (int64_t i = 0; i < nb * geo.cin; ++i) {
+        const int64_t b = i / geo.cin, ci = i % geo.cin;
+        gi_plane(geo, bk, cols, lay, values, go_rows.get() + b * geo.cout * lay.go_cs, ci,
+                 blocks, dx.get(), grad_input + ((b0 + b) * geo.cin + ci) * hw);
       }
     }
   }
@@ -431,13 +360,13 @@ inline int64_t gw_acc_size(int n, int taps) {
 // grad_values of one block over the span: tiles of (lanes x taps), K chunked.
 // Short tiles repeat a row; only real lanes and taps are stored.
 template <typename T>
-void gw_block(const ConvGeometry& g, const Block1xN& bk, int64_t blk, int64_t r,
+void gw_block(const ConvGeometry& geo, const Block1xN& bk, int64_t blk, int64_t r,
               const GwSpan<T>& sp, T* acc, T* grad_values) {
   using V = typename Vec<T>::type;
   constexpr int64_t tile_size = kGwJ * kGwT * lanes<T>();
-  const int taps = g.taps();
-  const int valid = block_row_valid(g, bk, r);
-  const int64_t o0 = block_row_first_out(g, bk, r);
+  const int taps = geo.taps();
+  const int valid = block_row_valid(geo, bk, r);
+  const int64_t o0 = block_row_first_out(geo, bk, r);
   std::fill(acc, acc + gw_acc_size<T>(valid, taps), T(0));
 
   for (int64_t m = 0; m < sp.nimg; ++m)
@@ -468,42 +397,42 @@ void gw_block(const ConvGeometry& g, const Block1xN& bk, int64_t blk, int64_t r,
 }
 
 template <typename T>
-void grad_weight(const ConvGeometry& g, const Block1xN& bk, const T* input,
+void grad_weight(const ConvGeometry& geo, const Block1xN& bk, const T* input,
                  Strides4 in_s, const T* grad_out, Strides4 go_s,
                  T* grad_values, int num_threads) {
-  const int taps = g.taps();
-  const int64_t ohw = g.out_h * g.out_w;
+  const int taps = geo.taps();
+  const int64_t ohw = geo.out_h * geo.out_w;
   // Zero first: padded lanes of short rows are never written again.
   std::fill(grad_values, grad_values + bk.nnzb * taps * bk.n, T(0));
-  if (g.batch == 0 || ohw == 0 || bk.nnzb == 0) return;
-  const ColumnBlocks cols(g, bk);
+  if (geo.batch == 0 || ohw == 0 || bk.nnzb == 0) return;
+  const ColumnBlocks cols(geo, bk);
   const int64_t col_ld = round_up(ohw, lanes<T>());
   // Images per im2col buffer: up to ~1 MiB of planes, so the register tiles
   // of small images run over several images before their horizontal sums.
   const int64_t col_imgs = std::max<int64_t>(1, (int64_t(1) << 20) / (taps * col_ld * int64_t(sizeof(T))));
-  GradOutRows<T> go(g, grad_out, go_s);
+  GradOutRows<T> go(geo, grad_out, go_s);
 
 #pragma omp parallel num_threads(num_threads)
   {
     std::unique_ptr<T[]> col(new T[std::min(col_imgs, go.group) * taps * col_ld]);
     std::unique_ptr<T[]> acc(new T[gw_acc_size<T>(bk.n, taps)]);
-    for (int64_t b0 = 0; b0 < g.batch; b0 += go.group) {
-      const int64_t nb = std::min(go.group, g.batch - b0);
+    for (int64_t b0 = 0; b0 < geo.batch; b0 += go.group) {
+      const int64_t nb = std::min(go.group, geo.batch - b0);
       go.load(b0, nb);
       // One task per input channel: it owns every block reading that channel,
       // so the sum over images needs no atomics.
 #pragma omp for schedule(dynamic, 1)
-      for (int64_t ci = 0; ci < g.cin; ++ci) {
+      for (int64_t ci = 0; ci < geo.cin; ++ci) {
         if (cols.ptr[ci] == cols.ptr[ci + 1]) continue;
         for (int64_t m0 = 0; m0 < nb; m0 += col_imgs) {
           const int64_t nm = std::min(col_imgs, nb - m0);
           for (int64_t m = 0; m < nm; ++m)
-            im2col_plane(g, input + (b0 + m0 + m) * in_s.n + ci * in_s.c, in_s,
+            im2col_plane(geo, input + (b0 + m0 + m) * in_s.n + ci * in_s.c, in_s,
                          col.get() + m * taps * col_ld, col_ld);
           const GwSpan<T> sp{go.image(m0), go.chan_stride, go.img_stride, col.get(),
                              col_ld, taps * col_ld, nm, ohw};
           for (int64_t k = cols.ptr[ci]; k < cols.ptr[ci + 1]; ++k)
-            gw_block(g, bk, cols.block[k], cols.row[k], sp, acc.get(), grad_values);
+            gw_block(geo, bk, cols.block[k], cols.row[k], sp, acc.get(), grad_values);
         }
       }
     }

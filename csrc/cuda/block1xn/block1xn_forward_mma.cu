@@ -8,12 +8,14 @@
 // MMAs per warp tile.
 #include <atomic>
 
-#include "cuda/block_conv_kernels.cuh"
-#include "cuda/cuda_common.cuh"
+#include "cuda/block1xn/block1xn_kernels.cuh"
+#include "cuda/common/dtype.cuh"
+#include "cuda/common/launch.cuh"
 
 namespace sparsekernels {
 namespace cuda {
 namespace detail {
+namespace block1xn {
 namespace {
 
 constexpr int kWarps = 4;
@@ -286,6 +288,7 @@ SK_INSTANTIATE(__half)
 SK_INSTANTIATE(__nv_bfloat16)
 #undef SK_INSTANTIATE
 
+}  // namespace block1xn
 }  // namespace detail
 }  // namespace cuda
 }  // namespace sparsekernels

@@ -2,12 +2,14 @@
 // One thread per output pixel (flattened over batch x out_h x out_w), one CTA
 // per (tile of kThreads pixels, block row, tile of NT lanes). Each thread
 // walks its row's kept blocks and taps and keeps NT outputs in registers.
-#include "cuda/block_conv_kernels.cuh"
-#include "cuda/cuda_common.cuh"
+#include "cuda/block1xn/block1xn_kernels.cuh"
+#include "cuda/common/dtype.cuh"
+#include "cuda/common/launch.cuh"
 
 namespace sparsekernels {
 namespace cuda {
 namespace detail {
+namespace block1xn {
 namespace {
 
 constexpr int kThreads = 128;
@@ -104,6 +106,7 @@ cudaError_t forward_simt(const ConvGeometry& geo, const Block1xN& blocks,
 SK_FOR_EACH_DTYPE(SK_INSTANTIATE)
 #undef SK_INSTANTIATE
 
+}  // namespace block1xn
 }  // namespace detail
 }  // namespace cuda
 }  // namespace sparsekernels

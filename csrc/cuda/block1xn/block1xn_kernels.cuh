@@ -1,14 +1,32 @@
-// Typed launchers behind the public entry points in block_conv_cuda.h; each
+// Typed launchers behind the public entry points in block1xn_cuda.h; each
 // lives in its own .cu (explicitly instantiated there) so the kernels compile
 // in parallel. All return cudaSuccess when there is nothing to launch.
 #pragma once
 #include <cuda_runtime.h>
 
-#include "sparsekernels/block_1xn.h"
+#include <cstdint>
+#include <type_traits>
+
+#include "sparsekernels/block1xn.h"
 
 namespace sparsekernels {
 namespace cuda {
 namespace detail {
+namespace block1xn {
+
+// The CUDA-core kernels handle a block row's N lanes in tiles of NT lanes,
+// NT a compile-time power of two that divides N (so no tile straddles N and
+// no lane mask is needed on weight loads); odd N falls back to NT = 1.
+// Calls f(std::integral_constant<int, NT>{}).
+template <typename F>
+cudaError_t with_lane_tile(int32_t n, F&& f) {
+  if (n % 32 == 0) return f(std::integral_constant<int, 32>{});
+  if (n % 16 == 0) return f(std::integral_constant<int, 16>{});
+  if (n % 8 == 0) return f(std::integral_constant<int, 8>{});
+  if (n % 4 == 0) return f(std::integral_constant<int, 4>{});
+  if (n % 2 == 0) return f(std::integral_constant<int, 2>{});
+  return f(std::integral_constant<int, 1>{});
+}
 
 // CUDA-core forward; every dtype and N.
 template <typename T>
@@ -37,6 +55,7 @@ cudaError_t grad_weight(const ConvGeometry& geo, const Block1xN& blocks,
                         Strides4 go_strides, T* grad_values,
                         cudaStream_t stream);
 
+}  // namespace block1xn
 }  // namespace detail
 }  // namespace cuda
 }  // namespace sparsekernels

@@ -41,25 +41,25 @@ struct Block1xN {
 
 // Output channels actually covered by block row r (N, or fewer for the
 // padded last row of a group).
-SK_HOST_DEVICE int32_t block_row_valid(const ConvGeometry& g, const Block1xN& b,
-                                       int64_t r) {
-  const int64_t q = r % b.rows_per_group;
-  const int64_t left = g.cout_per_group() - q * b.n;
-  return static_cast<int32_t>(left < b.n ? left : b.n);
+SK_HOST_DEVICE int32_t block_row_valid(const ConvGeometry& geo,
+                                       const Block1xN& blocks, int64_t r) {
+  const int64_t q = r % blocks.rows_per_group;
+  const int64_t left = geo.cout_per_group() - q * blocks.n;
+  return static_cast<int32_t>(left < blocks.n ? left : blocks.n);
 }
 
 // First output channel of block row r.
-SK_HOST_DEVICE int64_t block_row_first_out(const ConvGeometry& g,
-                                           const Block1xN& b, int64_t r) {
-  const int64_t grp = r / b.rows_per_group;
-  const int64_t q = r % b.rows_per_group;
-  return grp * g.cout_per_group() + q * b.n;
+SK_HOST_DEVICE int64_t block_row_first_out(const ConvGeometry& geo,
+                                           const Block1xN& blocks, int64_t r) {
+  const int64_t grp = r / blocks.rows_per_group;
+  const int64_t q = r % blocks.rows_per_group;
+  return grp * geo.cout_per_group() + q * blocks.n;
 }
 
 // Absolute input channel read by a block of row r with column col.
-SK_HOST_DEVICE int64_t block_in_channel(const ConvGeometry& g, const Block1xN& b,
+SK_HOST_DEVICE int64_t block_in_channel(const ConvGeometry& geo, const Block1xN& blocks,
                                         int64_t r, int32_t col) {
-  return (r / b.rows_per_group) * g.cin_per_group() + col;
+  return (r / blocks.rows_per_group) * geo.cin_per_group() + col;
 }
 
 }  // namespace sparsekernels

@@ -2,12 +2,14 @@
 // element (NCHW order, so the stores coalesce). It walks the blocks that read
 // its channel (the transposed topology) and the taps that land on it, so no
 // two threads write the same element and no atomics are needed.
-#include "cuda/block_conv_kernels.cuh"
-#include "cuda/cuda_common.cuh"
+#include "cuda/block1xn/block1xn_kernels.cuh"
+#include "cuda/common/dtype.cuh"
+#include "cuda/common/launch.cuh"
 
 namespace sparsekernels {
 namespace cuda {
 namespace detail {
+namespace block1xn {
 namespace {
 
 constexpr int kThreads = 256;
@@ -92,6 +94,7 @@ cudaError_t grad_input(const ConvGeometry& geo, const Block1xN& blocks,
 SK_FOR_EACH_DTYPE(SK_INSTANTIATE)
 #undef SK_INSTANTIATE
 
+}  // namespace block1xn
 }  // namespace detail
 }  // namespace cuda
 }  // namespace sparsekernels

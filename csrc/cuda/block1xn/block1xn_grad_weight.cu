@@ -4,12 +4,14 @@
 // stride over the batch x output pixels, then reduce in shared memory. Every
 // slice has a single writer, so the result is deterministic and needs no
 // atomics or workspace.
-#include "cuda/block_conv_kernels.cuh"
-#include "cuda/cuda_common.cuh"
+#include "cuda/block1xn/block1xn_kernels.cuh"
+#include "cuda/common/dtype.cuh"
+#include "cuda/common/launch.cuh"
 
 namespace sparsekernels {
 namespace cuda {
 namespace detail {
+namespace block1xn {
 namespace {
 
 constexpr int kWarps = 8;
@@ -150,6 +152,7 @@ cudaError_t grad_weight(const ConvGeometry& geo, const Block1xN& blocks,
 SK_FOR_EACH_DTYPE(SK_INSTANTIATE)
 #undef SK_INSTANTIATE
 
+}  // namespace block1xn
 }  // namespace detail
 }  // namespace cuda
 }  // namespace sparsekernels

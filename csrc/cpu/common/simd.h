@@ -1,0 +1,72 @@
+// SIMD primitives over GCC vector types, for kernels written once and
+// compiled per instruction set. cpu/common/for_each_isa.inc includes this file
+// inside each ISA namespace (deliberately no include guard), after defining
+// kVecBytes there; <cstring> and <type_traits> are included before.
+template <typename T>
+struct Vec;
+template <>
+struct Vec<float> {
+  typedef float type __attribute__((vector_size(kVecBytes)));
+};
+template <>
+struct Vec<double> {
+  typedef double type __attribute__((vector_size(kVecBytes)));
+};
+
+template <typename T>
+constexpr int lanes() {
+  return kVecBytes / static_cast<int>(sizeof(T));
+}
+
+// Unaligned loads and stores; memcpy compiles to a single vmovu*.
+template <typename V, typename T>
+inline V vload(const T* p) {
+  V v;
+  std::memcpy(&v, p, sizeof(V));
+  return v;
+}
+template <typename V, typename T>
+inline void vstore(T* p, V v) {
+  std::memcpy(p, &v, sizeof(V));
+}
+// s - 0 is exactly s for every s (even -0 and NaN), so GCC folds the
+// subtraction away and keeps a single broadcast (vbroadcastss from memory);
+// a lane-by-lane fill would compile to a chain of inserts.
+template <typename V, typename T>
+inline V vbcast(T s) {
+  return s - V{};
+}
+template <typename V>
+inline auto vsum(V v) -> typename std::remove_reference<decltype(v[0])>::type {
+  auto s = v[0];
+  for (int i = 1; i < static_cast<int>(sizeof(V) / sizeof(v[0])); ++i) s += v[i];
+  return s;
+}
+
+// One butterfly stage of an in-register transpose: swaps the B-bit of the
+// row and column index between rows a and b (= row a + B).
+template <int B, typename V>
+inline void swap_stage(V& a, V& b) {
+  constexpr int L = sizeof(V) / sizeof(a[0]);
+  decltype(a < b) lo, hi;  // integer vectors of matching lane width
+  for (int k = 0; k < L; ++k) {
+    lo[k] = (k & B) ? L + k - B : k;
+    hi[k] = (k & B) ? L + k : k + B;
+  }
+  const V na = __builtin_shuffle(a, b, lo), nb = __builtin_shuffle(a, b, hi);
+  a = na, b = nb;
+}
+
+// r[i][k] -> r[k][i] for an L x L block: log2(L) stages of L shuffles.
+template <int B, typename V, int L>
+inline void transpose_stages(V (&r)[L]) {
+  if constexpr (B >= 1) {
+    for (int i = 0; i < L; ++i)
+      if (!(i & B)) swap_stage<B>(r[i], r[i + B]);
+    transpose_stages<B / 2>(r);
+  }
+}
+template <typename V, int L>
+inline void transpose(V (&r)[L]) {
+  transpose_stages<L / 2>(r);
+}

@@ -1,0 +1,91 @@
+// Public entry points: validate the geometry, pick the dtype and the kernel.
+// The kernels live in block1xn_forward_simt.cu, block1xn_forward_mma.cu,
+// block1xn_grad_input.cu and block1xn_grad_weight.cu.
+#include "cuda/block1xn/block1xn_cuda.h"
+
+#include "cuda/block1xn/block1xn_kernels.cuh"
+#include "cuda/common/dtype.cuh"
+#include "cuda/common/launch.cuh"
+
+namespace sparsekernels {
+namespace cuda {
+namespace {
+
+// What the kernels assume; the Python layer checks the same, so failing
+// here means a caller bypassed it.
+cudaError_t check(const ConvGeometry& geo, const Block1xN& blocks) {
+  const bool ok = geo.groups >= 1 && geo.cin % geo.groups == 0 &&
+                  geo.cout % geo.groups == 0 && geo.kh >= 1 && geo.kw >= 1 &&
+                  geo.stride_h >= 1 && geo.stride_w >= 1 && geo.dil_h >= 1 &&
+                  geo.dil_w >= 1 && geo.pad_h >= 0 && geo.pad_w >= 0 &&
+                  geo.batch >= 0 && blocks.n >= 1 && blocks.nnzb >= 0 &&
+                  blocks.rows_per_group ==
+                      detail::ceil_div(geo.cout_per_group(), blocks.n) &&
+                  detail::spatial_fits_int32(geo);
+  return ok ? cudaSuccess : cudaErrorInvalidValue;
+}
+
+}  // namespace
+
+cudaError_t block1xn_forward(DType dtype, const ConvGeometry& geo,
+                             const Block1xN& blocks, const void* values,
+                             const void* input, Strides4 in_strides,
+                             const void* bias, void* output,
+                             cudaStream_t stream) {
+  if (const cudaError_t err = check(geo, blocks); err != cudaSuccess)
+    return err;
+  return detail::with_dtype(dtype, [&](auto tag) -> cudaError_t {
+    using T = typename decltype(tag)::type;
+    const auto* v = static_cast<const T*>(values);
+    const auto* x = static_cast<const T*>(input);
+    const auto* b = static_cast<const T*>(bias);
+    auto* out = static_cast<T*>(output);
+    if constexpr (sizeof(T) == 2) {
+      if (blocks.n % 8 == 0 && detail::block1xn::forward_mma_available())
+        return detail::block1xn::forward_mma<T>(geo, blocks, v, x, in_strides,
+                                                b, out, stream);
+    }
+    return detail::block1xn::forward_simt<T>(geo, blocks, v, x, in_strides, b,
+                                             out, stream);
+  });
+}
+
+cudaError_t block1xn_grad_input(DType dtype, const ConvGeometry& geo,
+                                const Block1xN& blocks, const void* values,
+                                const void* grad_out, Strides4 go_strides,
+                                void* grad_input, cudaStream_t stream) {
+  if (const cudaError_t err = check(geo, blocks); err != cudaSuccess)
+    return err;
+  // block_idx / block_row are legitimately null when nnzb == 0 (torch hands
+  // out null data pointers for empty tensors).
+  if (blocks.col_ptr == nullptr ||
+      (blocks.nnzb > 0 &&
+       (blocks.block_idx == nullptr || blocks.block_row == nullptr)))
+    return cudaErrorInvalidValue;
+  return detail::with_dtype(dtype, [&](auto tag) -> cudaError_t {
+    using T = typename decltype(tag)::type;
+    return detail::block1xn::grad_input<T>(
+        geo, blocks, static_cast<const T*>(values),
+        static_cast<const T*>(grad_out), go_strides,
+        static_cast<T*>(grad_input), stream);
+  });
+}
+
+cudaError_t block1xn_grad_weight(DType dtype, const ConvGeometry& geo,
+                                 const Block1xN& blocks, const void* input,
+                                 Strides4 in_strides, const void* grad_out,
+                                 Strides4 go_strides, void* grad_values,
+                                 cudaStream_t stream) {
+  if (const cudaError_t err = check(geo, blocks); err != cudaSuccess)
+    return err;
+  return detail::with_dtype(dtype, [&](auto tag) -> cudaError_t {
+    using T = typename decltype(tag)::type;
+    return detail::block1xn::grad_weight<T>(
+        geo, blocks, static_cast<const T*>(input), in_strides,
+        static_cast<const T*>(grad_out), go_strides,
+        static_cast<T*>(grad_values), stream);
+  });
+}
+
+}  // namespace cuda
+}  // namespace sparsekernels
