@@ -11,33 +11,31 @@ from sparsekernels.testing import backends_here, make_case
 BACKENDS = [b for b in backends_here("cpu") if b != "triton"]
 
 
-def _op_args(case, backend, requires_grad):
-    t = case.weight.topology()
-    x = case.x.clone().requires_grad_(requires_grad)
-    values = case.weight.values.clone().requires_grad_(requires_grad)
-    return (x, values, t.row_ptr, t.col_idx, t.col_ptr, t.block_idx, t.block_row, case.bias,
-            t.n, t.rows_per_group, case.weight.cout, list(case.stride), list(case.padding),
-            list(case.dilation), case.groups, backend)
+def _conv(case, backend):
+    return dict(stride=list(case.stride), padding=list(case.padding),
+                dilation=list(case.dilation), groups=case.groups, backend=backend)
 
 
 @pytest.mark.parametrize("backend", BACKENDS)
 @pytest.mark.parametrize("channels_last", [False, True])
 def test_opcheck_forward(backend, channels_last):
     case = make_case(groups=2, cin=4, cout=6, n=2, stride=(2, 1), channels_last=channels_last)
-    torch.library.opcheck(ops.block1xn_conv2d_op, _op_args(case, backend, True))
+    topology, meta = case.weight.topology().as_op_args()
+    x = case.x.clone().requires_grad_()
+    values = case.weight.values.clone().requires_grad_()
+    torch.library.opcheck(ops.OPS.forward, (x, values, topology, meta, case.bias),
+                          _conv(case, backend))
 
 
 @pytest.mark.parametrize("backend", BACKENDS)
 def test_opcheck_gradients(backend):
     case = make_case(cin=4, cout=6, n=4)
-    t = case.weight.topology()
+    topology, meta = case.weight.topology().as_op_args()
     grad = torch.randn(2, 6, 7, 9, dtype=torch.float64)
-    conv = ([1, 1], [1, 1], [1, 1], 1, backend)
-    topo = (t.row_ptr, t.col_idx, t.col_ptr, t.block_idx, t.block_row, t.n, t.rows_per_group)
-    torch.library.opcheck(ops.block1xn_conv2d_grad_input_op,
-                          (grad, case.weight.values, *topo, 4, 7, 9, *conv))
-    torch.library.opcheck(ops.block1xn_conv2d_grad_weight_op,
-                          (case.x, grad, *topo, 3, 3, *conv))
+    torch.library.opcheck(ops.OPS.grad_input, (grad, case.weight.values, topology, meta),
+                          dict(input_hw=[7, 9], **_conv(case, backend)))
+    torch.library.opcheck(ops.OPS.grad_weight, (case.x, grad, topology, meta),
+                          _conv(case, backend))
 
 
 class _Net(nn.Module):

@@ -39,33 +39,38 @@ def _operands(cout=8, cin=6, groups=2, n=4, batch=2, hw=5):
         x=x, grad_out=torch.randn_like(out), values=fmt.values.clone(), bias=torch.randn(cout),
         row_ptr=topo.row_ptr.clone(), col_idx=topo.col_idx.clone(), col_ptr=topo.col_ptr.clone(),
         block_idx=topo.block_idx.clone(), block_row=topo.block_row.clone(), n=n,
-        rows_per_group=topo.rows_per_group, cout=cout, cin=cin, stride=[1, 1], padding=[1, 1],
-        dilation=[1, 1], groups=groups,
+        cout=cout, cin_g=cin // groups, stride=[1, 1], padding=[1, 1], dilation=[1, 1],
+        groups=groups,
     )
+
+
+def _topology(a):
+    return a.get("topology", [a[k] for k in ("row_ptr", "col_idx", "col_ptr", "block_idx",
+                                             "block_row")])
+
+
+def _meta(a):
+    return a.get("meta", [a["cout"], a["cin_g"], 3, 3, a["n"], a["groups"]])
+
+
+def _conv(a, backend):
+    return dict(stride=a["stride"], padding=a["padding"], dilation=a["dilation"],
+                groups=a["groups"], backend=backend)
 
 
 def _forward(a, backend):
-    return OPS.block1xn_conv2d(
-        a["x"], a["values"], a["row_ptr"], a["col_idx"], a["col_ptr"], a["block_idx"],
-        a["block_row"], a["bias"], a["n"], a["rows_per_group"], a["cout"], a["stride"],
-        a["padding"], a["dilation"], a["groups"], backend,
-    )
+    return OPS.block1xn_conv2d(a["x"], a["values"], _topology(a), _meta(a), a["bias"],
+                               **_conv(a, backend))
 
 
 def _grad_input(a, backend):
-    return OPS.block1xn_conv2d_grad_input(
-        a["grad_out"], a["values"], a["row_ptr"], a["col_idx"], a["col_ptr"], a["block_idx"],
-        a["block_row"], a["n"], a["rows_per_group"], a["cin"], a["x"].shape[2], a["x"].shape[3],
-        a["stride"], a["padding"], a["dilation"], a["groups"], backend,
-    )
+    return OPS.block1xn_conv2d_grad_input(a["grad_out"], a["values"], _topology(a), _meta(a),
+                                          input_hw=list(a["x"].shape[2:]), **_conv(a, backend))
 
 
 def _grad_weight(a, backend):
-    return OPS.block1xn_conv2d_grad_weight(
-        a["x"], a["grad_out"], a["row_ptr"], a["col_idx"], a["col_ptr"], a["block_idx"],
-        a["block_row"], a["n"], a["rows_per_group"], 3, 3, a["stride"], a["padding"],
-        a["dilation"], a["groups"], backend,
-    )
+    return OPS.block1xn_conv2d_grad_weight(a["x"], a["grad_out"], _topology(a), _meta(a),
+                                           **_conv(a, backend))
 
 
 PASSES = {"forward": _forward, "grad_input": _grad_input, "grad_weight": _grad_weight}
@@ -106,13 +111,14 @@ CORRUPTIONS = [
     ("block_row out of range", "block_row", _set("block_row", 0, -3), ("grad_input",)),
     ("block_row short", "block_row", _put("block_row", lambda a: a["block_row"][1:].clone()),
      ("grad_input",)),
-    ("n wrong", "n", _put("n", 2), ALL),
+    ("n wrong", "values|row_ptr", _put("n", 2), ALL),
     ("n zero", "n", _put("n", 0), ALL),
     ("n narrows to 4 in int32", "n", _put("n", 2**32 + 4), ALL),
-    ("rows_per_group wrong", "rows_per_group", _put("rows_per_group", 7), ALL),
+    ("meta short", "meta", _put("meta", [8, 3, 3, 3, 4]), ALL),
+    ("topology short", "topology", _put("topology", lambda a: _topology(a)[:4]), ALL),
     ("groups zero", "groups", _put("groups", 0), ALL),
     ("groups narrows to 2 in int32", "groups", _put("groups", 2**32 + 2), ALL),
-    ("groups does not divide", "groups", _put("groups", 4), ALL),
+    ("groups does not divide", "groups", _put("groups", 3), ALL),
     ("values short", "values", _put("values", lambda a: a["values"][1:].clone()),
      ("forward", "grad_input")),
     ("values of another N", "values", _put("values", lambda a: a["values"][..., :2].clone()),
@@ -120,9 +126,10 @@ CORRUPTIONS = [
     ("values float64", "values", _put("values", lambda a: a["values"].double()),
      ("forward", "grad_input")),
     ("bias short", "bias", _put("bias", lambda a: a["bias"][:3].clone()), ("forward",)),
-    ("input with fewer channels", "col_idx", _put("x", lambda a: a["x"][:, :2].clone()),
+    ("input with fewer channels", "input|col_idx", _put("x", lambda a: a["x"][:, :2].clone()),
      ("forward", "grad_weight")),
-    ("cin too small", "col_idx", _put("cin", 2), ("grad_input",)),
+    ("in_channels too small", "col_idx|input", _put("cin_g", 1), ALL),
+    ("out_channels other", "bias|grad_out|values", _put("cout", 4), ALL),
     ("stride narrows to 0 in int32", "stride", _put("stride", [2**32, 1]), ALL),
     ("stride huge", "stride", _put("stride", [1, 2**62]), ALL),
     ("padding narrows", "padding", _put("padding", [2**32 + 1, 1]), ALL),
@@ -144,32 +151,48 @@ def test_custom_ops_refuse_corrupt_operands(backend, what, arg, corrupt, passes)
             PASSES[name](a, backend)
 
 
+# The _C functions take plain ints, not the custom ops' meta list, and read the
+# channel counts from their tensors except grad-input's in_channels.
+NOT_C_ARGUMENTS = ("meta short", "topology short", "out_channels other")
+C_PASSES = {"in_channels too small": ("grad_input",)}
+
+
 def test_compiled_functions_refuse_corrupt_operands():
     """``sparsekernels._C`` is reachable too: it checks on its own."""
     for what, arg, corrupt, passes in CORRUPTIONS:
+        if what in NOT_C_ARGUMENTS:
+            continue
         a = _operands()
         corrupt(a)
+        n, cout, groups, cin = a["n"], a["cout"], a["groups"], a["cin_g"] * a["groups"]
+        rows = 1 if min(n, groups) < 1 else -(-(cout // groups) // n)
+        conv = (a["stride"], a["padding"], a["dilation"], groups)
         calls = {
             "forward": lambda: C.block_conv_forward(
-                a["x"], a["values"], a["row_ptr"], a["col_idx"], a["bias"], a["n"],
-                a["rows_per_group"], a["cout"], a["stride"], a["padding"], a["dilation"],
-                a["groups"]),
+                a["x"], a["values"], a["row_ptr"], a["col_idx"], a["bias"], n, rows, cout,
+                *conv),
             "grad_input": lambda: C.block_conv_grad_input(
                 a["grad_out"], a["values"], a["row_ptr"], a["col_idx"], a["col_ptr"],
-                a["block_idx"], a["block_row"], a["n"], a["rows_per_group"], a["cin"], 5, 5,
-                a["stride"], a["padding"], a["dilation"], a["groups"]),
+                a["block_idx"], a["block_row"], n, rows, cin, 5, 5, *conv),
             "grad_weight": lambda: C.block_conv_grad_weight(
-                a["x"], a["grad_out"], a["row_ptr"], a["col_idx"], a["n"], a["rows_per_group"],
-                3, 3, a["stride"], a["padding"], a["dilation"], a["groups"]),
+                a["x"], a["grad_out"], a["row_ptr"], a["col_idx"], n, rows, 3, 3, *conv),
         }
-        for name in passes:
+        for name in C_PASSES.get(what, passes):
             with pytest.raises((ValueError, TypeError), match=arg):
                 calls[name]()
 
 
+def test_compiled_functions_refuse_a_wrong_row_count():
+    a = _operands()
+    with pytest.raises(ValueError, match="rows_per_group"):
+        C.block_conv_forward(a["x"], a["values"], a["row_ptr"], a["col_idx"], a["bias"],
+                             a["n"], 7, a["cout"], a["stride"], a["padding"], a["dilation"],
+                             a["groups"])
+
+
 def test_fully_pruned_layer_with_huge_n_is_refused_not_uninitialised():
     a = _operands()
-    a["n"], a["rows_per_group"] = 2**40, 1
+    a["n"] = 2**40
     a["row_ptr"] = torch.zeros(3, dtype=torch.int32)
     a["col_idx"] = a["block_idx"] = a["block_row"] = torch.zeros(0, dtype=torch.int32)
     a["values"] = torch.zeros(0, 3, 3, 2**40 % 2**31)

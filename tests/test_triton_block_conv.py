@@ -145,10 +145,10 @@ def _to_values(dense: torch.Tensor, fmt: Block1xN) -> torch.Tensor:
 def _run(kind: str, fmt, x, bias, go, conv):
     topo = fmt.topology()
     if kind == "forward":
-        return bct.forward(x, fmt.values, topo, bias, conv, fmt.cout)
+        return bct.forward(x, fmt.values, topo, bias, conv)
     if kind == "grad_input":
-        return bct.grad_input(go, fmt.values, topo, conv, tuple(x.shape[2:]), x.shape[1])
-    return bct.grad_weight(x, go, topo, conv, fmt.kernel_size)
+        return bct.grad_input(go, fmt.values, topo, conv, tuple(x.shape[2:]))
+    return bct.grad_weight(x, go, topo, conv)
 
 
 def _max_err(a: torch.Tensor, b: torch.Tensor) -> float:
@@ -209,8 +209,8 @@ def test_rejects_unsupported_and_mismatched_dtypes():
     fmt, x, bias, go, conv = _problem(CASES[0], torch.float32)
     topo = fmt.topology()
     with pytest.raises(TypeError, match="torch.int32"):
-        bct.forward(x.to(torch.int32), fmt.values, topo, bias, conv, fmt.cout)
+        bct.forward(x.to(torch.int32), fmt.values, topo, bias, conv)
     with pytest.raises(TypeError, match="torch.float16"):
-        bct.grad_input(go.half(), fmt.values, topo, conv, tuple(x.shape[2:]), x.shape[1])
+        bct.grad_input(go.half(), fmt.values, topo, conv, tuple(x.shape[2:]))
     with pytest.raises(TypeError, match="torch.float16"):
-        bct.grad_weight(x, go.half(), topo, conv, fmt.kernel_size)
+        bct.grad_weight(x, go.half(), topo, conv)

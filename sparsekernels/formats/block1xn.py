@@ -33,11 +33,13 @@ MAX_BLOCK_HEIGHT = 4096
 
 
 class BlockTopology(NamedTuple):
-    """Index tensors of a 1xN weight (see the module docstring).
+    """A 1xN weight as the kernels take it: its index tensors and geometry.
 
     ``row_ptr``/``col_idx`` are the block-CSR; ``col_ptr``/``block_idx``/
     ``block_row`` its transpose (per input channel, the blocks that read it),
-    used by grad-input. All int32 and on the weight's device.
+    used by grad-input. All int32 and on the weight's device. ``shape`` is the
+    dense weight's ``[Cout, Cin/g, Kh, Kw]``. In the custom ops it travels as
+    ``as_op_args()``: the five tensors and ``meta`` = shape + [N, groups].
     """
 
     row_ptr: torch.Tensor
@@ -45,8 +47,45 @@ class BlockTopology(NamedTuple):
     col_ptr: torch.Tensor
     block_idx: torch.Tensor
     block_row: torch.Tensor
+    shape: tuple[int, int, int, int]
     n: int
-    rows_per_group: int
+    groups: int
+
+    @property
+    def cout(self) -> int:
+        return self.shape[0]
+
+    @property
+    def cin(self) -> int:
+        return self.shape[1] * self.groups
+
+    @property
+    def kernel_size(self) -> tuple[int, int]:
+        return self.shape[2], self.shape[3]
+
+    @property
+    def rows_per_group(self) -> int:
+        return rows_per_group(self.cout, self.groups, self.n)
+
+    @property
+    def nnzb(self) -> int:
+        return self.col_idx.numel()
+
+    def as_op_args(self) -> tuple[list[torch.Tensor], list[int]]:
+        return list(self[:5]), [*self.shape, self.n, self.groups]
+
+    @classmethod
+    def from_op_args(cls, tensors, meta) -> "BlockTopology":
+        """Rebuild from a custom op's arguments, bounding every integer (the
+        tensors' contents are checked before any kernel, see ops/block1xn_checks)."""
+        if len(tensors) != 5:
+            raise ValueError("topology: expected 5 tensors (row_ptr, col_idx, col_ptr, "
+                             f"block_idx, block_row), got {len(tensors)}")
+        if len(meta) != len(_META_KEYS):
+            raise ValueError(f"meta: expected {len(_META_KEYS)} ints {_META_KEYS}, got {len(meta)}")
+        cout, cin_g, kh, kw, n, groups = meta
+        _check_geometry(cout, cin_g, kh, kw, n, groups)
+        return cls(*tensors, (cout, cin_g, kh, kw), n, groups)
 
 
 CRITERIA = ("l1", "random")
@@ -357,7 +396,7 @@ class Block1xN:
         if self._topology is None:
             self._topology = BlockTopology(
                 self.row_ptr.contiguous(), self.col_idx.contiguous(), *self._transposed(),
-                self.n, self.rows_per_group,
+                self.shape, self.n, self.groups,
             )
         return self._topology
 

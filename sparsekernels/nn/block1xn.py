@@ -13,7 +13,8 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from ..formats.block1xn import Block1xN, BlockTopology, rows_per_group
-from ..ops.block1xn import apply_block1xn_conv
+from ..ops.block1xn import OPS
+from ..ops.sparse_conv import apply_sparse_conv
 from ..conv_args import as_int, resolve_conv_args
 
 _TOPOLOGY = ("row_ptr", "col_idx")
@@ -138,10 +139,8 @@ class Block1xNConv2d(nn.Module):
         return Block1xN(self.row_ptr, self.col_idx, self.values, self.weight_shape, self.n, self.groups)
 
     def topology(self) -> BlockTopology:
-        rows = rows_per_group(self.out_channels, self.groups, self.n)
-        return BlockTopology(
-            self.row_ptr, self.col_idx, self.col_ptr, self.block_idx, self.block_row, self.n, rows
-        )
+        return BlockTopology(self.row_ptr, self.col_idx, self.col_ptr, self.block_idx,
+                             self.block_row, self.weight_shape, self.n, self.groups)
 
     @property
     def sparsity(self) -> float:
@@ -168,10 +167,9 @@ class Block1xNConv2d(nn.Module):
         if self.padding_mode != "zeros":
             input = F.pad(input, self._mode_padding, mode=self.padding_mode)
             padding = 0
-        return apply_block1xn_conv(
-            input, self.values, self.topology(), self.bias, self.weight_shape, self.stride,
-            padding, self.dilation, self.groups, self.groups, self.backend,
-        )
+        return apply_sparse_conv(OPS, input, self.values, self.topology(), self.bias,
+                                 stride=self.stride, padding=padding, dilation=self.dilation,
+                                 groups=self.groups, backend=self.backend)
 
     # ---- serialisation --------------------------------------------------
     def _load_from_state_dict(self, state_dict, prefix, local_metadata, strict, missing_keys,

@@ -19,7 +19,7 @@ from torch import Tensor
 
 from .. import _ext
 from ..conv_args import ConvArgs, as_int, output_hw
-from ..formats.block1xn import MAX_BLOCK_HEIGHT, Block1xN, BlockTopology
+from ..formats.block1xn import Block1xN, BlockTopology
 
 NATIVE = ("cpu", "cuda")
 
@@ -33,10 +33,9 @@ def _check_activation(name: str, t: Tensor, like: Tensor):
         raise ValueError(f"{name}: expected a tensor on {like.device}, got {t.device}")
 
 
-def _check_values(values: Tensor, like: Tensor, topo: BlockTopology, kernel: tuple[int, int]):
+def _check_values(values: Tensor, like: Tensor, topo: BlockTopology):
     _check_activation("values", values, like)
-    as_int(topo.n, "n", 1, MAX_BLOCK_HEIGHT)
-    want = (topo.col_idx.numel(), *kernel, topo.n)
+    want = (topo.nnzb, *topo.kernel_size, topo.n)
     if tuple(values.shape) != want:
         raise ValueError(f"values: expected shape [nnzb, Kh, Kw, N] = {list(want)}, "
                          f"got {list(values.shape)}")
@@ -52,30 +51,35 @@ def _check_bias(bias: Optional[Tensor], like: Tensor, cout: int):
         raise ValueError(f"bias: expected shape [{cout}], got {list(bias.shape)}")
 
 
-def check_topology(topo: BlockTopology, cout: int, cin: int, groups: int, transposed: bool):
-    """Raise unless a kernel may read ``topo`` for a conv with these channels:
-    indices in range, CSR order, and (``transposed``) the transposed view
-    equal to the one the CSR implies."""
-    cout = as_int(cout, "out_channels", 1)
-    cin = as_int(cin, "in_channels", 1)
-    extra = (topo.col_ptr, topo.block_idx, topo.block_row) if transposed else (None,) * 3
+def _check_channels(name: str, t: Tensor, channels: int):
+    if t.shape[1] != channels:
+        raise ValueError(f"{name}: expected {channels} channels, got {t.shape[1]}")
+
+
+def _check_spatial(grad_out: Tensor, in_hw: tuple[int, int], topo: BlockTopology, conv: ConvArgs):
+    want = output_hw(in_hw, topo.kernel_size, conv)
+    if min(want) < 1:
+        raise ValueError(f"input: spatial size {tuple(in_hw)} is too small for kernel "
+                         f"{topo.kernel_size} with padding {conv.padding} and dilation "
+                         f"{conv.dilation}")
+    if tuple(grad_out.shape[2:]) != want:
+        raise ValueError(f"grad_out: spatial size {tuple(grad_out.shape[2:])} does not match "
+                         f"the convolution's output {want}")
+
+
+def check_topology(topo: BlockTopology, transposed: bool):
+    """Raise unless a kernel may read ``topo``: indices in range, CSR order,
+    and (``transposed``) the transposed view equal to the one the CSR implies."""
     if _ext.C is not None:
+        extra = (topo.col_ptr, topo.block_idx, topo.block_row) if transposed else (None,) * 3
         _ext.C.block_conv_check_topology(topo.row_ptr, topo.col_idx, *extra, topo.n,
-                                         topo.rows_per_group, cout, cin, groups)
-    else:
-        _check_topology_python(topo, cout, cin, groups, transposed)
-
-
-def _check_topology_python(topo: BlockTopology, cout: int, cin: int, groups: int,
-                           transposed: bool):
-    """The same check without the compiled module: the format validates the
-    CSR, and the transposed view must equal the one it derives."""
-    if cin % groups or cout % groups:
-        raise ValueError(f"groups: {groups} must divide in_channels={cin} and out_channels={cout}")
-    fmt = Block1xN(topo.row_ptr, topo.col_idx, torch.empty(topo.col_idx.numel(), 1, 1, topo.n),
-                   (cout, cin // groups, 1, 1), topo.n, groups)
-    if topo.rows_per_group != fmt.rows_per_group:
-        raise ValueError(f"rows_per_group: expected {fmt.rows_per_group}, got {topo.rows_per_group}")
+                                         topo.rows_per_group, topo.cout, topo.cin, topo.groups)
+        return
+    # Without the compiled module: the format validates the CSR, and the
+    # transposed view must equal the one it derives.
+    values = torch.zeros((), device=topo.row_ptr.device).expand(
+        topo.nnzb, *topo.kernel_size, topo.n)  # only its shape is read
+    fmt = Block1xN(topo.row_ptr, topo.col_idx, values, topo.shape, topo.n, topo.groups)
     if transposed:
         want = fmt.topology()
         if not all(torch.equal(getattr(topo, k).cpu(), getattr(want, k).cpu())
@@ -83,45 +87,48 @@ def _check_topology_python(topo: BlockTopology, cout: int, cin: int, groups: int
             raise ValueError("col_ptr/block_idx/block_row: not the transpose of row_ptr/col_idx")
 
 
-def _check_spatial(grad_out: Tensor, in_hw: tuple[int, int], kernel, conv: ConvArgs):
-    want = output_hw(in_hw, kernel, conv)
-    if min(want) < 1:
-        raise ValueError(f"input: spatial size {tuple(in_hw)} is too small for kernel {kernel}")
-    if tuple(grad_out.shape[2:]) != want:
-        raise ValueError(f"grad_out: spatial size {tuple(grad_out.shape[2:])} does not match "
-                         f"the convolution's output {want}")
+def _check_groups(topo: BlockTopology, conv: ConvArgs):
+    if conv.groups != topo.groups:
+        raise ValueError(f"groups: {conv.groups} does not match the weight's groups={topo.groups}")
 
 
 def check_forward(backend: str, x: Tensor, values: Tensor, topo: BlockTopology,
-                  bias: Optional[Tensor], conv: ConvArgs, cout: int):
+                  bias: Optional[Tensor], conv: ConvArgs):
+    _check_groups(topo, conv)
     _check_activation("input", x, x)
-    _check_values(values, x, topo, tuple(values.shape[1:3]))
-    _check_bias(bias, x, cout)
-    if min(output_hw(tuple(x.shape[2:]), tuple(values.shape[1:3]), conv)) < 1:
-        raise ValueError(f"input: spatial size {tuple(x.shape[2:])} is too small for the kernel")
+    _check_channels("input", x, topo.cin)
+    _check_values(values, x, topo)
+    _check_bias(bias, x, topo.cout)
+    if min(output_hw(tuple(x.shape[2:]), topo.kernel_size, conv)) < 1:
+        raise ValueError(f"input: spatial size {tuple(x.shape[2:])} is too small for kernel "
+                         f"{topo.kernel_size} with padding {conv.padding} and dilation "
+                         f"{conv.dilation}")
     if backend not in NATIVE:
-        check_topology(topo, cout, x.shape[1], conv.groups, transposed=False)
+        check_topology(topo, transposed=False)
 
 
 def check_grad_input(backend: str, grad_out: Tensor, values: Tensor, topo: BlockTopology,
-                     conv: ConvArgs, in_hw: tuple[int, int], cin: int):
+                     conv: ConvArgs, in_hw: tuple[int, int]):
+    _check_groups(topo, conv)
     _check_activation("grad_out", grad_out, grad_out)
-    _check_values(values, grad_out, topo, tuple(values.shape[1:3]))
-    in_hw = (as_int(in_hw[0], "in_h", 1), as_int(in_hw[1], "in_w", 1))
-    _check_spatial(grad_out, in_hw, tuple(values.shape[1:3]), conv)
+    _check_channels("grad_out", grad_out, topo.cout)
+    _check_values(values, grad_out, topo)
+    in_hw = (as_int(in_hw[0], "input_hw", 1), as_int(in_hw[1], "input_hw", 1))
+    _check_spatial(grad_out, in_hw, topo, conv)
     if backend not in NATIVE:
-        check_topology(topo, grad_out.shape[1], cin, conv.groups, transposed=True)
+        check_topology(topo, transposed=True)
 
 
 def check_grad_weight(backend: str, x: Tensor, grad_out: Tensor, topo: BlockTopology,
-                      conv: ConvArgs, kernel: tuple[int, int]):
+                      conv: ConvArgs):
+    _check_groups(topo, conv)
     _check_activation("input", x, x)
     _check_activation("grad_out", grad_out, x)
-    kernel = (as_int(kernel[0], "kh", 1), as_int(kernel[1], "kw", 1))
-    as_int(topo.n, "n", 1, MAX_BLOCK_HEIGHT)
+    _check_channels("input", x, topo.cin)
+    _check_channels("grad_out", grad_out, topo.cout)
     if grad_out.shape[0] != x.shape[0]:
         raise ValueError(f"grad_out: batch {grad_out.shape[0]} does not match the input's "
                          f"{x.shape[0]}")
-    _check_spatial(grad_out, tuple(x.shape[2:]), kernel, conv)
+    _check_spatial(grad_out, tuple(x.shape[2:]), topo, conv)
     if backend not in NATIVE:
-        check_topology(topo, grad_out.shape[1], x.shape[1], conv.groups, transposed=False)
+        check_topology(topo, transposed=False)

@@ -310,12 +310,11 @@ def forward(
     topo: BlockTopology,
     bias: Optional[torch.Tensor],
     conv: ConvArgs,
-    cout: int,
 ) -> torch.Tensor:
     """``[B, Cout, OH, OW]`` NCHW-contiguous output of the sparse conv."""
     _check("x", x, values.dtype)
     bsz, cin, h, w = x.shape
-    kh, kw = values.shape[1], values.shape[2]
+    cout, (kh, kw) = topo.cout, topo.kernel_size
     oh, ow = output_hw((h, w), (kh, kw), conv)
     out = torch.empty(bsz, cout, oh, ow, device=x.device, dtype=x.dtype)
     p = bsz * oh * ow
@@ -340,13 +339,12 @@ def grad_input(
     topo: BlockTopology,
     conv: ConvArgs,
     in_hw: tuple[int, int],
-    cin: int,
 ) -> torch.Tensor:
     """``[B, Cin, H, W]`` NCHW-contiguous gradient w.r.t. the input."""
     _check("grad_out", grad_out, values.dtype)
     bsz, cout, oh, ow = grad_out.shape
     h, w = in_hw
-    kh, kw = values.shape[1], values.shape[2]
+    cin, (kh, kw) = topo.cin, topo.kernel_size
     gi = torch.empty(bsz, cin, h, w, device=grad_out.device, dtype=grad_out.dtype)
     p = bsz * h * w
     if p == 0:
@@ -366,14 +364,13 @@ def grad_weight(
     grad_out: torch.Tensor,
     topo: BlockTopology,
     conv: ConvArgs,
-    kernel_size: tuple[int, int],
 ) -> torch.Tensor:
     """``[nnzb, Kh, Kw, N]`` gradient w.r.t. the kept values (padded lanes 0)."""
     _check("x", x, x.dtype)
     _check("grad_out", grad_out, x.dtype)
     bsz, cin, h, w = x.shape
     cout, oh, ow = grad_out.shape[1:]
-    kh, kw = kernel_size
+    kh, kw = topo.kernel_size
     n = topo.n
     nnzb = topo.col_idx.numel()
     gw = torch.empty(nnzb, kh, kw, n, device=x.device, dtype=x.dtype)

@@ -1,0 +1,196 @@
+"""One definer for every sparsity kind's custom ops, fake kernels and autograd.
+
+A kind describes itself with a :class:`KindOps` (its topology type, its
+operand checks and its backend modules); :func:`define_sparse_conv` registers
+three custom ops with one signature shape for every kind::
+
+    sparsekernels::<slug>_conv2d(x, values, Tensor[] topology, int[] meta, bias, *,
+                                 stride, padding, dilation, groups, backend)
+    sparsekernels::<slug>_conv2d_grad_input(grad_out, values, topology, meta, *,
+                                            input_hw, stride, padding, dilation, groups, backend)
+    sparsekernels::<slug>_conv2d_grad_weight(x, grad_out, topology, meta, *,
+                                             stride, padding, dilation, groups, backend)
+
+``topology`` is the kind's index tensors and ``meta`` its integers, starting
+with the dense weight shape ``[Cout, Cin/g, Kh, Kw]`` (the kind's own
+parameters follow, e.g. N). Backward is the other two ops, so the gradient
+of a kind is only as correct as its kernels. Each op body checks its operands
+(the kind's ``check_*``) before a backend sees them: the ops are public.
+"""
+from __future__ import annotations
+
+import importlib
+from typing import Callable, NamedTuple, Optional, Sequence
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+from ..conv_args import check_conv_args, output_hw, resolve_conv_args
+from . import backends
+
+
+class KindOps(NamedTuple):
+    """What a kind plugs into :func:`define_sparse_conv`."""
+
+    slug: str
+    # (topology tensors, meta) -> the kind's topology object the backends take
+    topology: Callable[[Sequence[Tensor], Sequence[int]], object]
+    # (topology object) -> shape of ``values`` (what grad-weight returns)
+    values_shape: Callable[[object], tuple[int, ...]]
+    # backend name -> module (relative to ``sparsekernels``) with forward,
+    # grad_input, grad_weight and the kind's check_forward, check_grad_input,
+    # check_grad_weight(backend, ...) in a ``checks`` module
+    backend_modules: dict[str, str]
+    checks: str
+
+
+class SparseConvOps(NamedTuple):
+    forward: object  # the registered custom ops (torch.library.CustomOpDef)
+    grad_input: object
+    grad_weight: object
+
+
+def channels_last_like(x: Tensor) -> bool:
+    """Whether an output should be channels_last, as PyTorch's conv decides."""
+    return x.dim() == 4 and not x.is_contiguous() and x.is_contiguous(
+        memory_format=torch.channels_last)
+
+
+def _like_input(out: Tensor, x: Tensor) -> Tensor:
+    fmt = torch.channels_last if channels_last_like(x) else torch.contiguous_format
+    return out.contiguous(memory_format=fmt)
+
+
+def _module(path: str):
+    return importlib.import_module(path, package="sparsekernels")
+
+
+def define_sparse_conv(kind: KindOps) -> SparseConvOps:
+    """Register ``sparsekernels::<slug>_conv2d`` and its two gradient ops."""
+    name = f"sparsekernels::{kind.slug}_conv2d"
+
+    def impl(backend: str):
+        return _module(kind.backend_modules[backend])
+
+    def checks():
+        return _module(kind.checks)
+
+    def prepare(topology, meta, stride, padding, dilation, groups, backend, device):
+        conv = check_conv_args(stride, padding, dilation, groups)
+        return kind.topology(topology, meta), conv, backends.resolve(backend, device)
+
+    @torch.library.custom_op(name, mutates_args=())
+    def forward(x: Tensor, values: Tensor, topology: list[Tensor], meta: list[int],
+                bias: Optional[Tensor], *, stride: list[int], padding: list[int],
+                dilation: list[int], groups: int, backend: str) -> Tensor:
+        topo, conv, backend = prepare(topology, meta, stride, padding, dilation, groups,
+                                      backend, x.device)
+        checks().check_forward(backend, x, values, topo, bias, conv)
+        return _like_input(impl(backend).forward(x, values, topo, bias, conv), x)
+
+    @forward.register_fake
+    def _(x, values, topology, meta, bias, *, stride, padding, dilation, groups, backend):
+        topo = kind.topology(topology, meta)
+        conv = check_conv_args(stride, padding, dilation, groups)
+        oh, ow = output_hw(tuple(x.shape[2:]), (meta[2], meta[3]), conv)
+        return _like_input(x.new_empty(x.shape[0], topo.cout, oh, ow), x)
+
+    @torch.library.custom_op(f"{name}_grad_input", mutates_args=())
+    def grad_input(grad_out: Tensor, values: Tensor, topology: list[Tensor], meta: list[int],
+                   *, input_hw: list[int], stride: list[int], padding: list[int],
+                   dilation: list[int], groups: int, backend: str) -> Tensor:
+        topo, conv, backend = prepare(topology, meta, stride, padding, dilation, groups,
+                                      backend, grad_out.device)
+        checks().check_grad_input(backend, grad_out, values, topo, conv, tuple(input_hw))
+        return impl(backend).grad_input(grad_out, values, topo, conv, tuple(input_hw)).contiguous()
+
+    @grad_input.register_fake
+    def _(grad_out, values, topology, meta, *, input_hw, stride, padding, dilation, groups,
+          backend):
+        topo = kind.topology(topology, meta)
+        check_conv_args(stride, padding, dilation, groups)
+        return grad_out.new_empty(grad_out.shape[0], topo.cin, *input_hw)
+
+    @torch.library.custom_op(f"{name}_grad_weight", mutates_args=())
+    def grad_weight(x: Tensor, grad_out: Tensor, topology: list[Tensor], meta: list[int], *,
+                    stride: list[int], padding: list[int], dilation: list[int], groups: int,
+                    backend: str) -> Tensor:
+        topo, conv, backend = prepare(topology, meta, stride, padding, dilation, groups,
+                                      backend, x.device)
+        checks().check_grad_weight(backend, x, grad_out, topo, conv)
+        return impl(backend).grad_weight(x, grad_out, topo, conv).contiguous()
+
+    @grad_weight.register_fake
+    def _(x, grad_out, topology, meta, *, stride, padding, dilation, groups, backend):
+        check_conv_args(stride, padding, dilation, groups)
+        return x.new_empty(kind.values_shape(kind.topology(topology, meta)))
+
+    def setup_context(ctx, inputs, keyword_only_inputs, output):
+        x, values, topology, meta, bias = inputs
+        ctx.save_for_backward(x, values, *topology)
+        ctx.meta, ctx.conv = meta, keyword_only_inputs
+        ctx.has_bias = bias is not None
+
+    def backward(ctx, grad):
+        x, values, *topology = ctx.saved_tensors
+        grad_x = grad_values = grad_bias = None
+        if ctx.needs_input_grad[0]:
+            grad_x = grad_input(grad, values, topology, ctx.meta, input_hw=list(x.shape[2:]),
+                                **ctx.conv)
+        if ctx.needs_input_grad[1]:
+            grad_values = grad_weight(x, grad, topology, ctx.meta, **ctx.conv)
+        if ctx.has_bias and ctx.needs_input_grad[4]:
+            grad_bias = grad.sum((0, 2, 3))
+        return grad_x, grad_values, [None] * len(topology), None, grad_bias
+
+    forward.register_autograd(backward, setup_context=setup_context)
+    return SparseConvOps(forward, grad_input, grad_weight)
+
+
+_DTYPES = (torch.float32, torch.float64, torch.float16, torch.bfloat16)
+
+
+def _check_inputs(x, values: Tensor, bias, topo, groups: int):
+    """What ``F.conv2d`` would refuse, named as the user wrote it."""
+    if not isinstance(x, Tensor):
+        raise TypeError(f"input: expected a torch.Tensor, got {type(x).__name__}")
+    if x.dim() != 4:
+        raise ValueError(
+            f"input: expected 4-D [N, C, H, W] (or 3-D unbatched), got shape {tuple(x.shape)}"
+        )
+    if x.dtype not in _DTYPES:
+        raise TypeError(f"input: expected one of {_DTYPES}, got {x.dtype}")
+    if x.dtype != values.dtype:
+        raise TypeError(f"input: dtype {x.dtype} does not match the weight's {values.dtype}")
+    if x.device != values.device:
+        raise ValueError(f"input: on {x.device} but the weight is on {values.device}")
+    if groups != topo.groups:
+        raise ValueError(f"groups: {groups} does not match the weight's groups={topo.groups}")
+    if x.shape[1] != topo.cin:
+        raise ValueError(f"input: expected {topo.cin} channels (weight {list(topo.shape)}, "
+                         f"groups={groups}), got {x.shape[1]}")
+    if bias is not None and not isinstance(bias, Tensor):
+        raise TypeError(f"bias: expected a torch.Tensor or None, got {type(bias).__name__}")
+
+
+def apply_sparse_conv(ops: SparseConvOps, input: Tensor, values: Tensor, topo, bias, *,
+                      stride, padding, dilation, groups, backend: str) -> Tensor:
+    """``F.conv2d`` semantics over a kind's forward op: unbatched input,
+    ``'same'``/``'valid'`` padding (asymmetric 'same' pads the input first),
+    arguments checked and named. ``topo`` is the kind's topology (it has
+    ``shape``, ``groups``, ``cin`` and ``as_op_args()``); nothing here reads
+    tensor data, so modules calling it trace."""
+    if isinstance(input, Tensor) and input.dim() == 3:
+        return apply_sparse_conv(ops, input[None], values, topo, bias, stride=stride,
+                                 padding=padding, dilation=dilation, groups=groups,
+                                 backend=backend)[0]
+    conv, extra = resolve_conv_args(stride, padding, dilation, groups, topo.shape[2:])
+    _check_inputs(input, values, bias, topo, conv.groups)
+    backends.resolve(backend, input.device)  # fail early with a clear message
+    if extra != (0, 0):
+        input = F.pad(input, (0, extra[1], 0, extra[0]))
+    tensors, meta = topo.as_op_args()
+    return ops.forward(input, values, tensors, meta, bias, stride=list(conv.stride),
+                       padding=list(conv.padding), dilation=list(conv.dilation),
+                       groups=conv.groups, backend=backend)
