@@ -1,11 +1,15 @@
 // The compiled module sparsekernels._C. The tensor functions are wrapped in
 // torch.library custom ops by sparsekernels/ops/ (so autograd, fake tensors
 // and torch.compile see them); nothing here should be called from model code.
+// Each sparsity kind adds its functions through register_<slug>, defined in
+// python_bindings/<slug>.cpp.
 #include <torch/extension.h>
 
 #include "cpu/common/isa.h"
-#include "block_conv.h"
-#include "sparsekernels/block1xn.h"
+
+namespace sparsekernels {
+void register_block1xn(pybind11::module& m);
+}  // namespace sparsekernels
 
 PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
   m.doc() = "sparsekernels compiled kernels (CPU, and CUDA when built with it)";
@@ -18,9 +22,5 @@ PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
 #endif
   m.def("cpu_simd_path", &sparsekernels::cpu::simd_path,
         "SIMD path the CPU kernels use on this machine");
-  m.def("block_conv_forward", &sparsekernels::block_conv_forward);
-  m.def("block_conv_grad_input", &sparsekernels::block_conv_grad_input);
-  m.def("block_conv_grad_weight", &sparsekernels::block_conv_grad_weight);
-  m.def("block_conv_check_topology", &sparsekernels::block_conv_check_topology);
-  m.attr("max_block_height") = sparsekernels::kMaxBlockHeight;
+  sparsekernels::register_block1xn(m);
 }

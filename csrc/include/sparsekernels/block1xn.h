@@ -1,5 +1,5 @@
 // The 1xN block-sparse weight as the kernels see it (the canonical,
-// serialisable form lives in sparsekernels/formats/block_1xn.py, which also
+// serialisable form lives in sparsekernels/formats/block1xn.py, which also
 // validates it before any pointer below can reach a kernel).
 //
 // A block is N consecutive output channels of one group x one input channel x
@@ -21,7 +21,7 @@
 
 namespace sparsekernels {
 
-// Largest block height N the kernels accept (sparsekernels/formats/block_1xn.py
+// Largest block height N the kernels accept (sparsekernels/formats/block1xn.py
 // enforces the same bound): far above any N used in practice (2..64), small
 // enough that no per-row buffer of N lanes can be absurd.
 constexpr int32_t kMaxBlockHeight = 4096;

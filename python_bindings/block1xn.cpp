@@ -1,0 +1,262 @@
+// Bindings of the 1xN block-sparse conv: the full topology check, then each
+// pass's tensor checks and a call into the torch-free kernels in csrc/.
+// These functions are reachable from Python (sparsekernels._C and the custom
+// ops), so each one checks everything a kernel relies on before calling it:
+// bounded integers, consistent shapes, and the whole topology (indices in
+// range, CSR order, the transposed view equal to the one the CSR implies).
+#include <torch/extension.h>
+
+#include <vector>
+
+#include "conv_glue.h"
+#include "cpu/block1xn/block1xn_cpu.h"
+#include "sparsekernels/block1xn.h"
+#ifdef SK_WITH_CUDA
+#include "cuda/block1xn/block1xn_cuda.h"
+#endif
+
+namespace sparsekernels {
+namespace {
+
+using glue::HostInts;
+
+// The block-CSR invariants every kernel relies on: row_ptr runs from 0 to
+// nnzb without decreasing; col_idx is in [0, cin_g) and strictly increasing
+// within a row. Messages match sparsekernels/formats/block1xn.py.
+void check_csr(const HostInts& row_ptr, const HostInts& col_idx, int64_t cin_g) {
+  const int64_t rows = row_ptr.size - 1;
+  TORCH_CHECK_VALUE(row_ptr[0] == 0, "row_ptr: must start at 0, starts at ", row_ptr[0]);
+  for (int64_t r = 0; r < rows; ++r) {
+    TORCH_CHECK_VALUE(row_ptr[r + 1] >= row_ptr[r], "row_ptr: decreases at row ", r);
+  }
+  TORCH_CHECK_VALUE(row_ptr[rows] == col_idx.size, "row_ptr: must end at nnzb=", col_idx.size,
+                    ", ends at ", row_ptr[rows]);
+  for (int64_t r = 0; r < rows; ++r) {
+    for (int64_t j = row_ptr[r]; j < row_ptr[r + 1]; ++j) {
+      TORCH_CHECK_VALUE(col_idx[j] >= 0 && col_idx[j] < cin_g, "col_idx: entry ", j, " = ",
+                        col_idx[j], " is out of range [0, ", cin_g,
+                        ") (input channels per group)");
+      TORCH_CHECK_VALUE(j == row_ptr[r] || col_idx[j] > col_idx[j - 1],
+                        "col_idx: not strictly increasing within row ", r, " (entry ", j,
+                        " = ", col_idx[j], " after ", col_idx[j - 1], ")");
+    }
+  }
+}
+
+// The transposed view must be exactly the one derived from a valid CSR
+// (sparsekernels/formats/block1xn.py:Block1xN.topology): per absolute input
+// channel, its blocks in row order. Rebuilt here and compared entry by entry.
+void check_transpose(const HostInts& row_ptr, const HostInts& col_idx, int64_t rows_per_group,
+                     int64_t cin_g, const at::Tensor& col_ptr, const at::Tensor& block_idx,
+                     const at::Tensor& block_row) {
+  const int64_t rows = row_ptr.size - 1;
+  const int64_t cols = col_ptr.numel() - 1;
+  std::vector<int32_t> want_ptr(cols + 1, 0), want_idx(col_idx.size), want_row(col_idx.size);
+  auto abs_col = [&](int64_t r, int64_t j) { return (r / rows_per_group) * cin_g + col_idx[j]; };
+  for (int64_t r = 0; r < rows; ++r) {
+    for (int64_t j = row_ptr[r]; j < row_ptr[r + 1]; ++j) ++want_ptr[abs_col(r, j) + 1];
+  }
+  for (int64_t c = 0; c < cols; ++c) want_ptr[c + 1] += want_ptr[c];
+  std::vector<int32_t> next(want_ptr.begin(), want_ptr.end() - 1);
+  for (int64_t r = 0; r < rows; ++r) {
+    for (int64_t j = row_ptr[r]; j < row_ptr[r + 1]; ++j) {
+      const int32_t slot = next[abs_col(r, j)]++;
+      want_idx[slot] = static_cast<int32_t>(j);
+      want_row[slot] = static_cast<int32_t>(r);
+    }
+  }
+  TORCH_CHECK_VALUE(HostInts(col_ptr) == want_ptr && HostInts(block_idx) == want_idx &&
+                        HostInts(block_row) == want_row,
+                    "col_ptr/block_idx/block_row: not the transpose of row_ptr/col_idx "
+                    "(rebuild them with Block1xN.topology())");
+}
+
+// The kernels' view of a 1xN topology, after checking it completely against
+// the geometry: O(nnzb + rows + in_channels) integer work, negligible next to
+// the conv itself. `col_ptr` etc. are null for passes that do not read them.
+Block1xN checked_blocks(const ConvGeometry& geo, const at::Device& device,
+                        const at::Tensor& row_ptr, const at::Tensor& col_idx,
+                        const at::Tensor* col_ptr, const at::Tensor* block_idx,
+                        const at::Tensor* block_row, int64_t n, int64_t rows_per_group) {
+  const int64_t cout_g = geo.cout_per_group(), cin_g = geo.cin_per_group();
+  const int32_t n32 = glue::bounded_int32("n", n, 1, kMaxBlockHeight);
+  const int64_t want_rows = (cout_g + n32 - 1) / n32;
+  TORCH_CHECK_VALUE(rows_per_group == want_rows, "rows_per_group: expected ceil(",
+                    cout_g, " / n=", n32, ") = ", want_rows, ", got ", rows_per_group);
+  const int64_t rows = geo.groups * want_rows;
+  TORCH_CHECK_VALUE(col_idx.dim() == 1, "col_idx: expected a 1-D tensor, got shape ",
+                    col_idx.sizes());
+  const int64_t nnzb = col_idx.numel();
+  TORCH_CHECK_VALUE(nnzb <= rows * cin_g, "col_idx: ", nnzb, " blocks, more than the ",
+                    rows * cin_g, " a weight of this shape has");
+  glue::check_index_tensor("row_ptr", row_ptr, rows + 1, device);
+  glue::check_index_tensor("col_idx", col_idx, nnzb, device);
+  const HostInts rp(row_ptr), ci(col_idx);
+  check_csr(rp, ci, cin_g);
+  if (col_ptr != nullptr) {
+    glue::check_index_tensor("col_ptr", *col_ptr, geo.cin + 1, device);
+    glue::check_index_tensor("block_idx", *block_idx, nnzb, device);
+    glue::check_index_tensor("block_row", *block_row, nnzb, device);
+    check_transpose(rp, ci, want_rows, cin_g, *col_ptr, *block_idx, *block_row);
+  }
+  Block1xN b{};
+  b.row_ptr = row_ptr.data_ptr<int32_t>();
+  b.col_idx = col_idx.data_ptr<int32_t>();
+  b.nnzb = nnzb;
+  b.n = n32;
+  b.rows_per_group = want_rows;
+  b.col_ptr = col_ptr ? col_ptr->data_ptr<int32_t>() : nullptr;
+  b.block_idx = block_idx ? block_idx->data_ptr<int32_t>() : nullptr;
+  b.block_row = block_row ? block_row->data_ptr<int32_t>() : nullptr;
+  return b;
+}
+
+// values[nnzb, Kh, Kw, N] of the conv's dtype and device.
+void check_values(const at::Tensor& values, const at::Tensor& like, int64_t nnzb,
+                  const ConvGeometry& geo, int64_t n) {
+  TORCH_CHECK_TYPE(values.scalar_type() == like.scalar_type(), "values: expected dtype ",
+                   like.scalar_type(), ", got ", values.scalar_type());
+  TORCH_CHECK_VALUE(values.device() == like.device(), "values: expected a tensor on ",
+                    like.device(), ", got ", values.device());
+  TORCH_CHECK_VALUE(values.dim() == 4 && values.size(0) == nnzb && values.size(1) == geo.kh &&
+                        values.size(2) == geo.kw && values.size(3) == n,
+                    "values: expected shape [nnzb=", nnzb, ", Kh=", geo.kh, ", Kw=", geo.kw,
+                    ", N=", n, "], got ", values.sizes());
+}
+
+at::Tensor forward(const at::Tensor& x, const at::Tensor& values, const at::Tensor& row_ptr,
+                   const at::Tensor& col_idx, const c10::optional<at::Tensor>& bias, int64_t n,
+                   int64_t rows_per_group, int64_t cout, std::vector<int64_t> stride,
+                   std::vector<int64_t> padding, std::vector<int64_t> dilation,
+                   int64_t groups) {
+  glue::check_4d("input", x);
+  glue::check_4d("values", values);
+  const auto geo = glue::make_geometry(x.size(0), x.size(1), x.size(2), x.size(3), cout,
+                                       values.size(1), values.size(2), stride, padding,
+                                       dilation, groups);
+  const auto blocks = checked_blocks(geo, x.device(), row_ptr, col_idx, nullptr, nullptr,
+                                     nullptr, n, rows_per_group);
+  check_values(values, x, blocks.nnzb, geo, n);
+  glue::check_bias(bias, x, cout);
+  auto vals = values.contiguous();
+  at::Tensor b = bias.has_value() ? bias->contiguous() : at::Tensor();
+  auto out = at::empty({geo.batch, cout, geo.out_h, geo.out_w}, x.options());
+  glue::dispatch_device(
+      "block1xn_forward", x,
+      [&](auto tag) {
+        using T = typename decltype(tag)::type;
+        cpu::block1xn_forward<T>(geo, blocks, vals.data_ptr<T>(), x.data_ptr<T>(),
+                                 glue::strides_of(x), b.defined() ? b.data_ptr<T>() : nullptr,
+                                 out.data_ptr<T>(), at::get_num_threads());
+      },
+      SK_CUDA_LAUNCHER([&](cuda::DType dtype, cudaStream_t stream) {
+        return cuda::block1xn_forward(dtype, geo, blocks, vals.data_ptr(), x.data_ptr(),
+                                      glue::strides_of(x), b.defined() ? b.data_ptr() : nullptr,
+                                      out.data_ptr(), stream);
+      }));
+  return out;
+}
+
+at::Tensor grad_input(const at::Tensor& grad_out, const at::Tensor& values,
+                      const at::Tensor& row_ptr, const at::Tensor& col_idx,
+                      const at::Tensor& col_ptr, const at::Tensor& block_idx,
+                      const at::Tensor& block_row, int64_t n, int64_t rows_per_group,
+                      int64_t cin, int64_t in_h, int64_t in_w, std::vector<int64_t> stride,
+                      std::vector<int64_t> padding, std::vector<int64_t> dilation,
+                      int64_t groups) {
+  glue::check_4d("grad_out", grad_out);
+  glue::check_4d("values", values);
+  const auto geo = glue::make_geometry(grad_out.size(0), cin, in_h, in_w, grad_out.size(1),
+                                       values.size(1), values.size(2), stride, padding,
+                                       dilation, groups);
+  TORCH_CHECK_VALUE(geo.out_h == grad_out.size(2) && geo.out_w == grad_out.size(3),
+                    "grad_out: spatial size (", grad_out.size(2), ", ", grad_out.size(3),
+                    ") does not match the convolution's output (", geo.out_h, ", ", geo.out_w,
+                    ")");
+  const auto blocks = checked_blocks(geo, grad_out.device(), row_ptr, col_idx, &col_ptr,
+                                     &block_idx, &block_row, n, rows_per_group);
+  check_values(values, grad_out, blocks.nnzb, geo, n);
+  auto vals = values.contiguous();
+  auto gin = at::empty({geo.batch, cin, in_h, in_w}, grad_out.options());
+  glue::dispatch_device(
+      "block1xn_grad_input", grad_out,
+      [&](auto tag) {
+        using T = typename decltype(tag)::type;
+        cpu::block1xn_grad_input<T>(geo, blocks, vals.data_ptr<T>(), grad_out.data_ptr<T>(),
+                                    glue::strides_of(grad_out), gin.data_ptr<T>(),
+                                    at::get_num_threads());
+      },
+      SK_CUDA_LAUNCHER([&](cuda::DType dtype, cudaStream_t stream) {
+        return cuda::block1xn_grad_input(dtype, geo, blocks, vals.data_ptr(),
+                                         grad_out.data_ptr(), glue::strides_of(grad_out),
+                                         gin.data_ptr(), stream);
+      }));
+  return gin;
+}
+
+at::Tensor grad_weight(const at::Tensor& x, const at::Tensor& grad_out,
+                       const at::Tensor& row_ptr, const at::Tensor& col_idx, int64_t n,
+                       int64_t rows_per_group, int64_t kh, int64_t kw,
+                       std::vector<int64_t> stride, std::vector<int64_t> padding,
+                       std::vector<int64_t> dilation, int64_t groups) {
+  glue::check_4d("input", x);
+  glue::check_activation("grad_out", grad_out, x);
+  const auto geo = glue::make_geometry(x.size(0), x.size(1), x.size(2), x.size(3),
+                                       grad_out.size(1), kh, kw, stride, padding, dilation,
+                                       groups);
+  TORCH_CHECK_VALUE(geo.batch == grad_out.size(0) && geo.out_h == grad_out.size(2) &&
+                        geo.out_w == grad_out.size(3),
+                    "grad_out: shape ", grad_out.sizes(), " does not match the convolution's "
+                    "output [", geo.batch, ", ", geo.cout, ", ", geo.out_h, ", ", geo.out_w, "]");
+  const auto blocks = checked_blocks(geo, x.device(), row_ptr, col_idx, nullptr, nullptr,
+                                     nullptr, n, rows_per_group);
+  auto gv = at::empty({blocks.nnzb, kh, kw, n}, x.options());
+  glue::dispatch_device(
+      "block1xn_grad_weight", x,
+      [&](auto tag) {
+        using T = typename decltype(tag)::type;
+        cpu::block1xn_grad_weight<T>(geo, blocks, x.data_ptr<T>(), glue::strides_of(x),
+                                     grad_out.data_ptr<T>(), glue::strides_of(grad_out),
+                                     gv.data_ptr<T>(), at::get_num_threads());
+      },
+      SK_CUDA_LAUNCHER([&](cuda::DType dtype, cudaStream_t stream) {
+        return cuda::block1xn_grad_weight(dtype, geo, blocks, x.data_ptr(),
+                                          glue::strides_of(x), grad_out.data_ptr(),
+                                          glue::strides_of(grad_out), gv.data_ptr(), stream);
+      }));
+  return gv;
+}
+
+// Raises ValueError/TypeError unless the topology is one a kernel may read for
+// a conv with these channel counts (what the passes above check first).
+void check_topology(const at::Tensor& row_ptr, const at::Tensor& col_idx,
+                    const c10::optional<at::Tensor>& col_ptr,
+                    const c10::optional<at::Tensor>& block_idx,
+                    const c10::optional<at::Tensor>& block_row, int64_t n,
+                    int64_t rows_per_group, int64_t cout, int64_t cin, int64_t groups) {
+  const bool transposed = col_ptr.has_value();
+  TORCH_CHECK_VALUE(block_idx.has_value() == transposed && block_row.has_value() == transposed,
+                    "col_ptr/block_idx/block_row: give all three or none");
+  ConvGeometry geo{};
+  geo.groups = glue::bounded_int32("groups", groups, 1);
+  geo.cin = glue::bounded_int32("in_channels", cin, 1);
+  geo.cout = glue::bounded_int32("out_channels", cout, 1);
+  TORCH_CHECK_VALUE(cin % groups == 0, "groups: ", groups, " does not divide in_channels=", cin);
+  TORCH_CHECK_VALUE(cout % groups == 0, "groups: ", groups, " does not divide out_channels=",
+                    cout);
+  checked_blocks(geo, row_ptr.device(), row_ptr, col_idx, transposed ? &*col_ptr : nullptr,
+                 transposed ? &*block_idx : nullptr, transposed ? &*block_row : nullptr, n,
+                 rows_per_group);
+}
+
+}  // namespace
+
+void register_block1xn(pybind11::module& m) {
+  m.def("block_conv_forward", &forward);
+  m.def("block_conv_grad_input", &grad_input);
+  m.def("block_conv_grad_weight", &grad_weight);
+  m.def("block_conv_check_topology", &check_topology);
+  m.attr("max_block_height") = kMaxBlockHeight;
+}
+
+}  // namespace sparsekernels
