@@ -51,6 +51,8 @@ class BlockTopology(NamedTuple):
     n: int
     groups: int
 
+    TENSORS = ("row_ptr", "col_idx", "col_ptr", "block_idx", "block_row")
+
     @property
     def cout(self) -> int:
         return self.shape[0]
@@ -71,8 +73,13 @@ class BlockTopology(NamedTuple):
     def nnzb(self) -> int:
         return self.col_idx.numel()
 
+    @property
+    def sparsity(self) -> float:
+        """Fraction of the weight's blocks that are pruned."""
+        return 1.0 - self.nnzb / (self.groups * self.rows_per_group * self.shape[1])
+
     def as_op_args(self) -> tuple[list[torch.Tensor], list[int]]:
-        return list(self[:5]), [*self.shape, self.n, self.groups]
+        return [getattr(self, f) for f in self.TENSORS], [*self.shape, self.n, self.groups]
 
     @classmethod
     def from_op_args(cls, tensors, meta) -> "BlockTopology":
@@ -156,6 +163,10 @@ class Block1xN:
     ``Block1xN(row_ptr, col_idx, values, shape, n, groups)`` takes the raw
     arrays and validates them.
     """
+
+    # What a module saves (besides values) and the kernels' view of it.
+    INDEX_TENSORS = ("row_ptr", "col_idx")
+    Topology = BlockTopology
 
     def __init__(
         self,
@@ -427,8 +438,17 @@ class Block1xN:
         out.shape, out.n, out.groups, out._topology = self.shape, self.n, self.groups, None
         return out
 
+    def params(self) -> dict[str, int]:
+        """The kind's own parameters (what ``pruned`` and the module take)."""
+        return {"n": self.n}
+
+    def meta(self) -> list[int]:
+        """``[Cout, Cin/g, Kh, Kw, N, groups]``: the integers of ``state_dict``
+        and of the custom ops."""
+        return [*self.shape, self.n, self.groups]
+
     def state_dict(self) -> dict[str, torch.Tensor]:
-        meta = torch.tensor([*self.shape, self.n, self.groups], dtype=torch.int64)
+        meta = torch.tensor(self.meta(), dtype=torch.int64)
         return {"row_ptr": self.row_ptr, "col_idx": self.col_idx, "values": self.values, "meta": meta}
 
     @classmethod

@@ -1,0 +1,172 @@
+"""``SparseConv2d``: everything a sparse conv module shares with ``nn.Conv2d``,
+whatever its kind.
+
+A kind's module sets ``FORMAT`` (its format class) and ``OPS`` (its custom
+ops) and adds a ``from_dense``; the base holds the conv arguments (padding
+modes and string padding as ``nn.Conv2d``), the trainable ``values``, the
+saved index tensors and geometry (``meta``), the derived index tensors (rebuilt,
+never saved), validated loading, ``to_dense`` and ``forward``. The format
+class provides ``INDEX_TENSORS``, ``Topology`` (with ``TENSORS``,
+``from_op_args`` and ``sparsity``),
+``pruned``, ``from_state_dict``, and per instance ``topology()``,
+``params()``, ``meta()``, ``state_dict()``, ``to_dense()`` and ``sparsity``.
+"""
+from __future__ import annotations
+
+from typing import ClassVar, Optional
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from ..conv_args import as_int, resolve_conv_args
+from ..ops.sparse_conv import SparseConvOps, apply_sparse_conv
+
+
+class SparseConv2d(nn.Module):
+    FORMAT: ClassVar[type]
+    OPS: ClassVar[SparseConvOps]
+
+    def __init__(self, in_channels: int, out_channels: int, kernel_size, stride=1, padding=0,
+                 dilation=1, groups: int = 1, bias: bool = True, padding_mode: str = "zeros",
+                 backend: str = "auto", device=None, dtype=None, *, params: dict):
+        super().__init__()
+        kh, kw = (kernel_size, kernel_size) if isinstance(kernel_size, int) else kernel_size
+        groups = as_int(groups, "groups", 1)
+        in_channels = as_int(in_channels, "in_channels", 1)
+        if in_channels % groups:
+            raise ValueError(f"groups: {groups} does not divide in_channels={in_channels}")
+        if padding_mode not in ("zeros", "reflect", "replicate", "circular"):
+            raise ValueError(f"padding_mode: unknown mode {padding_mode!r}")
+        # As nn.Conv2d: a non-zeros padding_mode pads the input explicitly
+        # (string padding included), then the conv itself pads nothing.
+        conv, extra = resolve_conv_args(stride, padding, dilation, groups, (kh, kw))
+        (ph, pw), (eh, ew) = conv.padding, extra
+        self._mode_padding = (pw, pw + ew, ph, ph + eh)
+        self.in_channels, self.out_channels = in_channels, out_channels
+        self.kernel_size = (kh, kw)
+        self.stride, self.padding, self.dilation = stride, padding, dilation
+        self.groups, self.padding_mode, self.backend = groups, padding_mode, backend
+        empty = self.FORMAT.pruned((out_channels, in_channels // groups, kh, kw), groups=groups,
+                                   device=device, dtype=dtype, **params)
+        self.values = nn.Parameter(empty.values)
+        for name in self.FORMAT.INDEX_TENSORS:
+            self.register_buffer(name, getattr(empty, name))
+        # The layer's geometry, saved so that a state from a layer of another
+        # shape is refused, as nn.Conv2d does.
+        self.register_buffer("meta", empty.state_dict()["meta"].to(device))
+        for name in self._derived():  # rebuilt from the index tensors, never saved
+            self.register_buffer(name, None, persistent=False)
+        self.bias = (
+            nn.Parameter(torch.zeros(out_channels, device=device, dtype=dtype)) if bias else None
+        )
+        self._set_format(empty)
+
+    @classmethod
+    def _derived(cls) -> tuple[str, ...]:
+        return tuple(f for f in cls.FORMAT.Topology.TENSORS if f not in cls.FORMAT.INDEX_TENSORS)
+
+    @classmethod
+    def from_format(cls, fmt, bias: Optional[Tensor] = None, stride=1, padding=0, dilation=1,
+                    padding_mode: str = "zeros", backend: str = "auto") -> "SparseConv2d":
+        """Wrap an existing (validated) format."""
+        cout, cin_g, kh, kw = fmt.shape
+        mod = cls(cin_g * fmt.groups, cout, (kh, kw), stride, padding, dilation, fmt.groups,
+                  bias is not None, padding_mode, backend=backend, device=fmt.device,
+                  dtype=fmt.dtype, **fmt.params())
+        mod._set_format(fmt)
+        if bias is not None:
+            mod.bias.data.copy_(bias.detach())
+        return mod
+
+    @classmethod
+    def _from_conv(cls, conv: nn.Conv2d, fmt, backend: str) -> "SparseConv2d":
+        return cls.from_format(fmt, conv.bias, conv.stride, conv.padding, conv.dilation,
+                               conv.padding_mode, backend)
+
+    def _set_format(self, fmt):
+        """Adopt a validated format's tensors (topology and values)."""
+        self._meta = fmt.meta()  # python ints: forward reads no tensor data
+        self._params = fmt.params()
+        for name, value in self._params.items():
+            setattr(self, name, value)
+        self.values = nn.Parameter(fmt.values.detach().clone(), self.values.requires_grad)
+        topo = fmt.topology()
+        for name in self.FORMAT.INDEX_TENSORS + self._derived():
+            setattr(self, name, getattr(topo, name).clone())
+
+    # ---- views ----------------------------------------------------------
+    @property
+    def weight_shape(self) -> tuple[int, int, int, int]:
+        return (self.out_channels, self.in_channels // self.groups, *self.kernel_size)
+
+    def format(self):
+        """The weight as a (validated) format, sharing this module's tensors."""
+        state = {name: getattr(self, name) for name in self.FORMAT.INDEX_TENSORS}
+        return self.FORMAT.from_state_dict({**state, "values": self.values, "meta": self.meta})
+
+    def topology(self):
+        tensors = [getattr(self, f) for f in self.FORMAT.Topology.TENSORS]
+        return self.FORMAT.Topology.from_op_args(tensors, self._meta)
+
+    @property
+    def sparsity(self) -> float:
+        return self.topology().sparsity
+
+    def to_dense(self) -> nn.Conv2d:
+        """An ``nn.Conv2d`` with the decoded weight (pruned weights are 0)."""
+        fmt = self.format()
+        conv = nn.Conv2d(
+            self.in_channels, self.out_channels, self.kernel_size, self.stride, self.padding,
+            self.dilation, self.groups, self.bias is not None, self.padding_mode,
+            device=fmt.device, dtype=fmt.dtype,
+        )
+        with torch.no_grad():
+            conv.weight.copy_(fmt.to_dense())
+            if self.bias is not None:
+                conv.bias.copy_(self.bias)
+        return conv
+
+    # ---- forward --------------------------------------------------------
+    def forward(self, input: Tensor) -> Tensor:
+        padding = self.padding
+        if self.padding_mode != "zeros":
+            input = F.pad(input, self._mode_padding, mode=self.padding_mode)
+            padding = 0
+        return apply_sparse_conv(self.OPS, input, self.values, self.topology(), self.bias,
+                                 stride=self.stride, padding=padding, dilation=self.dilation,
+                                 groups=self.groups, backend=self.backend)
+
+    # ---- serialisation --------------------------------------------------
+    def _load_from_state_dict(self, state_dict, prefix, local_metadata, strict, missing_keys,
+                              unexpected_keys, error_msgs):
+        index = self.FORMAT.INDEX_TENSORS
+        if prefix + "meta" in state_dict and not torch.equal(
+                state_dict[prefix + "meta"].cpu(), self.meta.cpu()):
+            error_msgs.append(
+                f"size mismatch for {prefix}meta: copying a {type(self).__name__} of geometry "
+                f"{state_dict[prefix + 'meta'].tolist()} into one of {self.meta.tolist()}"
+            )
+            return
+        if any(prefix + k in state_dict for k in index):
+            # A new topology: the number of kept entries may differ from this
+            # module's. It is adopted whole and validated before any kernel
+            # sees it; a part of it alone would leave the rest stale.
+            keys = (*index, "values", "meta")
+            absent = [prefix + k for k in keys if prefix + k not in state_dict]
+            if absent:
+                raise ValueError(f"state_dict: {absent} missing: {', '.join(keys)} are loaded "
+                                 "together")
+            fmt = self.FORMAT.from_state_dict({k: state_dict[prefix + k] for k in keys})
+            self._set_format(fmt.to(self.values.device, self.values.dtype))
+        super()._load_from_state_dict(state_dict, prefix, local_metadata, strict, missing_keys,
+                                      unexpected_keys, error_msgs)
+
+    def extra_repr(self) -> str:
+        params = "".join(f", {k}={v}" for k, v in self._params.items())
+        return (
+            f"{self.in_channels}, {self.out_channels}, kernel_size={self.kernel_size}, "
+            f"stride={self.stride}, padding={self.padding}, dilation={self.dilation}, "
+            f"groups={self.groups}, bias={self.bias is not None}{params}, "
+            f"sparsity={self.sparsity:.3f}, backend={self.backend!r}"
+        )
