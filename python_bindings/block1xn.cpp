@@ -252,10 +252,10 @@ void check_topology(const at::Tensor& row_ptr, const at::Tensor& col_idx,
 }  // namespace
 
 void register_block1xn(pybind11::module& m) {
-  m.def("block_conv_forward", &forward);
-  m.def("block_conv_grad_input", &grad_input);
-  m.def("block_conv_grad_weight", &grad_weight);
-  m.def("block_conv_check_topology", &check_topology);
+  m.def("block1xn_forward", &forward);
+  m.def("block1xn_grad_input", &grad_input);
+  m.def("block1xn_grad_weight", &grad_weight);
+  m.def("block1xn_check_topology", &check_topology);
   m.attr("max_block_height") = kMaxBlockHeight;
 }
 

@@ -168,13 +168,13 @@ def test_compiled_functions_refuse_corrupt_operands():
         rows = 1 if min(n, groups) < 1 else -(-(cout // groups) // n)
         conv = (a["stride"], a["padding"], a["dilation"], groups)
         calls = {
-            "forward": lambda: C.block_conv_forward(
+            "forward": lambda: C.block1xn_forward(
                 a["x"], a["values"], a["row_ptr"], a["col_idx"], a["bias"], n, rows, cout,
                 *conv),
-            "grad_input": lambda: C.block_conv_grad_input(
+            "grad_input": lambda: C.block1xn_grad_input(
                 a["grad_out"], a["values"], a["row_ptr"], a["col_idx"], a["col_ptr"],
                 a["block_idx"], a["block_row"], n, rows, cin, 5, 5, *conv),
-            "grad_weight": lambda: C.block_conv_grad_weight(
+            "grad_weight": lambda: C.block1xn_grad_weight(
                 a["x"], a["grad_out"], a["row_ptr"], a["col_idx"], n, rows, 3, 3, *conv),
         }
         for name in C_PASSES.get(what, passes):
@@ -185,7 +185,7 @@ def test_compiled_functions_refuse_corrupt_operands():
 def test_compiled_functions_refuse_a_wrong_row_count():
     a = _operands()
     with pytest.raises(ValueError, match="rows_per_group"):
-        C.block_conv_forward(a["x"], a["values"], a["row_ptr"], a["col_idx"], a["bias"],
+        C.block1xn_forward(a["x"], a["values"], a["row_ptr"], a["col_idx"], a["bias"],
                              a["n"], 7, a["cout"], a["stride"], a["padding"], a["dilation"],
                              a["groups"])
 

@@ -24,7 +24,7 @@ def _cast(t, dtype):
 
 def forward(x, values, topo: BlockTopology, bias: Bias, conv: ConvArgs):
     work = _cpu_dtype(x)
-    out = C.block_conv_forward(
+    out = C.block1xn_forward(
         _cast(x, work), _cast(values, work), topo.row_ptr, topo.col_idx, _cast(bias, work),
         topo.n, topo.rows_per_group, topo.cout, list(conv.stride), list(conv.padding),
         list(conv.dilation), conv.groups,
@@ -34,7 +34,7 @@ def forward(x, values, topo: BlockTopology, bias: Bias, conv: ConvArgs):
 
 def grad_input(grad_out, values, topo: BlockTopology, conv: ConvArgs, in_hw):
     work = _cpu_dtype(grad_out)
-    gin = C.block_conv_grad_input(
+    gin = C.block1xn_grad_input(
         _cast(grad_out, work), _cast(values, work), topo.row_ptr, topo.col_idx, topo.col_ptr,
         topo.block_idx, topo.block_row, topo.n, topo.rows_per_group, topo.cin, in_hw[0],
         in_hw[1], list(conv.stride), list(conv.padding), list(conv.dilation), conv.groups,
@@ -44,7 +44,7 @@ def grad_input(grad_out, values, topo: BlockTopology, conv: ConvArgs, in_hw):
 
 def grad_weight(x, grad_out, topo: BlockTopology, conv: ConvArgs):
     work = _cpu_dtype(x)
-    gv = C.block_conv_grad_weight(
+    gv = C.block1xn_grad_weight(
         _cast(x, work), _cast(grad_out, work), topo.row_ptr, topo.col_idx, topo.n,
         topo.rows_per_group, *topo.kernel_size, list(conv.stride), list(conv.padding),
         list(conv.dilation), conv.groups,
