@@ -11,10 +11,10 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
-from .nn.block1xn import Block1xNConv2d
+from .nn.base import SparseConv2d
 
 _COUNTED = (nn.Conv1d, nn.Conv2d, nn.Conv3d, nn.ConvTranspose1d, nn.ConvTranspose2d,
-            nn.ConvTranspose3d, nn.Linear, Block1xNConv2d)
+            nn.ConvTranspose3d, nn.Linear, SparseConv2d)
 
 
 def count_flops(model: nn.Module, input_shape, *, count_zeros: bool = False) -> int:
@@ -22,8 +22,8 @@ def count_flops(model: nn.Module, input_shape, *, count_zeros: bool = False) -> 
     ``model`` for ONE sample of ``input_shape`` (e.g. ``(C, H, W)``).
 
     A layer's weight is read when it runs, so a parametrized one (a pruning
-    mask) counts its masked weight. A ``Block1xNConv2d`` counts its kept
-    blocks only (``nnzb * Kh * Kw * N`` weights with ``count_zeros=True``).
+    mask) counts its masked weight. A sparse conv (``SparseConv2d``, any kind)
+    counts its kept ``values`` only (all of them with ``count_zeros=True``).
     A module with a ``flops(input, output, count_zeros)`` method (e.g.
     ``DPPConv2d``) reports its own FLOPs. The model runs once in eval mode on a zero input of batch 1, under
     ``no_grad``; its training flags are restored afterwards.
@@ -60,7 +60,7 @@ def count_flops(model: nn.Module, input_shape, *, count_zeros: bool = False) -> 
 
 
 def _weights(module: nn.Module, count_zeros: bool) -> int:
-    weight = module.values if isinstance(module, Block1xNConv2d) else module.weight
+    weight = module.values if isinstance(module, SparseConv2d) else module.weight
     return weight.numel() if count_zeros else int(torch.count_nonzero(weight))
 
 

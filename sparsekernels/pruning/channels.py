@@ -29,7 +29,7 @@ import torch.nn.functional as F
 from torch import fx, nn
 from torch.nn.utils import parametrize
 
-from ..nn.block1xn import Block1xNConv2d
+from ..nn.base import SparseConv2d
 from .base import is_depthwise
 
 # Modules and functions that act on each element (or each channel) alone.
@@ -114,9 +114,9 @@ def _passes_channels(conv: nn.Conv2d) -> bool:
 
 
 class _Tracer(fx.Tracer):
-    # A block-sparse conv must stay one node: its internals are custom ops.
+    # A sparse conv must stay one node: its internals are custom ops.
     def is_leaf_module(self, m: nn.Module, qualname: str) -> bool:
-        return isinstance(m, Block1xNConv2d) or super().is_leaf_module(m, qualname)
+        return isinstance(m, SparseConv2d) or super().is_leaf_module(m, qualname)
 
 
 def trace(model: nn.Module) -> fx.Graph:
