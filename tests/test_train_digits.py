@@ -13,7 +13,7 @@ from sparsekernels.train.artifacts import load_model
 from sparsekernels.train.config import RunConfig
 from sparsekernels.train.export import export, load_exported
 from sparsekernels.train.pipeline import run
-from sparsekernels.train.recipes import DENSE, recipe
+from sparsekernels.train.recipes import DENSE, DIGITS_BARS, recipe
 
 
 @pytest.fixture(scope="module")
@@ -29,22 +29,31 @@ def _prune(tmp_path, dense, name, **overrides):
     return run(cfg, progress=False)
 
 
+def _prune_to_bar(tmp_path, dense, name):
+    """Run ``name`` as its accuracy bar says and check it meets the bar (the
+    margins over seeds and CPU paths: scripts/digits_margins.py)."""
+    bar = DIGITS_BARS[name]
+    epochs = {} if bar.num_epochs is None else {"num_epochs": bar.num_epochs}
+    result = _prune(tmp_path, dense, name, **epochs)
+    assert result["test"]["top1"] >= bar.floor(dense[1]), (name, bar, dense[1])
+    return result
+
+
 def _zeros_in(weights) -> float:
     total = sum(w.numel() for w in weights)
     return sum(int((w == 0).sum()) for w in weights) / total
 
 
 def test_dense_reaches_97(dense):
-    assert dense[1] >= 0.97
+    assert dense[1] >= DIGITS_BARS["dense"].floor(dense[1])
 
 
-@pytest.mark.parametrize("name, level, budget", [("1xn-50", 0.5, 0.015), ("1xn-75", 0.75, 0.03)])
-def test_1xn_fine_tuned_accuracy_and_exact_sparsity(tmp_path, dense, name, level, budget):
-    result = _prune(tmp_path, dense, name)
-    assert result["test"]["top1"] >= dense[1] - budget
+@pytest.mark.parametrize("name, level", [("1xn-50", 0.5), ("1xn-75", 0.75)])
+def test_1xn_fine_tuned_accuracy_and_exact_sparsity(tmp_path, dense, name, level):
+    _prune_to_bar(tmp_path, dense, name)
     export(tmp_path / "pruned.pt", tmp_path / "sparse.pt")
     model = load_exported(tmp_path / "sparse.pt")
-    sparse = [m for m in model.modules() if type(m).__name__ == "BlockSparseConv2d"]
+    sparse = [m for m in model.modules() if type(m).__name__ == "Block1xNConv2d"]
     assert sparse, "export converted no layer"
     for layer in sparse:  # exact block count per layer, from the format itself
         total = layer.format().num_blocks
@@ -62,8 +71,7 @@ def _pruned_layer_weights(job):
 
 @pytest.mark.parametrize("name, level", [("stripe-50", 0.5), ("pattern-70", 0.7), ("gsm-90", 0.9)])
 def test_method_reaches_target_within_3_points(tmp_path, dense, name, level):
-    result = _prune(tmp_path, dense, name)
-    assert result["test"]["top1"] >= dense[1] - 0.03
+    _prune_to_bar(tmp_path, dense, name)
     weights = _pruned_layer_weights(tmp_path)
     assert weights
     assert _zeros_in(weights) == pytest.approx(level, abs=0.01)
@@ -77,8 +85,7 @@ def test_method_reaches_target_within_3_points(tmp_path, dense, name, level):
 
 
 def test_slimming_removes_target_channels_within_3_points(tmp_path, dense):
-    result = _prune(tmp_path, dense, "slimming-40")
-    assert result["test"]["top1"] >= dense[1] - 0.03
+    result = _prune_to_bar(tmp_path, dense, "slimming-40")
     assert result["sparsity"] == pytest.approx(0.4, abs=0.01)
     assert result["params"] < _dense_params(dense)  # physically narrower
 
@@ -131,8 +138,7 @@ def test_cli_prune_export_evaluate(tmp_path, dense, capsys):
 @pytest.mark.parametrize("name", ["magnitude-90", "l1_filter-50-scratchB",
                                   "1xn-75-rearranged-cubic"])
 def test_other_methods_run_end_to_end(tmp_path, dense, name):
-    result = _prune(tmp_path, dense, name, num_epochs=4)
-    assert result["test"]["top1"] >= 0.9
+    result = _prune_to_bar(tmp_path, dense, name)
     assert result["sparsity"] > 0
     assert result["flops"] <= result["flops_dense"]
 
@@ -140,11 +146,15 @@ def test_other_methods_run_end_to_end(tmp_path, dense, name):
 def test_dppnet_runs_end_to_end(tmp_path, dense):
     # DPPNet learns its sparsity (alpha pulls the thresholds up); three epochs
     # on digits prune nothing yet, so this checks the plumbing, not a level.
-    result = _prune(tmp_path, dense, "dppnet", num_epochs=3)
-    assert result["test"]["top1"] >= 0.9
-    assert 0.0 <= result["sparsity"] < 1.0
+    result = _prune_to_bar(tmp_path, dense, "dppnet")
     model, _ = load_model(tmp_path / "pruned.pt")
-    assert any(type(m).__name__ == "DPPConv2d" for m in model.modules())
+    layers = [m for m in model.modules() if type(m).__name__ == "DPPConv2d"]
+    assert layers, "the saved model has no DPP layer"
+    # The reported sparsity is the saved layers' pruned kernel positions: the
+    # (kh, kw) where every exported static kernel is zero.
+    pruned = sum(int((layer.export().kernels == 0).flatten(0, 2).all(0).sum()) for layer in layers)
+    positions = sum(layer.kernel_size[0] * layer.kernel_size[1] for layer in layers)
+    assert result["sparsity"] == pruned / positions
 
 
 def test_interrupted_run_resumes_to_the_same_weights(tmp_path, dense, monkeypatch):
@@ -166,5 +176,7 @@ def test_interrupted_run_resumes_to_the_same_weights(tmp_path, dense, monkeypatc
     _prune(tmp_path / "resumed", dense, "1xn-75", **cfg)
     a, _ = load_model(tmp_path / "straight" / "pruned.pt")
     b, _ = load_model(tmp_path / "resumed" / "pruned.pt")
-    for (name, x), (_, y) in zip(a.state_dict().items(), b.state_dict().items()):
-        assert torch.equal(x, y), name
+    straight, resumed = a.state_dict(), b.state_dict()
+    assert list(straight) == list(resumed)
+    for name, weight in straight.items():
+        assert torch.equal(weight, resumed[name]), name
