@@ -17,6 +17,8 @@ from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any, Optional
 
+from ..formats.block1xn import MAX_BLOCK_HEIGHT
+
 METHODS = {
     "dense": "no pruning (the 1xN code's --conv_type DenseConv): the baseline",
     "1xn": "1xN blocks by l1 or random criterion (Lin et al.)",
@@ -35,9 +37,6 @@ INTER_FUNCS = ("one_shot", "linear", "cubic")
 LR_POLICIES = ("cos", "step", "const")
 # Above ImageNet-21k's 21,841: a bound checked before a classifier is allocated.
 MAX_NUM_CLASSES = 100_000
-# The 1xN paper's blocks are 2..32 tall; the bound keeps a layer's padded
-# block rows (Cout/g rounded up to N) from allocating without limit.
-MAX_N = 1024
 
 
 @dataclass
@@ -170,8 +169,8 @@ class RunConfig:
             raise ValueError(
                 f"init_sparsity: expected a value in [0, pr_target={self.pr_target}], "
                 f"got {self.init_sparsity}")
-        if not 1 <= self.N <= MAX_N:
-            raise ValueError(f"N: expected an int in [1, {MAX_N}], got {self.N}")
+        if not 1 <= self.N <= MAX_BLOCK_HEIGHT:
+            raise ValueError(f"N: expected an int in [1, {MAX_BLOCK_HEIGHT}], got {self.N}")
         if self.end_epoch < self.start_epoch:
             raise ValueError(
                 f"end_epoch: expected >= start_epoch={self.start_epoch}, got {self.end_epoch}")
