@@ -186,8 +186,8 @@ def test_compiled_functions_refuse_a_wrong_row_count():
     a = _operands()
     with pytest.raises(ValueError, match="rows_per_group"):
         C.block1xn_forward(a["x"], a["values"], a["row_ptr"], a["col_idx"], a["bias"],
-                             a["n"], 7, a["cout"], a["stride"], a["padding"], a["dilation"],
-                             a["groups"])
+                           a["n"], 7, a["cout"], a["stride"], a["padding"], a["dilation"],
+                           a["groups"])
 
 
 def test_fully_pruned_layer_with_huge_n_is_refused_not_uninitialised():

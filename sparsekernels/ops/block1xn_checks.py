@@ -73,7 +73,7 @@ def check_topology(topo: BlockTopology, transposed: bool):
     if _ext.C is not None:
         extra = (topo.col_ptr, topo.block_idx, topo.block_row) if transposed else (None,) * 3
         _ext.C.block1xn_check_topology(topo.row_ptr, topo.col_idx, *extra, topo.n,
-                                         topo.rows_per_group, topo.cout, topo.cin, topo.groups)
+                                       topo.rows_per_group, topo.cout, topo.cin, topo.groups)
         return
     # Without the compiled module: the format validates the CSR, and the
     # transposed view must equal the one it derives.
