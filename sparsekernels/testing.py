@@ -9,7 +9,7 @@ import torch
 import torch.nn.functional as F
 
 from . import _ext
-from .formats.block1xn import Block1xN
+from .formats.block1xn import Block1xN, gather
 from .ops.backends import triton_available
 
 LOW_PRECISION = (torch.float16, torch.bfloat16)
@@ -71,6 +71,22 @@ def reference_output(case: Case) -> torch.Tensor:
     w = case.weight.to_dense().double()
     b = None if case.bias is None else case.bias.double()
     return F.conv2d(case.x.double(), w, b, case.stride, case.padding, case.dilation, case.groups)
+
+
+def reference_grads(case: Case, grad_out: torch.Tensor) -> tuple:
+    """``(grad_x, grad_values, grad_bias)`` by dense float64 autograd through
+    ``F.conv2d`` on the decoded weight: no custom op or sparse backward on
+    this path, so a wiring bug shared by every backend cannot hide. The
+    values' gradient is the dense weight's gradient at the kept blocks."""
+    x = case.x.detach().double().requires_grad_()
+    w = case.weight.to_dense().detach().double().requires_grad_()
+    b = None if case.bias is None else case.bias.detach().double().requires_grad_()
+    out = F.conv2d(x, w, b, case.stride, case.padding, case.dilation, case.groups)
+    inputs = [t for t in (x, w, b) if t is not None]
+    grads = torch.autograd.grad(out, inputs, grad_out.double().to(out.device))
+    fmt = case.weight
+    grad_values = gather(grads[1], fmt.row_ptr, fmt.col_idx, fmt.n, fmt.groups)
+    return grads[0], grad_values, grads[2] if b is not None else None
 
 
 def low_precision_budget(case: Case, dtype: torch.dtype) -> float:
