@@ -23,8 +23,8 @@ DIGITS_RECIPES = {
     # stops feeding need a stronger decay to reach ~0 before the final prune,
     # and momentum 0.9, not 0.98: a buffer of ~10 steps, not ~50, stops
     # pushing a weight soon after it leaves the top set. With 0.98 the final
-    # prune cost 1.7-3.1 points (seeds 0-2); with 0.9, 0-0.3
-    # (benchmarks/results/training/digits_margins.json).
+    # prune cost 1.7-3.1 points (seeds 0-2), with 0.9 at most 0.6 over seeds
+    # and CPU paths (benchmarks/results/training/digits_margins.json).
     "gsm-90": dict(method="gsm", pr_target=0.9, lr=0.1, gsm_momentum=0.9, weight_decay=5e-2,
                    num_epochs=15),
     "slimming-40": dict(method="slimming", pr_target=0.4),
