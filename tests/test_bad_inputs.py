@@ -28,7 +28,7 @@ def _set(i, value):
 
 FORMAT_CASES = [
     ("row_ptr: must start at 0", dict(row_ptr=_set(0, 1))),
-    ("row_ptr: must end at nnzb", dict(row_ptr=_set(-1, 99))),
+    ("row_ptr: must end at nnz=4", dict(row_ptr=_set(-1, 99))),
     ("row_ptr: decreases", dict(row_ptr=lambda t: torch.tensor([0, 5, 4], dtype=torch.int32))),
     ("row_ptr: expected 3 entries", dict(row_ptr=lambda t: t[:-1])),
     ("row_ptr: expected dtype torch.int32", dict(row_ptr=lambda t: t.long())),
@@ -36,7 +36,7 @@ FORMAT_CASES = [
     ("col_idx: entry 0 = -1 is out of range", dict(col_idx=_set(0, -1))),
     ("col_idx: not strictly increasing", dict(col_idx=lambda t: t.flip(0))),
     ("values: expected shape", dict(values=lambda t: t[..., :2])),
-    ("values: expected a floating dtype", dict(values=lambda t: t.long())),
+    ("values: expected a floating-point torch.Tensor, got torch.int64", dict(values=lambda t: t.long())),
     ("meta: expected 6 ints", dict(meta=lambda t: t[:3])),
 ]
 

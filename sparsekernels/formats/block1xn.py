@@ -25,6 +25,8 @@ from typing import NamedTuple, Optional
 import torch
 
 from ..conv_args import as_int
+from .base import SparseConvFormat
+from .csr import check_csr, check_index_tensor, rows_of, transpose
 
 # Largest block height N the kernels accept (csrc/include/sparsekernels/block1xn.h):
 # far above any N used in practice (2..64), small enough that no buffer of N
@@ -88,15 +90,15 @@ class BlockTopology(NamedTuple):
         if len(tensors) != 5:
             raise ValueError("topology: expected 5 tensors (row_ptr, col_idx, col_ptr, "
                              f"block_idx, block_row), got {len(tensors)}")
-        if len(meta) != len(_META_KEYS):
-            raise ValueError(f"meta: expected {len(_META_KEYS)} ints {_META_KEYS}, got {len(meta)}")
+        keys = Block1xN.meta_keys()
+        if len(meta) != len(keys):
+            raise ValueError(f"meta: expected {len(keys)} ints {keys}, got {len(meta)}")
         cout, cin_g, kh, kw, n, groups = meta
         _check_geometry(cout, cin_g, kh, kw, n, groups)
         return cls(*tensors, (cout, cin_g, kh, kw), n, groups)
 
 
 CRITERIA = ("l1", "random")
-_META_KEYS = ("cout", "cin_per_group", "kh", "kw", "n", "groups")
 
 
 def _check_geometry(cout: int, cin_per_group: int, kh: int, kw: int, n: int, groups: int):
@@ -136,27 +138,21 @@ def _from_blocks(b: torch.Tensor, cout: int, groups: int) -> torch.Tensor:
     return t.reshape(cout, cin_g, kh, kw)
 
 
-def block_rows(row_ptr: torch.Tensor) -> torch.Tensor:
-    """The block row of every kept block, from the CSR offsets."""
-    counts = (row_ptr[1:] - row_ptr[:-1]).long()
-    return torch.repeat_interleave(torch.arange(counts.numel(), device=row_ptr.device), counts)
-
-
 def decode(values: torch.Tensor, row_ptr, col_idx, cout: int, cin_per_group: int, groups: int) -> torch.Tensor:
     """Dense ``[Cout, Cin/g, Kh, Kw]`` from block values (pruned blocks are 0)."""
     _, kh, kw, n = values.shape
     b = values.new_zeros(row_ptr.numel() - 1, cin_per_group, kh, kw, n)
-    b[block_rows(row_ptr), col_idx.long()] = values
+    b[rows_of(row_ptr), col_idx.long()] = values
     return _from_blocks(b, cout, groups)
 
 
 def gather(dense: torch.Tensor, row_ptr, col_idx, n: int, groups: int) -> torch.Tensor:
     """``[nnzb, Kh, Kw, N]``: the kept blocks of a dense weight-shaped tensor
     (padded lanes 0). The inverse of decode on the kept positions."""
-    return _to_blocks(dense, groups, n, 0.0)[block_rows(row_ptr), col_idx.long()]
+    return _to_blocks(dense, groups, n, 0.0)[rows_of(row_ptr), col_idx.long()]
 
 
-class Block1xN:
+class Block1xN(SparseConvFormat):
     """A 1xN block-sparse conv weight in block-CSR form.
 
     Build it with :meth:`from_dense` (by criterion) or :meth:`from_mask`;
@@ -164,8 +160,8 @@ class Block1xN:
     arrays and validates them.
     """
 
-    # What a module saves (besides values) and the kernels' view of it.
     INDEX_TENSORS = ("row_ptr", "col_idx")
+    PARAMS = ("n",)
     Topology = BlockTopology
 
     def __init__(
@@ -188,18 +184,6 @@ class Block1xN:
 
     # ---- geometry -------------------------------------------------------
     @property
-    def cout(self) -> int:
-        return self.shape[0]
-
-    @property
-    def cin_per_group(self) -> int:
-        return self.shape[1]
-
-    @property
-    def kernel_size(self) -> tuple[int, int]:
-        return self.shape[2], self.shape[3]
-
-    @property
     def rows_per_group(self) -> int:
         return rows_per_group(self.cout, self.groups, self.n)
 
@@ -220,14 +204,6 @@ class Block1xN:
     def sparsity(self) -> float:
         return 1.0 - self.nnzb / self.num_blocks
 
-    @property
-    def device(self) -> torch.device:
-        return self.values.device
-
-    @property
-    def dtype(self) -> torch.dtype:
-        return self.values.dtype
-
     # ---- validation -----------------------------------------------------
     def validate(self) -> "Block1xN":
         """Check every invariant a kernel relies on; raise naming the field."""
@@ -235,60 +211,20 @@ class Block1xN:
             raise ValueError(f"shape: expected [Cout, Cin/g, Kh, Kw], got {self.shape}")
         cout, cin_g, kh, kw = self.shape
         _check_geometry(cout, cin_g, kh, kw, self.n, self.groups)
-        for name in ("row_ptr", "col_idx", "values"):
-            if not isinstance(getattr(self, name), torch.Tensor):
-                raise TypeError(f"{name}: expected a torch.Tensor")
-        rp, ci, v = self.row_ptr, self.col_idx, self.values
-        for name, t in (("row_ptr", rp), ("col_idx", ci)):
-            if t.dtype != torch.int32:
-                raise TypeError(f"{name}: expected dtype torch.int32, got {t.dtype}")
-            if t.dim() != 1:
-                raise ValueError(f"{name}: expected a 1-D tensor, got shape {tuple(t.shape)}")
-        if not v.is_floating_point():
-            raise TypeError(f"values: expected a floating dtype, got {v.dtype}")
-        if rp.device != v.device or ci.device != v.device:
-            raise ValueError(
-                f"row_ptr/col_idx/values: expected one device, got "
-                f"{rp.device}/{ci.device}/{v.device}"
-            )
-        if rp.numel() != self.num_rows + 1:
-            raise ValueError(
-                f"row_ptr: expected {self.num_rows + 1} entries (groups*ceil(Cout/g/N)+1), "
-                f"got {rp.numel()}"
-            )
-        nnzb = ci.numel()
+        v = self.values
+        if not isinstance(v, torch.Tensor) or not v.is_floating_point():
+            raise TypeError(f"values: expected a floating-point torch.Tensor, got "
+                            f"{getattr(v, 'dtype', type(v).__name__)}")
+        for name in self.INDEX_TENSORS:
+            check_index_tensor(name, getattr(self, name), v.device)
+        nnzb = self.col_idx.numel()
         if tuple(v.shape) != (nnzb, kh, kw, self.n):
             raise ValueError(
                 f"values: expected shape [nnzb={nnzb}, Kh={kh}, Kw={kw}, N={self.n}], "
                 f"got {list(v.shape)}"
             )
-        if v.device.type == "meta":
-            return self  # shapes only: no index data to check, and no kernel runs on meta
-        rp64, ci64 = rp.long().cpu(), ci.long().cpu()
-        if rp64[0] != 0:
-            raise ValueError(f"row_ptr: must start at 0, starts at {int(rp64[0])}")
-        if rp64[-1] != nnzb:
-            raise ValueError(f"row_ptr: must end at nnzb={nnzb}, ends at {int(rp64[-1])}")
-        steps = rp64[1:] - rp64[:-1]
-        if (steps < 0).any():
-            r = int(torch.nonzero(steps < 0)[0])
-            raise ValueError(f"row_ptr: decreases at row {r}")
-        if nnzb:
-            if ci64.min() < 0 or ci64.max() >= cin_g:
-                bad = int(torch.nonzero((ci64 < 0) | (ci64 >= cin_g))[0])
-                raise ValueError(
-                    f"col_idx: entry {bad} = {int(ci64[bad])} is out of range "
-                    f"[0, {cin_g}) (input channels per group)"
-                )
-            row_of = torch.repeat_interleave(torch.arange(self.num_rows), steps)
-            same_row = row_of[1:] == row_of[:-1]
-            bad = same_row & (ci64[1:] <= ci64[:-1])
-            if bad.any():
-                i = int(torch.nonzero(bad)[0]) + 1
-                raise ValueError(
-                    f"col_idx: not strictly increasing within row {int(row_of[i])} "
-                    f"(entry {i} = {int(ci64[i])} after {int(ci64[i - 1])})"
-                )
+        check_csr(self.row_ptr, self.col_idx, self.num_rows, cin_g,
+                  cols_meaning="input channels per group")
         return self
 
     # ---- encode ---------------------------------------------------------
@@ -401,67 +337,18 @@ class Block1xN:
         ones = torch.ones_like(self.values, dtype=torch.bool)
         return decode(ones, self.row_ptr, self.col_idx, self.cout, self.cin_per_group, self.groups)
 
-    def topology(self) -> BlockTopology:
-        """Index tensors the kernels take, with the transposed (per input
-        channel) view that grad-input needs. Cached: the topology is fixed."""
-        if self._topology is None:
-            self._topology = BlockTopology(
-                self.row_ptr.contiguous(), self.col_idx.contiguous(), *self._transposed(),
-                self.shape, self.n, self.groups,
-            )
-        return self._topology
-
-    def _transposed(self) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """(col_ptr, block_idx, block_row): per absolute input channel, the
-        blocks that read it, in row order."""
-        cols = self.groups * self.cin_per_group
+    def _build_topology(self) -> BlockTopology:
         if self.device.type == "meta":  # shapes only
             index = torch.empty(self.nnzb, dtype=torch.int32, device=self.device)
-            return torch.empty(cols + 1, dtype=torch.int32, device=self.device), index, index
-        rows = block_rows(self.row_ptr)
-        group = torch.div(rows, self.rows_per_group, rounding_mode="floor")
-        abs_col = group * self.cin_per_group + self.col_idx.long()
-        order = torch.argsort(abs_col, stable=True)  # stable keeps rows ascending
-        col_ptr = torch.zeros(cols + 1, dtype=torch.int64, device=self.device)
-        col_ptr[1:] = torch.cumsum(torch.bincount(abs_col, minlength=cols), 0)
-        return col_ptr.to(torch.int32), order.to(torch.int32), rows[order].to(torch.int32)
-
-    # ---- movement and serialisation -------------------------------------
-    def to(self, device=None, dtype=None) -> "Block1xN":
-        """A copy on ``device`` with values in ``dtype`` (indices stay int32)."""
-        if dtype is not None and not dtype.is_floating_point:
-            raise TypeError(f"dtype: expected a floating dtype, got {dtype}")
-        out = Block1xN.__new__(Block1xN)
-        out.row_ptr = self.row_ptr.to(device=device)
-        out.col_idx = self.col_idx.to(device=device)
-        out.values = self.values.to(device=device, dtype=dtype)
-        out.shape, out.n, out.groups, out._topology = self.shape, self.n, self.groups, None
-        return out
-
-    def params(self) -> dict[str, int]:
-        """The kind's own parameters (what ``pruned`` and the module take)."""
-        return {"n": self.n}
-
-    def meta(self) -> list[int]:
-        """``[Cout, Cin/g, Kh, Kw, N, groups]``: the integers of ``state_dict``
-        and of the custom ops."""
-        return [*self.shape, self.n, self.groups]
-
-    def state_dict(self) -> dict[str, torch.Tensor]:
-        meta = torch.tensor(self.meta(), dtype=torch.int64)
-        return {"row_ptr": self.row_ptr, "col_idx": self.col_idx, "values": self.values, "meta": meta}
-
-    @classmethod
-    def from_state_dict(cls, state: dict) -> "Block1xN":
-        """Rebuild (and validate) a format saved with :meth:`state_dict`."""
-        missing = [k for k in ("row_ptr", "col_idx", "values", "meta") if k not in state]
-        if missing:
-            raise ValueError(f"state_dict: missing keys {missing}")
-        meta = state["meta"]
-        if not isinstance(meta, torch.Tensor) or meta.numel() != len(_META_KEYS):
-            raise ValueError(f"meta: expected {len(_META_KEYS)} ints {_META_KEYS}")
-        cout, cin_g, kh, kw, n, groups = meta.tolist()
-        return cls(state["row_ptr"], state["col_idx"], state["values"], (cout, cin_g, kh, kw), n, groups)
+            cols = torch.empty(self.groups * self.cin_per_group + 1, dtype=torch.int32,
+                               device=self.device)
+            transposed = (cols, index, index)
+        else:  # per absolute input channel, the blocks that read it
+            group = torch.div(rows_of(self.row_ptr), self.rows_per_group, rounding_mode="floor")
+            column = group * self.cin_per_group + self.col_idx.long()
+            transposed = transpose(self.row_ptr, column, self.groups * self.cin_per_group)
+        return BlockTopology(self.row_ptr.contiguous(), self.col_idx.contiguous(), *transposed,
+                             self.shape, self.n, self.groups)
 
     def __repr__(self) -> str:
         return (

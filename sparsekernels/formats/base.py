@@ -1,0 +1,97 @@
+"""What every sparse conv weight format shares, whatever its kind: the dense
+geometry, movement between devices and dtypes, and serialisation.
+
+A kind's format subclasses :class:`SparseConvFormat`, names its saved index
+tensors (``INDEX_TENSORS``), its own integer parameters (``PARAMS``, e.g.
+N) and its kernels' view (``Topology``), takes
+``(*index tensors, values, shape, *params, groups)`` in its constructor
+(which validates), and builds its topology in ``_build_topology``.
+"""
+from __future__ import annotations
+
+import copy
+from typing import ClassVar
+
+import torch
+
+
+class SparseConvFormat:
+    INDEX_TENSORS: ClassVar[tuple[str, ...]]
+    PARAMS: ClassVar[tuple[str, ...]]
+    Topology: ClassVar[type]
+
+    shape: tuple[int, int, int, int]  # the dense weight's [Cout, Cin/g, Kh, Kw]
+    groups: int
+    values: torch.Tensor
+
+    # ---- geometry -------------------------------------------------------
+    @property
+    def cout(self) -> int:
+        return self.shape[0]
+
+    @property
+    def cin_per_group(self) -> int:
+        return self.shape[1]
+
+    @property
+    def kernel_size(self) -> tuple[int, int]:
+        return self.shape[2], self.shape[3]
+
+    @property
+    def device(self) -> torch.device:
+        return self.values.device
+
+    @property
+    def dtype(self) -> torch.dtype:
+        return self.values.dtype
+
+    def params(self) -> dict[str, int]:
+        """The kind's own parameters (what ``pruned`` and the module take)."""
+        return {name: getattr(self, name) for name in self.PARAMS}
+
+    def meta(self) -> list[int]:
+        """``[Cout, Cin/g, Kh, Kw, *params, groups]``: the integers of
+        ``state_dict`` and of the custom ops."""
+        return [*self.shape, *self.params().values(), self.groups]
+
+    def topology(self):
+        """The kernels' view (index tensors, derived ones included, and
+        geometry). Cached: the topology of a format is fixed."""
+        if self._topology is None:
+            self._topology = self._build_topology()
+        return self._topology
+
+    # ---- movement and serialisation -------------------------------------
+    def to(self, device=None, dtype=None):
+        """A copy on ``device`` with values in ``dtype`` (indices keep theirs)."""
+        if dtype is not None and not dtype.is_floating_point:
+            raise TypeError(f"dtype: expected a floating dtype, got {dtype}")
+        out = copy.copy(self)  # already valid: no second validation
+        for name in self.INDEX_TENSORS:
+            setattr(out, name, getattr(self, name).to(device=device))
+        out.values = self.values.to(device=device, dtype=dtype)
+        out._topology = None
+        return out
+
+    def state_dict(self) -> dict[str, torch.Tensor]:
+        state = {name: getattr(self, name) for name in self.INDEX_TENSORS}
+        return {**state, "values": self.values,
+                "meta": torch.tensor(self.meta(), dtype=torch.int64)}
+
+    @classmethod
+    def meta_keys(cls) -> tuple[str, ...]:
+        return ("cout", "cin_per_group", "kh", "kw", *cls.PARAMS, "groups")
+
+    @classmethod
+    def from_state_dict(cls, state: dict):
+        """Rebuild (and validate) a format saved with :meth:`state_dict`."""
+        keys = (*cls.INDEX_TENSORS, "values", "meta")
+        missing = [k for k in keys if k not in state]
+        if missing:
+            raise ValueError(f"state_dict: missing keys {missing}")
+        meta, names = state["meta"], cls.meta_keys()
+        if not isinstance(meta, torch.Tensor) or meta.numel() != len(names):
+            raise ValueError(f"meta: expected {len(names)} ints {names}")
+        ints = meta.tolist()
+        return cls(*(state[k] for k in cls.INDEX_TENSORS), state["values"], ints[:4],
+                   *ints[4:-1], ints[-1])
