@@ -10,6 +10,7 @@ root=$(cd "$(dirname "$0")/.." && pwd)
 PY=${PYTHON:-python3}
 out=$root/build/sanitize
 cd "$root"
+mkdir -p "$out"
 SPARSEKERNELS_SANITIZE=1 MAX_JOBS=${MAX_JOBS:-2} "$PY" setup.py -q build_ext \
   --build-lib "$out/lib" --build-temp "$out/tmp" >"$out.log" 2>&1 || { cat "$out.log"; exit 1; }
 # A copy of the package whose _C is the sanitized build; pytest runs from
