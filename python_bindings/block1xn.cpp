@@ -43,32 +43,33 @@ void check_csr(const HostInts& row_ptr, const HostInts& col_idx, int64_t cin_g) 
   }
 }
 
-// The transposed view must be exactly the one derived from a valid CSR
-// (sparsekernels/formats/block1xn.py:Block1xN.topology): per absolute input
-// channel, its blocks in row order. Rebuilt here and compared entry by entry.
+// The transposed view must be exactly the one the CSR implies
+// (sparsekernels/formats/block1xn.py: per absolute input channel, the blocks
+// of that column in increasing row order). Checked in one pass, without
+// rebuilding it: col_ptr runs from 0 to nnzb; every entry names a block of
+// its row and of its column; rows increase within a column. Then the nnzb
+// entries are nnzb distinct blocks, in the derived order.
 void check_transpose(const HostInts& row_ptr, const HostInts& col_idx, int64_t rows_per_group,
-                     int64_t cin_g, const at::Tensor& col_ptr, const at::Tensor& block_idx,
-                     const at::Tensor& block_row) {
-  const int64_t rows = row_ptr.size - 1;
-  const int64_t cols = col_ptr.numel() - 1;
-  std::vector<int32_t> want_ptr(cols + 1, 0), want_idx(col_idx.size), want_row(col_idx.size);
-  auto abs_col = [&](int64_t r, int64_t j) { return (r / rows_per_group) * cin_g + col_idx[j]; };
-  for (int64_t r = 0; r < rows; ++r) {
-    for (int64_t j = row_ptr[r]; j < row_ptr[r + 1]; ++j) ++want_ptr[abs_col(r, j) + 1];
+                     int64_t cin_g, const HostInts& col_ptr, const HostInts& block_idx,
+                     const HostInts& block_row) {
+  const int64_t rows = row_ptr.size - 1, cols = col_ptr.size - 1, nnzb = col_idx.size;
+  auto require = [](bool ok, const char* what, int64_t at) {
+    TORCH_CHECK_VALUE(ok, "col_ptr/block_idx/block_row: not the transpose of row_ptr/col_idx (",
+                      what, " at ", at, "; rebuild them with Block1xN.topology())");
+  };
+  require(col_ptr[0] == 0 && col_ptr[cols] == nnzb, "col_ptr must run from 0 to nnzb, entry", 0);
+  for (int64_t c = 0; c < cols; ++c) {
+    require(col_ptr[c + 1] >= col_ptr[c], "col_ptr decreases, column", c);
   }
-  for (int64_t c = 0; c < cols; ++c) want_ptr[c + 1] += want_ptr[c];
-  std::vector<int32_t> next(want_ptr.begin(), want_ptr.end() - 1);
-  for (int64_t r = 0; r < rows; ++r) {
-    for (int64_t j = row_ptr[r]; j < row_ptr[r + 1]; ++j) {
-      const int32_t slot = next[abs_col(r, j)]++;
-      want_idx[slot] = static_cast<int32_t>(j);
-      want_row[slot] = static_cast<int32_t>(r);
+  for (int64_t c = 0; c < cols; ++c) {
+    for (int64_t j = col_ptr[c]; j < col_ptr[c + 1]; ++j) {
+      const int64_t b = block_idx[j], r = block_row[j];
+      require(b >= 0 && b < nnzb && r >= 0 && r < rows, "index out of range, entry", j);
+      require(b >= row_ptr[r] && b < row_ptr[r + 1], "block not in its row, entry", j);
+      require((r / rows_per_group) * cin_g + col_idx[b] == c, "block not in its column, entry", j);
+      require(j == col_ptr[c] || r > block_row[j - 1], "rows not increasing, entry", j);
     }
   }
-  TORCH_CHECK_VALUE(HostInts(col_ptr) == want_ptr && HostInts(block_idx) == want_idx &&
-                        HostInts(block_row) == want_row,
-                    "col_ptr/block_idx/block_row: not the transpose of row_ptr/col_idx "
-                    "(rebuild them with Block1xN.topology())");
 }
 
 // The kernels' view of a 1xN topology, after checking it completely against
@@ -97,7 +98,8 @@ Block1xN checked_blocks(const ConvGeometry& geo, const at::Device& device,
     glue::check_index_tensor("col_ptr", *col_ptr, geo.cin + 1, device);
     glue::check_index_tensor("block_idx", *block_idx, nnzb, device);
     glue::check_index_tensor("block_row", *block_row, nnzb, device);
-    check_transpose(rp, ci, want_rows, cin_g, *col_ptr, *block_idx, *block_row);
+    check_transpose(rp, ci, want_rows, cin_g, HostInts(*col_ptr), HostInts(*block_idx),
+                    HostInts(*block_row));
   }
   Block1xN b{};
   b.row_ptr = row_ptr.data_ptr<int32_t>();

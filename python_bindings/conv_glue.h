@@ -7,7 +7,6 @@
 #pragma once
 #include <torch/extension.h>
 
-#include <algorithm>
 #include <cstdint>
 #include <limits>
 #include <vector>
@@ -126,9 +125,6 @@ struct HostInts {
   explicit HostInts(const at::Tensor& t)
       : host(t.cpu()), data(host.data_ptr<int32_t>()), size(host.numel()) {}
   int32_t operator[](int64_t i) const { return data[i]; }
-  bool operator==(const std::vector<int32_t>& v) const {
-    return size == static_cast<int64_t>(v.size()) && std::equal(v.begin(), v.end(), data);
-  }
 };
 
 #ifdef SK_WITH_CUDA

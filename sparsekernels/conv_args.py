@@ -42,17 +42,22 @@ def as_int(value, name: str, minimum: int, maximum: int = INT32_MAX) -> int:
     """``value`` as a Python int in [minimum, maximum], accepting what
     ``F.conv2d`` accepts (ints, numpy integers, 0-d integer tensors), and
     refusing floats, bools and None with a message naming ``name``."""
+    if type(value) is not int:  # a plain int, the case on every call, skips this
+        value = _integral(value, name)
+    if not minimum <= value <= maximum:
+        raise ValueError(f"{name}: expected an int in [{minimum}, {maximum}], got {value}")
+    return value
+
+
+def _integral(value, name: str) -> int:
     if isinstance(value, bool) or (
         isinstance(value, torch.Tensor) and (value.dim() or value.is_floating_point())
     ):
         raise TypeError(f"{name}: expected an int, got {value!r}")
     try:
-        value = operator.index(value)
+        return operator.index(value)
     except TypeError:
         raise TypeError(f"{name}: expected an int, got {value!r}") from None
-    if not minimum <= value <= maximum:
-        raise ValueError(f"{name}: expected an int in [{minimum}, {maximum}], got {value}")
-    return value
 
 
 def _pair(value, name: str, minimum: int) -> tuple[int, int]:
