@@ -29,6 +29,13 @@ def _run(checkout: Path, out: Path, bench_args: list[str]) -> None:
                     "--json", str(out)], cwd=checkout, check=True)
 
 
+def _side(path: Path) -> dict:
+    """Which checkout and machine a side's records came from."""
+    first = json.loads(path.read_text())[0]
+    return {k: first[k] for k in ("git_commit", "device_name", "cpu_simd", "threads",
+                                  "torch_version")}
+
+
 def _medians(path: Path) -> dict:
     times = defaultdict(lambda: ([], []))
     for r in json.loads(path.read_text()):
@@ -44,15 +51,18 @@ def main() -> None:
     p.add_argument("base", type=Path)
     p.add_argument("out", type=Path)
     p.add_argument("--rounds", type=int, default=3)
+    p.add_argument("--summarize", action="store_true",
+                   help="only (re)write summary.json from the records already in OUT_DIR")
     args, bench_args = p.parse_known_args()
     bench_args = [a for a in bench_args if a != "--"]
     args.out.mkdir(parents=True, exist_ok=True)
     sides = {"base": args.base.resolve(), "head": HEAD}
-    for side in sides:
-        (args.out / f"{side}.json").unlink(missing_ok=True)
-    for _ in range(args.rounds):
-        for side, checkout in sides.items():
-            _run(checkout, args.out / f"{side}.json", bench_args)
+    if not args.summarize:
+        for side in sides:
+            (args.out / f"{side}.json").unlink(missing_ok=True)
+        for _ in range(args.rounds):
+            for side, checkout in sides.items():
+                _run(checkout, args.out / f"{side}.json", bench_args)
     base, head = (_medians(args.out / f"{side}.json") for side in sides)
     rows = []
     for key in sorted(base.keys() & head.keys(), key=str):
@@ -61,7 +71,9 @@ def main() -> None:
                      "sparse_ratio": hs / bs, "base_dense_ms": bd, "head_dense_ms": hd,
                      "dense_ratio": hd / bd})
     ratios = [r["sparse_ratio"] for r in rows]
-    summary = {"rounds": args.rounds, "bench_args": bench_args, "rows": rows,
+    summary = {"rounds": args.rounds, "bench_args": bench_args,
+               "sides": {side: _side(args.out / f"{side}.json") for side in sides},
+               "rows": rows,
                "sparse_ratio_geomean": statistics.geometric_mean(ratios),
                "dense_ratio_geomean": statistics.geometric_mean([r["dense_ratio"] for r in rows])}
     (args.out / "summary.json").write_text(json.dumps(summary, indent=1) + "\n")

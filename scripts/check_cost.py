@@ -1,6 +1,6 @@
 """What the operand checks cost next to the kernel they guard, per layer:
 
-    python scripts/check_cost.py [--suite resnet50] [--out benchmarks/results/check_cost_cpu.json]
+    python scripts/check_cost.py [--suite resnet50] [--out benchmarks/results/checks/cpu_check_cost.json]
 
 For each layer of a benchmark suite at each sparsity, times (interleaved, in
 one process) the topology checks the compiled entry points run before a
@@ -56,7 +56,7 @@ def main() -> None:
     p.add_argument("--batch", type=int, default=8)
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--repeat", type=int, default=10)
-    p.add_argument("--out", default="benchmarks/results/check_cost_cpu.json")
+    p.add_argument("--out", default="benchmarks/results/checks/cpu_check_cost.json")
     args = p.parse_args()
     torch.set_num_threads(args.threads)
     rows = [_layer_times(layer, s, args.n, args.batch, args.repeat)
