@@ -320,6 +320,18 @@ def test_buffers_edited_after_construction_never_reach_a_kernel():
             mod(torch.randn(1, 4, 5, 5))
 
 
+def test_format_tensors_replaced_after_construction_are_checked_before_use():
+    """Deriving the transposed topology allocates by index value: a huge
+    col_idx swapped in after validation must not reach it (or a kernel)."""
+    for use in (lambda f: sk.block1xn_conv2d(torch.randn(1, 4, 5, 5), f),
+                lambda f: Block1xNConv2d.from_format(f)):
+        f = Block1xN.from_dense(torch.randn(8, 4, 3, 3), 4, 0.5)
+        f.col_idx = f.col_idx.clone()
+        f.col_idx[0] = 2**30
+        with pytest.raises(ValueError, match="col_idx: entry 0 = 1073741824 is out of range"):
+            use(f)
+
+
 # ---- sparsify -----------------------------------------------------------------
 def _net():
     torch.manual_seed(0)

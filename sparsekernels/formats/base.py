@@ -56,9 +56,11 @@ class SparseConvFormat:
 
     def topology(self):
         """The kernels' view (index tensors, derived ones included, and
-        geometry). Cached: the topology of a format is fixed."""
+        geometry). Cached: the topology of a format is fixed. Validated again
+        before it is first derived, in case the format's tensors were
+        replaced since construction (derivation allocates by index value)."""
         if self._topology is None:
-            self._topology = self._build_topology()
+            self._topology = self.validate()._build_topology()
         return self._topology
 
     # ---- movement and serialisation -------------------------------------
