@@ -1,8 +1,9 @@
-"""The sparsity kinds the benchmark knows: one ``Kind`` entry per structure.
+"""How the benchmark drives each kind of the library's registry
+(``sparsekernels.kinds``): one ``Kind`` entry per kind, keyed by its label.
 
-The runners only iterate ``KINDS``: registering a new entry here (stripe,
-pattern, ...) is all it takes to benchmark a new kind, layer by layer and in
-whole networks.
+The runners only iterate ``KINDS``. What the benchmark needs beyond the
+registry (how to build a format at a level, which layers a block size fits)
+is written here per kind.
 """
 from __future__ import annotations
 
@@ -10,9 +11,8 @@ from typing import Callable, NamedTuple, Optional
 
 from torch import Tensor, nn
 
-from ..formats.block1xn import Block1xN, gather
-from ..nn.block1xn import Block1xNConv2d
-from ..ops.block1xn import block1xn_conv2d
+from .. import kinds
+from ..formats.block1xn import gather
 from ..sparsify import sparsify
 from .suites import Layer
 
@@ -43,16 +43,18 @@ def _misfit_1xn(layer: Layer, n: int) -> Optional[str]:
     return None
 
 
+_BLOCK1XN = kinds.KINDS["block1xn"]
+
 KINDS: dict[str, Kind] = {
-    "1xN": Kind(
-        build=lambda w, n, s, seed: Block1xN.from_dense(w, n, s, "random", seed=seed),
-        conv=lambda x, f, layer, backend: block1xn_conv2d(
+    _BLOCK1XN.label: Kind(
+        build=lambda w, n, s, seed: _BLOCK1XN.format.from_dense(w, n, s, "random", seed=seed),
+        conv=lambda x, f, layer, backend: _BLOCK1XN.conv2d(
             x, f, None, layer.stride, layer.padding, backend=backend),
         param=lambda f: f.values,
         param_grad=lambda f, g: gather(g, f.row_ptr, f.col_idx, f.n, f.groups),
         misfit=_misfit_1xn,
         sparsify=lambda model, n, s, exclude, pad_partial, seed, backend: sparsify(
             model, n, s, exclude=exclude, pad_partial=pad_partial, seed=seed, backend=backend),
-        module=Block1xNConv2d,
+        module=_BLOCK1XN.module,
     ),
 }

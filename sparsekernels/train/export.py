@@ -18,7 +18,7 @@ import torch
 from torch import nn
 
 from ..models import MODELS
-from ..nn.block1xn import Block1xNConv2d
+from ..kinds import KINDS
 from ..nn.replace import replace_module
 from .artifacts import (
     build_model_of, check_patterns, checked_masks, config_of, layer_of, load_model, naming_file,
@@ -27,6 +27,9 @@ from .artifacts import (
 
 log = logging.getLogger("sparsekernels")
 FORMAT = "sparsekernels.export/1"
+
+
+_KIND = KINDS["block1xn"]  # the kind the 1xn method's masks have
 
 
 def to_sparse_modules(model: nn.Module, masks: dict[str, torch.Tensor], n: int,
@@ -40,7 +43,7 @@ def to_sparse_modules(model: nn.Module, masks: dict[str, torch.Tensor], n: int,
             log.info("export: %s (%s) stays dense: no sparse module for it yet",
                      name, type(module).__name__)
             continue
-        replace_module(model, name, Block1xNConv2d.from_dense(
+        replace_module(model, name, _KIND.module.from_dense(
             module, n=n, mask=mask.to(module.weight.device), backend=backend))
         converted.append(name)
     return converted
@@ -68,7 +71,7 @@ def export(pruned_path: str | Path, out_path: str | Path,
     sparse = {}
     if method == "1xn":
         for name in to_sparse_modules(model, masks, cfg.N):
-            sparse[name] = {"kind": "1xN", "n": cfg.N}
+            sparse[name] = {"kind": _KIND.label, "n": cfg.N}
         masks = {k: v for k, v in masks.items() if k not in sparse}
     extra = {k: v for k, v in record.items() if k not in _REWRITTEN}
     save_model(out_path, model, record["arch"], record["num_classes"], export_format=FORMAT,
@@ -108,7 +111,7 @@ def load_exported(path: str | Path) -> nn.Module:
             if type(conv) is not nn.Conv2d:
                 raise ValueError(f"sparse_layers: {name!r} is a {type(conv).__name__}, "
                                  f"not a Conv2d in {record['arch']}")
-            replace_module(model, name, Block1xNConv2d(
+            replace_module(model, name, _KIND.module(
                 conv.in_channels, conv.out_channels, conv.kernel_size, conv.stride,
                 conv.padding, conv.dilation, conv.groups, conv.bias is not None,
                 conv.padding_mode, n=n))
@@ -134,7 +137,7 @@ def _sparse_layers(record: dict[str, Any]) -> dict[str, int]:
     layers = {}
     for name, entry in spec.items():
         n = entry.get("n") if isinstance(entry, dict) else None
-        if not isinstance(entry, dict) or entry.get("kind") != "1xN":
+        if not isinstance(entry, dict) or entry.get("kind") != _KIND.label:
             raise ValueError(f"sparse_layers: {name!r}: expected {{'kind': '1xN', 'n': N}}, "
                              f"got {entry!r}")
         if cfg is None or cfg.method != "1xn" or n != cfg.N or isinstance(n, bool):
