@@ -7,7 +7,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PY=${PYTHON:-python3}
-KERNEL_TESTS=(tests/test_block1xn_conv.py tests/test_properties.py tests/test_bad_inputs.py
+KERNEL_TESTS=(tests/test_sparse_conv.py tests/test_properties.py tests/test_bad_inputs.py
               tests/test_nn.py tests/test_compile.py tests/test_op_adversarial.py)
 
 path_under() {  # the path the kernels take with SPARSEKERNELS_CPU_SIMD=$1

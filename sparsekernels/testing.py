@@ -9,7 +9,8 @@ import torch
 import torch.nn.functional as F
 
 from . import _ext
-from .formats.block1xn import Block1xN, gather
+from .formats.base import SparseConvFormat
+from .kinds import KINDS
 from .ops.backends import triton_available
 
 LOW_PRECISION = (torch.float16, torch.bfloat16)
@@ -31,9 +32,13 @@ def devices_here() -> list[str]:
     return ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
 
 
+# Each registered kind's parameters when a test gives none.
+DEFAULT_PARAMS = {"block1xn": {"n": 4}}
+
+
 class Case(NamedTuple):
     x: torch.Tensor
-    weight: Block1xN
+    weight: SparseConvFormat  # of the case's kind
     bias: Optional[torch.Tensor]
     stride: tuple[int, int]
     padding: tuple[int, int]
@@ -42,18 +47,22 @@ class Case(NamedTuple):
 
 
 def make_case(
-    batch=2, cin=6, cout=10, hw=(7, 9), kernel=(3, 3), n=4, sparsity=0.5, groups=1,
+    batch=2, cin=6, cout=10, hw=(7, 9), kernel=(3, 3), sparsity=0.5, groups=1,
     stride=1, padding=1, dilation=1, bias=True, dtype=torch.float64, device="cpu",
-    channels_last=False, noncontiguous=False, seed=0,
+    channels_last=False, noncontiguous=False, seed=0, kind="block1xn", **params,
 ) -> Case:
-    """A random conv problem (inputs never zero) with a 1xN weight."""
+    """A random conv problem (inputs never zero) with a weight of ``kind``
+    (``params``: the kind's own, e.g. ``n=4``; its defaults otherwise)."""
     gen = torch.Generator().manual_seed(seed)
 
     def rand(*shape):
         return (torch.rand(*shape, generator=gen, dtype=torch.float64) * 2 - 1 + 0.05)
 
     w = rand(cout, cin // groups, *kernel)
-    fmt = Block1xN.from_dense(w, n, sparsity, "random", groups, seed=seed).to(device, dtype)
+    fmt = KINDS[kind].format.from_dense(
+        w, sparsity=sparsity, criterion="random", groups=groups, seed=seed,
+        **{**DEFAULT_PARAMS[kind], **params},
+    ).to(device, dtype)
     x = rand(batch, cin, *hw).to(device, dtype)
     if channels_last:
         x = x.contiguous(memory_format=torch.channels_last)
@@ -84,9 +93,7 @@ def reference_grads(case: Case, grad_out: torch.Tensor) -> tuple:
     out = F.conv2d(x, w, b, case.stride, case.padding, case.dilation, case.groups)
     inputs = [t for t in (x, w, b) if t is not None]
     grads = torch.autograd.grad(out, inputs, grad_out.double().to(out.device))
-    fmt = case.weight
-    grad_values = gather(grads[1], fmt.row_ptr, fmt.col_idx, fmt.n, fmt.groups)
-    return grads[0], grad_values, grads[2] if b is not None else None
+    return grads[0], case.weight.gather(grads[1]), grads[2] if b is not None else None
 
 
 def low_precision_budget(case: Case, dtype: torch.dtype) -> float:

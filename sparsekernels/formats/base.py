@@ -63,6 +63,11 @@ class SparseConvFormat:
             self._topology = self.validate()._build_topology()
         return self._topology
 
+    def with_values(self, values: torch.Tensor):
+        """The same topology with other ``values`` (e.g. ones that require
+        grad), validated like any outside data."""
+        return type(self).from_state_dict({**self.state_dict(), "values": values})
+
     # ---- movement and serialisation -------------------------------------
     def to(self, device=None, dtype=None):
         """A copy on ``device`` with values in ``dtype`` (indices keep theirs)."""

@@ -332,6 +332,11 @@ class Block1xN(SparseConvFormat):
         """The dense ``[Cout, Cin/g, Kh, Kw]`` weight (pruned blocks are 0)."""
         return decode(self.values, self.row_ptr, self.col_idx, self.cout, self.cin_per_group, self.groups)
 
+    def gather(self, dense: torch.Tensor) -> torch.Tensor:
+        """The kept entries of a dense weight-shaped tensor, shaped like
+        ``values`` (padded lanes 0): e.g. a dense weight gradient."""
+        return gather(dense, self.row_ptr, self.col_idx, self.n, self.groups)
+
     def mask(self) -> torch.Tensor:
         """Bool ``[Cout, Cin/g, Kh, Kw]``: True where a weight is kept."""
         ones = torch.ones_like(self.values, dtype=torch.bool)

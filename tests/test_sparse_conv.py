@@ -1,8 +1,10 @@
-"""1xN conv op on every backend this machine runs, against the float64 oracle."""
+"""Every registered kind's conv op on every backend this machine runs, against
+dense float64 F.conv2d (and its autograd) on the decoded weight: geometry x
+kind x backend x dtype x pass, written once."""
 import pytest
 import torch
 
-import sparsekernels as sk
+from sparsekernels.kinds import KINDS
 from sparsekernels.testing import (
     LOW_PRECISION, backends_here, devices_here, low_precision_budget, make_case, reference_grads,
     reference_output,
@@ -13,42 +15,53 @@ FAST = [b for b in BACKENDS if b != "triton"]  # the interpreter is slow: fewer 
 # On a GPU machine every case also runs on CUDA with each backend there.
 GPU = [("cuda", b) for b in backends_here("cuda")] if "cuda" in devices_here() else []
 
+# Geometry, plus (under "params") each kind's own parameters where a case wants
+# odd ones; a kind not named there runs the case with its defaults.
 CASES = {
     "default": {},
     "stride2_pad0": dict(stride=2, padding=0, hw=(9, 8)),
     "dilation2": dict(dilation=2, padding=2),
-    "groups2_n3": dict(groups=2, cin=8, cout=14, n=3),
-    "pointwise_n8": dict(kernel=(1, 1), padding=0, n=8, cout=16),
-    "kernel5x3_n16": dict(kernel=(5, 3), padding=(2, 1), n=16, cout=16, cin=5),
+    "groups2": dict(groups=2, cin=8, cout=14, params={"block1xn": {"n": 3}}),
+    "pointwise": dict(kernel=(1, 1), padding=0, cout=16, params={"block1xn": {"n": 8}}),
+    "kernel5x3": dict(kernel=(5, 3), padding=(2, 1), cout=16, cin=5,
+                      params={"block1xn": {"n": 16}}),
     "asym_stride": dict(stride=(2, 1), padding=(0, 2), dilation=(1, 2)),
     "dense": dict(sparsity=0.0),
     "fully_pruned": dict(sparsity=1.0),
     "empty_batch": dict(batch=0),
-    "no_bias_n1": dict(bias=False, n=1),
-    "channels_last": dict(channels_last=True, n=8, cout=16),
+    "no_bias": dict(bias=False, params={"block1xn": {"n": 1}}),
+    "channels_last": dict(channels_last=True, cout=16, params={"block1xn": {"n": 8}}),
     "noncontiguous": dict(noncontiguous=True),
     "tiny_image": dict(hw=(1, 1), kernel=(1, 1), padding=0),
-    "wide_n32": dict(n=32, cout=40, cin=3, sparsity=0.3),
+    "wide": dict(cout=40, cin=3, sparsity=0.3, params={"block1xn": {"n": 32}}),
 }
 
 
+def _case(kind, name, **overrides):
+    spec = dict(CASES[name])
+    params = spec.pop("params", {}).get(kind, {})
+    return make_case(kind=kind, **{**spec, **params, **overrides})
+
+
 def _backends_for(case_name):
-    cpu = BACKENDS if case_name in ("default", "groups2_n3", "fully_pruned", "empty_batch") else FAST
+    cpu = BACKENDS if case_name in ("default", "groups2", "fully_pruned", "empty_batch") else FAST
     return [("cpu", b) for b in cpu] + GPU
 
 
-PARAMS = [(c, d, b) for c in CASES for d, b in _backends_for(c)]
+PARAMS = [(k, c, d, b) for k in KINDS for c in CASES for d, b in _backends_for(c)]
 
 
-def _grads(case, backend, seed=1):
+def _conv(kind, case, fmt, x, bias, backend, **args):
+    return KINDS[kind].conv2d(x, fmt, bias, case.stride, case.padding, case.dilation,
+                              case.groups, backend=backend, **args)
+
+
+def _grads(kind, case, backend, seed=1):
     """The op's output and its gradients to input, values and bias."""
     values = case.weight.values.detach().clone().requires_grad_(True)
-    fmt = sk.Block1xN(case.weight.row_ptr, case.weight.col_idx, values,
-                      case.weight.shape, case.weight.n, case.weight.groups)
     x = case.x.detach().clone().requires_grad_(True)
     bias = None if case.bias is None else case.bias.detach().clone().requires_grad_(True)
-    out = sk.block1xn_conv2d(x, fmt, bias, case.stride, case.padding, case.dilation,
-                             case.groups, backend=backend)
+    out = _conv(kind, case, case.weight.with_values(values), x, bias, backend)
     gen = torch.Generator().manual_seed(seed)
     g = torch.randn(out.shape, generator=gen, dtype=torch.float64)
     inputs = [t for t in (x, values, bias) if t is not None]
@@ -56,12 +69,12 @@ def _grads(case, backend, seed=1):
     return out, g, grads
 
 
-@pytest.mark.parametrize("name,device,backend", PARAMS)
+@pytest.mark.parametrize("kind,name,device,backend", PARAMS)
 @pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
-def test_forward_and_grads(name, device, backend, dtype):
-    case = make_case(dtype=dtype, device=device, **CASES[name])
-    out, g, grads = _grads(case, backend)
-    want = [t for t in reference_grads(make_case(**CASES[name]), g) if t is not None]
+def test_forward_and_grads(kind, name, device, backend, dtype):
+    case = _case(kind, name, dtype=dtype, device=device)
+    out, g, grads = _grads(kind, case, backend)
+    want = [t for t in reference_grads(_case(kind, name), g) if t is not None]
     tol = 1e-10 if dtype == torch.float64 else 1e-4
     assert out.dtype == dtype and len(grads) == len(want)
     torch.testing.assert_close(out.double().cpu(), reference_output(case).cpu(), rtol=tol, atol=tol)
@@ -69,54 +82,59 @@ def test_forward_and_grads(name, device, backend, dtype):
         torch.testing.assert_close(got.double().cpu(), ref.cpu(), rtol=tol, atol=tol)
 
 
+@pytest.mark.parametrize("kind", KINDS)
 @pytest.mark.parametrize("backend", FAST)
-def test_output_keeps_channels_last(backend):
-    case = make_case(channels_last=True, n=8, cout=16)
-    out = sk.block1xn_conv2d(case.x, case.weight, case.bias, 1, 1, backend=backend)
+def test_output_keeps_channels_last(kind, backend):
+    case = _case(kind, "channels_last")
+    out = _conv(kind, case, case.weight, case.x, case.bias, backend)
     assert out.is_contiguous(memory_format=torch.channels_last)
 
 
+@pytest.mark.parametrize("kind", KINDS)
 @pytest.mark.parametrize(
     "device,backend", [(d, b) for d, b in [("cpu", b) for b in FAST] + GPU if b != "reference"]
 )
-def test_gradcheck(device, backend):
-    case = make_case(batch=1, cin=4, cout=6, hw=(5, 4), n=4, groups=2, stride=(2, 1), bias=True,
-                     device=device)
-    w = case.weight
+def test_gradcheck(kind, device, backend):
+    case = make_case(batch=1, cin=4, cout=6, hw=(5, 4), groups=2, stride=(2, 1), bias=True,
+                     device=device, kind=kind)
 
     def fn(x, values, bias):
-        fmt = sk.Block1xN(w.row_ptr, w.col_idx, values, w.shape, w.n, w.groups)
-        return sk.block1xn_conv2d(x, fmt, bias, case.stride, case.padding, 1, case.groups, backend)
+        return _conv(kind, case, case.weight.with_values(values), x, bias, backend)
 
-    inputs = (case.x.requires_grad_(), w.values.clone().requires_grad_(), case.bias.requires_grad_())
+    inputs = (case.x.requires_grad_(), case.weight.values.clone().requires_grad_(),
+              case.bias.requires_grad_())
     assert torch.autograd.gradcheck(fn, inputs)
 
 
+@pytest.mark.parametrize("kind", KINDS)
 @pytest.mark.parametrize("device,backend", [("cpu", b) for b in BACKENDS] + GPU)
 @pytest.mark.parametrize("dtype", [torch.float32, *LOW_PRECISION])
-def test_lower_precision_within_budget(device, backend, dtype):
+def test_lower_precision_within_budget(kind, device, backend, dtype):
     if backend == "triton" and dtype == torch.bfloat16 and device == "cpu":
         pytest.skip("bf16 is garbage under the Triton interpreter; runs on GPU only")
-    case = make_case(cin=16, cout=16, n=8, hw=(6, 7), dtype=dtype, device=device, seed=3)
-    out = sk.block1xn_conv2d(case.x, case.weight, case.bias, 1, 1, backend=backend)
+    case = _case(kind, "channels_last", channels_last=False, cin=16, hw=(6, 7), dtype=dtype,
+                 device=device, seed=3)
+    out = _conv(kind, case, case.weight, case.x, case.bias, backend)
     assert out.dtype == dtype
     err = (out.double() - reference_output(case)).abs().max().item()
     budget = 1e-5 if dtype == torch.float32 else low_precision_budget(case, dtype)
     assert err <= budget, f"{backend} {dtype}: error {err:.3g} > budget {budget:.3g}"
 
 
+@pytest.mark.parametrize("kind", KINDS)
 @pytest.mark.filterwarnings("ignore:Using padding=.same. with even kernel")
-def test_same_padding_even_kernel_matches_torch():
-    case = make_case(kernel=(4, 2), padding=0, dilation=(1, 3))
-    out = sk.block1xn_conv2d(case.x, case.weight, case.bias, padding="same", dilation=(1, 3))
+def test_same_padding_even_kernel_matches_torch(kind):
+    case = make_case(kernel=(4, 2), padding=0, dilation=(1, 3), kind=kind)
+    out = KINDS[kind].conv2d(case.x, case.weight, case.bias, padding="same", dilation=(1, 3))
     ref = torch.nn.functional.conv2d(case.x, case.weight.to_dense(), case.bias, padding="same",
                                      dilation=(1, 3))
     torch.testing.assert_close(out, ref)
 
 
-def test_unbatched_input():
-    case = make_case(batch=1)
-    out = sk.block1xn_conv2d(case.x[0], case.weight, case.bias, 1, 1)
+@pytest.mark.parametrize("kind", KINDS)
+def test_unbatched_input(kind):
+    case = make_case(batch=1, kind=kind)
+    out = KINDS[kind].conv2d(case.x[0], case.weight, case.bias, 1, 1)
     torch.testing.assert_close(out, reference_output(case)[0])
 
 
@@ -125,26 +143,28 @@ def test_pruned_weights_do_not_exist_for_nan_inputs():
     output on the sparse kernels (the dense reference propagates it)."""
     if "cpu" not in BACKENDS:
         pytest.skip("compiled CPU kernels not built")
+    spec = KINDS["block1xn"]
     w = torch.randn(4, 2, 3, 3, dtype=torch.float64)
     mask = torch.zeros_like(w, dtype=torch.bool)
     mask[:, 0] = True  # channel 1 is read by no kept block
-    fmt = sk.Block1xN.from_mask(w, mask, n=4)
+    fmt = spec.format.from_mask(w, mask, n=4)
     x = torch.randn(1, 2, 5, 5, dtype=torch.float64)
     x[0, 1, 2, 2] = float("nan")
-    assert torch.isfinite(sk.block1xn_conv2d(x, fmt, padding=1, backend="cpu")).all()
-    assert torch.isnan(sk.block1xn_conv2d(x, fmt, padding=1, backend="reference")).any()
+    assert torch.isfinite(spec.conv2d(x, fmt, padding=1, backend="cpu")).all()
+    assert torch.isnan(spec.conv2d(x, fmt, padding=1, backend="reference")).any()
 
 
 @pytest.mark.skipif("cpu" not in BACKENDS, reason="compiled CPU kernels not built")
+@pytest.mark.parametrize("kind", KINDS)
 @pytest.mark.parametrize("path", ["generic", "avx2", "avx512"])
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
-def test_every_cpu_simd_path(monkeypatch, path, dtype):
+def test_every_cpu_simd_path(monkeypatch, kind, path, dtype):
     """SPARSEKERNELS_CPU_SIMD forces a path; one this CPU lacks falls back
     (never an illegal instruction)."""
     monkeypatch.setenv("SPARSEKERNELS_CPU_SIMD", path)
-    case = make_case(n=16, cout=20, cin=5, stride=(1, 2), dtype=dtype, seed=7)
-    out, g, grads = _grads(case, "cpu")
-    oracle = make_case(n=16, cout=20, cin=5, stride=(1, 2), seed=7)
+    case = _case(kind, "kernel5x3", cout=20, stride=(1, 2), dtype=dtype, seed=7)
+    out, g, grads = _grads(kind, case, "cpu")
+    oracle = _case(kind, "kernel5x3", cout=20, stride=(1, 2), seed=7)
     want = [reference_output(oracle), *reference_grads(oracle, g)]
     tol = 1e-10 if dtype == torch.float64 else 1e-4
     for got, ref in zip([out, *grads], want):
