@@ -10,8 +10,11 @@ from __future__ import annotations
 from typing import Callable, NamedTuple
 
 from .formats.block1xn import Block1xN
+from .formats.stripe import Stripe
 from .nn.block1xn import Block1xNConv2d
+from .nn.stripe import StripeConv2d
 from .ops.block1xn import block1xn_conv2d
+from .ops.stripe import stripe_conv2d
 
 
 class KindSpec(NamedTuple):
@@ -25,6 +28,7 @@ class KindSpec(NamedTuple):
 KINDS: dict[str, KindSpec] = {
     spec.slug: spec for spec in [
         KindSpec("block1xn", "1xN", Block1xN, Block1xNConv2d, block1xn_conv2d),
+        KindSpec("stripe", "stripe", Stripe, StripeConv2d, stripe_conv2d),
     ]
 }
 

@@ -11,7 +11,7 @@ import torch
 from sparsekernels.kinds import KINDS
 
 # Each kind's own parameters to run the contract with (several, odd ones included).
-KIND_PARAMS = {"block1xn": [{"n": 4}, {"n": 3}, {"n": 1}]}
+KIND_PARAMS = {"block1xn": [{"n": 4}, {"n": 3}, {"n": 1}], "stripe": [{}]}
 CASES = [(slug, params) for slug in KINDS for params in KIND_PARAMS.get(slug, [])]
 IDS = [f"{slug}-{'-'.join(f'{k}{v}' for k, v in p.items())}" for slug, p in CASES]
 

@@ -102,3 +102,13 @@ class SparseConvFormat:
         ints = meta.tolist()
         return cls(*(state[k] for k in cls.INDEX_TENSORS), state["values"], ints[:4],
                    *ints[4:-1], ints[-1])
+
+
+def check_dense_weight(weight) -> None:
+    """Raise unless ``weight`` is a floating 4-D ``[Cout, Cin/g, Kh, Kw]`` tensor."""
+    if not isinstance(weight, torch.Tensor):
+        raise TypeError(f"weight: expected a torch.Tensor, got {type(weight).__name__}")
+    if weight.dim() != 4:
+        raise ValueError(f"weight: expected 4-D [Cout, Cin/g, Kh, Kw], got shape {tuple(weight.shape)}")
+    if not weight.is_floating_point():
+        raise TypeError(f"weight: expected a floating dtype, got {weight.dtype}")

@@ -25,7 +25,7 @@ from typing import NamedTuple, Optional
 import torch
 
 from ..conv_args import as_int
-from .base import SparseConvFormat
+from .base import SparseConvFormat, check_dense_weight
 from .csr import check_csr, check_index_tensor, rows_of, transpose
 
 # Largest block height N the kernels accept (csrc/include/sparsekernels/block1xn.h):
@@ -54,6 +54,7 @@ class BlockTopology(NamedTuple):
     groups: int
 
     TENSORS = ("row_ptr", "col_idx", "col_ptr", "block_idx", "block_row")
+    INDEX_TENSORS = ("row_ptr", "col_idx")  # saved; the others derive from them
 
     @property
     def cout(self) -> int:
@@ -80,13 +81,21 @@ class BlockTopology(NamedTuple):
         """Fraction of the weight's blocks that are pruned."""
         return 1.0 - self.nnzb / (self.groups * self.rows_per_group * self.shape[1])
 
+    @property
+    def values_shape(self) -> tuple[tuple[int, ...], str]:
+        return (self.nnzb, *self.kernel_size, self.n), "[nnzb, Kh, Kw, N]"
+
+    def to_format(self, values: torch.Tensor) -> "Block1xN":
+        """The (validated) format of this topology with ``values``."""
+        return Block1xN(self.row_ptr, self.col_idx, values, self.shape, self.n, self.groups)
+
     def as_op_args(self) -> tuple[list[torch.Tensor], list[int]]:
         return [getattr(self, f) for f in self.TENSORS], [*self.shape, self.n, self.groups]
 
     @classmethod
     def from_op_args(cls, tensors, meta) -> "BlockTopology":
         """Rebuild from a custom op's arguments, bounding every integer (the
-        tensors' contents are checked before any kernel, see ops/block1xn_checks)."""
+        tensors' contents are checked before any kernel, see ops/checks.py)."""
         if len(tensors) != 5:
             raise ValueError("topology: expected 5 tensors (row_ptr, col_idx, col_ptr, "
                              f"block_idx, block_row), got {len(tensors)}")
@@ -233,7 +242,7 @@ class Block1xN(SparseConvFormat):
         cls, weight: torch.Tensor, mask: torch.Tensor, n: int, groups: int = 1
     ) -> "Block1xN":
         """Keep the blocks ``mask`` keeps; reject a mask that is not 1xN."""
-        _check_weight(weight, groups)
+        check_dense_weight(weight)
         _check_geometry(*weight.shape, n, groups)
         if not isinstance(mask, torch.Tensor) or tuple(mask.shape) != tuple(weight.shape):
             got = tuple(mask.shape) if isinstance(mask, torch.Tensor) else type(mask).__name__
@@ -286,7 +295,7 @@ class Block1xN(SparseConvFormat):
         short rows are not pruned first merely for being short.
         ``random``: a uniform sample without replacement (seeded).
         """
-        _check_weight(weight, groups)
+        check_dense_weight(weight)
         _check_geometry(*weight.shape, n, groups)
         if not isinstance(sparsity, (int, float)) or not 0.0 <= sparsity <= 1.0:
             raise ValueError(f"sparsity: expected a number in [0, 1], got {sparsity!r}")
@@ -368,12 +377,3 @@ def _lane_scale(weight: torch.Tensor, groups: int, n: int) -> torch.Tensor:
     ones = torch.ones(weight.shape[0], 1, 1, 1, dtype=torch.float64, device=weight.device)
     lanes = _to_blocks(ones, groups, n, 0.0).sum(-1).flatten(1)
     return n / lanes
-
-
-def _check_weight(weight: torch.Tensor, groups: int):
-    if not isinstance(weight, torch.Tensor):
-        raise TypeError(f"weight: expected a torch.Tensor, got {type(weight).__name__}")
-    if weight.dim() != 4:
-        raise ValueError(f"weight: expected 4-D [Cout, Cin/g, Kh, Kw], got shape {tuple(weight.shape)}")
-    if not weight.is_floating_point():
-        raise TypeError(f"weight: expected a floating dtype, got {weight.dtype}")

@@ -14,19 +14,25 @@ from typing import Optional
 from torch import Tensor
 
 from ..formats.block1xn import Block1xN, BlockTopology
+from .. import _ext
+from .checks import KindChecks
 from .sparse_conv import KindOps, apply_sparse_conv, define_sparse_conv
+
+def _native_check(topo: BlockTopology):
+    _ext.C.block1xn_check_topology(*(getattr(topo, f) for f in topo.TENSORS), topo.n,
+                                   topo.rows_per_group, topo.cout, topo.cin, topo.groups)
+
 
 OPS = define_sparse_conv(KindOps(
     slug="block1xn",
     topology=BlockTopology.from_op_args,
-    values_shape=lambda topo: (topo.nnzb, *topo.kernel_size, topo.n),
     backend_modules={
-        "reference": ".ops.block1xn_reference",
+        "reference": ".ops.reference",
         "cpu": ".ops.block1xn_native",
         "cuda": ".ops.block1xn_native",
         "triton": ".triton.block1xn",
     },
-    checks=".ops.block1xn_checks",
+    checks=KindChecks(native_check=_native_check),
 ))
 
 

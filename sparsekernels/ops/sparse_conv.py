@@ -28,6 +28,7 @@ from torch import Tensor
 
 from ..conv_args import check_conv_args, output_hw, resolve_conv_args
 from . import backends
+from .checks import KindChecks
 
 
 class KindOps(NamedTuple):
@@ -36,13 +37,10 @@ class KindOps(NamedTuple):
     slug: str
     # (topology tensors, meta) -> the kind's topology object the backends take
     topology: Callable[[Sequence[Tensor], Sequence[int]], object]
-    # (topology object) -> shape of ``values`` (what grad-weight returns)
-    values_shape: Callable[[object], tuple[int, ...]]
     # backend name -> module (relative to ``sparsekernels``) with forward,
-    # grad_input, grad_weight and the kind's check_forward, check_grad_input,
-    # check_grad_weight(backend, ...) in a ``checks`` module
+    # grad_input, grad_weight
     backend_modules: dict[str, str]
-    checks: str
+    checks: KindChecks  # what each op checks before a backend runs
 
 
 class SparseConvOps(NamedTuple):
@@ -73,9 +71,6 @@ def define_sparse_conv(kind: KindOps) -> SparseConvOps:
     def impl(backend: str):
         return _module(kind.backend_modules[backend])
 
-    def checks():
-        return _module(kind.checks)
-
     def prepare(topology, meta, stride, padding, dilation, groups, backend, device):
         conv = check_conv_args(stride, padding, dilation, groups)
         return kind.topology(topology, meta), conv, backends.resolve(backend, device)
@@ -86,7 +81,7 @@ def define_sparse_conv(kind: KindOps) -> SparseConvOps:
                 dilation: list[int], groups: int, backend: str) -> Tensor:
         topo, conv, backend = prepare(topology, meta, stride, padding, dilation, groups,
                                       backend, x.device)
-        checks().check_forward(backend, x, values, topo, bias, conv)
+        kind.checks.check_forward(backend, x, values, topo, bias, conv)
         return _like_input(impl(backend).forward(x, values, topo, bias, conv), x)
 
     @forward.register_fake
@@ -102,7 +97,7 @@ def define_sparse_conv(kind: KindOps) -> SparseConvOps:
                    dilation: list[int], groups: int, backend: str) -> Tensor:
         topo, conv, backend = prepare(topology, meta, stride, padding, dilation, groups,
                                       backend, grad_out.device)
-        checks().check_grad_input(backend, grad_out, values, topo, conv, tuple(input_hw))
+        kind.checks.check_grad_input(backend, grad_out, values, topo, conv, tuple(input_hw))
         return impl(backend).grad_input(grad_out, values, topo, conv, tuple(input_hw)).contiguous()
 
     @grad_input.register_fake
@@ -118,13 +113,13 @@ def define_sparse_conv(kind: KindOps) -> SparseConvOps:
                     backend: str) -> Tensor:
         topo, conv, backend = prepare(topology, meta, stride, padding, dilation, groups,
                                       backend, x.device)
-        checks().check_grad_weight(backend, x, grad_out, topo, conv)
+        kind.checks.check_grad_weight(backend, x, grad_out, topo, conv)
         return impl(backend).grad_weight(x, grad_out, topo, conv).contiguous()
 
     @grad_weight.register_fake
     def _(x, grad_out, topology, meta, *, stride, padding, dilation, groups, backend):
         check_conv_args(stride, padding, dilation, groups)
-        return x.new_empty(kind.values_shape(kind.topology(topology, meta)))
+        return x.new_empty(kind.topology(topology, meta).values_shape[0])
 
     def setup_context(ctx, inputs, keyword_only_inputs, output):
         x, values, topology, meta, bias = inputs

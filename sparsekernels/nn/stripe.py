@@ -1,0 +1,56 @@
+"""``StripeConv2d``: a drop-in ``nn.Conv2d`` whose weight is stripe-sparse.
+
+The kept stripes are the trainable ``values`` parameter ``[nnz, Cin/g]``; the
+topology (``row_ptr``, ``tap_idx``) is a buffer, so fine-tuning never revives
+a pruned stripe (see :class:`~sparsekernels.nn.base.SparseConv2d` for all it
+shares with ``nn.Conv2d``).
+"""
+from __future__ import annotations
+
+from typing import Optional
+
+from torch import Tensor, nn
+
+from ..formats.stripe import Stripe
+from ..ops.stripe import OPS
+from .base import SparseConv2d
+
+
+class StripeConv2d(SparseConv2d):
+    """Conv2d with a stripe-sparse weight (see ``sparsekernels.formats.Stripe``).
+
+    Build one with :meth:`from_dense`; the constructor makes a fully pruned
+    layer of the given shape (useful as a target for ``load_state_dict``).
+    """
+
+    FORMAT = Stripe
+    OPS = OPS
+
+    def __init__(self, in_channels: int, out_channels: int, kernel_size, stride=1, padding=0,
+                 dilation=1, groups: int = 1, bias: bool = True, padding_mode: str = "zeros",
+                 backend: str = "auto", device=None, dtype=None):
+        super().__init__(in_channels, out_channels, kernel_size, stride, padding, dilation,
+                         groups, bias, padding_mode, backend, device, dtype, params={})
+
+    @classmethod
+    def from_dense(
+        cls,
+        conv: nn.Conv2d,
+        sparsity: Optional[float] = None,
+        criterion: str = "l2",
+        mask: Optional[Tensor] = None,
+        seed: Optional[int] = None,
+        backend: str = "auto",
+    ) -> "StripeConv2d":
+        """Prune ``conv`` to stripes: by ``criterion`` at ``sparsity``, or
+        keeping exactly the stripes of an explicit stripe-structured ``mask``."""
+        if not isinstance(conv, nn.Conv2d):
+            raise TypeError(f"conv: expected an nn.Conv2d, got {type(conv).__name__}")
+        if (mask is None) == (sparsity is None):
+            raise ValueError("from_dense: give exactly one of sparsity= or mask=")
+        w = conv.weight.detach()
+        if mask is not None:
+            fmt = Stripe.from_mask(w, mask, conv.groups)
+        else:
+            fmt = Stripe.from_dense(w, sparsity, criterion, conv.groups, seed)
+        return cls._from_conv(conv, fmt, backend)

@@ -1,0 +1,149 @@
+"""What every kind's custom ops check before a backend sees their operands.
+
+The custom ops (``torch.ops.sparsekernels.<slug>_conv2d*``) are public entry
+points: anyone can call them with tensors that never went through a format.
+So each op body checks its operands before dispatching: the O(1) shape,
+dtype and device checks here for every backend, then the kind's whole
+topology (linear in the kept entries: microseconds, invisible next to the
+conv) once. The native backend's C++ entry points (``python_bindings/``)
+check the topology themselves, since ``sparsekernels._C`` is reachable too;
+for the Triton and reference backends the kind's ``check_topology`` is
+called from here. Messages name the argument.
+
+A kind's checks module is :class:`KindChecks` bound to its topology check
+and its ``values`` shape.
+"""
+from __future__ import annotations
+
+from typing import Callable, NamedTuple, Optional
+
+import torch
+from torch import Tensor
+
+from .. import _ext
+from ..conv_args import ConvArgs, as_int, output_hw
+
+NATIVE = ("cpu", "cuda")
+
+
+def _check_activation(name: str, t: Tensor, like: Tensor):
+    if t.dim() != 4:
+        raise ValueError(f"{name}: expected a 4-D tensor, got shape {tuple(t.shape)}")
+    if t.dtype != like.dtype:
+        raise TypeError(f"{name}: expected dtype {like.dtype}, got {t.dtype}")
+    if t.device != like.device:
+        raise ValueError(f"{name}: expected a tensor on {like.device}, got {t.device}")
+
+
+def _check_bias(bias: Optional[Tensor], like: Tensor, cout: int):
+    if bias is None:
+        return
+    if bias.dtype != like.dtype or bias.device != like.device:
+        raise TypeError(f"bias: expected {like.dtype} on {like.device}, "
+                        f"got {bias.dtype} on {bias.device}")
+    if tuple(bias.shape) != (cout,):
+        raise ValueError(f"bias: expected shape [{cout}], got {list(bias.shape)}")
+
+
+def _check_channels(name: str, t: Tensor, channels: int):
+    if t.shape[1] != channels:
+        raise ValueError(f"{name}: expected {channels} channels, got {t.shape[1]}")
+
+
+def _check_output_size(in_hw, topo, conv: ConvArgs):
+    want = output_hw(tuple(in_hw), topo.kernel_size, conv)
+    if min(want) < 1:
+        raise ValueError(f"input: spatial size {tuple(in_hw)} is too small for kernel "
+                         f"{topo.kernel_size} with padding {conv.padding} and dilation "
+                         f"{conv.dilation}")
+    return want
+
+
+def _check_spatial(grad_out: Tensor, in_hw: tuple[int, int], topo, conv: ConvArgs):
+    want = _check_output_size(in_hw, topo, conv)
+    if tuple(grad_out.shape[2:]) != want:
+        raise ValueError(f"grad_out: spatial size {tuple(grad_out.shape[2:])} does not match "
+                         f"the convolution's output {want}")
+
+
+def _check_groups(topo, conv: ConvArgs):
+    if conv.groups != topo.groups:
+        raise ValueError(f"groups: {conv.groups} does not match the weight's groups={topo.groups}")
+
+
+def check_topology(topo, native_check: Optional[Callable] = None):
+    """Raise unless a kernel may read ``topo``: the kind's compiled check
+    (``native_check(topo)``) when the extension is built, else the format's
+    own validation of the saved index tensors plus equality of the derived
+    ones (e.g. a transposed view) with what the format derives."""
+    if native_check is not None and _ext.C is not None:
+        native_check(topo)
+        return
+    shape, _ = topo.values_shape
+    probe = torch.zeros((), device=topo.row_ptr.device).expand(shape)  # only its shape is read
+    want = topo.to_format(probe).topology()
+    derived = [f for f in topo.TENSORS if f not in topo.INDEX_TENSORS]
+    if not all(torch.equal(getattr(topo, k).cpu(), getattr(want, k).cpu()) for k in derived):
+        raise ValueError(f"{'/'.join(derived)}: not the view derived from "
+                         f"{'/'.join(topo.INDEX_TENSORS)}")
+
+
+class KindChecks(NamedTuple):
+    """A kind's operand checks: ``check_forward``, ``check_grad_input`` and
+    ``check_grad_weight`` (called by the op definer). ``native_check(topo)``
+    is the kind's compiled topology check; the topology gives ``values_shape``
+    (shape, "[dim names]"), ``to_format(values)``, ``TENSORS`` and
+    ``INDEX_TENSORS``."""
+
+    native_check: Callable[[object], None]
+
+    def check_topology(self, topo):
+        check_topology(topo, self.native_check)
+
+    def _check_values(self, values: Tensor, like: Tensor, topo):
+        if values.dim() < 1:
+            raise ValueError(f"values: expected a tensor, got shape {tuple(values.shape)}")
+        if values.dtype != like.dtype:
+            raise TypeError(f"values: expected dtype {like.dtype}, got {values.dtype}")
+        if values.device != like.device:
+            raise ValueError(f"values: expected a tensor on {like.device}, got {values.device}")
+        want, names = topo.values_shape
+        if tuple(values.shape) != want:
+            raise ValueError(f"values: expected shape {names} = {list(want)}, "
+                             f"got {list(values.shape)}")
+
+    def check_forward(self, backend: str, x: Tensor, values: Tensor, topo,
+                      bias: Optional[Tensor], conv: ConvArgs):
+        _check_groups(topo, conv)
+        _check_activation("input", x, x)
+        _check_channels("input", x, topo.cin)
+        self._check_values(values, x, topo)
+        _check_bias(bias, x, topo.cout)
+        _check_output_size(x.shape[2:], topo, conv)
+        if backend not in NATIVE:
+            self.check_topology(topo)
+
+    def check_grad_input(self, backend: str, grad_out: Tensor, values: Tensor, topo,
+                         conv: ConvArgs, in_hw: tuple[int, int]):
+        _check_groups(topo, conv)
+        _check_activation("grad_out", grad_out, grad_out)
+        _check_channels("grad_out", grad_out, topo.cout)
+        self._check_values(values, grad_out, topo)
+        in_hw = (as_int(in_hw[0], "input_hw", 1), as_int(in_hw[1], "input_hw", 1))
+        _check_spatial(grad_out, in_hw, topo, conv)
+        if backend not in NATIVE:
+            self.check_topology(topo)
+
+    def check_grad_weight(self, backend: str, x: Tensor, grad_out: Tensor, topo,
+                          conv: ConvArgs):
+        _check_groups(topo, conv)
+        _check_activation("input", x, x)
+        _check_activation("grad_out", grad_out, x)
+        _check_channels("input", x, topo.cin)
+        _check_channels("grad_out", grad_out, topo.cout)
+        if grad_out.shape[0] != x.shape[0]:
+            raise ValueError(f"grad_out: batch {grad_out.shape[0]} does not match the input's "
+                             f"{x.shape[0]}")
+        _check_spatial(grad_out, tuple(x.shape[2:]), topo, conv)
+        if backend not in NATIVE:
+            self.check_topology(topo)
