@@ -22,8 +22,6 @@ the interpreter is meaningless); on a GPU a few configs are autotuned.
 """
 from __future__ import annotations
 
-import os
-import threading
 from typing import Optional
 
 import torch
@@ -32,16 +30,7 @@ import triton.language as tl
 
 from ..conv_args import ConvArgs, output_hw
 from ..formats.block1xn import BlockTopology
-
-_INTERPRET = os.environ.get("TRITON_INTERPRET", "0") == "1"
-_INTERPRETER_LOCK = threading.Lock()
-
-_ACC = {
-    torch.float16: tl.float32,
-    torch.bfloat16: tl.float32,
-    torch.float32: tl.float32,
-    torch.float64: tl.float64,
-}
+from .common import _ACC, _Launcher, _cfg, _check, _conv_scalars, _grid
 
 
 # ---------------------------------------------------------------------------
@@ -224,32 +213,6 @@ def _grad_weight_kernel(
 # ---------------------------------------------------------------------------
 # launch configs
 # ---------------------------------------------------------------------------
-class _Launcher:
-    """``kernel[grid](...)`` with one fixed config under the interpreter and
-    ``triton.autotune`` over ``configs`` on a GPU. ``configs[0]`` is the
-    interpreter's. No kernel accumulates into its output (every element is
-    stored once), so autotuning's repeated launches are harmless."""
-
-    def __init__(self, kernel, configs: list, key: list[str]):
-        if _INTERPRET:
-            self._fn, self._fixed = kernel, dict(configs[0].kwargs)
-        else:
-            self._fn, self._fixed = triton.autotune(configs=configs, key=key)(kernel), {}
-
-    def __call__(self, grid, *args, **kwargs):
-        if _INTERPRET:
-            # The interpreter patches triton.language globally while a kernel
-            # runs, so two threads interpreting at once corrupt each other.
-            with _INTERPRETER_LOCK:
-                self._fn[grid](*args, **kwargs, **self._fixed)
-        else:
-            self._fn[grid](*args, **kwargs, **self._fixed)
-
-
-def _cfg(num_warps: int, num_stages: int = 2, **meta) -> triton.Config:
-    return triton.Config(meta, num_warps=num_warps, num_stages=num_stages)
-
-
 _forward = _Launcher(
     _forward_kernel,
     [_cfg(4, BLOCK_M=64, BLOCK_K=32), _cfg(4, BLOCK_M=128, BLOCK_K=32),
@@ -275,33 +238,6 @@ _grad_weight = _Launcher(
 # ---------------------------------------------------------------------------
 def _block_n(n: int) -> int:
     return max(16, triton.next_power_of_2(n))  # tl.dot needs every dim >= 16
-
-
-def _check(name: str, t: torch.Tensor, dtype: torch.dtype):
-    if t.dtype not in _ACC:
-        raise TypeError(
-            f"{name}: dtype {t.dtype} is not supported by the Triton backend "
-            f"(float16, bfloat16, float32, float64)"
-        )
-    if t.dtype != dtype:
-        raise TypeError(f"{name}: dtype {t.dtype} does not match {dtype}")
-    if _INTERPRET and t.dtype == torch.bfloat16:
-        # numpy has no bfloat16, so the interpreter computes garbage with it.
-        raise TypeError(
-            f"{name}: bfloat16 does not run under the Triton interpreter "
-            "(TRITON_INTERPRET=1); use float16/float32, or a GPU"
-        )
-    if t.dim() != 4:
-        raise ValueError(f"{name}: expected a 4-D NCHW tensor, got shape {tuple(t.shape)}")
-
-
-def _grid(programs: int, extent: int, tile: str):
-    """(programs, tiles of ``extent``) with the tile size the config picked."""
-    return lambda meta: (programs, triton.cdiv(extent, meta[tile]))
-
-
-def _conv_scalars(conv: ConvArgs) -> tuple:
-    return (*conv.stride, *conv.padding, *conv.dilation)
 
 
 def forward(
