@@ -90,14 +90,14 @@ def _check_fit(args, parser, layers) -> None:
 
 
 # ---- printing --------------------------------------------------------------------
-_HEADER = (f"{'layer':<20} {'pass':<11} {'kind':<5} {'n':>3} {'backend':<9} {'mf':<4} "
+_HEADER = (f"{'layer':<20} {'pass':<11} {'kind':<6} {'n':>3} {'backend':<9} {'mf':<4} "
            f"{'sparsity':>8} {'dense_ms':>14} {'sparse_ms':>9} {'speedup':>7} {'ideal':>6} "
            f"{'err':>8}")
 
 
 def _row(r: dict) -> str:
     mf = "cl" if r["memory_format"] == "channels_last" else "nchw"
-    head = (f"{r['layer']:<20} {r['pass']:<11} {r['kind']:<5} {r['n']:>3} {r['backend']:<9} "
+    head = (f"{r['layer']:<20} {r['pass']:<11} {r['kind']:<6} {r['n'] or '-':>3} {r['backend']:<9} "
             f"{mf:<4} {r['sparsity']:>8.2f} ")
     dense = f"{r['dense_ms']:.3f} ({'cl' if r['dense_layout'] == 'channels_last' else 'nchw'})"
     if not r["ok"]:
@@ -116,7 +116,7 @@ def summary(records: list[dict]) -> list[str]:
                    r["memory_format"], r["sparsity"])
             groups[key].append(r["speedup"])
     lines = ["", "geomean speed-up over layers (dense_ms / sparse_ms, >1 = sparse faster)",
-             f"{'dtype':<9} {'batch':>5} {'pass':<11} {'kind':<5} {'n':>3} {'backend':<9} "
+             f"{'dtype':<9} {'batch':>5} {'pass':<11} {'kind':<6} {'n':>3} {'backend':<9} "
              f"{'mf':<13} {'sparsity':>8} {'layers':>6} {'geomean':>8}"]
     for key, s in sorted(groups.items()):
         dtype, batch, pass_, kind, n, backend, mf, sp = key

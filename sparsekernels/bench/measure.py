@@ -230,8 +230,8 @@ def _fill_times(rec: dict, dense: dict, sparse_ms: Optional[float]) -> None:
 
 
 def configs_per_layer(plan: Plan) -> int:
-    return (len(plan.kinds) * len(plan.ns) * len(plan.sparsities) * len(plan.backends)
-            * len(plan.memory_formats))
+    sizes = sum(len(KINDS[k].sizes(plan.ns)) for k in plan.kinds)
+    return sizes * len(plan.sparsities) * len(plan.backends) * len(plan.memory_formats)
 
 
 def run_layer(plan: Plan, layer: Layer, case: Case) -> list[dict]:
@@ -242,7 +242,7 @@ def run_layer(plan: Plan, layer: Layer, case: Case) -> list[dict]:
     needs_w = PASSES[case.pass_][1]
     for kind_name in plan.kinds:
         kind = KINDS[kind_name]
-        for n in plan.ns:
+        for n in kind.sizes(plan.ns):
             for sparsity in plan.sparsities:
                 fmt = kind.build(w.detach(), n, sparsity, plan.seed)
                 fmt.topology()  # cached: index building stays out of the timed region

@@ -31,6 +31,7 @@ from . import options
 from .env import cache_bytes, environment
 from .kinds import KINDS
 from .measure import LAYOUTS, check
+from .schema import kind_label
 from .timing import median_ms, rotating, rotation_sets
 
 try:
@@ -101,7 +102,7 @@ def _variants(args, arch: str, dtype: torch.dtype, device, backends) -> tuple[li
                         _census(dense, None, input_shape, dense_flops, len(conv_names)))]
     for kind_name in options.unique(args.kind):
         kind = KINDS[kind_name]
-        for n in options.unique(args.n):
+        for n in kind.sizes(options.unique(args.n)):
             for sparsity in options.unique(args.sparsity):
                 for backend in backends:
                     model = kind.sparsify(copy.deepcopy(dense), n, sparsity, exclude,
@@ -204,7 +205,7 @@ _HEADER = (f"{'arch':<13} {'dtype':<9} {'batch':>5} {'mode':<8} {'config':<24} {
 
 def _row(r: dict) -> str:
     config = "dense" if r["kind"] is None else \
-        f"{r['kind']} n={r['n']} s={r['sparsity']:.2f} {r['backend']}"
+        f"{kind_label(r)} s={r['sparsity']:.2f} {r['backend']}"
     mf = "cl" if r["memory_format"] == "channels_last" else "nchw"
     head = f"{r['arch']:<13} {r['dtype']:<9} {r['batch']:>5} {r['mode']:<8} {config:<24} {mf:<4} "
     convs = f"{r['sparse_convs']}/{r['convs']}"

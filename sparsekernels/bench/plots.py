@@ -7,6 +7,7 @@ from collections import defaultdict
 import torch
 
 from .roofline import Machine, ideal_speedup
+from .schema import kind_label
 from .suites import Layer
 
 _IDEAL_POINTS = 60
@@ -26,7 +27,7 @@ def pyplot():
 def series_label(r: dict) -> str:
     """What tells one line of a layer plot from another."""
     mf = ", channels_last" if r["memory_format"] == "channels_last" else ""
-    return f"{r['kind']} N={r['n']} ({r['backend']}{mf})"
+    return f"{kind_label(r)} ({r['backend']}{mf})"
 
 
 def _ideal_curve(r: dict, max_sparsity: float):
@@ -75,7 +76,7 @@ def layer_figure(plt, records: list[dict], title: str):
 def network_label(r: dict) -> str:
     if r["kind"] is None:
         return "dense"
-    return f"{r['kind']} N={r['n']}\n{r['sparsity']:.0%}"
+    return f"{kind_label(r)}\n{r['sparsity']:.0%}"
 
 
 def network_figure(plt, records: list[dict], title: str):

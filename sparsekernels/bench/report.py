@@ -26,7 +26,7 @@ from collections import defaultdict
 
 from . import plots
 from .env import device_slug
-from .schema import load
+from .schema import kind_label, load
 
 _LAYER_KEY = ("device_name", "threads", "suite", "layer", "batch", "dtype", "pass", "kind", "n",
               "sparsity", "backend", "memory_format")
@@ -153,7 +153,7 @@ def _layer_details(records: list[dict]) -> list[str]:
 def _config(r: dict) -> str:
     if r["kind"] is None:
         return "dense"
-    return f"{r['kind']} N={r['n']} {r['sparsity']:.0%} ({r['backend']})"
+    return f"{kind_label(r)} {r['sparsity']:.0%} ({r['backend']})"
 
 
 def _where(r: dict) -> str:

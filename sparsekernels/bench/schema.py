@@ -178,3 +178,8 @@ class ResultsFile:
         with atomic_write(self.path, "w") as f:
             json.dump(self.records, f, indent=1, allow_nan=False)
             f.write("\n")
+
+
+def kind_label(r: dict) -> str:
+    """A record's kind as people read it: ``1xN N=16``, or ``stripe``."""
+    return str(r["kind"]) if r.get("n") is None else f"{r['kind']} N={r['n']}"

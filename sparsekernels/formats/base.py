@@ -18,6 +18,7 @@ import torch
 class SparseConvFormat:
     INDEX_TENSORS: ClassVar[tuple[str, ...]]
     PARAMS: ClassVar[tuple[str, ...]]
+    CRITERIA: ClassVar[tuple[str, ...]]  # what from_dense ranks entries by
     Topology: ClassVar[type]
 
     shape: tuple[int, int, int, int]  # the dense weight's [Cout, Cin/g, Kh, Kw]

@@ -171,6 +171,7 @@ class Block1xN(SparseConvFormat):
 
     INDEX_TENSORS = ("row_ptr", "col_idx")
     PARAMS = ("n",)
+    CRITERIA = CRITERIA
     Topology = BlockTopology
 
     def __init__(

@@ -141,6 +141,7 @@ class Stripe(SparseConvFormat):
 
     INDEX_TENSORS = ("row_ptr", "tap_idx")
     PARAMS = ()
+    CRITERIA = CRITERIA
     Topology = StripeTopology
 
     def __init__(self, row_ptr: torch.Tensor, tap_idx: torch.Tensor, values: torch.Tensor,

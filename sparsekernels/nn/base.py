@@ -20,12 +20,14 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from ..conv_args import as_int, resolve_conv_args
+from ..layer_select import is_depthwise
 from ..ops.sparse_conv import SparseConvOps, apply_sparse_conv
 
 
 class SparseConv2d(nn.Module):
     FORMAT: ClassVar[type]
     OPS: ClassVar[SparseConvOps]
+    DEFAULT_CRITERION: ClassVar[str]  # from_dense's, and sparsify's
 
     def __init__(self, in_channels: int, out_channels: int, kernel_size, stride=1, padding=0,
                  dilation=1, groups: int = 1, bias: bool = True, padding_mode: str = "zeros",
@@ -94,6 +96,25 @@ class SparseConv2d(nn.Module):
         topo = fmt.topology()
         for name in self.FORMAT.INDEX_TENSORS + self._derived():
             setattr(self, name, getattr(topo, name).clone())
+
+    # ---- what sparsify asks of a kind -----------------------------------
+    @classmethod
+    def sparsify_options(cls, **options) -> dict:
+        """The kind's own ``sparsify`` arguments, checked, defaults filled in."""
+        if options:
+            raise TypeError(f"sparsify: {cls.__name__} takes no option {sorted(options)}")
+        return {}
+
+    @classmethod
+    def skip_reason(cls, conv: nn.Conv2d, **options) -> Optional[str]:
+        """Why ``sparsify`` leaves ``conv`` dense, or None to convert it."""
+        if is_depthwise(conv):
+            return "depthwise conv (one input channel per group: each kept entry would be one weight)"
+        return None
+
+    def describe(self) -> str:
+        params = ", ".join(f"{k}={v}" for k, v in self._params.items())
+        return f"{type(self).__name__}({params})"
 
     # ---- views ----------------------------------------------------------
     @property

@@ -12,7 +12,9 @@ from typing import Optional
 
 from torch import Tensor, nn
 
-from ..formats.block1xn import Block1xN
+from ..conv_args import as_int
+from ..formats.block1xn import MAX_BLOCK_HEIGHT, Block1xN
+from ..layer_select import is_depthwise
 from ..ops.block1xn import OPS
 from .base import SparseConv2d
 
@@ -26,6 +28,7 @@ class Block1xNConv2d(SparseConv2d):
 
     FORMAT = Block1xN
     OPS = OPS
+    DEFAULT_CRITERION = "l1"
 
     def __init__(self, in_channels: int, out_channels: int, kernel_size, stride=1, padding=0,
                  dilation=1, groups: int = 1, bias: bool = True, padding_mode: str = "zeros",
@@ -39,7 +42,7 @@ class Block1xNConv2d(SparseConv2d):
         conv: nn.Conv2d,
         n: int = 16,
         sparsity: Optional[float] = None,
-        criterion: str = "l1",
+        criterion: str = DEFAULT_CRITERION,
         mask: Optional[Tensor] = None,
         seed: Optional[int] = None,
         backend: str = "auto",
@@ -56,3 +59,18 @@ class Block1xNConv2d(SparseConv2d):
         else:
             fmt = Block1xN.from_dense(w, n, sparsity, criterion, conv.groups, seed)
         return cls._from_conv(conv, fmt, backend)
+
+    @classmethod
+    def sparsify_options(cls, n: int = 16, pad_partial: bool = True) -> dict:
+        if not isinstance(pad_partial, bool):
+            raise TypeError(f"pad_partial: expected a bool, got {pad_partial!r}")
+        return {"n": as_int(n, "n", 1, MAX_BLOCK_HEIGHT), "pad_partial": pad_partial}
+
+    @classmethod
+    def skip_reason(cls, conv: nn.Conv2d, n: int = 16, pad_partial: bool = True) -> Optional[str]:
+        if is_depthwise(conv):
+            return "depthwise conv (one input channel per group: no block to share)"
+        cout_g = conv.out_channels // conv.groups
+        if cout_g % n and not pad_partial:
+            return f"N={n} does not divide out_channels/groups={cout_g} (pad_partial=False)"
+        return None

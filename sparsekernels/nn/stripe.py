@@ -25,6 +25,7 @@ class StripeConv2d(SparseConv2d):
 
     FORMAT = Stripe
     OPS = OPS
+    DEFAULT_CRITERION = "l2"
 
     def __init__(self, in_channels: int, out_channels: int, kernel_size, stride=1, padding=0,
                  dilation=1, groups: int = 1, bias: bool = True, padding_mode: str = "zeros",
@@ -37,7 +38,7 @@ class StripeConv2d(SparseConv2d):
         cls,
         conv: nn.Conv2d,
         sparsity: Optional[float] = None,
-        criterion: str = "l2",
+        criterion: str = DEFAULT_CRITERION,
         mask: Optional[Tensor] = None,
         seed: Optional[int] = None,
         backend: str = "auto",
