@@ -5,7 +5,7 @@ import torch
 from torch import nn
 
 import sparsekernels as sk
-from sparsekernels.ops import block1xn as ops
+from sparsekernels.kinds import KINDS
 from sparsekernels.testing import backends_here, make_case
 
 BACKENDS = [b for b in backends_here("cpu") if b != "triton"]
@@ -16,25 +16,29 @@ def _conv(case, backend):
                 dilation=list(case.dilation), groups=case.groups, backend=backend)
 
 
+@pytest.mark.parametrize("kind", KINDS)
 @pytest.mark.parametrize("backend", BACKENDS)
 @pytest.mark.parametrize("channels_last", [False, True])
-def test_opcheck_forward(backend, channels_last):
-    case = make_case(groups=2, cin=4, cout=6, n=2, stride=(2, 1), channels_last=channels_last)
+def test_opcheck_forward(kind, backend, channels_last):
+    case = make_case(groups=2, cin=4, cout=6, stride=(2, 1), channels_last=channels_last,
+                     kind=kind)
     topology, meta = case.weight.topology().as_op_args()
     x = case.x.clone().requires_grad_()
     values = case.weight.values.clone().requires_grad_()
-    torch.library.opcheck(ops.OPS.forward, (x, values, topology, meta, case.bias),
+    torch.library.opcheck(KINDS[kind].module.OPS.forward, (x, values, topology, meta, case.bias),
                           _conv(case, backend))
 
 
+@pytest.mark.parametrize("kind", KINDS)
 @pytest.mark.parametrize("backend", BACKENDS)
-def test_opcheck_gradients(backend):
-    case = make_case(cin=4, cout=6, n=4)
+def test_opcheck_gradients(kind, backend):
+    case = make_case(cin=4, cout=6, kind=kind)
+    ops = KINDS[kind].module.OPS
     topology, meta = case.weight.topology().as_op_args()
     grad = torch.randn(2, 6, 7, 9, dtype=torch.float64)
-    torch.library.opcheck(ops.OPS.grad_input, (grad, case.weight.values, topology, meta),
+    torch.library.opcheck(ops.grad_input, (grad, case.weight.values, topology, meta),
                           dict(input_hw=[7, 9], **_conv(case, backend)))
-    torch.library.opcheck(ops.OPS.grad_weight, (case.x, grad, topology, meta),
+    torch.library.opcheck(ops.grad_weight, (case.x, grad, topology, meta),
                           _conv(case, backend))
 
 
@@ -49,10 +53,11 @@ class _Net(nn.Module):
         return self.conv3(torch.relu(self.conv2(torch.relu(self.conv1(x)))))
 
 
+@pytest.mark.parametrize("kind", [spec.label for spec in KINDS.values()])
 @pytest.mark.parametrize("backend", BACKENDS)
-def test_compile_fullgraph_forward_and_backward(backend):
+def test_compile_fullgraph_forward_and_backward(kind, backend):
     torch.manual_seed(0)
-    net = sk.sparsify(_Net().double(), n=4, sparsity=0.5, backend=backend)
+    net = sk.sparsify(_Net().double(), sparsity=0.5, kind=kind, backend=backend)
     x = torch.randn(2, 3, 9, 9, dtype=torch.float64)
     eager = net(x)
     compiled = torch.compile(net, fullgraph=True, backend="aot_eager")

@@ -22,6 +22,9 @@ CASES = {
     "stride2_pad0": dict(stride=2, padding=0, hw=(9, 8)),
     "dilation2": dict(dilation=2, padding=2),
     "groups2": dict(groups=2, cin=8, cout=14, params={"block1xn": {"n": 3}}),
+    "depthwise": dict(groups=6, cin=6, cout=12, params={"block1xn": {"n": 2}}),
+    # channel counts that leave a remainder after every register tile
+    "odd_tiles": dict(cin=37, cout=29, hw=(11, 13), sparsity=0.4, params={"block1xn": {"n": 5}}),
     "pointwise": dict(kernel=(1, 1), padding=0, cout=16, params={"block1xn": {"n": 8}}),
     "kernel5x3": dict(kernel=(5, 3), padding=(2, 1), cout=16, cin=5,
                       params={"block1xn": {"n": 16}}),
@@ -67,6 +70,10 @@ def _grads(kind, case, backend, seed=1):
     inputs = [t for t in (x, values, bias) if t is not None]
     grads = torch.autograd.grad(out, inputs, g.to(out.device, out.dtype))
     return out, g, grads
+
+
+def test_every_kind_has_a_nan_case():
+    assert set(_NAN_MASKS) == set(KINDS)
 
 
 @pytest.mark.parametrize("kind,name,device,backend", PARAMS)
@@ -138,18 +145,28 @@ def test_unbatched_input(kind):
     torch.testing.assert_close(out, reference_output(case)[0])
 
 
-def test_pruned_weights_do_not_exist_for_nan_inputs():
-    """A NaN in an input channel that only pruned blocks read stays out of the
-    output on the sparse kernels (the dense reference propagates it)."""
+# A mask keeping weights that never read input (channel 1, row 4, column 4) of
+# a 5x5 image at padding 1, and the kind's parameters.
+_NAN_MASKS = {
+    "block1xn": (lambda m: m[:, 0].fill_(True), {"n": 4}),  # channel 1 read by no block
+    "stripe": (lambda m: m[:, :, 0, 0].fill_(True), {}),  # only tap (0, 0): reads up-left
+}
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_pruned_weights_do_not_exist_for_nan_inputs(kind):
+    """A NaN input that only pruned weights read stays out of the output on
+    the sparse kernels (the dense reference propagates it)."""
     if "cpu" not in BACKENDS:
         pytest.skip("compiled CPU kernels not built")
-    spec = KINDS["block1xn"]
+    spec = KINDS[kind]
     w = torch.randn(4, 2, 3, 3, dtype=torch.float64)
     mask = torch.zeros_like(w, dtype=torch.bool)
-    mask[:, 0] = True  # channel 1 is read by no kept block
-    fmt = spec.format.from_mask(w, mask, n=4)
+    keep, params = _NAN_MASKS[kind]
+    keep(mask)
+    fmt = spec.format.from_mask(w, mask, **params)
     x = torch.randn(1, 2, 5, 5, dtype=torch.float64)
-    x[0, 1, 2, 2] = float("nan")
+    x[0, 1, 4, 4] = float("nan")
     assert torch.isfinite(spec.conv2d(x, fmt, padding=1, backend="cpu")).all()
     assert torch.isnan(spec.conv2d(x, fmt, padding=1, backend="reference")).any()
 
