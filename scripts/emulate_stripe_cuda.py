@@ -1,0 +1,408 @@
+"""CPU emulation of the stripe CUDA kernels' index math (csrc/cuda/stripe/).
+
+Nothing can run the CUDA kernels on a machine without a GPU, so this mirrors
+forward_kernel, grad_input_kernel and grad_weight_kernel (+ the split-K
+reduction) CTA by CTA: the same work decomposition, the same per-thread
+staging indices (vectorised over the 256 threads), the same k-major shared
+operands, micro-tile ownership (rows 4*ty+i, columns tx+16*j), lower_bound
+runs, skipped taps, carried pixel counters and epilogue addressing. Memory is
+a flat buffer read through explicit element strides, so a wrong offset reads
+a wrong value (or raises), and outputs start as NaN with a write counter, so
+an unwritten or doubly written element is caught.
+
+Compared against float64 torch.nn.functional.conv2d (and its autograd) on the
+decoded dense weight. Run directly for a sweep, or via
+tests/test_stripe_cuda_emulation.py.
+"""
+from __future__ import annotations
+
+import bisect
+import math
+import sys
+
+import numpy as np
+
+kThreads, kTileM, kTileN = 256, 64, 64
+TID = np.arange(kThreads)
+TX, TY = TID % 16, TID // 16
+
+
+def cdiv(a, b):
+    return -(-a // b)
+
+
+class Geo:
+    def __init__(self, n, cin, h, w, cout, kh, kw, stride, pad, dil, groups):
+        self.batch, self.cin, self.in_h, self.in_w, self.cout = n, cin, h, w, cout
+        self.kh, self.kw = kh, kw
+        self.stride_h, self.stride_w = stride
+        self.pad_h, self.pad_w = pad
+        self.dil_h, self.dil_w = dil
+        self.groups = groups
+        self.out_h = (h + 2 * pad[0] - dil[0] * (kh - 1) - 1) // stride[0] + 1
+        self.out_w = (w + 2 * pad[1] - dil[1] * (kw - 1) - 1) // stride[1] + 1
+        self.out_h, self.out_w = max(self.out_h, 0), max(self.out_w, 0)
+
+    taps = property(lambda s: s.kh * s.kw)
+    cin_g = property(lambda s: s.cin // s.groups)
+    cout_g = property(lambda s: s.cout // s.groups)
+
+
+class Mem:
+    """A flat buffer read through (n, c, h, w) element strides."""
+
+    def __init__(self, t4, order):  # order: 'nchw', 'nhwc' or 'padded'
+        n, c, h, w = t4.shape
+        if order == "nchw":
+            self.buf, self.s = t4.reshape(-1).copy(), (c * h * w, h * w, w, 1)
+        elif order == "nhwc":
+            self.buf, self.s = t4.transpose(0, 2, 3, 1).reshape(-1).copy(), (h * w * c, 1, w * c, c)
+        else:  # every dimension padded by one element: non-contiguous
+            big = np.full((n + 1, c + 1, h + 1, w + 2), 1e30)
+            big[:n, :c, :h, :w] = t4
+            self.buf = big.reshape(-1)
+            self.s = ((c + 1) * (h + 1) * (w + 2), (h + 1) * (w + 2), w + 2, 1)
+
+    def load(self, off, mask):
+        off = np.where(mask, off, 0)
+        if mask.any():
+            assert off[mask].min() >= 0, "negative offset read"
+        return np.where(mask, self.buf[off], 0.0)
+
+
+class Out:
+    def __init__(self, size):
+        self.v = np.full(size, np.nan)
+        self.writes = np.zeros(size, np.int64)
+
+    def store(self, idx, val, mask):
+        idx, val = idx[mask], val[mask]
+        assert idx.min(initial=0) >= 0 and idx.max(initial=-1) < self.v.size
+        np.add.at(self.writes, idx, 1)
+        self.v[idx] = val
+
+
+def micro_tile(a, b, acc, active):
+    """a, b: [BK, 68]; acc [256, 4, 4]; rows 4*ty+i, columns tx+16*j."""
+    rows = 4 * TY[:, None] + np.arange(4)[None, :]  # [256, 4]
+    cols = TX[:, None] + 16 * np.arange(4)[None, :]
+    upd = np.einsum("kti,ktj->tij", a[:, rows], b[:, cols])
+    acc += np.where(active[:, None, None], upd, 0.0)
+
+
+def pixel_origin(geo, s, m):
+    plane = geo.out_h * geo.out_w
+    ok = m < geo.batch * plane
+    b = m // max(plane, 1)
+    p = m - b * plane
+    oh = p // max(geo.out_w, 1)
+    ow = p - oh * geo.out_w
+    ih0 = oh * geo.stride_h - geo.pad_h
+    iw0 = ow * geo.stride_w - geo.pad_w
+    return ok, ih0, iw0, b * s[0] + ih0 * s[2] + iw0 * s[3]
+
+
+def inside(y, x, geo):
+    return (y >= 0) & (y < geo.in_h) & (x >= 0) & (x < geo.in_w)
+
+
+def lower_bound(row, lo, hi, value):
+    return bisect.bisect_left(row, value, lo, hi)
+
+
+# ---- forward_kernel -------------------------------------------------------
+def forward(geo, st, values, x: Mem, bias, BK=16, OC=128):
+    cin_g, cout_g, taps = geo.cin_g, geo.cout_g, geo.taps
+    plane = geo.out_h * geo.out_w
+    out = Out(geo.batch * geo.cout * plane)
+    ranges, ptiles = cdiv(cout_g, OC), cdiv(geo.batch * plane, kTileN)
+    kAIters, kBRows = BK * kTileM // kThreads, kThreads // kTileN
+    lp, lk = TID % kTileN, TID // kTileN
+    vflat = values.reshape(-1)
+    srow = list(st["stripe_row"])
+    for w in range(geo.groups * ranges * ptiles):
+        rng, m0, g = w % ranges, ((w // ranges) % ptiles) * kTileN, w // ranges // ptiles
+        obase = g * cout_g + rng * OC
+        nout = min(cout_g - rng * OC, OC)
+        sums = np.zeros((OC, kTileN))
+        ok, ih0, iw0, off = pixel_origin(geo, x.s, m0 + lp)
+        xg = g * cin_g * x.s[1]
+        for tap in range(taps):
+            col = g * taps + tap
+            hi = st["tap_ptr"][col + 1]
+            e_first = lower_bound(srow, st["tap_ptr"][col], hi, obase)
+            e_end = lower_bound(srow, e_first, hi, obase + nout)
+            if e_first == e_end:
+                continue
+            dy, dx = (tap // geo.kw) * geo.dil_h, (tap % geo.kw) * geo.dil_w
+            in_img = ok & inside(ih0 + dy, iw0 + dx, geo)
+            xoff = off + dy * x.s[2] + dx * x.s[3]
+            for e0 in range(e_first, e_end, kTileM):
+                nrows = min(e_end - e0, kTileM)
+                wrow = []
+                for q in range(kAIters):
+                    r = (TID + q * kThreads) // BK
+                    idx = np.array([st["stripe_idx"][e0 + rr] if rr < nrows else -1 for rr in r])
+                    wrow.append(np.where(r < nrows, idx * cin_g, -1))
+                acc = np.zeros((kThreads, 4, 4))
+                for k0 in range(0, cin_g, BK):
+                    a = np.full((BK, kTileM + 4), np.nan)  # unstaged cells poison
+                    b = np.full((BK, kTileM + 4), np.nan)
+                    for q in range(kAIters):
+                        i = TID + q * kThreads
+                        k, r = i % BK, i // BK
+                        m = (wrow[q] >= 0) & (k0 + k < cin_g)
+                        a[k, r] = np.where(m, vflat[np.where(m, wrow[q] + k0 + k, 0)], 0.0)
+                    for k in range(0, BK):
+                        sel = (lk <= k) & ((k - lk) % kBRows == 0)
+                        m = in_img & (k0 + k < cin_g)
+                        v = x.load(xg + xoff + (k0 + k) * x.s[1], m)
+                        b[k, lp[sel]] = v[sel]
+                    micro_tile(a, b, acc, 4 * TY < nrows)
+                for i in range(4):
+                    r = 4 * TY + i
+                    for t in np.nonzero(r < nrows)[0]:
+                        o = srow[e0 + r[t]] - obase
+                        assert 0 <= o < nout
+                        for j in range(4):
+                            sums[o, TX[t] + 16 * j] += acc[t, i, j]
+        m = m0 + lp
+        valid = m < geo.batch * plane
+        bb = m // max(plane, 1)
+        base = (bb * geo.cout + obase) * plane + (m - bb * plane)
+        for o in range(nout):
+            sel = valid & (lk <= o) & ((o - lk) % kBRows == 0)
+            v = sums[o, lp] + (bias[obase + o] if bias is not None else 0.0)
+            out.store(base + o * plane, v, sel)
+    return out
+
+
+# ---- grad_input_kernel ----------------------------------------------------
+def grad_input(geo, st, values, go: Mem, BK=16):
+    cin_g, taps = geo.cin_g, geo.taps
+    in_plane = geo.in_h * geo.in_w
+    in_pixels = geo.batch * in_plane
+    out = Out(geo.batch * geo.cin * in_plane)
+    ctiles, ptiles = cdiv(cin_g, kTileM), cdiv(in_pixels, kTileN)
+    kARows = kThreads // kTileM
+    lane_c, lp, lk = TID % kTileM, TID % kTileN, TID // kTileN
+    vflat = values.reshape(-1)
+    for w in range(geo.groups * ctiles * ptiles):
+        c0, m0, g = (w % ctiles) * kTileM, ((w // ctiles) % ptiles) * kTileN, w // ctiles // ptiles
+        nc = min(cin_g - c0, kTileM)
+        m = m0 + lp
+        px_ok = m < in_pixels
+        b = np.where(px_ok, m // in_plane, 0)
+        rem = m - b * in_plane
+        ih = np.where(px_ok, rem // geo.in_w, 0)
+        iw = np.where(px_ok, rem - ih * geo.in_w, 0)
+        acc = np.zeros((kThreads, 4, 4))
+        for tap in range(taps):
+            kh, kw = tap // geo.kw, tap % geo.kw
+            th = ih + geo.pad_h - kh * geo.dil_h
+            tw = iw + geo.pad_w - kw * geo.dil_w
+            # C division truncates toward zero
+            oh = np.trunc(th / geo.stride_h).astype(np.int64)
+            ow = np.trunc(tw / geo.stride_w).astype(np.int64)
+            hit = px_ok & (th >= 0) & (tw >= 0) & (th % geo.stride_h == 0) & \
+                (tw % geo.stride_w == 0) & (oh < geo.out_h) & (ow < geo.out_w)
+            if not hit.any():
+                continue
+            goff = oh * go.s[2] + ow * go.s[3]
+            col = g * taps + tap
+            e_end = st["tap_ptr"][col + 1]
+            for e0 in range(st["tap_ptr"][col], e_end, BK):
+                ne = min(e_end - e0, BK)
+                a = np.full((BK, kTileM + 4), np.nan)
+                bs = np.full((BK, kTileM + 4), np.nan)
+                for k in range(BK):
+                    sel = (lk <= k) & ((k - lk) % kARows == 0)
+                    if k < ne:
+                        sidx, srow = st["stripe_idx"][e0 + k], st["stripe_row"][e0 + k]
+                        ma = lane_c < nc
+                        va = np.where(ma, vflat[np.where(ma, sidx * cin_g + c0 + lane_c, 0)], 0.0)
+                        vb = go.load(b * go.s[0] + goff + srow * go.s[1], hit)
+                    else:
+                        va = np.zeros(kThreads)
+                        vb = np.zeros(kThreads)
+                    a[k, lane_c[sel]] = va[sel]
+                    bs[k, lp[sel]] = vb[sel]
+                micro_tile(a, bs, acc, 4 * TY < nc)
+        for j in range(4):
+            mj = m0 + TX + 16 * j
+            bj = mj // in_plane
+            for i in range(4):
+                sel = (mj < in_pixels) & (4 * TY + i < nc)
+                dst = (bj * geo.cin + g * cin_g + c0) * in_plane + (mj - bj * in_plane) + \
+                    (4 * TY + i) * in_plane
+                out.store(dst, acc[:, i, j], sel)
+    return out
+
+
+# ---- grad_weight_kernel + reduce_splits_kernel ----------------------------
+def grad_weight(geo, st, x: Mem, go: Mem, sms=132, BK=16):
+    cin_g, taps, nnz = geo.cin_g, geo.taps, len(st["stripe_idx"])
+    total = nnz * cin_g
+    out = Out(total)
+    if total == 0:
+        return out
+    plane = geo.out_h * geo.out_w
+    pixels = geo.batch * plane
+    if pixels == 0:
+        out.store(np.arange(total), np.zeros(total), np.ones(total, bool))
+        return out
+    columns = geo.groups * taps
+    ctiles, rtiles = cdiv(cin_g, kTileN), cdiv(geo.cout_g, kTileM)
+    busy = columns * cdiv(cdiv(nnz, columns), kTileM) * ctiles
+    want = 4 * sms
+    splits = 1 if busy >= want else cdiv(want, busy)
+    splits = max(1, min(splits, cdiv(pixels, 32 * BK), 64))
+    split_px = cdiv(cdiv(pixels, splits), BK) * BK
+    dst = Out(splits * total) if splits > 1 else out
+    kIters, kRowStep = BK * kTileM // kThreads, kThreads // BK
+    lk, lr = TID % BK, TID // BK
+    for w in range(splits * columns * rtiles * ctiles):
+        rest = w
+        c0 = (rest % ctiles) * kTileN; rest //= ctiles
+        rt = rest % rtiles; rest //= rtiles
+        col, split = rest % columns, rest // columns
+        e_end = st["tap_ptr"][col + 1]
+        e0 = st["tap_ptr"][col] + rt * kTileM
+        if e0 >= e_end:
+            continue
+        nrows, nc = min(e_end - e0, kTileM), min(cin_g - c0, kTileN)
+        g, tap = col // taps, col % taps
+        dy = (tap // geo.kw) * geo.dil_h - geo.pad_h
+        dx = (tap % geo.kw) * geo.dil_w - geo.pad_w
+        row_off, ch_off = [], []
+        for q in range(kIters):
+            r = lr + q * kRowStep
+            row_off.append(np.array([st["stripe_row"][e0 + rr] * go.s[1] if rr < nrows else -1 for rr in r]))
+            ch_off.append(np.where(r < nc, (g * cin_g + c0 + r) * x.s[1], -1))
+        acc = np.zeros((kThreads, 4, 4))
+        p_begin = split * split_px
+        p_end = min(p_begin + split_px, pixels)
+        if p_begin < p_end:
+            p = p_begin + lk
+            b = p // plane
+            oh = (p - b * plane) // geo.out_w
+            ow = p - b * plane - oh * geo.out_w
+            for k0 in range(p_begin, p_end, BK):
+                p_ok = p < p_end
+                ih, iw = oh * geo.stride_h + dy, ow * geo.stride_w + dx
+                x_ok = p_ok & inside(ih, iw, geo)
+                gbase = b * go.s[0] + oh * go.s[2] + ow * go.s[3]
+                xbase = b * x.s[0] + ih * x.s[2] + iw * x.s[3]
+                a = np.full((BK, kTileM + 4), np.nan)
+                bs = np.full((BK, kTileM + 4), np.nan)
+                for q in range(kIters):
+                    r = lr + q * kRowStep
+                    a[lk, r] = go.load(gbase + row_off[q], p_ok & (row_off[q] >= 0))
+                    bs[lk, r] = x.load(xbase + ch_off[q], x_ok & (ch_off[q] >= 0))
+                micro_tile(a, bs, acc, 4 * TY < nrows)
+                p = p + BK
+                ow = ow + BK
+                for t in range(kThreads):  # the per-thread while loop
+                    while ow[t] >= geo.out_w:
+                        ow[t] -= geo.out_w
+                        oh[t] += 1
+                        if oh[t] == geo.out_h:
+                            oh[t] = 0
+                            b[t] += 1
+        for i in range(4):
+            r = 4 * TY + i
+            rows = np.array([st["stripe_idx"][e0 + rr] if rr < nrows else 0 for rr in r])
+            for j in range(4):
+                c = TX + 16 * j
+                sel = (r < nrows) & (c < nc)
+                dst.store(split * total + c0 + rows * cin_g + c, acc[:, i, j], sel)
+    if splits > 1:
+        assert (dst.writes == 1).all(), "a split partial was not written exactly once"
+        part = dst.v.reshape(splits, total)
+        v = part[0].copy()
+        for sp in range(1, splits):
+            v += part[sp]
+        out.store(np.arange(total), v, np.ones(total, bool))
+    return out
+
+
+# ---- driver -----------------------------------------------------------------
+def make_stripes(rng, geo, density):
+    keep = rng.random((geo.cout, geo.taps)) < density
+    row_ptr = np.concatenate([[0], np.cumsum(keep.sum(1))]).astype(np.int64)
+    rows, taps_ = np.nonzero(keep)  # row-major: taps ascending within a row
+    nnz = len(rows)
+    group = rows // geo.cout_g
+    column = group * geo.taps + taps_
+    order = np.argsort(column, kind="stable")
+    tap_ptr = np.concatenate([[0], np.cumsum(np.bincount(column, minlength=geo.groups * geo.taps))])
+    st = dict(row_ptr=row_ptr, tap_idx=taps_, tap_ptr=[int(v) for v in tap_ptr],
+              stripe_idx=[int(v) for v in order], stripe_row=[int(v) for v in rows[order]])
+    values = rng.standard_normal((nnz, geo.cin_g))
+    dense = np.zeros((geo.cout, geo.taps, geo.cin_g))
+    dense[rows, taps_] = values
+    dense = dense.transpose(0, 2, 1).reshape(geo.cout, geo.cin_g, geo.kh, geo.kw)
+    return st, values, dense, rows, taps_
+
+
+def check_case(geo, density, order, with_bias=True, seed=0, sms=132, bk=16, oc=128):
+    """Max abs errors per pass; bk/oc: 16/128 for the fp32-accumulating
+    instantiations, 8/64 for fp64."""
+    import torch
+    import torch.nn.functional as F
+    rng = np.random.default_rng(seed)
+    st, values, dense, rows, taps_ = make_stripes(rng, geo, density)
+    x = rng.standard_normal((geo.batch, geo.cin, geo.in_h, geo.in_w))
+    bias = rng.standard_normal(geo.cout) if with_bias else None
+    xt = torch.tensor(x, requires_grad=True)
+    wt = torch.tensor(dense, requires_grad=True)
+    y = F.conv2d(xt, wt, None if bias is None else torch.tensor(bias),
+                 (geo.stride_h, geo.stride_w), (geo.pad_h, geo.pad_w),
+                 (geo.dil_h, geo.dil_w), geo.groups)
+    assert y.shape[2:] == (geo.out_h, geo.out_w)
+    gy = rng.standard_normal(tuple(y.shape))
+    y.backward(torch.tensor(gy))
+    errs = {}
+
+    fo = forward(geo, st, values, Mem(x, order), bias, BK=bk, OC=oc)
+    assert (fo.writes == 1).all(), "forward: element not written exactly once"
+    errs["forward"] = np.abs(fo.v - y.detach().numpy().reshape(-1)).max(initial=0)
+
+    gi = grad_input(geo, st, values, Mem(gy, order), BK=bk)
+    assert (gi.writes == 1).all(), "grad_input: element not written exactly once"
+    errs["grad_input"] = np.abs(gi.v - xt.grad.numpy().reshape(-1)).max(initial=0)
+
+    gw = grad_weight(geo, st, Mem(x, order), Mem(gy, order), sms=sms, BK=bk)
+    assert (gw.writes == 1).all(), "grad_weight: element not written exactly once"
+    ref = wt.grad.numpy().reshape(geo.cout, geo.cin_g, geo.taps).transpose(0, 2, 1)[rows, taps_]
+    errs["grad_weight"] = np.abs(gw.v - ref.reshape(-1)).max(initial=0)
+    return errs
+
+
+CASES = [
+    # (N, Cin, H, W, Cout, kh, kw, stride, pad, dil, groups), density, layout
+    ((2, 5, 7, 6, 9, 3, 3, (1, 1), (1, 1), (1, 1), 1), 0.5, "nchw"),
+    ((1, 70, 5, 5, 140, 3, 3, (1, 1), (1, 1), (1, 1), 1), 0.4, "nhwc"),   # >1 range, K tail
+    ((2, 6, 9, 8, 4, 3, 2, (2, 3), (1, 0), (2, 1), 2), 0.7, "padded"),    # stride, dilation, groups
+    ((3, 4, 6, 5, 4, 3, 3, (1, 1), (2, 2), (1, 1), 4), 0.6, "nchw"),     # depthwise
+    ((2, 3, 4, 4, 5, 1, 1, (1, 1), (0, 0), (1, 1), 1), 1.0, "nhwc"),     # 1x1 dense
+    ((1, 3, 5, 5, 6, 5, 5, (2, 2), (0, 0), (1, 1), 1), 0.0, "nchw"),     # nnz == 0
+    ((0, 3, 5, 5, 6, 3, 3, (1, 1), (1, 1), (1, 1), 1), 0.5, "nchw"),     # batch 0
+    ((2, 8, 3, 3, 130, 2, 2, (3, 3), (0, 0), (1, 1), 1), 0.3, "padded"), # out 1x1, stride > kernel
+    ((1, 2, 40, 40, 3, 3, 3, (1, 1), (1, 1), (1, 1), 1), 0.6, "nchw"),   # many pixels: split-K
+]
+
+
+def main() -> int:
+    worst = 0.0
+    for shape, density, order in CASES:
+        for bk, oc in ((16, 128), (8, 64)):
+            errs = check_case(Geo(*shape), density, order, bk=bk, oc=oc)
+            worst = max(worst, *errs.values())
+            print(shape, density, order, bk, {k: f"{v:.1e}" for k, v in errs.items()})
+    print("worst", worst)
+    return 0 if worst < 1e-9 else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
