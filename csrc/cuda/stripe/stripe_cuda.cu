@@ -38,6 +38,14 @@ cudaError_t stripe_forward(DType dtype, const ConvGeometry& geo, const Stripes& 
   if (const cudaError_t err = check(geo, stripes); err != cudaSuccess) return err;
   return detail::with_dtype(dtype, [&](auto tag) -> cudaError_t {
     using T = typename decltype(tag)::type;
+    // fp16/bf16 on tensor cores once a K step (32 channels) is mostly real
+    // channels; fp32 and fp64 stay on the exact CUDA-core kernel (no TF32).
+    if constexpr (sizeof(T) == 2) {
+      if (geo.cin_per_group() >= 16 && detail::stripe::forward_mma_available())
+        return detail::stripe::forward_mma<T>(
+            geo, stripes, static_cast<const T*>(values), static_cast<const T*>(input),
+            in_strides, static_cast<const T*>(bias), static_cast<T*>(output), stream);
+    }
     return detail::stripe::forward<T>(
         geo, stripes, static_cast<const T*>(values), static_cast<const T*>(input),
         in_strides, static_cast<const T*>(bias), static_cast<T*>(output), stream);

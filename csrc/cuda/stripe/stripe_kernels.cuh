@@ -78,6 +78,16 @@ cudaError_t forward(const ConvGeometry& geo, const Stripes& stripes,
                     const T* values, const T* input, Strides4 in_strides,
                     const T* bias, T* output, cudaStream_t stream);
 
+// Tensor-core forward (stripe_forward_mma.cu); T is __half or __nv_bfloat16.
+template <typename T>
+cudaError_t forward_mma(const ConvGeometry& geo, const Stripes& stripes,
+                        const T* values, const T* input, Strides4 in_strides,
+                        const T* bias, T* output, cudaStream_t stream);
+
+// True when the tensor-core kernel was built for (and so runs on) the
+// current device: its machine code is sm_80 or newer.
+bool forward_mma_available();
+
 template <typename T>
 cudaError_t grad_input(const ConvGeometry& geo, const Stripes& stripes,
                        const T* values, const T* grad_out, Strides4 go_strides,
