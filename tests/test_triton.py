@@ -1,0 +1,196 @@
+"""Every registered kind's Triton kernels (forward, grad-input, grad-weight),
+called directly, against dense float64 F.conv2d and its autograd on the
+decoded weight (sparsekernels.testing's oracle).
+
+Without CUDA the kernels run under the Triton interpreter (CPU), so shapes
+are small; every case still crosses tile edges somewhere (short 1xN rows,
+more pixels than one pixel tile, Cin/g above a K chunk). conftest.py fills
+every fresh tensor with NaN, so an output element a kernel forgets to write
+fails the comparison.
+"""
+import importlib
+import os
+
+import pytest
+import torch
+
+if not torch.cuda.is_available():
+    os.environ.setdefault("TRITON_INTERPRET", "1")  # must precede importing triton
+
+triton = pytest.importorskip("triton")
+
+import torch.nn.functional as F  # noqa: E402
+
+from sparsekernels.conv_args import ConvArgs  # noqa: E402
+from sparsekernels.kinds import KINDS  # noqa: E402
+from sparsekernels.testing import (  # noqa: E402
+    low_precision_budget, make_case, reference_grads, reference_output,
+)
+
+INTERPRET = os.environ.get("TRITON_INTERPRET", "0") == "1"
+DEVICE = "cpu" if INTERPRET else "cuda"
+PASSES = ("forward", "grad_input", "grad_weight")
+
+
+def _backend(kind: str):
+    """The kind's Triton module: sparsekernels/triton/<slug>.py."""
+    return importlib.import_module(f"sparsekernels.triton.{kind}")
+
+
+# Geometry for every kind, plus (under "params") a kind's own parameters; a
+# case naming "kinds" runs only for those. make_case's defaults: batch 2,
+# cin 6, cout 10, 7x9 image, 3x3 kernel, padding 1, sparsity 0.5, bias.
+CASES = {
+    # 1xN, N=4: rows of 4, 4, 2 output channels, a short last row
+    "odd_hw_short_row": {},
+    "stride2_pad0_dense": dict(cout=16, stride=2, padding=0, sparsity=0.0, bias=False,
+                               params={"block1xn": {"n": 8}}),
+    "pad2_dil2_groups2": dict(cin=4, cout=12, groups=2, padding=2, dilation=2),
+    "k1x3_stride2x1": dict(cout=5, kernel=(1, 3), stride=(2, 1), padding=(0, 1),
+                           params={"block1xn": {"n": 1}}),
+    "k5_short_row": dict(cout=20, hw=(5, 6), kernel=(5, 5), padding=2,
+                         params={"block1xn": {"n": 16}}),
+    "fully_pruned_bias": dict(sparsity=1.0),
+    "fully_pruned_no_bias": dict(sparsity=1.0, bias=False),
+    "empty_batch": dict(batch=0),
+    "channels_last_groups2": dict(cout=8, groups=2, stride=2, channels_last=True),
+    "noncontiguous": dict(cout=12, bias=False, noncontiguous=True,
+                          params={"block1xn": {"n": 8}}),
+    # stripe: rows without any stripe, depthwise, several channel tiles and K chunks
+    "rows_without_stripes": dict(sparsity=0.85, cout=12, kinds=("stripe",)),
+    "depthwise_x2": dict(cin=6, cout=12, groups=6, hw=(5, 6), kinds=("stripe",)),
+    "wide": dict(cin=20, cout=36, hw=(4, 5), sparsity=0.3, kinds=("stripe",)),
+}
+PARAMS = [(k, c) for c, spec in CASES.items() for k in KINDS if k in spec.get("kinds", KINDS)]
+IDS = [f"{k}-{c}" for k, c in PARAMS]
+
+BF16_SKIP = "bf16 tl.dot returns garbage under the Triton interpreter; runs on a GPU"
+DTYPES = [
+    pytest.param(torch.float32, id="fp32"),
+    pytest.param(torch.float16, id="fp16"),
+    pytest.param(torch.bfloat16, id="bf16",
+                 marks=pytest.mark.skipif(INTERPRET, reason=BF16_SKIP)),
+]
+
+
+def _case(kind, name, dtype, seed=0):
+    spec = {k: v for k, v in CASES[name].items() if k != "kinds"}
+    params = spec.pop("params", {}).get(kind, {})
+    return make_case(kind=kind, dtype=dtype, device=DEVICE, seed=seed, **spec, **params)
+
+
+def _conv(case) -> ConvArgs:
+    return ConvArgs(case.stride, case.padding, case.dilation, case.groups)
+
+
+def _grad_out(case, name, seed=1) -> torch.Tensor:
+    """A random output gradient in the case's dtype, laid out like its input."""
+    shape = reference_output(case).shape
+    g = torch.randn(shape, generator=torch.Generator().manual_seed(seed), dtype=torch.float64)
+    g = g.to(DEVICE, case.x.dtype)
+    if CASES[name].get("channels_last"):
+        g = g.contiguous(memory_format=torch.channels_last)
+    if CASES[name].get("noncontiguous"):  # every other column of a wider tensor
+        wide = torch.zeros(*shape[:3], 2 * shape[3], dtype=g.dtype, device=g.device)
+        wide[..., ::2] = g
+        g = wide[..., ::2]
+    return g
+
+
+def _run(kind, pass_, case, go):
+    mod, topo, values = _backend(kind), case.weight.topology(), case.weight.values
+    if pass_ == "forward":
+        return mod.forward(case.x, values, topo, case.bias, _conv(case))
+    if pass_ == "grad_input":
+        return mod.grad_input(go, values, topo, _conv(case), tuple(case.x.shape[2:]))
+    return mod.grad_weight(case.x, go, topo, _conv(case))
+
+
+def _references(case, go) -> dict:
+    """float64 oracle of each pass, on the case's (already rounded) operands."""
+    gx, gv, _ = reference_grads(case, go.double())
+    return {"forward": reference_output(case), "grad_input": gx, "grad_weight": gv}
+
+
+def _torch_grads_error(case, go, pass_, ref) -> float:
+    """Max error of PyTorch's fp32 gradient rounded to the case's dtype: how
+    close a correct low-precision backward can be expected to get."""
+    x = case.x.detach().float().requires_grad_()
+    w = case.weight.to_dense().detach().float().requires_grad_()
+    out = F.conv2d(x, w, None, case.stride, case.padding, case.dilation, case.groups)
+    gx, gw = torch.autograd.grad(out, (x, w), go.float())
+    got = gx if pass_ == "grad_input" else case.weight.gather(gw)
+    return _max_err(got.to(case.x.dtype), ref)
+
+
+def _max_err(a, b) -> float:
+    return (a.double().cpu() - b.double().cpu()).abs().max().item() if a.numel() else 0.0
+
+
+def _bound(case, go, pass_, ref) -> float:
+    dtype = case.x.dtype
+    scale = max(1.0, ref.abs().max().item() if ref.numel() else 0.0)
+    if dtype == torch.float64:
+        return 1e-12 * scale
+    if dtype == torch.float32:
+        return 1e-5 * scale
+    if pass_ == "forward":
+        return low_precision_budget(case, dtype)
+    return max(2 * _torch_grads_error(case, go, pass_, ref), 4 * torch.finfo(dtype).eps * scale)
+
+
+def _check_passes(kind, name, case):
+    go = _grad_out(case, name)
+    refs = _references(case, go)
+    for pass_ in PASSES:
+        got, ref = _run(kind, pass_, case, go), refs[pass_]
+        assert got.shape == ref.shape and got.dtype == case.x.dtype, pass_
+        if pass_ != "grad_weight":
+            assert got.is_contiguous(), pass_
+        err, bound = _max_err(got, ref), _bound(case, go, pass_, ref)
+        assert err <= bound, f"{pass_}: max error {err:.3g} > bound {bound:.3g}"  # NaN fails too
+
+
+# ---- tests ------------------------------------------------------------------
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("kind,name", PARAMS, ids=IDS)
+def test_passes(kind, name, dtype):
+    _check_passes(kind, name, _case(kind, name, dtype))
+
+
+@pytest.mark.parametrize("kind,name", [(k, c) for k, c in PARAMS
+                                       if c in ("odd_hw_short_row", "pad2_dil2_groups2")])
+def test_float64(kind, name):
+    _check_passes(kind, name, _case(kind, name, torch.float64, seed=1))
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_weight_gradient_is_exactly_zero_off_the_kept_entries(kind):
+    """Entries of ``values`` that are no weight (1xN's padded lanes of a
+    short last row) get a gradient of exactly 0, whatever the kind."""
+    case = _case(kind, "odd_hw_short_row", torch.float32)
+    gw = _run(kind, "grad_weight", case, _grad_out(case, "odd_hw_short_row"))
+    off = case.weight.gather(torch.ones(case.weight.shape, device=DEVICE)) == 0
+    assert (gw[off] == 0).all()
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_deterministic(kind):
+    """No atomics: the same call twice gives bitwise the same results."""
+    case = _case(kind, "pad2_dil2_groups2", torch.float32)
+    go = _grad_out(case, "pad2_dil2_groups2")
+    for pass_ in PASSES:
+        assert torch.equal(_run(kind, pass_, case, go), _run(kind, pass_, case, go)), pass_
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_rejects_unsupported_and_mismatched_dtypes(kind):
+    mod, case = _backend(kind), _case(kind, "odd_hw_short_row", torch.float32)
+    topo, values, conv = case.weight.topology(), case.weight.values, _conv(case)
+    go = _grad_out(case, "odd_hw_short_row")
+    with pytest.raises(TypeError, match="torch.int32"):
+        mod.forward(case.x.to(torch.int32), values, topo, case.bias, conv)
+    with pytest.raises(TypeError, match="torch.float16"):
+        mod.grad_input(go.half(), values, topo, conv, tuple(case.x.shape[2:]))
+    with pytest.raises(TypeError, match="torch.float16"):
+        mod.grad_weight(case.x, go.half(), topo, conv)
