@@ -1,14 +1,16 @@
 """CPU emulation of the stripe CUDA kernels' index math (csrc/cuda/stripe/).
 
 Nothing can run the CUDA kernels on a machine without a GPU, so this mirrors
-forward_kernel, grad_input_kernel and grad_weight_kernel (+ the split-K
-reduction) CTA by CTA: the same work decomposition, the same per-thread
+forward_kernel, forward_mma_kernel, grad_input_kernel and grad_weight_kernel
+(+ the split-K reduction) CTA by CTA: the same work decomposition, the same per-thread
 staging indices (vectorised over the 256 threads), the same k-major shared
 operands, micro-tile ownership (rows 4*ty+i, columns tx+16*j), lower_bound
 runs, skipped taps, carried pixel counters and epilogue addressing. Memory is
 a flat buffer read through explicit element strides, so a wrong offset reads
 a wrong value (or raises), and outputs start as NaN with a write counter, so
-an unwritten or doubly written element is caught.
+an unwritten or doubly written element is caught. forward_mma_kernel moves
+raw fp16 words and every mma.sync is rebuilt from the 32 lanes' registers with
+the PTX ISA fragment tables, so a wrong register packing shows as a wrong sum.
 
 Compared against float64 torch.nn.functional.conv2d (and its autograd) on the
 decoded dense weight. Run directly for a sweep, or via
@@ -326,6 +328,173 @@ def grad_weight(geo, st, x: Mem, go: Mem, sms=132, BK=16):
     return out
 
 
+# ---- forward_mma_kernel (stripe_forward_mma.cu), fp16 words ----------------
+# PTX ISA fragment tables for mma.m16n8k16 (f16/bf16), independent of the kernel.
+def ptx_a_coords(lane):
+    """(row, col) of the 8 halves a0..a7 (4 regs, low half first)."""
+    g, t = lane >> 2, lane % 4
+    return [((g if (i < 2 or 4 <= i < 6) else g + 8), t * 2 + (i & 1) + (8 if i >= 4 else 0))
+            for i in range(8)]
+
+
+def ptx_b_coords(lane):
+    g, t = lane >> 2, lane % 4
+    return [(t * 2 + (i & 1) + (8 if i >= 2 else 0), g) for i in range(4)]  # (k, n)
+
+
+def ptx_c_coords(lane):
+    g, t = lane >> 2, lane % 4
+    return [((g if i < 2 else g + 8), t * 2 + (i & 1)) for i in range(4)]
+
+
+def halves(word):
+    word = int(word)
+    lo = np.array([word & 0xFFFF], np.uint16).view(np.float16)[0]
+    hi = np.array([word >> 16], np.uint16).view(np.float16)[0]
+    return float(lo), float(hi)
+
+
+def mma_16816(d, a_regs, b_regs):
+    """d[lane][4] += A*B with A (16x16) and B (16x8) assembled from the lanes."""
+    A = np.zeros((16, 16))
+    B = np.zeros((16, 8))
+    for lane in range(32):
+        ae = [h for w in a_regs[lane] for h in halves(w)]
+        for (r, c), v in zip(ptx_a_coords(lane), ae):
+            A[r, c] = v
+        be = [h for w in b_regs[lane] for h in halves(w)]
+        for (k, n), v in zip(ptx_b_coords(lane), be):
+            B[k, n] = v
+    D = A @ B
+    for lane in range(32):
+        for i, (r, c) in enumerate(ptx_c_coords(lane)):
+            d[lane][i] += D[r, c]
+
+
+def forward_mma(geo, st, values16, x16: Mem, bias):
+    """values16 / x16.buf hold float16 values; the kernel moves raw 16-bit words."""
+    kOC, kBK = 128, 32
+    kLdw = kBK // 2 + 4
+    cin_g, cout_g, taps = geo.cin_g, geo.cout_g, geo.taps
+    plane = geo.out_h * geo.out_w
+    out = Out(geo.batch * geo.cout * plane)
+    ranges, ptiles = cdiv(cout_g, kOC), cdiv(geo.batch * plane, kTileN)
+    kAWords, kBPairs = kTileM * (kBK // 2) // kThreads, kThreads // kTileN
+    vbits = values16.astype(np.float16).reshape(-1).view(np.uint16).astype(np.int64)
+    with np.errstate(over="ignore"):  # the 'padded' layout's filler becomes inf
+        xbits = x16.buf.astype(np.float16).view(np.uint16).astype(np.int64)
+    lp, lk = TID % kTileN, TID // kTileN
+    warp = TID // 32
+    wm, wn = warp % 4, warp // 4
+    gq, tq = (TID % 32) // 4, TID % 4
+    srow = list(st["stripe_row"])
+    for w in range(geo.groups * ranges * ptiles):
+        rng, m0, g = w % ranges, ((w // ranges) % ptiles) * kTileN, w // ranges // ptiles
+        obase = g * cout_g + rng * kOC
+        nout = min(cout_g - rng * kOC, kOC)
+        sums = np.zeros((kOC, kTileN))
+        ok, ih0, iw0, off = pixel_origin(geo, x16.s, m0 + lp)
+        xg = g * cin_g * x16.s[1]
+        for tap in range(taps):
+            col = g * taps + tap
+            hi_ = st["tap_ptr"][col + 1]
+            e_first = lower_bound(srow, st["tap_ptr"][col], hi_, obase)
+            e_end = lower_bound(srow, e_first, hi_, obase + nout)
+            if e_first == e_end:
+                continue
+            dy, dx = (tap // geo.kw) * geo.dil_h, (tap % geo.kw) * geo.dil_w
+            in_img = ok & inside(ih0 + dy, iw0 + dx, geo)
+            xoff = off + dy * x16.s[2] + dx * x16.s[3]
+            for e0 in range(e_first, e_end, kTileM):
+                nrows = min(e_end - e0, kTileM)
+                wrow = []
+                for q in range(kAWords):
+                    r = (TID + q * kThreads) // (kBK // 2)
+                    idx = np.array([st["stripe_idx"][e0 + rr] if rr < nrows else 0 for rr in r])
+                    wrow.append(np.where(r < nrows, idx * cin_g, -1))
+                active = 16 * wm < nrows
+                acc = np.zeros((kThreads, 4, 4))
+                for k0 in range(0, cin_g, kBK):
+                    sa = np.full((kTileM, kLdw), -1, np.int64)  # -1: never staged
+                    sb = np.full((kTileN, kLdw), -1, np.int64)
+                    for q in range(kAWords):
+                        i = TID + q * kThreads
+                        kp = i % (kBK // 2)
+                        k = k0 + 2 * kp
+                        have = wrow[q] >= 0
+                        lo = np.where(have & (k < cin_g), vbits[np.where(have & (k < cin_g), wrow[q] + k, 0)], 0)
+                        hi = np.where(have & (k + 1 < cin_g), vbits[np.where(have & (k + 1 < cin_g), wrow[q] + k + 1, 0)], 0)
+                        sa[i // (kBK // 2), kp] = lo | (hi << 16)
+                    for kp in range(kBK // 2):
+                        sel = (lk <= kp) & ((kp - lk) % kBPairs == 0)
+                        k = k0 + 2 * kp
+                        base = xg + xoff + k * x16.s[1]
+                        mlo, mhi = in_img & (k < cin_g), in_img & (k + 1 < cin_g)
+                        lo = np.where(mlo, xbits[np.where(mlo, base, 0)], 0)
+                        hi = np.where(mhi, xbits[np.where(mhi, base + x16.s[1], 0)], 0)
+                        sb[lp[sel], kp] = (lo | (hi << 16))[sel]
+                    assert (sa >= 0)[:, :kBK // 2].all() and (sb >= 0)[:, :kBK // 2].all()
+                    for wi in range(8):
+                        lanes = np.arange(32) + 32 * wi
+                        if not active[lanes[0]]:
+                            continue
+                        for ks in range(kBK // 16):
+                            c = ks * 8 + tq[lanes]
+                            r = 16 * wm[lanes] + gq[lanes]
+                            a_regs = np.stack([sa[r, c], sa[r + 8, c], sa[r, c + 4], sa[r + 8, c + 4]], 1)
+                            for nt in range(4):
+                                n = 32 * wn[lanes] + 8 * nt + gq[lanes]
+                                b_regs = np.stack([sb[n, c], sb[n, c + 4]], 1)
+                                d = acc[lanes, nt, :]
+                                mma_16816(d, a_regs, b_regs)
+                                acc[lanes, nt, :] = d
+                for t in np.nonzero(active)[0]:
+                    for h in range(2):
+                        r = 16 * wm[t] + gq[t] + 8 * h
+                        if r >= nrows:
+                            continue
+                        o = srow[e0 + r] - obase
+                        assert 0 <= o < nout
+                        for nt in range(4):
+                            p = 32 * wn[t] + 8 * nt + 2 * tq[t]
+                            sums[o, p] += acc[t, nt, 2 * h]
+                            sums[o, p + 1] += acc[t, nt, 2 * h + 1]
+        m = m0 + lp
+        valid = m < geo.batch * plane
+        bb = m // max(plane, 1)
+        base = (bb * geo.cout + obase) * plane + (m - bb * plane)
+        for o in range(nout):
+            sel = valid & (lk <= o) & ((o - lk) % kBPairs == 0)
+            v = sums[o, lp] + (bias[obase + o] if bias is not None else 0.0)
+            out.store(base + o * plane, v, sel)
+    return out
+
+
+def check_mma_case(geo, density, order, seed=0):
+    """Max abs error of forward_mma against float64 F.conv2d on fp16-rounded data."""
+    import torch
+    import torch.nn.functional as F
+    rng = np.random.default_rng(seed)
+    st, values, dense, rows, taps_ = make_stripes(rng, geo, density)
+    values = values.astype(np.float16).astype(np.float64)
+    dense = dense.astype(np.float16).astype(np.float64)
+    x = rng.standard_normal((geo.batch, geo.cin, geo.in_h, geo.in_w)).astype(np.float16).astype(np.float64)
+    bias = rng.standard_normal(geo.cout)
+    y = F.conv2d(torch.tensor(x), torch.tensor(dense), torch.tensor(bias),
+                 (geo.stride_h, geo.stride_w), (geo.pad_h, geo.pad_w),
+                 (geo.dil_h, geo.dil_w), geo.groups).numpy().reshape(-1)
+    fo = forward_mma(geo, st, values, Mem(x, order), bias)
+    assert (fo.writes == 1).all(), "forward_mma: element not written exactly once"
+    return np.abs(fo.v - y).max(initial=0)
+
+
+MMA_CASES = [
+    ((2, 40, 5, 6, 20, 3, 3, (1, 1), (1, 1), (1, 1), 1), 0.5, "nchw"),   # K tail 40 = 32 + 8
+    ((1, 34, 4, 4, 140, 3, 3, (1, 1), (1, 1), (1, 1), 2), 0.8, "nhwc"),  # 2 ranges, odd tail
+    ((2, 32, 7, 5, 70, 2, 3, (2, 1), (1, 2), (1, 2), 1), 0.95, "padded"), # run > 64 rows
+]
+
+
 # ---- driver -----------------------------------------------------------------
 def make_stripes(rng, geo, density):
     keep = rng.random((geo.cout, geo.taps)) < density
@@ -400,6 +569,10 @@ def main() -> int:
             errs = check_case(Geo(*shape), density, order, bk=bk, oc=oc)
             worst = max(worst, *errs.values())
             print(shape, density, order, bk, {k: f"{v:.1e}" for k, v in errs.items()})
+    for shape, density, order in MMA_CASES:
+        err = check_mma_case(Geo(*shape), density, order)
+        worst = max(worst, err)
+        print("mma", shape, density, order, f"{err:.1e}")
     print("worst", worst)
     return 0 if worst < 1e-9 else 1
 

@@ -38,3 +38,12 @@ def test_split_k_and_no_bias():
     geo = emu.Geo(2, 3, 24, 20, 4, 3, 3, (1, 1), (1, 1), (1, 1), 1)
     errs = emu.check_case(geo, 0.5, "nhwc", with_bias=False, sms=8)
     assert max(errs.values()) < 1e-9, errs
+
+
+@pytest.mark.parametrize("case", emu.MMA_CASES, ids=lambda c: f"{c[0]}-{c[1]}-{c[2]}")
+def test_stripe_forward_mma_emulation(case):
+    # Every mma.sync rebuilt from the 32 lanes' registers with the PTX
+    # fragment tables: the register packing and fragment-to-output mapping.
+    shape, density, order = case
+    err = emu.check_mma_case(emu.Geo(*shape), density, order)
+    assert err < 1e-9, f"forward_mma: max abs error {err}"
