@@ -31,22 +31,27 @@ _HELP = {
     "rearrange": "1xn: physically sort filters by L1 norm before pruning",
     "pretrained_model": "dense checkpoint to start from (else dense training first)",
     "exclude": "layer-name patterns kept dense (repeatable)",
+    "l1_preset": "l1_filter: per-layer ratios of the Rethinking scripts instead of --pr_target "
+                 "(vgg16_bn-A, resnet56-A/B, resnet110-A/B; the name's arch must be --arch)",
 }
+# Flags also accepted with dashes.
+_ALIASES = {"l1_preset": "--l1-preset"}
 
 
 def _add_config_flags(p: argparse.ArgumentParser):
     hints = typing.get_type_hints(RunConfig)
     for f in dataclasses.fields(RunConfig):
         kind = hints[f.name]
-        flag = f"--{f.name}"
+        flags = [f"--{f.name}", *([_ALIASES[f.name]] if f.name in _ALIASES else [])]
         help_ = _HELP.get(f.name, "")
         if kind is bool:
-            p.add_argument(flag, action=argparse.BooleanOptionalAction, default=None, help=help_)
+            p.add_argument(*flags, action=argparse.BooleanOptionalAction, default=None,
+                           help=help_)
         elif f.name == "exclude":
-            p.add_argument(flag, action="append", default=None, help=help_)
+            p.add_argument(*flags, action="append", default=None, help=help_)
         else:
             base = typing.get_args(kind)[0] if typing.get_args(kind) else kind
-            p.add_argument(flag, type=base, default=None, help=help_)
+            p.add_argument(*flags, dest=f.name, type=base, default=None, help=help_)
     p.add_argument("--conv_type", choices=sorted(CONV_TYPES),
                    help="the 1xN code's layer type: sets --method/--criterion")
     p.add_argument("--config", help="YAML or JSON file of RunConfig fields")

@@ -33,6 +33,9 @@ of this package's zoo (``sparsekernels.models``):
   The presets therefore store the exact fractions the scripts prune
   (``1 - int(C * (1 - p)) / C``, e.g. 0.125 for 32 channels at p = 0.1), so they
   rebuild the papers' architectures.
+
+``L1_PRESET_ARCHS`` names the zoo architecture each preset is for (the CLI's
+``--l1_preset`` is checked against ``--arch``).
 """
 from __future__ import annotations
 
@@ -146,3 +149,6 @@ L1_PRESETS: dict[str, dict[str, float]] = {
     "resnet110-A": _cifar_resnet_preset(110, (0.5, 0.0, 0.0), {36}),
     "resnet110-B": _cifar_resnet_preset(110, (0.5, 0.4, 0.3), {36, 38, 74}),
 }
+
+# The zoo architecture whose module names each preset uses.
+L1_PRESET_ARCHS: dict[str, str] = {name: name.split("-")[0] for name in L1_PRESETS}

@@ -14,6 +14,13 @@ leaves plain convs whose zero stripes are the pruned ones.
     loss.backward(); reg.apply(); optimizer.step()
     masks = fold_skeletons(model)                # {conv name: kept stripes}
 
+Dead filters (every stripe pruned), as the original: during training the BNs
+after such a filter get ``gamma = beta = 0`` (:func:`silence_bns`, on the BNs
+:func:`following_bns` finds), so its channel is exactly zero; at export
+:func:`remove_dead_filters` removes the filter, its BN entries and the next
+layers' input channels (``prune_out``/``prune_in``) with the package's channel
+surgery, whenever that leaves the network's output unchanged.
+
 A pruned stripe stays pruned: the parametrization holds a persistent ``keep``
 mask, so the momentum residue an optimizer leaves in a zeroed FS entry never
 reaches the forward pass. The original re-derives the mask every iteration from
@@ -22,13 +29,18 @@ exceeded the threshold.
 """
 from __future__ import annotations
 
-from typing import Dict, Iterable, Optional
+import logging
+from typing import Dict, Iterable, Optional, Sequence
 
 import torch
 from torch import Tensor, nn
 from torch.nn.utils import parametrize
 
 from .base import check_level, is_depthwise, pruned_count, smallest
+from .channels import ChannelGroup, channel_groups
+from .surgery import select_channels, select_mask_channels
+
+log = logging.getLogger("sparsekernels")
 
 
 class FilterSkeleton(nn.Module):
@@ -226,3 +238,151 @@ def stripe_sparsity(model: nn.Module, layers: Optional[Iterable[str]] = None) ->
         zero += int((~stripes).sum())
         total += stripes.numel()
     return zero / total
+
+
+# ---- dead filters ------------------------------------------------------------
+
+def dead_filters(mask: Tensor) -> Tensor:
+    """Bool ``[Cout]``: the filters of a kept-weight (or kept-stripe) mask that
+    keep nothing."""
+    return ~mask.flatten(1).any(dim=1)
+
+
+def following_bns(model: nn.Module, layers: Iterable[str]) -> Dict[str, list[str]]:
+    """``{conv: the BNs of its output channels}`` for each of ``layers`` whose
+    channels can be removed (an uncoupled :class:`~.channels.ChannelGroup`:
+    in a CIFAR ResNet ``conv1 -> bn1`` of a block, not ``conv2 -> bn2``, whose
+    channels meet the residual). These are the BNs the original zeroes for a
+    dead filter. Trace the model before attaching skeletons (a parametrized
+    conv couples its group). A model ``torch.fx`` cannot trace gets ``{}``."""
+    layers = list(layers)
+    try:
+        groups = {g.producer: g for g in channel_groups(model)}
+    except ValueError as exc:
+        log.warning("stripe: dead filters' BNs are not zeroed: %s", exc)
+        return {}
+    return {name: groups[name].all_bns for name in layers
+            if name in groups and not groups[name].coupled and groups[name].all_bns}
+
+
+@torch.no_grad()
+def silence_bns(bns: Iterable[nn.Module], dead: Tensor) -> None:
+    """``gamma = beta = 0`` (and their gradients) at the ``dead`` channels of
+    each BN: what the original's ``BatchNorm.update_mask`` does, so the channel
+    of a filter without stripes is exactly zero and can be removed."""
+    for bn in bns:
+        for p in (bn.weight, bn.bias):
+            if p is None:
+                continue
+            where = dead.to(p.device)
+            p[where] = 0
+            if p.grad is not None:
+                p.grad[where] = 0
+
+
+@torch.no_grad()
+def remove_dead_filters(
+    model: nn.Module, masks: Dict[str, Tensor], input_shape: Sequence[int],
+    layers: Optional[Iterable[str]] = None,
+) -> tuple[Dict[str, Tensor], Dict[str, list[int]], Dict[str, str]]:
+    """Remove the filters of ``layers`` (default: every mask's layer) that keep
+    no stripe, with their BN entries and the consumers' input channels
+    (:func:`~.surgery.select_channels`), in place: the original's
+    ``prune_out``/``prune_in``.
+
+    A dead filter is removed only when that is exact: its channel group is not
+    coupled (a residual add keeps ``conv2``'s channels, as the original does),
+    and the channel reaches every consumer as exact zeros, checked by one
+    forward (eval mode) of a random ``[2, *input_shape]`` input. That holds
+    after training with :func:`silence_bns` (``gamma = beta = 0``) and ReLU-like
+    activations; a channel whose BN still adds a constant stays, as a filter
+    with no stripes. A layer keeps at least one filter.
+
+    Returns ``(masks, removed, kept)``: the masks with the same selections
+    (:func:`~.surgery.select_mask_channels`), ``{layer: removed filter
+    indices}`` and ``{layer: why its dead filters stay}``.
+    """
+    names = list(masks) if layers is None else list(layers)
+    dead = {name: dead_filters(masks[name]).cpu() for name in names}
+    dead = {name: d for name, d in dead.items() if d.any()}
+    kept: Dict[str, str] = {}
+    if not dead:
+        return dict(masks), {}, kept
+    try:
+        groups = {g.producer: g for g in channel_groups(model)}
+    except ValueError as exc:
+        return dict(masks), {}, {name: str(exc) for name in dead}
+    candidates: Dict[str, ChannelGroup] = {}
+    for name in dead:
+        group = groups.get(name)
+        if group is None:
+            kept[name] = "not a Conv2d/Linear producer of the traced model"
+        elif group.coupled:
+            kept[name] = f"its channels are coupled ({group.reason})"
+        elif not group.consumers:
+            kept[name] = "its channels reach no layer that reads them"
+        else:
+            candidates[name] = group
+    silent = _silent_channels(model, candidates, dead, input_shape)
+    removed: Dict[str, list[int]] = {}
+    masks = dict(masks)
+    for name, group in candidates.items():
+        removable = dead[name] & silent[name]
+        if removable.all():  # keep one filter: a layer of no channels cannot be built
+            removable[0] = False
+        if (dead[name] & ~silent[name]).any():
+            kept[name] = ("the channels of some filters without stripes are not zero after "
+                          f"{', '.join(group.all_bns) or 'the layer'} (BN gamma/beta not zeroed)")
+        if not removable.any():
+            continue
+        index = torch.nonzero(~removable).flatten()
+        select_channels(model, group, index)
+        masks = select_mask_channels(masks, group, index)
+        removed[name] = torch.nonzero(removable).flatten().tolist()
+        log.info("stripe: %s: removed %d filters without stripes", name, len(removed[name]))
+    for name, why in kept.items():
+        log.info("stripe: %s keeps filters without stripes: %s", name, why)
+    return masks, removed, kept
+
+
+def _silent_channels(model: nn.Module, groups: Dict[str, ChannelGroup], dead: Dict[str, Tensor],
+                     input_shape: Sequence[int]) -> Dict[str, Tensor]:
+    """Per producer, bool ``[C]``: the channel arrives at every consumer as
+    exact zeros. A dead filter's channel does not depend on the input (its
+    group is per channel), so one forward decides it."""
+    seen: Dict[str, Tensor] = {}
+    modules = dict(model.named_modules())
+
+    def grab(name):
+        def hook(module, args):
+            seen[name] = args[0].detach()
+        return hook
+
+    consumers = {c for g in groups.values() for c in g.consumers}
+    handles = [modules[c].register_forward_pre_hook(grab(c)) for c in consumers]
+    was_training = model.training
+    model.eval()
+    try:
+        gen = torch.Generator().manual_seed(0)
+        x = torch.randn(2, *input_shape, generator=gen)
+        param = next(model.parameters(), None)
+        if param is not None:
+            x = x.to(param.device, param.dtype)
+        model(x)
+    finally:
+        model.train(was_training)
+        for h in handles:
+            h.remove()
+    silent = {}
+    for name, group in groups.items():
+        ok = torch.ones(group.channels, dtype=torch.bool)
+        for consumer, per_channel in group.consumers.items():
+            x = seen.get(consumer)
+            if x is None:  # not called: nothing is known
+                ok[:] = False
+                continue
+            # [N, C, H, W] into a conv, [N, C * per_channel] into a Linear
+            per = x.reshape(x.shape[0], group.channels, -1)
+            ok &= (per == 0).all(dim=2).all(dim=0).cpu()
+        silent[name] = ok
+    return silent

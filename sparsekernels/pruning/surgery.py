@@ -6,6 +6,7 @@ pruning and network slimming (a subset).
 old channel ``index[i]`` everywhere the group reaches: the producer's filters
 (and bias), every BN's gamma/beta/running stats, every depthwise filter, and the
 consumers' input channels (or input-feature blocks of a Linear).
+``select_mask_channels`` applies the same selection to kept-weight masks.
 """
 from __future__ import annotations
 
@@ -36,6 +37,28 @@ def select_channels(model: nn.Module, group: ChannelGroup, index: Tensor) -> Non
         _install(model, name, _select_depthwise(model.get_submodule(name), index))
     for name, per_channel in group.consumers.items():
         _install(model, name, _select_inputs(model.get_submodule(name), index, per_channel))
+
+
+def select_mask_channels(masks: dict[str, Tensor], group: ChannelGroup,
+                         index: Tensor) -> dict[str, Tensor]:
+    """``masks`` (kept-weight masks by layer name, each of its weight's shape)
+    after :func:`select_channels` with the same ``group`` and ``index``: the
+    producer's and depthwise filters and the consumers' input channels (or
+    input-feature blocks) selected alike, so each mask still fits its
+    narrowed weight. Layers without a mask are skipped; returns a new dict."""
+    index = index.long().cpu()
+    out = dict(masks)
+
+    def pick(name: str, dim: int, idx: Tensor) -> None:
+        if name in out:
+            out[name] = out[name].index_select(dim, idx.to(out[name].device))
+
+    pick(group.producer, 0, index)
+    for name in group.depthwise:
+        pick(name, 0, index)
+    for name, per_channel in group.consumers.items():
+        pick(name, 1, (index[:, None] * per_channel + torch.arange(per_channel)).flatten())
+    return out
 
 
 def _checked_index(index: Tensor, channels: int, producer: str) -> Tensor:

@@ -15,7 +15,7 @@ import torch
 from torch import Tensor, nn
 
 from ..atomic_file import atomic_write
-from ..formats.block1xn import Block1xN
+from ..kinds import KINDS
 from ..models import MODELS, get_model
 from ..nn.replace import replace_module
 from ..pruning.base import as_conv_weight, conv_groups, is_depthwise
@@ -170,12 +170,19 @@ def check_state_dict(state: Any) -> None:
 def checked_masks(model: nn.Module, record: dict[str, Any]) -> dict[str, Tensor]:
     """The record's kept-weight masks as bool tensors, after checking that
     each names a layer of ``model``, has its weight's shape, keeps every
-    nonzero weight and, for 1xN pruning, is 1xN structured (``Block1xN``)."""
+    nonzero weight and, for a method whose layers become a sparse kind (1xN,
+    stripe), has that kind's structure (its format's ``from_mask``)."""
     masks = record.get("masks", {})
     if not isinstance(masks, dict):
         raise ValueError(f"masks: expected a dict of layer names, got {type(masks).__name__}")
     cfg = config_of(record)
-    n = cfg.N if cfg is not None and cfg.method == "1xn" else None
+    kind = None
+    if cfg is not None:
+        from .methods import METHOD_CLASSES
+
+        method = METHOD_CLASSES[cfg.method](cfg)
+        if method.kind is not None:
+            kind = KINDS[method.kind].format, list(method.kind_params().values())
     checked = {}
     for name, mask in masks.items():
         module = layer_of(model, name, "masks")
@@ -189,10 +196,11 @@ def checked_masks(model: nn.Module, record: dict[str, Any]) -> dict[str, Tensor]
         mask = mask.bool()
         if weight[~mask].any():
             raise ValueError(f"masks: {name!r} prunes weights that are not zero")
-        if n is not None:
+        if kind is not None:
+            fmt, params = kind
             try:
-                Block1xN.from_mask(as_conv_weight(weight), as_conv_weight(mask), n,
-                                   conv_groups(module))
+                fmt.from_mask(as_conv_weight(weight), as_conv_weight(mask), *params,
+                              conv_groups(module))
             except ValueError as exc:
                 raise ValueError(f"masks: {name!r}: {exc}") from exc
         checked[name] = mask

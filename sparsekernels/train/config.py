@@ -75,6 +75,9 @@ class RunConfig:
     gsm_momentum: float = 0.98
     slim_s: float = 1e-4  # slimming: L1 strength on BN gamma
     scratch: Optional[str] = None  # l1_filter/slimming: None (fine-tune) | "E" | "B"
+    # l1_filter: a named per-layer setting of the Rethinking scripts
+    # (filter_prune.L1_PRESETS, e.g. "resnet56-A"); replaces pr_target's ratio
+    l1_preset: Optional[str] = None
     # -- training -------------------------------------------------------------
     pretrain_epochs: int = 15  # dense training first when no --pretrained_model
     num_epochs: int = 10  # fine-tuning epochs
@@ -159,6 +162,22 @@ class RunConfig:
             raise ValueError(f"lr_policy: expected one of {LR_POLICIES}, got {self.lr_policy!r}")
         if self.scratch not in (None, "E", "B"):
             raise ValueError(f"scratch: expected None, 'E' or 'B', got {self.scratch!r}")
+        if self.l1_preset is not None:
+            self._check_l1_preset()
+
+    def _check_l1_preset(self) -> None:
+        from ..pruning.filter_prune import L1_PRESET_ARCHS
+
+        if self.l1_preset not in L1_PRESET_ARCHS:
+            raise ValueError(f"l1_preset: unknown {self.l1_preset!r}; expected one of "
+                             f"{sorted(L1_PRESET_ARCHS)}")
+        if self.method != "l1_filter":
+            raise ValueError(f"l1_preset: only for method 'l1_filter', got method "
+                             f"{self.method!r}")
+        arch = L1_PRESET_ARCHS[self.l1_preset]
+        if self.arch != arch:
+            raise ValueError(f"l1_preset: {self.l1_preset!r} prunes layers of arch {arch!r}, "
+                             f"not of arch {self.arch!r}")
 
     def _check_pruning(self) -> None:
         if not 0.0 <= self.pr_target < 1.0:

@@ -1,11 +1,21 @@
 """``export``: turn a pruned model into one that runs on the sparse kernels.
 
-Layers pruned to 1xN become :class:`Block1xNConv2d` built from their kept
-mask (so the format holds exactly the blocks training kept). Kinds whose
-kernels have not landed yet (stripe, pattern) stay dense convs with zeros;
-their masks travel in the file so they can be converted once the format
-exists. An ONNX file of the dense-equivalent model is offered too, as the
-1xN seed code does.
+The record's method says which masked layers become which kind's sparse
+module (``Method.sparse_layers`` -> ``{layer: LayerSpec(kind, mask, params)}``,
+the kind a ``kinds.KINDS`` slug): 1xN layers become ``Block1xNConv2d``, stripe
+layers ``StripeConv2d``, each built from its kept mask so the format holds
+exactly what training kept. Methods without a kind (pattern, magnitude, ...)
+stay dense convs with zeros; their masks travel in the file.
+
+Stripe (as the seed code's ``prune_out``/``prune_in``): filters left without
+any stripe are removed first, with their BN entries and the next layers'
+input channels (``pruning.stripe.remove_dead_filters``), wherever that leaves
+the output unchanged, so the exported net is physically narrower.
+
+The file's ``sparse_layers`` is JSON ``{layer: {"kind": label, **params}}``
+(``{"kind": "1xN", "n": 4}``, ``{"kind": "stripe"}``); each sparse layer's
+geometry is its saved ``meta``. An ONNX file of the dense-equivalent model is
+offered too, as the 1xN seed code does.
 """
 from __future__ import annotations
 
@@ -15,36 +25,37 @@ from pathlib import Path
 from typing import Any, Optional
 
 import torch
-from torch import nn
+from torch import Tensor, nn
 
+from ..kinds import KINDS, KindSpec, by_label
 from ..models import MODELS
-from ..kinds import KINDS
 from ..nn.replace import replace_module
+from ..pruning.stripe import remove_dead_filters
 from .artifacts import (
     build_model_of, check_patterns, checked_masks, config_of, layer_of, load_model, naming_file,
     output_width, read_record, save_model,
 )
+from .config import RunConfig
+from .methods import METHOD_CLASSES, LayerSpec, Method
 
 log = logging.getLogger("sparsekernels")
 FORMAT = "sparsekernels.export/1"
 
 
-_KIND = KINDS["block1xn"]  # the kind the 1xn method's masks have
-
-
-def to_sparse_modules(model: nn.Module, masks: dict[str, torch.Tensor], n: int,
+def to_sparse_modules(model: nn.Module, layers: dict[str, LayerSpec],
                       backend: str = "auto") -> list[str]:
-    """Swap each masked ``nn.Conv2d`` for a 1xN ``Block1xNConv2d`` holding
-    exactly its kept blocks; returns the names converted. Others are logged."""
+    """Swap each ``nn.Conv2d`` of ``layers`` for its kind's sparse module
+    holding exactly its kept weights; returns the names converted. Others
+    (not a plain Conv2d) are logged and stay dense."""
     converted = []
-    for name, mask in masks.items():
+    for name, spec in layers.items():
         module = model.get_submodule(name)
         if type(module) is not nn.Conv2d:
             log.info("export: %s (%s) stays dense: no sparse module for it yet",
                      name, type(module).__name__)
             continue
-        replace_module(model, name, _KIND.module.from_dense(
-            module, n=n, mask=mask.to(module.weight.device), backend=backend))
+        replace_module(model, name, KINDS[spec.kind].module.from_dense(
+            module, mask=spec.mask.to(module.weight.device), backend=backend, **spec.params))
         converted.append(name)
     return converted
 
@@ -52,7 +63,16 @@ def to_sparse_modules(model: nn.Module, masks: dict[str, torch.Tensor], n: int,
 # Record entries export rewrites; the others (DPP layers, pattern library)
 # travel along unchanged.
 _REWRITTEN = ("format", "arch", "num_classes", "state_dict", "masks", "method", "config",
-              "export_format", "sparse_layers")
+              "export_format", "sparse_layers", "removed_filters")
+
+
+def method_of(record: dict[str, Any], cfg: Optional[RunConfig], what: str) -> Method:
+    """The record's method (not prepared: it only answers what its layers are)."""
+    name = record.get("method", "dense")
+    cls = METHOD_CLASSES[name]
+    if cls.kind is not None and cfg is None:
+        raise ValueError(f"{what}: method {name!r} without the config that holds its settings")
+    return cls(cfg)
 
 
 def export(pruned_path: str | Path, out_path: str | Path,
@@ -61,24 +81,32 @@ def export(pruned_path: str | Path, out_path: str | Path,
     file of the dense-equivalent model to ``onnx_path``); returns a summary."""
     _check_distinct(pruned_model=pruned_path, out=out_path, export_onnx=onnx_path)
     model, record = load_model(pruned_path)
-    cfg = config_of(record)
-    method, masks = record.get("method", "dense"), record["masks"]
-    if method == "1xn" and cfg is None:
-        raise ValueError(f"model file {pruned_path}: method '1xn' without the config "
-                         f"that holds its N")
+    method = method_of(record, config_of(record), f"model file {pruned_path}")
+    masks = record["masks"]
     if onnx_path:
         export_onnx(model, record["arch"], onnx_path)
+    removed, kept_dead = {}, {}
+    if method.removes_dead_filters:
+        layers = list(method.sparse_layers(model, masks))
+        masks, removed, kept_dead = remove_dead_filters(
+            model, masks, MODELS[record["arch"]].input_shape, layers)
+    layers = method.sparse_layers(model, masks)
     sparse = {}
-    if method == "1xn":
-        for name in to_sparse_modules(model, masks, cfg.N):
-            sparse[name] = {"kind": _KIND.label, "n": cfg.N}
-        masks = {k: v for k, v in masks.items() if k not in sparse}
+    for name in to_sparse_modules(model, layers):
+        spec = layers[name]
+        sparse[name] = {"kind": KINDS[spec.kind].label, **spec.params}
+    masks = {k: v for k, v in masks.items() if k not in sparse}
     extra = {k: v for k, v in record.items() if k not in _REWRITTEN}
+    if "config" in record:
+        extra["config"] = record["config"]
     save_model(out_path, model, record["arch"], record["num_classes"], export_format=FORMAT,
-               method=method, config=record.get("config", "{}"),
-               sparse_layers=json.dumps(sparse), masks=masks, **extra)
-    summary = {"out": str(out_path), "method": method, "sparse_layers": sorted(sparse),
-               "dense_masked_layers": sorted(masks), "onnx": str(onnx_path) if onnx_path else None}
+               method=record.get("method", "dense"), sparse_layers=json.dumps(sparse),
+               masks=masks, removed_filters=json.dumps(removed), **extra)
+    summary = {"out": str(out_path), "method": record.get("method", "dense"),
+               "sparse_layers": sorted(sparse), "dense_masked_layers": sorted(masks),
+               "removed_filters": {k: len(v) for k, v in sorted(removed.items())},
+               "dead_filters_kept": dict(sorted(kept_dead.items())),
+               "onnx": str(onnx_path) if onnx_path else None}
     log.info("export: %s", summary)
     return summary
 
@@ -96,54 +124,101 @@ def _check_distinct(**paths: Optional[str | Path]) -> None:
         seen[resolved] = name
 
 
-def load_exported(path: str | Path) -> nn.Module:
-    """Rebuild an exported model: its sparse layers are validated by
-    ``Block1xNConv2d.load_state_dict`` before any kernel runs. Every
-    problem with the file is a ``ValueError`` naming it."""
+def load_exported(path: str | Path, backend: str = "auto") -> nn.Module:
+    """Rebuild an exported model, its sparse layers with ``backend``. Each
+    sparse layer is built with the geometry of its saved ``meta`` (bounded by
+    the arch's conv: filters may have been removed, never added) and
+    validated by its module's ``load_state_dict`` before any kernel runs.
+    Every problem with the file is a ``ValueError`` naming it."""
     record = read_record(path)
     if record.get("export_format") != FORMAT:
         raise ValueError(f"exported model {path}: expected export_format {FORMAT!r}, "
                          f"got {record.get('export_format')!r}")
     with naming_file(path, "exported model"):
         model = build_model_of(record)
-        for name, n in _sparse_layers(record).items():
+        state = record["state_dict"]
+        for name, (kind, params) in _sparse_layers(record).items():
             conv = layer_of(model, name, "sparse_layers")
             if type(conv) is not nn.Conv2d:
                 raise ValueError(f"sparse_layers: {name!r} is a {type(conv).__name__}, "
                                  f"not a Conv2d in {record['arch']}")
-            replace_module(model, name, _KIND.module(
-                conv.in_channels, conv.out_channels, conv.kernel_size, conv.stride,
-                conv.padding, conv.dilation, conv.groups, conv.bias is not None,
-                conv.padding_mode, n=n))
-        model.load_state_dict(record["state_dict"])
+            cin, cout = _saved_width(kind, params, conv, state, name)
+            replace_module(model, name, kind.module(
+                cin, cout, conv.kernel_size, conv.stride, conv.padding, conv.dilation,
+                conv.groups, conv.bias is not None, conv.padding_mode, backend=backend,
+                **params))
+        model.load_state_dict(state)
         checked_masks(model, record)
         check_patterns(model, record.get("patterns", {}))
         output_width(model, MODELS[record["arch"]].input_shape)
     return model
 
 
-def _sparse_layers(record: dict[str, Any]) -> dict[str, int]:
-    """``sparse_layers``: JSON ``{layer: {"kind": "1xN", "n": N}}`` with N the
-    record's config N (export writes no other), so a hand-edited N cannot
-    make the layers' padded block rows allocate without bound."""
+def _saved_width(kind: KindSpec, params: dict[str, int], conv: nn.Conv2d,
+                 state: dict[str, Tensor], name: str) -> tuple[int, int]:
+    """(in_channels, out_channels) of sparse layer ``name`` from its saved
+    ``meta`` (``[Cout, Cin/g, Kh, Kw, *params, groups]``); the conv's own
+    when none is saved (``load_state_dict`` then refuses what does not fit)."""
+    meta = state.get(f"{name}.meta")
+    if meta is None:
+        return conv.in_channels, conv.out_channels
+    keys = kind.format.meta_keys()
+    if (not isinstance(meta, Tensor) or meta.dim() != 1 or meta.numel() != len(keys)
+            or meta.is_floating_point() or meta.dtype == torch.bool or meta.is_complex()):
+        raise ValueError(f"state_dict: {name}.meta: expected {len(keys)} ints {list(keys)} "
+                         f"of a {kind.label} layer")
+    saved = dict(zip(keys, meta.tolist()))
+    cout, cin_g, groups = saved["cout"], saved["cin_per_group"], saved["groups"]
+    expected = {"kh": conv.kernel_size[0], "kw": conv.kernel_size[1], "groups": conv.groups,
+                **params}
+    wrong = {k: saved[k] for k, v in expected.items() if saved[k] != v}
+    if wrong or not 1 <= cout <= conv.out_channels or not (
+            1 <= cin_g * groups <= conv.in_channels):
+        raise ValueError(
+            f"state_dict: {name}.meta: {saved} does not fit {name} (kernel "
+            f"{tuple(conv.kernel_size)}, groups {conv.groups}, at most {conv.out_channels} "
+            f"filters of {conv.in_channels // conv.groups} input channels, params {params})")
+    return cin_g * groups, cout
+
+
+def _sparse_layers(record: dict[str, Any]) -> dict[str, tuple[KindSpec, dict[str, int]]]:
+    """``sparse_layers``: JSON ``{layer: {"kind": label, **params}}``. Each
+    entry must be of the kind the record's method exports, with exactly that
+    kind's parameters, equal to the config's (export writes no other), so a
+    hand-edited N cannot make a layer's padded block rows allocate without
+    bound. Returns ``{layer: (kind, params)}``."""
     text = record.get("sparse_layers")
     try:
         spec = json.loads(text) if isinstance(text, str) else None
     except json.JSONDecodeError:
         spec = None
     if not isinstance(spec, dict):
-        raise ValueError('sparse_layers: expected JSON {"layer": {"kind": "1xN", "n": N}}')
-    cfg = config_of(record)
+        raise ValueError('sparse_layers: expected JSON {"layer": {"kind": "1xN", "n": N}} or '
+                         '{"layer": {"kind": "stripe"}}')
+    method = method_of(record, config_of(record), "sparse_layers") if spec else None
     layers = {}
     for name, entry in spec.items():
-        n = entry.get("n") if isinstance(entry, dict) else None
-        if not isinstance(entry, dict) or entry.get("kind") != _KIND.label:
-            raise ValueError(f"sparse_layers: {name!r}: expected {{'kind': '1xN', 'n': N}}, "
-                             f"got {entry!r}")
-        if cfg is None or cfg.method != "1xn" or n != cfg.N or isinstance(n, bool):
-            raise ValueError(f"sparse_layers: {name!r}: n={n!r} is not the 1xN config's N="
-                             f"{cfg.N if cfg else None!r}")
-        layers[name] = n
+        if not isinstance(entry, dict):
+            raise ValueError(f"sparse_layers: {name!r}: expected {{'kind': label, ...its "
+                             f"parameters}}, got {entry!r}")
+        try:
+            kind = by_label(entry.get("kind"))
+        except ValueError as exc:
+            raise ValueError(f"sparse_layers: {name!r}: {exc}") from exc
+        params = {k: v for k, v in entry.items() if k != "kind"}
+        if sorted(params) != sorted(kind.format.PARAMS):
+            raise ValueError(f"sparse_layers: {name!r}: a {kind.label} layer takes the "
+                             f"parameters {list(kind.format.PARAMS)}, got {sorted(params)}")
+        if method.kind != kind.slug:
+            made = KINDS[method.kind].label if method.kind else "no sparse layers"
+            raise ValueError(f"sparse_layers: {name!r}: kind {kind.label!r}, but method "
+                             f"{record.get('method', 'dense')!r} exports {made!r}")
+        for key, want in method.kind_params().items():
+            got = params[key]
+            if isinstance(got, bool) or not isinstance(got, int) or got != want:
+                raise ValueError(f"sparse_layers: {name!r}: {key}={got!r} is not the config's "
+                                 f"{key}={want!r}")
+        layers[name] = kind, params
     return layers
 
 

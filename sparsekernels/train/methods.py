@@ -12,29 +12,33 @@ Every method runs the same pipeline (``pipeline.run``):
 4. when ``retrain`` is set (filter methods), fine-tune the smaller network
    again, or train it from scratch (scratch-E / scratch-B).
 
-``masks(model)`` names, per pruned layer, the weight entries that are kept,
-which ``export`` uses to build the sparse modules.
+``masks(model)`` names, per pruned layer, the weight entries that are kept;
+``sparse_layers(model)`` says which of them become which kind's sparse module
+(``kinds.KINDS``), which is all ``export`` asks.
 """
 from __future__ import annotations
 
 import fnmatch
 import json
 import logging
-from typing import Any, Callable, Optional
+from typing import Any, Callable, NamedTuple, Optional
 
 from torch import Tensor, nn
 
 from ..pruning.base import is_depthwise
 from ..pruning.block1xn import Block1xNSparsifier, block1xn_config
 from ..pruning.dppnet import convert_to_dpp, dpp_regularizer, dpp_sparsity
-from ..pruning.filter_prune import prune_filters_l1
+from ..pruning.filter_prune import L1_PRESETS, prune_filters_l1
 from ..pruning.gsm import GSMSGD, gsm_final_prune
 from ..pruning.magnitude import MagnitudeSparsifier, magnitude_config
 from ..pruning.pattern import PatternSparsifier, pattern_config
 from ..pruning.rearrange import rearrange_filters
 from ..pruning.schedule import ScheduledPruning, SparsitySchedule
 from ..pruning.slimming import SlimmingRegularizer, slim
-from ..pruning.stripe import SkeletonRegularizer, attach_skeletons, fold_skeletons
+from ..pruning.stripe import (
+    SkeletonRegularizer, attach_skeletons, dead_filters, fold_skeletons, following_bns,
+    silence_bns, skeleton_modules,
+)
 from .config import RunConfig
 from .loop import TrainHooks
 
@@ -57,10 +61,24 @@ def zero_fraction(tensors) -> float:
     return sum(int((t == 0).sum()) for t in tensors) / total if total else 0.0
 
 
+class LayerSpec(NamedTuple):
+    """One layer ``export`` turns into a sparse module."""
+
+    kind: str  # a ``kinds.KINDS`` slug
+    mask: Tensor  # kept weights, the weight's shape
+    params: dict[str, int]  # the kind's own parameters (its format's PARAMS), e.g. {"n": 4}
+
+
 class Method(TrainHooks):
     """No pruning: the dense baseline."""
 
     retrain = False
+    # The KINDS slug of the sparse modules this method's masks become (None:
+    # the model stays dense, masked zeros included).
+    kind: Optional[str] = None
+    # export removes filters left without any kept weight (the stripe seed
+    # code's prune_out/prune_in) where that is exact.
+    removes_dead_filters = False
 
     def __init__(self, cfg: RunConfig):
         self.cfg = cfg
@@ -76,6 +94,22 @@ class Method(TrainHooks):
 
     def masks(self, model: nn.Module) -> dict[str, Tensor]:
         return {}
+
+    def kind_params(self) -> dict[str, int]:
+        """The parameters of :attr:`kind` this run's layers have (e.g. N)."""
+        return {}
+
+    def sparse_layers(self, model: nn.Module,
+                      masks: Optional[dict[str, Tensor]] = None) -> dict[str, LayerSpec]:
+        """``{layer: LayerSpec}`` for each masked ``nn.Conv2d`` that becomes a
+        sparse module of :attr:`kind` (``masks``: default :meth:`masks`, or
+        those a saved model holds). Other masked layers stay dense."""
+        if self.kind is None:
+            return {}
+        masks = self.masks(model) if masks is None else masks
+        params = self.kind_params()
+        return {name: LayerSpec(self.kind, mask, dict(params)) for name, mask in masks.items()
+                if type(model.get_submodule(name)) is nn.Conv2d}
 
     def saved_extras(self) -> dict[str, Any]:
         """Extra entries for ``pruned.pt``: what ``load_model`` needs besides
@@ -134,6 +168,11 @@ class MaskMethod(Method):
 class BlockMethod(MaskMethod):
     """1xN blocks (Lin et al.), optionally after physical filter rearrangement."""
 
+    kind = "block1xn"
+
+    def kind_params(self):
+        return {"n": self.cfg.N}
+
     def make_sparsifier(self):
         return Block1xNSparsifier(n=self.cfg.N, criterion=self.cfg.criterion,
                                   seed=self.cfg.seed, pad_partial=self.cfg.pad_partial)
@@ -178,10 +217,24 @@ class MagnitudeMethod(MaskMethod):
 class StripeMethod(Method):
     """Filter Skeleton: learn per-stripe scales with an L1 pull, zero the
     stripes below the threshold (or the smallest ones to the scheduled level
-    when ``stripe_target``), fold the skeleton into the weight at the end."""
+    when ``stripe_target``), fold the skeleton into the weight at the end.
+
+    As the original, a filter left without stripes has ``gamma = beta = 0``
+    in the BNs after it (when its channels can be removed: not ``conv2`` of a
+    residual block), after every backward and every optimizer step (so
+    momentum cannot bring them back) and once more at the end; ``export``
+    then removes such filters."""
+
+    kind = "stripe"
+    removes_dead_filters = True
 
     def prepare(self, model):
-        self.skeletons = attach_skeletons(model, _exclude_stem(model, self.cfg))
+        layers = _exclude_stem(model, self.cfg)
+        bns = following_bns(model, layers)  # traced before the skeletons couple the convs
+        self.skeletons = attach_skeletons(model, layers)
+        modules = skeleton_modules(model)
+        self._silenced = [(name, modules[name], [model.get_submodule(b) for b in names])
+                          for name, names in bns.items()]
         target = self.cfg.pr_target if self.cfg.stripe_target else None
         self.regularizer = SkeletonRegularizer(model, sr=self.cfg.sr,
                                                threshold=self.cfg.threshold, target=target,
@@ -195,12 +248,28 @@ class StripeMethod(Method):
 
     def after_backward(self, model, optimizer):
         self.regularizer.apply()
+        self._silence()
+
+    def after_step(self, model):
+        self._silence()
+
+    def _silence(self):
+        for _, skeleton, bns in self._silenced:
+            dead = dead_filters(skeleton.keep)
+            if dead.any():
+                silence_bns(bns, dead)
 
     def finalize(self, model):
         self._final_masks = {
             name: mask.unsqueeze(1).expand(model.get_submodule(name).weight.shape).clone()
             for name, mask in fold_skeletons(model).items()
         }
+        # A filter whose folded stripes are all zero is dead even where
+        # ``keep`` still holds a stripe whose FS reached exactly 0.
+        for name, _, bns in self._silenced:
+            dead = dead_filters(self._final_masks[name])
+            if dead.any():
+                silence_bns(bns, dead)
         return model
 
     def masks(self, model):
@@ -252,13 +321,17 @@ class GSMMethod(Method):
 
 
 class L1FilterMethod(Method):
-    """Prune filters by L1 norm to a smaller dense net, then fine-tune (or scratch)."""
+    """Prune filters by L1 norm to a smaller dense net, then fine-tune (or
+    scratch): ``pr_target`` of every prunable layer, or the per-layer ratios of
+    ``l1_preset`` (``filter_prune.L1_PRESETS``)."""
 
     retrain = True
 
     def finalize(self, model):
         before = _out_channels(model)
-        kept = prune_filters_l1(model, self.cfg.pr_target, skip=self.cfg.exclude)
+        # A preset (the Rethinking scripts' per-layer ratios) replaces pr_target.
+        ratios = L1_PRESETS[self.cfg.l1_preset] if self.cfg.l1_preset else self.cfg.pr_target
+        kept = prune_filters_l1(model, ratios, skip=self.cfg.exclude)
         self._channels = _removed_fraction(before, kept)
         return model
 
