@@ -191,6 +191,11 @@ def test_config_file_that_is_a_folder_or_binary(tmp_path, capsys):
     (["--warmup_length", "1"], "warmup_length"),
     (["--arch", "resnet50"], "does not take data set 'digits'"),
     (["--pretrained_model", "nope.pt"], "nope.pt does not exist"),
+    (["--method", "l1_filter", "--l1-preset", "nope"],
+     "l1_preset: unknown 'nope'; expected one of ['resnet110-A', 'resnet110-B', 'resnet56-A', "
+     "'resnet56-B', 'vgg16_bn-A']"),
+    (["--method", "l1_filter", "--l1_preset", "resnet56-A"],
+     "l1_preset: 'resnet56-A' prunes layers of arch 'resnet56', not of arch 'digits_cnn'"),
 ])
 def test_bad_flags(tmp_path, capsys, flags, message):
     err = cli_error(capsys, "prune", *TINY, "--job_dir", tmp_path / "job", *flags)
