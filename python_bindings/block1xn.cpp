@@ -9,6 +9,7 @@
 #include <vector>
 
 #include "conv_glue.h"
+#include "csr_checks.h"
 #include "cpu/block1xn/block1xn_cpu.h"
 #include "sparsekernels/block1xn.h"
 #ifdef SK_WITH_CUDA
@@ -20,57 +21,11 @@ namespace {
 
 using glue::HostInts;
 
-// The block-CSR invariants every kernel relies on: row_ptr runs from 0 to
-// nnzb without decreasing; col_idx is in [0, cin_g) and strictly increasing
-// within a row. Messages match sparsekernels/formats/block1xn.py.
-void check_csr(const HostInts& row_ptr, const HostInts& col_idx, int64_t cin_g) {
-  const int64_t rows = row_ptr.size - 1;
-  TORCH_CHECK_VALUE(row_ptr[0] == 0, "row_ptr: must start at 0, starts at ", row_ptr[0]);
-  for (int64_t r = 0; r < rows; ++r) {
-    TORCH_CHECK_VALUE(row_ptr[r + 1] >= row_ptr[r], "row_ptr: decreases at row ", r);
-  }
-  TORCH_CHECK_VALUE(row_ptr[rows] == col_idx.size, "row_ptr: must end at nnzb=", col_idx.size,
-                    ", ends at ", row_ptr[rows]);
-  for (int64_t r = 0; r < rows; ++r) {
-    for (int64_t j = row_ptr[r]; j < row_ptr[r + 1]; ++j) {
-      TORCH_CHECK_VALUE(col_idx[j] >= 0 && col_idx[j] < cin_g, "col_idx: entry ", j, " = ",
-                        col_idx[j], " is out of range [0, ", cin_g,
-                        ") (input channels per group)");
-      TORCH_CHECK_VALUE(j == row_ptr[r] || col_idx[j] > col_idx[j - 1],
-                        "col_idx: not strictly increasing within row ", r, " (entry ", j,
-                        " = ", col_idx[j], " after ", col_idx[j - 1], ")");
-    }
-  }
-}
-
-// The transposed view must be exactly the one the CSR implies
-// (sparsekernels/formats/block1xn.py: per absolute input channel, the blocks
-// of that column in increasing row order). Checked in one pass, without
-// rebuilding it: col_ptr runs from 0 to nnzb; every entry names a block of
-// its row and of its column; rows increase within a column. Then the nnzb
-// entries are nnzb distinct blocks, in the derived order.
-void check_transpose(const HostInts& row_ptr, const HostInts& col_idx, int64_t rows_per_group,
-                     int64_t cin_g, const HostInts& col_ptr, const HostInts& block_idx,
-                     const HostInts& block_row) {
-  const int64_t rows = row_ptr.size - 1, cols = col_ptr.size - 1, nnzb = col_idx.size;
-  auto require = [](bool ok, const char* what, int64_t at) {
-    TORCH_CHECK_VALUE(ok, "col_ptr/block_idx/block_row: not the transpose of row_ptr/col_idx (",
-                      what, " at ", at, "; rebuild them with Block1xN.topology())");
-  };
-  require(col_ptr[0] == 0 && col_ptr[cols] == nnzb, "col_ptr must run from 0 to nnzb, entry", 0);
-  for (int64_t c = 0; c < cols; ++c) {
-    require(col_ptr[c + 1] >= col_ptr[c], "col_ptr decreases, column", c);
-  }
-  for (int64_t c = 0; c < cols; ++c) {
-    for (int64_t j = col_ptr[c]; j < col_ptr[c + 1]; ++j) {
-      const int64_t b = block_idx[j], r = block_row[j];
-      require(b >= 0 && b < nnzb && r >= 0 && r < rows, "index out of range, entry", j);
-      require(b >= row_ptr[r] && b < row_ptr[r + 1], "block not in its row, entry", j);
-      require((r / rows_per_group) * cin_g + col_idx[b] == c, "block not in its column, entry", j);
-      require(j == col_ptr[c] || r > block_row[j - 1], "rows not increasing, entry", j);
-    }
-  }
-}
+// Field names of the 1xN topology in the messages of csr_checks.h (they match
+// sparsekernels/formats/block1xn.py).
+constexpr glue::CsrNames kNames{"row_ptr", "col_idx", "nnzb", "input channels per group",
+                                "col_ptr", "block", "col_ptr/block_idx/block_row",
+                                "row_ptr/col_idx", "Block1xN.topology()"};
 
 // The kernels' view of a 1xN topology, after checking it completely against
 // the geometry: O(nnzb + rows + in_channels) integer work, negligible next to
@@ -93,13 +48,15 @@ Block1xN checked_blocks(const ConvGeometry& geo, const at::Device& device,
   glue::check_index_tensor("row_ptr", row_ptr, rows + 1, device);
   glue::check_index_tensor("col_idx", col_idx, nnzb, device);
   const HostInts rp(row_ptr), ci(col_idx);
-  check_csr(rp, ci, cin_g);
+  glue::check_csr(rp, ci, cin_g, kNames);
   if (col_ptr != nullptr) {
     glue::check_index_tensor("col_ptr", *col_ptr, geo.cin + 1, device);
     glue::check_index_tensor("block_idx", *block_idx, nnzb, device);
     glue::check_index_tensor("block_row", *block_row, nnzb, device);
-    check_transpose(rp, ci, want_rows, cin_g, HostInts(*col_ptr), HostInts(*block_idx),
-                    HostInts(*block_row));
+    // Column of a block: its absolute input channel.
+    glue::check_transpose(
+        rp, ci, HostInts(*col_ptr), HostInts(*block_idx), HostInts(*block_row),
+        [&](int64_t row, int64_t col) { return (row / want_rows) * cin_g + col; }, kNames);
   }
   Block1xN b{};
   b.row_ptr = row_ptr.data_ptr<int32_t>();

@@ -9,6 +9,7 @@
 
 namespace sparsekernels {
 void register_block1xn(pybind11::module& m);
+void register_stripe(pybind11::module& m);
 }  // namespace sparsekernels
 
 PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
@@ -23,4 +24,5 @@ PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
   m.def("cpu_simd_path", &sparsekernels::cpu::simd_path,
         "SIMD path the CPU kernels use on this machine");
   sparsekernels::register_block1xn(m);
+  sparsekernels::register_stripe(m);
 }

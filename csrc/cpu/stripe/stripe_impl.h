@@ -1,0 +1,358 @@
+// Kernel bodies of the CPU stripe conv, written once over a GCC vector type.
+// stripe_cpu.cpp has cpu/common/for_each_isa.inc include this file once per
+// instruction set (deliberately no include guard), in its own namespace and
+// `#pragma GCC target` region, after the SIMD primitives of cpu/common/simd.h
+// and the ISA constants that file lists; the std headers,
+// cpu/common/conv_layout.h and stripe_plans.h are included before.
+//
+// All three passes are register-tiled GEMMs over the layouts of
+// stripe_plans.h, per (group, kernel position k):
+//   forward      Y[O_k, q] += W_k[O_k, c] X[c, q + off_k]   (R channels x PV vectors,
+//                accumulated in a per-item output buffer over the taps)
+//   grad-input   dX[c, q] = sum_k W_k[O_k, c]^T G[O_k, q + off_k]  (R input channels
+//                x PV vectors, reduced in registers over every stripe of the group)
+//   grad-weight  dW[s, c] = sum_q G[o_s, q] X[c, q + off_k]  (R stripes x C channels
+//                of pixel-vector partial sums, reduced at the end)
+
+// Pixel vectors per register tile (forward and grad-input).
+constexpr int kPV = 2;
+// Rows (output channels / input channels) per register tile.
+constexpr int kRows = kAccRegs / kPV;
+// Grad-weight tile: stripes x input channels.
+constexpr int kGwR = 3;
+constexpr int kGwC = kAccRegs / kGwR;
+
+// f(std::integral_constant<int, r>) for a run-time r in [1, N].
+template <int N, typename F>
+inline void with_count(int r, F&& f) {
+  if constexpr (N >= 1) {
+    if (r == N) {
+      f(std::integral_constant<int, N>{});
+    } else {
+      with_count<N - 1>(r, f);
+    }
+  }
+}
+
+// ---------------------------------------------------------------------------
+// Forward
+// ---------------------------------------------------------------------------
+
+// y[r][0 .. PV*L) += sum_c w[c * R + r] * x[c * cs + 0 .. PV*L), for each
+// pixel tile of [0, nq).
+template <typename T, int R>
+void fwd_tile(const T* w, const T* x, int64_t cs, int64_t cin_g, T* const* yrows, int64_t nq) {
+  using V = typename Vec<T>::type;
+  constexpr int L = lanes<T>();
+  for (int64_t q = 0; q < nq; q += kPV * L) {
+    T* y[R];
+    for (int r = 0; r < R; ++r) y[r] = yrows[r] + q;
+    V acc[R][kPV];
+    for (int r = 0; r < R; ++r)
+      for (int v = 0; v < kPV; ++v) acc[r][v] = vload<V>(y[r] + v * L);
+    const T* xq = x + q;
+    const T* wc = w;
+    for (int64_t c = 0; c < cin_g; ++c, xq += cs, wc += R) {
+      V xv[kPV];
+      for (int v = 0; v < kPV; ++v) xv[v] = vload<V>(xq + v * L);
+#pragma GCC unroll 16
+      for (int r = 0; r < R; ++r) {
+        const V s = vbcast<V>(wc[r]);
+        for (int v = 0; v < kPV; ++v) acc[r][v] = vfma(s, xv[v], acc[r][v]);
+      }
+    }
+    for (int r = 0; r < R; ++r)
+      for (int v = 0; v < kPV; ++v) vstore(y[r] + v * L, acc[r][v]);
+  }
+}
+
+template <typename T>
+void forward(const ConvGeometry& geo, const Stripes& st, const T* values, const T* input,
+             Strides4 in_s, const T* bias, T* output, int num_threads) {
+  using namespace stripe_plan;
+  constexpr int L = lanes<T>();
+  constexpr int64_t QT = kPV * L;
+  if (geo.batch == 0) return;
+  num_threads = std::max(num_threads, 1);
+  const int64_t cin_g = geo.cin_per_group(), cout_g = geo.cout_per_group();
+  const int64_t taps = geo.taps(), G = geo.groups, ohw = geo.out_h * geo.out_w;
+
+  InputSource<T> src(geo, QT);
+  const int64_t CH = chunk_pixels(src.flat ? cin_g : taps * cin_g, src.span, sizeof(T), QT,
+                                  src.wide.npix);
+  const int64_t nchunks_max = (src.wide.npix + CH - 1) / CH;
+  const int64_t nob = num_blocks(cout_g, G * nchunks_max, num_threads, kRows);
+  auto ob_lo = [&](int64_t ob) { return ob * cout_g / nob; };
+  int64_t on_max = 0;
+  for (int64_t ob = 0; ob < nob; ++ob) on_max = std::max(on_max, ob_lo(ob + 1) - ob_lo(ob));
+
+  // Weights per (column, output block) segment, in tiles of kRows stripes:
+  // the tile at position j0 with r stripes holds [c][r] at j0 * cin_g.
+  std::unique_ptr<T[]> wpk(new T[std::max<int64_t>(st.nnz, 1) * cin_g]);
+
+#pragma omp parallel num_threads(num_threads)
+  {
+#pragma omp for schedule(static)
+    for (int64_t col = 0; col < G * taps; ++col) {
+      const int64_t g = col / taps;
+      for (int64_t ob = 0; ob < nob; ++ob) {
+        int64_t lo, hi;
+        column_segment(st, col, g * cout_g, ob_lo(ob), ob_lo(ob + 1), lo, hi);
+        for (int64_t j0 = lo; j0 < hi; j0 += kRows) {
+          const int64_t r = std::min<int64_t>(kRows, hi - j0);
+          T* d = wpk.get() + j0 * cin_g;
+          for (int64_t i = 0; i < r; ++i) {
+            const T* v = values + int64_t(st.stripe_idx[j0 + i]) * cin_g;
+            for (int64_t c = 0; c < cin_g; ++c) d[c * r + i] = v[c];
+          }
+        }
+      }
+    }
+
+    std::unique_ptr<T[]> ybuf(new T[on_max * CH]);
+    for (int64_t b0 = 0; b0 < geo.batch; b0 += src.group) {
+      const int64_t nb = std::min(src.group, geo.batch - b0);
+#pragma omp barrier
+      src.build(input, in_s, b0, nb);
+      const Wide wide = src.layout(nb);
+      const int64_t npix = wide.npix, nchunks = (npix + CH - 1) / CH;
+#pragma omp for schedule(dynamic, 1)
+      for (int64_t item = 0; item < G * nchunks * nob; ++item) {
+        const int64_t g = item / (nchunks * nob), ch = item / nob % nchunks, ob = item % nob;
+        const int64_t q0 = ch * CH, nq = std::min(CH, npix - q0);
+        const int64_t olo = ob_lo(ob), on = ob_lo(ob + 1) - olo;
+        const int64_t ofirst = g * cout_g + olo;
+        T* y = ybuf.get();
+        for (int64_t o = 0; o < on; ++o)
+          std::fill(y + o * CH, y + o * CH + nq, bias ? bias[ofirst + o] : T(0));
+        for (int64_t k = 0; k < taps; ++k) {
+          int64_t lo, hi;
+          column_segment(st, g * taps + k, g * cout_g, olo, olo + on, lo, hi);
+          const T* x = src.at(g, k) + q0;
+          for (int64_t j0 = lo; j0 < hi; j0 += kRows) {
+            const int r = static_cast<int>(std::min<int64_t>(kRows, hi - j0));
+            T* yrows[kRows];
+            for (int i = 0; i < r; ++i) yrows[i] = y + (st.stripe_row[j0 + i] - ofirst) * CH;
+            const T* w = wpk.get() + j0 * cin_g;
+            with_count<kRows>(r, [&](auto rc) {
+              fwd_tile<T, decltype(rc)::value>(w, x, src.cs, cin_g, yrows, nq);
+            });
+          }
+        }
+        for (int64_t o = 0; o < on; ++o)
+          wide.store(y + o * CH, q0, nq, output + b0 * geo.cout * ohw + (ofirst + o) * ohw,
+                         geo.cout * ohw);
+      }
+    }
+  }
+}
+
+// ---------------------------------------------------------------------------
+// Grad input
+// ---------------------------------------------------------------------------
+
+// out[r][0 .. PV*L) = sum_j w[j * R + r] * g[goff[j] + 0 .. PV*L), for each
+// pixel tile of [0, nq).
+template <typename T, int R>
+void gi_tile(const T* w, int64_t K, const int64_t* goff, const T* g, T* const* orows,
+             int64_t nq) {
+  using V = typename Vec<T>::type;
+  constexpr int L = lanes<T>();
+  for (int64_t q = 0; q < nq; q += kPV * L) {
+    V acc[R][kPV];
+    for (int r = 0; r < R; ++r)
+      for (int v = 0; v < kPV; ++v) acc[r][v] = V{};
+    const T* gq = g + q;
+    const T* wj = w;
+    for (int64_t j = 0; j < K; ++j, wj += R) {
+      const T* gp = gq + goff[j];
+      V gv[kPV];
+      for (int v = 0; v < kPV; ++v) gv[v] = vload<V>(gp + v * L);
+#pragma GCC unroll 16
+      for (int r = 0; r < R; ++r) {
+        const V s = vbcast<V>(wj[r]);
+        for (int v = 0; v < kPV; ++v) acc[r][v] = vfma(s, gv[v], acc[r][v]);
+      }
+    }
+    for (int r = 0; r < R; ++r)
+      for (int v = 0; v < kPV; ++v) vstore(orows[r] + q + v * L, acc[r][v]);
+  }
+}
+
+template <typename T>
+void grad_input(const ConvGeometry& geo, const Stripes& st, const T* values, const T* grad_out,
+                Strides4 go_s, T* grad_input, int num_threads) {
+  using namespace stripe_plan;
+  constexpr int L = lanes<T>();
+  constexpr int64_t QT = kPV * L;
+  if (geo.batch == 0) return;
+  num_threads = std::max(num_threads, 1);
+  const int64_t cin_g = geo.cin_per_group(), cout_g = geo.cout_per_group();
+  const int64_t taps = geo.taps(), G = geo.groups, hw = geo.in_h * geo.in_w;
+
+  GradSource<T> src(geo, QT);
+  const int64_t CH = chunk_pixels(cout_g, src.span, sizeof(T), QT, src.wide.npix);
+  const int64_t nchunks_max = (src.wide.npix + CH - 1) / CH;
+  const int64_t nct = (cin_g + kRows - 1) / kRows;  // channel tiles per group
+  const int64_t ncb = num_blocks(nct, G * nchunks_max, num_threads, 1);
+  auto cb_lo = [&](int64_t cb) { return cb * nct / ncb; };  // in tiles
+  int64_t cn_max = 0;
+  for (int64_t cb = 0; cb < ncb; ++cb)
+    cn_max = std::max(cn_max, std::min(cin_g, cb_lo(cb + 1) * kRows) - cb_lo(cb) * kRows);
+
+  // Per group g (positions [j_g, j_g+1) of its columns): channel tile c0 of
+  // r channels holds [j][r] at j_g * cin_g + (j_g+1 - j_g) * c0.
+  std::unique_ptr<T[]> wpk(new T[std::max<int64_t>(st.nnz, 1) * cin_g]);
+  std::unique_ptr<int64_t[]> goff(new int64_t[std::max<int64_t>(st.nnz, 1)]);
+
+#pragma omp parallel num_threads(num_threads)
+  {
+#pragma omp for schedule(static)
+    for (int64_t col = 0; col < G * taps; ++col) {
+      const int64_t g = col / taps, k = col % taps;
+      for (int64_t j = st.tap_ptr[col]; j < st.tap_ptr[col + 1]; ++j)
+        goff[j] = (st.stripe_row[j] - g * cout_g) * src.cs + src.off[k];
+    }
+#pragma omp for schedule(static)
+    for (int64_t i = 0; i < G * nct; ++i) {
+      const int64_t g = i / nct, c0 = i % nct * kRows, r = std::min<int64_t>(kRows, cin_g - c0);
+      const int64_t jg = st.tap_ptr[g * taps], K = st.tap_ptr[(g + 1) * taps] - jg;
+      T* d = wpk.get() + jg * cin_g + K * c0;
+      for (int64_t j = 0; j < K; ++j) {
+        const T* v = values + int64_t(st.stripe_idx[jg + j]) * cin_g + c0;
+        for (int64_t c = 0; c < r; ++c) d[j * r + c] = v[c];
+      }
+    }
+
+    std::unique_ptr<T[]> xbuf(new T[cn_max * CH]);
+    for (int64_t b0 = 0; b0 < geo.batch; b0 += src.group) {
+      const int64_t nb = std::min(src.group, geo.batch - b0);
+#pragma omp barrier
+      src.build(grad_out, go_s, b0, nb);
+      const Wide wide = src.layout(nb);
+      const int64_t npix = wide.npix, nchunks = (npix + CH - 1) / CH;
+#pragma omp for schedule(dynamic, 1)
+      for (int64_t item = 0; item < G * nchunks * ncb; ++item) {
+        const int64_t g = item / (nchunks * ncb), ch = item / ncb % nchunks, cb = item % ncb;
+        const int64_t q0 = ch * CH, nq = std::min(CH, npix - q0);
+        const int64_t c_lo = cb_lo(cb) * kRows, c_hi = std::min(cin_g, cb_lo(cb + 1) * kRows);
+        const int64_t jg = st.tap_ptr[g * taps], K = st.tap_ptr[(g + 1) * taps] - jg;
+        const T* gbase = src.buf.get() + g * cout_g * src.cs + q0;
+        T* xb = xbuf.get();
+        for (int64_t c0 = c_lo; c0 < c_hi; c0 += kRows) {
+          const int r = static_cast<int>(std::min<int64_t>(kRows, c_hi - c0));
+          T* orows[kRows];
+          for (int i = 0; i < r; ++i) orows[i] = xb + (c0 - c_lo + i) * CH;
+          const T* w = wpk.get() + jg * cin_g + K * c0;
+          with_count<kRows>(r, [&](auto rc) {
+            gi_tile<T, decltype(rc)::value>(w, K, goff.get() + jg, gbase, orows, nq);
+          });
+        }
+        for (int64_t c = c_lo; c < c_hi; ++c)
+          wide.store(xb + (c - c_lo) * CH, q0, nq,
+                         grad_input + b0 * geo.cin * hw + (g * cin_g + c) * hw, geo.cin * hw);
+      }
+    }
+  }
+}
+
+// ---------------------------------------------------------------------------
+// Grad weight
+// ---------------------------------------------------------------------------
+
+// dw[r][c] += sum_q g[r][q] * x[c][q] over q in [0, nq) (a multiple of L).
+template <typename T, int R, int C>
+inline void gw_tile(const T* const* g, const T* const* x, int64_t nq, T* const* dw) {
+  using V = typename Vec<T>::type;
+  constexpr int L = lanes<T>();
+  V acc[R][C];
+  for (int r = 0; r < R; ++r)
+    for (int c = 0; c < C; ++c) acc[r][c] = V{};
+  const T* gp[R];
+  const T* xp[C];
+  for (int r = 0; r < R; ++r) gp[r] = g[r];
+  for (int c = 0; c < C; ++c) xp[c] = x[c];
+  for (int64_t q = 0; q < nq; q += L) {
+    V gv[R];
+    for (int r = 0; r < R; ++r) gv[r] = vload<V>(gp[r] + q);
+#pragma GCC unroll 16
+    for (int c = 0; c < C; ++c) {
+      const V xv = vload<V>(xp[c] + q);
+      for (int r = 0; r < R; ++r) acc[r][c] = vfma(gv[r], xv, acc[r][c]);
+    }
+  }
+  for (int r = 0; r < R; ++r)
+    for (int c = 0; c < C; ++c) dw[r][c] += vsum(acc[r][c]);
+}
+
+template <typename T>
+void grad_weight(const ConvGeometry& geo, const Stripes& st, const T* input, Strides4 in_s,
+                 const T* grad_out, Strides4 go_s, T* grad_values, int num_threads) {
+  using namespace stripe_plan;
+  constexpr int L = lanes<T>();
+  constexpr int64_t QT = kPV * L;
+  const int64_t cin_g = geo.cin_per_group();
+  std::fill(grad_values, grad_values + st.nnz * cin_g, T(0));
+  if (geo.batch == 0 || st.nnz == 0) return;
+  num_threads = std::max(num_threads, 1);
+  const int64_t taps = geo.taps(), G = geo.groups;
+
+  InputSource<T> src(geo, QT);
+  WideGradOut<T> gw(geo, src.wide, src.group);
+  const int64_t CH = chunk_pixels(src.flat ? cin_g : taps * cin_g, src.span, sizeof(T), QT,
+                                  src.wide.npix, 160 << 10, 4, 8192);
+
+  // Stripe tiles (column position j0, count r, column), split evenly over threads.
+  struct Tile {
+    int64_t j0;
+    int r;
+    int64_t col;
+  };
+  std::vector<Tile> tiles;
+  for (int64_t col = 0; col < G * taps; ++col)
+    for (int64_t j0 = st.tap_ptr[col]; j0 < st.tap_ptr[col + 1]; j0 += kGwR)
+      tiles.push_back({j0, static_cast<int>(std::min<int64_t>(kGwR, st.tap_ptr[col + 1] - j0)),
+                       col});
+  const int64_t nt = static_cast<int64_t>(tiles.size());
+
+#pragma omp parallel num_threads(num_threads)
+  {
+    const int nth = omp_get_num_threads(), tid = omp_get_thread_num();
+    const int64_t t_lo = nt * tid / nth, t_hi = nt * (tid + 1) / nth;
+    for (int64_t b0 = 0; b0 < geo.batch; b0 += src.group) {
+      const int64_t nb = std::min(src.group, geo.batch - b0);
+#pragma omp barrier
+      const Wide wide = src.layout(nb);
+      src.build(input, in_s, b0, nb);
+      gw.build(grad_out, go_s, b0, wide);
+      const int64_t npix = wide.npix;
+      for (int64_t q0 = 0; q0 < npix; q0 += CH) {
+        const int64_t nq = std::min(CH, npix - q0);
+        for (int64_t t = t_lo; t < t_hi; ++t) {
+          const Tile& tl = tiles[t];
+          const int64_t g = tl.col / taps, k = tl.col % taps;
+          const T* gr[kGwR];
+          T* dw[kGwR];
+          for (int i = 0; i < tl.r; ++i) {
+            gr[i] = gw.buf.get() + int64_t(st.stripe_row[tl.j0 + i]) * gw.cs + q0;
+            dw[i] = grad_values + int64_t(st.stripe_idx[tl.j0 + i]) * cin_g;
+          }
+          const T* xk = src.at(g, k) + q0;
+          for (int64_t c0 = 0; c0 < cin_g; c0 += kGwC) {
+            const int nc = static_cast<int>(std::min<int64_t>(kGwC, cin_g - c0));
+            const T* xr[kGwC];
+            for (int c = 0; c < nc; ++c) xr[c] = xk + (c0 + c) * src.cs;
+            T* dwc[kGwR];
+            for (int i = 0; i < tl.r; ++i) dwc[i] = dw[i] + c0;
+            with_count<kGwR>(tl.r, [&](auto rc) {
+              with_count<kGwC>(nc, [&](auto cc) {
+                gw_tile<T, decltype(rc)::value, decltype(cc)::value>(gr, xr, nq, dwc);
+              });
+            });
+          }
+        }
+      }
+    }
+  }
+  (void)L;
+}

@@ -1,0 +1,301 @@
+// Data layouts of the CPU stripe conv, compiled once for the baseline target
+// (the per-ISA kernels of stripe_impl.h call them).
+//
+// Every pass is a set of dense GEMMs, one per (group, kernel position): the
+// output channels that keep tap k read the same input shifted by tap k. The
+// shifted inputs are made contiguous windows of one buffer:
+//
+// - "wide" pixels: a group of images is laid out as one plane per channel,
+//   images stacked vertically, rows `ww` wide and `rh` rows per image. Pixel
+//   q = (b * rh + h) * ww + w; only h < vh and w < vw are real (the others are
+//   computed and dropped, or zero where they are read).
+// - InputSource (forward, grad-weight), input channel c of tap k at
+//   base + c * cs + off[k] + q:
+//     stride 1: the zero-padded input, ww = padded width, rh = padded height;
+//               off[k] = kh*dil_h*ww + kw*dil_w (the "flat" case);
+//     otherwise: one im2col plane per (tap, channel), ww = out_w, rh = out_h,
+//               off[k] = k * cin * cs.
+// - GradSource (grad-input), output channel o at base + o * cs: grad_out
+//   dilated by the stride and zero-padded, so that
+//   dx[c, q] = sum_k sum_{stripes s at tap k} w[s, c] * G[o_s, q + off[k]]
+//   with ww = in_w + pad_w + (kw-1)*dil_w, rh likewise, vh/vw = in_h/in_w.
+//
+// Builders contain `omp for` (orphaned): every thread of the enclosing
+// parallel region calls them; they end with its barrier.
+#pragma once
+#include <algorithm>
+#include <cstdint>
+#include <cstring>
+#include <memory>
+#include <vector>
+
+#include "cpu/common/conv_layout.h"
+#include "sparsekernels/stripe.h"
+
+namespace sparsekernels {
+namespace cpu {
+namespace detail {
+namespace stripe_plan {
+
+// Elements of a channel plane of at least n elements whose byte size is an
+// odd number of cache lines: the rows of consecutive channels, read together
+// by a tile, then fall into different cache sets.
+inline int64_t odd_lines(int64_t n, int64_t elem) {
+  int64_t lines = (n * elem + 63) / 64;
+  if (lines % 2 == 0) ++lines;
+  return lines * 64 / elem;
+}
+
+struct Wide {
+  int64_t ww = 1, rh = 1;  // row width, rows per image
+  int64_t vh = 0, vw = 0;  // real rows / columns per image
+  int64_t nb = 0;          // images
+  int64_t npix = 0;        // wide pixels computed: a multiple of the tile width
+
+  void set(int64_t images, int64_t tile) {
+    nb = images;
+    npix = images == 0 ? 0 : round_up(((images - 1) * rh + vh) * ww, tile);
+  }
+  Wide with_images(int64_t images, int64_t tile) const {
+    Wide w = *this;
+    w.set(images, tile);
+    return w;
+  }
+
+  // The real pixels among buf[0 .. n) (wide pixels q0 .. q0 + n) into an NCHW
+  // plane: image b's plane at out + b * img_stride, rows vw wide.
+  template <typename T>
+  void store(const T* buf, int64_t q0, int64_t n, T* out, int64_t img_stride) const {
+    if (n <= 0) return;
+    const int64_t r0 = q0 / ww, r1 = (q0 + n - 1) / ww;
+    for (int64_t r = r0; r <= r1; ++r) {
+      const int64_t b = r / rh, h = r % rh;
+      if (b >= nb || h >= vh) continue;
+      const int64_t lo = std::max(q0, r * ww), hi = std::min(q0 + n, r * ww + vw);
+      if (hi > lo) std::copy(buf + (lo - q0), buf + (hi - q0), out + b * img_stride + h * vw + (lo - r * ww));
+    }
+  }
+};
+
+// The input of a group of images as the forward and grad-weight GEMMs read it.
+template <typename T>
+struct InputSource {
+  InputSource(const ConvGeometry& geo, int64_t tile) : geo_(geo), tile_(tile) {
+    flat = geo.stride_h == 1 && geo.stride_w == 1;
+    const int64_t taps = geo.taps();
+    if (flat) {
+      wide.ww = geo.in_w + 2 * int64_t(geo.pad_w);
+      wide.rh = geo.in_h + 2 * int64_t(geo.pad_h);
+      for (int kh = 0; kh < geo.kh; ++kh)
+        for (int kw = 0; kw < geo.kw; ++kw)
+          off.push_back(int64_t(kh) * geo.dil_h * wide.ww + int64_t(kw) * geo.dil_w);
+      span = off.back();
+      per_image = geo.cin * wide.rh * wide.ww;
+    } else {
+      wide.ww = geo.out_w;
+      wide.rh = geo.out_h;
+      span = 0;
+      per_image = taps * geo.cin * geo.out_h * geo.out_w;
+    }
+    wide.vh = geo.out_h;
+    wide.vw = geo.out_w;
+    group = images_per_group(per_image * int64_t(sizeof(T)), std::max<int64_t>(geo.batch, 1));
+    wide.set(group, tile);
+    cs = flat ? odd_lines(std::max(group * wide.rh * wide.ww, wide.npix + span) + tile,
+                          sizeof(T))
+              : odd_lines(wide.npix, sizeof(T));
+    if (!flat)
+      for (int64_t k = 0; k < taps; ++k) off.push_back(k * geo.cin * cs);
+    buf.reset(new T[(flat ? 1 : taps) * geo.cin * cs]);
+  }
+
+  // Group channel c of group g at tap k, wide pixel 0.
+  const T* at(int64_t g, int64_t k) const {
+    return buf.get() + g * geo_.cin_per_group() * cs + off[k];
+  }
+
+  // Lays out images [b0, b0 + nb) (orphaned omp for over input channels).
+  // The wide layout of a build of nb images.
+  Wide layout(int64_t nb) const { return wide.with_images(nb, tile_); }
+
+  void build(const T* x, Strides4 s, int64_t b0, int64_t nb) {
+    const ConvGeometry& geo = geo_;
+    const int64_t ww = wide.ww, ph = geo.pad_h, pw = geo.pad_w;
+    const int64_t ohw = geo.out_h * geo.out_w;
+#pragma omp for schedule(static)
+    for (int64_t c = 0; c < geo.cin; ++c) {
+      if (flat) {
+        T* p = buf.get() + c * cs;
+        for (int64_t b = 0; b < nb; ++b) {
+          const T* xc = x + (b0 + b) * s.n + c * s.c;
+          std::fill(p, p + ph * ww, T(0));
+          p += ph * ww;
+          for (int64_t h = 0; h < geo.in_h; ++h, p += ww) {
+            const T* xr = xc + h * s.h;
+            std::fill(p, p + pw, T(0));
+            if (s.w == 1) {
+              std::copy(xr, xr + geo.in_w, p + pw);
+            } else {
+              for (int64_t w = 0; w < geo.in_w; ++w) p[pw + w] = xr[w * s.w];
+            }
+            std::fill(p + pw + geo.in_w, p + ww, T(0));
+          }
+          std::fill(p, p + ph * ww, T(0));
+          p += ph * ww;
+        }
+        std::fill(p, buf.get() + (c + 1) * cs, T(0));
+      } else {
+        const int64_t ld = geo.cin * cs;
+        for (int64_t b = 0; b < nb; ++b)
+          im2col_plane(geo, x + (b0 + b) * s.n + c * s.c, s, buf.get() + c * cs + b * ohw, ld);
+        for (int64_t k = 0; k < geo.taps(); ++k) {
+          T* p = buf.get() + k * ld + c * cs;
+          std::fill(p + nb * ohw, p + cs, T(0));
+        }
+      }
+    }
+  }
+
+  bool flat;
+  Wide wide;
+  int64_t span;       // largest tap offset (flat), else 0
+  int64_t per_image;  // elements one image takes
+  int64_t group;      // images per build
+  int64_t cs;         // channel stride
+  std::vector<int64_t> off;
+  std::unique_ptr<T[]> buf;
+
+ private:
+  const ConvGeometry& geo_;
+  int64_t tile_;
+};
+
+// grad_out of a group of images in the wide layout of an InputSource, zero at
+// pixels that are not real (grad-weight reads every wide pixel).
+template <typename T>
+struct WideGradOut {
+  WideGradOut(const ConvGeometry& geo, const Wide& wide, int64_t group) : geo_(geo) {
+    cs = odd_lines(std::max<int64_t>(wide.npix, 1), sizeof(T));
+    buf.reset(new T[geo.cout * cs]);
+    (void)group;
+  }
+
+  void build(const T* go, Strides4 s, int64_t b0, const Wide& wide) {
+    const ConvGeometry& geo = geo_;
+#pragma omp for schedule(static)
+    for (int64_t o = 0; o < geo.cout; ++o) {
+      T* p = buf.get() + o * cs;
+      std::fill(p, p + cs, T(0));
+      for (int64_t b = 0; b < wide.nb; ++b)
+        for (int64_t h = 0; h < geo.out_h; ++h) {
+          const T* src = go + (b0 + b) * s.n + o * s.c + h * s.h;
+          T* d = p + (b * wide.rh + h) * wide.ww;
+          if (s.w == 1) {
+            std::copy(src, src + geo.out_w, d);
+          } else {
+            for (int64_t w = 0; w < geo.out_w; ++w) d[w] = src[w * s.w];
+          }
+        }
+    }
+  }
+
+  int64_t cs;
+  std::unique_ptr<T[]> buf;
+
+ private:
+  const ConvGeometry& geo_;
+};
+
+// grad_out of a group of images dilated by the stride and zero-padded, as the
+// grad-input GEMM reads it (see the top of this file).
+template <typename T>
+struct GradSource {
+  GradSource(const ConvGeometry& geo, int64_t tile) : geo_(geo), tile_(tile) {
+    bh = int64_t(geo.kh - 1) * geo.dil_h;
+    bw = int64_t(geo.kw - 1) * geo.dil_w;
+    wide.ww = geo.in_w + geo.pad_w + bw;
+    wide.rh = geo.in_h + geo.pad_h + bh;
+    wide.vh = geo.in_h;
+    wide.vw = geo.in_w;
+    for (int kh = 0; kh < geo.kh; ++kh)
+      for (int kw = 0; kw < geo.kw; ++kw)
+        off.push_back((geo.pad_h + bh - int64_t(kh) * geo.dil_h) * wide.ww + geo.pad_w + bw -
+                      int64_t(kw) * geo.dil_w);
+    span = off.front();
+    group = images_per_group(geo.cout * wide.rh * wide.ww * int64_t(sizeof(T)),
+                             std::max<int64_t>(geo.batch, 1));
+    wide.set(group, tile);
+    cs = odd_lines(std::max(group * wide.rh * wide.ww, wide.npix + span) + tile, sizeof(T));
+    buf.reset(new T[geo.cout * cs]);
+  }
+
+  Wide layout(int64_t nb) const { return wide.with_images(nb, tile_); }
+
+  void build(const T* go, Strides4 s, int64_t b0, int64_t nb) {
+    const ConvGeometry& geo = geo_;
+    const int64_t ww = wide.ww, rh = wide.rh;
+#pragma omp for schedule(static)
+    for (int64_t o = 0; o < geo.cout; ++o) {
+      T* p = buf.get() + o * cs;
+      std::fill(p, p + cs, T(0));
+      for (int64_t b = 0; b < nb; ++b)
+        for (int64_t h = 0; h < geo.out_h; ++h) {
+          const int64_t r = bh + h * geo.stride_h;
+          if (r >= rh) break;
+          const T* src = go + (b0 + b) * s.n + o * s.c + h * s.h;
+          T* d = p + (b * rh + r) * ww + bw;
+          if (geo.stride_w == 1 && s.w == 1) {
+            std::copy(src, src + std::min<int64_t>(geo.out_w, ww - bw), d);
+          } else {
+            for (int64_t w = 0; w < geo.out_w; ++w) {
+              if (bw + w * geo.stride_w >= ww) break;
+              d[w * geo.stride_w] = src[w * s.w];
+            }
+          }
+        }
+    }
+  }
+
+  Wide wide;
+  int64_t bh, bw, span, group, cs;
+  std::vector<int64_t> off;
+  std::unique_ptr<T[]> buf;
+
+ private:
+  const ConvGeometry& geo_;
+  int64_t tile_;
+};
+
+// Pixels per work chunk: a multiple of `tile` such that `rows` channel rows of
+// chunk + span pixels take about `budget` bytes, within [lo_tiles * tile, npix].
+inline int64_t chunk_pixels(int64_t rows, int64_t span, int64_t elem, int64_t tile,
+                            int64_t npix, int64_t budget = 192 << 10, int64_t lo_tiles = 4,
+                            int64_t hi = 4096) {
+  int64_t ch = budget / (elem * std::max<int64_t>(rows, 1)) - span;
+  ch = std::min(ch, hi) / tile * tile;
+  ch = std::max(ch, lo_tiles * tile);
+  return std::max<int64_t>(tile, std::min(ch, round_up(std::max<int64_t>(npix, 1), tile)));
+}
+
+// Positions [lo, hi) of column col whose output channel (relative to the
+// group's first) lies in [o_lo, o_hi).
+inline void column_segment(const Stripes& st, int64_t col, int64_t o_first, int64_t o_lo,
+                           int64_t o_hi, int64_t& lo, int64_t& hi) {
+  const int32_t* b = st.stripe_row + st.tap_ptr[col];
+  const int32_t* e = st.stripe_row + st.tap_ptr[col + 1];
+  lo = std::lower_bound(b, e, int32_t(o_first + o_lo)) - st.stripe_row;
+  hi = std::lower_bound(b, e, int32_t(o_first + o_hi)) - st.stripe_row;
+}
+
+// Splits of a dimension of `n` into blocks so that `base * blocks` work items
+// keep `threads` busy (each block at least `min_block`).
+inline int64_t num_blocks(int64_t n, int64_t base, int64_t threads, int64_t min_block) {
+  int64_t nb = 1;
+  while (threads > 1 && base * nb < 4 * threads && n / (nb * 2) >= min_block) nb *= 2;
+  return nb;
+}
+
+}  // namespace stripe_plan
+}  // namespace detail
+}  // namespace cpu
+}  // namespace sparsekernels
