@@ -274,10 +274,10 @@ def silence_bns(bns: Iterable[nn.Module], dead: Tensor) -> None:
         for p in (bn.weight, bn.bias):
             if p is None:
                 continue
-            where = dead.to(p.device)
-            p[where] = 0
+            where = dead.to(p.device)  # masked_fill_: no host sync on a GPU
+            p.masked_fill_(where, 0)
             if p.grad is not None:
-                p.grad[where] = 0
+                p.grad.masked_fill_(where, 0)
 
 
 @torch.no_grad()

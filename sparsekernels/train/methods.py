@@ -254,10 +254,8 @@ class StripeMethod(Method):
         self._silence()
 
     def _silence(self):
-        for _, skeleton, bns in self._silenced:
-            dead = dead_filters(skeleton.keep)
-            if dead.any():
-                silence_bns(bns, dead)
+        for _, skeleton, bns in self._silenced:  # every step: no host sync
+            silence_bns(bns, dead_filters(skeleton.keep))
 
     def finalize(self, model):
         self._final_masks = {
