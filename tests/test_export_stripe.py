@@ -12,7 +12,6 @@ import pytest
 import torch
 from torch import nn
 
-import sparsekernels._ext as _ext
 from sparsekernels.cli import build_parser, config_from_args
 from sparsekernels.formats.block1xn import Block1xN
 from sparsekernels.models import get_model
@@ -26,27 +25,8 @@ from sparsekernels.train.export import export, load_exported
 from sparsekernels.train.methods import make_method
 
 
-def _stripe_runs(backend: str) -> bool:
-    """Whether a StripeConv2d runs with ``backend`` here (the CPU stripe
-    kernels and the extension's stripe checks may not be built yet)."""
-    conv = StripeConv2d.from_dense(nn.Conv2d(2, 2, 3, padding=1), sparsity=0.5, backend=backend)
-    try:
-        conv(torch.zeros(1, 2, 3, 3))
-        return True
-    except Exception:  # noqa: BLE001 - any failure means "not here"
-        return False
-
-
-# "auto" only where the stripe kernels exist; the reference backend always.
-BACKENDS = ["reference"] + (["auto"] if _stripe_runs("auto") else [])
-
-
-@pytest.fixture(autouse=True)
-def _python_topology_checks_until_rebuilt(monkeypatch):
-    """An extension built before the stripe kind has no ``stripe_check_topology``;
-    the ops then check the topology in Python, as with no extension at all."""
-    if _ext.C is not None and not hasattr(_ext.C, "stripe_check_topology"):
-        monkeypatch.setattr(_ext, "C", None)
+# The reference backend and the best one here (the compiled kernels where built).
+BACKENDS = ["reference", "auto"]
 
 
 def _randomise_bns(model, gen):
