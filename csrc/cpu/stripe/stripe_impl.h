@@ -88,7 +88,7 @@ void forward(const ConvGeometry& geo, const Stripes& st, const T* values, const 
 
   // Weights per (column, output block) segment, in tiles of kRows stripes:
   // the tile at position j0 with r stripes holds [c][r] at j0 * cin_g.
-  std::unique_ptr<T[]> wpk(new T[std::max<int64_t>(st.nnz, 1) * cin_g]);
+  T* const wpk = scratch_array<T>(kWeightSlot, st.nnz * cin_g);
 
 #pragma omp parallel num_threads(num_threads)
   {
@@ -100,7 +100,7 @@ void forward(const ConvGeometry& geo, const Stripes& st, const T* values, const 
         column_segment(st, col, g * cout_g, ob_lo(ob), ob_lo(ob + 1), lo, hi);
         for (int64_t j0 = lo; j0 < hi; j0 += kRows) {
           const int64_t r = std::min<int64_t>(kRows, hi - j0);
-          T* d = wpk.get() + j0 * cin_g;
+          T* d = wpk + j0 * cin_g;
           for (int64_t i = 0; i < r; ++i) {
             const T* v = values + int64_t(st.stripe_idx[j0 + i]) * cin_g;
             for (int64_t c = 0; c < cin_g; ++c) d[c * r + i] = v[c];
@@ -109,7 +109,7 @@ void forward(const ConvGeometry& geo, const Stripes& st, const T* values, const 
       }
     }
 
-    std::unique_ptr<T[]> ybuf(new T[on_max * CH]);
+    T* const ybuf = scratch_array<T>(kTileSlot, on_max * CH);
     for (int64_t b0 = 0; b0 < geo.batch; b0 += src.group) {
       const int64_t nb = std::min(src.group, geo.batch - b0);
 #pragma omp barrier
@@ -122,7 +122,7 @@ void forward(const ConvGeometry& geo, const Stripes& st, const T* values, const 
         const int64_t q0 = ch * CH, nq = std::min(CH, npix - q0);
         const int64_t olo = ob_lo(ob), on = ob_lo(ob + 1) - olo;
         const int64_t ofirst = g * cout_g + olo;
-        T* y = ybuf.get();
+        T* y = ybuf;
         for (int64_t o = 0; o < on; ++o)
           std::fill(y + o * CH, y + o * CH + nq, bias ? bias[ofirst + o] : T(0));
         for (int64_t k = 0; k < taps; ++k) {
@@ -133,7 +133,7 @@ void forward(const ConvGeometry& geo, const Stripes& st, const T* values, const 
             const int r = static_cast<int>(std::min<int64_t>(kRows, hi - j0));
             T* yrows[kRows];
             for (int i = 0; i < r; ++i) yrows[i] = y + (st.stripe_row[j0 + i] - ofirst) * CH;
-            const T* w = wpk.get() + j0 * cin_g;
+            const T* w = wpk + j0 * cin_g;
             with_count<kRows>(r, [&](auto rc) {
               fwd_tile<T, decltype(rc)::value>(w, x, src.cs, cin_g, yrows, nq);
             });
@@ -202,8 +202,8 @@ void grad_input(const ConvGeometry& geo, const Stripes& st, const T* values, con
 
   // Per group g (positions [j_g, j_g+1) of its columns): channel tile c0 of
   // r channels holds [j][r] at j_g * cin_g + (j_g+1 - j_g) * c0.
-  std::unique_ptr<T[]> wpk(new T[std::max<int64_t>(st.nnz, 1) * cin_g]);
-  std::unique_ptr<int64_t[]> goff(new int64_t[std::max<int64_t>(st.nnz, 1)]);
+  T* const wpk = scratch_array<T>(kWeightSlot, st.nnz * cin_g);
+  int64_t* const goff = scratch_array<int64_t>(kOffsetSlot, st.nnz);
 
 #pragma omp parallel num_threads(num_threads)
   {
@@ -217,14 +217,14 @@ void grad_input(const ConvGeometry& geo, const Stripes& st, const T* values, con
     for (int64_t i = 0; i < G * nct; ++i) {
       const int64_t g = i / nct, c0 = i % nct * kRows, r = std::min<int64_t>(kRows, cin_g - c0);
       const int64_t jg = st.tap_ptr[g * taps], K = st.tap_ptr[(g + 1) * taps] - jg;
-      T* d = wpk.get() + jg * cin_g + K * c0;
+      T* d = wpk + jg * cin_g + K * c0;
       for (int64_t j = 0; j < K; ++j) {
         const T* v = values + int64_t(st.stripe_idx[jg + j]) * cin_g + c0;
         for (int64_t c = 0; c < r; ++c) d[j * r + c] = v[c];
       }
     }
 
-    std::unique_ptr<T[]> xbuf(new T[cn_max * CH]);
+    T* const xbuf = scratch_array<T>(kTileSlot, cn_max * CH);
     for (int64_t b0 = 0; b0 < geo.batch; b0 += src.group) {
       const int64_t nb = std::min(src.group, geo.batch - b0);
 #pragma omp barrier
@@ -237,15 +237,15 @@ void grad_input(const ConvGeometry& geo, const Stripes& st, const T* values, con
         const int64_t q0 = ch * CH, nq = std::min(CH, npix - q0);
         const int64_t c_lo = cb_lo(cb) * kRows, c_hi = std::min(cin_g, cb_lo(cb + 1) * kRows);
         const int64_t jg = st.tap_ptr[g * taps], K = st.tap_ptr[(g + 1) * taps] - jg;
-        const T* gbase = src.buf.get() + g * cout_g * src.cs + q0;
-        T* xb = xbuf.get();
+        const T* gbase = src.buf + g * cout_g * src.cs + q0;
+        T* xb = xbuf;
         for (int64_t c0 = c_lo; c0 < c_hi; c0 += kRows) {
           const int r = static_cast<int>(std::min<int64_t>(kRows, c_hi - c0));
           T* orows[kRows];
           for (int i = 0; i < r; ++i) orows[i] = xb + (c0 - c_lo + i) * CH;
-          const T* w = wpk.get() + jg * cin_g + K * c0;
+          const T* w = wpk + jg * cin_g + K * c0;
           with_count<kRows>(r, [&](auto rc) {
-            gi_tile<T, decltype(rc)::value>(w, K, goff.get() + jg, gbase, orows, nq);
+            gi_tile<T, decltype(rc)::value>(w, K, goff + jg, gbase, orows, nq);
           });
         }
         for (int64_t c = c_lo; c < c_hi; ++c)
@@ -334,7 +334,7 @@ void grad_weight(const ConvGeometry& geo, const Stripes& st, const T* input, Str
           const T* gr[kGwR];
           T* dw[kGwR];
           for (int i = 0; i < tl.r; ++i) {
-            gr[i] = gw.buf.get() + int64_t(st.stripe_row[tl.j0 + i]) * gw.cs + q0;
+            gr[i] = gw.buf + int64_t(st.stripe_row[tl.j0 + i]) * gw.cs + q0;
             dw[i] = grad_values + int64_t(st.stripe_idx[tl.j0 + i]) * cin_g;
           }
           const T* xk = src.at(g, k) + q0;

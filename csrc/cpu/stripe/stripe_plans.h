@@ -25,9 +25,13 @@
 #pragma once
 #include <algorithm>
 #include <cstdint>
+#include <cstdlib>
 #include <cstring>
 #include <memory>
+#include <new>
 #include <vector>
+
+#include <sys/mman.h>
 
 #include "cpu/common/conv_layout.h"
 #include "sparsekernels/stripe.h"
@@ -36,6 +40,40 @@ namespace sparsekernels {
 namespace cpu {
 namespace detail {
 namespace stripe_plan {
+
+// Scratch memory the calling thread keeps between calls, one block per slot:
+// the layouts below are tens of MB, and fresh allocations of that size cost
+// more in page faults than the copy into them. Blocks are 2 MiB aligned and
+// advised as transparent huge pages; a block grows to the largest request of
+// its slot and is freed when the thread exits. Contents are not preserved.
+enum ScratchSlot { kSourceSlot, kGradOutSlot, kWeightSlot, kOffsetSlot, kTileSlot, kSlots };
+
+inline void* scratch(ScratchSlot slot, size_t bytes) {
+  struct Block {
+    void* p = nullptr;
+    size_t cap = 0;
+    ~Block() { std::free(p); }
+  };
+  thread_local Block blocks[kSlots];
+  Block& b = blocks[slot];
+  if (bytes > b.cap) {
+    constexpr size_t kHuge = size_t(2) << 20;
+    const size_t cap = (std::max<size_t>(bytes, 1) + kHuge - 1) / kHuge * kHuge;
+    void* p = std::aligned_alloc(kHuge, cap);
+    if (p == nullptr) throw std::bad_alloc();
+#ifdef MADV_HUGEPAGE
+    madvise(p, cap, MADV_HUGEPAGE);
+#endif
+    std::free(b.p);
+    b.p = p, b.cap = cap;
+  }
+  return b.p;
+}
+
+template <typename T>
+T* scratch_array(ScratchSlot slot, int64_t n) {
+  return static_cast<T*>(scratch(slot, sizeof(T) * size_t(std::max<int64_t>(n, 1))));
+}
 
 // Elements of a channel plane of at least n elements whose byte size is an
 // odd number of cache lines: the rows of consecutive channels, read together
@@ -106,12 +144,12 @@ struct InputSource {
               : odd_lines(wide.npix, sizeof(T));
     if (!flat)
       for (int64_t k = 0; k < taps; ++k) off.push_back(k * geo.cin * cs);
-    buf.reset(new T[(flat ? 1 : taps) * geo.cin * cs]);
+    buf = scratch_array<T>(kSourceSlot, (flat ? 1 : taps) * geo.cin * cs);
   }
 
   // Group channel c of group g at tap k, wide pixel 0.
   const T* at(int64_t g, int64_t k) const {
-    return buf.get() + g * geo_.cin_per_group() * cs + off[k];
+    return buf + g * geo_.cin_per_group() * cs + off[k];
   }
 
   // Lays out images [b0, b0 + nb) (orphaned omp for over input channels).
@@ -125,7 +163,7 @@ struct InputSource {
 #pragma omp for schedule(static)
     for (int64_t c = 0; c < geo.cin; ++c) {
       if (flat) {
-        T* p = buf.get() + c * cs;
+        T* p = buf + c * cs;
         for (int64_t b = 0; b < nb; ++b) {
           const T* xc = x + (b0 + b) * s.n + c * s.c;
           std::fill(p, p + ph * ww, T(0));
@@ -143,13 +181,13 @@ struct InputSource {
           std::fill(p, p + ph * ww, T(0));
           p += ph * ww;
         }
-        std::fill(p, buf.get() + (c + 1) * cs, T(0));
+        std::fill(p, buf + (c + 1) * cs, T(0));
       } else {
         const int64_t ld = geo.cin * cs;
         for (int64_t b = 0; b < nb; ++b)
-          im2col_plane(geo, x + (b0 + b) * s.n + c * s.c, s, buf.get() + c * cs + b * ohw, ld);
+          im2col_plane(geo, x + (b0 + b) * s.n + c * s.c, s, buf + c * cs + b * ohw, ld);
         for (int64_t k = 0; k < geo.taps(); ++k) {
-          T* p = buf.get() + k * ld + c * cs;
+          T* p = buf + k * ld + c * cs;
           std::fill(p + nb * ohw, p + cs, T(0));
         }
       }
@@ -163,7 +201,7 @@ struct InputSource {
   int64_t group;      // images per build
   int64_t cs;         // channel stride
   std::vector<int64_t> off;
-  std::unique_ptr<T[]> buf;
+  T* buf;
 
  private:
   const ConvGeometry& geo_;
@@ -176,7 +214,7 @@ template <typename T>
 struct WideGradOut {
   WideGradOut(const ConvGeometry& geo, const Wide& wide, int64_t group) : geo_(geo) {
     cs = odd_lines(std::max<int64_t>(wide.npix, 1), sizeof(T));
-    buf.reset(new T[geo.cout * cs]);
+    buf = scratch_array<T>(kGradOutSlot, geo.cout * cs);
     (void)group;
   }
 
@@ -184,7 +222,7 @@ struct WideGradOut {
     const ConvGeometry& geo = geo_;
 #pragma omp for schedule(static)
     for (int64_t o = 0; o < geo.cout; ++o) {
-      T* p = buf.get() + o * cs;
+      T* p = buf + o * cs;
       std::fill(p, p + cs, T(0));
       for (int64_t b = 0; b < wide.nb; ++b)
         for (int64_t h = 0; h < geo.out_h; ++h) {
@@ -200,7 +238,7 @@ struct WideGradOut {
   }
 
   int64_t cs;
-  std::unique_ptr<T[]> buf;
+  T* buf;
 
  private:
   const ConvGeometry& geo_;
@@ -226,7 +264,7 @@ struct GradSource {
                              std::max<int64_t>(geo.batch, 1));
     wide.set(group, tile);
     cs = odd_lines(std::max(group * wide.rh * wide.ww, wide.npix + span) + tile, sizeof(T));
-    buf.reset(new T[geo.cout * cs]);
+    buf = scratch_array<T>(kSourceSlot, geo.cout * cs);
   }
 
   Wide layout(int64_t nb) const { return wide.with_images(nb, tile_); }
@@ -236,7 +274,7 @@ struct GradSource {
     const int64_t ww = wide.ww, rh = wide.rh;
 #pragma omp for schedule(static)
     for (int64_t o = 0; o < geo.cout; ++o) {
-      T* p = buf.get() + o * cs;
+      T* p = buf + o * cs;
       std::fill(p, p + cs, T(0));
       for (int64_t b = 0; b < nb; ++b)
         for (int64_t h = 0; h < geo.out_h; ++h) {
@@ -259,7 +297,7 @@ struct GradSource {
   Wide wide;
   int64_t bh, bw, span, group, cs;
   std::vector<int64_t> off;
-  std::unique_ptr<T[]> buf;
+  T* buf;
 
  private:
   const ConvGeometry& geo_;
