@@ -19,8 +19,17 @@ constexpr int kPV = 2;
 // Rows (output channels / input channels) per register tile.
 constexpr int kRows = kAccRegs / kPV;
 // Grad-weight tile: stripes x input channels.
-constexpr int kGwR = 3;
-constexpr int kGwC = kAccRegs / kGwR;
+// Grad-weight tile: up to kGwR stripes x gw_cols(r) input channels.
+constexpr int kGwR = 6;
+constexpr int gw_cols(int r) { return std::clamp(kAccRegs / r, 1, 8); }
+constexpr int kGwC = 8;
+
+// Tile i of the nt = ceil(n / R) near-equal tiles of [lo, hi) (n = hi - lo):
+// a column of 7 stripes becomes 4 + 3 rather than 6 + 1.
+inline int64_t num_tiles(int64_t lo, int64_t hi, int R) { return (hi - lo + R - 1) / R; }
+inline int64_t tile_start(int64_t lo, int64_t hi, int64_t nt, int64_t i) {
+  return lo + (hi - lo) * i / nt;
+}
 
 // f(std::integral_constant<int, r>) for a run-time r in [1, N].
 template <int N, typename F>
@@ -98,8 +107,9 @@ void forward(const ConvGeometry& geo, const Stripes& st, const T* values, const 
       for (int64_t ob = 0; ob < nob; ++ob) {
         int64_t lo, hi;
         column_segment(st, col, g * cout_g, ob_lo(ob), ob_lo(ob + 1), lo, hi);
-        for (int64_t j0 = lo; j0 < hi; j0 += kRows) {
-          const int64_t r = std::min<int64_t>(kRows, hi - j0);
+        const int64_t nt = num_tiles(lo, hi, kRows);
+        for (int64_t i = 0; i < nt; ++i) {
+          const int64_t j0 = tile_start(lo, hi, nt, i), r = tile_start(lo, hi, nt, i + 1) - j0;
           T* d = wpk + j0 * cin_g;
           for (int64_t i = 0; i < r; ++i) {
             const T* v = values + int64_t(st.stripe_idx[j0 + i]) * cin_g;
@@ -129,8 +139,10 @@ void forward(const ConvGeometry& geo, const Stripes& st, const T* values, const 
           int64_t lo, hi;
           column_segment(st, g * taps + k, g * cout_g, olo, olo + on, lo, hi);
           const T* x = src.at(g, k) + q0;
-          for (int64_t j0 = lo; j0 < hi; j0 += kRows) {
-            const int r = static_cast<int>(std::min<int64_t>(kRows, hi - j0));
+          const int64_t nt = num_tiles(lo, hi, kRows);
+          for (int64_t ti = 0; ti < nt; ++ti) {
+            const int64_t j0 = tile_start(lo, hi, nt, ti);
+            const int r = static_cast<int>(tile_start(lo, hi, nt, ti + 1) - j0);
             T* yrows[kRows];
             for (int i = 0; i < r; ++i) yrows[i] = y + (st.stripe_row[j0 + i] - ofirst) * CH;
             const T* w = wpk + j0 * cin_g;
@@ -300,7 +312,7 @@ void grad_weight(const ConvGeometry& geo, const Stripes& st, const T* input, Str
   InputSource<T> src(geo, QT);
   WideGradOut<T> gw(geo, src.wide, src.group);
   const int64_t CH = chunk_pixels(src.flat ? cin_g : taps * cin_g, src.span, sizeof(T), QT,
-                                  src.wide.npix, 160 << 10, 4, 8192);
+                                  src.wide.npix, 384 << 10, 16, 8192);
 
   // Stripe tiles (column position j0, count r, column), split evenly over threads.
   struct Tile {
@@ -309,10 +321,13 @@ void grad_weight(const ConvGeometry& geo, const Stripes& st, const T* input, Str
     int64_t col;
   };
   std::vector<Tile> tiles;
-  for (int64_t col = 0; col < G * taps; ++col)
-    for (int64_t j0 = st.tap_ptr[col]; j0 < st.tap_ptr[col + 1]; j0 += kGwR)
-      tiles.push_back({j0, static_cast<int>(std::min<int64_t>(kGwR, st.tap_ptr[col + 1] - j0)),
-                       col});
+  for (int64_t col = 0; col < G * taps; ++col) {
+    const int64_t lo = st.tap_ptr[col], hi = st.tap_ptr[col + 1], n = num_tiles(lo, hi, kGwR);
+    for (int64_t i = 0; i < n; ++i) {
+      const int64_t j0 = tile_start(lo, hi, n, i);
+      tiles.push_back({j0, static_cast<int>(tile_start(lo, hi, n, i + 1) - j0), col});
+    }
+  }
   const int64_t nt = static_cast<int64_t>(tiles.size());
 
 #pragma omp parallel num_threads(num_threads)
@@ -338,18 +353,19 @@ void grad_weight(const ConvGeometry& geo, const Stripes& st, const T* input, Str
             dw[i] = grad_values + int64_t(st.stripe_idx[tl.j0 + i]) * cin_g;
           }
           const T* xk = src.at(g, k) + q0;
-          for (int64_t c0 = 0; c0 < cin_g; c0 += kGwC) {
-            const int nc = static_cast<int>(std::min<int64_t>(kGwC, cin_g - c0));
-            const T* xr[kGwC];
-            for (int c = 0; c < nc; ++c) xr[c] = xk + (c0 + c) * src.cs;
-            T* dwc[kGwR];
-            for (int i = 0; i < tl.r; ++i) dwc[i] = dw[i] + c0;
-            with_count<kGwR>(tl.r, [&](auto rc) {
-              with_count<kGwC>(nc, [&](auto cc) {
-                gw_tile<T, decltype(rc)::value, decltype(cc)::value>(gr, xr, nq, dwc);
+          with_count<kGwR>(tl.r, [&](auto rc) {
+            constexpr int R = decltype(rc)::value, C = gw_cols(R);
+            for (int64_t c0 = 0; c0 < cin_g; c0 += C) {
+              const int nc = static_cast<int>(std::min<int64_t>(C, cin_g - c0));
+              const T* xr[C];
+              for (int c = 0; c < nc; ++c) xr[c] = xk + (c0 + c) * src.cs;
+              T* dwc[R];
+              for (int i = 0; i < R; ++i) dwc[i] = dw[i] + c0;
+              with_count<C>(nc, [&](auto cc) {
+                gw_tile<T, R, decltype(cc)::value>(gr, xr, nq, dwc);
               });
-            });
-          }
+            }
+          });
         }
       }
     }
