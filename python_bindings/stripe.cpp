@@ -45,11 +45,11 @@ Stripes checked_stripes(const ConvGeometry& geo, const at::Device& device,
                     geo.cout * taps, " a weight of this shape has");
   glue::check_index_tensor("row_ptr", row_ptr, geo.cout + 1, device);
   glue::check_index_tensor("tap_idx", tap_idx, nnz, device);
+  const HostInts rp(row_ptr), ti(tap_idx);
+  glue::check_csr(rp, ti, taps, kNames);
   glue::check_index_tensor("tap_ptr", tap_ptr, geo.groups * taps + 1, device);
   glue::check_index_tensor("stripe_idx", stripe_idx, nnz, device);
   glue::check_index_tensor("stripe_row", stripe_row, nnz, device);
-  const HostInts rp(row_ptr), ti(tap_idx);
-  glue::check_csr(rp, ti, taps, kNames);
   const int64_t cout_g = geo.cout_per_group();
   // Column of a stripe: (its group, its kernel position).
   glue::check_transpose(
