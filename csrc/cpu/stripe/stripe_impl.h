@@ -163,33 +163,36 @@ void forward(const ConvGeometry& geo, const Stripes& st, const T* values, const 
 // Grad input
 // ---------------------------------------------------------------------------
 
-// out[r][0 .. PV*L) = sum_j w[j * R + r] * g[goff[j] + 0 .. PV*L), for each
-// pixel tile of [0, nq).
+// out[r][0 .. PV*L) (+)= sum_j w[j * R + r] * g[goff[j] + 0 .. PV*L) for one
+// pixel tile: `first` starts from 0, else adds to what out holds.
 template <typename T, int R>
-void gi_tile(const T* w, int64_t K, const int64_t* goff, const T* g, T* const* orows,
-             int64_t nq) {
+inline void gi_tile(const T* w, int64_t K, const int64_t* goff, const T* g, T* const* orows,
+                    int64_t q, bool first) {
   using V = typename Vec<T>::type;
   constexpr int L = lanes<T>();
-  for (int64_t q = 0; q < nq; q += kPV * L) {
-    V acc[R][kPV];
-    for (int r = 0; r < R; ++r)
-      for (int v = 0; v < kPV; ++v) acc[r][v] = V{};
-    const T* gq = g + q;
-    const T* wj = w;
-    for (int64_t j = 0; j < K; ++j, wj += R) {
-      const T* gp = gq + goff[j];
-      V gv[kPV];
-      for (int v = 0; v < kPV; ++v) gv[v] = vload<V>(gp + v * L);
+  V acc[R][kPV];
+  for (int r = 0; r < R; ++r)
+    for (int v = 0; v < kPV; ++v) acc[r][v] = first ? V{} : vload<V>(orows[r] + q + v * L);
+  const T* gq = g + q;
+  const T* wj = w;
+  for (int64_t j = 0; j < K; ++j, wj += R) {
+    const T* gp = gq + goff[j];
+    V gv[kPV];
+    for (int v = 0; v < kPV; ++v) gv[v] = vload<V>(gp + v * L);
 #pragma GCC unroll 16
-      for (int r = 0; r < R; ++r) {
-        const V s = vbcast<V>(wj[r]);
-        for (int v = 0; v < kPV; ++v) acc[r][v] = vfma(s, gv[v], acc[r][v]);
-      }
+    for (int r = 0; r < R; ++r) {
+      const V s = vbcast<V>(wj[r]);
+      for (int v = 0; v < kPV; ++v) acc[r][v] = vfma(s, gv[v], acc[r][v]);
     }
-    for (int r = 0; r < R; ++r)
-      for (int v = 0; v < kPV; ++v) vstore(orows[r] + q + v * L, acc[r][v]);
   }
+  for (int r = 0; r < R; ++r)
+    for (int v = 0; v < kPV; ++v) vstore(orows[r] + q + v * L, acc[r][v]);
 }
+
+// Stripes per block of the grad-input reduction: the grad_out vectors one
+// pixel tile reads for a block (two cache lines per stripe) stay in L1 while
+// every channel tile of the item reuses them.
+constexpr int64_t kGiStripeBlock = 128;
 
 template <typename T>
 void grad_input(const ConvGeometry& geo, const Stripes& st, const T* values, const T* grad_out,
@@ -251,14 +254,21 @@ void grad_input(const ConvGeometry& geo, const Stripes& st, const T* values, con
         const int64_t jg = st.tap_ptr[g * taps], K = st.tap_ptr[(g + 1) * taps] - jg;
         const T* gbase = src.buf + g * cout_g * src.cs + q0;
         T* xb = xbuf;
-        for (int64_t c0 = c_lo; c0 < c_hi; c0 += kRows) {
-          const int r = static_cast<int>(std::min<int64_t>(kRows, c_hi - c0));
-          T* orows[kRows];
-          for (int i = 0; i < r; ++i) orows[i] = xb + (c0 - c_lo + i) * CH;
-          const T* w = wpk + jg * cin_g + K * c0;
-          with_count<kRows>(r, [&](auto rc) {
-            gi_tile<T, decltype(rc)::value>(w, K, goff + jg, gbase, orows, nq);
-          });
+        // Near-equal stripe blocks (at least one, which writes zeros when K = 0).
+        const int64_t nkb = std::max<int64_t>(1, K / kGiStripeBlock);
+        for (int64_t kb = 0; kb < nkb; ++kb) {
+          const int64_t k0 = K * kb / nkb, kn = K * (kb + 1) / nkb - k0;
+          for (int64_t q = 0; q < nq; q += QT) {
+            for (int64_t c0 = c_lo; c0 < c_hi; c0 += kRows) {
+              const int r = static_cast<int>(std::min<int64_t>(kRows, c_hi - c0));
+              T* orows[kRows];
+              for (int i = 0; i < r; ++i) orows[i] = xb + (c0 - c_lo + i) * CH;
+              const T* w = wpk + jg * cin_g + K * c0 + k0 * r;
+              with_count<kRows>(r, [&](auto rc) {
+                gi_tile<T, decltype(rc)::value>(w, kn, goff + jg + k0, gbase, orows, q, kb == 0);
+              });
+            }
+          }
         }
         for (int64_t c = c_lo; c < c_hi; ++c)
           wide.store(xb + (c - c_lo) * CH, q0, nq,

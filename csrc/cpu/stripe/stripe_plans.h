@@ -11,14 +11,18 @@
 //   computed and dropped, or zero where they are read).
 // - InputSource (forward, grad-weight), input channel c of tap k at
 //   base + c * cs + off[k] + q:
-//     stride 1: the zero-padded input, ww = padded width, rh = padded height;
+//     stride 1: the zero-padded input with rows and images sharing their
+//               padding (ww = max(in_w + pad_w, out_w), rh likewise: a read
+//               past a row's end lands in the next row's left padding);
 //               off[k] = kh*dil_h*ww + kw*dil_w (the "flat" case);
 //     otherwise: one im2col plane per (tap, channel), ww = out_w, rh = out_h,
 //               off[k] = k * cin * cs.
 // - GradSource (grad-input), output channel o at base + o * cs: grad_out
-//   dilated by the stride and zero-padded, so that
+//   dilated by the stride and shifted by the kernel reach (Kh-1)*dil_h,
+//   (Kw-1)*dil_w, so that
 //   dx[c, q] = sum_k sum_{stripes s at tap k} w[s, c] * G[o_s, q + off[k]]
-//   with ww = in_w + pad_w + (kw-1)*dil_w, rh likewise, vh/vw = in_h/in_w.
+//   with vh/vw = in_h/in_w and ww, rh as small as keeps every read of a real
+//   pixel on its own row's values or on zeros.
 //
 // Builders contain `omp for` (orphaned): every thread of the enclosing
 // parallel region calls them; they end with its barrier.
@@ -122,8 +126,11 @@ struct InputSource {
     flat = geo.stride_h == 1 && geo.stride_w == 1;
     const int64_t taps = geo.taps();
     if (flat) {
-      wide.ww = geo.in_w + 2 * int64_t(geo.pad_w);
-      wide.rh = geo.in_h + 2 * int64_t(geo.pad_h);
+      // Consecutive rows (and images) share their padding: the right pad of a
+      // row is the left pad of the next, read through the flat index; the
+      // wide outputs must still fit a row and an image.
+      wide.ww = std::max<int64_t>(geo.in_w + geo.pad_w, geo.out_w);
+      wide.rh = std::max<int64_t>(geo.in_h + geo.pad_h, geo.out_h);
       for (int kh = 0; kh < geo.kh; ++kh)
         for (int kw = 0; kw < geo.kw; ++kw)
           off.push_back(int64_t(kh) * geo.dil_h * wide.ww + int64_t(kw) * geo.dil_w);
@@ -163,6 +170,8 @@ struct InputSource {
 #pragma omp for schedule(static)
     for (int64_t c = 0; c < geo.cin; ++c) {
       if (flat) {
+        // Per image: pad_h zero rows, in_h rows of [pad_w zeros, in_w values,
+        // zeros to ww], zero rows to rh; then zeros to the plane's end.
         T* p = buf + c * cs;
         for (int64_t b = 0; b < nb; ++b) {
           const T* xc = x + (b0 + b) * s.n + c * s.c;
@@ -178,8 +187,9 @@ struct InputSource {
             }
             std::fill(p + pw + geo.in_w, p + ww, T(0));
           }
-          std::fill(p, p + ph * ww, T(0));
-          p += ph * ww;
+          const int64_t rest = (wide.rh - ph - geo.in_h) * ww;
+          std::fill(p, p + rest, T(0));
+          p += rest;
         }
         std::fill(p, buf + (c + 1) * cs, T(0));
       } else {
@@ -251,8 +261,13 @@ struct GradSource {
   GradSource(const ConvGeometry& geo, int64_t tile) : geo_(geo), tile_(tile) {
     bh = int64_t(geo.kh - 1) * geo.dil_h;
     bw = int64_t(geo.kw - 1) * geo.dil_w;
-    wide.ww = geo.in_w + geo.pad_w + bw;
-    wide.rh = geo.in_h + geo.pad_h + bh;
+    // Dilated grad_out extent; rows (images) and columns (rows) as close as
+    // the reads allow: a valid pixel's reads never reach another row's or
+    // image's values, only its own or zeros (see the file comment).
+    uh = (geo.out_h - 1) * geo.stride_h + 1;
+    uw = (geo.out_w - 1) * geo.stride_w + 1;
+    wide.ww = std::max({geo.in_w + int64_t(geo.pad_w), bw + uw - geo.pad_w, uw, bw + 1});
+    wide.rh = std::max({geo.in_h + int64_t(geo.pad_h), bh + uh - geo.pad_h, uh});
     wide.vh = geo.in_h;
     wide.vw = geo.in_w;
     for (int kh = 0; kh < geo.kh; ++kh)
@@ -263,7 +278,8 @@ struct GradSource {
     group = images_per_group(geo.cout * wide.rh * wide.ww * int64_t(sizeof(T)),
                              std::max<int64_t>(geo.batch, 1));
     wide.set(group, tile);
-    cs = odd_lines(std::max(group * wide.rh * wide.ww, wide.npix + span) + tile, sizeof(T));
+    const int64_t data_end = ((group - 1) * wide.rh + bh + uh) * wide.ww + bw + uw;
+    cs = odd_lines(std::max(data_end, wide.npix + span) + tile, sizeof(T));
     buf = scratch_array<T>(kSourceSlot, geo.cout * cs);
   }
 
@@ -278,24 +294,19 @@ struct GradSource {
       std::fill(p, p + cs, T(0));
       for (int64_t b = 0; b < nb; ++b)
         for (int64_t h = 0; h < geo.out_h; ++h) {
-          const int64_t r = bh + h * geo.stride_h;
-          if (r >= rh) break;
           const T* src = go + (b0 + b) * s.n + o * s.c + h * s.h;
-          T* d = p + (b * rh + r) * ww + bw;
+          T* d = p + (b * rh + bh + h * geo.stride_h) * ww + bw;  // may run into the next row
           if (geo.stride_w == 1 && s.w == 1) {
-            std::copy(src, src + std::min<int64_t>(geo.out_w, ww - bw), d);
+            std::copy(src, src + geo.out_w, d);
           } else {
-            for (int64_t w = 0; w < geo.out_w; ++w) {
-              if (bw + w * geo.stride_w >= ww) break;
-              d[w * geo.stride_w] = src[w * s.w];
-            }
+            for (int64_t w = 0; w < geo.out_w; ++w) d[w * geo.stride_w] = src[w * s.w];
           }
         }
     }
   }
 
   Wide wide;
-  int64_t bh, bw, span, group, cs;
+  int64_t bh, bw, uh, uw, span, group, cs;
   std::vector<int64_t> off;
   T* buf;
 
