@@ -118,10 +118,10 @@ def summary(records: list[dict]) -> list[str]:
     lines = ["", "geomean speed-up over layers (dense_ms / sparse_ms, >1 = sparse faster)",
              f"{'dtype':<9} {'batch':>5} {'pass':<11} {'kind':<6} {'n':>3} {'backend':<9} "
              f"{'mf':<13} {'sparsity':>8} {'layers':>6} {'geomean':>8}"]
-    for key, s in sorted(groups.items()):
+    for key, s in sorted(groups.items(), key=lambda kv: str(kv[0])):
         dtype, batch, pass_, kind, n, backend, mf, sp = key
         geomean = math.exp(sum(map(math.log, s)) / len(s))
-        lines.append(f"{dtype:<9} {batch:>5} {pass_:<11} {kind:<5} {n:>3} {backend:<9} "
+        lines.append(f"{dtype:<9} {batch:>5} {pass_:<11} {kind:<6} {n or '-':>3} {backend:<9} "
                      f"{mf:<13} {sp:>8.2f} {len(s):>6} {geomean:>7.2f}x")
     return lines
 
