@@ -25,6 +25,9 @@ CASES = {
     "depthwise": dict(groups=6, cin=6, cout=12, params={"block1xn": {"n": 2}}),
     # channel counts that leave a remainder after every register tile
     "odd_tiles": dict(cin=37, cout=29, hw=(11, 13), sparsity=0.4, params={"block1xn": {"n": 5}}),
+    # square feature maps whose padded rows fill whole vectors (ResNet-like)
+    "square16": dict(batch=1, cin=16, cout=16, hw=(16, 16)),
+    "square8_batch3": dict(batch=3, cin=24, cout=24, hw=(8, 8)),
     "pointwise": dict(kernel=(1, 1), padding=0, cout=16, params={"block1xn": {"n": 8}}),
     "kernel5x3": dict(kernel=(5, 3), padding=(2, 1), cout=16, cin=5,
                       params={"block1xn": {"n": 16}}),
