@@ -47,32 +47,45 @@ inline void with_count(int r, F&& f) {
 // Forward
 // ---------------------------------------------------------------------------
 
-// y[r][0 .. PV*L) += sum_c w[c * R + r] * x[c * cs + 0 .. PV*L), for each
-// pixel tile of [0, nq).
-template <typename T, int R>
-void fwd_tile(const T* w, const T* x, int64_t cs, int64_t cin_g, T* const* yrows, int64_t nq) {
+// Pixel vectors per forward register tile of R output channels: few
+// channels (a sparse tap) get more pixels, so the input vectors loaded per
+// input channel still feed kAccRegs accumulators.
+constexpr int fwd_vectors(int R) { return std::clamp(kAccRegs / R, kPV, 6); }
+
+// y[r][q .. q + PV*L) += sum_c w[c * R + r] * x[c * cs + q .. q + PV*L).
+template <typename T, int R, int PV>
+inline void fwd_block(const T* w, const T* x, int64_t cs, int64_t cin_g, T* const* yrows,
+                      int64_t q) {
   using V = typename Vec<T>::type;
   constexpr int L = lanes<T>();
-  for (int64_t q = 0; q < nq; q += kPV * L) {
-    T* y[R];
-    for (int r = 0; r < R; ++r) y[r] = yrows[r] + q;
-    V acc[R][kPV];
-    for (int r = 0; r < R; ++r)
-      for (int v = 0; v < kPV; ++v) acc[r][v] = vload<V>(y[r] + v * L);
-    const T* xq = x + q;
-    const T* wc = w;
-    for (int64_t c = 0; c < cin_g; ++c, xq += cs, wc += R) {
-      V xv[kPV];
-      for (int v = 0; v < kPV; ++v) xv[v] = vload<V>(xq + v * L);
+  T* y[R];
+  for (int r = 0; r < R; ++r) y[r] = yrows[r] + q;
+  V acc[R][PV];
+  for (int r = 0; r < R; ++r)
+    for (int v = 0; v < PV; ++v) acc[r][v] = vload<V>(y[r] + v * L);
+  const T* xq = x + q;
+  const T* wc = w;
+  for (int64_t c = 0; c < cin_g; ++c, xq += cs, wc += R) {
+    V xv[PV];
+    for (int v = 0; v < PV; ++v) xv[v] = vload<V>(xq + v * L);
 #pragma GCC unroll 16
-      for (int r = 0; r < R; ++r) {
-        const V s = vbcast<V>(wc[r]);
-        for (int v = 0; v < kPV; ++v) acc[r][v] = vfma(s, xv[v], acc[r][v]);
-      }
+    for (int r = 0; r < R; ++r) {
+      const V s = vbcast<V>(wc[r]);
+      for (int v = 0; v < PV; ++v) acc[r][v] = vfma(s, xv[v], acc[r][v]);
     }
-    for (int r = 0; r < R; ++r)
-      for (int v = 0; v < kPV; ++v) vstore(y[r] + v * L, acc[r][v]);
   }
+  for (int r = 0; r < R; ++r)
+    for (int v = 0; v < PV; ++v) vstore(y[r] + v * L, acc[r][v]);
+}
+
+// Every pixel of [0, nq) (a multiple of L): wide blocks, then single vectors.
+template <typename T, int R>
+void fwd_tile(const T* w, const T* x, int64_t cs, int64_t cin_g, T* const* yrows, int64_t nq) {
+  constexpr int L = lanes<T>();
+  constexpr int PV = fwd_vectors(R);
+  int64_t q = 0;
+  for (; q + PV * L <= nq; q += PV * L) fwd_block<T, R, PV>(w, x, cs, cin_g, yrows, q);
+  for (; q < nq; q += L) fwd_block<T, R, 1>(w, x, cs, cin_g, yrows, q);
 }
 
 template <typename T>
