@@ -6,13 +6,24 @@
 // cpu/common/conv_layout.h and stripe_plans.h are included before.
 //
 // All three passes are register-tiled GEMMs over the layouts of
-// stripe_plans.h, per (group, kernel position k):
-//   forward      Y[O_k, q] += W_k[O_k, c] X[c, q + off_k]   (R channels x PV vectors,
-//                accumulated in a per-item output buffer over the taps)
-//   grad-input   dX[c, q] = sum_k W_k[O_k, c]^T G[O_k, q + off_k]  (R input channels
-//                x PV vectors, reduced in registers over every stripe of the group)
-//   grad-weight  dW[s, c] = sum_q G[o_s, q] X[c, q + off_k]  (R stripes x C channels
-//                of pixel-vector partial sums, reduced at the end)
+// stripe_plans.h, per (group, kernel position k), O_k being the output
+// channels that keep tap k (one column of the transposed view):
+//   forward      Y[O_k, q] += W_k[O_k, c] X[c, q + off_k]: tiles of R stripes of
+//                one column x PV pixel vectors (PV larger when R is small), the
+//                input vector loaded once per c and R weights broadcast (packed
+//                per tile as [c][R]); accumulated over the taps in a per-item
+//                buffer [output channels][pixel chunk], bias-initialised, then
+//                stored to NCHW. Items: (group, pixel chunk, output-channel block).
+//   grad-input   dX[c, q] = sum_k sum_{s in O_k} W[s, c] G[o_s, q + off_k]: tiles
+//                of R input channels x PV pixel vectors reduced in registers over
+//                blocks of the group's stripes (weights packed [j][R]). Items:
+//                (group, pixel chunk, input-channel block).
+//   grad-weight  dW[s, c] = sum_q G[o_s, q] X[c, q + off_k]: tiles of r stripes of
+//                one column x 12/r channels of pixel-vector partial sums, reduced
+//                at the end of each pixel chunk; each thread owns a fixed range of
+//                stripe tiles (no cross-thread reduction; the summation order does
+//                not depend on the thread count).
+// Pixel chunks keep the rows an item reads (plus the tap offsets' span) in L2.
 
 // Pixel vectors per register tile (forward and grad-input).
 constexpr int kPV = 2;
@@ -22,7 +33,6 @@ constexpr int kRows = kAccRegs / kPV;
 // Grad-weight tile: up to kGwR stripes x gw_cols(r) input channels.
 constexpr int kGwR = 6;
 constexpr int gw_cols(int r) { return std::clamp(kAccRegs / r, 1, 8); }
-constexpr int kGwC = 8;
 
 // Tile i of the nt = ceil(n / R) near-equal tiles of [lo, hi) (n = hi - lo):
 // a column of 7 stripes becomes 4 + 3 rather than 6 + 1.
@@ -324,8 +334,7 @@ template <typename T>
 void grad_weight(const ConvGeometry& geo, const Stripes& st, const T* input, Strides4 in_s,
                  const T* grad_out, Strides4 go_s, T* grad_values, int num_threads) {
   using namespace stripe_plan;
-  constexpr int L = lanes<T>();
-  constexpr int64_t QT = kPV * L;
+  constexpr int64_t QT = kPV * lanes<T>();
   const int64_t cin_g = geo.cin_per_group();
   std::fill(grad_values, grad_values + st.nnz * cin_g, T(0));
   if (geo.batch == 0 || st.nnz == 0) return;
@@ -393,5 +402,4 @@ void grad_weight(const ConvGeometry& geo, const Stripes& st, const T* input, Str
       }
     }
   }
-  (void)L;
 }
