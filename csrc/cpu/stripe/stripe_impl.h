@@ -61,6 +61,8 @@ inline void with_count(int r, F&& f) {
 // channels (a sparse tap) get more pixels, so the input vectors loaded per
 // input channel still feed kAccRegs accumulators.
 constexpr int fwd_vectors(int R) { return std::clamp(kAccRegs / R, kPV, 6); }
+// Input channels the forward micro-kernel prefetches ahead.
+constexpr int kFwdPrefetch = 8;
 
 // y[r][q .. q + PV*L) += sum_c w[c * R + r] * x[c * cs + q .. q + PV*L).
 template <typename T, int R, int PV>
@@ -76,6 +78,10 @@ inline void fwd_block(const T* w, const T* x, int64_t cs, int64_t cin_g, T* cons
   const T* xq = x + q;
   const T* wc = w;
   for (int64_t c = 0; c < cin_g; ++c, xq += cs, wc += R) {
+    // Each channel's pixels are a new cache line or two (channel stride cs):
+    // fetch a few channels ahead (prefetching past the buffer cannot fault).
+    __builtin_prefetch(xq + kFwdPrefetch * cs);
+    __builtin_prefetch(xq + kFwdPrefetch * cs + PV * L - 1);
     V xv[PV];
     for (int v = 0; v < PV; ++v) xv[v] = vload<V>(xq + v * L);
 #pragma GCC unroll 16
