@@ -82,7 +82,25 @@ class SparseConv2d(nn.Module):
         return mod
 
     @classmethod
-    def _from_conv(cls, conv: nn.Conv2d, fmt, backend: str) -> "SparseConv2d":
+    def from_dense(cls, conv: nn.Conv2d, sparsity: Optional[float] = None,
+                   criterion: Optional[str] = None, mask: Optional[Tensor] = None,
+                   seed: Optional[int] = None, backend: str = "auto",
+                   **params) -> "SparseConv2d":
+        """Prune ``conv`` to this kind: by ``criterion`` (the kind's default
+        when None) at ``sparsity``, or keeping exactly the entries of an
+        explicit ``mask`` with this kind's structure (``params``: the kind's
+        own, e.g. 1xN's ``n``)."""
+        if not isinstance(conv, nn.Conv2d):
+            raise TypeError(f"conv: expected an nn.Conv2d, got {type(conv).__name__}")
+        if (mask is None) == (sparsity is None):
+            raise ValueError("from_dense: give exactly one of sparsity= or mask=")
+        w, groups = conv.weight.detach(), conv.groups
+        if mask is not None:
+            fmt = cls.FORMAT.from_mask(w, mask, groups=groups, **params)
+        else:
+            fmt = cls.FORMAT.from_dense(w, sparsity=sparsity,
+                                        criterion=criterion or cls.DEFAULT_CRITERION,
+                                        groups=groups, seed=seed, **params)
         return cls.from_format(fmt, conv.bias, conv.stride, conv.padding, conv.dilation,
                                conv.padding_mode, backend)
 

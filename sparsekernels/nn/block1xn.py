@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from typing import Optional
 
-from torch import Tensor, nn
+from torch import nn
 
 from ..conv_args import as_int
 from ..formats.block1xn import MAX_BLOCK_HEIGHT, Block1xN
@@ -37,28 +37,10 @@ class Block1xNConv2d(SparseConv2d):
                          groups, bias, padding_mode, backend, device, dtype, params={"n": n})
 
     @classmethod
-    def from_dense(
-        cls,
-        conv: nn.Conv2d,
-        n: int = 16,
-        sparsity: Optional[float] = None,
-        criterion: str = DEFAULT_CRITERION,
-        mask: Optional[Tensor] = None,
-        seed: Optional[int] = None,
-        backend: str = "auto",
-    ) -> "Block1xNConv2d":
-        """Prune ``conv`` to 1xN blocks: by ``criterion`` at ``sparsity``, or
-        keeping exactly the blocks of an explicit 1xN-structured ``mask``."""
-        if not isinstance(conv, nn.Conv2d):
-            raise TypeError(f"conv: expected an nn.Conv2d, got {type(conv).__name__}")
-        if (mask is None) == (sparsity is None):
-            raise ValueError("from_dense: give exactly one of sparsity= or mask=")
-        w = conv.weight.detach()
-        if mask is not None:
-            fmt = Block1xN.from_mask(w, mask, n, conv.groups)
-        else:
-            fmt = Block1xN.from_dense(w, n, sparsity, criterion, conv.groups, seed)
-        return cls._from_conv(conv, fmt, backend)
+    def from_dense(cls, conv: nn.Conv2d, n: int = 16, sparsity: Optional[float] = None,
+                   **kwargs) -> "Block1xNConv2d":
+        """Prune ``conv`` to 1xN blocks (N = ``n``); see ``SparseConv2d.from_dense``."""
+        return super().from_dense(conv, sparsity, n=n, **kwargs)
 
     @classmethod
     def sparsify_options(cls, n: int = 16, pad_partial: bool = True) -> dict:

@@ -7,10 +7,6 @@ shares with ``nn.Conv2d``).
 """
 from __future__ import annotations
 
-from typing import Optional
-
-from torch import Tensor, nn
-
 from ..formats.stripe import Stripe
 from ..ops.stripe import OPS
 from .base import SparseConv2d
@@ -32,26 +28,3 @@ class StripeConv2d(SparseConv2d):
                  backend: str = "auto", device=None, dtype=None):
         super().__init__(in_channels, out_channels, kernel_size, stride, padding, dilation,
                          groups, bias, padding_mode, backend, device, dtype, params={})
-
-    @classmethod
-    def from_dense(
-        cls,
-        conv: nn.Conv2d,
-        sparsity: Optional[float] = None,
-        criterion: str = DEFAULT_CRITERION,
-        mask: Optional[Tensor] = None,
-        seed: Optional[int] = None,
-        backend: str = "auto",
-    ) -> "StripeConv2d":
-        """Prune ``conv`` to stripes: by ``criterion`` at ``sparsity``, or
-        keeping exactly the stripes of an explicit stripe-structured ``mask``."""
-        if not isinstance(conv, nn.Conv2d):
-            raise TypeError(f"conv: expected an nn.Conv2d, got {type(conv).__name__}")
-        if (mask is None) == (sparsity is None):
-            raise ValueError("from_dense: give exactly one of sparsity= or mask=")
-        w = conv.weight.detach()
-        if mask is not None:
-            fmt = Stripe.from_mask(w, mask, conv.groups)
-        else:
-            fmt = Stripe.from_dense(w, sparsity, criterion, conv.groups, seed)
-        return cls._from_conv(conv, fmt, backend)

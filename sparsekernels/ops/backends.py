@@ -64,3 +64,19 @@ def resolve(backend: str, device: torch.device) -> str:
 def module_for(table: dict[str, str], backend: str):
     """Import the backend module named in a kind's ``table``."""
     return importlib.import_module(table[backend], package="sparsekernels")
+
+
+# The compiled CPU kernels take float32/float64; half-precision inputs run
+# there in float32 (the fp32 accumulation the CUDA kernels use) and are cast
+# back by the native backends.
+_CPU_NATIVE = (torch.float32, torch.float64)
+
+
+def native_dtype(t: torch.Tensor) -> torch.dtype:
+    """The dtype a native (``_C``) kernel computes ``t``'s pass in."""
+    return t.dtype if (t.is_cuda or t.dtype in _CPU_NATIVE) else torch.float32
+
+
+def cast(t, dtype):
+    """``t`` in ``dtype``; None stays None (an absent bias)."""
+    return None if t is None else t.to(dtype)

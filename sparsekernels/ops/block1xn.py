@@ -9,14 +9,10 @@ grad-weight is computed only at kept blocks, so pruned weights stay pruned).
 """
 from __future__ import annotations
 
-from typing import Optional
-
-from torch import Tensor
-
 from ..formats.block1xn import Block1xN, BlockTopology
 from .. import _ext
 from .checks import KindChecks
-from .sparse_conv import KindOps, apply_sparse_conv, define_sparse_conv
+from .sparse_conv import KindOps, define_sparse_conv, sparse_conv2d
 
 def _native_check(topo: BlockTopology):
     _ext.C.block1xn_check_topology(*(getattr(topo, f) for f in topo.TENSORS), topo.n,
@@ -36,17 +32,8 @@ OPS = define_sparse_conv(KindOps(
 ))
 
 
-def block1xn_conv2d(
-    input: Tensor,
-    weight: Block1xN,
-    bias: Optional[Tensor] = None,
-    stride=1,
-    padding=0,
-    dilation=1,
-    groups: int = 1,
-    backend: str = "auto",
-) -> Tensor:
-    """``F.conv2d`` with a 1xN block-sparse weight.
+block1xn_conv2d = sparse_conv2d(OPS, Block1xN, "block1xn_conv2d")
+block1xn_conv2d.__doc__ = """``F.conv2d`` with a 1xN block-sparse weight.
 
     Same arguments and output as ``torch.nn.functional.conv2d`` (including
     ``padding='same'/'valid'`` and unbatched 3-D input); ``backend`` is one of
@@ -55,8 +42,3 @@ def block1xn_conv2d(
     the output (the dense ``reference`` backend, which multiplies by stored
     zeros, propagates it).
     """
-    if not isinstance(weight, Block1xN):
-        raise TypeError(f"weight: expected a Block1xN, got {type(weight).__name__}")
-    return apply_sparse_conv(OPS, input, weight.values, weight.topology(), bias,
-                             stride=stride, padding=padding, dilation=dilation, groups=groups,
-                             backend=backend)

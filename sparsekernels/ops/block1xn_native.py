@@ -1,31 +1,19 @@
 """CPU and CUDA backends of the 1xN conv: thin calls into ``sparsekernels._C``.
 
-The C++ CPU kernels take float32/float64; half-precision inputs run there in
-float32 (the same fp32 accumulation the CUDA kernels use) and are cast back.
+Half-precision inputs run in float32 on the CPU (``backends.native_dtype``).
 """
 from __future__ import annotations
-
-import torch
 
 from .._ext import C
 from ..conv_args import Bias, ConvArgs
 from ..formats.block1xn import BlockTopology
-
-_CPU_NATIVE = (torch.float32, torch.float64)
-
-
-def _cpu_dtype(t: torch.Tensor) -> torch.dtype:
-    return t.dtype if (t.is_cuda or t.dtype in _CPU_NATIVE) else torch.float32
-
-
-def _cast(t, dtype):
-    return None if t is None else t.to(dtype)
+from .backends import cast, native_dtype
 
 
 def forward(x, values, topo: BlockTopology, bias: Bias, conv: ConvArgs):
-    work = _cpu_dtype(x)
+    work = native_dtype(x)
     out = C.block1xn_forward(
-        _cast(x, work), _cast(values, work), topo.row_ptr, topo.col_idx, _cast(bias, work),
+        cast(x, work), cast(values, work), topo.row_ptr, topo.col_idx, cast(bias, work),
         topo.n, topo.rows_per_group, topo.cout, list(conv.stride), list(conv.padding),
         list(conv.dilation), conv.groups,
     )
@@ -33,9 +21,9 @@ def forward(x, values, topo: BlockTopology, bias: Bias, conv: ConvArgs):
 
 
 def grad_input(grad_out, values, topo: BlockTopology, conv: ConvArgs, in_hw):
-    work = _cpu_dtype(grad_out)
+    work = native_dtype(grad_out)
     gin = C.block1xn_grad_input(
-        _cast(grad_out, work), _cast(values, work), topo.row_ptr, topo.col_idx, topo.col_ptr,
+        cast(grad_out, work), cast(values, work), topo.row_ptr, topo.col_idx, topo.col_ptr,
         topo.block_idx, topo.block_row, topo.n, topo.rows_per_group, topo.cin, in_hw[0],
         in_hw[1], list(conv.stride), list(conv.padding), list(conv.dilation), conv.groups,
     )
@@ -43,9 +31,9 @@ def grad_input(grad_out, values, topo: BlockTopology, conv: ConvArgs, in_hw):
 
 
 def grad_weight(x, grad_out, topo: BlockTopology, conv: ConvArgs):
-    work = _cpu_dtype(x)
+    work = native_dtype(x)
     gv = C.block1xn_grad_weight(
-        _cast(x, work), _cast(grad_out, work), topo.row_ptr, topo.col_idx, topo.n,
+        cast(x, work), cast(grad_out, work), topo.row_ptr, topo.col_idx, topo.n,
         topo.rows_per_group, *topo.kernel_size, list(conv.stride), list(conv.padding),
         list(conv.dilation), conv.groups,
     )

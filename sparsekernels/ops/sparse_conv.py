@@ -189,3 +189,19 @@ def apply_sparse_conv(ops: SparseConvOps, input: Tensor, values: Tensor, topo, b
     return ops.forward(input, values, tensors, meta, bias, stride=list(conv.stride),
                        padding=list(conv.padding), dilation=list(conv.dilation),
                        groups=conv.groups, backend=backend)
+
+
+def sparse_conv2d(ops: SparseConvOps, format_cls: type, name: str) -> Callable[..., Tensor]:
+    """The public ``F.conv2d``-like function of a kind: ``name(input, weight,
+    bias=None, stride=1, padding=0, dilation=1, groups=1, backend="auto")``
+    with ``weight`` a ``format_cls``."""
+    def conv2d(input: Tensor, weight, bias: Optional[Tensor] = None, stride=1, padding=0,
+               dilation=1, groups: int = 1, backend: str = "auto") -> Tensor:
+        if not isinstance(weight, format_cls):
+            raise TypeError(f"weight: expected a {format_cls.__name__}, "
+                            f"got {type(weight).__name__}")
+        return apply_sparse_conv(ops, input, weight.values, weight.topology(), bias,
+                                 stride=stride, padding=padding, dilation=dilation,
+                                 groups=groups, backend=backend)
+    conv2d.__name__ = conv2d.__qualname__ = name
+    return conv2d

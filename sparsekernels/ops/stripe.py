@@ -7,14 +7,10 @@ stripes, so pruned stripes stay pruned.
 """
 from __future__ import annotations
 
-from typing import Optional
-
-from torch import Tensor
-
 from .. import _ext
 from ..formats.stripe import Stripe, StripeTopology
 from .checks import KindChecks
-from .sparse_conv import KindOps, apply_sparse_conv, define_sparse_conv
+from .sparse_conv import KindOps, define_sparse_conv, sparse_conv2d
 
 
 def _native_check(topo: StripeTopology):
@@ -35,17 +31,8 @@ OPS = define_sparse_conv(KindOps(
 ))
 
 
-def stripe_conv2d(
-    input: Tensor,
-    weight: Stripe,
-    bias: Optional[Tensor] = None,
-    stride=1,
-    padding=0,
-    dilation=1,
-    groups: int = 1,
-    backend: str = "auto",
-) -> Tensor:
-    """``F.conv2d`` with a stripe-sparse weight.
+stripe_conv2d = sparse_conv2d(OPS, Stripe, "stripe_conv2d")
+stripe_conv2d.__doc__ = """``F.conv2d`` with a stripe-sparse weight.
 
     Same arguments and output as ``torch.nn.functional.conv2d`` (including
     ``padding='same'/'valid'`` and unbatched 3-D input); ``backend`` is one of
@@ -53,8 +40,3 @@ def stripe_conv2d(
     not exist: a NaN/Inf input that meets only pruned weights does not reach
     the output (the dense ``reference`` backend propagates it).
     """
-    if not isinstance(weight, Stripe):
-        raise TypeError(f"weight: expected a Stripe, got {type(weight).__name__}")
-    return apply_sparse_conv(OPS, input, weight.values, weight.topology(), bias,
-                             stride=stride, padding=padding, dilation=dilation, groups=groups,
-                             backend=backend)
