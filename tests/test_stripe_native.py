@@ -30,6 +30,15 @@ CASES = [
     (0, 8, 16, 9, 11, (3, 3), 1, 1, 1, 1, 0.5),    # empty batch
     (3, 24, 40, 15, 13, (3, 3), 1, 1, 1, 1, 0.75),  # several tiles per tap
     (1, 4, 8, 6, 5, (5, 5), 1, 4, 1, 2, 0.5),      # padding beyond the kernel reach
+    # polyphase (stride != 1) layouts
+    (2, 3, 16, 13, 11, (3, 3), 2, 1, 1, 1, 0.5),   # odd sizes, small Cin
+    (2, 8, 12, 12, 10, (3, 3), (2, 1), 1, 1, 1, 0.5),
+    (2, 8, 12, 9, 12, (3, 3), (1, 2), 0, 1, 1, 0.5),
+    (2, 5, 9, 17, 14, (3, 3), 3, 1, 2, 1, 0.4),    # stride 3 with dilation
+    (2, 6, 8, 11, 13, (3, 5), 2, (1, 2), 3, 1, 0.5),  # dilation with stride, tall pad
+    (2, 8, 8, 10, 9, (3, 3), 2, 0, 1, 1, 0.0),     # no padding, dense
+    (1, 4, 6, 7, 7, (1, 1), 2, 0, 1, 1, 0.3),      # 1x1 stride 2
+    (2, 4, 6, 5, 6, (3, 3), 2, 3, 1, 2, 0.5),      # padding beyond the kernel reach
 ]
 
 TOPO = ("row_ptr", "tap_idx", "tap_ptr", "stripe_idx", "stripe_row")
@@ -42,7 +51,8 @@ def _make(case, dtype, seed=0):
     fmt = Stripe.from_dense(weight, sp, "random", g, seed)
     x = torch.randn(n, cin, h, w, generator=gen, dtype=dtype)
     bias = torch.randn(cout, generator=gen, dtype=dtype)
-    conv = ConvArgs((s, s), (p, p), (d, d), g)
+    pair = lambda v: tuple(v) if isinstance(v, tuple) else (v, v)
+    conv = ConvArgs(pair(s), pair(p), pair(d), g)
     return fmt, x, bias, conv
 
 

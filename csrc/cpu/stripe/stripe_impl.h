@@ -116,7 +116,7 @@ void forward(const ConvGeometry& geo, const Stripes& st, const T* values, const 
   const int64_t taps = geo.taps(), G = geo.groups, ohw = geo.out_h * geo.out_w;
 
   InputSource<T> src(geo, QT);
-  const int64_t CH = chunk_pixels(src.flat ? cin_g : taps * cin_g, src.span, sizeof(T), QT,
+  const int64_t CH = chunk_pixels(src.phases * cin_g, src.span, sizeof(T), QT,
                                   src.wide.npix);
   const int64_t nchunks_max = (src.wide.npix + CH - 1) / CH;
   const int64_t nob = num_blocks(cout_g, G * nchunks_max, num_threads, kRows);
@@ -349,7 +349,7 @@ void grad_weight(const ConvGeometry& geo, const Stripes& st, const T* input, Str
 
   InputSource<T> src(geo, QT);
   WideGradOut<T> gw(geo, src.wide, src.group);
-  const int64_t CH = chunk_pixels(src.flat ? cin_g : taps * cin_g, src.span, sizeof(T), QT,
+  const int64_t CH = chunk_pixels(src.phases * cin_g, src.span, sizeof(T), QT,
                                   src.wide.npix, 384 << 10, 16, 8192);
 
   // Stripe tiles (column position j0, count r, column), split evenly over threads.

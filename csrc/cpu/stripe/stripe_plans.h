@@ -15,8 +15,12 @@
 //               padding (ww = max(in_w + pad_w, out_w), rh likewise: a read
 //               past a row's end lands in the next row's left padding);
 //               off[k] = kh*dil_h*ww + kw*dil_w (the "flat" case);
-//     otherwise: one im2col plane per (tap, channel), ww = out_w, rh = out_h,
-//               off[k] = k * cin * cs.
+//     otherwise: polyphase, sh*sw phase planes per channel (phase (a, b) at
+//               (a * sw + b) * ps holds xpad[i * sh + a, j * sw + b]), ww =
+//               out_w + (Kw-1)*dil_w / sw, rh likewise; tap (kh, kw) reads
+//               phase (kh*dil_h % sh, kw*dil_w % sw) at row offset
+//               kh*dil_h / sh, column offset kw*dil_w / sw: the stride-1 GEMM
+//               of the flat case, the input copied once rather than per tap.
 // - GradSource (grad-input), output channel o at base + o * cs: grad_out
 //   dilated by the stride and shifted by the kernel reach (Kh-1)*dil_h,
 //   (Kw-1)*dil_w, so that
@@ -137,21 +141,45 @@ struct InputSource {
       span = off.back();
       per_image = geo.cin * wide.rh * wide.ww;
     } else {
-      wide.ww = geo.out_w;
-      wide.rh = geo.out_h;
-      span = 0;
-      per_image = taps * geo.cin * geo.out_h * geo.out_w;
+      // Polyphase: the padded input splits into sh * sw phase planes,
+      // P[a, b][i, j] = xpad[i * sh + a, j * sw + b]; tap (kh, kw) reads phase
+      // (kh*dil_h % sh, kw*dil_w % sw) shifted by (kh*dil_h / sh, kw*dil_w / sw)
+      // as a stride-1 tap would. Phase planes do not share padding.
+      const int64_t sh = geo.stride_h, sw = geo.stride_w;
+      const int64_t mh = int64_t(geo.kh - 1) * geo.dil_h / sh;
+      const int64_t mw = int64_t(geo.kw - 1) * geo.dil_w / sw;
+      wide.ww = geo.out_w + mw;
+      wide.rh = geo.out_h + mh;
+      phases = sh * sw;
+      span = mh * wide.ww + mw;
+      per_image = geo.cin * phases * wide.rh * wide.ww;
     }
     wide.vh = geo.out_h;
     wide.vw = geo.out_w;
     group = images_per_group(per_image * int64_t(sizeof(T)), std::max<int64_t>(geo.batch, 1));
     wide.set(group, tile);
-    cs = flat ? odd_lines(std::max(group * wide.rh * wide.ww, wide.npix + span) + tile,
-                          sizeof(T))
-              : odd_lines(wide.npix, sizeof(T));
-    if (!flat)
-      for (int64_t k = 0; k < taps; ++k) off.push_back(k * geo.cin * cs);
-    buf = scratch_array<T>(kSourceSlot, (flat ? 1 : taps) * geo.cin * cs);
+    if (flat) {
+      cs = odd_lines(std::max(group * wide.rh * wide.ww, wide.npix + span) + tile, sizeof(T));
+    } else {
+      // Every element a tap reads lies inside its channel's phase planes.
+      ps = round_up(std::max(group * wide.rh * wide.ww, wide.npix + span) + tile, 16);
+      cs = odd_lines(phases * ps, sizeof(T));
+      for (int kh = 0; kh < geo.kh; ++kh)
+        for (int kw = 0; kw < geo.kw; ++kw) {
+          const int64_t a = int64_t(kh) * geo.dil_h, b = int64_t(kw) * geo.dil_w;
+          off.push_back(((a % geo.stride_h) * geo.stride_w + b % geo.stride_w) * ps +
+                        a / geo.stride_h * wide.ww + b / geo.stride_w);
+        }
+      // Columns [col_lo, col_hi) of column phase bb hold input columns.
+      const int64_t sw = geo.stride_w, pw = geo.pad_w, ww = wide.ww;
+      for (int64_t bb = 0; bb < sw; ++bb) {
+        col_lo.push_back(std::min(ww, std::max<int64_t>(0, (pw - bb + sw - 1) / sw)));
+        col_hi.push_back(
+            std::max(col_lo.back(), std::min(ww, (geo.in_w + pw - bb + sw - 1) / sw)));
+      }
+    }
+    buf = scratch_array<T>(kSourceSlot, geo.cin * cs);
+    (void)taps;
   }
 
   // Group channel c of group g at tap k, wide pixel 0.
@@ -166,7 +194,6 @@ struct InputSource {
   void build(const T* x, Strides4 s, int64_t b0, int64_t nb) {
     const ConvGeometry& geo = geo_;
     const int64_t ww = wide.ww, ph = geo.pad_h, pw = geo.pad_w;
-    const int64_t ohw = geo.out_h * geo.out_w;
 #pragma omp for schedule(static)
     for (int64_t c = 0; c < geo.cin; ++c) {
       if (flat) {
@@ -193,13 +220,45 @@ struct InputSource {
         }
         std::fill(p, buf + (c + 1) * cs, T(0));
       } else {
-        const int64_t ld = geo.cin * cs;
-        for (int64_t b = 0; b < nb; ++b)
-          im2col_plane(geo, x + (b0 + b) * s.n + c * s.c, s, buf + c * cs + b * ohw, ld);
-        for (int64_t k = 0; k < geo.taps(); ++k) {
-          T* p = buf + k * ld + c * cs;
-          std::fill(p + nb * ohw, p + cs, T(0));
+        // Each input row once, in order, split over the column phases; the
+        // phase rows no input row maps to are zero.
+        const int64_t sh = geo.stride_h, sw = geo.stride_w, rh = wide.rh;
+        T* const pc = buf + c * cs;
+        const int64_t* jlo = col_lo.data();
+        const int64_t* jhi = col_hi.data();
+        for (int64_t b = 0; b < nb; ++b) {
+          const T* xc = x + (b0 + b) * s.n + c * s.c;
+          for (int64_t a = 0; a < sh; ++a)
+            for (int64_t i = 0; i < rh; ++i) {
+              const int64_t h = i * sh + a - ph;
+              if (h >= 0 && h < geo.in_h) continue;
+              for (int64_t bb = 0; bb < sw; ++bb) {
+                T* p = pc + (a * sw + bb) * ps + (b * rh + i) * ww;
+                std::fill(p, p + ww, T(0));
+              }
+            }
+          const int64_t h_end = std::min<int64_t>(geo.in_h, rh * sh - ph);
+          for (int64_t h = std::max<int64_t>(0, -ph); h < h_end; ++h) {
+            const int64_t a = (h + ph) % sh, i = (h + ph) / sh;
+            const T* xr = xc + h * s.h;
+            for (int64_t bb = 0; bb < sw; ++bb) {
+              T* p = pc + (a * sw + bb) * ps + (b * rh + i) * ww;
+              std::fill(p, p + jlo[bb], T(0));
+              const T* xs = xr + (jlo[bb] * sw + bb - pw) * s.w;
+              const int64_t n = jhi[bb] - jlo[bb], step = sw * s.w;
+              T* d = p + jlo[bb];
+              if (step == 2) {
+                for (int64_t j = 0; j < n; ++j) d[j] = xs[2 * j];
+              } else {
+                for (int64_t j = 0; j < n; ++j) d[j] = xs[j * step];
+              }
+              std::fill(p + jhi[bb], p + ww, T(0));
+            }
+          }
         }
+        for (int64_t ph_i = 0; ph_i < sh * sw; ++ph_i)
+          std::fill(pc + ph_i * ps + nb * rh * ww, pc + (ph_i + 1) * ps, T(0));
+        std::fill(buf + c * cs + sh * sw * ps, buf + (c + 1) * cs, T(0));
       }
     }
   }
@@ -210,7 +269,10 @@ struct InputSource {
   int64_t per_image;  // elements one image takes
   int64_t group;      // images per build
   int64_t cs;         // channel stride
+  int64_t phases = 1; // planes per channel (polyphase: stride_h * stride_w)
+  int64_t ps = 0;     // phase plane stride (polyphase)
   std::vector<int64_t> off;
+  std::vector<int64_t> col_lo, col_hi;  // polyphase: real columns per column phase
   T* buf;
 
  private:
