@@ -40,9 +40,11 @@ def test_forward_records(tmp_path, backend):
     rc, records = run(tmp_path, "--backend", backend, *extra)
     assert rc == 0
     check_records(records, backend)
-    expected = 1 if backend == "triton" else 3 * 3  # layers x sparsities
-    assert len(records) == expected
-    assert records[0]["suite"] == "quick" and records[0]["kind"] == "1xN"
+    per_kind = 1 if backend == "triton" else 3 * 3  # layers x sparsities
+    assert len(records) == per_kind * len(kinds.KINDS)
+    assert sorted({r["kind"] for r in records}) == sorted(kinds.KINDS)  # every kind by default
+    assert all(r["n"] == (16 if r["kind"] == "1xN" else None) for r in records)
+    assert records[0]["suite"] == "quick"
     assert records[0]["command"].startswith("python -m sparsekernels.bench layers --quick")
 
 
@@ -50,7 +52,7 @@ def test_backward_passes(tmp_path):
     # 'backward' is the first version's name for 'all': asked twice, run once.
     rc, records = run(tmp_path, "--backend", "reference", "--layers", "3x3s2*", "--n", "4", "16",
                       "--sparsity", "0.5", "--passes", "grad-input", "grad-weight", "all",
-                      "backward", command=["layers"])
+                      "backward", "--kind", "1xN", command=["layers"])
     assert rc == 0
     for pass_ in ("grad-input", "grad-weight", "all"):
         mine = [r for r in records if r["pass"] == pass_]
@@ -63,7 +65,7 @@ def test_backward_passes(tmp_path):
 def test_sweeps_dtype_batch_memory_format(tmp_path):
     rc, records = run(tmp_path, "--backend", "reference", "--layers", "1x1*", "--sparsity", "0.5",
                       "--dtype", "float32", "float64", "--batch", "1", "2",
-                      "--memory-format", "nchw", "channels_last")
+                      "--memory-format", "nchw", "channels_last", "--kind", "stripe")
     assert rc == 0
     seen = {(r["dtype"], r["batch"], r["memory_format"]) for r in records}
     assert len(records) == len(seen) == 8
@@ -72,7 +74,8 @@ def test_sweeps_dtype_batch_memory_format(tmp_path):
 
 def test_custom_shapes_append_and_device_placeholder(tmp_path):
     path = tmp_path / "{device}" / "custom.json"
-    args = [*FAST, "--backend", "reference", "--sparsity", "0.5", "--json", str(path)]
+    args = [*FAST, "--backend", "reference", "--sparsity", "0.5", "--kind", "1xN",
+            "--json", str(path)]
     assert main([*args, "--shape", "8,16,3,2,7", "8,16,3,2,7"]) == 0  # a repeat runs once
     assert main([*args, "--shape", "16,32,1,1,5"]) == 0  # appends to the same file
     (written,) = tmp_path.glob("cpu-*/custom.json")
@@ -86,15 +89,17 @@ def test_correctness_gate_never_times_a_wrong_kernel(tmp_path, monkeypatch, caps
     calls = []
     good = kinds.KINDS["1xN"]
 
-    def wrong(x, fmt, layer, backend):
-        calls.append(1)
-        return good.conv(x, fmt, layer, backend) * 1.01
+    class Wrong(kinds.Kind):
+        def conv(self, x, fmt, layer, backend):
+            calls.append(1)
+            return good.conv(x, fmt, layer, backend) * 1.01
 
-    def raising(*args):
-        raise RuntimeError("unsupported shape")
+    class Raising(kinds.Kind):
+        def conv(self, *args):
+            raise RuntimeError("unsupported shape")
 
-    monkeypatch.setitem(kinds.KINDS, "wrong", good._replace(conv=wrong))
-    monkeypatch.setitem(kinds.KINDS, "raising", good._replace(conv=raising))
+    monkeypatch.setitem(kinds.KINDS, "wrong", Wrong(*good))
+    monkeypatch.setitem(kinds.KINDS, "raising", Raising(*good))
     rc, records = run(tmp_path, "--backend", "reference", "--layers", "1x1*", "--sparsity", "0.5",
                       "--kind", "1xN", "wrong", "raising")
     assert rc == 1 and "FAIL" in capsys.readouterr().out
@@ -111,12 +116,12 @@ def test_correctness_gate_never_times_a_wrong_kernel(tmp_path, monkeypatch, caps
 def test_every_registered_kind_runs_by_default(tmp_path, monkeypatch):
     monkeypatch.setitem(kinds.KINDS, "copy", kinds.KINDS["1xN"])
     rc, records = run(tmp_path, "--backend", "reference", "--layers", "1x1*", "--sparsity", "0.5")
-    assert rc == 0 and sorted(r["kind"] for r in records) == ["1xN", "copy"]
+    assert rc == 0 and sorted(r["kind"] for r in records) == sorted(kinds.KINDS)  # copy included
 
 
 def test_pad_partial_times_the_padded_block(tmp_path):
     rc, records = run(tmp_path, "--backend", "reference", "--shape", "8,24,3,1,6", "--n", "16",
-                      "--sparsity", "0.5", "--pad-partial")
+                      "--sparsity", "0.5", "--pad-partial", "--kind", "1xN")
     (r,) = records
     assert rc == 0 and r["ok"] and 0 < r["actual_sparsity"] < 1
 

@@ -16,7 +16,7 @@ def run(tmp_path, *extra) -> tuple[int, list[dict]]:
 
 
 def test_resnet20_dense_vs_sparse(tmp_path):
-    rc, records = run(tmp_path, "--arch", "resnet20", "--sparsity", "0.5", "0.9")
+    rc, records = run(tmp_path, "--arch", "resnet20", "--sparsity", "0.5", "0.9", "--kind", "1xN")
     assert rc == 0
     dense, *sparse = records
     assert dense["kind"] is None and dense["speedup"] == 1.0 and dense["flop_reduction"] == 1.0
@@ -35,30 +35,39 @@ def test_resnet20_dense_vs_sparse(tmp_path):
     assert sparse[1]["flop_reduction"] > sparse[0]["flop_reduction"] > 1
 
 
+def test_stripe_network_records(tmp_path):
+    rc, records = run(tmp_path, "--arch", "resnet20", "--sparsity", "0.75", "--kind", "stripe")
+    dense, sparse = records
+    assert rc == 0 and sparse["ok"] and sparse["kind"] == "stripe" and sparse["n"] is None
+    assert (sparse["convs"], sparse["sparse_convs"]) == (19, 18)
+    assert sparse["flop_reduction"] == pytest.approx(4, rel=0.1)
+
+
 def test_options_change_what_stays_dense(tmp_path):
     rc, records = run(tmp_path, "--arch", "resnet20", "--sparsity", "0.5", "--no-dense-stem",
-                      "--exclude", "layer3.*", "--n", "32")
+                      "--exclude", "layer3.*", "--n", "32", "--kind", "1xN")
     sparse = records[1]
     # N=32 does not divide the 16-channel stage: padded (the default), so it is sparse.
     assert rc == 0 and sparse["exclude"] == ["layer3.*"]
     assert sparse["sparse_convs"] == 19 - 6 and all(n.startswith("layer3.")
                                                     for n in sparse["dense_convs"])
     rc, records = run(tmp_path, "--arch", "resnet20", "--sparsity", "0.5", "--n", "32",
-                      "--no-pad-partial")
+                      "--no-pad-partial", "--kind", "1xN")
     assert records[-1]["sparse_convs"] == 12  # the 16-channel convs are left dense instead
 
 
 def test_correctness_gate_rejects_a_wrong_network(tmp_path, monkeypatch):
     good = kinds.KINDS["1xN"]
 
-    def wrong_sparsify(model, *args):
-        model = good.sparsify(model, *args)
-        for m in model.modules():
-            if isinstance(m, good.module):  # the kernel is off; its weights are right
-                m.forward = lambda x, f=m.forward: f(x) * 1.5
-        return model
+    class Wrong(kinds.Kind):
+        def sparsify(self, model, *args):
+            model = good.sparsify(model, *args)
+            for m in model.modules():
+                if isinstance(m, good.module):  # the kernel is off; its weights are right
+                    m.forward = lambda x, f=m.forward: f(x) * 1.5
+            return model
 
-    monkeypatch.setitem(kinds.KINDS, "wrong", good._replace(sparsify=wrong_sparsify))
+    monkeypatch.setitem(kinds.KINDS, "wrong", Wrong(*good))
     rc, records = run(tmp_path, "--arch", "digits_cnn", "--sparsity", "0.5", "--kind", "wrong")
     dense, wrong = records
     assert rc == 1 and dense["ok"] and not wrong["ok"]
@@ -66,7 +75,8 @@ def test_correctness_gate_rejects_a_wrong_network(tmp_path, monkeypatch):
 
 
 def test_compiled_mode(tmp_path):
-    rc, records = run(tmp_path, "--arch", "digits_cnn", "--sparsity", "0.5", "--compile")
+    rc, records = run(tmp_path, "--arch", "digits_cnn", "--sparsity", "0.5", "--compile",
+                      "--kind", "1xN")
     assert rc == 0
     assert [(r["mode"], r["kind"]) for r in records] == [
         ("eager", None), ("eager", "1xN"), ("compiled", None), ("compiled", "1xN")]
