@@ -6,12 +6,13 @@
     model = sk.sparsify(model, n=16, sparsity=0.75)      # swap eligible convs
 """
 from . import nn
-from .formats import Block1xN, Stripe
+from .formats import Block1xN, Pattern, Stripe
 from .ops.backends import BACKENDS
 from .ops.block1xn import block1xn_conv2d
+from .ops.pattern import pattern_conv2d
 from .ops.stripe import stripe_conv2d
 from .sparsify import sparsify
 
-__all__ = ["BACKENDS", "Block1xN", "Stripe", "block1xn_conv2d", "nn", "sparsify",
-           "stripe_conv2d"]
+__all__ = ["BACKENDS", "Block1xN", "Pattern", "Stripe", "block1xn_conv2d", "nn",
+           "pattern_conv2d", "sparsify", "stripe_conv2d"]
 __version__ = "0.1.0"

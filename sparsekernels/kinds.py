@@ -10,10 +10,13 @@ from __future__ import annotations
 from typing import Callable, NamedTuple
 
 from .formats.block1xn import Block1xN
+from .formats.pattern import Pattern
 from .formats.stripe import Stripe
 from .nn.block1xn import Block1xNConv2d
+from .nn.pattern import PatternConv2d
 from .nn.stripe import StripeConv2d
 from .ops.block1xn import block1xn_conv2d
+from .ops.pattern import pattern_conv2d
 from .ops.stripe import stripe_conv2d
 
 
@@ -29,6 +32,7 @@ KINDS: dict[str, KindSpec] = {
     spec.slug: spec for spec in [
         KindSpec("block1xn", "1xN", Block1xN, Block1xNConv2d, block1xn_conv2d),
         KindSpec("stripe", "stripe", Stripe, StripeConv2d, stripe_conv2d),
+        KindSpec("pattern", "pattern", Pattern, PatternConv2d, pattern_conv2d),
     ]
 }
 

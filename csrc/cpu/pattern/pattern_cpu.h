@@ -1,0 +1,32 @@
+// Pattern-sparse conv2d on the CPU: forward, grad-input, grad-weight.
+// Raw pointers only (no torch): the pybind11 layer checks and unpacks tensors.
+// T is float or double. Every output buffer is fully overwritten (callers may
+// hand in uninitialised memory). Work is split over `num_threads` OpenMP
+// threads; the SIMD path is chosen at run time (cpu/common/isa.h).
+#pragma once
+#include "sparsekernels/pattern.h"
+
+namespace sparsekernels {
+namespace cpu {
+
+// output[N, Cout, OH, OW] (NCHW contiguous) = conv(input, W) + bias.
+// input is read through in_strides; bias may be null; values [nnz values] (flat).
+// Reads the CSR; grad-input may read the transposed view.
+template <typename T>
+void pattern_forward(const ConvGeometry& geo, const Patterns& patterns, const T* values,
+                    const T* input, Strides4 in_strides, const T* bias, T* output,
+                    int num_threads);
+
+// grad_input[N, Cin, H, W] (NCHW contiguous) = conv_transpose(grad_out, W).
+template <typename T>
+void pattern_grad_input(const ConvGeometry& geo, const Patterns& patterns, const T* values,
+                       const T* grad_out, Strides4 go_strides, T* grad_input, int num_threads);
+
+// grad_values[nnz values]: the weight gradient at kept positions only.
+template <typename T>
+void pattern_grad_weight(const ConvGeometry& geo, const Patterns& patterns, const T* input,
+                        Strides4 in_strides, const T* grad_out, Strides4 go_strides,
+                        T* grad_values, int num_threads);
+
+}  // namespace cpu
+}  // namespace sparsekernels
