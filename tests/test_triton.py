@@ -58,8 +58,11 @@ CASES = {
                           params={"block1xn": {"n": 8}}),
     # stripe: rows without any stripe, depthwise, several channel tiles and K chunks
     "rows_without_stripes": dict(sparsity=0.85, cout=12, kinds=("stripe",)),
-    "depthwise_x2": dict(cin=6, cout=12, groups=6, hw=(4, 5), kinds=("stripe",)),
-    "wide": dict(cin=20, cout=36, hw=(4, 5), sparsity=0.3, kinds=("stripe",)),
+    # stripe, pattern: depthwise, several channel tiles and K chunks
+    "depthwise_x2": dict(cin=6, cout=12, groups=6, hw=(4, 5), kinds=("stripe", "pattern")),
+    "wide": dict(cin=20, cout=36, hw=(4, 5), sparsity=0.3, kinds=("stripe", "pattern")),
+    # pattern: most kernels dropped (rows and whole channel chunks without one)
+    "dropped_kernels": dict(sparsity=0.9, cin=20, cout=12, hw=(4, 5), kinds=("pattern",)),
 }
 PARAMS = [(k, c) for c, spec in CASES.items() for k in KINDS if k in spec.get("kinds", KINDS)]
 IDS = [f"{k}-{c}" for k, c in PARAMS]
@@ -194,3 +197,102 @@ def test_rejects_unsupported_and_mismatched_dtypes(kind):
         mod.grad_input(go.half(), values, topo, conv, tuple(case.x.shape[2:]))
     with pytest.raises(TypeError, match="torch.float16"):
         mod.grad_weight(case.x, go.half(), topo, conv)
+
+
+# ---- pattern: libraries of mixed sizes, NaN/Inf inputs ------------------------
+def _pattern_case(name, dtype, library, seed=0, **spec):
+    """A pattern case whose weight keeps, per kernel, a pattern of ``library``
+    (bool ``[P, Kh, Kw]``) drawn at random, or is dropped (id -1)."""
+    case = make_case(kind="pattern", dtype=dtype, device=DEVICE, seed=seed, **spec)
+    shape = case.weight.shape
+    gen = torch.Generator().manual_seed(seed + 7)
+    ids = torch.randint(-1, library.shape[0], shape[:2], generator=gen)
+    w = torch.rand(shape, generator=gen, dtype=torch.float64) - 0.5
+    fmt = KINDS["pattern"].format.from_ids(w, library, ids, groups=case.groups)
+    return case._replace(weight=fmt.to(DEVICE, dtype))
+
+
+def _library(kernel, taps_per_pattern):
+    lib = torch.zeros(len(taps_per_pattern), kernel[0] * kernel[1], dtype=torch.bool)
+    for p, taps in enumerate(taps_per_pattern):
+        lib[p, list(taps)] = True
+    return lib.reshape(-1, *kernel)
+
+
+MIXED = {  # patterns of 1, 2, 4 and all 9 / 15 positions in one library
+    "k3": dict(kernel=(3, 3), library=[(4,), (0, 8), (1, 3, 4, 5), range(9)]),
+    "k5x3_stride2_groups2": dict(kernel=(5, 3), library=[(7,), (0, 14), (2, 6, 7, 9), range(15)],
+                                 stride=(2, 1), padding=(2, 1), cin=4, cout=6, groups=2),
+}
+
+
+@pytest.mark.parametrize("dtype", [pytest.param(torch.float32, id="fp32"),
+                                   pytest.param(torch.float16, id="fp16")])
+@pytest.mark.parametrize("name", MIXED)
+def test_pattern_library_of_mixed_sizes(name, dtype):
+    spec = dict(MIXED[name])
+    library = _library(spec["kernel"], spec.pop("library"))
+    case = _pattern_case(name, dtype, library, **spec)
+    sizes = case.weight.pattern_ptr.diff()[case.weight.pattern_idx.long()]
+    assert len(set(sizes.tolist())) > 1  # kernels of different sizes in the layer
+    _check_passes("pattern", "odd_hw_short_row", case)
+
+
+def _nonfinite_case():
+    """x with a NaN and an Inf that some rows of a tile read through kept
+    weights and others only through pruned ones."""
+    library = _library((3, 3), [(4,), (0, 1), (4, 5, 7, 8)])
+    case = _pattern_case("nan", torch.float32, library, seed=3, cout=12, hw=(5, 6))
+    x = case.x.clone()
+    x[0, 1, 2, 3] = float("nan")
+    x[1, 4, 0, 5] = float("inf")
+    return case._replace(x=x)
+
+
+def _dense(case, t):
+    """Dense float64 conv of ``t`` by the case's keep mask: > 0 where a kept
+    weight meets a marked input."""
+    return F.conv2d(t.double(), case.weight.mask().double(), None, case.stride,
+                    case.padding, case.dilation, case.groups)
+
+
+def _assert_nonfinite_exactly_where(got, want_bad, ref_finite):
+    bad = ~torch.isfinite(got)
+    assert torch.equal(bad.cpu(), want_bad.cpu())
+    assert bad.any() and not bad.all()
+    err = (got.double()[~bad] - ref_finite[~bad]).abs().max().item()
+    assert err <= 1e-5 * max(1.0, ref_finite.abs().max().item()), err
+
+
+def test_pattern_nonfinite_input_reaches_only_what_kept_weights_read():
+    """A NaN/Inf in x (forward, grad-weight) or in grad_out (grad-input) shows
+    up exactly where a kept weight meets it: the pruned positions' zeros in
+    the dots' A tiles never multiply it."""
+    case = _nonfinite_case()
+    bad_x = ~torch.isfinite(case.x)
+    clean = case._replace(x=torch.where(bad_x, 0.0, case.x))
+    conv = _conv(case)
+    mod = _backend("pattern")
+    topo, values = case.weight.topology(), case.weight.values
+
+    out = mod.forward(case.x, values, topo, case.bias, conv)
+    _assert_nonfinite_exactly_where(out, _dense(case, bad_x) > 0, reference_output(clean))
+
+    go = _grad_out(case, "odd_hw_short_row")
+    gw = mod.grad_weight(case.x, go, topo, conv)
+    reach = torch.nn.grad.conv2d_weight(bad_x.double(), case.weight.shape,
+                                        torch.ones_like(go, dtype=torch.float64), case.stride,
+                                        case.padding, case.dilation, case.groups)
+    _, ref_gw, _ = reference_grads(clean, go.double())
+    _assert_nonfinite_exactly_where(gw, case.weight.gather(reach) > 0, ref_gw)
+
+    go = go.clone()
+    go[1, 3, 2, 2] = float("nan")
+    go[0, 7, 4, 0] = float("-inf")
+    bad_go = ~torch.isfinite(go)
+    gi = mod.grad_input(go, values, topo, conv, tuple(case.x.shape[2:]))
+    reach = torch.nn.grad.conv2d_input(case.x.shape, case.weight.mask().double(),
+                                       bad_go.double(), case.stride, case.padding,
+                                       case.dilation, case.groups)
+    ref_gi, _, _ = reference_grads(clean, torch.where(bad_go, 0.0, go).double())
+    _assert_nonfinite_exactly_where(gi, reach > 0, ref_gi)

@@ -134,15 +134,15 @@ def _forward_kernel(
                     if exact:
                         for j in range(0, BLOCK_K):
                             c = k0 + j
-                            c_ok = o_ok & (c < C_IN_G)
-                            vs = tl.load(vmap_ptr + map_row + c, mask=c_ok, other=-1)
+                            c_in = tl.full([1], c, tl.int32) < C_IN_G  # (a tensor mask)
+                            vs = tl.load(vmap_ptr + map_row + c, mask=o_ok & c_in, other=-1)
                             ps = tl.load(pos_ptr + tl.load(pmap_ptr + map_row + c,
                                                            mask=vs >= 0, other=0) * T + t,
                                          mask=vs >= 0, other=-1)
                             keep = ps >= 0
                             w = tl.load(v_ptr + vs + ps, mask=keep, other=0.0)
                             xv = tl.load(x_ptr + x_pix + c.to(tl.int64) * sxc,
-                                         mask=x_ok & (c < C_IN_G), other=0.0)
+                                         mask=x_ok & c_in, other=0.0)
                             acc += tl.where(keep[:, None],
                                             w.to(ACC)[:, None] * xv.to(ACC)[None, :], 0.0)
                     else:
@@ -218,7 +218,7 @@ def _grad_input_kernel(
                     if exact:
                         for j in range(0, BLOCK_K):
                             o = k0 + j
-                            o_in = o < COUT_G
+                            o_in = tl.full([1], o, tl.int32) < COUT_G  # (a tensor mask)
                             row = (g * COUT_G + o) * C_IN_G
                             vs = tl.load(vmap_ptr + row + c_local, mask=c_ok & o_in, other=-1)
                             ps = tl.load(pos_ptr + tl.load(pmap_ptr + row + c_local,
