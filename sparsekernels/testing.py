@@ -33,7 +33,7 @@ def devices_here() -> list[str]:
 
 
 # Each registered kind's parameters when a test gives none.
-DEFAULT_PARAMS = {"block1xn": {"n": 4}, "stripe": {}}
+DEFAULT_PARAMS = {"block1xn": {"n": 4}, "stripe": {}, "pattern": {}}
 
 
 class Case(NamedTuple):

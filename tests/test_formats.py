@@ -11,7 +11,7 @@ import torch
 from sparsekernels.kinds import KINDS
 
 # Each kind's own parameters to run the contract with (several, odd ones included).
-KIND_PARAMS = {"block1xn": [{"n": 4}, {"n": 3}, {"n": 1}], "stripe": [{}]}
+KIND_PARAMS = {"block1xn": [{"n": 4}, {"n": 3}, {"n": 1}], "stripe": [{}], "pattern": [{}]}
 CASES = [(slug, params) for slug in KINDS for params in KIND_PARAMS.get(slug, [])]
 IDS = [f"{slug}-{'-'.join(f'{k}{v}' for k, v in p.items())}" for slug, p in CASES]
 
@@ -32,7 +32,8 @@ def _format(slug, params, sparsity=0.5, groups=2, dtype=torch.float32):
 def test_decode_is_weight_times_mask(slug, params, sparsity):
     w, fmt = _format(slug, params, sparsity)
     torch.testing.assert_close(fmt.to_dense(), w * fmt.mask(), rtol=0, atol=0)
-    assert fmt.sparsity == pytest.approx(sparsity, abs=0.05)
+    # within a kind's granularity (pattern: 4 of 9 kept is a floor of 5/9)
+    assert fmt.sparsity == pytest.approx(sparsity, abs=0.06)
 
 
 @pytest.mark.parametrize("slug,params", CASES, ids=IDS)

@@ -153,6 +153,8 @@ def test_unbatched_input(kind):
 _NAN_MASKS = {
     "block1xn": (lambda m: m[:, 0].fill_(True), {"n": 4}),  # channel 1 read by no block
     "stripe": (lambda m: m[:, :, 0, 0].fill_(True), {}),  # only tap (0, 0): reads up-left
+    # channel 0: the centre; channel 1: the top row only (reads rows <= 3)
+    "pattern": (lambda m: (m[:, 0, 1, 1].fill_(True), m[:, 1, 0, :].fill_(True)), {}),
 }
 
 
