@@ -405,10 +405,17 @@ def check_case(geo, build, order, with_bias=True, seed=0, sms=132):
 
     fo = forward(geo, t, values, Mem(x, order), bias)
     assert (fo.writes == 1).all(), "forward: element not written exactly once"
+    # Each kept weight is read once per pixel tile (no value skipped or
+    # doubled; the format holds no pruned weight to read).
+    ptiles = cdiv(geo.batch * geo.out_h * geo.out_w, kTilePx)
+    assert (values.count == ptiles).all(), "forward: a value not read once per tile"
+    values.count[:] = 0
     errs["forward"] = np.abs(fo.v - y.detach().numpy().reshape(-1)).max(initial=0)
 
     gi = grad_input(geo, t, values, Mem(gy, order))
     assert (gi.writes == 1).all(), "grad_input: element not written exactly once"
+    ptiles = cdiv(geo.batch * geo.in_h * geo.in_w, kTilePx)
+    assert (values.count == ptiles).all(), "grad_input: a value not read once per tile"
     errs["grad_input"] = np.abs(gi.v - xt.grad.numpy().reshape(-1)).max(initial=0)
 
     ref = fmt.gather(wt.grad).numpy()
