@@ -17,7 +17,8 @@ _COUNTED = (nn.Conv1d, nn.Conv2d, nn.Conv3d, nn.ConvTranspose1d, nn.ConvTranspos
             nn.ConvTranspose3d, nn.Linear, SparseConv2d)
 
 
-def count_flops(model: nn.Module, input_shape, *, count_zeros: bool = False) -> int:
+def count_flops(model: nn.Module, input_shape, *, count_zeros: bool = False,
+                dpp_metric: str = "static") -> int:
     """FLOPs (2 x MACs) of every conv, linear and block-sparse conv layer of
     ``model`` for ONE sample of ``input_shape`` (e.g. ``(C, H, W)``).
 
@@ -25,7 +26,11 @@ def count_flops(model: nn.Module, input_shape, *, count_zeros: bool = False) -> 
     mask) counts its masked weight. A sparse conv (``SparseConv2d``, any kind)
     counts its kept ``values`` only (all of them with ``count_zeros=True``).
     A module with a ``flops(input, output, count_zeros)`` method (e.g.
-    ``DPPConv2d``) reports its own FLOPs. The model runs once in eval mode on a zero input of batch 1, under
+    ``DPPConv2d``) reports its own FLOPs; a DPPNet layer (one with
+    ``FLOP_METRICS``: ``DPPConv2d``, ``DynamicPatternConv2d``) by
+    ``dpp_metric``: ``"static"`` (its P static convs, ~P x the dense conv) or
+    ``"union"`` (the paper's: its union support, the weight mix and the
+    attention; see ``pruning.dppnet.dpp_flops``). The model runs once in eval mode on a zero input of batch 1, under
     ``no_grad``; its training flags are restored afterwards.
     """
     if not isinstance(input_shape, (tuple, list, torch.Size)) or not input_shape or not all(
@@ -33,13 +38,19 @@ def count_flops(model: nn.Module, input_shape, *, count_zeros: bool = False) -> 
     ):
         raise ValueError(
             f"input_shape: expected the positive sizes of one sample, got {input_shape!r}")
+    metrics = ("static", "union")
+    if dpp_metric not in metrics:
+        raise ValueError(f"dpp_metric: expected one of {metrics}, got {dpp_metric!r}")
     total = [0]
 
     def count(module: nn.Module, inputs, output: Tensor) -> None:
         total[0] += 2 * _weights(module, count_zeros) * _positions(module, inputs[0], output)
 
     def count_own(module: nn.Module, inputs, output: Tensor) -> None:
-        total[0] += module.flops(inputs[0], output, count_zeros)
+        if getattr(module, "FLOP_METRICS", None):  # a DPPNet layer: two metrics
+            total[0] += module.flops(inputs[0], output, count_zeros, metric=dpp_metric)
+        else:
+            total[0] += module.flops(inputs[0], output, count_zeros)
 
     # A layer of another shape (e.g. DPPConv2d) says its own cost via .flops().
     handles = [m.register_forward_hook(count_own if callable(getattr(m, "flops", None)) else count)

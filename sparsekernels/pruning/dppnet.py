@@ -64,10 +64,20 @@ class PatternAttention(nn.Module):
         nn.init.zeros_(self.expand.bias)
 
     def forward(self, x: Tensor) -> Tensor:
-        pooled = F.adaptive_avg_pool2d(x, 1)
-        logits = self.expand(F.relu(self.reduce(pooled)))
+        # The 1x1 convs of a [B, C, 1, 1] input as matrix products (the same
+        # values; a 1x1 conv call costs more than its work at this size).
+        pooled = x.mean(dim=(2, 3))
+        hidden = F.relu(F.linear(pooled, self.reduce.weight.flatten(1)))
+        logits = F.linear(hidden, self.expand.weight.flatten(1), self.expand.bias)
         logits = logits.view(x.shape[0], self.num_patterns, self.out_channels)
         return torch.softmax(logits / self.temperature, dim=1)
+
+    @torch.no_grad()
+    def flops(self, input: Tensor, output: Tensor, count_zeros: bool = False) -> int:
+        """One sample's FLOPs of the two 1x1 convs (``count_flops``'s
+        protocol; the convs do not run as modules, so they are counted here)."""
+        weights = (self.reduce.weight, self.expand.weight)
+        return 2 * sum(w.numel() if count_zeros else int(torch.count_nonzero(w)) for w in weights)
 
 
 @dataclass
@@ -107,6 +117,36 @@ def _mix(x, kernels, attn, bias, stride, padding, dilation) -> Tensor:
     return out if bias is None else out + bias.view(1, -1, 1, 1)
 
 
+FLOP_METRICS = ("static", "union")
+
+
+def dpp_flops(kernels: Tensor, output: Tensor, count_zeros: bool = False,
+              metric: str = "static") -> int:
+    """One sample's FLOPs of a DPP layer whose masked kernels are
+    ``kernels[P, Cout, Cin, Kh, Kw]`` and whose output (batch 1) is ``output``.
+
+    ``"static"``: the P static convs (``2 * nonzero weights * OH*OW``, zeros
+    counted with ``count_zeros``) plus the attention-weighted sum (``2 P Cout
+    OH*OW``): what :class:`DPPConv2d`'s forward does, ~P x the dense conv.
+
+    ``"union"``: the paper's metric (its MAC counter keeps a position iff
+    ``sum_p M_p a > 0``, i.e. the union U): one conv with the per-sample
+    kernel on U (``2 Cout Cin |U| OH*OW``) plus mixing that kernel
+    (``2 P Cout Cin |U|``). ``|U|`` is the positions where some kernel is
+    nonzero (``Kh*Kw`` with ``count_zeros``). What
+    :class:`~sparsekernels.nn.dynamic_pattern.DynamicPatternConv2d` computes.
+    """
+    if metric not in FLOP_METRICS:
+        raise ValueError(f"metric: expected one of {FLOP_METRICS}, got {metric!r}")
+    num_patterns, cout, cin = kernels.shape[:3]
+    positions = output.numel() // cout
+    if metric == "static":
+        weights = kernels.numel() if count_zeros else int(torch.count_nonzero(kernels))
+        return 2 * (weights + num_patterns * cout) * positions
+    taps = kernels[0, 0, 0].numel() if count_zeros else int((kernels != 0).flatten(0, 2).any(0).sum())
+    return 2 * cout * cin * taps * (positions + num_patterns)
+
+
 class DPPConv2d(nn.Module):
     """Dynamic pattern conv (groups=1): P static kernels with learned spatial
     patterns, mixed per sample by :class:`PatternAttention`.
@@ -114,6 +154,8 @@ class DPPConv2d(nn.Module):
     ``bias`` is one static ``[Cout]`` bias (the original declares a ``[P, Cout]``
     bias it never uses).
     """
+
+    FLOP_METRICS = FLOP_METRICS
 
     def __init__(
         self,
@@ -189,15 +231,14 @@ class DPPConv2d(nn.Module):
         return _mix(x, kernels, self.attention(x), self.bias, self.stride, self.padding, self.dilation)
 
     @torch.no_grad()
-    def flops(self, input: Tensor, output: Tensor, count_zeros: bool = False) -> int:
-        """FLOPs for one sample (``count_flops``'s protocol): the P static
-        convs (positions outside a pattern skipped unless ``count_zeros``)
-        plus the attention-weighted sum; the attention's own 1x1 convs are
-        Conv2d modules and count themselves."""
-        kernels = self.weight if count_zeros else self.weight * self.pattern_masks()[:, None, None]
-        weights = kernels.numel() if count_zeros else int(torch.count_nonzero(kernels))
-        positions = output.numel() // self.out_channels
-        return 2 * (weights + self.num_patterns * self.out_channels) * positions
+    def flops(self, input: Tensor, output: Tensor, count_zeros: bool = False,
+              metric: str = "static") -> int:
+        """FLOPs for one sample (``count_flops``'s protocol) by ``metric``
+        (:func:`dpp_flops`): ``"static"``, the P static convs as this layer
+        runs them, or ``"union"``, the paper's count on the union support.
+        The attention's own 1x1 convs are Conv2d modules and count themselves."""
+        return dpp_flops(self.weight * self.pattern_masks()[:, None, None], output, count_zeros,
+                         metric)
 
     @torch.no_grad()
     def static_support(self) -> Tensor:

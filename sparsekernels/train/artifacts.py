@@ -134,7 +134,7 @@ def build_model_of(record: dict[str, Any]) -> nn.Module:
         raise ValueError(f"method: {method!r} but its config says {cfg.method!r}")
     model = get_model(arch, num_classes=num_classes)
     if "dpp_layers" in record:
-        layers, num_patterns = _dpp_spec(record["dpp_layers"], state)
+        layers, num_patterns = _dpp_spec(record["dpp_layers"], state, dpp_exported(record))
         convert_to_dpp(model, layers=layers, num_patterns=num_patterns)
     return resize_to(model, state)
 
@@ -237,9 +237,29 @@ def layer_of(model: nn.Module, name: Any, what: str) -> nn.Module:
     return module
 
 
-def _dpp_spec(text: Any, state: dict[str, Tensor]) -> tuple[list[str], int]:
+def dpp_exported(record: dict[str, Any]) -> list[str]:
+    """``dpp_exported`` (an exported file's): JSON list of the DPP layers
+    stored as ``DynamicPatternConv2d`` (``kernels`` and ``taps``, not
+    ``weight``); each must be one of ``dpp_layers``. Empty when absent."""
+    if "dpp_exported" not in record:
+        return []
+    text = record["dpp_exported"]
+    try:
+        names = json.loads(text) if isinstance(text, str) else None
+    except json.JSONDecodeError:
+        names = None
+    if not isinstance(names, list) or not all(isinstance(n, str) for n in names):
+        raise ValueError('dpp_exported: expected a JSON list of layer names')
+    if names and "dpp_layers" not in record:
+        raise ValueError("dpp_exported: names DPP layers, but the file has no dpp_layers")
+    return names
+
+
+def _dpp_spec(text: Any, state: dict[str, Tensor],
+              exported: list[str] = ()) -> tuple[list[str], int]:
     """``dpp_layers``: JSON ``{"layers": [...], "num_patterns": P}``; each
-    layer's saved weight must be ``[P, Cout, Cin, Kh, Kw]`` (checked before
+    layer's saved weight must be ``[P, Cout, Cin, Kh, Kw]``, or, for a layer
+    of ``exported``, its saved kernels ``[P, Cout, Cin, |U|]`` (checked before
     the layers are built, so a wrong P cannot allocate)."""
     try:
         spec = json.loads(text) if isinstance(text, str) else None
@@ -250,7 +270,17 @@ def _dpp_spec(text: Any, state: dict[str, Tensor]) -> tuple[list[str], int]:
     if (not isinstance(layers, list) or not all(isinstance(n, str) for n in layers)
             or isinstance(num_patterns, bool) or not isinstance(num_patterns, int)):
         raise ValueError('dpp_layers: expected JSON {"layers": [names], "num_patterns": int}')
+    unknown = [n for n in exported if n not in layers]
+    if unknown:
+        raise ValueError(f"dpp_exported: {unknown} are not in dpp_layers")
     for name in layers:
+        if name in exported:
+            kernels = state.get(f"{name}.kernels")
+            if (not isinstance(kernels, Tensor) or kernels.dim() != 4
+                    or kernels.shape[0] != num_patterns):
+                raise ValueError(f"dpp_layers: {name!r} needs saved kernels "
+                                 f"[num_patterns={num_patterns}, Cout, Cin, |U|]")
+            continue
         weight = state.get(f"{name}.weight")
         if weight is None or weight.dim() != 5 or weight.shape[0] != num_patterns:
             raise ValueError(f"dpp_layers: {name!r} needs a saved weight "

@@ -12,6 +12,13 @@ any stripe are removed first, with their BN entries and the next layers'
 input channels (``pruning.stripe.remove_dead_filters``), wherever that leaves
 the output unchanged, so the exported net is physically narrower.
 
+DPPNet: each ``DPPConv2d`` becomes a ``DynamicPatternConv2d`` (the same
+outputs, computed on the layer's static support U: ``kernels[P, Cout, Cin,
+|U|]`` and ``taps[|U|]`` saved instead of the 5-D weight); the file's
+``dpp_exported`` (JSON list) names them, ``dpp_layers`` travels along, and
+``load_exported`` checks each layer's saved ``taps`` and ``kernels`` before
+building it.
+
 The file's ``sparse_layers`` is JSON ``{layer: {"kind": label, **params}}``
 (``{"kind": "1xN", "n": 4}``, ``{"kind": "stripe"}``); each sparse layer's
 geometry is its saved ``meta``. An ONNX file of the dense-equivalent model is
@@ -29,11 +36,13 @@ from torch import Tensor, nn
 
 from ..kinds import KINDS, KindSpec, by_label
 from ..models import MODELS
+from ..nn.dynamic_pattern import DynamicPatternConv2d, check_state
 from ..nn.replace import replace_module
+from ..pruning.dppnet import DPPConv2d
 from ..pruning.stripe import remove_dead_filters
 from .artifacts import (
-    build_model_of, check_patterns, checked_masks, config_of, layer_of, load_model, naming_file,
-    output_width, read_record, save_model,
+    build_model_of, check_patterns, checked_masks, config_of, dpp_exported, layer_of, load_model,
+    naming_file, output_width, read_record, save_model,
 )
 from .config import RunConfig
 from .methods import METHOD_CLASSES, LayerSpec, Method
@@ -63,7 +72,7 @@ def to_sparse_modules(model: nn.Module, layers: dict[str, LayerSpec],
 # Record entries export rewrites; the others (DPP layers, pattern library)
 # travel along unchanged.
 _REWRITTEN = ("format", "arch", "num_classes", "state_dict", "masks", "method", "config",
-              "export_format", "sparse_layers", "removed_filters")
+              "export_format", "sparse_layers", "removed_filters", "dpp_exported")
 
 
 def method_of(record: dict[str, Any], cfg: Optional[RunConfig], what: str) -> Method:
@@ -96,19 +105,31 @@ def export(pruned_path: str | Path, out_path: str | Path,
         spec = layers[name]
         sparse[name] = {"kind": KINDS[spec.kind].label, **spec.params}
     masks = {k: v for k, v in masks.items() if k not in sparse}
+    dpp = dpp_to_support(model)
     extra = {k: v for k, v in record.items() if k not in _REWRITTEN}
     if "config" in record:
         extra["config"] = record["config"]
     save_model(out_path, model, record["arch"], record["num_classes"], export_format=FORMAT,
                method=record.get("method", "dense"), sparse_layers=json.dumps(sparse),
-               masks=masks, removed_filters=json.dumps(removed), **extra)
+               masks=masks, removed_filters=json.dumps(removed), dpp_exported=json.dumps(dpp),
+               **extra)
     summary = {"out": str(out_path), "method": record.get("method", "dense"),
                "sparse_layers": sorted(sparse), "dense_masked_layers": sorted(masks),
+               "dpp_layers": {name: model.get_submodule(name).num_taps for name in dpp},
                "removed_filters": {k: len(v) for k, v in sorted(removed.items())},
                "dead_filters_kept": dict(sorted(kept_dead.items())),
                "onnx": str(onnx_path) if onnx_path else None}
     log.info("export: %s", summary)
     return summary
+
+
+def dpp_to_support(model: nn.Module) -> list[str]:
+    """Swap each ``DPPConv2d`` for a ``DynamicPatternConv2d`` (the same
+    outputs, computed on the layer's static support); returns their names."""
+    names = [name for name, m in model.named_modules() if isinstance(m, DPPConv2d)]
+    for name in names:
+        replace_module(model, name, DynamicPatternConv2d.from_dpp(model.get_submodule(name)))
+    return names
 
 
 def _check_distinct(**paths: Optional[str | Path]) -> None:
@@ -147,11 +168,28 @@ def load_exported(path: str | Path, backend: str = "auto") -> nn.Module:
                 cin, cout, conv.kernel_size, conv.stride, conv.padding, conv.dilation,
                 conv.groups, conv.bias is not None, conv.padding_mode, backend=backend,
                 **params))
+        for name in dpp_exported(record):
+            _dpp_from_state(model, name, state)
         model.load_state_dict(state)
         checked_masks(model, record)
         check_patterns(model, record.get("patterns", {}))
         output_width(model, MODELS[record["arch"]].input_shape)
     return model
+
+
+def _dpp_from_state(model: nn.Module, name: str, state: dict[str, Tensor]) -> None:
+    """Replace DPP layer ``name`` (built as a DPPConv2d from ``dpp_layers``)
+    by a DynamicPatternConv2d of its saved support, after checking the saved
+    ``taps`` and ``kernels`` against the layer."""
+    layer = model.get_submodule(name)
+    if not isinstance(layer, DPPConv2d):
+        raise ValueError(f"dpp_exported: {name!r} is a {type(layer).__name__}, not a DPP layer")
+    num_taps = check_state(state, f"{name}.", layer.num_patterns, layer.out_channels,
+                           layer.in_channels, layer.kernel_size)
+    replace_module(model, name, DynamicPatternConv2d(
+        layer.in_channels, layer.out_channels, layer.kernel_size, num_taps, layer.num_patterns,
+        layer.stride, layer.padding, layer.dilation, layer.attention.temperature,
+        layer.bias is not None))
 
 
 def _saved_width(kind: KindSpec, params: dict[str, int], conv: nn.Conv2d,
