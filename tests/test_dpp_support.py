@@ -234,3 +234,22 @@ def test_load_exported_refuses_bad_dpp_fields(tmp_path, exported_record, edit, f
     torch.save(record, tmp_path / "bad.pt")
     with pytest.raises(ValueError, match=field):
         load_exported(tmp_path / "bad.pt")
+
+
+def test_bench_dpp_writes_checked_records(tmp_path):
+    from sparsekernels.bench.cli import main
+
+    out = tmp_path / "dpp.json"
+    assert main(["dpp", "--quick", "--shape", "4,6", "--passes", "forward", "all",
+                 "--threads", "1", "--out", str(out)]) == 0
+    records = json.loads(out.read_text())
+    assert [(r["pass"], r["batch"], r["layer"]) for r in records] == [
+        ("forward", 2, "3x3_4-4@6"), ("all", 2, "3x3_4-4@6")]
+    for r in records:
+        assert r["ok"] and r["record_type"] == "dpp" and r["num_taps"] == 5
+        assert r["taps"] == [1, 3, 4, 5, 7] and r["auto_mode"] == "mixed"
+        assert max(r["max_rel_err"].values()) < 1e-5
+        assert r["support_ms"] == r["support_mixed_ms"] > 0 and r["dense_ms"] > 0
+        assert r["dpp_union_flop"] < r["dense_flop"] < r["dpp_static_flop"]
+    assert set(records[0]["parts_ms"]) == {"attention", "mix", "gather", "gemm"}
+    assert records[1]["parts_ms"] is None

@@ -1,4 +1,4 @@
-"""Command line: ``python -m sparsekernels.bench {layers,networks,report} ...``.
+"""Command line: ``python -m sparsekernels.bench {layers,networks,report,dpp} ...``.
 
 Without a command name the arguments go to ``layers``, so the first version's
 invocations (``python -m sparsekernels.bench --suite ... --json ...``, used by
@@ -10,9 +10,9 @@ import argparse
 import sys
 from typing import Optional
 
-from . import layers, networks, report
+from . import dpp, layers, networks, report
 
-COMMANDS = ("layers", "networks", "report")
+COMMANDS = ("layers", "networks", "report", "dpp")
 
 
 def build_parser() -> tuple[argparse.ArgumentParser, dict[str, argparse.ArgumentParser]]:
@@ -21,9 +21,9 @@ def build_parser() -> tuple[argparse.ArgumentParser, dict[str, argparse.Argument
         prog="python -m sparsekernels.bench",
         description="Is the pruned network really faster than dense, and by how much? "
                     "Without a command, the arguments go to 'layers'.")
-    sub = p.add_subparsers(dest="command", metavar="{layers,networks,report}")
+    sub = p.add_subparsers(dest="command", metavar="{layers,networks,report,dpp}")
     return p, {name: module.add_parser(sub)
-               for name, module in zip(COMMANDS, (layers, networks, report))}
+               for name, module in zip(COMMANDS, (layers, networks, report, dpp))}
 
 
 def main(argv: Optional[list[str]] = None) -> int:
