@@ -3,9 +3,11 @@
 The record's method says which masked layers become which kind's sparse
 module (``Method.sparse_layers`` -> ``{layer: LayerSpec(kind, mask, params)}``,
 the kind a ``kinds.KINDS`` slug): 1xN layers become ``Block1xNConv2d``, stripe
-layers ``StripeConv2d``, each built from its kept mask so the format holds
-exactly what training kept. Methods without a kind (pattern, magnitude, ...)
-stay dense convs with zeros; their masks travel in the file.
+layers ``StripeConv2d``, pattern layers ``PatternConv2d``, each built from its
+kept mask so the format holds exactly what training kept (a pattern layer's
+library is the distinct kept kernel masks, so the saved ``patterns`` entry of
+a converted layer is dropped). Methods without a kind (magnitude, ...) stay
+dense convs with zeros; their masks travel in the file.
 
 Stripe (as the seed code's ``prune_out``/``prune_in``): filters left without
 any stripe are removed first, with their BN entries and the next layers'
@@ -69,10 +71,10 @@ def to_sparse_modules(model: nn.Module, layers: dict[str, LayerSpec],
     return converted
 
 
-# Record entries export rewrites; the others (DPP layers, pattern library)
-# travel along unchanged.
+# Record entries export rewrites; the others (DPP layers) travel along
+# unchanged.
 _REWRITTEN = ("format", "arch", "num_classes", "state_dict", "masks", "method", "config",
-              "export_format", "sparse_layers", "removed_filters", "dpp_exported")
+              "export_format", "sparse_layers", "removed_filters", "dpp_exported", "patterns")
 
 
 def method_of(record: dict[str, Any], cfg: Optional[RunConfig], what: str) -> Method:
@@ -105,6 +107,8 @@ def export(pruned_path: str | Path, out_path: str | Path,
         spec = layers[name]
         sparse[name] = {"kind": KINDS[spec.kind].label, **spec.params}
     masks = {k: v for k, v in masks.items() if k not in sparse}
+    # A converted layer's pattern library lives in its format now.
+    patterns = {k: v for k, v in record.get("patterns", {}).items() if k not in sparse}
     dpp = dpp_to_support(model)
     extra = {k: v for k, v in record.items() if k not in _REWRITTEN}
     if "config" in record:
@@ -112,7 +116,7 @@ def export(pruned_path: str | Path, out_path: str | Path,
     save_model(out_path, model, record["arch"], record["num_classes"], export_format=FORMAT,
                method=record.get("method", "dense"), sparse_layers=json.dumps(sparse),
                masks=masks, removed_filters=json.dumps(removed), dpp_exported=json.dumps(dpp),
-               **extra)
+               **({"patterns": patterns} if "patterns" in record else {}), **extra)
     summary = {"out": str(out_path), "method": record.get("method", "dense"),
                "sparse_layers": sorted(sparse), "dense_masked_layers": sorted(masks),
                "dpp_layers": {name: model.get_submodule(name).num_taps for name in dpp},

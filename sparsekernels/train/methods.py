@@ -189,6 +189,12 @@ class BlockMethod(MaskMethod):
 
 
 class PatternMethod(MaskMethod):
+    """PatDNN kernel patterns + connectivity pruning; export builds each
+    layer's pattern format from its kept mask (the library is then the
+    distinct kept kernel masks: the saved library's used patterns)."""
+
+    kind = "pattern"
+
     def saved_extras(self):
         # Each layer's library [k, Kh, Kw] and per-kernel pattern ids (-1:
         # dropped): what the pattern sparse format will be built from.
