@@ -37,9 +37,13 @@ NaN/Inf: a dot multiplies a pruned position's zero by its input, and
 ``0 * NaN = NaN`` would leak an input only pruned weights read. So the host
 checks the operand that is not a weight (``x``; ``grad_out`` for
 grad-input) for non-finite values, on the device (one elementwise pass, no
-sync), and passes a flag; when it is set the kernel runs, per (chunk, tap),
-an exact FMA loop that adds only kept products (``tl.where``, not ``0 *``):
-slow, but it only runs when the input already holds NaN/Inf.
+sync), into a flag, and launches the kernel twice: the dot variant does the
+work when the flag is clear, the ``EXACT`` variant (an FMA loop per column
+adding only kept products: ``tl.where``, never ``0 *``) when it is set; the
+other launch's programs read the flag and store nothing. Two variants, not a
+branch in one kernel: with the branch the dot kernel (64x64x32, fp16) used
+255 registers and spilled 164 B (234 and none without). Exact is slow,
+but only runs when the input already holds NaN/Inf.
 
 Grad-input, ``dX[i, q] = sum_(o, t) W[o, i, t] dY[o, q unshifted by t]``: the
 mirror image: a program owns ``BLOCK_C`` input channels of one group x
@@ -85,6 +89,7 @@ def _forward_kernel(
     sxb, sxc, sxh, sxw,
     STRIDE_H, STRIDE_W, PAD_H, PAD_W, DIL_H, DIL_W,
     KH: tl.constexpr, KW: tl.constexpr, HAS_BIAS: tl.constexpr, ACC: tl.constexpr,
+    EXACT: tl.constexpr,
     BLOCK_O: tl.constexpr, BLOCK_P: tl.constexpr, BLOCK_K: tl.constexpr,
 ):
     # Output pixel tile on axis 0 (can be many), channel tile on axis 1.
@@ -107,11 +112,17 @@ def _forward_kernel(
     iw0 = ow * STRIDE_W - PAD_W
     x_base = b.to(tl.int64) * sxb + (g * C_IN_G).to(tl.int64) * sxc
     offs_k = tl.arange(0, BLOCK_K)
-    exact = tl.load(flag_ptr) != 0  # the input holds NaN/Inf: add kept products only
+    # The dot launch runs when x is finite, the exact one when it is not.
+    flag = tl.load(flag_ptr + offs_p * 0)  # per pixel: a vector store mask
+    if EXACT:
+        run_p = flag != 0
+    else:
+        run_p = flag == 0
+    run = tl.max(run_p.to(tl.int32)) > 0
 
     T: tl.constexpr = KH * KW
     acc = tl.zeros([BLOCK_O, BLOCK_P], dtype=ACC)
-    for k0 in range(0, C_IN_G, BLOCK_K):
+    for k0 in range(0, tl.where(run, C_IN_G, 0), BLOCK_K):
         kk = k0 + offs_k
         k_ok = kk < C_IN_G
         vstart = tl.load(vmap_ptr + map_row[:, None] + kk[None, :],
@@ -131,7 +142,7 @@ def _forward_kernel(
                     iw = iw0 + kw * DIL_W
                     x_ok = p_ok & (ih >= 0) & (ih < H) & (iw >= 0) & (iw < W)
                     x_pix = x_base + ih * sxh + iw * sxw
-                    if exact:
+                    if EXACT:  # add kept products only: never 0 * NaN
                         for j in range(0, BLOCK_K):
                             c = k0 + j
                             c_in = tl.full([1], c, tl.int32) < C_IN_G  # (a tensor mask)
@@ -156,7 +167,7 @@ def _forward_kernel(
         acc += bias.to(ACC)[:, None]
     out_off = ((b.to(tl.int64) * COUT)[None, :] + oc[:, None]) * ohw + pix[None, :]
     tl.store(out_ptr + out_off, acc.to(out_ptr.dtype.element_ty),
-             mask=o_ok[:, None] & p_ok[None, :])
+             mask=o_ok[:, None] & (p_ok & run_p)[None, :])
 
 
 @triton.jit
@@ -165,7 +176,7 @@ def _grad_input_kernel(
     P, CIN, C_IN_G, H, W, OH, OW, COUT_G,
     sgb, sgc, sgh, sgw,
     STRIDE_H, STRIDE_W, PAD_H, PAD_W, DIL_H, DIL_W,
-    KH: tl.constexpr, KW: tl.constexpr, ACC: tl.constexpr,
+    KH: tl.constexpr, KW: tl.constexpr, ACC: tl.constexpr, EXACT: tl.constexpr,
     BLOCK_C: tl.constexpr, BLOCK_P: tl.constexpr, BLOCK_K: tl.constexpr,
 ):
     # Input pixel tile on axis 0, input channel tile (within a group) on axis 1.
@@ -185,11 +196,17 @@ def _grad_input_kernel(
     iw = pix - ih * W
     go_b = b.to(tl.int64) * sgb
     offs_k = tl.arange(0, BLOCK_K)
-    exact = tl.load(flag_ptr) != 0  # grad_out holds NaN/Inf: add kept products only
+    # The dot launch runs when grad_out is finite, the exact one when it is not.
+    flag = tl.load(flag_ptr + offs_p * 0)  # per pixel: a vector store mask
+    if EXACT:
+        run_p = flag != 0
+    else:
+        run_p = flag == 0
+    run = tl.max(run_p.to(tl.int32)) > 0
 
     T: tl.constexpr = KH * KW
     acc = tl.zeros([BLOCK_C, BLOCK_P], dtype=ACC)
-    for k0 in range(0, COUT_G, BLOCK_K):  # output channels of the group, in chunks
+    for k0 in range(0, tl.where(run, COUT_G, 0), BLOCK_K):  # the group's output channels
         oo = k0 + offs_k
         o_ok = oo < COUT_G
         oc = g * COUT_G + oo
@@ -215,7 +232,7 @@ def _grad_input_kernel(
                     q_ok = (p_ok & (nh >= 0) & (nw >= 0) & (oh * STRIDE_H == nh)
                             & (ow * STRIDE_W == nw) & (oh < OH) & (ow < OW))
                     go_pix = go_b + oh * sgh + ow * sgw
-                    if exact:
+                    if EXACT:  # add kept products only: never 0 * NaN
                         for j in range(0, BLOCK_K):
                             o = k0 + j
                             o_in = tl.full([1], o, tl.int32) < COUT_G  # (a tensor mask)
@@ -238,7 +255,7 @@ def _grad_input_kernel(
 
     gi_off = ((b.to(tl.int64) * CIN)[None, :] + ci[:, None]) * hw + pix[None, :]
     tl.store(gi_ptr + gi_off, acc.to(gi_ptr.dtype.element_ty),
-             mask=c_ok[:, None] & p_ok[None, :])
+             mask=c_ok[:, None] & (p_ok & run_p)[None, :])
 
 
 @triton.jit
@@ -295,8 +312,15 @@ def _grad_weight_kernel(
 
 
 # ---------------------------------------------------------------------------
-# launch configs (configs[0] is the interpreter's; see the module docstring
-# and ../shared/tools/triton_sm90_report.py for what they compile to).
+# launch configs (configs[0] is the interpreter's). What the dot launches
+# compile to on sm_90 (../shared/tools/triton_sm90_report.py, Triton 3.9,
+# 3x3, fp16): M tiles >= 64 lower to wgmma, smaller ones to mma.sync; no
+# config spills; 64x64x32/4 warps: forward 234 registers, grad-input 244,
+# grad-weight 222 (stripe's forward: 141); 128x128 tiles sit at 255. No
+# cp.async: both operands are gathers (weights through the maps, activations
+# at computed pixel offsets, 2-byte loads), and the per-(chunk, tap) skip
+# branches keep the loop from being software-pipelined. fp32 (ieee, no TF32)
+# lowers to FMA, fp64 to mma.sync (DMMA), as in the other kinds.
 # ---------------------------------------------------------------------------
 _forward = _Launcher(
     _forward_kernel,
@@ -317,6 +341,14 @@ _grad_input = _Launcher(
      _cfg(8, 3, BLOCK_C=128, BLOCK_P=128, BLOCK_K=32)],
     key=["P", "C_IN_G", "COUT_G", "KH", "KW"],
 )
+# The exact (NaN/Inf) launches: one config; large tiles, so that when the
+# input is finite their programs (which only read the flag) are few. fp16 on
+# sm_90: forward 255 registers and 88 B of spills, grad-input 107 and none;
+# only ever slow when the input already holds NaN/Inf.
+_forward_exact = _Launcher(_forward_kernel, [_cfg(8, BLOCK_O=32, BLOCK_P=128, BLOCK_K=16)],
+                           key=["KH", "KW"])
+_grad_input_exact = _Launcher(_grad_input_kernel, [_cfg(8, BLOCK_C=32, BLOCK_P=128, BLOCK_K=16)],
+                              key=["KH", "KW"])
 _grad_weight = _Launcher(
     _grad_weight_kernel,
     [_cfg(4, BLOCK_O=16, BLOCK_C=16, BLOCK_P=64),
@@ -382,14 +414,15 @@ def forward(
     def grid(meta):
         return (triton.cdiv(p, meta["BLOCK_P"]), g * triton.cdiv(cout_g, meta["BLOCK_O"]))
 
-    _forward(
-        grid,
-        x, values.contiguous(), vmap, pmap, pos, _nonfinite(x),
-        bias.contiguous() if bias is not None else out, out,
-        p, cin // g, h, w, oh, ow, cout, cout_g,
-        *x.stride(), *_conv_scalars(conv),
-        KH=kh, KW=kw, HAS_BIAS=bias is not None, ACC=_ACC[x.dtype],
-    )
+    args = (x, values.contiguous(), vmap, pmap, pos, _nonfinite(x),
+            bias.contiguous() if bias is not None else out, out,
+            p, cin // g, h, w, oh, ow, cout, cout_g,
+            *x.stride(), *_conv_scalars(conv))
+    consts = dict(KH=kh, KW=kw, HAS_BIAS=bias is not None, ACC=_ACC[x.dtype])
+    # Both launch; the flag on the device picks the one that does the work
+    # (no host sync), so the dot kernel carries no registers for the other.
+    _forward(grid, *args, **consts, EXACT=False)
+    _forward_exact(grid, *args, **consts, EXACT=True)
     return out
 
 
@@ -416,13 +449,12 @@ def grad_input(
     def grid(meta):
         return (triton.cdiv(p, meta["BLOCK_P"]), g * triton.cdiv(cin_g, meta["BLOCK_C"]))
 
-    _grad_input(
-        grid,
-        grad_out, values.contiguous(), vmap, pmap, pos, _nonfinite(grad_out), gi,
-        p, cin, cin_g, h, w, oh, ow, cout // g,
-        *grad_out.stride(), *_conv_scalars(conv),
-        KH=kh, KW=kw, ACC=_ACC[grad_out.dtype],
-    )
+    args = (grad_out, values.contiguous(), vmap, pmap, pos, _nonfinite(grad_out), gi,
+            p, cin, cin_g, h, w, oh, ow, cout // g,
+            *grad_out.stride(), *_conv_scalars(conv))
+    consts = dict(KH=kh, KW=kw, ACC=_ACC[grad_out.dtype])
+    _grad_input(grid, *args, **consts, EXACT=False)  # as in forward: the flag picks one
+    _grad_input_exact(grid, *args, **consts, EXACT=True)
     return gi
 
 
