@@ -12,7 +12,10 @@ attention net mixes the P masked kernels per sample and output channel:
 The softmax never gives exactly 0, so every sample can use every position of
 ``U = union_p M_p``: the layer's support is static (DPPNet's "pattern"
 sparsity), only the values are dynamic. :meth:`DPPConv2d.export` hands U and
-the P masked kernels to a pattern kernel.
+the P masked kernels on; ``nn.dynamic_pattern.DynamicPatternConv2d`` runs
+them at the cost of U (per-sample weights mixed on U, one batched GEMM), and
+:func:`dpp_flops` counts a layer both ways (``"static"``: the P convs this
+module runs; ``"union"``: the paper's metric).
 
 Training adds :func:`dpp_regularizer` (``alpha * sum exp(-th)``) to the loss,
 which pushes thresholds up and so removes positions.
