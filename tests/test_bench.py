@@ -152,3 +152,31 @@ def test_refuses_to_append_to_another_schema(tmp_path, capsys):
         main([*FAST, "--json", str(path)])
     assert "schema_version is None; this tool reads" in capsys.readouterr().err
 
+
+
+def test_pattern_sweeps_library_and_connectivity(tmp_path):
+    rc, records = run(tmp_path, "--backend", "reference", "--kind", "pattern", "--shape",
+                      "8,16,3,1,6", "--patterns", "4", "8", "--entries", "4",
+                      "--connectivity", "0", "0.5")
+    assert rc == 0 and len(records) == 4
+    for r in records:
+        assert r["ok"] and r["n"] is None and r["entries"] == 4
+        # 4 of 9 kept, then the connectivity fraction of kernels dropped
+        assert r["sparsity"] == pytest.approx(1 - (1 - r["connectivity"]) * 4 / 9)
+        assert r["actual_sparsity"] == pytest.approx(r["sparsity"], abs=0.01)
+    assert {(r["patterns"], r["connectivity"]) for r in records} == {
+        (p, c) for p in (4, 8) for c in (0.0, 0.5)}
+    assert schema.kind_label(records[0]) == "pattern 4x4"
+
+
+def test_version_2_records_read_as_version_3(tmp_path):
+    path = tmp_path / "v2.json"
+    _, records = run(tmp_path, "--backend", "reference", "--layers", "1x1*", "--sparsity",
+                     "0.5", "--kind", "stripe")
+    for r in records:
+        for field in ("patterns", "entries", "connectivity"):
+            del r[field]
+        r["schema_version"] = 2
+    path.write_text(json.dumps(records))
+    back = schema.load(str(path))
+    assert all(r["schema_version"] == 3 and r["connectivity"] is None for r in back)

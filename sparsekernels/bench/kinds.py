@@ -3,8 +3,11 @@
 
 The runners only iterate ``KINDS``; building a format at a level, running its
 conv and converting a network go through the registry entry. What is the
-benchmark's own per kind is whether the ``--n`` sweep (1xN's block size)
-applies and which layers that size does not tile.
+benchmark's own per kind is its sweep besides the sparsity (a :class:`Setting`:
+1xN's block size N from ``--n``; pattern's library size and entries per kernel
+from ``--patterns``/``--entries``), how a level is given (pattern also takes
+``--connectivity``, the fraction of kernels dropped whole) and which layers a
+block size does not tile.
 """
 from __future__ import annotations
 
@@ -15,6 +18,33 @@ from torch import Tensor, nn
 from .. import kinds
 from ..sparsify import sparsify
 from .suites import Layer
+
+# A 3x3 kernel: the area a pattern network record's requested sparsity is given at.
+RECORD_AREA = 9
+
+
+class Setting(NamedTuple):
+    """One point of a kind's sweep besides the level: its record fields
+    (None where the kind has no such parameter)."""
+
+    n: Optional[int] = None  # 1xN's block size
+    patterns: Optional[int] = None  # pattern: library size
+    entries: Optional[int] = None  # pattern: kept positions per kernel
+
+
+class Level(NamedTuple):
+    """How pruned: the overall fraction of weights (``sparsity``), or for
+    pattern the fraction of kernels dropped whole on top of the pattern
+    (``connectivity``), whose overall level depends on the kernel's area."""
+
+    sparsity: Optional[float] = None
+    connectivity: Optional[float] = None
+
+
+def pattern_level(connectivity: float, entries: int, area: int) -> float:
+    """Overall weight sparsity of ``entries``-of-``area`` patterns with a
+    ``connectivity`` fraction of the kernels dropped."""
+    return 1.0 - (1.0 - connectivity) * min(entries, area) / area
 
 
 class Kind(NamedTuple):
@@ -29,20 +59,48 @@ class Kind(NamedTuple):
         return "n" in self.spec.format.PARAMS
 
     @property
+    def patterned(self) -> bool:
+        return self.spec.slug == "pattern"
+
+    @property
     def module(self) -> type:
         return self.spec.module
 
-    def sizes(self, ns: list[int]) -> list[Optional[int]]:
-        """The block sizes to sweep: ``ns``, or [None] for a kind without one."""
-        return list(ns) if self.sized else [None]
+    def settings(self, ns, patterns, entries) -> list[Setting]:
+        """The kind's sweep besides the level, from the command line's lists."""
+        if self.sized:
+            return [Setting(n=n) for n in ns]
+        if self.patterned:
+            return [Setting(patterns=p, entries=e) for p in patterns for e in entries]
+        return [Setting()]
 
-    def _params(self, n: Optional[int]) -> dict:
-        return {"n": n} if self.sized else {}
+    def levels(self, sparsities, connectivities) -> list[Level]:
+        if self.patterned and connectivities:
+            return [Level(connectivity=c) for c in connectivities]
+        return [Level(sparsity=s) for s in sparsities]
 
-    def build(self, w: Tensor, n: Optional[int], sparsity: float, seed: int):
-        """A format of ``w`` with a random ``sparsity`` of its entries pruned."""
+    def sparsity(self, setting: Setting, level: Level, area: int) -> float:
+        """The overall level a layer of kernel ``area`` is pruned to."""
+        if level.connectivity is None:
+            return level.sparsity
+        return pattern_level(level.connectivity, setting.entries, area)
+
+    def record_fields(self, setting: Setting, level: Level, area: int) -> dict:
+        return {**setting._asdict(), "connectivity": level.connectivity,
+                "sparsity": self.sparsity(setting, level, area)}
+
+    def _options(self, setting: Setting) -> dict:
+        if self.sized:
+            return {"n": setting.n}
+        if self.patterned:
+            return {"num_patterns": setting.patterns, "entries": setting.entries}
+        return {}
+
+    def build(self, w: Tensor, setting: Setting, level: Level, seed: int):
+        """A format of ``w`` with a random pattern of its entries pruned at ``level``."""
+        sparsity = self.sparsity(setting, level, w.shape[2] * w.shape[3])
         return self.spec.format.from_dense(w, sparsity=sparsity, criterion="random", seed=seed,
-                                           **self._params(n))
+                                           **self._options(setting))
 
     def conv(self, x: Tensor, fmt, layer: Layer, backend: str) -> Tensor:
         return self.spec.conv2d(x, fmt, None, layer.stride, layer.padding, backend=backend)
@@ -55,10 +113,17 @@ class Kind(NamedTuple):
     def param_grad(fmt, dense_grad: Tensor) -> Tensor:
         return fmt.gather(dense_grad)
 
-    def sparsify(self, model: nn.Module, n: Optional[int], sparsity: float, exclude,
+    def sparsify(self, model: nn.Module, setting: Setting, level: Level, exclude,
                  pad_partial: bool, seed: int, backend: str) -> nn.Module:
-        """``model`` with its eligible convs swapped in place for this kind's modules."""
-        options = {"n": n, "pad_partial": pad_partial} if self.sized else {}
+        """``model`` with its eligible convs swapped in place for this kind's
+        modules (a connectivity level becomes each conv's own overall level)."""
+        options = self._options(setting)
+        if self.sized:
+            options["pad_partial"] = pad_partial
+        sparsity = level.sparsity
+        if sparsity is None:
+            sparsity = {name: self.sparsity(setting, level, m.kernel_size[0] * m.kernel_size[1])
+                        for name, m in model.named_modules() if type(m) is nn.Conv2d}
         return sparsify(model, sparsity, kind=self.spec.slug, exclude=exclude, seed=seed,
                         backend=backend, **options)
 

@@ -17,6 +17,7 @@ from .env import cache_bytes, environment
 from .kinds import KINDS
 from .measure import PASSES, Case, Plan, configs_per_layer, run_layer
 from .roofline import measure_machine
+from .schema import kind_label
 from .suites import CUSTOM, SUITES, parse_shape, select
 
 try:
@@ -90,14 +91,14 @@ def _check_fit(args, parser, layers) -> None:
 
 
 # ---- printing --------------------------------------------------------------------
-_HEADER = (f"{'layer':<20} {'pass':<11} {'kind':<6} {'n':>3} {'backend':<9} {'mf':<4} "
+_HEADER = (f"{'layer':<20} {'pass':<11} {'kind':<13} {'backend':<9} {'mf':<4} "
            f"{'sparsity':>8} {'dense_ms':>14} {'sparse_ms':>9} {'speedup':>7} {'ideal':>6} "
            f"{'err':>8}")
 
 
 def _row(r: dict) -> str:
     mf = "cl" if r["memory_format"] == "channels_last" else "nchw"
-    head = (f"{r['layer']:<20} {r['pass']:<11} {r['kind']:<6} {r['n'] or '-':>3} {r['backend']:<9} "
+    head = (f"{r['layer']:<20} {r['pass']:<11} {kind_label(r):<13} {r['backend']:<9} "
             f"{mf:<4} {r['sparsity']:>8.2f} ")
     dense = f"{r['dense_ms']:.3f} ({'cl' if r['dense_layout'] == 'channels_last' else 'nchw'})"
     if not r["ok"]:
@@ -112,16 +113,16 @@ def summary(records: list[dict]) -> list[str]:
     groups = defaultdict(list)
     for r in records:
         if r["ok"]:
-            key = (r["dtype"], r["batch"], r["pass"], r["kind"], r["n"], r["backend"],
+            key = (r["dtype"], r["batch"], r["pass"], kind_label(r), r["backend"],
                    r["memory_format"], r["sparsity"])
             groups[key].append(r["speedup"])
     lines = ["", "geomean speed-up over layers (dense_ms / sparse_ms, >1 = sparse faster)",
-             f"{'dtype':<9} {'batch':>5} {'pass':<11} {'kind':<6} {'n':>3} {'backend':<9} "
+             f"{'dtype':<9} {'batch':>5} {'pass':<11} {'kind':<13} {'backend':<9} "
              f"{'mf':<13} {'sparsity':>8} {'layers':>6} {'geomean':>8}"]
     for key, s in sorted(groups.items(), key=lambda kv: str(kv[0])):
-        dtype, batch, pass_, kind, n, backend, mf, sp = key
+        dtype, batch, pass_, kind, backend, mf, sp = key
         geomean = math.exp(sum(map(math.log, s)) / len(s))
-        lines.append(f"{dtype:<9} {batch:>5} {pass_:<11} {kind:<6} {n or '-':>3} {backend:<9} "
+        lines.append(f"{dtype:<9} {batch:>5} {pass_:<11} {kind:<13} {backend:<9} "
                      f"{mf:<13} {sp:>8.2f} {len(s):>6} {geomean:>7.2f}x")
     return lines
 
@@ -138,7 +139,9 @@ def run(args: argparse.Namespace, parser: argparse.ArgumentParser, argv: list[st
     results = options.open_results(args, parser, env)
     plan = Plan(
         device=device, kinds=options.unique(args.kind), ns=options.unique(args.n),
-        sparsities=options.unique(args.sparsity), backends=backends,
+        sparsities=options.unique(args.sparsity), patterns=options.unique(args.patterns),
+        entries=options.unique(args.entries),
+        connectivities=options.unique(args.connectivity or ()), backends=backends,
         memory_formats=options.unique(args.memory_format), warmup=args.warmup,
         repeat=args.repeat, seed=args.seed, cache_bytes=cache_bytes(device), rotate=args.rotate,
         tf32=args.tf32)

@@ -45,6 +45,9 @@ class Plan:
     kinds: tuple[str, ...]
     ns: tuple[int, ...]
     sparsities: tuple[float, ...]
+    patterns: tuple[int, ...]  # pattern: library sizes
+    entries: tuple[int, ...]  # pattern: kept positions per kernel
+    connectivities: tuple[float, ...]  # pattern: kernels dropped (replaces sparsities)
     backends: tuple[str, ...]
     memory_formats: tuple[str, ...]  # of the sparse conv's input
     warmup: int
@@ -187,8 +190,9 @@ def check(rec: dict, run: Callable[[], list[Tensor]], want: list[Tensor]) -> boo
     return True
 
 
-def _record(layer: Layer, case: Case, kind: str, n: int, sparsity: float, density: float,
+def _record(layer: Layer, case: Case, kind: str, fields: dict, density: float,
             backend: str, memory_format: str, sets: int) -> dict:
+    """``fields``: the kind's own (n, patterns, entries, connectivity) and the sparsity."""
     flop = conv_flop(layer, case.batch) * CONVS_PER_PASS[case.pass_]
     ideal = ideal_speedup(layer, case.batch, case.dtype.itemsize, density, case.machine)
     return {
@@ -196,7 +200,7 @@ def _record(layer: Layer, case: Case, kind: str, n: int, sparsity: float, densit
         "kw": layer.k, "stride": layer.stride, "padding": layer.padding, "hw": layer.hw,
         "out_hw": layer.out_hw, "count": layer.count,
         "batch": case.batch, "dtype": str(case.dtype).removeprefix("torch."), "pass": case.pass_,
-        "kind": kind, "n": n, "sparsity": sparsity, "actual_sparsity": 1.0 - density,
+        "kind": kind, **fields, "actual_sparsity": 1.0 - density,
         "backend": backend, "memory_format": memory_format, "rotation_sets": sets,
         "dense_nchw_ms": None, "dense_channels_last_ms": None, "dense_layout": None,
         "dense_ms": None, "dense_tf32_ms": None, "sparse_ms": None,
@@ -230,8 +234,9 @@ def _fill_times(rec: dict, dense: dict, sparse_ms: Optional[float]) -> None:
 
 
 def configs_per_layer(plan: Plan) -> int:
-    sizes = sum(len(KINDS[k].sizes(plan.ns)) for k in plan.kinds)
-    return sizes * len(plan.sparsities) * len(plan.backends) * len(plan.memory_formats)
+    points = sum(len(KINDS[k].settings(plan.ns, plan.patterns, plan.entries))
+                 * len(KINDS[k].levels(plan.sparsities, plan.connectivities)) for k in plan.kinds)
+    return points * len(plan.backends) * len(plan.memory_formats)
 
 
 def run_layer(plan: Plan, layer: Layer, case: Case) -> list[dict]:
@@ -242,9 +247,10 @@ def run_layer(plan: Plan, layer: Layer, case: Case) -> list[dict]:
     needs_w = PASSES[case.pass_][1]
     for kind_name in plan.kinds:
         kind = KINDS[kind_name]
-        for n in kind.sizes(plan.ns):
-            for sparsity in plan.sparsities:
-                fmt = kind.build(w.detach(), n, sparsity, plan.seed)
+        for setting in kind.settings(plan.ns, plan.patterns, plan.entries):
+            for level in kind.levels(plan.sparsities, plan.connectivities):
+                fields = kind.record_fields(setting, level, layer.k * layer.k)
+                fmt = kind.build(w.detach(), setting, level, plan.seed)
                 fmt.topology()  # cached: index building stays out of the timed region
                 param = kind.param(fmt).requires_grad_(needs_w)
                 density = (fmt.to_dense() != 0).double().mean().item()
@@ -253,9 +259,9 @@ def run_layer(plan: Plan, layer: Layer, case: Case) -> list[dict]:
                     def forward(x, kind=kind, fmt=fmt, backend=backend):
                         return kind.conv(x, fmt, layer, backend)
                     for mf in plan.memory_formats:
-                        key = (kind_name, n, sparsity, backend, mf)
-                        rec = records[key] = _record(layer, case, kind_name, n, sparsity,
-                                                     density, backend, mf, len(sets))
+                        key = (kind_name, setting, level, backend, mf)
+                        rec = records[key] = _record(layer, case, kind_name, fields, density,
+                                                     backend, mf, len(sets))
                         x0, g0 = sets[0].by_layout[mf]
                         if check(rec, partial(pass_outputs, case.pass_, forward, x0, param, g0),
                                  want):

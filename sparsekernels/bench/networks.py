@@ -29,7 +29,7 @@ from ..models import MODELS, get_model
 from ..nn.replace import replace_module
 from . import options
 from .env import cache_bytes, environment
-from .kinds import KINDS
+from .kinds import KINDS, RECORD_AREA
 from .measure import LAYOUTS, check
 from .schema import kind_label
 from .timing import median_ms, rotating, rotation_sets
@@ -98,18 +98,24 @@ def _variants(args, arch: str, dtype: torch.dtype, device, backends) -> tuple[li
     conv_names = [name for name, m in dense.named_modules() if type(m) is nn.Conv2d]
     exclude = list(args.exclude) + (conv_names[:1] if args.dense_stem else [])
     dense_flops = count_flops(dense, input_shape)
-    variants = [Variant({"kind": None, "n": None, "sparsity": 0.0, "backend": None}, dense,
+    none = {"n": None, "patterns": None, "entries": None, "connectivity": None}
+    variants = [Variant({"kind": None, **none, "sparsity": 0.0, "backend": None}, dense,
                         _census(dense, None, input_shape, dense_flops, len(conv_names)))]
     for kind_name in options.unique(args.kind):
         kind = KINDS[kind_name]
-        for n in kind.sizes(options.unique(args.n)):
-            for sparsity in options.unique(args.sparsity):
+        settings = kind.settings(options.unique(args.n), options.unique(args.patterns),
+                                 options.unique(args.entries))
+        levels = kind.levels(options.unique(args.sparsity),
+                             options.unique(args.connectivity or ()))
+        for setting in settings:
+            for level in levels:
+                fields = kind.record_fields(setting, level, RECORD_AREA)
                 for backend in backends:
-                    model = kind.sparsify(copy.deepcopy(dense), n, sparsity, exclude,
+                    model = kind.sparsify(copy.deepcopy(dense), setting, level, exclude,
                                           args.pad_partial, args.seed, backend)
                     census = _census(model, kind, input_shape, dense_flops, len(conv_names))
-                    variants.append(Variant({"kind": kind_name, "n": n, "sparsity": sparsity,
-                                             "backend": backend}, model, census))
+                    variants.append(Variant({"kind": kind_name, **fields, "backend": backend},
+                                            model, census))
     return variants, exclude
 
 

@@ -47,7 +47,16 @@ def add_sweep_options(p: argparse.ArgumentParser, defaults: dict) -> None:
                    help="sparsity kinds (default: every registered kind)")
     p.add_argument("--n", nargs="+", type=positive, default=[16], help="block sizes N")
     p.add_argument("--sparsity", nargs="+", type=sparsity, default=[0.5, 0.75, 0.9],
-                   help="fractions of weight blocks pruned, each in [0, 1)")
+                   help="fractions of weights pruned, each in [0, 1) (pattern: the overall "
+                        "level, see --connectivity)")
+    p.add_argument("--patterns", nargs="+", type=positive, default=[8],
+                   help="pattern: library sizes (patterns per layer)")
+    p.add_argument("--entries", nargs="+", type=positive, default=[4],
+                   help="pattern: kept positions per kernel")
+    p.add_argument("--connectivity", nargs="+", type=sparsity,
+                   help="pattern: fractions of kernels dropped whole on top of the pattern "
+                        "(each conv's overall level follows from its kernel size); replaces "
+                        "--sparsity for pattern")
     p.add_argument("--dtype", nargs="+", choices=sorted(DTYPES), default=["float32"])
     p.add_argument("--device", choices=("cpu", "cuda"), default="cpu")
     p.add_argument("--backend", nargs="+", choices=backends.BACKENDS, default=["auto"],

@@ -29,9 +29,9 @@ from .env import device_slug
 from .schema import kind_label, load
 
 _LAYER_KEY = ("device_name", "threads", "suite", "layer", "batch", "dtype", "pass", "kind", "n",
-              "sparsity", "backend", "memory_format")
+              "patterns", "entries", "connectivity", "sparsity", "backend", "memory_format")
 _NETWORK_KEY = ("device_name", "threads", "arch", "batch", "dtype", "mode", "kind", "n",
-                "sparsity", "backend", "memory_format")
+                "patterns", "entries", "connectivity", "sparsity", "backend", "memory_format")
 
 
 def add_parser(sub) -> argparse.ArgumentParser:
@@ -94,7 +94,7 @@ def _layer_summary(records: list[dict]) -> list[str]:
     conv-time ratio with each layer weighted by how often its network uses it."""
     sparsities = sorted({r["sparsity"] for r in records})
     rows = []
-    for _, mine in groups(records, ("kind", "n", "backend", "memory_format")):
+    for _, mine in groups(records, ("kind", "n", "patterns", "entries", "backend", "memory_format")):
         cells = []
         for s in sparsities:
             at = [r for r in mine if r["sparsity"] == s]
@@ -122,7 +122,7 @@ def _layer_summary(records: list[dict]) -> list[str]:
 
 def _layer_details(records: list[dict]) -> list[str]:
     lines = []
-    for _, mine in groups(records, ("kind", "n", "backend", "memory_format")):
+    for _, mine in groups(records, ("kind", "n", "patterns", "entries", "backend", "memory_format")):
         sparsities = sorted({r["sparsity"] for r in mine})
         lines += [f"**{plots.series_label(mine[0])}**: sparse ms · speed-up · fraction of the "
                   "ideal · achieved TFLOP/s", ""]

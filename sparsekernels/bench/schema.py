@@ -12,7 +12,9 @@ Runs append: ``--json PATH`` adds records to what PATH already holds
 (rewritten after every layer or network, so an interrupted run keeps what it
 measured). Version history: 1 = the unversioned records of the first
 microbenchmark; 2 = passes split into forward/grad-input/grad-weight/all,
-kinds, memory formats, roofline fields, network records.
+kinds, memory formats, roofline fields, network records; 3 = the pattern
+kind's fields (``patterns``, ``entries``, ``connectivity``). Version-2 files
+are read as version 3 with those fields null (what they meant there).
 """
 from __future__ import annotations
 
@@ -22,7 +24,9 @@ import os
 
 from ..atomic_file import atomic_write
 
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
+# Fields each version added, all null in the records of the one before.
+_ADDED = {3: ("patterns", "entries", "connectivity")}
 
 # field -> (type, meaning). Types: str, int, number, bool, list[int], list[str];
 # " or null" allows null.
@@ -52,7 +56,12 @@ COMMON = {
     "dtype": ("str", "float32, float16, bfloat16 or float64"),
     "kind": ("str or null", "sparsity kind (a key of bench.kinds.KINDS); null: the dense model"),
     "n": ("int or null", "block size N of the kind"),
-    "sparsity": ("number", "requested fraction of weight blocks pruned"),
+    "patterns": ("int or null", "pattern: library size (patterns per layer)"),
+    "entries": ("int or null", "pattern: kept positions per kernel"),
+    "connectivity": ("number or null", "pattern: requested fraction of kernels dropped whole "
+                                       "(null: the level was given as sparsity)"),
+    "sparsity": ("number", "requested fraction of weights pruned (pattern networks with "
+                           "connectivity: at a 3x3 kernel)"),
     "backend": ("str or null", "sparse kernel backend; null: the dense model"),
     "memory_format": ("str", "'nchw' or 'channels_last' input of the timed sparse (or dense) run"),
     "rotation_sets": ("int", "input sets cycled through so caches do not flatter"),
@@ -150,6 +159,16 @@ def validate(record: dict) -> None:
             raise ValueError(f"field {name!r}: expected {spec}, got {record[name]!r}")
 
 
+def upgrade(record):
+    """A record of an older schema version brought to this one, in place."""
+    if isinstance(record, dict) and isinstance(record.get("schema_version"), int):
+        for version in range(record["schema_version"] + 1, SCHEMA_VERSION + 1):
+            if record["schema_version"] < version and version in _ADDED:
+                record.update(dict.fromkeys(_ADDED[version]))
+                record["schema_version"] = version
+    return record
+
+
 def load(path: str) -> list[dict]:
     """The validated records of one results file."""
     with open(path) as f:
@@ -158,7 +177,7 @@ def load(path: str) -> list[dict]:
         raise ValueError(f"{path}: expected a JSON list of records")
     for i, record in enumerate(records):
         try:
-            validate(record)
+            validate(upgrade(record))
         except ValueError as exc:
             raise ValueError(f"{path}: record {i}: {exc}") from None
     return records
@@ -181,5 +200,10 @@ class ResultsFile:
 
 
 def kind_label(r: dict) -> str:
-    """A record's kind as people read it: ``1xN N=16``, or ``stripe``."""
-    return str(r["kind"]) if r.get("n") is None else f"{r['kind']} N={r['n']}"
+    """A record's kind as people read it: ``1xN N=16``, ``pattern 4x8``
+    (entries per kernel x library size), or ``stripe``."""
+    if r.get("n") is not None:
+        return f"{r['kind']} N={r['n']}"
+    if r.get("patterns") is not None:
+        return f"{r['kind']} {r['entries']}x{r['patterns']}"
+    return str(r["kind"])
