@@ -16,7 +16,7 @@ from sparsekernels.pruning.dppnet import DPPConv2d, _mix, convert_to_dpp, dpp_fl
 from sparsekernels.train.artifacts import load_model, save_model
 from sparsekernels.train.export import export, load_exported
 
-MODES = ["mixed", "static", "pconv", "auto"]
+MODES = ["mixed", "mixed_gather", "static", "pconv", "auto"]
 
 
 def per_sample_reference(layer, x):
@@ -71,20 +71,25 @@ def test_equals_dpp_layer_and_per_sample_kernels(mode, geometry):
     assert module.taps.tolist() == list(support) and module.num_taps == len(support)
     assert module.kernels.shape == (4, 6, 5, len(support))
     torch.testing.assert_close(module(x), want, rtol=1e-12, atol=1e-12)
+    with torch.no_grad():  # inference: the mixed path's shifted views where the stride is 1
+        torch.testing.assert_close(module(x), want, rtol=1e-12, atol=1e-12)
+        torch.testing.assert_close(module(x[:1]), want[:1], rtol=1e-12, atol=1e-12)
     # from the export as from the layer
     torch.testing.assert_close(DynamicPatternConv2d.from_dpp(layer.export(), mode=mode)(x), want,
                                rtol=1e-12, atol=1e-12)
 
 
-@pytest.mark.parametrize("mode", ["mixed", "static"])
-def test_chunked_batch_equals_whole_batch(mode):
-    layer = dpp_with_support(padding=1, bias=True)
+@pytest.mark.parametrize("grad", [True, False])
+@pytest.mark.parametrize("mode", ["mixed", "mixed_gather", "static"])
+def test_chunked_batch_equals_whole_batch(mode, grad):
+    layer = dpp_with_support(padding=(1, 2), dilation=(1, 2), bias=True)
     module = DynamicPatternConv2d.from_dpp(layer, mode=mode)
     x = torch.randn(7, 5, 6, 6, dtype=torch.float64)
     want = per_sample_reference(layer, x)
-    for chunk_bytes in (0, 1, 3 * 5 * 5 * 36 * 8):  # whole, 1 sample, 3 samples a step
-        module.chunk_bytes = chunk_bytes
-        torch.testing.assert_close(module(x), want, rtol=1e-12, atol=1e-12)
+    with torch.set_grad_enabled(grad):
+        for chunk_bytes in (0, 1, 3 * 5 * 5 * 36 * 8, 2 * 5 * 8 * 10 * 8):
+            module.chunk_bytes = chunk_bytes  # whole batch, 1 sample, a few samples a step
+            torch.testing.assert_close(module(x), want, rtol=1e-12, atol=1e-12)
 
 
 def test_full_and_empty_support():
@@ -102,6 +107,8 @@ def test_full_and_empty_support():
         module = DynamicPatternConv2d.from_dpp(empty, mode=mode)
         assert module.num_taps == 0
         torch.testing.assert_close(module(x), empty.bias.view(1, -1, 1, 1).expand(2, 6, 5, 5))
+        with torch.no_grad():
+            torch.testing.assert_close(module(x), empty.bias.view(1, -1, 1, 1).expand(2, 6, 5, 5))
 
 
 @pytest.mark.parametrize("mode", ["mixed", "static", "pconv"])
@@ -251,5 +258,6 @@ def test_bench_dpp_writes_checked_records(tmp_path):
         assert max(r["max_rel_err"].values()) < 1e-5
         assert r["support_ms"] == r["support_mixed_ms"] > 0 and r["dense_ms"] > 0
         assert r["dpp_union_flop"] < r["dense_flop"] < r["dpp_static_flop"]
-    assert set(records[0]["parts_ms"]) == {"attention", "mix", "gather", "gemm"}
+    assert set(records[0]["parts_ms"]) == {"attention", "mix", "gather", "gather_gemm", "pad",
+                                           "shifted_gemms_and_mix"}
     assert records[1]["parts_ms"] is None

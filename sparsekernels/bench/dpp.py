@@ -11,7 +11,9 @@ times side by side, interleaved (``timing.median_ms``, rotating input sets):
   the attention-weighted sum: ~P x the dense FLOPs);
 * ``support_<mode>``: ``DynamicPatternConv2d`` (``nn.dynamic_pattern``) by
   each path, end to end with its attention: ``mixed`` (per-sample weights on
-  U + gather + batched GEMM), ``static`` (gather + one GEMM with the P*Cout
+  U, at stride 1 |U| GEMMs on shifted views of the padded input),
+  ``mixed_gather`` (the same weights, input gathered at U's taps, one
+  batched GEMM), ``static`` (gather + one GEMM with the P*Cout
   static rows + the sum), ``pconv`` (the P-conv path); ``auto_mode`` says
   which one the module picks by itself.
 
@@ -20,7 +22,8 @@ positions (the centre plus a cross of taps, each pattern dropping one of
 U's taps, so every pattern differs and U is exactly that set). Each
 configuration is first checked against a float64 reference (``max_rel_err``
 per path); for the forward pass the mixed path's parts are timed too
-(``parts_ms``: attention, weight mix, gather, GEMM) to show where time goes.
+(``parts_ms``: attention, weight mix, gather, GEMM of the gather variant;
+pad and the shifted GEMMs of the shifted one) to show where time goes.
 
 Records (a JSON list written to ``--out``, overwritten): the run and
 environment fields of ``bench layers`` records (``options.run_fields``,
@@ -46,7 +49,7 @@ from .env import cache_bytes, environment
 from .timing import median_ms, rotating, rotation_sets
 
 CIFAR_SHAPES = [(16, 32), (32, 16), (64, 8)]  # (channels, px): ResNet-56 / VGG CIFAR stages
-PATHS = ("mixed", "static", "pconv")
+PATHS = ("mixed", "mixed_gather", "static", "pconv")
 PASSES = ("forward", "all")
 DEFAULTS = {"batch": [8, 64], "warmup": 3, "repeat": 20}
 QUICK = {"batch": [2], "warmup": 1, "repeat": 3}
@@ -205,7 +208,7 @@ def measure(args, channels: int, px: int, batch: int, pass_: str, device, cache:
 
 
 def _parts(module, xs, device, args):
-    """Forward parts of the mixed path (whole batch, no chunking), median ms."""
+    """Forward parts of the mixed paths (whole batch, no chunking), median ms."""
     if module is None:
         return None
     x = xs[0].detach()
@@ -214,18 +217,21 @@ def _parts(module, xs, device, args):
         by_output = module.kernels.flatten(2).transpose(0, 1).contiguous()
         weights = module.mixed_weights(attn, by_output)
         cols, _, _ = module.gather(x)
-
-        def timed(fn):
-            return lambda: fn()
-        fns = {"attention": timed(lambda: module.attention(x)),
-               "mix": timed(lambda: module.mixed_weights(attn, by_output)),
-               "gather": timed(lambda: module.gather(x)),
-               "gemm": timed(lambda: torch.bmm(weights, cols))}
-        return median_ms(fns, device, args.warmup, args.repeat)
+        chunk, module.chunk_bytes = module.chunk_bytes, 0
+        try:
+            fns = {"attention": lambda: module.attention(x),
+                   "mix": lambda: module.mixed_weights(attn, by_output),
+                   "gather": lambda: module.gather(x),
+                   "gather_gemm": lambda: torch.bmm(weights, cols),
+                   "pad": lambda: F.pad(x, module._pad),
+                   "shifted_gemms_and_mix": lambda: module._mixed_shifted(x, attn)}
+            return median_ms(fns, device, args.warmup, args.repeat)
+        finally:
+            module.chunk_bytes = chunk
 
 
 _HEADER = (f"{'layer':<16} {'batch':>5} {'pass':<7} {'dense':>8} {'dpp':>8} {'mixed':>8} "
-           f"{'static':>8} {'pconv':>8} {'auto':>6} {'vs dense':>8} {'err':>8}")
+           f"{'m_gath':>8} {'static':>8} {'pconv':>8} {'auto':>6} {'vs dense':>8} {'err':>8}")
 
 
 def _row(r: dict) -> str:
@@ -235,7 +241,8 @@ def _row(r: dict) -> str:
     err = max(r["max_rel_err"].values())
     speed = f"{r['speedup_vs_dense']:.2f}x" if r["speedup_vs_dense"] else "-"
     return (f"{r['layer']:<16} {r['batch']:>5} {r['pass']:<7} {t('dense_ms')} {t('dpp_ms')} "
-            f"{t('support_mixed_ms')} {t('support_static_ms')} {t('support_pconv_ms')} "
+            f"{t('support_mixed_ms')} {t('support_mixed_gather_ms')} {t('support_static_ms')} "
+            f"{t('support_pconv_ms')} "
             f"{r['auto_mode']:>6} {speed:>8} {err:8.1e}" + ("" if r["ok"] else f"  FAIL {r['error']}"))
 
 

@@ -8,10 +8,16 @@ sample. This module keeps the P masked kernels compacted to U
 kw``, increasing), the attention net and the bias, and computes
 
 * ``"mixed"`` (seeds.md 6.3 (a)): per sample, mix the weights on U only
-  (``W[B, Cout, Cin*|U|]``: ``2 P Cout Cin |U|`` FLOPs), gather the input at
-  U's taps (pad once, ``|U|`` strided slices: ``cols[B, Cin*|U|, OH*OW]``)
-  and run one batched GEMM: ``2 Cout Cin |U| OH OW`` FLOPs a sample, i.e.
-  ``|U| / (Kh Kw)`` of the dense conv, plus the mix and the attention;
+  (``W[B, Cout, Cin*|U|]``: ``2 P Cout Cin |U|`` FLOPs) and multiply them
+  with the input at U's taps: ``2 Cout Cin |U| OH OW`` FLOPs a sample, i.e.
+  ``|U| / (Kh Kw)`` of the dense conv, plus the mix and the attention. At
+  stride 1 in inference each tap's input is a strided view of the padded
+  input (no copy: |U| batched GEMMs of depth Cin accumulating in place, see
+  :meth:`_mixed_shifted`); otherwise (or under autograd) as
+  ``"mixed_gather"``;
+* ``"mixed_gather"``: the same per-sample weights, the input gathered at U's
+  taps (pad once, ``|U|`` strided slices: ``cols[B, Cin*|U|, OH*OW]``) and
+  one batched GEMM of depth ``Cin*|U|``;
 * ``"static"`` (6.3 (b) on U): the same gather, one GEMM with the P static
   kernels shared by the batch (``P Cout`` rows) and the attention-weighted
   sum: ``P |U| / (Kh Kw)`` of the dense conv;
@@ -19,8 +25,12 @@ kw``, increasing), the attention net and the bias, and computes
   ``P Cout`` outputs on the full ``Kh x Kw`` kernels, then the sum).
 
 ``mode="auto"`` (the default) picks ``"mixed"`` unless no position is
-pruned (``|U| = Kh Kw``): then the gather copies the input ``Kh Kw`` times and
-saves nothing over im2col, and ``"pconv"`` lets oneDNN's direct conv run.
+pruned (``|U| = Kh Kw``): then nothing is saved over a dense conv's work per
+pattern and ``"pconv"`` lets oneDNN's direct conv run (still P x the dense
+FLOPs; the mixed path would do 1 x plus the mix, but as small GEMMs or an
+im2col copy of Kh*Kw x the input: which wins there is measured by ``bench
+dpp --taps 9``). ``"static"`` does P x the mixed path's FLOPs in one GEMM
+shared by the batch; it never beat ``"mixed"`` at the CIFAR shapes.
 All three give the same output; autograd gives each its backward (the
 gather's backward is a strided add into the padded gradient), so training or
 fine-tuning through the module costs the same order as its forward.
@@ -41,7 +51,7 @@ from torch.nn.modules.utils import _pair
 from ..conv_args import resolve_conv_args
 from ..pruning.dppnet import DPPConv2d, DPPExport, PatternAttention, _mix, dpp_flops, FLOP_METRICS
 
-MODES = ("auto", "mixed", "static", "pconv")
+MODES = ("auto", "mixed", "mixed_gather", "static", "pconv")
 DEFAULT_CHUNK_BYTES = 1 << 21
 
 
@@ -163,24 +173,64 @@ class DynamicPatternConv2d(nn.Module):
             return _mix(x, self.dense_kernels(), attn, self.bias, self.stride, self.padding,
                         self.dilation)
         batch = x.shape[0]
+        if mode == "mixed" and self.stride == (1, 1) and not _needs_grad(x, self):
+            return self._mixed_shifted(x, attn)
         # Mix, gather and multiply a few samples at a time, so that a chunk's
         # columns (|U| x its input) and weights stay in cache from the gather
         # to the GEMM.
         per_sample = x[0].numel() * max(self.num_taps, 1) * x.element_size()
         step = batch if not self.chunk_bytes else max(1, min(batch, self.chunk_bytes // per_sample))
         flat = self.kernels.flatten(2)  # [P, Cout, Cin*|U|]
-        by_output = flat.transpose(0, 1).contiguous() if mode == "mixed" else None
+        by_output = flat.transpose(0, 1).contiguous() if mode != "static" else None
         outs = []
         for start in range(0, batch, step):
             cols, oh, ow = self.gather(x[start:start + step])
             a = attn[start:start + step]
-            if mode == "mixed":
+            if mode != "static":
                 outs.append(torch.bmm(self.mixed_weights(a, by_output), cols))
             else:  # static: P*Cout rows shared by the batch, then the attention-weighted sum
                 z = torch.matmul(flat.flatten(0, 1), cols)
                 z = z.view(cols.shape[0], self.num_patterns, self.out_channels, oh * ow)
                 outs.append(torch.einsum("bpol,bpo->bol", z, a))
         out = (outs[0] if len(outs) == 1 else torch.cat(outs)).view(batch, self.out_channels, oh, ow)
+        return out if self.bias is None else out + self.bias.view(1, -1, 1, 1)
+
+    @torch.no_grad()
+    def _mixed_shifted(self, x: Tensor, attn: Tensor) -> Tensor:
+        """The mixed path at stride 1 without the gather: on the padded
+        input's flat rows (length Wp), tap (r, c) of output q reads element
+        ``q + r*dh*Wp + c*dw``, so the tap's input is a plain strided
+        ``[Cin, L]`` view (no copy) and the output on the padded-width grid
+        is ``sum_u W_u[b] @ view_u[b]``: |U| batched GEMMs of depth Cin
+        accumulating in place; the Wp - OW pad columns are dropped at the end.
+        Inference only (``forward`` takes the gather path under autograd)."""
+        xp = F.pad(x, self._pad) if any(self._pad) else x.contiguous()
+        batch, cin, hp, wp = xp.shape
+        (kh, kw), (dh, dw) = self.kernel_size, self.dilation
+        oh, ow = hp - dh * (kh - 1), wp - dw * (kw - 1)
+        if oh < 1 or ow < 1:
+            raise ValueError(f"input: {tuple(x.shape[2:])} is smaller than the kernel "
+                             f"{self.kernel_size} (dilation {self.dilation}) after padding")
+        cout, taps = self.out_channels, self.num_taps
+        length = (oh - 1) * wp + ow  # the last valid output; further rows would read past the end
+        # per-sample weights, tap-major: [B, Cout, |U|*Cin]
+        tap_major = self.kernels.permute(1, 0, 3, 2).reshape(cout, self.num_patterns, taps * cin)
+        out = xp.new_empty(batch, cout, oh * wp)
+        per_sample = (xp[0].numel() + cout * oh * wp) * xp.element_size()
+        step = batch if not self.chunk_bytes else max(1, min(batch, self.chunk_bytes // per_sample))
+        for start in range(0, batch, step):
+            part = xp[start:start + step]
+            n = part.shape[0]
+            weights = torch.bmm(attn[start:start + step].permute(2, 0, 1), tap_major).transpose(0, 1)
+            acc = out[start:start + step, :, :length]
+            for u, (r, c) in enumerate(self._taps):
+                view = part.as_strided((n, cin, length), (cin * hp * wp, hp * wp, 1),
+                                       part.storage_offset() + r * dh * wp + c * dw)
+                w_u = weights[:, :, u * cin:(u + 1) * cin]
+                acc.baddbmm_(w_u, view, beta=0 if u == 0 else 1)  # beta=0: acc not read
+        if not taps:
+            out.zero_()
+        out = out.view(batch, cout, oh, wp)[..., :ow].contiguous()
         return out if self.bias is None else out + self.bias.view(1, -1, 1, 1)
 
     @torch.no_grad()
@@ -197,6 +247,11 @@ class DynamicPatternConv2d(nn.Module):
                 f"stride={self.stride}, padding={self.padding}, dilation={self.dilation}, "
                 f"num_patterns={self.num_patterns}, taps={taps}, mode={self.mode!r} "
                 f"({self.resolved_mode()}), bias={self.bias is not None}")
+
+
+def _needs_grad(x: Tensor, module: nn.Module) -> bool:
+    return torch.is_grad_enabled() and (
+        x.requires_grad or any(p.requires_grad for p in module.parameters()))
 
 
 def check_state(state: dict, prefix: str, num_patterns: int, cout: int, cin: int,
