@@ -10,6 +10,7 @@
 namespace sparsekernels {
 void register_block1xn(pybind11::module& m);
 void register_stripe(pybind11::module& m);
+void register_pattern(pybind11::module& m);
 }  // namespace sparsekernels
 
 PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
@@ -25,4 +26,5 @@ PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
         "SIMD path the CPU kernels use on this machine");
   sparsekernels::register_block1xn(m);
   sparsekernels::register_stripe(m);
+  sparsekernels::register_pattern(m);
 }

@@ -20,7 +20,8 @@ cp -r sparsekernels "$out/pkg/" && rm -f "$out"/pkg/sparsekernels/_C.*.so
 cp "$out"/lib/sparsekernels/_C.*.so "$out/pkg/sparsekernels/"
 [ $# -gt 0 ] || set -- "$root/tests/test_op_adversarial.py" "$root/tests/test_bad_inputs.py" \
   "$root/tests/test_sparse_conv.py" "$root/tests/test_nn.py" "$root/tests/test_stripe_adversarial.py" \
-  "$root/tests/test_stripe_native.py" -k "not triton"
+  "$root/tests/test_stripe_native.py" "$root/tests/test_pattern_adversarial.py" \
+  "$root/tests/test_pattern_native.py" -k "not triton"
 cd "$out/pkg"
 export LD_PRELOAD="$(gcc -print-file-name=libasan.so):$(gcc -print-file-name=libubsan.so)"
 export ASAN_OPTIONS=detect_leaks=0:halt_on_error=1:abort_on_error=1

@@ -1,0 +1,270 @@
+// Bindings of the pattern-sparse conv: the full topology check, then each
+// pass's tensor checks and a call into the torch-free kernels in csrc/.
+// These functions are reachable from Python (sparsekernels._C and the custom
+// ops), so each one checks everything a kernel relies on before calling it:
+// bounded integers, consistent shapes, and the whole topology (the library
+// and kernel CSRs well formed, pattern ids in range, the value layout and the
+// transposed view equal to the ones the CSRs imply).
+#include <torch/extension.h>
+
+#include <vector>
+
+#include "conv_glue.h"
+#include "cpu/pattern/pattern_cpu.h"
+#include "csr_checks.h"
+#include "sparsekernels/pattern.h"
+#ifdef SK_WITH_CUDA
+#include "cuda/pattern/pattern_cuda.h"
+#endif
+
+namespace sparsekernels {
+namespace {
+
+using glue::HostInts;
+
+// Field names in the messages of csr_checks.h (they match
+// sparsekernels/formats/pattern.py).
+constexpr glue::CsrNames kLibraryNames{"pattern_ptr", "pattern_taps", "nnz",
+                                       "kernel positions Kh*Kw", "", "", "", "", ""};
+constexpr glue::CsrNames kNames{"row_ptr", "chan_idx", "nnz", "input channels per group",
+                                "col_ptr", "kernel", "col_ptr/kernel_idx/kernel_row",
+                                "row_ptr/chan_idx", "Pattern.topology()"};
+
+struct Topology {
+  const at::Tensor &pattern_ptr, &pattern_taps, &row_ptr, &chan_idx, &pattern_idx, &value_ptr,
+      &value_tap, &col_ptr, &kernel_idx, &kernel_row;
+};
+
+#define SK_TOPOLOGY_PARAMS                                                                  \
+  const at::Tensor &pattern_ptr, const at::Tensor &pattern_taps, const at::Tensor &row_ptr, \
+      const at::Tensor &chan_idx, const at::Tensor &pattern_idx,                            \
+      const at::Tensor &value_ptr, const at::Tensor &value_tap, const at::Tensor &col_ptr,  \
+      const at::Tensor &kernel_idx, const at::Tensor &kernel_row
+#define SK_TOPOLOGY_ARGS                                                                   \
+  Topology {                                                                               \
+    pattern_ptr, pattern_taps, row_ptr, chan_idx, pattern_idx, value_ptr, value_tap, col_ptr, \
+        kernel_idx, kernel_row                                                             \
+  }
+
+void check_1d(const char* name, const at::Tensor& t) {
+  TORCH_CHECK_TYPE(t.scalar_type() == at::kInt, name, ": expected dtype int32, got ",
+                   t.scalar_type());
+  TORCH_CHECK_VALUE(t.dim() == 1, name, ": expected a 1-D tensor, got shape ", t.sizes());
+}
+
+// Every pass reads the library, the CSR, the value layout and the transposed
+// view; all ten tensors are checked completely against the geometry
+// (O(P * Kh*Kw + nnz_values + Cout + Cin) integer work, negligible next to
+// the conv itself).
+Patterns checked_patterns(const ConvGeometry& geo, const at::Device& device,
+                          const Topology& t) {
+  const int64_t taps = int64_t{geo.kh} * geo.kw, cin_g = geo.cin_per_group();
+  const int64_t cout_g = geo.cout_per_group();
+  // Every count and offset of the topology (up to Cout * Cin/g * Kh*Kw weights)
+  // must fit the int32 indices.
+  TORCH_CHECK_VALUE(taps < glue::kInt32Max && cin_g * taps < glue::kInt32Max &&
+                        geo.cout * cin_g * taps < glue::kInt32Max,
+                    "weight shape: Cout * Cin/g * Kh * Kw = ", geo.cout, " * ", cin_g, " * ",
+                    geo.kh, " * ", geo.kw, " does not fit the int32 topology indices");
+  // The library.
+  check_1d("pattern_ptr", t.pattern_ptr);
+  TORCH_CHECK_VALUE(t.pattern_ptr.numel() >= 2, "pattern_ptr: expected at least one pattern "
+                    "(2 entries), got ", t.pattern_ptr.numel());
+  const int64_t num_patterns = t.pattern_ptr.numel() - 1;
+  glue::check_index_tensor("pattern_ptr", t.pattern_ptr, num_patterns + 1, device);
+  check_1d("pattern_taps", t.pattern_taps);
+  glue::check_index_tensor("pattern_taps", t.pattern_taps, t.pattern_taps.numel(), device);
+  const HostInts pp(t.pattern_ptr), pt(t.pattern_taps);
+  glue::check_csr(pp, pt, taps, kLibraryNames);
+  for (int64_t q = 0; q < num_patterns; ++q)
+    TORCH_CHECK_VALUE(pp[q + 1] > pp[q], "pattern_taps: pattern ", q,
+                      " is empty (every pattern keeps at least one position)");
+  // The kept kernels.
+  check_1d("chan_idx", t.chan_idx);
+  const int64_t nnz = t.chan_idx.numel();
+  TORCH_CHECK_VALUE(nnz <= geo.cout * cin_g, "chan_idx: ", nnz, " kernels, more than the ",
+                    geo.cout * cin_g, " a weight of this shape has");
+  glue::check_index_tensor("row_ptr", t.row_ptr, geo.cout + 1, device);
+  glue::check_index_tensor("chan_idx", t.chan_idx, nnz, device);
+  const HostInts rp(t.row_ptr), ci(t.chan_idx);
+  glue::check_csr(rp, ci, cin_g, kNames);
+  glue::check_index_tensor("pattern_idx", t.pattern_idx, nnz, device);
+  const HostInts pi(t.pattern_idx);
+  for (int64_t j = 0; j < nnz; ++j)
+    TORCH_CHECK_VALUE(pi[j] >= 0 && pi[j] < num_patterns, "pattern_idx: entry ", j, " = ",
+                      pi[j], " is out of range [0, ", num_patterns,
+                      ") (patterns in the library)");
+  // The value layout the CSR and the library imply (at most Cout*Cin/g*Kh*Kw
+  // values, checked above to fit int32).
+  glue::check_index_tensor("value_ptr", t.value_ptr, nnz + 1, device);
+  const HostInts vp(t.value_ptr);
+  int64_t nnz_values = 0;
+  for (int64_t j = 0; j < nnz; ++j) nnz_values += pp[pi[j] + 1] - pp[pi[j]];
+  auto rebuild = "; rebuild it with Pattern.topology()";
+  TORCH_CHECK_VALUE(vp[0] == 0, "value_ptr: not the value layout of pattern_idx (must start "
+                    "at 0, starts at ", vp[0], rebuild, ")");
+  for (int64_t j = 0; j < nnz; ++j)
+    TORCH_CHECK_VALUE(int64_t{vp[j + 1]} - vp[j] == pp[pi[j] + 1] - pp[pi[j]],
+                      "value_ptr: not the value layout of pattern_idx (kernel ", j, " has ",
+                      int64_t{vp[j + 1]} - vp[j], " values, its pattern ", pi[j], " has ",
+                      pp[pi[j] + 1] - pp[pi[j]], " positions", rebuild, ")");
+  glue::check_index_tensor("value_tap", t.value_tap, nnz_values, device);
+  const HostInts vt(t.value_tap);
+  for (int64_t j = 0; j < nnz; ++j)
+    for (int64_t v = vp[j], q = pp[pi[j]]; v < vp[j + 1]; ++v, ++q)
+      TORCH_CHECK_VALUE(vt[v] == pt[q], "value_tap: entry ", v, " = ", vt[v], " is not tap ",
+                        pt[q], " of kernel ", j, "'s pattern ", pi[j], rebuild);
+  // The transposed view; column of a kernel: (its group, its input channel).
+  glue::check_index_tensor("col_ptr", t.col_ptr, geo.cin + 1, device);
+  glue::check_index_tensor("kernel_idx", t.kernel_idx, nnz, device);
+  glue::check_index_tensor("kernel_row", t.kernel_row, nnz, device);
+  glue::check_transpose(
+      rp, ci, HostInts(t.col_ptr), HostInts(t.kernel_idx), HostInts(t.kernel_row),
+      [&](int64_t row, int64_t chan) { return (row / cout_g) * cin_g + chan; }, kNames);
+  Patterns p{};
+  p.pattern_ptr = t.pattern_ptr.data_ptr<int32_t>();
+  p.pattern_taps = t.pattern_taps.data_ptr<int32_t>();
+  p.num_patterns = num_patterns;
+  p.row_ptr = t.row_ptr.data_ptr<int32_t>();
+  p.chan_idx = t.chan_idx.data_ptr<int32_t>();
+  p.pattern_idx = t.pattern_idx.data_ptr<int32_t>();
+  p.nnz = nnz;
+  p.value_ptr = t.value_ptr.data_ptr<int32_t>();
+  p.value_tap = t.value_tap.data_ptr<int32_t>();
+  p.nnz_values = nnz_values;
+  p.col_ptr = t.col_ptr.data_ptr<int32_t>();
+  p.kernel_idx = t.kernel_idx.data_ptr<int32_t>();
+  p.kernel_row = t.kernel_row.data_ptr<int32_t>();
+  return p;
+}
+
+// values[nnz values] of the conv's dtype and device.
+void check_values(const at::Tensor& values, const at::Tensor& like, int64_t nnz_values) {
+  TORCH_CHECK_TYPE(values.scalar_type() == like.scalar_type(), "values: expected dtype ",
+                   like.scalar_type(), ", got ", values.scalar_type());
+  TORCH_CHECK_VALUE(values.device() == like.device(), "values: expected a tensor on ",
+                    like.device(), ", got ", values.device());
+  TORCH_CHECK_VALUE(values.dim() == 1 && values.size(0) == nnz_values,
+                    "values: expected shape [nnz values=", nnz_values, "], got ",
+                    values.sizes());
+}
+
+at::Tensor forward(const at::Tensor& x, const at::Tensor& values, SK_TOPOLOGY_PARAMS,
+                   const c10::optional<at::Tensor>& bias, int64_t cout, int64_t kh, int64_t kw,
+                   std::vector<int64_t> stride, std::vector<int64_t> padding,
+                   std::vector<int64_t> dilation, int64_t groups) {
+  glue::check_4d("input", x);
+  const auto geo = glue::make_geometry(x.size(0), x.size(1), x.size(2), x.size(3), cout, kh, kw,
+                                       stride, padding, dilation, groups);
+  const auto pt = checked_patterns(geo, x.device(), SK_TOPOLOGY_ARGS);
+  check_values(values, x, pt.nnz_values);
+  glue::check_bias(bias, x, cout);
+  auto vals = values.contiguous();
+  at::Tensor b = bias.has_value() ? bias->contiguous() : at::Tensor();
+  auto out = at::empty({geo.batch, cout, geo.out_h, geo.out_w}, x.options());
+  glue::dispatch_device(
+      "pattern_forward", x,
+      [&](auto tag) {
+        using T = typename decltype(tag)::type;
+        cpu::pattern_forward<T>(geo, pt, vals.data_ptr<T>(), x.data_ptr<T>(),
+                                glue::strides_of(x), b.defined() ? b.data_ptr<T>() : nullptr,
+                                out.data_ptr<T>(), at::get_num_threads());
+      },
+      SK_CUDA_LAUNCHER([&](cuda::DType dtype, cudaStream_t stream) {
+        return cuda::pattern_forward(dtype, geo, pt, vals.data_ptr(), x.data_ptr(),
+                                     glue::strides_of(x), b.defined() ? b.data_ptr() : nullptr,
+                                     out.data_ptr(), stream);
+      }));
+  return out;
+}
+
+at::Tensor grad_input(const at::Tensor& grad_out, const at::Tensor& values, SK_TOPOLOGY_PARAMS,
+                      int64_t cin, int64_t in_h, int64_t in_w, int64_t kh, int64_t kw,
+                      std::vector<int64_t> stride, std::vector<int64_t> padding,
+                      std::vector<int64_t> dilation, int64_t groups) {
+  glue::check_4d("grad_out", grad_out);
+  const auto geo = glue::make_geometry(grad_out.size(0), cin, in_h, in_w, grad_out.size(1), kh,
+                                       kw, stride, padding, dilation, groups);
+  TORCH_CHECK_VALUE(geo.out_h == grad_out.size(2) && geo.out_w == grad_out.size(3),
+                    "grad_out: spatial size (", grad_out.size(2), ", ", grad_out.size(3),
+                    ") does not match the convolution's output (", geo.out_h, ", ", geo.out_w,
+                    ")");
+  const auto pt = checked_patterns(geo, grad_out.device(), SK_TOPOLOGY_ARGS);
+  check_values(values, grad_out, pt.nnz_values);
+  auto vals = values.contiguous();
+  auto gin = at::empty({geo.batch, cin, in_h, in_w}, grad_out.options());
+  glue::dispatch_device(
+      "pattern_grad_input", grad_out,
+      [&](auto tag) {
+        using T = typename decltype(tag)::type;
+        cpu::pattern_grad_input<T>(geo, pt, vals.data_ptr<T>(), grad_out.data_ptr<T>(),
+                                   glue::strides_of(grad_out), gin.data_ptr<T>(),
+                                   at::get_num_threads());
+      },
+      SK_CUDA_LAUNCHER([&](cuda::DType dtype, cudaStream_t stream) {
+        return cuda::pattern_grad_input(dtype, geo, pt, vals.data_ptr(), grad_out.data_ptr(),
+                                        glue::strides_of(grad_out), gin.data_ptr(), stream);
+      }));
+  return gin;
+}
+
+at::Tensor grad_weight(const at::Tensor& x, const at::Tensor& grad_out, SK_TOPOLOGY_PARAMS,
+                       int64_t kh, int64_t kw, std::vector<int64_t> stride,
+                       std::vector<int64_t> padding, std::vector<int64_t> dilation,
+                       int64_t groups) {
+  glue::check_4d("input", x);
+  glue::check_activation("grad_out", grad_out, x);
+  const auto geo = glue::make_geometry(x.size(0), x.size(1), x.size(2), x.size(3),
+                                       grad_out.size(1), kh, kw, stride, padding, dilation,
+                                       groups);
+  TORCH_CHECK_VALUE(geo.batch == grad_out.size(0) && geo.out_h == grad_out.size(2) &&
+                        geo.out_w == grad_out.size(3),
+                    "grad_out: shape ", grad_out.sizes(), " does not match the convolution's "
+                    "output [", geo.batch, ", ", geo.cout, ", ", geo.out_h, ", ", geo.out_w, "]");
+  const auto pt = checked_patterns(geo, x.device(), SK_TOPOLOGY_ARGS);
+  auto gv = at::empty({pt.nnz_values}, x.options());
+  glue::dispatch_device(
+      "pattern_grad_weight", x,
+      [&](auto tag) {
+        using T = typename decltype(tag)::type;
+        cpu::pattern_grad_weight<T>(geo, pt, x.data_ptr<T>(), glue::strides_of(x),
+                                    grad_out.data_ptr<T>(), glue::strides_of(grad_out),
+                                    gv.data_ptr<T>(), at::get_num_threads());
+      },
+      SK_CUDA_LAUNCHER([&](cuda::DType dtype, cudaStream_t stream) {
+        return cuda::pattern_grad_weight(dtype, geo, pt, x.data_ptr(), glue::strides_of(x),
+                                         grad_out.data_ptr(), glue::strides_of(grad_out),
+                                         gv.data_ptr(), stream);
+      }));
+  return gv;
+}
+
+// Raises ValueError/TypeError unless the topology is one a kernel may read for
+// a conv with these shapes (what the passes above check first).
+void check_topology(SK_TOPOLOGY_PARAMS, int64_t cout, int64_t cin, int64_t kh, int64_t kw,
+                    int64_t groups) {
+  ConvGeometry geo{};
+  geo.groups = glue::bounded_int32("groups", groups, 1);
+  geo.cin = glue::bounded_int32("in_channels", cin, 1);
+  geo.cout = glue::bounded_int32("out_channels", cout, 1);
+  TORCH_CHECK_VALUE(cin % groups == 0, "groups: ", groups, " does not divide in_channels=", cin);
+  TORCH_CHECK_VALUE(cout % groups == 0, "groups: ", groups, " does not divide out_channels=",
+                    cout);
+  geo.kh = glue::bounded_int32("kernel height", kh, 1);
+  geo.kw = glue::bounded_int32("kernel width", kw, 1);
+  checked_patterns(geo, pattern_ptr.device(), SK_TOPOLOGY_ARGS);
+}
+
+#undef SK_TOPOLOGY_PARAMS
+#undef SK_TOPOLOGY_ARGS
+
+}  // namespace
+
+void register_pattern(pybind11::module& m) {
+  m.def("pattern_forward", &forward);
+  m.def("pattern_grad_input", &grad_input);
+  m.def("pattern_grad_weight", &grad_weight);
+  m.def("pattern_check_topology", &check_topology);
+}
+
+}  // namespace sparsekernels
