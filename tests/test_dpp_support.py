@@ -95,11 +95,12 @@ def test_chunked_batch_equals_whole_batch(mode, grad):
 def test_full_and_empty_support():
     full = dpp_with_support(padding=1, support=range(9))
     module = DynamicPatternConv2d.from_dpp(full)
-    assert module.resolved_mode() == "pconv"  # nothing pruned: the P-conv path
+    assert module.resolved_mode() == "mixed" and module.num_taps == 9
     x = torch.randn(2, 5, 5, 5, dtype=torch.float64)
-    torch.testing.assert_close(module(x), per_sample_reference(full, x), rtol=1e-12, atol=1e-12)
-    module.mode = "mixed"
-    torch.testing.assert_close(module(x), per_sample_reference(full, x), rtol=1e-12, atol=1e-12)
+    for mode in MODES:
+        module.mode = mode
+        torch.testing.assert_close(module(x), per_sample_reference(full, x), rtol=1e-12,
+                                   atol=1e-12)
     empty = dpp_with_support(padding=1, bias=True)
     with torch.no_grad():
         empty.threshold.fill_(1e3)

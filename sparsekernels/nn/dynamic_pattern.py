@@ -24,16 +24,16 @@ kw``, increasing), the attention net and the bias, and computes
 * ``"pconv"``: the training layer's own computation (one ``F.conv2d`` with
   ``P Cout`` outputs on the full ``Kh x Kw`` kernels, then the sum).
 
-``mode="auto"`` (the default) picks ``"mixed"`` unless no position is
-pruned (``|U| = Kh Kw``): then nothing is saved over a dense conv's work per
-pattern and ``"pconv"`` lets oneDNN's direct conv run (still P x the dense
-FLOPs; the mixed path would do 1 x plus the mix, but as small GEMMs or an
-im2col copy of Kh*Kw x the input: which wins there is measured by ``bench
-dpp --taps 9``). ``"static"`` does P x the mixed path's FLOPs in one GEMM
-shared by the batch; it never beat ``"mixed"`` at the CIFAR shapes.
-All three give the same output; autograd gives each its backward (the
-gather's backward is a strided add into the padded gradient), so training or
-fine-tuning through the module costs the same order as its forward.
+``mode="auto"`` (the default) is ``"mixed"``, also when no position is
+pruned (``|U| = Kh Kw``): nothing is saved over the dense conv then, but the
+mixed path still does 1 x the dense FLOPs plus the mix where ``"pconv"``
+does P x, and it was the faster of the two in every ``bench dpp --taps 9``
+smoke run (CIFAR shapes, batch 8 and 64). ``"static"`` does P x the mixed
+path's FLOPs in one GEMM shared by the batch and never beat ``"mixed"`` at
+those shapes; ``"pconv"`` and ``"static"`` stay selectable to compare.
+All paths give the same output; autograd gives each its backward (the
+gather's backward is a strided add into the padded gradient): in the smoke
+runs forward+backward cost 4-6 x the forward, about the dense conv's ratio.
 
 The layer's FLOPs (:meth:`flops`) are reported by both of DPPNet's metrics,
 as :meth:`DPPConv2d.flops` does: ``"static"`` (the P convs) and ``"union"``
@@ -132,7 +132,7 @@ class DynamicPatternConv2d(nn.Module):
         """The path :meth:`forward` takes (``mode`` with ``"auto"`` decided)."""
         if self.mode != "auto":
             return self.mode
-        return "pconv" if self.num_taps == self.kernel_size[0] * self.kernel_size[1] else "mixed"
+        return "mixed"
 
     def gather(self, x: Tensor) -> tuple[Tensor, int, int]:
         """``cols[B, Cin*|U|, OH*OW]`` (row ``i*|U| + u``: channel i at tap u),
