@@ -155,6 +155,10 @@ def test_dppnet_runs_end_to_end(tmp_path, dense):
     pruned = sum(int((layer.export().kernels == 0).flatten(0, 2).all(0).sum()) for layer in layers)
     positions = sum(layer.kernel_size[0] * layer.kernel_size[1] for layer in layers)
     assert result["sparsity"] == pruned / positions
+    # FLOPs: P static convs (the current count) and the paper's union support,
+    # which with nothing pruned yet is the dense conv plus attention and mixing
+    assert result["flops_dense"] < result["flops_union"] < min(1.2 * result["flops_dense"],
+                                                               result["flops"])
 
 
 def test_interrupted_run_resumes_to_the_same_weights(tmp_path, dense, monkeypatch):

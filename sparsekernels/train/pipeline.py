@@ -262,6 +262,9 @@ def _finish(cfg, job_dir, model, method, metrics, result, flops_dense, info, num
         sparsity=method.sparsity(model),
         flops_dense=flops_dense,
         flops=count_flops(model, info.input_shape),
+        # DPPNet layers by the paper's metric (their union support); the same
+        # count as ``flops`` for every other model
+        flops_union=count_flops(model, info.input_shape, dpp_metric="union"),
         params=sum(p.numel() for p in model.parameters()),
         nonzero_params=sum(int((p != 0).sum()) for p in model.parameters()),
     )
