@@ -26,12 +26,14 @@
 //                per kept weight and tile.
 
 constexpr int kR = 12;  // vectors per pixel tile
-// Bytes of a block's planes (tile + span) the forward/grad-input sweep keeps in L1.
-constexpr int64_t kBlockBudget = 24 << 10;
+// Bytes of a block's planes (tile + span) the forward/grad-input sweep keeps in L1
+// (half of a 32 KiB L1: the plan and the partial sums stream through it too;
+// 8-24 KiB measured alike within the noise of a shared machine).
+constexpr int64_t kBlockBudget = 16 << 10;
 
-// dst[0 .. kR*L) = init + sum_e w[e] * base[off[e] + 0 .. kR*L).
+// dst[0 .. kR*L) = init + sum_e ent[e].w * base[ent[e].off + 0 .. kR*L).
 template <typename T>
-inline void sweep_tile(const T* base, const int64_t* off, const T* w, int64_t n,
+inline void sweep_tile(const T* base, const pattern_plan::Entry<T>* ent, int64_t n,
                        const T* init_buf, T init, T* dst) {
   using V = typename Vec<T>::type;
   constexpr int L = lanes<T>();
@@ -43,8 +45,8 @@ inline void sweep_tile(const T* base, const int64_t* off, const T* w, int64_t n,
     for (int r = 0; r < kR; ++r) acc[r] = b;
   }
   for (int64_t e = 0; e < n; ++e) {
-    const T* p = base + off[e];
-    const V s = vbcast<V>(w[e]);
+    const T* p = base + ent[e].off;
+    const V s = vbcast<V>(ent[e].w);
 #pragma GCC unroll 24
     for (int r = 0; r < kR; ++r) acc[r] = vfma(s, vload<V>(p + r * L), acc[r]);
   }
@@ -83,7 +85,7 @@ void sweep_conv(const ConvGeometry& geo, const pattern_plan::Plan<T>& plan, Sour
             const int64_t row = g * rows_g + rl;
             const int64_t lo = plan.begin(row, bk), hi = plan.end(row, bk);
             T* y = ybuf + rl * TT;
-            sweep_tile<T>(base, plan.off.data() + lo, plan.w.data() + lo, hi - lo,
+            sweep_tile<T>(base, plan.ent.data() + lo, hi - lo,
                           bk ? y : nullptr, bias ? bias[row] : T(0), last ? tmp : y);
             if (last)
               wide.store(tmp, q0, TT, out + (b0 * plan.rows + row) * out_hw,
@@ -144,16 +146,16 @@ void grad_input(const ConvGeometry& geo, const Patterns& p, const T* values, con
   sweep_conv<T>(geo, plan, src, grad_out, go_s, nullptr, grad_input, hw, num_threads);
 }
 
-// gv[val[e]] += sum_q g[q] * base[off[e] + q] over the tile, g in registers.
+// gv[val[e]] += sum_q g[q] * base[ent[e].off + q] over the tile, g in registers.
 template <typename T>
-inline void dot_tile(const T* g, const T* base, const int64_t* off, const int32_t* val,
-                     int64_t n, T* gv) {
+inline void dot_tile(const T* g, const T* base, const pattern_plan::Entry<T>* ent,
+                     const int32_t* val, int64_t n, T* gv) {
   using V = typename Vec<T>::type;
   constexpr int L = lanes<T>();
   V gr[kR];
   for (int r = 0; r < kR; ++r) gr[r] = vload<V>(g + r * L);
   for (int64_t e = 0; e < n; ++e) {
-    const T* p = base + off[e];
+    const T* p = base + ent[e].off;
     V a0 = gr[0] * vload<V>(p), a1 = gr[1] * vload<V>(p + L), a2 = gr[2] * vload<V>(p + 2 * L);
 #pragma GCC unroll 24
     for (int r = 3; r < kR; r += 3) {
@@ -209,7 +211,7 @@ void grad_weight(const ConvGeometry& geo, const Patterns& p, const T* input, Str
             const int64_t lo = plan.begin(o, bk), hi = plan.end(o, bk);
             if (lo == hi) continue;
             const T* base = src.buf + (o / cout_g) * cin_g * cs + q0;
-            dot_tile<T>(gw.buf + o * gw.cs + q0, base, plan.off.data() + lo,
+            dot_tile<T>(gw.buf + o * gw.cs + q0, base, plan.ent.data() + lo,
                         plan.val.data() + lo, hi - lo, grad_values);
           }
         }

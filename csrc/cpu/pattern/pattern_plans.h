@@ -24,20 +24,43 @@ namespace cpu {
 namespace detail {
 namespace pattern_plan {
 
+// One kept weight as a sweep applies it: element offset within its group's
+// planes (the bindings bound every plane layout to int32 offsets) and weight.
+template <typename T>
+struct Entry {
+  int32_t off;
+  T w;
+};
+
 template <typename T>
 struct Plan {
   int64_t rows = 0;     // all rows (every group)
   int64_t cols = 0;     // columns per group
   int64_t block = 1;    // columns per block
   int64_t nblocks = 1;  // blocks per group
-  std::vector<int64_t> ptr;  // [rows * nblocks + 1]: entries of (row, block)
-  std::vector<int64_t> off;  // element offset of the entry within its group's planes
-  std::vector<T> w;          // its weight
-  std::vector<int32_t> val;  // its index in `values`
+  // Entries of (row, block) at [ptr[i], ptr[i + 1]), i = (g * nblocks + b) *
+  // rows_g + row within the group: block-major, as the sweeps run (for each
+  // block, every row), so a sweep reads the plan front to back.
+  std::vector<int64_t> ptr;
+  std::vector<Entry<T>> ent;
+  std::vector<int32_t> val;  // grad-weight: each entry's index in `values`
 
-  int64_t begin(int64_t row, int64_t b) const { return ptr[row * nblocks + b]; }
-  int64_t end(int64_t row, int64_t b) const { return ptr[row * nblocks + b + 1]; }
+  int64_t index(int64_t row, int64_t b) const {
+    const int64_t rows_g = rows / groups, g = row / rows_g;
+    return (g * nblocks + b) * rows_g + row % rows_g;
+  }
+  int64_t begin(int64_t row, int64_t b) const { return ptr[index(row, b)]; }
+  int64_t end(int64_t row, int64_t b) const { return ptr[index(row, b) + 1]; }
+  int64_t groups = 1;
 };
+
+// Offsets within a group's planes must fit the int32 entries.
+inline void check_offsets(int64_t planes, int64_t cs) {
+  if (planes * cs >= (int64_t(1) << 31))
+    throw std::invalid_argument(
+        "pattern conv: an image group's planes exceed 2^31 elements (input too large for "
+        "the CPU kernels)");
+}
 
 // Columns per block: `budget` bytes of `col_rows` planes of tile + span
 // elements each, blocks of near-equal size.
@@ -50,30 +73,58 @@ inline void choose_blocks(int64_t cols, int64_t col_rows, int64_t tile, int64_t 
   nblocks = (cols + block - 1) / block;
 }
 
+// Builds a plan from each(emit), which calls emit(row, col, kernel, tap
+// offset of each value) for every kept kernel (twice: counting, then filling);
+// entry offset col * cs + off[tap], weights values[v] (values null: 0, and
+// the value indices are recorded instead, for grad-weight).
+template <typename T, typename Each>
+Plan<T> build_plan(int64_t rows, int64_t cols, int64_t groups, int64_t block, int64_t nblocks,
+                   int64_t cs, const Patterns& p, const std::vector<int64_t>& off,
+                   const T* values, Each&& each) {
+  Plan<T> plan;
+  plan.rows = rows, plan.cols = cols, plan.groups = groups, plan.block = block;
+  plan.nblocks = nblocks;
+  check_offsets(cols, cs);
+  plan.ptr.assign(rows * nblocks + 1, 0);
+  each([&](int64_t i, int64_t, int64_t j) {
+    plan.ptr[i + 1] += p.value_ptr[j + 1] - p.value_ptr[j];
+  });
+  for (size_t i = 1; i < plan.ptr.size(); ++i) plan.ptr[i] += plan.ptr[i - 1];
+  std::vector<int64_t> cursor(plan.ptr.begin(), plan.ptr.end() - 1);
+  plan.ent.resize(p.nnz_values);
+  if (!values) plan.val.resize(p.nnz_values);
+  std::vector<int64_t> toff(off.begin(), off.end());
+  each([&](int64_t i, int64_t col, int64_t j) {
+    int64_t at = cursor[i];
+    const int64_t base = col * cs;
+    for (int64_t v = p.value_ptr[j]; v < p.value_ptr[j + 1]; ++v, ++at) {
+      plan.ent[at] = {static_cast<int32_t>(base + toff[p.value_tap[v]]),
+                      values ? values[v] : T(0)};
+      if (!values) plan.val[at] = static_cast<int32_t>(v);
+    }
+    cursor[i] = at;
+  });
+  return plan;
+}
+
 // Forward / grad-weight plan: rows are output channels, columns the group's
-// input channels; entry offset c * cs + off[tap].
+// input channels; entry offset c * cs + off[tap]. values null: weights 0 and
+// value indices recorded (grad-weight).
 template <typename T>
 Plan<T> forward_plan(const ConvGeometry& geo, const Patterns& p, const T* values, int64_t cs,
                      const std::vector<int64_t>& off, int64_t block, int64_t nblocks) {
-  Plan<T> plan;
-  plan.rows = geo.cout, plan.cols = geo.cin_per_group(), plan.block = block;
-  plan.nblocks = nblocks;
-  plan.ptr.assign(plan.rows * nblocks + 1, 0);
-  plan.off.reserve(p.nnz_values), plan.val.reserve(p.nnz_values);
-  if (values) plan.w.reserve(p.nnz_values);
-  for (int64_t o = 0; o < geo.cout; ++o) {
-    for (int64_t j = p.row_ptr[o]; j < p.row_ptr[o + 1]; ++j) {
-      const int64_t c = p.chan_idx[j];
-      plan.ptr[o * nblocks + c / block + 1] += p.value_ptr[j + 1] - p.value_ptr[j];
-      for (int64_t v = p.value_ptr[j]; v < p.value_ptr[j + 1]; ++v) {
-        plan.off.push_back(c * cs + off[p.value_tap[v]]);
-        plan.val.push_back(static_cast<int32_t>(v));
-        if (values) plan.w.push_back(values[v]);
+  const int64_t cout_g = geo.cout_per_group();
+  return build_plan<T>(geo.cout, geo.cin_per_group(), geo.groups, block, nblocks, cs, p, off,
+                       values, [&](auto&& emit) {
+    for (int64_t o = 0; o < geo.cout; ++o) {
+      // index (g, b, o within the group) = gb0 + b * cout_g
+      const int64_t g = o / cout_g, gb0 = g * nblocks * cout_g + o % cout_g;
+      for (int64_t j = p.row_ptr[o]; j < p.row_ptr[o + 1]; ++j) {
+        const int64_t c = p.chan_idx[j];
+        emit(gb0 + c / block * cout_g, c, j);
       }
     }
-  }
-  for (size_t i = 1; i < plan.ptr.size(); ++i) plan.ptr[i] += plan.ptr[i - 1];
-  return plan;
+  });
 }
 
 // Grad-input plan: rows are input channels (the transposed view), columns
@@ -83,24 +134,17 @@ template <typename T>
 Plan<T> grad_input_plan(const ConvGeometry& geo, const Patterns& p, const T* values,
                         int64_t cs, const std::vector<int64_t>& off, int64_t block,
                         int64_t nblocks) {
-  Plan<T> plan;
   const int64_t cout_g = geo.cout_per_group(), cin_g = geo.cin_per_group();
-  plan.rows = geo.cin, plan.cols = cout_g, plan.block = block, plan.nblocks = nblocks;
-  plan.ptr.assign(plan.rows * nblocks + 1, 0);
-  plan.off.reserve(p.nnz_values), plan.w.reserve(p.nnz_values);
-  for (int64_t c = 0; c < geo.cin; ++c) {
-    const int64_t g = c / cin_g;
-    for (int64_t t = p.col_ptr[c]; t < p.col_ptr[c + 1]; ++t) {
-      const int64_t j = p.kernel_idx[t], o = p.kernel_row[t] - g * cout_g;
-      plan.ptr[c * nblocks + o / block + 1] += p.value_ptr[j + 1] - p.value_ptr[j];
-      for (int64_t v = p.value_ptr[j]; v < p.value_ptr[j + 1]; ++v) {
-        plan.off.push_back(o * cs + off[p.value_tap[v]]);
-        plan.w.push_back(values[v]);
+  return build_plan<T>(geo.cin, cout_g, geo.groups, block, nblocks, cs, p, off, values,
+                       [&](auto&& emit) {
+    for (int64_t c = 0; c < geo.cin; ++c) {
+      const int64_t g = c / cin_g, gb0 = g * nblocks * cin_g + c % cin_g;
+      for (int64_t t = p.col_ptr[c]; t < p.col_ptr[c + 1]; ++t) {
+        const int64_t o = p.kernel_row[t] - g * cout_g;
+        emit(gb0 + o / block * cin_g, o, p.kernel_idx[t]);
       }
     }
-  }
-  for (size_t i = 1; i < plan.ptr.size(); ++i) plan.ptr[i] += plan.ptr[i - 1];
-  return plan;
+  });
 }
 
 }  // namespace pattern_plan
