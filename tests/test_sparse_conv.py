@@ -3,6 +3,7 @@ dense float64 F.conv2d (and its autograd) on the decoded weight: geometry x
 kind x backend x dtype x pass, written once."""
 import pytest
 import torch
+import torch.nn.functional as F
 
 from sparsekernels.kinds import KINDS
 from sparsekernels.testing import (
@@ -148,32 +149,81 @@ def test_unbatched_input(kind):
     torch.testing.assert_close(out, reference_output(case)[0])
 
 
-# A mask keeping weights that never read input (channel 1, row 4, column 4) of
-# a 5x5 image at padding 1, and the kind's parameters.
+# Per kind, a keep mask of a [4, 2, 3, 3] weight (5x5 image, padding 1) and the
+# kind's parameters such that a non-finite x[0, 1, 2, 2] or grad_out[0, 0, 2, 2]
+# is read by some kept weights and, in the same tap or channel chunk of a dot
+# kernel's tile, by pruned ones: a kernel multiplying a pruned position's zero
+# by it (0 * NaN = NaN) spreads it where no kept weight reaches.
 _NAN_MASKS = {
-    "block1xn": (lambda m: m[:, 0].fill_(True), {"n": 4}),  # channel 1 read by no block
-    "stripe": (lambda m: m[:, :, 0, 0].fill_(True), {}),  # only tap (0, 0): reads up-left
-    # channel 0: the centre; channel 1: the top row only (reads rows <= 3)
+    # N=3: outputs 0-2 keep input channel 0; the short row (output 3 and two
+    # padded lanes, whose gradient must stay 0) keeps channel 1
+    "block1xn": (lambda m: (m[:3, 0].fill_(True), m[3, 1].fill_(True)), {"n": 3}),
+    # output 0 keeps only tap (0, 0), output 1 only tap (2, 2), outputs 2-3 none
+    "stripe": (lambda m: (m[0, :, 0, 0].fill_(True), m[1, :, 2, 2].fill_(True)), {}),
+    # channel 0: the centre; channel 1: the top row only
     "pattern": (lambda m: (m[:, 0, 1, 1].fill_(True), m[:, 1, 0, :].fill_(True)), {}),
 }
+# Every sparse backend here (the dense reference reads pruned weights).
+_SPARSE = [("cpu", b) for b in BACKENDS if b != "reference"] + [
+    (d, b) for d, b in GPU if b != "reference"]
+_NONFINITE = [pytest.param(float("nan"), id="nan"), pytest.param(float("inf"), id="inf")]
 
 
-@pytest.mark.parametrize("kind", KINDS)
-def test_pruned_weights_do_not_exist_for_nan_inputs(kind):
-    """A NaN input that only pruned weights read stays out of the output on
-    the sparse kernels (the dense reference propagates it)."""
-    if "cpu" not in BACKENDS:
-        pytest.skip("compiled CPU kernels not built")
-    spec = KINDS[kind]
-    w = torch.randn(4, 2, 3, 3, dtype=torch.float64)
+def _nan_case(kind, device):
+    """(format, its keep mask, finite x, a finite grad_out draw), float64."""
+    gen = torch.Generator().manual_seed(0)
+    w = torch.randn(4, 2, 3, 3, generator=gen, dtype=torch.float64)
     mask = torch.zeros_like(w, dtype=torch.bool)
     keep, params = _NAN_MASKS[kind]
     keep(mask)
-    fmt = spec.format.from_mask(w, mask, **params)
-    x = torch.randn(1, 2, 5, 5, dtype=torch.float64)
-    x[0, 1, 4, 4] = float("nan")
-    assert torch.isfinite(spec.conv2d(x, fmt, padding=1, backend="cpu")).all()
-    assert torch.isnan(spec.conv2d(x, fmt, padding=1, backend="reference")).any()
+    fmt = KINDS[kind].format.from_mask(w, mask, **params)
+    x = torch.randn(1, 2, 5, 5, generator=gen, dtype=torch.float64)
+    go = torch.randn(1, 4, 5, 5, generator=gen, dtype=torch.float64)
+    return fmt.to(device), mask, x.to(device), go.to(device)
+
+
+def _bad(t):
+    return ~torch.isfinite(t.detach()).cpu()
+
+
+@pytest.mark.parametrize("value", _NONFINITE)
+@pytest.mark.parametrize("kind", KINDS)
+@pytest.mark.parametrize("device,backend", _SPARSE)
+def test_pruned_weights_do_not_exist_for_nan_inputs(kind, device, backend, value):
+    """A NaN/Inf input reaches exactly the outputs, and the kept weights'
+    gradients, whose kept weights read it: none that only pruned weights read
+    (the dense reference propagates it through those)."""
+    fmt, mask, x, go = _nan_case(kind, device)
+    x[0, 1, 2, 2] = value
+    spec, marked = KINDS[kind], _bad(x).double()
+    values = fmt.values.clone().requires_grad_(True)
+    out = spec.conv2d(x, fmt.with_values(values), padding=1, backend=backend)
+    (gv,) = torch.autograd.grad(out, values, go)
+
+    reach = F.conv2d(marked, mask.double(), padding=1) > 0
+    assert torch.equal(_bad(out), reach)
+    reach_w = torch.nn.grad.conv2d_weight(marked, mask.shape, torch.ones(1, 4, 5, 5,
+                                          dtype=torch.float64), padding=1)
+    assert torch.equal(_bad(gv), fmt.to("cpu").gather(reach_w * mask) > 0)
+    assert (_bad(spec.conv2d(x, fmt, padding=1, backend="reference")) & ~reach).any()
+
+
+@pytest.mark.parametrize("value", _NONFINITE)
+@pytest.mark.parametrize("kind", KINDS)
+@pytest.mark.parametrize("device,backend", _SPARSE)
+def test_pruned_weights_do_not_exist_for_nan_grad_out(kind, device, backend, value):
+    """A NaN/Inf output gradient reaches exactly the input-gradient elements
+    a kept weight carries it to."""
+    fmt, mask, x, go = _nan_case(kind, device)
+    go[0, 0, 2, 2] = value
+    spec = KINDS[kind]
+    grads = []
+    for b in (backend, "reference"):
+        xg = x.clone().requires_grad_(True)
+        grads += torch.autograd.grad(spec.conv2d(xg, fmt, padding=1, backend=b), xg, go)
+    reach = torch.nn.grad.conv2d_input(x.shape, mask.double(), _bad(go).double(), padding=1) > 0
+    assert torch.equal(_bad(grads[0]), reach)
+    assert (_bad(grads[1]) & ~reach).any()
 
 
 @pytest.mark.skipif("cpu" not in BACKENDS, reason="compiled CPU kernels not built")

@@ -199,7 +199,7 @@ def test_rejects_unsupported_and_mismatched_dtypes(kind):
         mod.grad_weight(case.x, go.half(), topo, conv)
 
 
-# ---- pattern: libraries of mixed sizes, NaN/Inf inputs ------------------------
+# ---- pattern: libraries of mixed sizes; every kind: NaN/Inf inputs ------------
 def _pattern_case(name, dtype, library, seed=0, **spec):
     """A pattern case whose weight keeps, per kernel, a pattern of ``library``
     (bool ``[P, Kh, Kw]``) drawn at random, or is dropped (id -1)."""
@@ -238,11 +238,15 @@ def test_pattern_library_of_mixed_sizes(name, dtype):
     _check_passes("pattern", "odd_hw_short_row", case)
 
 
-def _nonfinite_case():
+def _nonfinite_case(kind):
     """x with a NaN and an Inf that some rows of a tile read through kept
-    weights and others only through pruned ones."""
-    library = _library((3, 3), [(4,), (0, 1), (4, 5, 7, 8)])
-    case = _pattern_case("nan", torch.float32, library, seed=3, cout=12, hw=(5, 6))
+    weights and others only through pruned ones (1xN: a short last row too)."""
+    if kind == "pattern":
+        library = _library((3, 3), [(4,), (0, 1), (4, 5, 7, 8)])
+        case = _pattern_case("nan", torch.float32, library, seed=3, cout=12, hw=(5, 6))
+    else:
+        case = make_case(kind=kind, dtype=torch.float32, device=DEVICE, seed=3, hw=(5, 6),
+                         cout=10 if kind == "block1xn" else 12)
     x = case.x.clone()
     x[0, 1, 2, 3] = float("nan")
     x[1, 4, 0, 5] = float("inf")
@@ -264,15 +268,16 @@ def _assert_nonfinite_exactly_where(got, want_bad, ref_finite):
     assert err <= 1e-5 * max(1.0, ref_finite.abs().max().item()), err
 
 
-def test_pattern_nonfinite_input_reaches_only_what_kept_weights_read():
+@pytest.mark.parametrize("kind", KINDS)
+def test_nonfinite_input_reaches_only_what_kept_weights_read(kind):
     """A NaN/Inf in x (forward, grad-weight) or in grad_out (grad-input) shows
     up exactly where a kept weight meets it: the pruned positions' zeros in
-    the dots' A tiles never multiply it."""
-    case = _nonfinite_case()
+    the dots' tiles never multiply it (and 1xN's padded lanes stay 0)."""
+    case = _nonfinite_case(kind)
     bad_x = ~torch.isfinite(case.x)
     clean = case._replace(x=torch.where(bad_x, 0.0, case.x))
     conv = _conv(case)
-    mod = _backend("pattern")
+    mod = _backend(kind)
     topo, values = case.weight.topology(), case.weight.values
 
     out = mod.forward(case.x, values, topo, case.bias, conv)

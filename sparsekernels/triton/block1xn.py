@@ -182,7 +182,7 @@ def _grad_weight_kernel(
     kh = offs_t // KW
     kw = offs_t - kh * KW
     offs_n = tl.arange(0, BLOCK_N)
-    n_ok = offs_n < lanes  # padded lanes load 0, so they store exactly 0
+    n_ok = offs_n < lanes  # padded lanes: load 0, store exactly 0
     x_c = c.to(tl.int64) * sxc
     go_n = (oc0 + offs_n).to(tl.int64) * sgc
 
@@ -205,6 +205,9 @@ def _grad_weight_kernel(
         gv = tl.load(go_ptr + g_off, mask=p_ok[:, None] & n_ok[None, :], other=0.0)
         acc = tl.dot(a, gv, acc, input_precision="ieee")
 
+    # Padded lanes load 0 from grad_out, but 0 * a NaN/Inf of x is NaN: zero
+    # them explicitly (they are no weight; their gradient is exactly 0).
+    acc = tl.where(n_ok[None, :], acc, 0.0)
     gw_off = (blk.to(tl.int64) * T + offs_t)[:, None] * N + offs_n[None, :]
     tl.store(gw_ptr + gw_off, acc.to(gw_ptr.dtype.element_ty),
              mask=t_ok[:, None] & (offs_n < N)[None, :])

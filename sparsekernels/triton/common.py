@@ -1,7 +1,8 @@
 """What every kind's Triton backend shares: the interpreter switch and its
 lock, the accumulator dtype of each input dtype, the launcher that runs one
-fixed config under the interpreter and autotunes on a GPU, and host-side
-operand checks and grid helpers."""
+fixed config under the interpreter and autotunes on a GPU, host-side
+operand checks and grid helpers, and the NaN/Inf protocol of the dot
+kernels that would otherwise read pruned weights (below)."""
 from __future__ import annotations
 
 import os
@@ -75,3 +76,43 @@ def _grid(programs: int, extent: int, tile: str):
 
 def _conv_scalars(conv: ConvArgs) -> tuple:
     return (*conv.stride, *conv.padding, *conv.dilation)
+
+
+# ---------------------------------------------------------------------------
+# NaN/Inf: "pruned weights do not exist". A kernel whose tl.dot tile holds a
+# pruned position as a zero computes 0 * NaN = NaN when the other operand
+# (x, or grad_out) is not finite there, leaking a value only pruned weights
+# read. Such a kernel takes a device flag (``_nonfinite`` of that operand,
+# no host sync) and an ``EXACT`` constexpr, and is launched twice
+# (``_launch_dot_or_exact``): the dot variant does the work when the flag is
+# clear, the exact one (adding only kept products: ``tl.where``, never
+# ``0 *``) when it is set; the other launch's programs read the flag
+# (``_flag_picks``) and store nothing. Two launches, not a branch in one
+# kernel, so the dot kernel carries no registers for the exact path.
+# ---------------------------------------------------------------------------
+def _nonfinite(t: torch.Tensor) -> torch.Tensor:
+    """int32 ``[1]`` on ``t``'s device: 1 if ``t`` holds a NaN/Inf (no sync)."""
+    return (~torch.isfinite(t)).any().reshape(1).to(torch.int32)
+
+
+@triton.jit
+def _flag_picks(flag_ptr, offs, EXACT: tl.constexpr):
+    """``(run, run_any)``: whether this launch (``EXACT`` or not) is the one
+    the flag picks, per element of ``offs`` (a store mask of its shape: the
+    interpreter rejects a scalar one) and as one scalar (loop bounds: the
+    unpicked launch does no work). One scalar load, broadcast: loading the
+    flag per element cost stripe's forward 16 registers on sm_90 (and its
+    128x128 config a spill)."""
+    flag = tl.load(flag_ptr)
+    if EXACT:
+        run = flag != 0
+    else:
+        run = flag == 0
+    return (offs * 0 + run.to(tl.int32)) != 0, run
+
+
+def _launch_dot_or_exact(dot: _Launcher, exact: _Launcher, grid, *args, **kwargs):
+    """Both variants of a flag-taking kernel; the device flag in ``args``
+    picks the one that stores."""
+    dot(grid, *args, **kwargs, EXACT=False)
+    exact(grid, *args, **kwargs, EXACT=True)

@@ -40,10 +40,11 @@ grad-input) for non-finite values, on the device (one elementwise pass, no
 sync), into a flag, and launches the kernel twice: the dot variant does the
 work when the flag is clear, the ``EXACT`` variant (an FMA loop per column
 adding only kept products: ``tl.where``, never ``0 *``) when it is set; the
-other launch's programs read the flag and store nothing. Two variants, not a
-branch in one kernel: with the branch the dot kernel (64x64x32, fp16) used
-255 registers and spilled 164 B (234 and none without). Exact is slow,
-but only runs when the input already holds NaN/Inf.
+other launch's programs read the flag and store nothing (the protocol's
+helpers are shared with stripe: common.py). Two variants, not a branch in
+one kernel: with the branch the dot kernel (64x64x32, fp16) used 255
+registers and spilled 164 B (234 and none without). Exact is slow, but
+only runs when the input already holds NaN/Inf.
 
 Grad-input, ``dX[i, q] = sum_(o, t) W[o, i, t] dY[o, q unshifted by t]``: the
 mirror image: a program owns ``BLOCK_C`` input channels of one group x
@@ -76,7 +77,9 @@ import triton.language as tl
 
 from ..conv_args import ConvArgs, output_hw
 from ..formats.pattern import PatternTopology
-from .common import _ACC, _Launcher, _cfg, _check, _conv_scalars
+from .common import (
+    _ACC, _Launcher, _cfg, _check, _conv_scalars, _flag_picks, _launch_dot_or_exact, _nonfinite,
+)
 
 
 # ---------------------------------------------------------------------------
@@ -113,12 +116,7 @@ def _forward_kernel(
     x_base = b.to(tl.int64) * sxb + (g * C_IN_G).to(tl.int64) * sxc
     offs_k = tl.arange(0, BLOCK_K)
     # The dot launch runs when x is finite, the exact one when it is not.
-    flag = tl.load(flag_ptr + offs_p * 0)  # per pixel: a vector store mask
-    if EXACT:
-        run_p = flag != 0
-    else:
-        run_p = flag == 0
-    run = tl.max(run_p.to(tl.int32)) > 0
+    run_p, run = _flag_picks(flag_ptr, offs_p, EXACT)  # per pixel: a store mask
 
     T: tl.constexpr = KH * KW
     acc = tl.zeros([BLOCK_O, BLOCK_P], dtype=ACC)
@@ -197,12 +195,7 @@ def _grad_input_kernel(
     go_b = b.to(tl.int64) * sgb
     offs_k = tl.arange(0, BLOCK_K)
     # The dot launch runs when grad_out is finite, the exact one when it is not.
-    flag = tl.load(flag_ptr + offs_p * 0)  # per pixel: a vector store mask
-    if EXACT:
-        run_p = flag != 0
-    else:
-        run_p = flag == 0
-    run = tl.max(run_p.to(tl.int32)) > 0
+    run_p, run = _flag_picks(flag_ptr, offs_p, EXACT)  # per pixel: a store mask
 
     T: tl.constexpr = KH * KW
     acc = tl.zeros([BLOCK_C, BLOCK_P], dtype=ACC)
@@ -386,11 +379,6 @@ def _plan(topo: PatternTopology) -> tuple[torch.Tensor, torch.Tensor, torch.Tens
     return vmap, pmap, pos
 
 
-def _nonfinite(t: torch.Tensor) -> torch.Tensor:
-    """int32 ``[1]`` on ``t``'s device: 1 if ``t`` holds a NaN/Inf (no sync)."""
-    return (~torch.isfinite(t)).any().reshape(1).to(torch.int32)
-
-
 def forward(
     x: torch.Tensor,
     values: torch.Tensor,
@@ -421,8 +409,7 @@ def forward(
     consts = dict(KH=kh, KW=kw, HAS_BIAS=bias is not None, ACC=_ACC[x.dtype])
     # Both launch; the flag on the device picks the one that does the work
     # (no host sync), so the dot kernel carries no registers for the other.
-    _forward(grid, *args, **consts, EXACT=False)
-    _forward_exact(grid, *args, **consts, EXACT=True)
+    _launch_dot_or_exact(_forward, _forward_exact, grid, *args, **consts)
     return out
 
 
@@ -453,8 +440,7 @@ def grad_input(
             p, cin, cin_g, h, w, oh, ow, cout // g,
             *grad_out.stride(), *_conv_scalars(conv))
     consts = dict(KH=kh, KW=kw, ACC=_ACC[grad_out.dtype])
-    _grad_input(grid, *args, **consts, EXACT=False)  # as in forward: the flag picks one
-    _grad_input_exact(grid, *args, **consts, EXACT=True)
+    _launch_dot_or_exact(_grad_input, _grad_input_exact, grid, *args, **consts)  # as in forward
     return gi
 
 

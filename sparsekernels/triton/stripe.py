@@ -32,6 +32,18 @@ keeps is skipped whole.
   workspace reduced afterwards. Reordering output channels so rows with the
   same taps share tiles would give both; the format does not do that (yet).
 
+NaN/Inf: a forward tile's rows without the tap hold zeros in the dot, and
+``0 * NaN = NaN`` would leak an input only pruned stripes read to their
+rows. So, as in the pattern kind (protocol and helpers: common.py), a device
+flag says whether ``x`` holds a NaN/Inf (no host sync) and the kernel is
+launched twice: the dot variant stores when the flag is clear, the
+``EXACT`` one (per tap, an FMA loop over the input channels adding only the
+kept rows' products: ``tl.where``, never ``0 *``) when it is set. Grad-input
+and grad-weight need no flag: every row of their tiles' K dimension is a
+kept stripe (a whole stripe: all of its input channels are kept), and
+padded rows or columns of a tile are never stored, so a NaN/Inf reaches
+only what kept weights carry it to.
+
 Grad-input, ``dX[c, q] = sum_tap sum_(stripes s at tap) W_s[c] dY[o_s, q
 unshifted by tap]``: a program owns (``BLOCK_C`` input channels of one group x
 ``BLOCK_P`` input pixels) and loops over taps, and per tap over the stripes of
@@ -65,7 +77,9 @@ import triton.language as tl
 
 from ..conv_args import ConvArgs, output_hw
 from ..formats.stripe import StripeTopology
-from .common import _ACC, _Launcher, _cfg, _check, _conv_scalars
+from .common import (
+    _ACC, _Launcher, _cfg, _check, _conv_scalars, _flag_picks, _launch_dot_or_exact, _nonfinite,
+)
 
 
 # ---------------------------------------------------------------------------
@@ -73,11 +87,12 @@ from .common import _ACC, _Launcher, _cfg, _check, _conv_scalars
 # ---------------------------------------------------------------------------
 @triton.jit
 def _forward_kernel(
-    x_ptr, v_ptr, row_ptr, tap_idx, bias_ptr, out_ptr,
+    x_ptr, v_ptr, row_ptr, tap_idx, flag_ptr, bias_ptr, out_ptr,
     P, C_IN_G, H, W, OH, OW, COUT, COUT_G,
     sxb, sxc, sxh, sxw,
     STRIDE_H, STRIDE_W, PAD_H, PAD_W, DIL_H, DIL_W,
     KH: tl.constexpr, KW: tl.constexpr, HAS_BIAS: tl.constexpr, ACC: tl.constexpr,
+    EXACT: tl.constexpr,
     BLOCK_O: tl.constexpr, BLOCK_P: tl.constexpr, BLOCK_K: tl.constexpr,
 ):
     # Output pixel tile on axis 0 (can be many), channel tile on axis 1.
@@ -101,10 +116,12 @@ def _forward_kernel(
     iw0 = ow * STRIDE_W - PAD_W
     x_base = b.to(tl.int64) * sxb + (g * C_IN_G).to(tl.int64) * sxc
     offs_k = tl.arange(0, BLOCK_K)
+    # The dot launch runs when x is finite, the exact one when it is not.
+    run_p, run = _flag_picks(flag_ptr, offs_p, EXACT)  # per pixel: a store mask
 
     T: tl.constexpr = KH * KW
     acc = tl.zeros([BLOCK_O, BLOCK_P], dtype=ACC)
-    for t in range(0, T):
+    for t in range(0, tl.where(run, T, 0)):
         kept = cur < end
         tap = tl.load(tap_idx + cur, mask=kept, other=-1)
         has = kept & (tap == t)  # rows keeping the stripe (row, t)
@@ -118,21 +135,31 @@ def _forward_kernel(
             x_ok = p_ok & (ih >= 0) & (ih < H) & (iw >= 0) & (iw < W)
             x_pix = x_base + ih * sxh + iw * sxw
             w_row = j.to(tl.int64) * C_IN_G
-            for k0 in range(0, C_IN_G, BLOCK_K):
-                kk = k0 + offs_k
-                k_ok = kk < C_IN_G
-                w = tl.load(v_ptr + w_row[:, None] + kk[None, :],
-                            mask=has[:, None] & k_ok[None, :], other=0.0)
-                xv = tl.load(x_ptr + kk[:, None].to(tl.int64) * sxc + x_pix[None, :],
-                             mask=k_ok[:, None] & x_ok[None, :], other=0.0)
-                acc = tl.dot(w, xv, acc, input_precision="ieee")
+            if EXACT:  # add the kept stripes' products only: never 0 * NaN
+                w_p = v_ptr + w_row
+                x_p = x_ptr + x_pix
+                for c in range(0, C_IN_G):
+                    w = tl.load(w_p, mask=has, other=0.0)
+                    xv = tl.load(x_p, mask=x_ok, other=0.0)
+                    acc += tl.where(has[:, None], w.to(ACC)[:, None] * xv.to(ACC)[None, :], 0.0)
+                    w_p += 1
+                    x_p += sxc
+            else:
+                for k0 in range(0, C_IN_G, BLOCK_K):
+                    kk = k0 + offs_k
+                    k_ok = kk < C_IN_G
+                    w = tl.load(v_ptr + w_row[:, None] + kk[None, :],
+                                mask=has[:, None] & k_ok[None, :], other=0.0)
+                    xv = tl.load(x_ptr + kk[:, None].to(tl.int64) * sxc + x_pix[None, :],
+                                 mask=k_ok[:, None] & x_ok[None, :], other=0.0)
+                    acc = tl.dot(w, xv, acc, input_precision="ieee")
 
     if HAS_BIAS:
         bias = tl.load(bias_ptr + oc, mask=o_ok, other=0.0)
         acc += bias.to(ACC)[:, None]
     out_off = ((b.to(tl.int64) * COUT)[None, :] + oc[:, None]) * ohw + pix[None, :]
     tl.store(out_ptr + out_off, acc.to(out_ptr.dtype.element_ty),
-             mask=o_ok[:, None] & p_ok[None, :])
+             mask=o_ok[:, None] & (p_ok & run_p)[None, :])
 
 
 @triton.jit
@@ -263,6 +290,10 @@ _forward = _Launcher(
      _cfg(4, 2, BLOCK_O=16, BLOCK_P=128, BLOCK_K=16)],
     key=["P", "C_IN_G", "COUT_G", "KH", "KW"],
 )
+# The exact (NaN/Inf) forward: one config, large tiles, so that when x is
+# finite its programs (which only read the flag) are few.
+_forward_exact = _Launcher(_forward_kernel, [_cfg(8, BLOCK_O=32, BLOCK_P=128, BLOCK_K=16)],
+                           key=["KH", "KW"])
 _grad_input = _Launcher(
     _grad_input_kernel,
     [_cfg(4, BLOCK_C=16, BLOCK_P=64, BLOCK_S=16),
@@ -309,9 +340,10 @@ def forward(
         o_tiles = triton.cdiv(cout_g, meta["BLOCK_O"])
         return (triton.cdiv(p, meta["BLOCK_P"]), g * o_tiles)
 
-    _forward(
-        grid,
-        x, values.contiguous(), topo.row_ptr, topo.tap_idx,
+    # The flag (x holds a NaN/Inf, on the device) picks the launch that stores.
+    _launch_dot_or_exact(
+        _forward, _forward_exact, grid,
+        x, values.contiguous(), topo.row_ptr, topo.tap_idx, _nonfinite(x),
         bias.contiguous() if bias is not None else out, out,
         p, cin // g, h, w, oh, ow, cout, cout_g,
         *x.stride(), *_conv_scalars(conv),
