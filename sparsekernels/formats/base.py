@@ -14,6 +14,8 @@ from typing import ClassVar
 
 import torch
 
+from ..conv_args import as_int
+
 
 class SparseConvFormat:
     INDEX_TENSORS: ClassVar[tuple[str, ...]]
@@ -37,6 +39,11 @@ class SparseConvFormat:
     @property
     def kernel_size(self) -> tuple[int, int]:
         return self.shape[2], self.shape[3]
+
+    @property
+    def taps(self) -> int:
+        """Kernel positions Kh*Kw."""
+        return self.shape[2] * self.shape[3]
 
     @property
     def device(self) -> torch.device:
@@ -103,6 +110,51 @@ class SparseConvFormat:
         ints = meta.tolist()
         return cls(*(state[k] for k in cls.INDEX_TENSORS), state["values"], ints[:4],
                    *ints[4:-1], ints[-1])
+
+
+def check_geometry(cout: int, cin_per_group: int, kh: int, kw: int, groups: int) -> None:
+    """Raise unless the dense weight shape and groups are positive ints and
+    ``groups`` divides the output channels."""
+    as_int(groups, "groups", 1)
+    for name, size in (("out_channels", cout), ("in_channels/groups", cin_per_group),
+                       ("kernel height", kh), ("kernel width", kw)):
+        as_int(size, f"weight shape: {name}", 1)
+    if cout % groups != 0:
+        raise ValueError(f"groups: {groups} does not divide out_channels={cout}")
+
+
+def check_weight(weight, groups: int) -> None:
+    """A dense weight an encoder may read, for a conv with ``groups``."""
+    check_dense_weight(weight)
+    check_geometry(*weight.shape, groups)
+
+
+def with_geometry(topology: type) -> type:
+    """Give a kind's topology (a NamedTuple with ``shape`` = the dense
+    ``[Cout, Cin/g, Kh, Kw]`` and ``groups``) the geometry the ops read:
+    ``cout``, ``cin`` (all input channels), ``kernel_size``, ``taps``."""
+    topology.cout = property(lambda self: self.shape[0])
+    topology.cin = property(lambda self: self.shape[1] * self.groups)
+    topology.kernel_size = property(lambda self: (self.shape[2], self.shape[3]))
+    topology.taps = property(lambda self: self.shape[2] * self.shape[3])
+    return topology
+
+
+def topology_from_op_args(topology: type, format_cls: type, tensors, meta,
+                          check=check_geometry):
+    """A kind's topology from a custom op's arguments (its ``TENSORS`` and
+    ``meta`` = ``[Cout, Cin/g, Kh, Kw, *params, groups]``), every integer
+    bounded by ``check(*meta)`` (the tensors' contents are checked before any
+    kernel, see ops/checks.py)."""
+    if len(tensors) != len(topology.TENSORS):
+        raise ValueError(f"topology: expected {len(topology.TENSORS)} tensors "
+                         f"{topology.TENSORS}, got {len(tensors)}")
+    keys = format_cls.meta_keys()
+    if len(meta) != len(keys):
+        raise ValueError(f"meta: expected {len(keys)} ints {keys}, got {len(meta)}")
+    check(*meta)
+    cout, cin_g, kh, kw, *params, groups = meta
+    return topology(*tensors, (cout, cin_g, kh, kw), *params, groups)
 
 
 def check_dense_weight(weight) -> None:

@@ -25,7 +25,9 @@ from typing import NamedTuple, Optional
 import torch
 
 from ..conv_args import as_int
-from .base import SparseConvFormat, check_dense_weight
+from .base import (
+    SparseConvFormat, check_dense_weight, check_geometry, topology_from_op_args, with_geometry,
+)
 from .csr import check_csr, check_index_tensor, rows_of, transpose
 
 # Largest block height N the kernels accept (csrc/include/sparsekernels/block1xn.h):
@@ -34,6 +36,7 @@ from .csr import check_csr, check_index_tensor, rows_of, transpose
 MAX_BLOCK_HEIGHT = 4096
 
 
+@with_geometry
 class BlockTopology(NamedTuple):
     """A 1xN weight as the kernels take it: its index tensors and geometry.
 
@@ -55,18 +58,6 @@ class BlockTopology(NamedTuple):
 
     TENSORS = ("row_ptr", "col_idx", "col_ptr", "block_idx", "block_row")
     INDEX_TENSORS = ("row_ptr", "col_idx")  # saved; the others derive from them
-
-    @property
-    def cout(self) -> int:
-        return self.shape[0]
-
-    @property
-    def cin(self) -> int:
-        return self.shape[1] * self.groups
-
-    @property
-    def kernel_size(self) -> tuple[int, int]:
-        return self.shape[2], self.shape[3]
 
     @property
     def rows_per_group(self) -> int:
@@ -94,30 +85,14 @@ class BlockTopology(NamedTuple):
 
     @classmethod
     def from_op_args(cls, tensors, meta) -> "BlockTopology":
-        """Rebuild from a custom op's arguments, bounding every integer (the
-        tensors' contents are checked before any kernel, see ops/checks.py)."""
-        if len(tensors) != 5:
-            raise ValueError("topology: expected 5 tensors (row_ptr, col_idx, col_ptr, "
-                             f"block_idx, block_row), got {len(tensors)}")
-        keys = Block1xN.meta_keys()
-        if len(meta) != len(keys):
-            raise ValueError(f"meta: expected {len(keys)} ints {keys}, got {len(meta)}")
-        cout, cin_g, kh, kw, n, groups = meta
-        _check_geometry(cout, cin_g, kh, kw, n, groups)
-        return cls(*tensors, (cout, cin_g, kh, kw), n, groups)
-
+        return topology_from_op_args(cls, Block1xN, tensors, meta, check=_check_geometry)
 
 CRITERIA = ("l1", "random")
 
 
 def _check_geometry(cout: int, cin_per_group: int, kh: int, kw: int, n: int, groups: int):
     as_int(n, "n", 1, MAX_BLOCK_HEIGHT)
-    as_int(groups, "groups", 1)
-    for name, size in (("out_channels", cout), ("in_channels/groups", cin_per_group),
-                       ("kernel height", kh), ("kernel width", kw)):
-        as_int(size, f"weight shape: {name}", 1)
-    if cout % groups != 0:
-        raise ValueError(f"groups: {groups} does not divide out_channels={cout}")
+    check_geometry(cout, cin_per_group, kh, kw, groups)
 
 
 def rows_per_group(cout: int, groups: int, n: int) -> int:

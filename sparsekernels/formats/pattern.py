@@ -36,12 +36,15 @@ import torch
 
 from ..conv_args import as_int
 from ..pruning.pattern import assign_patterns, dropped_kernel_count
-from .base import SparseConvFormat, check_dense_weight
+from .base import (
+    SparseConvFormat, check_geometry, check_weight, topology_from_op_args, with_geometry,
+)
 from .csr import check_csr, check_index_tensor, rows_of, transpose
 
 CRITERIA = ("l2", "random")
 
 
+@with_geometry
 class PatternTopology(NamedTuple):
     """A pattern weight as the kernels take it: its index tensors and geometry.
 
@@ -67,22 +70,6 @@ class PatternTopology(NamedTuple):
                "value_ptr", "value_tap", "col_ptr", "kernel_idx", "kernel_row")
     # saved; the others derive from them
     INDEX_TENSORS = ("pattern_ptr", "pattern_taps", "row_ptr", "chan_idx", "pattern_idx")
-
-    @property
-    def cout(self) -> int:
-        return self.shape[0]
-
-    @property
-    def cin(self) -> int:
-        return self.shape[1] * self.groups
-
-    @property
-    def kernel_size(self) -> tuple[int, int]:
-        return self.shape[2], self.shape[3]
-
-    @property
-    def taps(self) -> int:
-        return self.shape[2] * self.shape[3]
 
     @property
     def nnz(self) -> int:
@@ -114,31 +101,7 @@ class PatternTopology(NamedTuple):
 
     @classmethod
     def from_op_args(cls, tensors, meta) -> "PatternTopology":
-        """Rebuild from a custom op's arguments, bounding every integer (the
-        tensors' contents are checked before any kernel, see ops/checks)."""
-        if len(tensors) != len(cls.TENSORS):
-            raise ValueError(f"topology: expected {len(cls.TENSORS)} tensors {cls.TENSORS}, "
-                             f"got {len(tensors)}")
-        keys = Pattern.meta_keys()
-        if len(meta) != len(keys):
-            raise ValueError(f"meta: expected {len(keys)} ints {keys}, got {len(meta)}")
-        cout, cin_g, kh, kw, groups = meta
-        _check_geometry(cout, cin_g, kh, kw, groups)
-        return cls(*tensors, (cout, cin_g, kh, kw), groups)
-
-
-def _check_geometry(cout: int, cin_per_group: int, kh: int, kw: int, groups: int):
-    as_int(groups, "groups", 1)
-    for name, size in (("out_channels", cout), ("in_channels/groups", cin_per_group),
-                       ("kernel height", kh), ("kernel width", kw)):
-        as_int(size, f"weight shape: {name}", 1)
-    if cout % groups != 0:
-        raise ValueError(f"groups: {groups} does not divide out_channels={cout}")
-
-
-def _check_weight(weight: torch.Tensor, groups: int):
-    check_dense_weight(weight)
-    _check_geometry(*weight.shape, groups)
+        return topology_from_op_args(cls, Pattern, tensors, meta)
 
 
 def library_csr(library: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -150,7 +113,7 @@ def library_csr(library: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     return ptr.to(torch.int32), taps.to(torch.int32)
 
 
-def _value_layout(pattern_ptr, pattern_taps, pattern_idx, num_values: Optional[int] = None):
+def _value_layout(pattern_ptr, pattern_taps, pattern_idx):
     """``(value_ptr, value_tap, value_kernel)`` of kernels with these patterns."""
     sizes = (pattern_ptr[1:] - pattern_ptr[:-1]).long()[pattern_idx.long()]
     value_ptr = torch.zeros(sizes.numel() + 1, dtype=torch.int64, device=sizes.device)
@@ -193,10 +156,6 @@ class Pattern(SparseConvFormat):
 
     # ---- geometry -------------------------------------------------------
     @property
-    def taps(self) -> int:
-        return self.shape[2] * self.shape[3]
-
-    @property
     def nnz(self) -> int:
         """Kept kernels."""
         return self.chan_idx.numel()
@@ -225,7 +184,7 @@ class Pattern(SparseConvFormat):
         if len(self.shape) != 4:
             raise ValueError(f"shape: expected [Cout, Cin/g, Kh, Kw], got {self.shape}")
         cout, cin_g, kh, kw = self.shape
-        _check_geometry(cout, cin_g, kh, kw, self.groups)
+        check_geometry(cout, cin_g, kh, kw, self.groups)
         v = self.values
         if not isinstance(v, torch.Tensor) or not v.is_floating_point():
             raise TypeError(f"values: expected a floating-point torch.Tensor, got "
@@ -272,7 +231,7 @@ class Pattern(SparseConvFormat):
         ``pattern_id[o, i]`` (``-1``: the kernel is dropped). ``library`` is
         bool ``[P, Kh, Kw]``; this is what the training layer's pattern method
         saves."""
-        _check_weight(weight, groups)
+        check_weight(weight, groups)
         cout, cin_g, kh, kw = weight.shape
         if (not isinstance(library, torch.Tensor) or library.dtype != torch.bool
                 or tuple(library.shape[1:]) != (kh, kw) or library.dim() != 3):
@@ -304,7 +263,7 @@ class Pattern(SparseConvFormat):
         """Keep exactly the weights ``mask`` keeps: every kernel's kept
         positions are its pattern, the library is the distinct non-empty ones
         (an all-zero kernel is dropped)."""
-        _check_weight(weight, groups)
+        check_weight(weight, groups)
         if not isinstance(mask, torch.Tensor) or tuple(mask.shape) != tuple(weight.shape):
             got = tuple(mask.shape) if isinstance(mask, torch.Tensor) else type(mask).__name__
             raise ValueError(f"mask: expected shape {tuple(weight.shape)}, got {got}")
@@ -326,7 +285,7 @@ class Pattern(SparseConvFormat):
                dtype=None) -> "Pattern":
         """A fully pruned weight of ``shape`` (no kernel kept; the library is
         the full kernel); works on any device, ``meta`` included."""
-        _check_geometry(*shape, groups)
+        check_geometry(*shape, groups)
         taps = shape[2] * shape[3]
         i32 = dict(dtype=torch.int32, device=device)
         return cls(torch.tensor([0, taps], **i32), torch.arange(taps, **i32),
@@ -348,7 +307,7 @@ class Pattern(SparseConvFormat):
         dropped. ``random``: a seeded random library, assignment and drop
         (for benchmarks: the same counts with no magnitude structure).
         """
-        _check_weight(weight, groups)
+        check_weight(weight, groups)
         if isinstance(sparsity, bool) or not isinstance(sparsity, (int, float)) or not (
                 0.0 <= sparsity <= 1.0):
             raise ValueError(f"sparsity: expected a number in [0, 1], got {sparsity!r}")

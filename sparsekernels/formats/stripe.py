@@ -26,12 +26,15 @@ from typing import NamedTuple, Optional
 import torch
 
 from ..conv_args import as_int
-from .base import SparseConvFormat, check_dense_weight
+from .base import (
+    SparseConvFormat, check_geometry, check_weight, topology_from_op_args, with_geometry,
+)
 from .csr import check_csr, check_index_tensor, rows_of, transpose
 
 CRITERIA = ("l1", "l2", "random")
 
 
+@with_geometry
 class StripeTopology(NamedTuple):
     """A stripe weight as the kernels take it: its index tensors and geometry.
 
@@ -55,22 +58,6 @@ class StripeTopology(NamedTuple):
     INDEX_TENSORS = ("row_ptr", "tap_idx")  # saved; the others derive from them
 
     @property
-    def cout(self) -> int:
-        return self.shape[0]
-
-    @property
-    def cin(self) -> int:
-        return self.shape[1] * self.groups
-
-    @property
-    def kernel_size(self) -> tuple[int, int]:
-        return self.shape[2], self.shape[3]
-
-    @property
-    def taps(self) -> int:
-        return self.shape[2] * self.shape[3]
-
-    @property
     def nnz(self) -> int:
         return self.tap_idx.numel()
 
@@ -91,26 +78,7 @@ class StripeTopology(NamedTuple):
 
     @classmethod
     def from_op_args(cls, tensors, meta) -> "StripeTopology":
-        """Rebuild from a custom op's arguments, bounding every integer (the
-        tensors' contents are checked before any kernel, see ops/stripe_checks)."""
-        if len(tensors) != len(cls.TENSORS):
-            raise ValueError(f"topology: expected {len(cls.TENSORS)} tensors {cls.TENSORS}, "
-                             f"got {len(tensors)}")
-        keys = Stripe.meta_keys()
-        if len(meta) != len(keys):
-            raise ValueError(f"meta: expected {len(keys)} ints {keys}, got {len(meta)}")
-        cout, cin_g, kh, kw, groups = meta
-        _check_geometry(cout, cin_g, kh, kw, groups)
-        return cls(*tensors, (cout, cin_g, kh, kw), groups)
-
-
-def _check_geometry(cout: int, cin_per_group: int, kh: int, kw: int, groups: int):
-    as_int(groups, "groups", 1)
-    for name, size in (("out_channels", cout), ("in_channels/groups", cin_per_group),
-                       ("kernel height", kh), ("kernel width", kw)):
-        as_int(size, f"weight shape: {name}", 1)
-    if cout % groups != 0:
-        raise ValueError(f"groups: {groups} does not divide out_channels={cout}")
+        return topology_from_op_args(cls, Stripe, tensors, meta)
 
 
 def _stripes(t: torch.Tensor) -> torch.Tensor:
@@ -156,10 +124,6 @@ class Stripe(SparseConvFormat):
 
     # ---- geometry -------------------------------------------------------
     @property
-    def taps(self) -> int:
-        return self.shape[2] * self.shape[3]
-
-    @property
     def nnz(self) -> int:
         return self.tap_idx.numel()
 
@@ -178,7 +142,7 @@ class Stripe(SparseConvFormat):
         if len(self.shape) != 4:
             raise ValueError(f"shape: expected [Cout, Cin/g, Kh, Kw], got {self.shape}")
         cout, cin_g, kh, kw = self.shape
-        _check_geometry(cout, cin_g, kh, kw, self.groups)
+        check_geometry(cout, cin_g, kh, kw, self.groups)
         v = self.values
         if not isinstance(v, torch.Tensor) or not v.is_floating_point():
             raise TypeError(f"values: expected a floating-point torch.Tensor, got "
@@ -197,7 +161,7 @@ class Stripe(SparseConvFormat):
     @classmethod
     def from_mask(cls, weight: torch.Tensor, mask: torch.Tensor, groups: int = 1) -> "Stripe":
         """Keep the stripes ``mask`` keeps; reject a mask that is not stripe-structured."""
-        _check_weight(weight, groups)
+        check_weight(weight, groups)
         if not isinstance(mask, torch.Tensor) or tuple(mask.shape) != tuple(weight.shape):
             got = tuple(mask.shape) if isinstance(mask, torch.Tensor) else type(mask).__name__
             raise ValueError(f"mask: expected shape {tuple(weight.shape)}, got {got}")
@@ -216,7 +180,7 @@ class Stripe(SparseConvFormat):
                dtype=None) -> "Stripe":
         """A fully pruned weight of ``shape`` (no stripe kept); works on any
         device, ``meta`` included, since it reads no data."""
-        _check_geometry(*shape, groups)
+        check_geometry(*shape, groups)
         return cls(torch.zeros(shape[0] + 1, dtype=torch.int32, device=device),
                    torch.zeros(0, dtype=torch.int32, device=device),
                    torch.zeros(0, shape[1], dtype=dtype, device=device), shape, groups)
@@ -229,7 +193,7 @@ class Stripe(SparseConvFormat):
         ``l1`` / ``l2``: lowest stripe norm first (ties by position).
         ``random``: a uniform sample without replacement (seeded).
         """
-        _check_weight(weight, groups)
+        check_weight(weight, groups)
         if not isinstance(sparsity, (int, float)) or not 0.0 <= sparsity <= 1.0:
             raise ValueError(f"sparsity: expected a number in [0, 1], got {sparsity!r}")
         if criterion not in CRITERIA:
@@ -289,7 +253,3 @@ class Stripe(SparseConvFormat):
                 f"nnz={self.nnz}/{self.num_stripes}, sparsity={self.sparsity:.3f}, "
                 f"dtype={self.dtype}, device={self.device})")
 
-
-def _check_weight(weight: torch.Tensor, groups: int):
-    check_dense_weight(weight)
-    _check_geometry(*weight.shape, groups)
