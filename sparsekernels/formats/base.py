@@ -15,6 +15,7 @@ from typing import ClassVar
 import torch
 
 from ..conv_args import as_int
+from .csr import check_index_tensor
 
 
 class SparseConvFormat:
@@ -61,6 +62,21 @@ class SparseConvFormat:
         """``[Cout, Cin/g, Kh, Kw, *params, groups]``: the integers of
         ``state_dict`` and of the custom ops."""
         return [*self.shape, *self.params().values(), self.groups]
+
+    def _validate_geometry_and_dtypes(self) -> tuple[int, int, int, int]:
+        """What ``validate`` checks first for every kind: the geometry, floating
+        ``values`` and int32 1-D index tensors on the values' device. Returns
+        the shape."""
+        if len(self.shape) != 4:
+            raise ValueError(f"shape: expected [Cout, Cin/g, Kh, Kw], got {self.shape}")
+        check_geometry(*self.shape, self.groups)
+        v = self.values
+        if not isinstance(v, torch.Tensor) or not v.is_floating_point():
+            raise TypeError(f"values: expected a floating-point torch.Tensor, got "
+                            f"{getattr(v, 'dtype', type(v).__name__)}")
+        for name in self.INDEX_TENSORS:
+            check_index_tensor(name, getattr(self, name), v.device)
+        return self.shape
 
     def topology(self):
         """The kernels' view (index tensors, derived ones included, and

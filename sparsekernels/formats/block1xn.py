@@ -28,7 +28,7 @@ from ..conv_args import as_int
 from .base import (
     SparseConvFormat, check_dense_weight, check_geometry, topology_from_op_args, with_geometry,
 )
-from .csr import check_csr, check_index_tensor, rows_of, transpose
+from .csr import check_csr, rows_of, transpose
 
 # Largest block height N the kernels accept (csrc/include/sparsekernels/block1xn.h):
 # far above any N used in practice (2..64), small enough that no buffer of N
@@ -192,16 +192,9 @@ class Block1xN(SparseConvFormat):
     # ---- validation -----------------------------------------------------
     def validate(self) -> "Block1xN":
         """Check every invariant a kernel relies on; raise naming the field."""
-        if len(self.shape) != 4:
-            raise ValueError(f"shape: expected [Cout, Cin/g, Kh, Kw], got {self.shape}")
-        cout, cin_g, kh, kw = self.shape
-        _check_geometry(cout, cin_g, kh, kw, self.n, self.groups)
+        as_int(self.n, "n", 1, MAX_BLOCK_HEIGHT)
+        cout, cin_g, kh, kw = self._validate_geometry_and_dtypes()
         v = self.values
-        if not isinstance(v, torch.Tensor) or not v.is_floating_point():
-            raise TypeError(f"values: expected a floating-point torch.Tensor, got "
-                            f"{getattr(v, 'dtype', type(v).__name__)}")
-        for name in self.INDEX_TENSORS:
-            check_index_tensor(name, getattr(self, name), v.device)
         nnzb = self.col_idx.numel()
         if tuple(v.shape) != (nnzb, kh, kw, self.n):
             raise ValueError(

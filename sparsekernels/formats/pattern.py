@@ -39,7 +39,7 @@ from ..pruning.pattern import assign_patterns, dropped_kernel_count
 from .base import (
     SparseConvFormat, check_geometry, check_weight, topology_from_op_args, with_geometry,
 )
-from .csr import check_csr, check_index_tensor, rows_of, transpose
+from .csr import check_csr, rows_of, transpose
 
 CRITERIA = ("l2", "random")
 
@@ -181,16 +181,8 @@ class Pattern(SparseConvFormat):
     # ---- validation -----------------------------------------------------
     def validate(self) -> "Pattern":
         """Check every invariant a kernel relies on; raise naming the field."""
-        if len(self.shape) != 4:
-            raise ValueError(f"shape: expected [Cout, Cin/g, Kh, Kw], got {self.shape}")
-        cout, cin_g, kh, kw = self.shape
-        check_geometry(cout, cin_g, kh, kw, self.groups)
+        cout, cin_g, kh, kw = self._validate_geometry_and_dtypes()
         v = self.values
-        if not isinstance(v, torch.Tensor) or not v.is_floating_point():
-            raise TypeError(f"values: expected a floating-point torch.Tensor, got "
-                            f"{getattr(v, 'dtype', type(v).__name__)}")
-        for name in self.INDEX_TENSORS:
-            check_index_tensor(name, getattr(self, name), v.device)
         if v.dim() != 1:
             raise ValueError(f"values: expected a 1-D tensor [nnz values], got shape "
                              f"{list(v.shape)}")

@@ -29,7 +29,7 @@ from ..conv_args import as_int
 from .base import (
     SparseConvFormat, check_geometry, check_weight, topology_from_op_args, with_geometry,
 )
-from .csr import check_csr, check_index_tensor, rows_of, transpose
+from .csr import check_csr, rows_of, transpose
 
 CRITERIA = ("l1", "l2", "random")
 
@@ -139,16 +139,8 @@ class Stripe(SparseConvFormat):
     # ---- validation -----------------------------------------------------
     def validate(self) -> "Stripe":
         """Check every invariant a kernel relies on; raise naming the field."""
-        if len(self.shape) != 4:
-            raise ValueError(f"shape: expected [Cout, Cin/g, Kh, Kw], got {self.shape}")
-        cout, cin_g, kh, kw = self.shape
-        check_geometry(cout, cin_g, kh, kw, self.groups)
+        cout, cin_g, kh, kw = self._validate_geometry_and_dtypes()
         v = self.values
-        if not isinstance(v, torch.Tensor) or not v.is_floating_point():
-            raise TypeError(f"values: expected a floating-point torch.Tensor, got "
-                            f"{getattr(v, 'dtype', type(v).__name__)}")
-        for name in self.INDEX_TENSORS:
-            check_index_tensor(name, getattr(self, name), v.device)
         nnz = self.tap_idx.numel()
         if tuple(v.shape) != (nnz, cin_g):
             raise ValueError(f"values: expected shape [nnz={nnz}, Cin/g={cin_g}], "
