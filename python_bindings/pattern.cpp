@@ -7,6 +7,11 @@
 // transposed view equal to the ones the CSRs imply).
 #include <torch/extension.h>
 
+#include <cstdint>
+#include <cstring>
+#include <list>
+#include <memory>
+#include <mutex>
 #include <vector>
 
 #include "conv_glue.h"
@@ -56,8 +61,7 @@ void check_1d(const char* name, const at::Tensor& t) {
 // view; all ten tensors are checked completely against the geometry
 // (O(P * Kh*Kw + nnz_values + Cout + Cin) integer work, negligible next to
 // the conv itself).
-Patterns checked_patterns(const ConvGeometry& geo, const at::Device& device,
-                          const Topology& t) {
+Patterns full_check(const ConvGeometry& geo, const at::Device& device, const Topology& t) {
   const int64_t taps = int64_t{geo.kh} * geo.kw, cin_g = geo.cin_per_group();
   const int64_t cout_g = geo.cout_per_group();
   // Every count and offset of the topology (up to Cout * Cin/g * Kh*Kw weights)
@@ -138,6 +142,111 @@ Patterns checked_patterns(const ConvGeometry& geo, const at::Device& device,
   return p;
 }
 
+// Cache of validated topologies (CPU only). The full check above costs about
+// as much as a small conv (~10 ms on a 512x512 3x3 layer), and a layer calls
+// it with the same ten tensors every step. An entry keeps a snapshot of the
+// CONTENTS of the ten tensors it validated, with the geometry the check
+// depended on (Cout, Cin, Kh, Kw, groups); a call hits only when every tensor
+// is int32, 1-D, contiguous, on the CPU and equal element for element
+// (memcmp, ~0.1 ns/byte) to a snapshot, so what a kernel reads is exactly
+// what was checked. The key is the contents, not the tensor's identity or
+// version counter: writes that bypass the version counter (`.data`,
+// numpy views, raw pointers) and a freed tensor's storage reused by another
+// are still caught; any edited index misses and is re-checked in full.
+// Each entry gets a fresh id (never reused), so the kernels may cache what
+// they derive from a topology (the weight plans' offsets) under that id.
+// Bounded (kCacheSize entries, least recently used dropped), and guarded by a
+// mutex (calls may come from several Python/autograd threads).
+struct CachedTopology {
+  int64_t cout, cin, kh, kw, groups;
+  std::vector<int64_t> sizes;     // numel of each of the ten tensors
+  std::vector<int32_t> contents;  // the ten tensors, concatenated
+  Patterns counts;                // num_patterns, nnz, nnz_values (pointers unused)
+  uint64_t id;
+};
+constexpr size_t kCacheSize = 16;
+std::mutex cache_mutex;
+std::list<CachedTopology> cache;  // most recently used first
+uint64_t next_id = 1;
+
+const at::Tensor* tensors_of(const Topology& t, int i) {
+  const at::Tensor* all[10] = {&t.pattern_ptr, &t.pattern_taps, &t.row_ptr, &t.chan_idx,
+                               &t.pattern_idx, &t.value_ptr, &t.value_tap, &t.col_ptr,
+                               &t.kernel_idx, &t.kernel_row};
+  return all[i];
+}
+
+bool cacheable(const at::Device& device, const Topology& t) {
+  if (!device.is_cpu()) return false;
+  for (int i = 0; i < 10; ++i) {
+    const at::Tensor& x = *tensors_of(t, i);
+    if (x.scalar_type() != at::kInt || x.dim() != 1 || !x.is_contiguous() || !x.device().is_cpu())
+      return false;
+  }
+  return true;
+}
+
+bool same_topology(const CachedTopology& e, const ConvGeometry& geo, const Topology& t) {
+  if (e.cout != geo.cout || e.cin != geo.cin || e.kh != geo.kh || e.kw != geo.kw ||
+      e.groups != geo.groups)
+    return false;
+  for (int i = 0; i < 10; ++i)
+    if (tensors_of(t, i)->numel() != e.sizes[i]) return false;
+  const int32_t* c = e.contents.data();
+  for (int i = 0; i < 10; ++i) {
+    const at::Tensor& x = *tensors_of(t, i);
+    const size_t n = static_cast<size_t>(x.numel());
+    if (n && std::memcmp(c, x.data_ptr<int32_t>(), n * sizeof(int32_t)) != 0) return false;
+    c += n;
+  }
+  return true;
+}
+
+Patterns with_pointers(Patterns p, const Topology& t) {
+  p.pattern_ptr = t.pattern_ptr.data_ptr<int32_t>();
+  p.pattern_taps = t.pattern_taps.data_ptr<int32_t>();
+  p.row_ptr = t.row_ptr.data_ptr<int32_t>();
+  p.chan_idx = t.chan_idx.data_ptr<int32_t>();
+  p.pattern_idx = t.pattern_idx.data_ptr<int32_t>();
+  p.value_ptr = t.value_ptr.data_ptr<int32_t>();
+  p.value_tap = t.value_tap.data_ptr<int32_t>();
+  p.col_ptr = t.col_ptr.data_ptr<int32_t>();
+  p.kernel_idx = t.kernel_idx.data_ptr<int32_t>();
+  p.kernel_row = t.kernel_row.data_ptr<int32_t>();
+  return p;
+}
+
+// The checked topology, and its cache id (0: not cached, e.g. CUDA tensors).
+Patterns checked_patterns(const ConvGeometry& geo, const at::Device& device, const Topology& t,
+                          uint64_t* id = nullptr) {
+  if (id) *id = 0;
+  const bool cpu = cacheable(device, t);
+  if (cpu) {
+    std::lock_guard<std::mutex> lock(cache_mutex);
+    for (auto it = cache.begin(); it != cache.end(); ++it) {
+      if (!same_topology(*it, geo, t)) continue;
+      cache.splice(cache.begin(), cache, it);
+      if (id) *id = it->id;
+      return with_pointers(it->counts, t);
+    }
+  }
+  const Patterns p = full_check(geo, device, t);
+  if (!cpu) return p;
+  CachedTopology e{geo.cout, geo.cin, geo.kh, geo.kw, geo.groups, {}, {}, p, 0};
+  for (int i = 0; i < 10; ++i) {
+    const at::Tensor& x = *tensors_of(t, i);
+    e.sizes.push_back(x.numel());
+    const int32_t* d = x.data_ptr<int32_t>();
+    e.contents.insert(e.contents.end(), d, d + x.numel());
+  }
+  std::lock_guard<std::mutex> lock(cache_mutex);
+  e.id = next_id++;
+  if (id) *id = e.id;
+  cache.push_front(std::move(e));
+  if (cache.size() > kCacheSize) cache.pop_back();
+  return p;
+}
+
 // values[nnz values] of the conv's dtype and device.
 void check_values(const at::Tensor& values, const at::Tensor& like, int64_t nnz_values) {
   TORCH_CHECK_TYPE(values.scalar_type() == like.scalar_type(), "values: expected dtype ",
@@ -156,7 +265,8 @@ at::Tensor forward(const at::Tensor& x, const at::Tensor& values, SK_TOPOLOGY_PA
   glue::check_4d("input", x);
   const auto geo = glue::make_geometry(x.size(0), x.size(1), x.size(2), x.size(3), cout, kh, kw,
                                        stride, padding, dilation, groups);
-  const auto pt = checked_patterns(geo, x.device(), SK_TOPOLOGY_ARGS);
+  uint64_t topo_id = 0;
+  const auto pt = checked_patterns(geo, x.device(), SK_TOPOLOGY_ARGS, &topo_id);
   check_values(values, x, pt.nnz_values);
   glue::check_bias(bias, x, cout);
   auto vals = values.contiguous();
@@ -168,7 +278,7 @@ at::Tensor forward(const at::Tensor& x, const at::Tensor& values, SK_TOPOLOGY_PA
         using T = typename decltype(tag)::type;
         cpu::pattern_forward<T>(geo, pt, vals.data_ptr<T>(), x.data_ptr<T>(),
                                 glue::strides_of(x), b.defined() ? b.data_ptr<T>() : nullptr,
-                                out.data_ptr<T>(), at::get_num_threads());
+                                out.data_ptr<T>(), at::get_num_threads(), topo_id);
       },
       SK_CUDA_LAUNCHER([&](cuda::DType dtype, cudaStream_t stream) {
         return cuda::pattern_forward(dtype, geo, pt, vals.data_ptr(), x.data_ptr(),

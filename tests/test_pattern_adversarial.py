@@ -138,6 +138,30 @@ def test_custom_ops_refuse_corrupt_operands(backend, what, arg, corrupt):
             run(a, backend)
 
 
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_index_edited_in_place_after_cached_calls_is_refused(backend):
+    # The CPU bindings cache validated topologies: a repeated call with an
+    # index tensor edited in place (same tensor, same storage) is re-checked.
+    a = _operands()
+    for name, run in PASSES.items():
+        run(a, backend)
+        run(a, backend)
+    saved = int(a["pattern_idx"][0])
+    a["pattern_idx"][0] = 99
+    for name, run in PASSES.items():
+        with pytest.raises(ValueError, match="pattern_idx"):
+            run(a, backend)
+    a["pattern_idx"][0] = saved
+    with torch.no_grad():
+        a["values"].mul_(-2)  # new weights, same topology: still the right conv
+    w = Pattern(a["pattern_ptr"], a["pattern_taps"], a["row_ptr"], a["chan_idx"],
+                a["pattern_idx"], a["values"], (8, 3, 3, 3), groups=2)
+    out = PASSES["forward"](a, backend)
+    ref = F.conv2d(a["x"].double(), w.to_dense().double(), a["bias"].double(), padding=1,
+                   groups=2)
+    torch.testing.assert_close(out.double(), ref, rtol=1e-4, atol=1e-4)
+
+
 def test_buffers_edited_after_construction_never_reach_a_kernel():
     mod = PatternConv2d.from_dense(torch.nn.Conv2d(4, 8, 3), sparsity=0.7)
     with torch.no_grad():

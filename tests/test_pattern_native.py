@@ -413,3 +413,56 @@ def test_grad_argument_checks():
     with pytest.raises(ValueError, match=r"col_ptr/kernel_idx/kernel_row: not the transpose"):
         # groups=1 reads the same CSR with other columns: the transposed view no longer fits
         C.pattern_grad_input(go, fmt.values, *tt, 8, 9, 11, 3, 3, [1, 1], [1, 1], [1, 1], 1)
+
+
+# The bindings cache validated topologies (by contents) and the forward's
+# weight-plan offsets (by validated topology); weights are gathered per call.
+@pytest.mark.parametrize("simd", ["best", "generic"])
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_repeated_calls_with_changed_values_match_dense(dtype, simd, monkeypatch):
+    from sparsekernels.ops import pattern_native as native
+
+    if simd == "generic":
+        monkeypatch.setenv("SPARSEKERNELS_CPU_SIMD", "generic")
+    gen = torch.Generator().manual_seed(3)
+    layers = [_make(CASES[0], dtype, seed=3), _make(CASES[10], dtype, seed=4)]
+    for step in range(4):
+        for fmt, x, bias, conv in layers:  # alternate topologies: both stay cached
+            with torch.no_grad():  # an optimizer step: values change in place
+                fmt.values.copy_(torch.randn(fmt.values.shape, generator=gen, dtype=dtype))
+            args = (conv.stride, conv.padding, conv.dilation, conv.groups)
+            wd = fmt.to_dense().double()
+            topo = fmt.topology()
+            # same images, then another batch and size (another plan geometry)
+            for xi in (x, torch.randn(x.shape[0] + 1, x.shape[1], x.shape[2] + 2, x.shape[3] + 1,
+                                      generator=gen, dtype=dtype)):
+                out = native.forward(xi, fmt.values, topo, bias, conv)
+                ref = F.conv2d(xi.double(), wd, bias.double(), *args)
+                torch.testing.assert_close(out.double(), ref, **_tol(dtype))
+                go = torch.randn(ref.shape, generator=gen, dtype=dtype)
+                gi = native.grad_input(go, fmt.values, topo, conv, xi.shape[2:])
+                gi_ref = torch.nn.grad.conv2d_input(xi.shape, wd, go.double(), *args)
+                torch.testing.assert_close(gi.double(), gi_ref, **_tol(dtype))
+
+
+def test_topology_edited_in_place_between_calls_is_rechecked():
+    fmt, x, bias, t = _fwd_args()
+    ref = _call_forward(x, fmt.values, t, bias)
+    _call_forward(x, fmt.values, t, bias)  # cached now
+    saved = int(t["pattern_idx"][0])
+    t["pattern_idx"][0] = 99
+    with pytest.raises(ValueError, match="pattern_idx: entry 0 = 99 is out of range"):
+        _call_forward(x, fmt.values, t, bias)
+    with pytest.raises(ValueError, match="pattern_idx: entry 0 = 99 is out of range"):
+        C.pattern_check_topology(*[t[f] for f in TOPO], 16, 8, 3, 3, 2)
+    # a write the version counter does not see (.data, a numpy view) is caught too
+    t["pattern_idx"][0] = saved
+    torch.testing.assert_close(_call_forward(x, fmt.values, t, bias), ref)
+    t["value_tap"].data[0] = 100
+    with pytest.raises(ValueError, match="value_tap"):
+        _call_forward(x, fmt.values, t, bias)
+    t["value_tap"].data[0] = fmt.topology().value_tap[0]
+    torch.testing.assert_close(_call_forward(x, fmt.values, t, bias), ref)
+    t["kernel_idx"].numpy()[0] = 10**6
+    with pytest.raises(ValueError, match="kernel_idx"):
+        _call_forward(x, fmt.values, t, bias)

@@ -4,6 +4,8 @@
 // hand in uninitialised memory). Work is split over `num_threads` OpenMP
 // threads; the SIMD path is chosen at run time (cpu/common/isa.h).
 #pragma once
+#include <cstdint>
+
 #include "sparsekernels/pattern.h"
 
 namespace sparsekernels {
@@ -11,11 +13,13 @@ namespace cpu {
 
 // output[N, Cout, OH, OW] (NCHW contiguous) = conv(input, W) + bias.
 // input is read through in_strides; bias may be null; values [nnz values] (flat).
-// Reads the CSR; grad-input may read the transposed view.
+// Reads the CSR; grad-input may read the transposed view. topology_id != 0:
+// an id the bindings gave these (validated) index tensors, under which the
+// weight plan's offsets are cached (pattern_plans.h); 0: built per call.
 template <typename T>
 void pattern_forward(const ConvGeometry& geo, const Patterns& patterns, const T* values,
                     const T* input, Strides4 in_strides, const T* bias, T* output,
-                    int num_threads);
+                    int num_threads, uint64_t topology_id = 0);
 
 // grad_input[N, Cin, H, W] (NCHW contiguous) = conv_transpose(grad_out, W).
 template <typename T>

@@ -99,7 +99,7 @@ void sweep_conv(const ConvGeometry& geo, const pattern_plan::Plan<T>& plan, Sour
 
 template <typename T>
 void forward(const ConvGeometry& geo, const Patterns& p, const T* values, const T* input,
-             Strides4 in_s, const T* bias, T* output, int num_threads) {
+             Strides4 in_s, const T* bias, T* output, int num_threads, uint64_t topology_id) {
   using namespace stripe_plan;
   constexpr int64_t TT = kR * lanes<T>();
   const int64_t ohw = geo.out_h * geo.out_w;
@@ -116,7 +116,14 @@ void forward(const ConvGeometry& geo, const Patterns& p, const T* values, const 
   int64_t block, nblocks;
   pattern_plan::choose_blocks(geo.cin_per_group(), src.phases, TT, src.span, sizeof(T),
                               kBlockBudget, block, nblocks);
-  const auto plan = pattern_plan::forward_plan<T>(geo, p, values, src.cs, src.off, block,
+  // topology_id != 0: the bindings validated these index tensors under that id
+  // (pattern_plans.h, cached_index_plan); reuse the plan's offsets.
+  const auto plan =
+      topology_id ? pattern_plan::with_weights<T>(
+                        *pattern_plan::cached_index_plan<T>(topology_id, geo, p, src.cs,
+                                                            src.off, block, nblocks),
+                        values)
+                  : pattern_plan::forward_plan<T>(geo, p, values, src.cs, src.off, block,
                                                   nblocks);
   sweep_conv<T>(geo, plan, src, input, in_s, bias, output, ohw, num_threads);
 }

@@ -13,6 +13,9 @@
 #pragma once
 #include <algorithm>
 #include <cstdint>
+#include <list>
+#include <memory>
+#include <mutex>
 #include <stdexcept>
 #include <vector>
 
@@ -145,6 +148,67 @@ Plan<T> grad_input_plan(const ConvGeometry& geo, const Patterns& p, const T* val
       }
     }
   });
+}
+
+// A forward plan without weights (entry weights 0, `val` = each entry's index
+// in `values`), cached per validated topology: `topology_id` comes from the
+// bindings' topology cache (python_bindings/pattern.cpp), which hands out a
+// fresh id for every topology contents it has checked in full and never
+// reuses one, so equal ids mean equal (valid) index tensors and the plan's
+// offsets can be reused; everything else the offsets depend on (Cout, Cin,
+// groups, the plane stride cs, the tap offsets, the blocking) is in the key.
+// The weights change every step and are gathered per call (with_weights).
+// Bounded (kPlanCacheSize plans, least recently used dropped), mutex-guarded.
+template <typename T>
+std::shared_ptr<const Plan<T>> cached_index_plan(uint64_t topology_id, const ConvGeometry& geo,
+                                                 const Patterns& p, int64_t cs,
+                                                 const std::vector<int64_t>& off,
+                                                 int64_t block, int64_t nblocks) {
+  struct Item {
+    uint64_t id;
+    int64_t cout, cin, groups, cs, block, nblocks;
+    std::vector<int64_t> off;
+    std::shared_ptr<const Plan<T>> plan;
+  };
+  constexpr size_t kPlanCacheSize = 16;
+  static std::mutex mutex;
+  static std::list<Item> items;  // most recently used first
+  auto match = [&](const Item& it) {
+    return it.id == topology_id && it.cout == geo.cout && it.cin == geo.cin &&
+           it.groups == geo.groups && it.cs == cs && it.block == block &&
+           it.nblocks == nblocks && it.off == off;
+  };
+  {
+    std::lock_guard<std::mutex> lock(mutex);
+    for (auto it = items.begin(); it != items.end(); ++it)
+      if (match(*it)) {
+        items.splice(items.begin(), items, it);
+        return it->plan;
+      }
+  }
+  auto plan = std::make_shared<const Plan<T>>(
+      forward_plan<T>(geo, p, static_cast<const T*>(nullptr), cs, off, block, nblocks));
+  std::lock_guard<std::mutex> lock(mutex);
+  items.push_front(Item{topology_id, geo.cout, geo.cin, geo.groups, cs, block, nblocks, off,
+                        plan});
+  if (items.size() > kPlanCacheSize) items.pop_back();
+  return plan;
+}
+
+// The plan `index_plan` with each entry's weight values[val[e]].
+template <typename T>
+Plan<T> with_weights(const Plan<T>& index_plan, const T* values) {
+  Plan<T> plan;
+  plan.rows = index_plan.rows, plan.cols = index_plan.cols, plan.groups = index_plan.groups;
+  plan.block = index_plan.block, plan.nblocks = index_plan.nblocks;
+  plan.ptr = index_plan.ptr;
+  const int64_t n = static_cast<int64_t>(index_plan.ent.size());
+  plan.ent.resize(n);
+  const Entry<T>* src = index_plan.ent.data();
+  const int32_t* val = index_plan.val.data();
+  Entry<T>* dst = plan.ent.data();
+  for (int64_t e = 0; e < n; ++e) dst[e] = {src[e].off, values[val[e]]};
+  return plan;
 }
 
 }  // namespace pattern_plan
