@@ -28,9 +28,12 @@ import torch
 import triton
 import triton.language as tl
 
-from ..conv_args import ConvArgs, output_hw
+from ..conv_args import ConvArgs
 from ..formats.block1xn import BlockTopology
-from .common import _ACC, _Launcher, _cfg, _check, _conv_scalars, _grid
+from .common import (
+    _ACC, _Launcher, _cfg, _check_grad_weight, _conv_scalars, _forward_output, _grad_input_output,
+    _grid, _in_image, _pixel_tile, _split_pixels, _tap_source,
+)
 
 
 # ---------------------------------------------------------------------------
@@ -53,13 +56,7 @@ def _forward_kernel(
     oc0 = g * COUT_G + q * N
     lanes = tl.minimum(COUT_G - q * N, N)
 
-    offs_m = tl.program_id(1) * BLOCK_M + tl.arange(0, BLOCK_M)
-    m_ok = offs_m < P
-    ohw = OH * OW
-    b = offs_m // ohw
-    pix = offs_m - b * ohw
-    oh = pix // OW
-    ow = pix - oh * OW
+    _, m_ok, b, pix, oh, ow = _pixel_tile(tl.program_id(1), P, OH, OW, BLOCK_M)
     ih0 = oh * STRIDE_H - PAD_H
     iw0 = ow * STRIDE_W - PAD_W
     x_row = b.to(tl.int64) * sxb + (g * C_IN_G).to(tl.int64) * sxc
@@ -81,8 +78,7 @@ def _forward_kernel(
         col = tl.load(col_idx + blk, mask=k_ok, other=0)
         ih = ih0[:, None] + kh[None, :] * DIL_H
         iw = iw0[:, None] + kw[None, :] * DIL_W
-        a_ok = (m_ok[:, None] & k_ok[None, :]
-                & (ih >= 0) & (ih < H) & (iw >= 0) & (iw < W))
+        a_ok = _in_image(m_ok[:, None] & k_ok[None, :], ih, iw, H, W)
         a_off = x_row[:, None] + col[None, :].to(tl.int64) * sxc + ih * sxh + iw * sxw
         a = tl.load(x_ptr + a_off, mask=a_ok, other=0.0)
         w_off = offs_k[:, None].to(tl.int64) * N + offs_n[None, :]
@@ -93,7 +89,7 @@ def _forward_kernel(
     if HAS_BIAS:
         bias = tl.load(bias_ptr + oc0 + offs_n, mask=n_ok, other=0.0)
         acc += bias.to(ACC)[None, :]
-    out_off = ((b.to(tl.int64) * COUT + oc0)[:, None] + offs_n[None, :]) * ohw + pix[:, None]
+    out_off = ((b.to(tl.int64) * COUT + oc0)[:, None] + offs_n[None, :]) * (OH * OW) + pix[:, None]
     tl.store(out_ptr + out_off, acc.to(out_ptr.dtype.element_ty),
              mask=m_ok[:, None] & n_ok[None, :])
 
@@ -111,13 +107,7 @@ def _grad_input_kernel(
     # this is a GEMV: K = (blocks reading the channel) x taps x lanes, flattened.
     ci = tl.program_id(0)
     g = ci // C_IN_G
-    offs_m = tl.program_id(1) * BLOCK_M + tl.arange(0, BLOCK_M)
-    m_ok = offs_m < P
-    hw = H * W
-    b = offs_m // hw
-    pix = offs_m - b * hw
-    ih = pix // W
-    iw = pix - ih * W
+    _, m_ok, b, pix, ih, iw = _pixel_tile(tl.program_id(1), P, H, W, BLOCK_M)
     go_row = b.to(tl.int64) * sgb
 
     TN: tl.constexpr = KH * KW * N
@@ -137,21 +127,15 @@ def _grad_input_kernel(
         q = tl.load(block_row + j, mask=k_ok, other=0) - g * ROWS_PER_GROUP
         k_ok = k_ok & (q * N + n < COUT_G)  # padded lanes of a short last row
         oc = g * COUT_G + q * N + n
-        # Output pixel whose tap (kh, kw) lands on (ih, iw), if any: the
-        # numerator must be >= 0 (clamped before dividing: no negative //),
-        # a multiple of the stride, and the quotient inside the output.
-        nh = ih[:, None] + PAD_H - kh[None, :] * DIL_H
-        nw = iw[:, None] + PAD_W - kw[None, :] * DIL_W
-        oh = tl.maximum(nh, 0) // STRIDE_H
-        ow = tl.maximum(nw, 0) // STRIDE_W
-        ok = (m_ok[:, None] & k_ok[None, :] & (nh >= 0) & (nw >= 0)
-              & (oh * STRIDE_H == nh) & (ow * STRIDE_W == nw) & (oh < OH) & (ow < OW))
+        oh, ow, ok = _tap_source(m_ok[:, None] & k_ok[None, :], ih[:, None], iw[:, None],
+                                 kh[None, :], kw[None, :], OH, OW,
+                                 STRIDE_H, STRIDE_W, PAD_H, PAD_W, DIL_H, DIL_W)
         g_off = go_row[:, None] + oc[None, :].to(tl.int64) * sgc + oh * sgh + ow * sgw
         gv = tl.load(go_ptr + g_off, mask=ok, other=0.0)
         w = tl.load(v_ptr + blk.to(tl.int64) * TN + rem, mask=k_ok, other=0.0)
         acc += tl.sum(gv.to(ACC) * w.to(ACC)[None, :], axis=1)
 
-    gi_off = (b.to(tl.int64) * CIN + ci) * hw + pix
+    gi_off = (b.to(tl.int64) * CIN + ci) * (H * W) + pix
     tl.store(gi_ptr + gi_off, acc.to(gi_ptr.dtype.element_ty), mask=m_ok)
 
 
@@ -186,19 +170,14 @@ def _grad_weight_kernel(
     x_c = c.to(tl.int64) * sxc
     go_n = (oc0 + offs_n).to(tl.int64) * sgc
 
-    ohw = OH * OW
     acc = tl.zeros([BLOCK_T, BLOCK_N], dtype=ACC)
     for p0 in range(0, P, BLOCK_P):
         offs_p = p0 + tl.arange(0, BLOCK_P)
         p_ok = offs_p < P
-        b = offs_p // ohw
-        pix = offs_p - b * ohw
-        oh = pix // OW
-        ow = pix - oh * OW
+        b, _, oh, ow = _split_pixels(offs_p, OH, OW)
         ih = oh[None, :] * STRIDE_H - PAD_H + kh[:, None] * DIL_H
         iw = ow[None, :] * STRIDE_W - PAD_W + kw[:, None] * DIL_W
-        a_ok = (t_ok[:, None] & p_ok[None, :]
-                & (ih >= 0) & (ih < H) & (iw >= 0) & (iw < W))
+        a_ok = _in_image(t_ok[:, None] & p_ok[None, :], ih, iw, H, W)
         a_off = (b.to(tl.int64) * sxb)[None, :] + x_c + ih * sxh + iw * sxw
         a = tl.load(x_ptr + a_off, mask=a_ok, other=0.0)
         g_off = (b.to(tl.int64) * sgb + oh * sgh + ow * sgw)[:, None] + go_n[None, :]
@@ -251,14 +230,12 @@ def forward(
     conv: ConvArgs,
 ) -> torch.Tensor:
     """``[B, Cout, OH, OW]`` NCHW-contiguous output of the sparse conv."""
-    _check("x", x, values.dtype)
-    bsz, cin, h, w = x.shape
-    cout, (kh, kw) = topo.cout, topo.kernel_size
-    oh, ow = output_hw((h, w), (kh, kw), conv)
-    out = torch.empty(bsz, cout, oh, ow, device=x.device, dtype=x.dtype)
-    p = bsz * oh * ow
+    out, p = _forward_output(x, values, topo, conv)
     if p == 0:
         return out
+    cin, h, w = x.shape[1:]
+    cout, oh, ow = out.shape[1:]
+    kh, kw = topo.kernel_size
     n = topo.n
     _forward(
         _grid(topo.row_ptr.numel() - 1, p, "BLOCK_M"),
@@ -280,14 +257,12 @@ def grad_input(
     in_hw: tuple[int, int],
 ) -> torch.Tensor:
     """``[B, Cin, H, W]`` NCHW-contiguous gradient w.r.t. the input."""
-    _check("grad_out", grad_out, values.dtype)
-    bsz, cout, oh, ow = grad_out.shape
-    h, w = in_hw
-    cin, (kh, kw) = topo.cin, topo.kernel_size
-    gi = torch.empty(bsz, cin, h, w, device=grad_out.device, dtype=grad_out.dtype)
-    p = bsz * h * w
+    gi, p = _grad_input_output(grad_out, values, topo, in_hw)
     if p == 0:
         return gi
+    cout, oh, ow = grad_out.shape[1:]
+    cin, h, w = gi.shape[1:]
+    kh, kw = topo.kernel_size
     _grad_input(
         _grid(cin, p, "BLOCK_M"),
         grad_out, values.contiguous(), topo.col_ptr, topo.block_idx, topo.block_row, gi,
@@ -305,8 +280,7 @@ def grad_weight(
     conv: ConvArgs,
 ) -> torch.Tensor:
     """``[nnzb, Kh, Kw, N]`` gradient w.r.t. the kept values (padded lanes 0)."""
-    _check("x", x, x.dtype)
-    _check("grad_out", grad_out, x.dtype)
+    _check_grad_weight(x, grad_out)
     bsz, cin, h, w = x.shape
     cout, oh, ow = grad_out.shape[1:]
     kh, kw = topo.kernel_size

@@ -1,8 +1,16 @@
 """What every kind's Triton backend shares: the interpreter switch and its
 lock, the accumulator dtype of each input dtype, the launcher that runs one
-fixed config under the interpreter and autotunes on a GPU, host-side
-operand checks and grid helpers, and the NaN/Inf protocol of the dot
-kernels that would otherwise read pruned weights (below)."""
+fixed config under the interpreter and autotunes on a GPU (and the config
+lists the stripe and pattern kernels, alike in tiling, search), host-side
+operand checks, outputs and grids, the in-kernel index arithmetic of a
+conv (pixels, taps, group tiles), and the NaN/Inf protocol of the dot
+kernels that would otherwise read pruned weights (below).
+
+The ``@triton.jit`` helpers are inlined into their callers (no call). ptxas
+allocates registers by the order of the ops it gets, so they keep the order
+and association of the arithmetic they replace: every kernel compiles to the
+same registers and spills on sm_90 as when written out
+(../shared/tools/triton_sm90_report.py)."""
 from __future__ import annotations
 
 import os
@@ -12,7 +20,7 @@ import torch
 import triton
 import triton.language as tl
 
-from ..conv_args import ConvArgs
+from ..conv_args import ConvArgs, output_hw
 
 _INTERPRET = os.environ.get("TRITON_INTERPRET", "0") == "1"
 _INTERPRETER_LOCK = threading.Lock()
@@ -69,13 +77,181 @@ def _check(name: str, t: torch.Tensor, dtype: torch.dtype):
         raise ValueError(f"{name}: expected a 4-D NCHW tensor, got shape {tuple(t.shape)}")
 
 
+# Stripe and pattern tile alike: an output (or grad-input) tile is channels
+# of one group x pixels, a grad-weight tile is one column (group, tap) x
+# output-side rows x input channels. They search the same configs where
+# their kernels share a tile structure (neither kind's dot kernels spill at
+# any of them, fp16 on sm_90); their grad-input tiles differ
+# in K (a column's stripes vs output channels), so each keeps its own list.
+# configs[0] is the interpreter's.
+_CHANNEL_PIXEL_CONFIGS = [  # forward dot: BLOCK_O channels x BLOCK_P pixels
+    _cfg(4, BLOCK_O=16, BLOCK_P=64, BLOCK_K=16),
+    _cfg(4, 3, BLOCK_O=64, BLOCK_P=64, BLOCK_K=32),
+    _cfg(8, 3, BLOCK_O=64, BLOCK_P=128, BLOCK_K=32),
+    _cfg(8, 3, BLOCK_O=128, BLOCK_P=128, BLOCK_K=32),
+    _cfg(4, 3, BLOCK_O=32, BLOCK_P=128, BLOCK_K=32),
+    _cfg(4, 2, BLOCK_O=16, BLOCK_P=128, BLOCK_K=16),
+]
+# The exact (NaN/Inf) forward: one config, large tiles, so that when x is
+# finite its programs (which only read the flag) are few.
+_CHANNEL_PIXEL_EXACT_CONFIGS = [_cfg(8, BLOCK_O=32, BLOCK_P=128, BLOCK_K=16)]
+
+
+def _column_configs(rows: str) -> list:
+    """Grad-weight configs: ``rows`` (the tile's output-side rows: a
+    column's stripes, or output channels) x BLOCK_C input channels,
+    reduced over BLOCK_P pixels per step."""
+    return [_cfg(4, **{rows: 16}, BLOCK_C=16, BLOCK_P=64),
+            _cfg(4, 3, **{rows: 64}, BLOCK_C=64, BLOCK_P=64),
+            _cfg(4, 3, **{rows: 32}, BLOCK_C=64, BLOCK_P=64),
+            _cfg(8, 3, **{rows: 64}, BLOCK_C=32, BLOCK_P=128),
+            _cfg(8, 3, **{rows: 128}, BLOCK_C=64, BLOCK_P=64)]
+
+
 def _grid(programs: int, extent: int, tile: str):
     """(programs, tiles of ``extent``) with the tile size the config picked."""
     return lambda meta: (programs, triton.cdiv(extent, meta[tile]))
 
 
+def _pixel_group_grid(pixels: int, groups: int, per_group: int, tile: str):
+    """(pixel tiles, groups x tiles of ``per_group`` channels): tiles never
+    span groups. Pixels go on axis 0, the one that may exceed 65535."""
+    return lambda meta: (triton.cdiv(pixels, meta["BLOCK_P"]),
+                         groups * triton.cdiv(per_group, meta[tile]))
+
+
+def _column_grid(columns: int, cout_g: int, cin_g: int, rows: str):
+    """(columns, tiles of ``cout_g`` rows, tiles of ``cin_g`` input
+    channels): a column holds at most ``cout_g`` rows, an upper bound
+    needing no host sync (tiles past a column's rows do nothing)."""
+    return lambda meta: (columns, triton.cdiv(cout_g, meta[rows]),
+                         triton.cdiv(cin_g, meta["BLOCK_C"]))
+
+
+def _forward_output(x: torch.Tensor, values: torch.Tensor, topo, conv: ConvArgs):
+    """``(out, pixels)``: ``x`` checked against the values' dtype, the
+    uninitialised ``[B, Cout, OH, OW]`` output (the kernel stores every
+    element) and its batch*OH*OW pixels, the kernels' flat pixel axis."""
+    _check("x", x, values.dtype)
+    oh, ow = output_hw(tuple(x.shape[2:]), topo.kernel_size, conv)
+    out = torch.empty(x.shape[0], topo.cout, oh, ow, device=x.device, dtype=x.dtype)
+    return out, x.shape[0] * oh * ow
+
+
+def _grad_input_output(grad_out: torch.Tensor, values: torch.Tensor, topo,
+                       in_hw: tuple[int, int]):
+    """``(gi, pixels)``: ``grad_out`` checked, the uninitialised
+    ``[B, Cin, H, W]`` gradient and its batch*H*W pixels."""
+    _check("grad_out", grad_out, values.dtype)
+    gi = torch.empty(grad_out.shape[0], topo.cin, *in_hw,
+                     device=grad_out.device, dtype=grad_out.dtype)
+    return gi, grad_out.shape[0] * in_hw[0] * in_hw[1]
+
+
+def _check_grad_weight(x: torch.Tensor, grad_out: torch.Tensor):
+    """Grad-weight takes its dtype from ``x``: no values to check against."""
+    _check("x", x, x.dtype)
+    _check("grad_out", grad_out, x.dtype)
+
+
 def _conv_scalars(conv: ConvArgs) -> tuple:
     return (*conv.stride, *conv.padding, *conv.dilation)
+
+
+# ---------------------------------------------------------------------------
+# in-kernel index arithmetic
+# ---------------------------------------------------------------------------
+@triton.jit
+def _pixel_tile(pid, P, H, W, BLOCK: tl.constexpr):
+    """Program ``pid``'s BLOCK flat pixels over batch*H*W (``P`` of them):
+    ``(offs, ok, b, pix, row, col)``, ``ok`` where they exist, the rest as
+    in ``_split_pixels``."""
+    offs = pid * BLOCK + tl.arange(0, BLOCK)
+    b, pix, row, col = _split_pixels(offs, H, W)
+    return offs, offs < P, b, pix, row, col
+
+
+@triton.jit
+def _split_pixels(offs, H, W):
+    """``(b, pix, row, col)`` of flat pixel indices over batch*H*W: the
+    image, the pixel within it (row * W + col), its row and column."""
+    hw = H * W
+    b = offs // hw
+    pix = offs - b * hw
+    row = pix // W
+    return b, pix, row, pix - row * W
+
+
+# The masks below AND onto the caller's mask, left to right: ANDed apart and
+# then together, block1xn's forward took 3 registers more and its grad-input
+# spilled 32 B more.
+@triton.jit
+def _in_image(ok, ih, iw, H, W):
+    """``ok`` where input pixel (ih, iw) lies in the image (else padding)."""
+    return ok & (ih >= 0) & (ih < H) & (iw >= 0) & (iw < W)
+
+
+@triton.jit
+def _tap_source(ok, ih, iw, kh, kw, OH, OW,
+                STRIDE_H, STRIDE_W, PAD_H, PAD_W, DIL_H, DIL_W):
+    """``(oh, ow, ok)``: the output pixel whose tap (kh, kw) lands on input
+    pixel (ih, iw), and ``ok`` where there is one: the numerator must be
+    >= 0 (clamped before dividing: no negative //), a multiple of the
+    stride, and the quotient inside the output. Broadcasts like its
+    operands."""
+    nh = ih + PAD_H - kh * DIL_H
+    nw = iw + PAD_W - kw * DIL_W
+    oh = tl.maximum(nh, 0) // STRIDE_H
+    ow = tl.maximum(nw, 0) // STRIDE_W
+    ok = (ok & (nh >= 0) & (nw >= 0) & (oh * STRIDE_H == nh) & (ow * STRIDE_W == nw)
+          & (oh < OH) & (ow < OW))
+    return oh, ow, ok
+
+
+@triton.jit
+def _group_tile(pid, PER_GROUP, BLOCK: tl.constexpr):
+    """``(g, local, ok)`` of program ``pid``'s tile of BLOCK channels, the
+    tiles of each group numbered in turn (none spans two groups): its group,
+    channel offsets within the group, and which of them exist."""
+    tiles = tl.cdiv(PER_GROUP, BLOCK)
+    g = pid // tiles
+    local = (pid - g * tiles) * BLOCK + tl.arange(0, BLOCK)
+    return g, local, local < PER_GROUP
+
+
+@triton.jit
+def _store_channel_pixel(ptr, acc, b, ch, pix, C, HW, ch_ok, p_ok):
+    """Store a ``[channels, pixels]`` tile into an NCHW-contiguous ``[B, C,
+    H, W]`` tensor (``HW = H * W``)."""
+    off = ((b.to(tl.int64) * C)[None, :] + ch[:, None]) * HW + pix[None, :]
+    tl.store(ptr + off, acc.to(ptr.dtype.element_ty), mask=ch_ok[:, None] & p_ok[None, :])
+
+
+@triton.jit
+def _column_reduction(x_ptr, go_ptr, x_c, c_ok, go_o, o_ok, kh, kw, P, p_hi,
+                      H, W, OH, OW, sxb, sxh, sxw, sgb, sgh, sgw,
+                      STRIDE_H, STRIDE_W, PAD_H, PAD_W, DIL_H, DIL_W,
+                      ACC: tl.constexpr, BLOCK_O: tl.constexpr, BLOCK_C: tl.constexpr,
+                      BLOCK_P: tl.constexpr):
+    """Grad-weight of one column (tap (kh, kw)): ``acc[o, c] = sum_p dY[o,
+    p] x[c, p shifted by the tap]`` over output pixels ``p < p_hi`` (``P``
+    or 0), as ``[O, P] x [P, C]`` dots. ``go_o``/``x_c`` are the rows'
+    grad_out channel offsets and the input channels' x offsets."""
+    acc = tl.zeros([BLOCK_O, BLOCK_C], dtype=ACC)
+    for p0 in range(0, p_hi, BLOCK_P):
+        offs_p = p0 + tl.arange(0, BLOCK_P)
+        p_ok = offs_p < P
+        b, pix, oh, ow = _split_pixels(offs_p, OH, OW)
+        ih = oh * STRIDE_H - PAD_H + kh * DIL_H
+        iw = ow * STRIDE_W - PAD_W + kw * DIL_W
+        x_ok = _in_image(p_ok, ih, iw, H, W)
+        bl = b.to(tl.int64)
+        gv = tl.load(go_ptr + go_o[:, None] + (bl * sgb + oh * sgh + ow * sgw)[None, :],
+                     mask=o_ok[:, None] & p_ok[None, :], other=0.0)
+        xv = tl.load(x_ptr + (bl * sxb + ih * sxh + iw * sxw)[:, None] + x_c[None, :],
+                     mask=x_ok[:, None] & c_ok[None, :], other=0.0)
+        acc = tl.dot(gv, xv, acc, input_precision="ieee")
+    return acc
 
 
 # ---------------------------------------------------------------------------

@@ -75,16 +75,34 @@ import torch
 import triton
 import triton.language as tl
 
-from ..conv_args import ConvArgs, output_hw
+from ..conv_args import ConvArgs
 from ..formats.pattern import PatternTopology
 from .common import (
-    _ACC, _Launcher, _cfg, _check, _conv_scalars, _flag_picks, _launch_dot_or_exact, _nonfinite,
+    _ACC, _CHANNEL_PIXEL_CONFIGS, _CHANNEL_PIXEL_EXACT_CONFIGS, _Launcher, _cfg, _check_grad_weight,
+    _column_configs, _column_grid, _column_reduction, _conv_scalars, _flag_picks,
+    _forward_output, _grad_input_output, _group_tile, _in_image, _launch_dot_or_exact, _nonfinite,
+    _pixel_group_grid, _pixel_tile, _store_channel_pixel, _tap_source,
 )
 
 
 # ---------------------------------------------------------------------------
 # kernels
 # ---------------------------------------------------------------------------
+@triton.jit
+def _kept_at_tap(vmap_ptr, pmap_ptr, pos_ptr, row_off, col_off, mask, t, T: tl.constexpr):
+    """``(vstart, pos, kept)`` of kernels ``(o, i)`` at tap ``t``, read from
+    the plan at ``row_off + col_off`` (``o * Cin/g``, ``i``) where ``mask``:
+    weight ``(o, i, t)`` is ``values[vstart + pos]`` where ``kept``; a
+    dropped kernel or pruned tap is not kept (its value is never read).
+    Row and column offsets are added to the pointers in turn: summed first,
+    the exact forward spilled 108 B more on sm_90."""
+    vstart = tl.load(vmap_ptr + row_off + col_off, mask=mask, other=-1)
+    has_kernel = vstart >= 0
+    pat = tl.load(pmap_ptr + row_off + col_off, mask=has_kernel, other=0)
+    pos = tl.load(pos_ptr + pat * T + t, mask=has_kernel, other=-1)
+    return vstart, pos, pos >= 0
+
+
 @triton.jit
 def _forward_kernel(
     x_ptr, v_ptr, vmap_ptr, pmap_ptr, pos_ptr, flag_ptr, bias_ptr, out_ptr,
@@ -96,21 +114,11 @@ def _forward_kernel(
     BLOCK_O: tl.constexpr, BLOCK_P: tl.constexpr, BLOCK_K: tl.constexpr,
 ):
     # Output pixel tile on axis 0 (can be many), channel tile on axis 1.
-    pid_o = tl.program_id(1)
-    o_tiles = tl.cdiv(COUT_G, BLOCK_O)
-    g = pid_o // o_tiles
-    o_local = (pid_o - g * o_tiles) * BLOCK_O + tl.arange(0, BLOCK_O)
-    o_ok = o_local < COUT_G
+    g, o_local, o_ok = _group_tile(tl.program_id(1), COUT_G, BLOCK_O)
     oc = g * COUT_G + o_local
     map_row = oc * C_IN_G
 
-    offs_p = tl.program_id(0) * BLOCK_P + tl.arange(0, BLOCK_P)
-    p_ok = offs_p < P
-    ohw = OH * OW
-    b = offs_p // ohw
-    pix = offs_p - b * ohw
-    oh = pix // OW
-    ow = pix - oh * OW
+    offs_p, p_ok, b, pix, oh, ow = _pixel_tile(tl.program_id(0), P, OH, OW, BLOCK_P)
     ih0 = oh * STRIDE_H - PAD_H
     iw0 = ow * STRIDE_W - PAD_W
     x_base = b.to(tl.int64) * sxb + (g * C_IN_G).to(tl.int64) * sxc
@@ -138,17 +146,14 @@ def _forward_kernel(
                     kw = t - kh * KW
                     ih = ih0 + kh * DIL_H
                     iw = iw0 + kw * DIL_W
-                    x_ok = p_ok & (ih >= 0) & (ih < H) & (iw >= 0) & (iw < W)
+                    x_ok = _in_image(p_ok, ih, iw, H, W)
                     x_pix = x_base + ih * sxh + iw * sxw
                     if EXACT:  # add kept products only: never 0 * NaN
                         for j in range(0, BLOCK_K):
                             c = k0 + j
                             c_in = tl.full([1], c, tl.int32) < C_IN_G  # (a tensor mask)
-                            vs = tl.load(vmap_ptr + map_row + c, mask=o_ok & c_in, other=-1)
-                            ps = tl.load(pos_ptr + tl.load(pmap_ptr + map_row + c,
-                                                           mask=vs >= 0, other=0) * T + t,
-                                         mask=vs >= 0, other=-1)
-                            keep = ps >= 0
+                            vs, ps, keep = _kept_at_tap(vmap_ptr, pmap_ptr, pos_ptr, map_row, c,
+                                                        o_ok & c_in, t, T)
                             w = tl.load(v_ptr + vs + ps, mask=keep, other=0.0)
                             xv = tl.load(x_ptr + x_pix + c.to(tl.int64) * sxc,
                                          mask=x_ok & c_in, other=0.0)
@@ -163,9 +168,7 @@ def _forward_kernel(
     if HAS_BIAS:
         bias = tl.load(bias_ptr + oc, mask=o_ok, other=0.0)
         acc += bias.to(ACC)[:, None]
-    out_off = ((b.to(tl.int64) * COUT)[None, :] + oc[:, None]) * ohw + pix[None, :]
-    tl.store(out_ptr + out_off, acc.to(out_ptr.dtype.element_ty),
-             mask=o_ok[:, None] & (p_ok & run_p)[None, :])
+    _store_channel_pixel(out_ptr, acc, b, oc, pix, COUT, OH * OW, o_ok, p_ok & run_p)
 
 
 @triton.jit
@@ -178,20 +181,10 @@ def _grad_input_kernel(
     BLOCK_C: tl.constexpr, BLOCK_P: tl.constexpr, BLOCK_K: tl.constexpr,
 ):
     # Input pixel tile on axis 0, input channel tile (within a group) on axis 1.
-    pid_c = tl.program_id(1)
-    c_tiles = tl.cdiv(C_IN_G, BLOCK_C)
-    g = pid_c // c_tiles
-    c_local = (pid_c - g * c_tiles) * BLOCK_C + tl.arange(0, BLOCK_C)
-    c_ok = c_local < C_IN_G
+    g, c_local, c_ok = _group_tile(tl.program_id(1), C_IN_G, BLOCK_C)
     ci = g * C_IN_G + c_local
 
-    offs_p = tl.program_id(0) * BLOCK_P + tl.arange(0, BLOCK_P)
-    p_ok = offs_p < P
-    hw = H * W
-    b = offs_p // hw
-    pix = offs_p - b * hw
-    ih = pix // W
-    iw = pix - ih * W
+    offs_p, p_ok, b, pix, ih, iw = _pixel_tile(tl.program_id(0), P, H, W, BLOCK_P)
     go_b = b.to(tl.int64) * sgb
     offs_k = tl.arange(0, BLOCK_K)
     # The dot launch runs when grad_out is finite, the exact one when it is not.
@@ -215,26 +208,16 @@ def _grad_input_kernel(
                 if tl.max(kept.to(tl.int32)) > 0:
                     kh = t // KW
                     kw = t - kh * KW
-                    # Output pixel whose tap (kh, kw) lands on (ih, iw), if any:
-                    # numerator >= 0 (clamped before dividing: no negative //),
-                    # a multiple of the stride, quotient inside the output.
-                    nh = ih + PAD_H - kh * DIL_H
-                    nw = iw + PAD_W - kw * DIL_W
-                    oh = tl.maximum(nh, 0) // STRIDE_H
-                    ow = tl.maximum(nw, 0) // STRIDE_W
-                    q_ok = (p_ok & (nh >= 0) & (nw >= 0) & (oh * STRIDE_H == nh)
-                            & (ow * STRIDE_W == nw) & (oh < OH) & (ow < OW))
+                    oh, ow, q_ok = _tap_source(p_ok, ih, iw, kh, kw, OH, OW,
+                                               STRIDE_H, STRIDE_W, PAD_H, PAD_W, DIL_H, DIL_W)
                     go_pix = go_b + oh * sgh + ow * sgw
                     if EXACT:  # add kept products only: never 0 * NaN
                         for j in range(0, BLOCK_K):
                             o = k0 + j
                             o_in = tl.full([1], o, tl.int32) < COUT_G  # (a tensor mask)
                             row = (g * COUT_G + o) * C_IN_G
-                            vs = tl.load(vmap_ptr + row + c_local, mask=c_ok & o_in, other=-1)
-                            ps = tl.load(pos_ptr + tl.load(pmap_ptr + row + c_local,
-                                                           mask=vs >= 0, other=0) * T + t,
-                                         mask=vs >= 0, other=-1)
-                            keep = ps >= 0
+                            vs, ps, keep = _kept_at_tap(vmap_ptr, pmap_ptr, pos_ptr, row, c_local,
+                                                        c_ok & o_in, t, T)
                             w = tl.load(v_ptr + vs + ps, mask=keep, other=0.0)
                             gv = tl.load(go_ptr + go_pix + (g * COUT_G + o).to(tl.int64) * sgc,
                                          mask=q_ok & o_in, other=0.0)
@@ -246,9 +229,7 @@ def _grad_input_kernel(
                                      mask=o_ok[:, None] & q_ok[None, :], other=0.0)
                         acc = tl.dot(w, gv, acc, input_precision="ieee")
 
-    gi_off = ((b.to(tl.int64) * CIN)[None, :] + ci[:, None]) * hw + pix[None, :]
-    tl.store(gi_ptr + gi_off, acc.to(gi_ptr.dtype.element_ty),
-             mask=c_ok[:, None] & (p_ok & run_p)[None, :])
+    _store_channel_pixel(gi_ptr, acc, b, ci, pix, CIN, H * W, c_ok, p_ok & run_p)
 
 
 @triton.jit
@@ -272,34 +253,17 @@ def _grad_weight_kernel(
     oc = g * COUT_G + o_local
     c_local = tl.program_id(2) * BLOCK_C + tl.arange(0, BLOCK_C)
     c_ok = c_local < C_IN_G
-    m_off = (oc * C_IN_G)[:, None] + c_local[None, :]
-    vstart = tl.load(vmap_ptr + m_off, mask=o_ok[:, None] & c_ok[None, :], other=-1)
-    has_kernel = vstart >= 0
-    pos = tl.load(pos_ptr + tl.load(pmap_ptr + m_off, mask=has_kernel, other=0) * T + t,
-                  mask=has_kernel, other=-1)
-    kept = pos >= 0
+    vstart, pos, kept = _kept_at_tap(vmap_ptr, pmap_ptr, pos_ptr,
+                                     (oc * C_IN_G)[:, None], c_local[None, :],
+                                     o_ok[:, None] & c_ok[None, :], t, T)
     x_c = (g * C_IN_G + c_local).to(tl.int64) * sxc
     go_o = oc.to(tl.int64) * sgc
 
-    ohw = OH * OW
     p_hi = tl.where(tl.max(kept.to(tl.int32)) > 0, P, 0)  # nothing kept: no work
-    acc = tl.zeros([BLOCK_O, BLOCK_C], dtype=ACC)
-    for p0 in range(0, p_hi, BLOCK_P):
-        offs_p = p0 + tl.arange(0, BLOCK_P)
-        p_ok = offs_p < P
-        b = offs_p // ohw
-        pix = offs_p - b * ohw
-        oh = pix // OW
-        ow = pix - oh * OW
-        ih = oh * STRIDE_H - PAD_H + kh * DIL_H
-        iw = ow * STRIDE_W - PAD_W + kw * DIL_W
-        x_ok = p_ok & (ih >= 0) & (ih < H) & (iw >= 0) & (iw < W)
-        bl = b.to(tl.int64)
-        gv = tl.load(go_ptr + go_o[:, None] + (bl * sgb + oh * sgh + ow * sgw)[None, :],
-                     mask=o_ok[:, None] & p_ok[None, :], other=0.0)
-        xv = tl.load(x_ptr + (bl * sxb + ih * sxh + iw * sxw)[:, None] + x_c[None, :],
-                     mask=x_ok[:, None] & c_ok[None, :], other=0.0)
-        acc = tl.dot(gv, xv, acc, input_precision="ieee")
+    acc = _column_reduction(x_ptr, go_ptr, x_c, c_ok, go_o, o_ok, kh, kw, P, p_hi,
+                            H, W, OH, OW, sxb, sxh, sxw, sgb, sgh, sgw,
+                            STRIDE_H, STRIDE_W, PAD_H, PAD_W, DIL_H, DIL_W,
+                            ACC, BLOCK_O, BLOCK_C, BLOCK_P)
 
     tl.store(gw_ptr + vstart + pos, acc.to(gw_ptr.dtype.element_ty), mask=kept)
 
@@ -314,17 +278,10 @@ def _grad_weight_kernel(
 # at computed pixel offsets, 2-byte loads), and the per-(chunk, tap) skip
 # branches keep the loop from being software-pipelined. fp32 (ieee, no TF32)
 # lowers to FMA, fp64 to mma.sync (DMMA), as in the other kinds.
+# Forward and grad-weight search the configs shared with stripe (common.py).
 # ---------------------------------------------------------------------------
-_forward = _Launcher(
-    _forward_kernel,
-    [_cfg(4, BLOCK_O=16, BLOCK_P=64, BLOCK_K=16),
-     _cfg(4, 3, BLOCK_O=64, BLOCK_P=64, BLOCK_K=32),
-     _cfg(8, 3, BLOCK_O=64, BLOCK_P=128, BLOCK_K=32),
-     _cfg(8, 3, BLOCK_O=128, BLOCK_P=128, BLOCK_K=32),
-     _cfg(4, 3, BLOCK_O=32, BLOCK_P=128, BLOCK_K=32),
-     _cfg(4, 2, BLOCK_O=16, BLOCK_P=128, BLOCK_K=16)],
-    key=["P", "C_IN_G", "COUT_G", "KH", "KW"],
-)
+_forward = _Launcher(_forward_kernel, _CHANNEL_PIXEL_CONFIGS,
+                     key=["P", "C_IN_G", "COUT_G", "KH", "KW"])
 _grad_input = _Launcher(
     _grad_input_kernel,
     [_cfg(4, BLOCK_C=16, BLOCK_P=64, BLOCK_K=16),
@@ -338,19 +295,11 @@ _grad_input = _Launcher(
 # input is finite their programs (which only read the flag) are few. fp16 on
 # sm_90: forward 255 registers and 88 B of spills, grad-input 107 and none;
 # only ever slow when the input already holds NaN/Inf.
-_forward_exact = _Launcher(_forward_kernel, [_cfg(8, BLOCK_O=32, BLOCK_P=128, BLOCK_K=16)],
-                           key=["KH", "KW"])
+_forward_exact = _Launcher(_forward_kernel, _CHANNEL_PIXEL_EXACT_CONFIGS, key=["KH", "KW"])
 _grad_input_exact = _Launcher(_grad_input_kernel, [_cfg(8, BLOCK_C=32, BLOCK_P=128, BLOCK_K=16)],
                               key=["KH", "KW"])
-_grad_weight = _Launcher(
-    _grad_weight_kernel,
-    [_cfg(4, BLOCK_O=16, BLOCK_C=16, BLOCK_P=64),
-     _cfg(4, 3, BLOCK_O=64, BLOCK_C=64, BLOCK_P=64),
-     _cfg(4, 3, BLOCK_O=32, BLOCK_C=64, BLOCK_P=64),
-     _cfg(8, 3, BLOCK_O=64, BLOCK_C=32, BLOCK_P=128),
-     _cfg(8, 3, BLOCK_O=128, BLOCK_C=64, BLOCK_P=64)],
-    key=["P", "C_IN_G", "COUT_G", "KH", "KW"],
-)
+_grad_weight = _Launcher(_grad_weight_kernel, _column_configs("BLOCK_O"),
+                         key=["P", "C_IN_G", "COUT_G", "KH", "KW"])
 
 
 # ---------------------------------------------------------------------------
@@ -387,21 +336,15 @@ def forward(
     conv: ConvArgs,
 ) -> torch.Tensor:
     """``[B, Cout, OH, OW]`` NCHW-contiguous output of the sparse conv."""
-    _check("x", x, values.dtype)
-    bsz, cin, h, w = x.shape
-    cout, (kh, kw) = topo.cout, topo.kernel_size
-    oh, ow = output_hw((h, w), (kh, kw), conv)
-    out = torch.empty(bsz, cout, oh, ow, device=x.device, dtype=x.dtype)
-    p = bsz * oh * ow
+    out, p = _forward_output(x, values, topo, conv)
     if p == 0:
         return out
+    cin, h, w = x.shape[1:]
+    cout, oh, ow = out.shape[1:]
+    kh, kw = topo.kernel_size
     g = conv.groups
     cout_g = cout // g
     vmap, pmap, pos = _plan(topo)
-
-    def grid(meta):
-        return (triton.cdiv(p, meta["BLOCK_P"]), g * triton.cdiv(cout_g, meta["BLOCK_O"]))
-
     args = (x, values.contiguous(), vmap, pmap, pos, _nonfinite(x),
             bias.contiguous() if bias is not None else out, out,
             p, cin // g, h, w, oh, ow, cout, cout_g,
@@ -409,7 +352,8 @@ def forward(
     consts = dict(KH=kh, KW=kw, HAS_BIAS=bias is not None, ACC=_ACC[x.dtype])
     # Both launch; the flag on the device picks the one that does the work
     # (no host sync), so the dot kernel carries no registers for the other.
-    _launch_dot_or_exact(_forward, _forward_exact, grid, *args, **consts)
+    _launch_dot_or_exact(_forward, _forward_exact, _pixel_group_grid(p, g, cout_g, "BLOCK_O"),
+                         *args, **consts)
     return out
 
 
@@ -421,26 +365,21 @@ def grad_input(
     in_hw: tuple[int, int],
 ) -> torch.Tensor:
     """``[B, Cin, H, W]`` NCHW-contiguous gradient w.r.t. the input."""
-    _check("grad_out", grad_out, values.dtype)
-    bsz, cout, oh, ow = grad_out.shape
-    h, w = in_hw
-    cin, (kh, kw) = topo.cin, topo.kernel_size
-    gi = torch.empty(bsz, cin, h, w, device=grad_out.device, dtype=grad_out.dtype)
-    p = bsz * h * w
+    gi, p = _grad_input_output(grad_out, values, topo, in_hw)
     if p == 0:
         return gi
+    cout, oh, ow = grad_out.shape[1:]
+    cin, h, w = gi.shape[1:]
+    kh, kw = topo.kernel_size
     g = conv.groups
     cin_g = cin // g
     vmap, pmap, pos = _plan(topo)
-
-    def grid(meta):
-        return (triton.cdiv(p, meta["BLOCK_P"]), g * triton.cdiv(cin_g, meta["BLOCK_C"]))
-
     args = (grad_out, values.contiguous(), vmap, pmap, pos, _nonfinite(grad_out), gi,
             p, cin, cin_g, h, w, oh, ow, cout // g,
             *grad_out.stride(), *_conv_scalars(conv))
     consts = dict(KH=kh, KW=kw, ACC=_ACC[grad_out.dtype])
-    _launch_dot_or_exact(_grad_input, _grad_input_exact, grid, *args, **consts)  # as in forward
+    _launch_dot_or_exact(_grad_input, _grad_input_exact,  # as in forward
+                         _pixel_group_grid(p, g, cin_g, "BLOCK_C"), *args, **consts)
     return gi
 
 
@@ -451,8 +390,7 @@ def grad_weight(
     conv: ConvArgs,
 ) -> torch.Tensor:
     """``[nnz values]`` gradient w.r.t. the kept weights' values."""
-    _check("x", x, x.dtype)
-    _check("grad_out", grad_out, x.dtype)
+    _check_grad_weight(x, grad_out)
     bsz, cin, h, w = x.shape
     cout, oh, ow = grad_out.shape[1:]
     kh, kw = topo.kernel_size
@@ -465,13 +403,8 @@ def grad_weight(
     if p == 0:  # no pixel to reduce over
         return gw.zero_()
     vmap, pmap, pos = _plan(topo)
-
-    def grid(meta):
-        return (g * kh * kw, triton.cdiv(cout_g, meta["BLOCK_O"]),
-                triton.cdiv(cin_g, meta["BLOCK_C"]))
-
     _grad_weight(
-        grid,
+        _column_grid(g * kh * kw, cout_g, cin_g, "BLOCK_O"),
         x, grad_out, vmap, pmap, pos, gw,
         p, cin_g, h, w, oh, ow, cout_g,
         *x.stride(), *grad_out.stride(), *_conv_scalars(conv),

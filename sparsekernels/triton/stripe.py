@@ -75,10 +75,13 @@ import torch
 import triton
 import triton.language as tl
 
-from ..conv_args import ConvArgs, output_hw
+from ..conv_args import ConvArgs
 from ..formats.stripe import StripeTopology
 from .common import (
-    _ACC, _Launcher, _cfg, _check, _conv_scalars, _flag_picks, _launch_dot_or_exact, _nonfinite,
+    _ACC, _CHANNEL_PIXEL_CONFIGS, _CHANNEL_PIXEL_EXACT_CONFIGS, _Launcher, _cfg, _check_grad_weight,
+    _column_configs, _column_grid, _column_reduction, _conv_scalars, _flag_picks,
+    _forward_output, _grad_input_output, _group_tile, _in_image, _launch_dot_or_exact, _nonfinite,
+    _pixel_group_grid, _pixel_tile, _store_channel_pixel, _tap_source,
 )
 
 
@@ -96,22 +99,12 @@ def _forward_kernel(
     BLOCK_O: tl.constexpr, BLOCK_P: tl.constexpr, BLOCK_K: tl.constexpr,
 ):
     # Output pixel tile on axis 0 (can be many), channel tile on axis 1.
-    pid_o = tl.program_id(1)
-    o_tiles = tl.cdiv(COUT_G, BLOCK_O)
-    g = pid_o // o_tiles
-    o_local = (pid_o - g * o_tiles) * BLOCK_O + tl.arange(0, BLOCK_O)
-    o_ok = o_local < COUT_G
+    g, o_local, o_ok = _group_tile(tl.program_id(1), COUT_G, BLOCK_O)
     oc = g * COUT_G + o_local
     cur = tl.load(row_ptr + oc, mask=o_ok, other=0)  # each row's CSR cursor
     end = tl.load(row_ptr + oc + 1, mask=o_ok, other=0)
 
-    offs_p = tl.program_id(0) * BLOCK_P + tl.arange(0, BLOCK_P)
-    p_ok = offs_p < P
-    ohw = OH * OW
-    b = offs_p // ohw
-    pix = offs_p - b * ohw
-    oh = pix // OW
-    ow = pix - oh * OW
+    offs_p, p_ok, b, pix, oh, ow = _pixel_tile(tl.program_id(0), P, OH, OW, BLOCK_P)
     ih0 = oh * STRIDE_H - PAD_H
     iw0 = ow * STRIDE_W - PAD_W
     x_base = b.to(tl.int64) * sxb + (g * C_IN_G).to(tl.int64) * sxc
@@ -132,7 +125,7 @@ def _forward_kernel(
             kw = t - kh * KW
             ih = ih0 + kh * DIL_H
             iw = iw0 + kw * DIL_W
-            x_ok = p_ok & (ih >= 0) & (ih < H) & (iw >= 0) & (iw < W)
+            x_ok = _in_image(p_ok, ih, iw, H, W)
             x_pix = x_base + ih * sxh + iw * sxw
             w_row = j.to(tl.int64) * C_IN_G
             if EXACT:  # add the kept stripes' products only: never 0 * NaN
@@ -157,9 +150,7 @@ def _forward_kernel(
     if HAS_BIAS:
         bias = tl.load(bias_ptr + oc, mask=o_ok, other=0.0)
         acc += bias.to(ACC)[:, None]
-    out_off = ((b.to(tl.int64) * COUT)[None, :] + oc[:, None]) * ohw + pix[None, :]
-    tl.store(out_ptr + out_off, acc.to(out_ptr.dtype.element_ty),
-             mask=o_ok[:, None] & (p_ok & run_p)[None, :])
+    _store_channel_pixel(out_ptr, acc, b, oc, pix, COUT, OH * OW, o_ok, p_ok & run_p)
 
 
 @triton.jit
@@ -172,20 +163,10 @@ def _grad_input_kernel(
     BLOCK_C: tl.constexpr, BLOCK_P: tl.constexpr, BLOCK_S: tl.constexpr,
 ):
     # Input pixel tile on axis 0, input channel tile (within a group) on axis 1.
-    pid_c = tl.program_id(1)
-    c_tiles = tl.cdiv(C_IN_G, BLOCK_C)
-    g = pid_c // c_tiles
-    c_local = (pid_c - g * c_tiles) * BLOCK_C + tl.arange(0, BLOCK_C)
-    c_ok = c_local < C_IN_G
+    g, c_local, c_ok = _group_tile(tl.program_id(1), C_IN_G, BLOCK_C)
     ci = g * C_IN_G + c_local
 
-    offs_p = tl.program_id(0) * BLOCK_P + tl.arange(0, BLOCK_P)
-    p_ok = offs_p < P
-    hw = H * W
-    b = offs_p // hw
-    pix = offs_p - b * hw
-    ih = pix // W
-    iw = pix - ih * W
+    offs_p, p_ok, b, pix, ih, iw = _pixel_tile(tl.program_id(0), P, H, W, BLOCK_P)
     go_b = b.to(tl.int64) * sgb
     offs_s = tl.arange(0, BLOCK_S)
 
@@ -194,15 +175,8 @@ def _grad_input_kernel(
     for t in range(0, T):
         kh = t // KW
         kw = t - kh * KW
-        # Output pixel whose tap (kh, kw) lands on (ih, iw), if any: the
-        # numerator must be >= 0 (clamped before dividing: no negative //),
-        # a multiple of the stride, and the quotient inside the output.
-        nh = ih + PAD_H - kh * DIL_H
-        nw = iw + PAD_W - kw * DIL_W
-        oh = tl.maximum(nh, 0) // STRIDE_H
-        ow = tl.maximum(nw, 0) // STRIDE_W
-        q_ok = (p_ok & (nh >= 0) & (nw >= 0) & (oh * STRIDE_H == nh) & (ow * STRIDE_W == nw)
-                & (oh < OH) & (ow < OW))
+        oh, ow, q_ok = _tap_source(p_ok, ih, iw, kh, kw, OH, OW,
+                                   STRIDE_H, STRIDE_W, PAD_H, PAD_W, DIL_H, DIL_W)
         go_pix = go_b + oh * sgh + ow * sgw
         s_lo = tl.load(tap_ptr + g * T + t)
         s_hi = tl.load(tap_ptr + g * T + t + 1)
@@ -217,9 +191,7 @@ def _grad_input_kernel(
                          mask=s_ok[:, None] & q_ok[None, :], other=0.0)
             acc = tl.dot(wt, gv, acc, input_precision="ieee")
 
-    gi_off = ((b.to(tl.int64) * CIN)[None, :] + ci[:, None]) * hw + pix[None, :]
-    tl.store(gi_ptr + gi_off, acc.to(gi_ptr.dtype.element_ty),
-             mask=c_ok[:, None] & p_ok[None, :])
+    _store_channel_pixel(gi_ptr, acc, b, ci, pix, CIN, H * W, c_ok, p_ok)
 
 
 @triton.jit
@@ -249,25 +221,11 @@ def _grad_weight_kernel(
     x_c = (g * C_IN_G + c_local).to(tl.int64) * sxc
     go_o = o.to(tl.int64) * sgc
 
-    ohw = OH * OW
     p_hi = tl.where(s_first < s_hi, P, 0)  # a tile past the column's stripes: no work
-    acc = tl.zeros([BLOCK_S, BLOCK_C], dtype=ACC)
-    for p0 in range(0, p_hi, BLOCK_P):
-        offs_p = p0 + tl.arange(0, BLOCK_P)
-        p_ok = offs_p < P
-        b = offs_p // ohw
-        pix = offs_p - b * ohw
-        oh = pix // OW
-        ow = pix - oh * OW
-        ih = oh * STRIDE_H - PAD_H + kh * DIL_H
-        iw = ow * STRIDE_W - PAD_W + kw * DIL_W
-        x_ok = p_ok & (ih >= 0) & (ih < H) & (iw >= 0) & (iw < W)
-        bl = b.to(tl.int64)
-        gv = tl.load(go_ptr + go_o[:, None] + (bl * sgb + oh * sgh + ow * sgw)[None, :],
-                     mask=s_ok[:, None] & p_ok[None, :], other=0.0)
-        xv = tl.load(x_ptr + (bl * sxb + ih * sxh + iw * sxw)[:, None] + x_c[None, :],
-                     mask=x_ok[:, None] & c_ok[None, :], other=0.0)
-        acc = tl.dot(gv, xv, acc, input_precision="ieee")
+    acc = _column_reduction(x_ptr, go_ptr, x_c, c_ok, go_o, s_ok, kh, kw, P, p_hi,
+                            H, W, OH, OW, sxb, sxh, sxw, sgb, sgh, sgw,
+                            STRIDE_H, STRIDE_W, PAD_H, PAD_W, DIL_H, DIL_W,
+                            ACC, BLOCK_S, BLOCK_C, BLOCK_P)
 
     gw_off = j.to(tl.int64)[:, None] * C_IN_G + c_local[None, :]
     tl.store(gw_ptr + gw_off, acc.to(gw_ptr.dtype.element_ty),
@@ -278,22 +236,12 @@ def _grad_weight_kernel(
 # launch configs (configs[0] is the interpreter's). GPU configs: none spills
 # for fp16 on sm_90 (../shared/tools/triton_sm90_report.py; 64x128 tiles
 # spill with 4 warps, so they get 8); M tiles >= 64 lower to wgmma, smaller
-# ones to mma.sync.
+# ones to mma.sync. Forward and grad-weight search the configs shared with
+# the pattern kernels (common.py).
 # ---------------------------------------------------------------------------
-_forward = _Launcher(
-    _forward_kernel,
-    [_cfg(4, BLOCK_O=16, BLOCK_P=64, BLOCK_K=16),
-     _cfg(4, 3, BLOCK_O=64, BLOCK_P=64, BLOCK_K=32),
-     _cfg(8, 3, BLOCK_O=64, BLOCK_P=128, BLOCK_K=32),
-     _cfg(8, 3, BLOCK_O=128, BLOCK_P=128, BLOCK_K=32),
-     _cfg(4, 3, BLOCK_O=32, BLOCK_P=128, BLOCK_K=32),
-     _cfg(4, 2, BLOCK_O=16, BLOCK_P=128, BLOCK_K=16)],
-    key=["P", "C_IN_G", "COUT_G", "KH", "KW"],
-)
-# The exact (NaN/Inf) forward: one config, large tiles, so that when x is
-# finite its programs (which only read the flag) are few.
-_forward_exact = _Launcher(_forward_kernel, [_cfg(8, BLOCK_O=32, BLOCK_P=128, BLOCK_K=16)],
-                           key=["KH", "KW"])
+_forward = _Launcher(_forward_kernel, _CHANNEL_PIXEL_CONFIGS,
+                     key=["P", "C_IN_G", "COUT_G", "KH", "KW"])
+_forward_exact = _Launcher(_forward_kernel, _CHANNEL_PIXEL_EXACT_CONFIGS, key=["KH", "KW"])
 _grad_input = _Launcher(
     _grad_input_kernel,
     [_cfg(4, BLOCK_C=16, BLOCK_P=64, BLOCK_S=16),
@@ -303,15 +251,8 @@ _grad_input = _Launcher(
      _cfg(8, 3, BLOCK_C=128, BLOCK_P=128, BLOCK_S=32)],
     key=["P", "C_IN_G", "KH", "KW"],
 )
-_grad_weight = _Launcher(
-    _grad_weight_kernel,
-    [_cfg(4, BLOCK_S=16, BLOCK_C=16, BLOCK_P=64),
-     _cfg(4, 3, BLOCK_S=64, BLOCK_C=64, BLOCK_P=64),
-     _cfg(4, 3, BLOCK_S=32, BLOCK_C=64, BLOCK_P=64),
-     _cfg(8, 3, BLOCK_S=64, BLOCK_C=32, BLOCK_P=128),
-     _cfg(8, 3, BLOCK_S=128, BLOCK_C=64, BLOCK_P=64)],
-    key=["P", "C_IN_G", "KH", "KW"],
-)
+_grad_weight = _Launcher(_grad_weight_kernel, _column_configs("BLOCK_S"),
+                         key=["P", "C_IN_G", "KH", "KW"])
 
 
 # ---------------------------------------------------------------------------
@@ -325,24 +266,17 @@ def forward(
     conv: ConvArgs,
 ) -> torch.Tensor:
     """``[B, Cout, OH, OW]`` NCHW-contiguous output of the sparse conv."""
-    _check("x", x, values.dtype)
-    bsz, cin, h, w = x.shape
-    cout, (kh, kw) = topo.cout, topo.kernel_size
-    oh, ow = output_hw((h, w), (kh, kw), conv)
-    out = torch.empty(bsz, cout, oh, ow, device=x.device, dtype=x.dtype)
-    p = bsz * oh * ow
+    out, p = _forward_output(x, values, topo, conv)
     if p == 0:
         return out
+    cin, h, w = x.shape[1:]
+    cout, oh, ow = out.shape[1:]
+    kh, kw = topo.kernel_size
     g = conv.groups
     cout_g = cout // g
-
-    def grid(meta):
-        o_tiles = triton.cdiv(cout_g, meta["BLOCK_O"])
-        return (triton.cdiv(p, meta["BLOCK_P"]), g * o_tiles)
-
     # The flag (x holds a NaN/Inf, on the device) picks the launch that stores.
     _launch_dot_or_exact(
-        _forward, _forward_exact, grid,
+        _forward, _forward_exact, _pixel_group_grid(p, g, cout_g, "BLOCK_O"),
         x, values.contiguous(), topo.row_ptr, topo.tap_idx, _nonfinite(x),
         bias.contiguous() if bias is not None else out, out,
         p, cin // g, h, w, oh, ow, cout, cout_g,
@@ -360,22 +294,16 @@ def grad_input(
     in_hw: tuple[int, int],
 ) -> torch.Tensor:
     """``[B, Cin, H, W]`` NCHW-contiguous gradient w.r.t. the input."""
-    _check("grad_out", grad_out, values.dtype)
-    bsz, cout, oh, ow = grad_out.shape
-    h, w = in_hw
-    cin, (kh, kw) = topo.cin, topo.kernel_size
-    gi = torch.empty(bsz, cin, h, w, device=grad_out.device, dtype=grad_out.dtype)
-    p = bsz * h * w
+    gi, p = _grad_input_output(grad_out, values, topo, in_hw)
     if p == 0:
         return gi
+    oh, ow = grad_out.shape[2:]
+    cin, h, w = gi.shape[1:]
+    kh, kw = topo.kernel_size
     g = conv.groups
     cin_g = cin // g
-
-    def grid(meta):
-        return (triton.cdiv(p, meta["BLOCK_P"]), g * triton.cdiv(cin_g, meta["BLOCK_C"]))
-
     _grad_input(
-        grid,
+        _pixel_group_grid(p, g, cin_g, "BLOCK_C"),
         grad_out, values.contiguous(), topo.tap_ptr, topo.stripe_idx, topo.stripe_row, gi,
         p, cin, cin_g, h, w, oh, ow,
         *grad_out.stride(), *_conv_scalars(conv),
@@ -391,8 +319,7 @@ def grad_weight(
     conv: ConvArgs,
 ) -> torch.Tensor:
     """``[nnz, Cin/g]`` gradient w.r.t. the kept stripes' values."""
-    _check("x", x, x.dtype)
-    _check("grad_out", grad_out, x.dtype)
+    _check_grad_weight(x, grad_out)
     bsz, cin, h, w = x.shape
     cout, oh, ow = grad_out.shape[1:]
     kh, kw = topo.kernel_size
@@ -405,13 +332,8 @@ def grad_weight(
     p = bsz * oh * ow
     if p == 0:  # no pixel to reduce over
         return gw.zero_()
-
-    def grid(meta):  # a column holds at most Cout/g stripes: no host sync
-        return (g * kh * kw, triton.cdiv(cout_g, meta["BLOCK_S"]),
-                triton.cdiv(cin_g, meta["BLOCK_C"]))
-
     _grad_weight(
-        grid,
+        _column_grid(g * kh * kw, cout_g, cin_g, "BLOCK_S"),
         x, grad_out, topo.tap_ptr, topo.stripe_idx, topo.stripe_row, gw,
         p, cin_g, h, w, oh, ow,
         *x.stride(), *grad_out.stride(), *_conv_scalars(conv),
