@@ -9,10 +9,10 @@ broadcast by __shfl_sync, the shared tap table (and the inline path past
 kTapTable taps), the stride phases of grad-input, grad-weight's carried pixel
 counters, its 4/8/16-accumulator sweeps, the __shfl_down_sync tree and the
 warp-ordered block sum, and the split-K count and reduction. Lanes and
-threads are numpy vectors. Memory is a flat buffer read through explicit
-element strides (a wrong offset reads a wrong value, a 1e30 filler in the
-'padded' layout, or raises), and outputs start as NaN with a write counter,
-so an unwritten or doubly written element is caught.
+threads are numpy vectors. Memory, outputs, the split-K count and reduction
+and the reference come from scripts/cuda_emulation.py: a wrong offset reads
+a wrong value, a 1e30 filler in the 'padded' layout, or raises, and an
+unwritten or doubly written output element is caught.
 
 Compared against float64 torch.nn.functional.conv2d (and its autograd) on
 the decoded dense weight (Pattern.to_dense()). Run directly for the sweep,
@@ -23,6 +23,8 @@ from __future__ import annotations
 import sys
 
 import numpy as np
+from cuda_emulation import (TOLERANCE, Geo, Mem, Out, Reference, cdiv, inside, max_error,
+                            reduce_splits, split_count)
 
 # Constants of pattern_kernels.cuh / pattern_grad_weight.cu.
 kThreads, kWarps, kPx = 256, 8, 4
@@ -32,61 +34,6 @@ kNoRow = -(1 << 30) - 1
 kVals, kMinPxPerThread = 16, 16
 LANE = np.arange(32)
 TID = np.arange(kThreads)
-
-
-def cdiv(a, b):
-    return -(-a // b)
-
-
-class Geo:
-    def __init__(self, n, cin, h, w, cout, kh, kw, stride, pad, dil, groups):
-        self.batch, self.cin, self.in_h, self.in_w, self.cout = n, cin, h, w, cout
-        self.kh, self.kw = kh, kw
-        self.stride_h, self.stride_w = stride
-        self.pad_h, self.pad_w = pad
-        self.dil_h, self.dil_w = dil
-        self.groups = groups
-        self.out_h = (h + 2 * pad[0] - dil[0] * (kh - 1) - 1) // stride[0] + 1
-        self.out_w = (w + 2 * pad[1] - dil[1] * (kw - 1) - 1) // stride[1] + 1
-        self.out_h, self.out_w = max(self.out_h, 0), max(self.out_w, 0)
-
-    taps = property(lambda s: s.kh * s.kw)
-    cin_g = property(lambda s: s.cin // s.groups)
-    cout_g = property(lambda s: s.cout // s.groups)
-
-
-class Mem:
-    """A flat buffer read through (n, c, h, w) element strides."""
-
-    def __init__(self, t4, order):  # order: 'nchw', 'nhwc' or 'padded'
-        n, c, h, w = t4.shape
-        if order == "nchw":
-            self.buf, self.s = t4.reshape(-1).copy(), (c * h * w, h * w, w, 1)
-        elif order == "nhwc":
-            self.buf, self.s = t4.transpose(0, 2, 3, 1).reshape(-1).copy(), (h * w * c, 1, w * c, c)
-        else:  # every dimension padded: non-contiguous, the filler poisons
-            big = np.full((n + 1, c + 1, h + 1, w + 2), 1e30)
-            big[:n, :c, :h, :w] = t4
-            self.buf = big.reshape(-1)
-            self.s = ((c + 1) * (h + 1) * (w + 2), (h + 1) * (w + 2), w + 2, 1)
-
-    def load(self, off, mask):
-        off = np.where(mask, off, 0)
-        if mask.any():
-            assert off[mask].min() >= 0 and off[mask].max() < self.buf.size, "read out of range"
-        return np.where(mask, self.buf[off], 0.0)
-
-
-class Out:
-    def __init__(self, size):
-        self.v = np.full(size, np.nan)
-        self.writes = np.zeros(size, np.int64)
-
-    def store(self, idx, val, mask):
-        idx, val = np.broadcast_to(idx, mask.shape)[mask], np.broadcast_to(val, mask.shape)[mask]
-        assert idx.min(initial=0) >= 0 and idx.max(initial=-1) < self.v.size
-        np.add.at(self.writes, idx, 1)
-        self.v[idx] = val
 
 
 class Reads:
@@ -114,29 +61,57 @@ def tap_shift(geo, t):
     return kh * geo.dil_h, (t - kh * geo.kw) * geo.dil_w
 
 
-def tap_table(geo):
-    return [tap_shift(geo, t) for t in range(min(geo.taps, kTapTable))]
+def tap_table(geo, entry_of):
+    """fill_tap_table: entry_of(geo, t) for the taps the table holds."""
+    return [entry_of(geo, t) for t in range(min(geo.taps, kTapTable))]
 
 
-def tap_lookup(geo, table, t):
-    return table[t] if t < kTapTable else tap_shift(geo, t)
+def tap_lookup(geo, table, t, entry_of):
+    return table[t] if t < kTapTable else entry_of(geo, t)
 
 
-def inside(y, x, geo):
-    return (y >= 0) & (y < geo.in_h) & (x >= 0) & (x < geo.in_w)
+class ChannelPixelTiles:
+    """pattern_kernels.cuh ChannelPixelTiles: (kWarps channels, kTilePx
+    pixels) work items, channel tiles fastest."""
+
+    def __init__(self, channels, pixels):
+        self.ctiles = cdiv(channels, kWarps)
+        self.work = self.ctiles * cdiv(pixels, kTilePx)
+
+    def channel(self, item, warp):
+        return (item % self.ctiles) * kWarps + warp
+
+    def first_pixel(self, item):  # per lane
+        return (item // self.ctiles) * kTilePx + LANE
+
+
+def shfl(vec, lane):
+    return vec[lane].item()
+
+
+def for_each_kernel(begin, end, load):
+    """pattern_kernels.cuh for_each_kernel: the lanes load 32 entries'
+    (a, vb, ve) per chunk (load(e, have) -> three lane vectors), then each
+    entry's, broadcast from its lane, in order."""
+    for e0 in range(begin, end, 32):
+        e = e0 + LANE
+        mine = load(e, e < end)
+        for q in range(min(end - e0, 32)):
+            yield tuple(shfl(v, q) for v in mine)
 
 
 class PixelWalk:
-    """pattern_kernels.cuh PixelWalk, vectorised over the lanes."""
+    """pattern_kernels.cuh PixelWalk, vectorised over the lanes (step_px
+    32) or the threads (kThreads)."""
 
-    def __init__(self, m, rows, cols):
+    def __init__(self, m, rows, cols, step_px):
         plane = rows * cols
         self.b = m // plane
         rem = m - self.b * plane
         self.y = rem // cols
         self.x = rem - self.y * cols
-        self.dq = 32 // cols
-        self.dr = 32 - self.dq * cols
+        self.dq = step_px // cols
+        self.dr = step_px - self.dq * cols
 
     def step(self, rows, cols):
         self.x = self.x + self.dr
@@ -150,28 +125,28 @@ class PixelWalk:
         self.y = self.y - wraps * rows
 
 
-def shfl(vec, lane):
-    return vec[lane].item()
-
-
 # ---- forward_kernel ---------------------------------------------------------
 def forward(geo, t, values: Reads, x: Mem, bias):
     plane = geo.out_h * geo.out_w
     pixels = geo.batch * plane
     out = Out(geo.batch * geo.cout * plane)
-    ctiles = cdiv(geo.cout, kWarps)
-    work = ctiles * cdiv(pixels, kTilePx)
-    if work == 0:
+    tiles = ChannelPixelTiles(geo.cout, pixels)
+    if tiles.work == 0:
         return out
-    table = tap_table(geo)
-    for w in range(work):
+    table = tap_table(geo, tap_shift)
+
+    def load_kernel(k, have):
+        return (t["chan_idx"].gather(k, have), t["value_ptr"].gather(k, have),
+                t["value_ptr"].gather(k + 1, have))
+
+    for w in range(tiles.work):
         for warp in range(kWarps):
-            o = (w % ctiles) * kWarps + warp
+            o = tiles.channel(w, warp)
             if o >= geo.cout:
                 continue
-            m0 = (w // ctiles) * kTilePx + LANE
+            m0 = tiles.first_pixel(w)
             ih0, iw0, off, acc = [], [], [], []
-            pw = PixelWalk(m0, geo.out_h, geo.out_w)
+            pw = PixelWalk(m0, geo.out_h, geo.out_w, 32)
             for j in range(kPx):
                 if j > 0:
                     pw.step(geo.out_h, geo.out_w)
@@ -180,25 +155,17 @@ def forward(geo, t, values: Reads, x: Mem, bias):
                 off.append(pw.b * x.s[0] + ih0[j] * x.s[2] + iw0[j] * x.s[3])
                 acc.append(np.zeros(32))
             xg = (o // geo.cout_g) * geo.cin_g * x.s[1]
-            k_begin, k_end = t["row_ptr"][o], t["row_ptr"][o + 1]
-            for k0 in range(k_begin, k_end, 32):
-                kl = k0 + LANE
-                have = kl < k_end
-                my_c = t["chan_idx"].gather(kl, have)
-                my_vb = t["value_ptr"].gather(kl, have)
-                my_ve = t["value_ptr"].gather(kl + 1, have)
-                for q in range(min(k_end - k0, 32)):
-                    c, vb, ve = shfl(my_c, q), shfl(my_vb, q), shfl(my_ve, q)
-                    xc = xg + c * x.s[1]
-                    for v in range(vb, ve):
-                        wv = values[v]
-                        dy, dx = tap_lookup(geo, table, t["value_tap"][v])
-                        toff = dy * x.s[2] + dx * x.s[3]
-                        for j in range(kPx):
-                            m = inside(ih0[j] + dy, iw0[j] + dx, geo)
-                            acc[j] += wv * x.load(xc + off[j] + toff, m)
+            for c, vb, ve in for_each_kernel(t["row_ptr"][o], t["row_ptr"][o + 1], load_kernel):
+                xc = xg + c * x.s[1]
+                for v in range(vb, ve):
+                    wv = values[v]
+                    dy, dx = tap_lookup(geo, table, t["value_tap"][v], tap_shift)
+                    toff = dy * x.s[2] + dx * x.s[3]
+                    for j in range(kPx):
+                        m = inside(ih0[j] + dy, iw0[j] + dx, geo)
+                        acc[j] += wv * x.load(xc + off[j] + toff, m)
             bv = bias[o] if bias is not None else 0.0
-            ps = PixelWalk(m0, geo.out_h, geo.out_w)
+            ps = PixelWalk(m0, geo.out_h, geo.out_w, 32)
             for j in range(kPx):
                 if j > 0:
                     ps.step(geo.out_h, geo.out_w)
@@ -217,19 +184,24 @@ def grad_input(geo, t, values: Reads, go: Mem):
     in_plane = geo.in_h * geo.in_w
     in_pixels = geo.batch * in_plane
     out = Out(geo.batch * geo.cin * in_plane)
-    ctiles = cdiv(geo.cin, kWarps)
-    work = ctiles * cdiv(in_pixels, kTilePx)
-    if work == 0:
+    tiles = ChannelPixelTiles(geo.cin, in_pixels)
+    if tiles.work == 0:
         return out
-    table = [tap_phase(geo, tap) for tap in range(min(geo.taps, kTapTable))]
-    for w in range(work):
+    table = tap_table(geo, tap_phase)
+
+    def load_kernel(e, have):
+        k = t["kernel_idx"].gather(e, have)
+        return (t["kernel_row"].gather(e, have), t["value_ptr"].gather(k, have),
+                t["value_ptr"].gather(k + 1, have))
+
+    for w in range(tiles.work):
         for warp in range(kWarps):
-            c = (w % ctiles) * kWarps + warp
+            c = tiles.channel(w, warp)
             if c >= geo.cin:
                 continue
-            m0 = (w // ctiles) * kTilePx + LANE
+            m0 = tiles.first_pixel(w)
             ok, ah, rh, aw, rw, boff, acc = [], [], [], [], [], [], []
-            pw = PixelWalk(m0, geo.in_h, geo.in_w)
+            pw = PixelWalk(m0, geo.in_h, geo.in_w, 32)
             for j in range(kPx):
                 if j > 0:
                     pw.step(geo.in_h, geo.in_w)
@@ -240,27 +212,17 @@ def grad_input(geo, t, values: Reads, go: Mem):
                 rw.append(pw.x + geo.pad_w - aw[j] * geo.stride_w)
                 boff.append(pw.b * go.s[0])
                 acc.append(np.zeros(32))
-            e_begin, e_end = t["col_ptr"][c], t["col_ptr"][c + 1]
-            for e0 in range(e_begin, e_end, 32):
-                el = e0 + LANE
-                have = el < e_end
-                my_k = t["kernel_idx"].gather(el, have)
-                my_o = t["kernel_row"].gather(el, have)
-                my_vb = t["value_ptr"].gather(my_k, have)
-                my_ve = t["value_ptr"].gather(my_k + 1, have)
-                for q in range(min(e_end - e0, 32)):
-                    o, vb, ve = shfl(my_o, q), shfl(my_vb, q), shfl(my_ve, q)
-                    gbase = o * go.s[1]
-                    for v in range(vb, ve):
-                        wv = values[v]
-                        tap = t["value_tap"][v]
-                        qh, r_h, qw, r_w = table[tap] if tap < kTapTable else tap_phase(geo, tap)
-                        for j in range(kPx):
-                            oh, ow = ah[j] - qh, aw[j] - qw
-                            hit = ok[j] & (rh[j] == r_h) & (rw[j] == r_w) & (oh >= 0) & \
-                                (oh < geo.out_h) & (ow >= 0) & (ow < geo.out_w)
-                            acc[j] += wv * go.load(gbase + boff[j] + oh * go.s[2] + ow * go.s[3], hit)
-            ps = PixelWalk(m0, geo.in_h, geo.in_w)
+            for o, vb, ve in for_each_kernel(t["col_ptr"][c], t["col_ptr"][c + 1], load_kernel):
+                gbase = o * go.s[1]
+                for v in range(vb, ve):
+                    wv = values[v]
+                    qh, r_h, qw, r_w = tap_lookup(geo, table, t["value_tap"][v], tap_phase)
+                    for j in range(kPx):
+                        oh, ow = ah[j] - qh, aw[j] - qw
+                        hit = ok[j] & (rh[j] == r_h) & (rw[j] == r_w) & (oh >= 0) & \
+                            (oh < geo.out_h) & (ow >= 0) & (ow < geo.out_w)
+                        acc[j] += wv * go.load(gbase + boff[j] + oh * go.s[2] + ow * go.s[3], hit)
+            ps = PixelWalk(m0, geo.in_h, geo.in_w, 32)
             for j in range(kPx):
                 if j > 0:
                     ps.step(geo.in_h, geo.in_w)
@@ -270,13 +232,6 @@ def grad_input(geo, t, values: Reads, go: Mem):
 
 
 # ---- grad_weight_kernel + reduce_splits_kernel ------------------------------
-def split_count(nnz, pixels, sms):
-    want = 4 * sms
-    splits = 1 if nnz >= want else cdiv(want, nnz)
-    splits = min(splits, cdiv(pixels, kMinPxPerThread * kThreads), 64)
-    return max(splits, 1)
-
-
 def shfl_down_sum(v):
     """The per-warp tree: v[lane] += shfl_down(v, d) for d = 16 .. 1 (a lane
     past the warp gets its own value back). v: [warps, 32]."""
@@ -292,16 +247,14 @@ def grad_weight(geo, t, x: Mem, go: Mem, sms=132, acc64=False):
     out = Out(total)
     if total == 0 or nnz == 0:
         return out
-    plane = geo.out_h * geo.out_w
-    pixels = geo.batch * plane
+    pixels = geo.batch * geo.out_h * geo.out_w
     if pixels == 0:  # cudaMemsetAsync
         out.store(np.arange(total), np.zeros(total), np.ones(total, bool))
         return out
-    splits = split_count(nnz, pixels, sms)
+    splits = split_count(nnz, cdiv(pixels, kMinPxPerThread * kThreads), sms)
     split_px = cdiv(pixels, splits)
     dst = Out(splits * total) if splits > 1 else out
     sweep_max = 8 if acc64 else kVals
-    dq, dr = kThreads // geo.out_w, kThreads % geo.out_w
     for w in range(splits * nnz):
         k, split = w % nnz, w // nnz
         lo, hi = 0, geo.cout - 1
@@ -324,27 +277,17 @@ def grad_weight(geo, t, x: Mem, go: Mem, sms=132, acc64=False):
             V = 4 if nv <= 4 else sweep_max
             acc = np.zeros((kThreads, V))
             p = p_begin + TID
-            b = p // plane
-            rem = p - b * plane
-            oh = rem // geo.out_w
-            ow = rem - oh * geo.out_w
+            px = PixelWalk(p, geo.out_h, geo.out_w, kThreads)
             while (p < p_end).any():
                 m = p < p_end
-                dyv = go.load(gok + b * go.s[0] + oh * go.s[2] + ow * go.s[3], m)
-                ih0 = oh * geo.stride_h - geo.pad_h
-                iw0 = ow * geo.stride_w - geo.pad_w
-                xoff = b * x.s[0] + ih0 * x.s[2] + iw0 * x.s[3]
+                dyv = go.load(gok + px.b * go.s[0] + px.y * go.s[2] + px.x * go.s[3], m)
+                ih0 = px.y * geo.stride_h - geo.pad_h
+                iw0 = px.x * geo.stride_w - geo.pad_w
+                xoff = px.b * x.s[0] + ih0 * x.s[2] + iw0 * x.s[3]
                 for i in range(nv):
                     mi = m & inside(ih0 + shift[i][0], iw0 + shift[i][1], geo)
                     acc[:, i] += np.where(m, dyv * x.load(xk + xoff + toff[i], mi), 0.0)
-                ow = ow + dr
-                oh = oh + dq
-                wrap = ow >= geo.out_w
-                ow = np.where(wrap, ow - geo.out_w, ow)
-                oh = np.where(wrap, oh + 1, oh)
-                wraps = np.where(oh >= geo.out_h, oh // geo.out_h, 0)
-                b = b + wraps
-                oh = oh - wraps * geo.out_h
+                px.step(geo.out_h, geo.out_w)
                 p = p + kThreads
             red = np.stack([shfl_down_sum(acc[:, i].reshape(kWarps, 32)) for i in range(nv)], 1)
             for tid in range(nv):
@@ -353,12 +296,7 @@ def grad_weight(geo, t, x: Mem, go: Mem, sms=132, acc64=False):
                     s += red[wp, tid]
                 dst.store(np.array([split * total + v0 + tid]), np.array([s]), np.array([True]))
     if splits > 1:
-        assert (dst.writes == 1).all(), "a split partial was not written exactly once"
-        part = dst.v.reshape(splits, total)
-        v = part[0].copy()
-        for sp in range(1, splits):
-            v += part[sp]
-        out.store(np.arange(total), v, np.ones(total, bool))
+        reduce_splits(dst, splits, total, out)
     return out
 
 
@@ -384,45 +322,33 @@ def make_pattern(geo, build, seed):
 
 def check_case(geo, build, order, with_bias=True, seed=0, sms=132):
     """Max abs error per pass (grad-weight in both sweep widths)."""
-    import torch
-    import torch.nn.functional as F
     fmt = make_pattern(geo, build, seed)
     topo = fmt.topology()
     t = {f: Reads(getattr(topo, f).numpy().astype(np.int64)) for f in topo.TENSORS}
     values = Reads(fmt.values.numpy())
-    rng = np.random.default_rng(seed)
-    x = rng.standard_normal((geo.batch, geo.cin, geo.in_h, geo.in_w))
-    bias = rng.standard_normal(geo.cout) if with_bias else None
-    xt = torch.tensor(x, requires_grad=True)
-    wt = fmt.to_dense().detach().requires_grad_()
-    y = F.conv2d(xt, wt, None if bias is None else torch.tensor(bias),
-                 (geo.stride_h, geo.stride_w), (geo.pad_h, geo.pad_w),
-                 (geo.dil_h, geo.dil_w), geo.groups)
-    assert y.shape[2:] == (geo.out_h, geo.out_w)
-    gy = rng.standard_normal(tuple(y.shape))
-    y.backward(torch.tensor(gy))
+    ref = Reference(geo, fmt.to_dense(), np.random.default_rng(seed), with_bias)
     errs = {}
 
-    fo = forward(geo, t, values, Mem(x, order), bias)
-    assert (fo.writes == 1).all(), "forward: element not written exactly once"
+    fo = forward(geo, t, values, Mem(ref.x, order), ref.bias)
+    fo.assert_written_once("forward")
     # Each kept weight is read once per pixel tile (no value skipped or
     # doubled; the format holds no pruned weight to read).
     ptiles = cdiv(geo.batch * geo.out_h * geo.out_w, kTilePx)
     assert (values.count == ptiles).all(), "forward: a value not read once per tile"
     values.count[:] = 0
-    errs["forward"] = np.abs(fo.v - y.detach().numpy().reshape(-1)).max(initial=0)
+    errs["forward"] = max_error(fo.v, ref.y)
 
-    gi = grad_input(geo, t, values, Mem(gy, order))
-    assert (gi.writes == 1).all(), "grad_input: element not written exactly once"
+    gi = grad_input(geo, t, values, Mem(ref.gy, order))
+    gi.assert_written_once("grad_input")
     ptiles = cdiv(geo.batch * geo.in_h * geo.in_w, kTilePx)
     assert (values.count == ptiles).all(), "grad_input: a value not read once per tile"
-    errs["grad_input"] = np.abs(gi.v - xt.grad.numpy().reshape(-1)).max(initial=0)
+    errs["grad_input"] = max_error(gi.v, ref.grad_x)
 
-    ref = fmt.gather(wt.grad).numpy()
+    grad_values = fmt.gather(ref.grad_weight).numpy()
     for acc64 in (False, True):
-        gw = grad_weight(geo, t, Mem(x, order), Mem(gy, order), sms=sms, acc64=acc64)
-        assert (gw.writes == 1).all(), "grad_weight: element not written exactly once"
-        errs["grad_weight" + ("_acc64" if acc64 else "")] = np.abs(gw.v - ref).max(initial=0)
+        gw = grad_weight(geo, t, Mem(ref.x, order), Mem(ref.gy, order), sms=sms, acc64=acc64)
+        gw.assert_written_once("grad_weight")
+        errs["grad_weight" + ("_acc64" if acc64 else "")] = max_error(gw.v, grad_values)
     return errs
 
 
@@ -451,7 +377,7 @@ def main() -> int:
         worst = max(worst, *errs.values())
         print(shape, build, order, {k: f"{v:.1e}" for k, v in errs.items()})
     print("worst", worst)
-    return 0 if worst < 1e-9 else 1
+    return 0 if worst < TOLERANCE else 1
 
 
 if __name__ == "__main__":

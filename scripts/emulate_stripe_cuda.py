@@ -5,10 +5,11 @@ forward_kernel, forward_mma_kernel, grad_input_kernel and grad_weight_kernel
 (+ the split-K reduction) CTA by CTA: the same work decomposition, the same per-thread
 staging indices (vectorised over the 256 threads), the same k-major shared
 operands, micro-tile ownership (rows 4*ty+i, columns tx+16*j), lower_bound
-runs, skipped taps, carried pixel counters and epilogue addressing. Memory is
-a flat buffer read through explicit element strides, so a wrong offset reads
-a wrong value (or raises), and outputs start as NaN with a write counter, so
-an unwritten or doubly written element is caught. forward_mma_kernel moves
+runs, skipped taps, carried pixel counters and epilogue addressing. Memory,
+outputs, the split-K count and reduction and the reference come from
+scripts/cuda_emulation.py: a wrong offset reads a wrong value (or raises),
+and an unwritten or doubly written output element is caught.
+forward_mma_kernel moves
 raw fp16 words and every mma.sync is rebuilt from the 32 lanes' registers with
 the PTX ISA fragment tables, so a wrong register packing shows as a wrong sum.
 
@@ -19,69 +20,15 @@ tests/test_stripe_cuda_emulation.py.
 from __future__ import annotations
 
 import bisect
-import math
 import sys
 
 import numpy as np
+from cuda_emulation import (TOLERANCE, Geo, Mem, Out, Reference, cdiv, inside, max_error,
+                            reduce_splits, split_count)
 
 kThreads, kTileM, kTileN = 256, 64, 64
 TID = np.arange(kThreads)
 TX, TY = TID % 16, TID // 16
-
-
-def cdiv(a, b):
-    return -(-a // b)
-
-
-class Geo:
-    def __init__(self, n, cin, h, w, cout, kh, kw, stride, pad, dil, groups):
-        self.batch, self.cin, self.in_h, self.in_w, self.cout = n, cin, h, w, cout
-        self.kh, self.kw = kh, kw
-        self.stride_h, self.stride_w = stride
-        self.pad_h, self.pad_w = pad
-        self.dil_h, self.dil_w = dil
-        self.groups = groups
-        self.out_h = (h + 2 * pad[0] - dil[0] * (kh - 1) - 1) // stride[0] + 1
-        self.out_w = (w + 2 * pad[1] - dil[1] * (kw - 1) - 1) // stride[1] + 1
-        self.out_h, self.out_w = max(self.out_h, 0), max(self.out_w, 0)
-
-    taps = property(lambda s: s.kh * s.kw)
-    cin_g = property(lambda s: s.cin // s.groups)
-    cout_g = property(lambda s: s.cout // s.groups)
-
-
-class Mem:
-    """A flat buffer read through (n, c, h, w) element strides."""
-
-    def __init__(self, t4, order):  # order: 'nchw', 'nhwc' or 'padded'
-        n, c, h, w = t4.shape
-        if order == "nchw":
-            self.buf, self.s = t4.reshape(-1).copy(), (c * h * w, h * w, w, 1)
-        elif order == "nhwc":
-            self.buf, self.s = t4.transpose(0, 2, 3, 1).reshape(-1).copy(), (h * w * c, 1, w * c, c)
-        else:  # every dimension padded by one element: non-contiguous
-            big = np.full((n + 1, c + 1, h + 1, w + 2), 1e30)
-            big[:n, :c, :h, :w] = t4
-            self.buf = big.reshape(-1)
-            self.s = ((c + 1) * (h + 1) * (w + 2), (h + 1) * (w + 2), w + 2, 1)
-
-    def load(self, off, mask):
-        off = np.where(mask, off, 0)
-        if mask.any():
-            assert off[mask].min() >= 0, "negative offset read"
-        return np.where(mask, self.buf[off], 0.0)
-
-
-class Out:
-    def __init__(self, size):
-        self.v = np.full(size, np.nan)
-        self.writes = np.zeros(size, np.int64)
-
-    def store(self, idx, val, mask):
-        idx, val = idx[mask], val[mask]
-        assert idx.min(initial=0) >= 0 and idx.max(initial=-1) < self.v.size
-        np.add.at(self.writes, idx, 1)
-        self.v[idx] = val
 
 
 def micro_tile(a, b, acc, active):
@@ -102,10 +49,6 @@ def pixel_origin(geo, s, m):
     ih0 = oh * geo.stride_h - geo.pad_h
     iw0 = ow * geo.stride_w - geo.pad_w
     return ok, ih0, iw0, b * s[0] + ih0 * s[2] + iw0 * s[3]
-
-
-def inside(y, x, geo):
-    return (y >= 0) & (y < geo.in_h) & (x >= 0) & (x < geo.in_w)
 
 
 def lower_bound(row, lo, hi, value):
@@ -256,9 +199,7 @@ def grad_weight(geo, st, x: Mem, go: Mem, sms=132, BK=16):
     columns = geo.groups * taps
     ctiles, rtiles = cdiv(cin_g, kTileN), cdiv(geo.cout_g, kTileM)
     busy = columns * cdiv(cdiv(nnz, columns), kTileM) * ctiles
-    want = 4 * sms
-    splits = 1 if busy >= want else cdiv(want, busy)
-    splits = max(1, min(splits, cdiv(pixels, 32 * BK), 64))
+    splits = split_count(busy, cdiv(pixels, 32 * BK), sms)
     split_px = cdiv(cdiv(pixels, splits), BK) * BK
     dst = Out(splits * total) if splits > 1 else out
     kIters, kRowStep = BK * kTileM // kThreads, kThreads // BK
@@ -319,12 +260,7 @@ def grad_weight(geo, st, x: Mem, go: Mem, sms=132, BK=16):
                 sel = (r < nrows) & (c < nc)
                 dst.store(split * total + c0 + rows * cin_g + c, acc[:, i, j], sel)
     if splits > 1:
-        assert (dst.writes == 1).all(), "a split partial was not written exactly once"
-        part = dst.v.reshape(splits, total)
-        v = part[0].copy()
-        for sp in range(1, splits):
-            v += part[sp]
-        out.store(np.arange(total), v, np.ones(total, bool))
+        reduce_splits(dst, splits, total, out)
     return out
 
 
@@ -484,8 +420,8 @@ def check_mma_case(geo, density, order, seed=0):
                  (geo.stride_h, geo.stride_w), (geo.pad_h, geo.pad_w),
                  (geo.dil_h, geo.dil_w), geo.groups).numpy().reshape(-1)
     fo = forward_mma(geo, st, values, Mem(x, order), bias)
-    assert (fo.writes == 1).all(), "forward_mma: element not written exactly once"
-    return np.abs(fo.v - y).max(initial=0)
+    fo.assert_written_once("forward_mma")
+    return max_error(fo.v, y)
 
 
 MMA_CASES = [
@@ -517,34 +453,23 @@ def make_stripes(rng, geo, density):
 def check_case(geo, density, order, with_bias=True, seed=0, sms=132, bk=16, oc=128):
     """Max abs errors per pass; bk/oc: 16/128 for the fp32-accumulating
     instantiations, 8/64 for fp64."""
-    import torch
-    import torch.nn.functional as F
     rng = np.random.default_rng(seed)
     st, values, dense, rows, taps_ = make_stripes(rng, geo, density)
-    x = rng.standard_normal((geo.batch, geo.cin, geo.in_h, geo.in_w))
-    bias = rng.standard_normal(geo.cout) if with_bias else None
-    xt = torch.tensor(x, requires_grad=True)
-    wt = torch.tensor(dense, requires_grad=True)
-    y = F.conv2d(xt, wt, None if bias is None else torch.tensor(bias),
-                 (geo.stride_h, geo.stride_w), (geo.pad_h, geo.pad_w),
-                 (geo.dil_h, geo.dil_w), geo.groups)
-    assert y.shape[2:] == (geo.out_h, geo.out_w)
-    gy = rng.standard_normal(tuple(y.shape))
-    y.backward(torch.tensor(gy))
+    ref = Reference(geo, dense, rng, with_bias)
     errs = {}
 
-    fo = forward(geo, st, values, Mem(x, order), bias, BK=bk, OC=oc)
-    assert (fo.writes == 1).all(), "forward: element not written exactly once"
-    errs["forward"] = np.abs(fo.v - y.detach().numpy().reshape(-1)).max(initial=0)
+    fo = forward(geo, st, values, Mem(ref.x, order), ref.bias, BK=bk, OC=oc)
+    fo.assert_written_once("forward")
+    errs["forward"] = max_error(fo.v, ref.y)
 
-    gi = grad_input(geo, st, values, Mem(gy, order), BK=bk)
-    assert (gi.writes == 1).all(), "grad_input: element not written exactly once"
-    errs["grad_input"] = np.abs(gi.v - xt.grad.numpy().reshape(-1)).max(initial=0)
+    gi = grad_input(geo, st, values, Mem(ref.gy, order), BK=bk)
+    gi.assert_written_once("grad_input")
+    errs["grad_input"] = max_error(gi.v, ref.grad_x)
 
-    gw = grad_weight(geo, st, Mem(x, order), Mem(gy, order), sms=sms, BK=bk)
-    assert (gw.writes == 1).all(), "grad_weight: element not written exactly once"
-    ref = wt.grad.numpy().reshape(geo.cout, geo.cin_g, geo.taps).transpose(0, 2, 1)[rows, taps_]
-    errs["grad_weight"] = np.abs(gw.v - ref.reshape(-1)).max(initial=0)
+    gw = grad_weight(geo, st, Mem(ref.x, order), Mem(ref.gy, order), sms=sms, BK=bk)
+    gw.assert_written_once("grad_weight")
+    grad_w = ref.grad_weight.numpy().reshape(geo.cout, geo.cin_g, geo.taps).transpose(0, 2, 1)
+    errs["grad_weight"] = max_error(gw.v, grad_w[rows, taps_].reshape(-1))
     return errs
 
 
@@ -574,7 +499,7 @@ def main() -> int:
         worst = max(worst, err)
         print("mma", shape, density, order, f"{err:.1e}")
     print("worst", worst)
-    return 0 if worst < 1e-9 else 1
+    return 0 if worst < TOLERANCE else 1
 
 
 if __name__ == "__main__":

@@ -14,14 +14,9 @@ namespace {
 // What the kernels assume; the Python layer checks the same, so failing
 // here means a caller bypassed it.
 cudaError_t check(const ConvGeometry& geo, const Block1xN& blocks) {
-  const bool ok = geo.groups >= 1 && geo.cin % geo.groups == 0 &&
-                  geo.cout % geo.groups == 0 && geo.kh >= 1 && geo.kw >= 1 &&
-                  geo.stride_h >= 1 && geo.stride_w >= 1 && geo.dil_h >= 1 &&
-                  geo.dil_w >= 1 && geo.pad_h >= 0 && geo.pad_w >= 0 &&
-                  geo.batch >= 0 && blocks.n >= 1 && blocks.nnzb >= 0 &&
+  const bool ok = detail::geometry_ok(geo) && blocks.n >= 1 && blocks.nnzb >= 0 &&
                   blocks.rows_per_group ==
-                      detail::ceil_div(geo.cout_per_group(), blocks.n) &&
-                  detail::spatial_fits_int32(geo);
+                      detail::ceil_div(geo.cout_per_group(), blocks.n);
   return ok ? cudaSuccess : cudaErrorInvalidValue;
 }
 

@@ -1,6 +1,7 @@
 // Launch sizing and pixel indexing any sparsity kind's conv kernels can use:
-// grid size for grid-stride loops, the int32 limit on spatial coordinates,
-// and where an output pixel's receptive field starts in the input. CUDA
+// grid size for grid-stride loops, the int32 limit on spatial coordinates and
+// the rest of the geometry the kernels assume, and where an output pixel's
+// receptive field starts in the input. CUDA
 // headers only (no torch).
 #pragma once
 #include <cuda_runtime.h>
@@ -32,6 +33,18 @@ inline bool spatial_fits_int32(const ConvGeometry& geo) {
          geo.out_w < kLimit && reach_h < kLimit && reach_w < kLimit &&
          geo.out_h * int64_t{geo.stride_h} < kLimit &&
          geo.out_w * int64_t{geo.stride_w} < kLimit;
+}
+
+// The geometry every kind's kernels assume: groups divide the channels,
+// kernel, stride and dilation at least 1, padding and sizes not negative,
+// spatial coordinates within int32. The entry points check it (with their
+// kind's own conditions) before any launch.
+inline bool geometry_ok(const ConvGeometry& geo) {
+  return geo.groups >= 1 && geo.cin % geo.groups == 0 && geo.cout % geo.groups == 0 &&
+         geo.kh >= 1 && geo.kw >= 1 && geo.stride_h >= 1 && geo.stride_w >= 1 &&
+         geo.dil_h >= 1 && geo.dil_w >= 1 && geo.pad_h >= 0 && geo.pad_w >= 0 &&
+         geo.batch >= 0 && geo.in_h >= 0 && geo.in_w >= 0 && geo.out_h >= 0 &&
+         geo.out_w >= 0 && spatial_fits_int32(geo);
 }
 
 // Where output pixel m (flattened over batch x out_h x out_w) starts reading

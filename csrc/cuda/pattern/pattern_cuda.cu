@@ -18,21 +18,14 @@ namespace {
 // when they are empty (torch hands out null data pointers for empty tensors);
 // the CSR offsets (cout + 1, nnz + 1, cin + 1 entries) never are.
 cudaError_t check(const ConvGeometry& geo, const Patterns& pat) {
-  const bool ok = geo.groups >= 1 && geo.cin % geo.groups == 0 &&
-                  geo.cout % geo.groups == 0 && geo.cout >= 1 && geo.cin >= 1 &&
-                  geo.kh >= 1 && geo.kw >= 1 &&
-                  geo.stride_h >= 1 && geo.stride_w >= 1 && geo.dil_h >= 1 &&
-                  geo.dil_w >= 1 && geo.pad_h >= 0 && geo.pad_w >= 0 &&
-                  geo.batch >= 0 && geo.in_h >= 0 && geo.in_w >= 0 &&
-                  geo.out_h >= 0 && geo.out_w >= 0 && pat.nnz >= 0 &&
-                  pat.nnz <= INT32_MAX && pat.nnz_values >= 0 &&
+  const bool ok = detail::geometry_ok(geo) && geo.cout >= 1 && geo.cin >= 1 &&
+                  pat.nnz >= 0 && pat.nnz <= INT32_MAX && pat.nnz_values >= 0 &&
                   pat.nnz_values <= INT32_MAX && geo.cout <= INT32_MAX &&
                   pat.row_ptr != nullptr && pat.value_ptr != nullptr &&
                   pat.col_ptr != nullptr &&
                   (pat.nnz == 0 || (pat.chan_idx != nullptr && pat.kernel_idx != nullptr &&
                                     pat.kernel_row != nullptr)) &&
-                  (pat.nnz_values == 0 || pat.value_tap != nullptr) &&
-                  detail::spatial_fits_int32(geo);
+                  (pat.nnz_values == 0 || pat.value_tap != nullptr);
   return ok ? cudaSuccess : cudaErrorInvalidValue;
 }
 

@@ -24,10 +24,10 @@ template <typename T>
 __global__ void __launch_bounds__(kThreads, kMinCtas)
     forward_kernel(ConvGeometry geo, Patterns pat, const T* __restrict__ values,
                    const T* __restrict__ input, Strides4 is, const T* __restrict__ bias,
-                   T* __restrict__ output, int64_t ctiles, int64_t work) {
+                   T* __restrict__ output, ChannelPixelTiles tiles) {
   using Acc = AccT<T>;
   __shared__ int2 taps_s[kTapTable];
-  fill_tap_table(geo, taps_s);
+  fill_tap_table(geo, taps_s, tap_shift);
   __syncthreads();  // the only barrier: warps run independently below
 
   const int lane = threadIdx.x % 32;
@@ -39,16 +39,16 @@ __global__ void __launch_bounds__(kThreads, kMinCtas)
   const int out_h = static_cast<int>(geo.out_h);
   const int out_w = static_cast<int>(geo.out_w);
 
-  for (int64_t w = blockIdx.x; w < work; w += gridDim.x) {
-    const int64_t o = (w % ctiles) * kWarps + warp;
+  for (int64_t w = blockIdx.x; w < tiles.work; w += gridDim.x) {
+    const int64_t o = tiles.channel(w, warp);
     if (o >= geo.cout) continue;  // warp-uniform; no barrier follows
-    const int64_t m0 = (w / ctiles) * kTilePx + lane;
+    const int64_t m0 = tiles.first_pixel(w, lane);
 
     // This lane's pixels: window origin and element offset of (b, 0, ih0, iw0).
     int ih0[kPx], iw0[kPx];
     int64_t off[kPx];
     Acc acc[kPx];
-    PixelWalk pw(m0, geo.out_h, geo.out_w);
+    PixelWalk pw(m0, geo.out_h, geo.out_w, 32);
 #pragma unroll
     for (int j = 0; j < kPx; ++j) {
       if (j > 0) pw.step(out_h, out_w);
@@ -60,38 +60,31 @@ __global__ void __launch_bounds__(kThreads, kMinCtas)
     }
 
     const T* xg = input + (o / cout_g) * cin_g * is.c;
-    const int32_t k_begin = __ldg(pat.row_ptr + o);
-    const int32_t k_end = __ldg(pat.row_ptr + o + 1);
-    for (int32_t k0 = k_begin; k0 < k_end; k0 += 32) {
-      const int32_t kl = k0 + lane;
-      const bool have = kl < k_end;
-      const int32_t my_c = have ? __ldg(pat.chan_idx + kl) : 0;
-      const int32_t my_vb = have ? __ldg(pat.value_ptr + kl) : 0;
-      const int32_t my_ve = have ? __ldg(pat.value_ptr + kl + 1) : 0;
-      const int nk = k_end - k0 < 32 ? k_end - k0 : 32;
-      for (int q = 0; q < nk; ++q) {
-        const int32_t c = __shfl_sync(kFullMask, my_c, q);
-        const int32_t vb = __shfl_sync(kFullMask, my_vb, q);
-        const int32_t ve = __shfl_sync(kFullMask, my_ve, q);
-        const T* xc = xg + int64_t{c} * is.c;
-        for (int32_t v = vb; v < ve; ++v) {
-          const Acc wv = Num<T>::load(values + v);
-          const int2 d = tap_lookup(geo, taps_s, __ldg(pat.value_tap + v));
-          const int64_t toff = int64_t{d.x} * is.h + int64_t{d.y} * is.w;
+    for_each_kernel(
+        __ldg(pat.row_ptr + o), __ldg(pat.row_ptr + o + 1), lane,
+        [&](int32_t k) {
+          return make_int3(__ldg(pat.chan_idx + k), __ldg(pat.value_ptr + k),
+                           __ldg(pat.value_ptr + k + 1));
+        },
+        [&](int32_t c, int32_t vb, int32_t ve) {
+          const T* xc = xg + int64_t{c} * is.c;
+          for (int32_t v = vb; v < ve; ++v) {
+            const Acc wv = Num<T>::load(values + v);
+            const int2 d = tap_lookup(geo, taps_s, __ldg(pat.value_tap + v), tap_shift);
+            const int64_t toff = int64_t{d.x} * is.h + int64_t{d.y} * is.w;
 #pragma unroll
-          for (int j = 0; j < kPx; ++j) {
-            // Only formed (and read) inside the image: the offset may point
-            // outside the tensor otherwise.
-            if (inside(ih0[j] + d.x, iw0[j] + d.y, geo))
-              acc[j] += wv * Num<T>::load(xc + off[j] + toff);
+            for (int j = 0; j < kPx; ++j) {
+              // Only formed (and read) inside the image: the offset may
+              // point outside the tensor otherwise.
+              if (inside(ih0[j] + d.x, iw0[j] + d.y, geo))
+                acc[j] += wv * Num<T>::load(xc + off[j] + toff);
+            }
           }
-        }
-      }
-    }
+        });
 
     const Acc bv = bias != nullptr ? Num<T>::load(bias + o) : Acc(0);
     // The same walk again (cheaper than keeping its coordinates live).
-    PixelWalk ps(m0, geo.out_h, geo.out_w);
+    PixelWalk ps(m0, geo.out_h, geo.out_w, 32);
 #pragma unroll
     for (int j = 0; j < kPx; ++j) {
       if (j > 0) ps.step(out_h, out_w);
@@ -108,12 +101,10 @@ template <typename T>
 cudaError_t forward(const ConvGeometry& geo, const Patterns& pat, const T* values,
                     const T* input, Strides4 in_strides, const T* bias, T* output,
                     cudaStream_t stream) {
-  const int64_t pixels = geo.batch * geo.out_h * geo.out_w;
-  const int64_t ctiles = ceil_div(geo.cout, kWarps);
-  const int64_t work = ctiles * ceil_div(pixels, kTilePx);
-  if (work == 0) return cudaSuccess;
-  forward_kernel<T><<<grid_for(work), kThreads, 0, stream>>>(
-      geo, pat, values, input, in_strides, bias, output, ctiles, work);
+  const ChannelPixelTiles tiles(geo.cout, geo.batch * geo.out_h * geo.out_w);
+  if (tiles.work == 0) return cudaSuccess;
+  forward_kernel<T><<<grid_for(tiles.work), kThreads, 0, stream>>>(
+      geo, pat, values, input, in_strides, bias, output, tiles);
   return cudaGetLastError();
 }
 

@@ -32,13 +32,10 @@ template <typename T>
 __global__ void __launch_bounds__(kThreads, kMinCtas)
     grad_input_kernel(ConvGeometry geo, Patterns pat, const T* __restrict__ values,
                       const T* __restrict__ grad_out, Strides4 gs, T* __restrict__ grad_in,
-                      int64_t ctiles, int64_t work) {
+                      ChannelPixelTiles tiles) {
   using Acc = AccT<T>;
   __shared__ int4 phase_s[kTapTable];
-  {
-    const int n = geo.taps() < kTapTable ? geo.taps() : kTapTable;
-    for (int t = threadIdx.x; t < n; t += blockDim.x) phase_s[t] = tap_phase(geo, t);
-  }
+  fill_tap_table(geo, phase_s, tap_phase);
   __syncthreads();  // the only barrier: warps run independently below
 
   const int lane = threadIdx.x % 32;
@@ -50,17 +47,17 @@ __global__ void __launch_bounds__(kThreads, kMinCtas)
   const int in_h = static_cast<int>(geo.in_h);
   const int in_w = static_cast<int>(geo.in_w);
 
-  for (int64_t w = blockIdx.x; w < work; w += gridDim.x) {
-    const int64_t c = (w % ctiles) * kWarps + warp;
+  for (int64_t w = blockIdx.x; w < tiles.work; w += gridDim.x) {
+    const int64_t c = tiles.channel(w, warp);
     if (c >= geo.cin) continue;  // warp-uniform; no barrier follows
-    const int64_t m0 = (w / ctiles) * kTilePx + lane;
+    const int64_t m0 = tiles.first_pixel(w, lane);
 
     // This lane's pixels: batch offset into dY and the stride phases.
     bool ok[kPx];
     int ah[kPx], rh[kPx], aw[kPx], rw[kPx];
     int64_t boff[kPx];
     Acc acc[kPx];
-    PixelWalk pw(m0, geo.in_h, geo.in_w);
+    PixelWalk pw(m0, geo.in_h, geo.in_w, 32);
 #pragma unroll
     for (int j = 0; j < kPx; ++j) {
       if (j > 0) pw.step(in_h, in_w);
@@ -75,38 +72,30 @@ __global__ void __launch_bounds__(kThreads, kMinCtas)
       acc[j] = Acc(0);
     }
 
-    const int32_t e_begin = __ldg(pat.col_ptr + c);
-    const int32_t e_end = __ldg(pat.col_ptr + c + 1);
-    for (int32_t e0 = e_begin; e0 < e_end; e0 += 32) {
-      const int32_t el = e0 + lane;
-      const bool have = el < e_end;
-      const int32_t my_k = have ? __ldg(pat.kernel_idx + el) : 0;
-      const int32_t my_o = have ? __ldg(pat.kernel_row + el) : 0;
-      const int32_t my_vb = have ? __ldg(pat.value_ptr + my_k) : 0;
-      const int32_t my_ve = have ? __ldg(pat.value_ptr + my_k + 1) : 0;
-      const int ne = e_end - e0 < 32 ? e_end - e0 : 32;
-      for (int q = 0; q < ne; ++q) {
-        const int32_t o = __shfl_sync(kFullMask, my_o, q);
-        const int32_t vb = __shfl_sync(kFullMask, my_vb, q);
-        const int32_t ve = __shfl_sync(kFullMask, my_ve, q);
-        const T* go = grad_out + int64_t{o} * gs.c;
-        for (int32_t v = vb; v < ve; ++v) {
-          const Acc wv = Num<T>::load(values + v);
-          const int t = __ldg(pat.value_tap + v);
-          const int4 ph = t < kTapTable ? phase_s[t] : tap_phase(geo, t);
+    for_each_kernel(
+        __ldg(pat.col_ptr + c), __ldg(pat.col_ptr + c + 1), lane,
+        [&](int32_t e) {
+          const int32_t k = __ldg(pat.kernel_idx + e);
+          return make_int3(__ldg(pat.kernel_row + e), __ldg(pat.value_ptr + k),
+                           __ldg(pat.value_ptr + k + 1));
+        },
+        [&](int32_t o, int32_t vb, int32_t ve) {
+          const T* go = grad_out + int64_t{o} * gs.c;
+          for (int32_t v = vb; v < ve; ++v) {
+            const Acc wv = Num<T>::load(values + v);
+            const int4 ph = tap_lookup(geo, phase_s, __ldg(pat.value_tap + v), tap_phase);
 #pragma unroll
-          for (int j = 0; j < kPx; ++j) {
-            const int oh = ah[j] - ph.x, ow = aw[j] - ph.z;
-            if (ok[j] && rh[j] == ph.y && rw[j] == ph.w && oh >= 0 && oh < out_h &&
-                ow >= 0 && ow < out_w)
-              acc[j] += wv * Num<T>::load(go + boff[j] + int64_t{oh} * gs.h +
-                                          int64_t{ow} * gs.w);
+            for (int j = 0; j < kPx; ++j) {
+              const int oh = ah[j] - ph.x, ow = aw[j] - ph.z;
+              if (ok[j] && rh[j] == ph.y && rw[j] == ph.w && oh >= 0 && oh < out_h &&
+                  ow >= 0 && ow < out_w)
+                acc[j] += wv * Num<T>::load(go + boff[j] + int64_t{oh} * gs.h +
+                                            int64_t{ow} * gs.w);
+            }
           }
-        }
-      }
-    }
+        });
 
-    PixelWalk ps(m0, geo.in_h, geo.in_w);
+    PixelWalk ps(m0, geo.in_h, geo.in_w, 32);
 #pragma unroll
     for (int j = 0; j < kPx; ++j) {
       if (j > 0) ps.step(in_h, in_w);
@@ -123,11 +112,10 @@ template <typename T>
 cudaError_t grad_input(const ConvGeometry& geo, const Patterns& pat, const T* values,
                        const T* grad_out, Strides4 go_strides, T* grad_in,
                        cudaStream_t stream) {
-  const int64_t ctiles = ceil_div(geo.cin, kWarps);
-  const int64_t work = ctiles * ceil_div(geo.batch * geo.in_h * geo.in_w, kTilePx);
-  if (work == 0) return cudaSuccess;
-  grad_input_kernel<T><<<grid_for(work), kThreads, 0, stream>>>(
-      geo, pat, values, grad_out, go_strides, grad_in, ctiles, work);
+  const ChannelPixelTiles tiles(geo.cin, geo.batch * geo.in_h * geo.in_w);
+  if (tiles.work == 0) return cudaSuccess;
+  grad_input_kernel<T><<<grid_for(tiles.work), kThreads, 0, stream>>>(
+      geo, pat, values, grad_out, go_strides, grad_in, tiles);
   return cudaGetLastError();
 }
 

@@ -18,6 +18,7 @@
 #include <type_traits>
 
 #include "cuda/common/launch.cuh"
+#include "cuda/common/split_k.cuh"
 #include "cuda/pattern/pattern_kernels.cuh"
 
 namespace sparsekernels {
@@ -53,9 +54,6 @@ __device__ __forceinline__ void sweep(const ConvGeometry& geo, const T* __restri
   const int lane = tid % 32, warp = tid / 32;
   const int out_h = static_cast<int>(geo.out_h);
   const int out_w = static_cast<int>(geo.out_w);
-  const int64_t plane = geo.out_h * geo.out_w;
-  // Advancing the pixel by kThreads moves (oh, ow) by (dq, dr).
-  const int dq = kThreads / out_w, dr = kThreads % out_w;
 
   Acc acc[V];
 #pragma unroll
@@ -63,15 +61,13 @@ __device__ __forceinline__ void sweep(const ConvGeometry& geo, const T* __restri
 
   int64_t p = p_begin + tid;
   if (p < p_end) {
-    int64_t b = p / plane;
-    const int64_t rem = p - b * plane;
-    int oh = static_cast<int>(rem / out_w);
-    int ow = static_cast<int>(rem - int64_t{oh} * out_w);
+    PixelWalk px(p, geo.out_h, geo.out_w, kThreads);
     for (; p < p_end; p += kThreads) {
-      const Acc dy = Num<T>::load(gok + b * gs.n + int64_t{oh} * gs.h + int64_t{ow} * gs.w);
-      const int ih0 = oh * geo.stride_h - geo.pad_h;
-      const int iw0 = ow * geo.stride_w - geo.pad_w;
-      const int64_t xoff = b * is.n + int64_t{ih0} * is.h + int64_t{iw0} * is.w;
+      const Acc dy = Num<T>::load(gok + px.b * gs.n + int64_t{px.y} * gs.h +
+                                  int64_t{px.x} * gs.w);
+      const int ih0 = px.y * geo.stride_h - geo.pad_h;
+      const int iw0 = px.x * geo.stride_w - geo.pad_w;
+      const int64_t xoff = px.b * is.n + int64_t{ih0} * is.h + int64_t{iw0} * is.w;
 #pragma unroll
       for (int i = 0; i < V; ++i) {
         if (i >= nv) break;  // CTA-uniform
@@ -81,17 +77,7 @@ __device__ __forceinline__ void sweep(const ConvGeometry& geo, const T* __restri
         if (inside(ih0 + vs.shift[i].x, iw0 + vs.shift[i].y, geo))
           acc[i] += dy * Num<T>::load(xk + xoff + vs.toff[i]);
       }
-      ow += dr;
-      oh += dq;
-      if (ow >= out_w) {
-        ow -= out_w;
-        ++oh;
-      }
-      if (oh >= out_h) {
-        const int wraps = oh / out_h;
-        b += wraps;
-        oh -= wraps * out_h;
-      }
+      px.step(out_h, out_w);
     }
   }
 
@@ -167,29 +153,6 @@ __global__ void __launch_bounds__(kThreads, kMinCtas)
   }
 }
 
-// grad_values[i] = sum over splits (in order) of partial[split][i].
-template <typename T>
-__global__ void __launch_bounds__(kThreads)
-    reduce_splits_kernel(const AccT<T>* __restrict__ partial, int splits, int64_t total,
-                         T* __restrict__ grad_values) {
-  const int64_t step = int64_t{gridDim.x} * kThreads;
-  for (int64_t i = int64_t{blockIdx.x} * kThreads + threadIdx.x; i < total; i += step) {
-    AccT<T> v = partial[i];
-    for (int sp = 1; sp < splits; ++sp) v += partial[sp * total + i];
-    grad_values[i] = Num<T>::store(v);
-  }
-}
-
-int sm_count() {
-  int dev = 0, sms = 0;
-  if (cudaGetDevice(&dev) != cudaSuccess ||
-      cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, dev) != cudaSuccess) {
-    cudaGetLastError();  // only a query: leave no error behind
-    return 0;
-  }
-  return sms;
-}
-
 }  // namespace
 
 template <typename T>
@@ -203,22 +166,9 @@ cudaError_t grad_weight(const ConvGeometry& geo, const Patterns& pat, const T* i
   if (pixels == 0)  // no pixel contributes: the gradient is 0 (all-zero bits)
     return cudaMemsetAsync(grad_values, 0, total * sizeof(T), stream);
 
-  // Split the pixels until about 2 waves of 2 CTAs per SM, each split at
-  // least kMinPxPerThread pixels per thread.
-  const int64_t want = 4 * int64_t{sm_count()};
-  int64_t splits = pat.nnz >= want ? 1 : ceil_div(want, pat.nnz);
-  const int64_t max_splits = ceil_div(pixels, kMinPxPerThread * kThreads);
-  if (splits > max_splits) splits = max_splits;
-  if (splits > 64) splits = 64;
-  if (splits < 1) splits = 1;
-
-  Acc* partial = nullptr;
-  if (splits > 1 && cudaMallocAsync(reinterpret_cast<void**>(&partial),
-                                    splits * total * sizeof(Acc), stream) != cudaSuccess) {
-    cudaGetLastError();  // no workspace: run unsplit
-    partial = nullptr;
-    splits = 1;
-  }
+  // Each split at least kMinPxPerThread pixels per thread.
+  int64_t splits = split_count(pat.nnz, ceil_div(pixels, kMinPxPerThread * kThreads));
+  Acc* partial = alloc_split_partials<Acc>(splits, total, stream);
   const int64_t split_px = ceil_div(pixels, splits);
   const int64_t work = splits * pat.nnz;
   if (splits == 1) {
@@ -228,14 +178,7 @@ cudaError_t grad_weight(const ConvGeometry& geo, const Patterns& pat, const T* i
   }
   grad_weight_kernel<T, Acc><<<grid_for(work), kThreads, 0, stream>>>(
       geo, pat, input, in_strides, grad_out, go_strides, partial, total, split_px, work);
-  cudaError_t err = cudaGetLastError();
-  if (err == cudaSuccess) {
-    reduce_splits_kernel<T><<<grid_for(ceil_div(total, kThreads)), kThreads, 0, stream>>>(
-        partial, static_cast<int>(splits), total, grad_values);
-    err = cudaGetLastError();
-  }
-  const cudaError_t free_err = cudaFreeAsync(partial, stream);
-  return err != cudaSuccess ? err : free_err;
+  return reduce_splits<T>(partial, splits, total, grad_values, stream);
 }
 
 #define SK_INSTANTIATE(T)                                                             \

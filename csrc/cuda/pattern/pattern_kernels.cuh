@@ -26,6 +26,7 @@
 #include <cstdint>
 
 #include "cuda/common/dtype.cuh"
+#include "cuda/common/launch.cuh"
 #include "sparsekernels/pattern.h"
 
 namespace sparsekernels {
@@ -55,35 +56,78 @@ __device__ __forceinline__ int2 tap_shift(const ConvGeometry& geo, int t) {
   return make_int2(kh * geo.dil_h, (t - kh * geo.kw) * geo.dil_w);
 }
 
-// Fills table[t] = tap_shift(t) for t < min(taps, kTapTable); the caller
-// synchronises before reading it.
-__device__ __forceinline__ void fill_tap_table(const ConvGeometry& geo, int2* table) {
+// Per-tap geometry staged in shared memory: table[t] = entry_of(geo, t) for
+// t < min(taps, kTapTable) (tap_shift in forward, the stride phases in
+// grad-input); the caller synchronises before reading it.
+template <typename Entry, typename EntryOf>
+__device__ __forceinline__ void fill_tap_table(const ConvGeometry& geo, Entry* table,
+                                               EntryOf entry_of) {
   const int n = geo.taps() < kTapTable ? geo.taps() : kTapTable;
-  for (int t = threadIdx.x; t < n; t += blockDim.x) table[t] = tap_shift(geo, t);
+  for (int t = threadIdx.x; t < n; t += blockDim.x) table[t] = entry_of(geo, t);
 }
 
-__device__ __forceinline__ int2 tap_lookup(const ConvGeometry& geo, const int2* table,
-                                           int t) {
-  return t < kTapTable ? table[t] : tap_shift(geo, t);
+// Tap t's entry: from the table, or computed inline past its end.
+template <typename Entry, typename EntryOf>
+__device__ __forceinline__ Entry tap_lookup(const ConvGeometry& geo, const Entry* table,
+                                            int t, EntryOf entry_of) {
+  return t < kTapTable ? table[t] : entry_of(geo, t);
 }
 
-// A lane's kPx pixels m, m + 32, ..., m + 32 (kPx - 1) of a flattened
-// (batch, rows, cols) space, as coordinates: one 64-bit division for the
-// first (a function call: before any per-pixel state is live), then steps of
-// 32 by carries with 32-bit arithmetic only.
+// Work items of forward and grad-input: (tile of kWarps channels, tile of
+// kTilePx pixels), channel tiles fastest so CTAs resident together read one
+// pixel tile. Warp w of item `item` owns channel channel(item, w), lane l the
+// pixels first_pixel(item, l) + 32 j (j < kPx).
+struct ChannelPixelTiles {
+  int64_t ctiles;  // channel tiles
+  int64_t work;    // items: ctiles x pixel tiles
+
+  ChannelPixelTiles(int64_t channels, int64_t pixels)
+      : ctiles(ceil_div(channels, kWarps)), work(ctiles * ceil_div(pixels, kTilePx)) {}
+
+  __device__ __forceinline__ int64_t channel(int64_t item, int warp) const {
+    return (item % ctiles) * kWarps + warp;
+  }
+  __device__ __forceinline__ int64_t first_pixel(int64_t item, int lane) const {
+    return (item / ctiles) * kTilePx + lane;
+  }
+};
+
+// The warp's walk over entries [begin, end) of a kernel list (a row's
+// kernels in forward, a column's in grad-input), 32 at a time: lane l loads
+// entry e0 + l's (a, value begin, value end) as load(e) -> int3, once per
+// chunk, and the warp then runs body(a, vb, ve) for the chunk's entries in
+// order, each broadcast from its lane by __shfl_sync. Warp-uniform.
+template <typename Load, typename Body>
+__device__ __forceinline__ void for_each_kernel(int32_t begin, int32_t end, int lane,
+                                                Load load, Body body) {
+  for (int32_t e0 = begin; e0 < end; e0 += 32) {
+    const int32_t e = e0 + lane;
+    const int3 mine = e < end ? load(e) : make_int3(0, 0, 0);
+    const int n = end - e0 < 32 ? end - e0 : 32;
+    for (int q = 0; q < n; ++q)
+      body(__shfl_sync(kFullMask, mine.x, q), __shfl_sync(kFullMask, mine.y, q),
+           __shfl_sync(kFullMask, mine.z, q));
+  }
+}
+
+// Pixels m, m + step_px, m + 2 step_px, ... of a flattened (batch, rows,
+// cols) space, as coordinates: one 64-bit division for the first (a function
+// call: before any per-pixel state is live), then steps by carries with
+// 32-bit arithmetic only. A lane's kPx pixels in forward and grad-input
+// (step_px = 32), a thread's pixels in grad-weight (step_px = kThreads).
 struct PixelWalk {
   int64_t b;
   int y, x;
-  int dq, dr;  // a step of 32 moves (y, x) by (dq, dr) before the carries
+  int dq, dr;  // a step moves (y, x) by (dq, dr) before the carries
 
-  __device__ __forceinline__ PixelWalk(int64_t m, int64_t rows, int64_t cols) {
+  __device__ __forceinline__ PixelWalk(int64_t m, int64_t rows, int64_t cols, int step_px) {
     const int64_t plane = rows * cols;
     b = m / plane;
     const int64_t rem = m - b * plane;  // a plane may pass 2^31 pixels
     y = static_cast<int>(rem / cols);
     x = static_cast<int>(rem - int64_t{y} * cols);
-    dq = 32 / static_cast<int>(cols);
-    dr = 32 - dq * static_cast<int>(cols);
+    dq = step_px / static_cast<int>(cols);
+    dr = step_px - dq * static_cast<int>(cols);
   }
 
   __device__ __forceinline__ void step(int rows, int cols) {

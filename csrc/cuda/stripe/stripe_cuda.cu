@@ -17,16 +17,10 @@ namespace {
 // bypassed them. stripe_idx / stripe_row / tap_idx are legitimately null
 // when nnz == 0 (torch hands out null data pointers for empty tensors).
 cudaError_t check(const ConvGeometry& geo, const Stripes& st) {
-  const bool ok = geo.groups >= 1 && geo.cin % geo.groups == 0 &&
-                  geo.cout % geo.groups == 0 && geo.kh >= 1 && geo.kw >= 1 &&
-                  geo.stride_h >= 1 && geo.stride_w >= 1 && geo.dil_h >= 1 &&
-                  geo.dil_w >= 1 && geo.pad_h >= 0 && geo.pad_w >= 0 &&
-                  geo.batch >= 0 && geo.in_h >= 0 && geo.in_w >= 0 &&
-                  geo.out_h >= 0 && geo.out_w >= 0 && st.nnz >= 0 &&
-                  st.nnz <= INT32_MAX && st.tap_ptr != nullptr &&
+  const bool ok = detail::geometry_ok(geo) && st.nnz >= 0 && st.nnz <= INT32_MAX &&
+                  st.tap_ptr != nullptr &&
                   (st.nnz == 0 ||
-                   (st.stripe_idx != nullptr && st.stripe_row != nullptr)) &&
-                  detail::spatial_fits_int32(geo);
+                   (st.stripe_idx != nullptr && st.stripe_row != nullptr));
   return ok ? cudaSuccess : cudaErrorInvalidValue;
 }
 

@@ -16,6 +16,7 @@
 #include <type_traits>
 
 #include "cuda/common/launch.cuh"
+#include "cuda/common/split_k.cuh"
 #include "cuda/stripe/stripe_kernels.cuh"
 
 namespace sparsekernels {
@@ -141,31 +142,6 @@ __global__ void __launch_bounds__(kThreads)
   }
 }
 
-// grad_values[i] = sum over splits (in order) of partial[split][i].
-template <typename T>
-__global__ void __launch_bounds__(kThreads)
-    reduce_splits_kernel(const AccT<T>* __restrict__ partial, int splits,
-                         int64_t total, T* __restrict__ grad_values) {
-  const int64_t step = int64_t{gridDim.x} * kThreads;
-  for (int64_t i = int64_t{blockIdx.x} * kThreads + threadIdx.x; i < total;
-       i += step) {
-    AccT<T> v = partial[i];
-    for (int sp = 1; sp < splits; ++sp) v += partial[sp * total + i];
-    grad_values[i] = Num<T>::store(v);
-  }
-}
-
-int sm_count() {
-  int dev = 0, sms = 0;
-  if (cudaGetDevice(&dev) != cudaSuccess ||
-      cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, dev) !=
-          cudaSuccess) {
-    cudaGetLastError();  // only a query: leave no error behind
-    return 0;
-  }
-  return sms;
-}
-
 }  // namespace
 
 template <typename T>
@@ -187,22 +163,9 @@ cudaError_t grad_weight(const ConvGeometry& geo, const Stripes& stripes,
   const int64_t rtiles = ceil_div(geo.cout_per_group(), kTileM);  // bound
   // Tiles that hold stripes, if the stripes spread evenly over the columns.
   const int64_t busy = columns * ceil_div(ceil_div(stripes.nnz, columns), kTileM) * ctiles;
-  // Split K until about 2 waves of 2 CTAs per SM, each split >= 32 steps.
-  const int64_t want = 4 * int64_t{sm_count()};
-  int64_t splits = busy >= want ? 1 : ceil_div(want, busy);
-  const int64_t max_splits = ceil_div(pixels, 32 * BK);
-  if (splits > max_splits) splits = max_splits;
-  if (splits > 64) splits = 64;
-  if (splits < 1) splits = 1;
-
-  Acc* partial = nullptr;
-  if (splits > 1 &&
-      cudaMallocAsync(reinterpret_cast<void**>(&partial),
-                      splits * total * sizeof(Acc), stream) != cudaSuccess) {
-    cudaGetLastError();  // no workspace: run unsplit
-    partial = nullptr;
-    splits = 1;
-  }
+  // Each split at least 32 steps.
+  int64_t splits = split_count(busy, ceil_div(pixels, 32 * BK));
+  Acc* partial = alloc_split_partials<Acc>(splits, total, stream);
   const int64_t split_px = ceil_div(ceil_div(pixels, splits), BK) * BK;
   const int64_t work = splits * columns * rtiles * ctiles;
   if (splits == 1) {
@@ -214,15 +177,7 @@ cudaError_t grad_weight(const ConvGeometry& geo, const Stripes& stripes,
   grad_weight_kernel<T, Acc><<<grid_for(work), kThreads, 0, stream>>>(
       geo, stripes, input, in_strides, grad_out, go_strides, partial, total,
       ctiles, rtiles, columns, split_px, work);
-  cudaError_t err = cudaGetLastError();
-  if (err == cudaSuccess) {
-    reduce_splits_kernel<T><<<grid_for(ceil_div(total, kThreads)), kThreads, 0,
-                              stream>>>(partial, static_cast<int>(splits),
-                                        total, grad_values);
-    err = cudaGetLastError();
-  }
-  const cudaError_t free_err = cudaFreeAsync(partial, stream);
-  return err != cudaSuccess ? err : free_err;
+  return reduce_splits<T>(partial, splits, total, grad_values, stream);
 }
 
 #define SK_INSTANTIATE(T)                                                  \
