@@ -99,7 +99,10 @@ def _layer_summary(records: list[dict]) -> list[str]:
         for s in sparsities:
             at = [r for r in mine if r["sparsity"] == s]
             ok = [r for r in at if r["ok"]]
-            if len(ok) < len(at) or not ok:
+            if not at:  # another kind's level
+                cells.append("—")
+                continue
+            if len(ok) < len(at):
                 cells.append(f"{len(at) - len(ok)} failed")
                 continue
             weighted = (sum(r["count"] * r["dense_ms"] for r in ok)
