@@ -299,7 +299,8 @@ at::Tensor grad_input(const at::Tensor& grad_out, const at::Tensor& values, SK_T
                     "grad_out: spatial size (", grad_out.size(2), ", ", grad_out.size(3),
                     ") does not match the convolution's output (", geo.out_h, ", ", geo.out_w,
                     ")");
-  const auto pt = checked_patterns(geo, grad_out.device(), SK_TOPOLOGY_ARGS);
+  uint64_t topo_id = 0;
+  const auto pt = checked_patterns(geo, grad_out.device(), SK_TOPOLOGY_ARGS, &topo_id);
   check_values(values, grad_out, pt.nnz_values);
   auto vals = values.contiguous();
   auto gin = at::empty({geo.batch, cin, in_h, in_w}, grad_out.options());
@@ -309,7 +310,7 @@ at::Tensor grad_input(const at::Tensor& grad_out, const at::Tensor& values, SK_T
         using T = typename decltype(tag)::type;
         cpu::pattern_grad_input<T>(geo, pt, vals.data_ptr<T>(), grad_out.data_ptr<T>(),
                                    glue::strides_of(grad_out), gin.data_ptr<T>(),
-                                   at::get_num_threads());
+                                   at::get_num_threads(), topo_id);
       },
       SK_CUDA_LAUNCHER([&](cuda::DType dtype, cudaStream_t stream) {
         return cuda::pattern_grad_input(dtype, geo, pt, vals.data_ptr(), grad_out.data_ptr(),
@@ -331,7 +332,8 @@ at::Tensor grad_weight(const at::Tensor& x, const at::Tensor& grad_out, SK_TOPOL
                         geo.out_w == grad_out.size(3),
                     "grad_out: shape ", grad_out.sizes(), " does not match the convolution's "
                     "output [", geo.batch, ", ", geo.cout, ", ", geo.out_h, ", ", geo.out_w, "]");
-  const auto pt = checked_patterns(geo, x.device(), SK_TOPOLOGY_ARGS);
+  uint64_t topo_id = 0;
+  const auto pt = checked_patterns(geo, x.device(), SK_TOPOLOGY_ARGS, &topo_id);
   auto gv = at::empty({pt.nnz_values}, x.options());
   glue::dispatch_device(
       "pattern_grad_weight", x,
@@ -339,7 +341,7 @@ at::Tensor grad_weight(const at::Tensor& x, const at::Tensor& grad_out, SK_TOPOL
         using T = typename decltype(tag)::type;
         cpu::pattern_grad_weight<T>(geo, pt, x.data_ptr<T>(), glue::strides_of(x),
                                     grad_out.data_ptr<T>(), glue::strides_of(grad_out),
-                                    gv.data_ptr<T>(), at::get_num_threads());
+                                    gv.data_ptr<T>(), at::get_num_threads(), topo_id);
       },
       SK_CUDA_LAUNCHER([&](cuda::DType dtype, cudaStream_t stream) {
         return cuda::pattern_grad_weight(dtype, geo, pt, x.data_ptr(), glue::strides_of(x),

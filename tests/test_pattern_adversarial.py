@@ -162,6 +162,30 @@ def test_index_edited_in_place_after_cached_calls_is_refused(backend):
     torch.testing.assert_close(out.double(), ref, rtol=1e-4, atol=1e-4)
 
 
+@pytest.mark.parametrize("backend", BACKENDS)
+@pytest.mark.parametrize("field,index,value", [("kernel_idx", 0, 10**6), ("kernel_row", 0, -3),
+                                               ("value_tap", 0, 100), ("col_ptr", 1, 10**6)])
+def test_transpose_edited_in_place_after_cached_grad_calls_is_refused(backend, field, index,
+                                                                       value):
+    # Grad-input and grad-weight cache their plans per validated topology: an
+    # index edited in place (here through numpy, which the version counter
+    # misses) after cached grad calls is re-checked, not read from the plan.
+    a = _operands()
+    grads = {k: PASSES[k] for k in ("grad_input", "grad_weight")}
+    refs = {}
+    for name, run in grads.items():
+        refs[name] = run(a, backend)
+        run(a, backend)
+    saved = int(a[field][index])
+    a[field].numpy()[index] = value
+    for name, run in grads.items():
+        with pytest.raises(ValueError, match=field):
+            run(a, backend)
+    a[field].numpy()[index] = saved
+    for name, run in grads.items():
+        torch.testing.assert_close(run(a, backend), refs[name])
+
+
 def test_buffers_edited_after_construction_never_reach_a_kernel():
     mod = PatternConv2d.from_dense(torch.nn.Conv2d(4, 8, 3), sparsity=0.7)
     with torch.no_grad():

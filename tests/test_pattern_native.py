@@ -466,3 +466,80 @@ def test_topology_edited_in_place_between_calls_is_rechecked():
     t["kernel_idx"].numpy()[0] = 10**6
     with pytest.raises(ValueError, match="kernel_idx"):
         _call_forward(x, fmt.values, t, bias)
+
+
+# Grad-input and grad-weight cache their weight-free plans too (grad-input's
+# per validated topology and geometry, weights gathered per call; grad-weight's
+# shared with the forward's when the geometry is the same).
+@pytest.mark.parametrize("simd", ["best", "generic"])
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_repeated_grad_calls_with_changed_values_match_dense(dtype, simd, monkeypatch):
+    from sparsekernels.ops import pattern_native as native
+
+    if simd == "generic":
+        monkeypatch.setenv("SPARSEKERNELS_CPU_SIMD", "generic")
+    gen = torch.Generator().manual_seed(5)
+    layers = [_make(CASES[11], dtype, seed=5), _make(CASES[4], dtype, seed=6),
+              _make(CASES[10], dtype, seed=7)]
+    for step in range(4):
+        for fmt, x, bias, conv in layers:  # alternate topologies: all stay cached
+            with torch.no_grad():  # an optimizer step: values change in place
+                fmt.values.copy_(torch.randn(fmt.values.shape, generator=gen, dtype=dtype))
+            args = (conv.stride, conv.padding, conv.dilation, conv.groups)
+            wd = fmt.to_dense().double()
+            topo = fmt.topology()
+            # same images, then another batch and size (another plan geometry)
+            for xi in (x, torch.randn(x.shape[0] + 1, x.shape[1], x.shape[2] + 3, x.shape[3] + 2,
+                                      generator=gen, dtype=dtype)):
+                with torch.no_grad():
+                    xi.copy_(torch.randn(xi.shape, generator=gen, dtype=dtype))
+                shape = F.conv2d(xi.double(), wd, None, *args).shape
+                go = torch.randn(shape, generator=gen, dtype=dtype)
+                if step % 2:  # the forward first: grad-weight finds its plan cached
+                    out = native.forward(xi, fmt.values, topo, bias, conv)
+                    ref = F.conv2d(xi.double(), wd, bias.double(), *args)
+                    torch.testing.assert_close(out.double(), ref, **_tol(dtype))
+                gw = native.grad_weight(xi, go, topo, conv)
+                gw_ref = fmt.gather(torch.nn.grad.conv2d_weight(xi.double(), wd.shape,
+                                                                go.double(), *args))
+                torch.testing.assert_close(gw.double(), gw_ref, **_tol(dtype))
+                gi = native.grad_input(go, fmt.values, topo, conv, xi.shape[2:])
+                gi_ref = torch.nn.grad.conv2d_input(xi.shape, wd, go.double(), *args)
+                torch.testing.assert_close(gi.double(), gi_ref, **_tol(dtype))
+
+
+def test_topology_edited_in_place_after_cached_grad_calls_is_rechecked():
+    fmt, x, bias, t = _fwd_args()
+    go = torch.randn(2, 16, 9, 11, generator=torch.Generator().manual_seed(1))
+
+    def gin():
+        return C.pattern_grad_input(go, fmt.values, *[t[f] for f in TOPO], 8, 9, 11, 3, 3,
+                                    [1, 1], [1, 1], [1, 1], 2)
+
+    def gw():
+        return C.pattern_grad_weight(x, go, *[t[f] for f in TOPO], 3, 3, [1, 1], [1, 1],
+                                     [1, 1], 2)
+
+    gi_ref, gw_ref = gin(), gw()
+    gin(), gw()  # cached now
+    fresh = fmt.topology()
+    edits = [  # (field, how the entry is written, value, message)
+        ("pattern_idx", "index", 99, "pattern_idx: entry 0 = 99 is out of range"),
+        ("kernel_idx", "index", 10**6, "kernel_idx"),
+        ("kernel_row", "data", -3, "kernel_row"),
+        ("value_tap", "data", 100, "value_tap"),
+        ("chan_idx", "numpy", 10**6, "chan_idx"),
+        ("col_ptr", "numpy", 10**6, "col_ptr"),
+    ]
+    for field, how, value, match in edits:
+        target = {"index": t[field], "data": t[field].data, "numpy": t[field].numpy()}[how]
+        target[0 if field != "col_ptr" else 1] = value
+        for run in (gin, gw):
+            with pytest.raises(ValueError, match=match):
+                run()
+        t[field].copy_(getattr(fresh, field))  # restored: the cached plans are right again
+        torch.testing.assert_close(gin(), gi_ref)
+        torch.testing.assert_close(gw(), gw_ref)
+    with torch.no_grad():  # new weights, same topology: grad-input follows them
+        fmt.values.mul_(-2)
+    torch.testing.assert_close(gin(), -2 * gi_ref)

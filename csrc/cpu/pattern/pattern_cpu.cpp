@@ -27,26 +27,26 @@ void pattern_forward(const ConvGeometry& geo, const Patterns& patterns, const T*
 template <typename T>
 void pattern_grad_input(const ConvGeometry& geo, const Patterns& patterns, const T* values,
                         const T* grad_out, Strides4 go_strides, T* grad_input,
-                        int num_threads) {
+                        int num_threads, uint64_t topology_id) {
   SK_DISPATCH(detail::pattern, grad_input<T>, geo, patterns, values, grad_out, go_strides,
-              grad_input, num_threads)
+              grad_input, num_threads, topology_id)
 }
 
 template <typename T>
 void pattern_grad_weight(const ConvGeometry& geo, const Patterns& patterns, const T* input,
                          Strides4 in_strides, const T* grad_out, Strides4 go_strides,
-                         T* grad_values, int num_threads) {
+                         T* grad_values, int num_threads, uint64_t topology_id) {
   SK_DISPATCH(detail::pattern, grad_weight<T>, geo, patterns, input, in_strides, grad_out,
-              go_strides, grad_values, num_threads)
+              go_strides, grad_values, num_threads, topology_id)
 }
 
 #define SK_INSTANTIATE(T)                                                                     \
   template void pattern_forward<T>(const ConvGeometry&, const Patterns&, const T*, const T*, \
                                    Strides4, const T*, T*, int, uint64_t);                          \
   template void pattern_grad_input<T>(const ConvGeometry&, const Patterns&, const T*,        \
-                                      const T*, Strides4, T*, int);                          \
+                                      const T*, Strides4, T*, int, uint64_t);                \
   template void pattern_grad_weight<T>(const ConvGeometry&, const Patterns&, const T*,       \
-                                       Strides4, const T*, Strides4, T*, int);
+                                       Strides4, const T*, Strides4, T*, int, uint64_t);
 SK_INSTANTIATE(float)
 SK_INSTANTIATE(double)
 #undef SK_INSTANTIATE

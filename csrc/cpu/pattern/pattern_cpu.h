@@ -22,15 +22,18 @@ void pattern_forward(const ConvGeometry& geo, const Patterns& patterns, const T*
                     int num_threads, uint64_t topology_id = 0);
 
 // grad_input[N, Cin, H, W] (NCHW contiguous) = conv_transpose(grad_out, W).
+// topology_id: as for the forward (its own plan cached under it).
 template <typename T>
 void pattern_grad_input(const ConvGeometry& geo, const Patterns& patterns, const T* values,
-                       const T* grad_out, Strides4 go_strides, T* grad_input, int num_threads);
+                       const T* grad_out, Strides4 go_strides, T* grad_input, int num_threads,
+                       uint64_t topology_id = 0);
 
 // grad_values[nnz values]: the weight gradient at kept positions only.
+// topology_id: as for the forward (the weight-free plan cached under it).
 template <typename T>
 void pattern_grad_weight(const ConvGeometry& geo, const Patterns& patterns, const T* input,
                         Strides4 in_strides, const T* grad_out, Strides4 go_strides,
-                        T* grad_values, int num_threads);
+                        T* grad_values, int num_threads, uint64_t topology_id = 0);
 
 }  // namespace cpu
 }  // namespace sparsekernels

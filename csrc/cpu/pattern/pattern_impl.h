@@ -130,7 +130,7 @@ void forward(const ConvGeometry& geo, const Patterns& p, const T* values, const 
 
 template <typename T>
 void grad_input(const ConvGeometry& geo, const Patterns& p, const T* values, const T* grad_out,
-                Strides4 go_s, T* grad_input, int num_threads) {
+                Strides4 go_s, T* grad_input, int num_threads, uint64_t topology_id) {
   using namespace stripe_plan;
   constexpr int64_t TT = kR * lanes<T>();
   const int64_t hw = geo.in_h * geo.in_w;
@@ -148,8 +148,15 @@ void grad_input(const ConvGeometry& geo, const Patterns& p, const T* values, con
   int64_t block, nblocks;
   pattern_plan::choose_blocks(geo.cout_per_group(), 1, TT, src.span, sizeof(T), kBlockBudget,
                               block, nblocks);
-  const auto plan = pattern_plan::grad_input_plan<T>(geo, p, values, src.cs, src.off, block,
-                                                     nblocks);
+  // topology_id != 0: reuse the cached plan's offsets (as the forward does).
+  const auto plan =
+      topology_id
+          ? pattern_plan::with_weights<T>(
+                *pattern_plan::cached_index_plan<T>(topology_id, geo, p, src.cs, src.off, block,
+                                                    nblocks,
+                                                    pattern_plan::PlanKind::kGradInput),
+                values)
+          : pattern_plan::grad_input_plan<T>(geo, p, values, src.cs, src.off, block, nblocks);
   sweep_conv<T>(geo, plan, src, grad_out, go_s, nullptr, grad_input, hw, num_threads);
 }
 
@@ -177,7 +184,8 @@ static_assert(kR % 3 == 0, "dot_tile runs three accumulators");
 
 template <typename T>
 void grad_weight(const ConvGeometry& geo, const Patterns& p, const T* input, Strides4 in_s,
-                 const T* grad_out, Strides4 go_s, T* grad_values, int num_threads) {
+                 const T* grad_out, Strides4 go_s, T* grad_values, int num_threads,
+                 uint64_t topology_id) {
   using namespace stripe_plan;
   constexpr int64_t TT = kR * lanes<T>();
   std::fill(grad_values, grad_values + p.nnz_values, T(0));
@@ -190,8 +198,17 @@ void grad_weight(const ConvGeometry& geo, const Patterns& p, const T* input, Str
   int64_t block, nblocks;
   pattern_plan::choose_blocks(cin_g, src.phases, TT, src.span, sizeof(T), kBlockBudget, block,
                               nblocks);
-  const auto plan = pattern_plan::forward_plan<T>(geo, p, static_cast<const T*>(nullptr),
-                                                  src.cs, src.off, block, nblocks);
+  // The plan holds no weights (value indices only): topology_id != 0 reuses
+  // the cached one as it is.
+  std::shared_ptr<const pattern_plan::Plan<T>> cached;
+  pattern_plan::Plan<T> built;
+  if (topology_id)
+    cached = pattern_plan::cached_index_plan<T>(topology_id, geo, p, src.cs, src.off, block,
+                                                nblocks, pattern_plan::PlanKind::kForward);
+  else
+    built = pattern_plan::forward_plan<T>(geo, p, static_cast<const T*>(nullptr), src.cs,
+                                          src.off, block, nblocks);
+  const pattern_plan::Plan<T>& plan = topology_id ? *cached : built;
   const int64_t cs = src.cs;
 
 #pragma omp parallel num_threads(num_threads)

@@ -150,22 +150,30 @@ Plan<T> grad_input_plan(const ConvGeometry& geo, const Patterns& p, const T* val
   });
 }
 
-// A forward plan without weights (entry weights 0, `val` = each entry's index
+// Which weight plan a cached index plan is: the forward's / grad-weight's
+// (rows output channels, forward_plan) or grad-input's (rows input channels,
+// grad_input_plan).
+enum class PlanKind : int { kForward = 0, kGradInput = 1 };
+
+// A weight plan without weights (entry weights 0, `val` = each entry's index
 // in `values`), cached per validated topology: `topology_id` comes from the
 // bindings' topology cache (python_bindings/pattern.cpp), which hands out a
 // fresh id for every topology contents it has checked in full and never
 // reuses one, so equal ids mean equal (valid) index tensors and the plan's
-// offsets can be reused; everything else the offsets depend on (Cout, Cin,
-// groups, the plane stride cs, the tap offsets, the blocking) is in the key.
-// The weights change every step and are gathered per call (with_weights).
+// offsets can be reused; everything else the offsets depend on (the plan
+// kind, Cout, Cin, groups, the plane stride cs, the tap offsets, the
+// blocking) is in the key. The forward and grad-input gather their weights
+// per call (with_weights); grad-weight reads `val` as is.
 // Bounded (kPlanCacheSize plans, least recently used dropped), mutex-guarded.
 template <typename T>
 std::shared_ptr<const Plan<T>> cached_index_plan(uint64_t topology_id, const ConvGeometry& geo,
                                                  const Patterns& p, int64_t cs,
                                                  const std::vector<int64_t>& off,
-                                                 int64_t block, int64_t nblocks) {
+                                                 int64_t block, int64_t nblocks,
+                                                 PlanKind kind = PlanKind::kForward) {
   struct Item {
     uint64_t id;
+    PlanKind kind;
     int64_t cout, cin, groups, cs, block, nblocks;
     std::vector<int64_t> off;
     std::shared_ptr<const Plan<T>> plan;
@@ -174,8 +182,8 @@ std::shared_ptr<const Plan<T>> cached_index_plan(uint64_t topology_id, const Con
   static std::mutex mutex;
   static std::list<Item> items;  // most recently used first
   auto match = [&](const Item& it) {
-    return it.id == topology_id && it.cout == geo.cout && it.cin == geo.cin &&
-           it.groups == geo.groups && it.cs == cs && it.block == block &&
+    return it.id == topology_id && it.kind == kind && it.cout == geo.cout &&
+           it.cin == geo.cin && it.groups == geo.groups && it.cs == cs && it.block == block &&
            it.nblocks == nblocks && it.off == off;
   };
   {
@@ -186,11 +194,13 @@ std::shared_ptr<const Plan<T>> cached_index_plan(uint64_t topology_id, const Con
         return it->plan;
       }
   }
+  const T* none = nullptr;
   auto plan = std::make_shared<const Plan<T>>(
-      forward_plan<T>(geo, p, static_cast<const T*>(nullptr), cs, off, block, nblocks));
+      kind == PlanKind::kGradInput ? grad_input_plan<T>(geo, p, none, cs, off, block, nblocks)
+                                   : forward_plan<T>(geo, p, none, cs, off, block, nblocks));
   std::lock_guard<std::mutex> lock(mutex);
-  items.push_front(Item{topology_id, geo.cout, geo.cin, geo.groups, cs, block, nblocks, off,
-                        plan});
+  items.push_front(Item{topology_id, kind, geo.cout, geo.cin, geo.groups, cs, block, nblocks,
+                        off, plan});
   if (items.size() > kPlanCacheSize) items.pop_back();
   return plan;
 }
