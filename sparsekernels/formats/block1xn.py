@@ -35,6 +35,11 @@ from .csr import check_csr, rows_of, transpose
 # lanes can be absurd.
 MAX_BLOCK_HEIGHT = 4096
 
+# The N ``from_zeros`` tries, largest first, when it is not given one: the
+# block heights 1xN pruning uses (the paper's 2..32) and 1, single kernels,
+# which any zero kernel fits.
+DETECTED_BLOCK_HEIGHTS = (32, 16, 8, 4, 2, 1)
+
 
 @with_geometry
 class BlockTopology(NamedTuple):
@@ -120,6 +125,15 @@ def _from_blocks(b: torch.Tensor, cout: int, groups: int) -> torch.Tensor:
     t = b.reshape(groups, rows, cin_g, kh, kw, n).permute(0, 1, 5, 2, 3, 4)
     t = t.reshape(groups, rows * n, cin_g, kh, kw)[:, : cout // groups]
     return t.reshape(cout, cin_g, kh, kw)
+
+
+def _in_zero_blocks(zero: torch.Tensor, groups: int, n: int) -> torch.Tensor:
+    """Bool, shaped like the weight whose ``zero`` (== 0) it is given: True
+    where a weight lies in a 1xN block whose weights are all zero."""
+    blocks = _to_blocks(zero, groups, n, True).flatten(2).all(-1)  # padded lanes count as zero
+    kh, kw = zero.shape[2:]
+    lanes = blocks[:, :, None, None, None].expand(-1, -1, kh, kw, n)
+    return _from_blocks(lanes, zero.shape[0], groups)
 
 
 def decode(values: torch.Tensor, row_ptr, col_idx, cout: int, cin_per_group: int, groups: int) -> torch.Tensor:
@@ -231,6 +245,32 @@ class Block1xN(SparseConvFormat):
                 f"{o0}..{o1 - 1}, input channel {c}) is partly kept"
             )
         return cls._from_block_mask(weight, any_kept, n, groups)
+
+    @classmethod
+    def from_zeros(cls, weight: torch.Tensor, groups: int = 1, n: Optional[int] = None,
+                   pad_partial: bool = True) -> "Block1xN":
+        """The 1xN format of a weight pruned elsewhere: a block is pruned iff
+        all its weights are exactly zero; every other weight is kept as stored
+        (zeros included), so decoding gives ``weight`` back bit for bit.
+        ``sparsity`` is then the fraction of blocks entirely zero.
+
+        ``n=None`` detects N: the largest of ``DETECTED_BLOCK_HEIGHTS`` (at
+        most ``Cout/g``, and dividing it unless ``pad_partial``) whose
+        all-zero blocks hold every all-zero kernel, i.e. whose block-zero
+        fraction is the kernel-level (N=1) one. Counting kernels rather than
+        blocks keeps a padded last block row from skewing the comparison.
+        """
+        check_dense_weight(weight)
+        check_geometry(*weight.shape, groups)
+        zero = weight.detach() == 0
+        if n is None:
+            cout_g = weight.shape[0] // groups
+            zero_kernels = _in_zero_blocks(zero, groups, 1)
+            n = next(h for h in DETECTED_BLOCK_HEIGHTS
+                     if h <= cout_g and (pad_partial or cout_g % h == 0)
+                     and torch.equal(_in_zero_blocks(zero, groups, h), zero_kernels))
+        _check_geometry(*weight.shape, n, groups)
+        return cls.from_mask(weight, ~_in_zero_blocks(zero, groups, n), n, groups)
 
     @classmethod
     def pruned(

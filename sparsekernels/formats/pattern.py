@@ -43,6 +43,13 @@ from .csr import check_csr, rows_of, transpose
 
 CRITERIA = ("l2", "random")
 
+# The most distinct kernel masks ``from_zeros`` reads as a pattern library.
+# Pattern pruning keeps a handful (PatDNN and PCONV 4 to 12, this library's
+# pruning 8 by default); 32 leaves room for such a library plus its partly
+# zero kernels, while unstructured zeros give hundreds (a 3x3 kernel has 512
+# masks), where a per-pattern schedule no longer groups any work.
+MAX_INFERRED_PATTERNS = 32
+
 
 @with_geometry
 class PatternTopology(NamedTuple):
@@ -271,6 +278,23 @@ class Pattern(SparseConvFormat):
         ids[kept] = which
         return cls.from_ids(weight, library.reshape(-1, kh, kw), ids.reshape(cout, cin_g),
                             groups)
+
+    @classmethod
+    def from_zeros(cls, weight: torch.Tensor, groups: int = 1) -> "Pattern":
+        """The pattern format of a weight pruned elsewhere: each kernel's
+        non-zero positions are its pattern and an all-zero kernel is dropped,
+        so decoding gives ``weight`` back bit for bit. When the kept kernels
+        have more than ``MAX_INFERRED_PATTERNS`` distinct masks the zeros are
+        no pattern library: only the all-zero kernels are dropped and the
+        others kept whole (zeros stored). ``sparsity`` is the fraction of
+        weights dropped."""
+        check_weight(weight, groups)
+        nonzero = weight.detach() != 0
+        kernels = nonzero.flatten(2)
+        kept = kernels.any(-1)
+        if len(torch.unique(kernels[kept], dim=0)) > MAX_INFERRED_PATTERNS:
+            nonzero = kept[:, :, None, None].expand(weight.shape)
+        return cls.from_mask(weight, nonzero, groups)
 
     @classmethod
     def pruned(cls, shape: tuple[int, int, int, int], groups: int = 1, device=None,

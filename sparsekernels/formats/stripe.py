@@ -168,6 +168,17 @@ class Stripe(SparseConvFormat):
         return cls._from_stripe_mask(weight, any_kept, groups)
 
     @classmethod
+    def from_zeros(cls, weight: torch.Tensor, groups: int = 1) -> "Stripe":
+        """The stripe format of a weight pruned elsewhere: a stripe
+        ``W[o, :, kh, kw]`` is pruned iff all its weights are exactly zero;
+        every other weight is kept as stored (zeros included), so decoding
+        gives ``weight`` back bit for bit. ``sparsity`` is then the fraction
+        of stripes entirely zero."""
+        check_weight(weight, groups)
+        kept = (weight.detach() != 0).any(1, keepdim=True).expand(weight.shape)
+        return cls.from_mask(weight, kept, groups)
+
+    @classmethod
     def pruned(cls, shape: tuple[int, int, int, int], groups: int = 1, device=None,
                dtype=None) -> "Stripe":
         """A fully pruned weight of ``shape`` (no stripe kept); works on any

@@ -130,6 +130,23 @@ class SparseConv2d(nn.Module):
             return "depthwise conv (one input channel per group: each kept entry would be one weight)"
         return None
 
+    @classmethod
+    def zeros_options(cls, **options) -> dict:
+        """The kind's own ``sparsify(from_zeros=True)`` arguments, checked:
+        those its format's ``from_zeros`` takes (none unless the kind says)."""
+        if options:
+            raise TypeError(f"sparsify: {cls.__name__} takes no option {sorted(options)} with "
+                            "from_zeros=True")
+        return {}
+
+    @classmethod
+    def zeros_skip_reason(cls, conv: nn.Conv2d, **options) -> Optional[str]:
+        """Why ``sparsify(from_zeros=True)`` leaves ``conv`` dense before
+        reading its zeros, or None: a depthwise conv, as ``skip_reason`` says
+        it; the limits of the kind's pruning options do not apply to a
+        structure read from zeros."""
+        return cls.skip_reason(conv) if is_depthwise(conv) else None
+
     def describe(self) -> str:
         params = ", ".join(f"{k}={v}" for k, v in self._params.items())
         return f"{type(self).__name__}({params})"

@@ -49,6 +49,20 @@ class Block1xNConv2d(SparseConv2d):
         return {"n": as_int(n, "n", 1, MAX_BLOCK_HEIGHT), "pad_partial": pad_partial}
 
     @classmethod
+    def zeros_options(cls, n: Optional[int] = None, pad_partial: bool = True) -> dict:
+        """``n=None``: each layer's N is detected from its zeros (see
+        ``Block1xN.from_zeros``); a given ``n`` is used as given."""
+        options = cls.sparsify_options(1 if n is None else n, pad_partial)
+        return {**options, "n": None if n is None else options["n"]}
+
+    @classmethod
+    def zeros_skip_reason(cls, conv: nn.Conv2d, n: Optional[int] = None,
+                          pad_partial: bool = True) -> Optional[str]:
+        if n is None:  # the detected N always fits (pad_partial bounds the candidates)
+            return super().zeros_skip_reason(conv)
+        return cls.skip_reason(conv, n, pad_partial)
+
+    @classmethod
     def skip_reason(cls, conv: nn.Conv2d, n: int = 16, pad_partial: bool = True) -> Optional[str]:
         if is_depthwise(conv):
             return "depthwise conv (one input channel per group: no block to share)"
