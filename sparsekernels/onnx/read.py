@@ -4,8 +4,7 @@
 :class:`SparseConvNode` (the loader passes the file's initializers, the
 reference runner the arrays it is run on); every attribute and tensor is
 checked, the format by its own ``from_state_dict``, before anything uses it.
-Every error is a ValueError or TypeError naming the node, the field and what
-was expected.
+Every error is a ValueError naming the node, the field and what was expected.
 """
 from __future__ import annotations
 
@@ -39,11 +38,12 @@ class SparseConvNode(NamedTuple):
 
 @contextlib.contextmanager
 def naming(node) -> Iterator[None]:
-    """Prefix any ValueError/TypeError raised inside with the node."""
+    """Raise any ValueError/TypeError inside (the formats' checks raise
+    both) as a ValueError naming the node: every problem with a file is one."""
     try:
         yield
     except (ValueError, TypeError) as exc:
-        raise type(exc)(f"ONNX node {node.name!r} ({node.op_type}): {exc}") from exc
+        raise ValueError(f"ONNX node {node.name!r} ({node.op_type}): {exc}") from exc
 
 
 def sparse_conv(node, array_of: Callable[[str, str], np.ndarray]) -> SparseConvNode:
