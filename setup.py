@@ -87,10 +87,17 @@ setup(
     packages=find_packages(include=["sparsekernels", "sparsekernels.*"]),
     python_requires=">=3.10",
     install_requires=["torch>=2.4", "numpy"],
+    # Each optional import, by the extra that installs it (sparsekernels.optional
+    # names the extra when one is missing): the core needs torch and numpy only.
     extras_require={
-        "triton": ["triton"],
+        "triton": ["triton"],  # the "triton" backend (sparsekernels/triton)
         "test": ["pytest", "hypothesis", "expecttest"],
-        "bench": ["tqdm", "matplotlib"],
+        # sparsekernels.onnx and train.export's export_onnx; onnxruntime runs
+        # the standard (dense-equivalent) files, not the sparse nodes
+        "onnx": ["onnx", "onnxruntime"],
+        "bench": ["matplotlib", "tqdm", "onnx", "onnxruntime"],  # plots, progress, latency
+        "data": ["scikit-learn", "pillow"],  # digits (sklearn), image transforms and folders
+        "train": ["scikit-learn", "pillow", "pyyaml", "tqdm"],  # its data, YAML configs, progress
     },
     ext_modules=[extension()],
     cmdclass={"build_ext": BuildExtension.with_options(use_ninja=True)},

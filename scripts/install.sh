@@ -10,6 +10,6 @@ pip_install() { "$PY" -m pip install -q --disable-pip-version-check "$@"; }
 
 "$PY" -c "import torch" 2>/dev/null || pip_install torch==2.13.0
 "$PY" -c "import triton" 2>/dev/null || pip_install triton==3.9.0 || echo "install: no triton (its backend will be skipped)"
-pip_install pybind11 ninja numpy pytest hypothesis expecttest tqdm pyyaml scikit-learn pillow matplotlib onnx
+pip_install pybind11 ninja numpy pytest hypothesis expecttest tqdm pyyaml scikit-learn pillow matplotlib onnx onnxruntime
 MAX_JOBS=${MAX_JOBS:-2} pip_install --no-build-isolation --no-deps -e .
 "$PY" -c "import sparsekernels._C as C; print('sparsekernels built: cuda =', C.with_cuda, '| cpu simd =', C.cpu_simd_path())"
