@@ -114,10 +114,11 @@ def test_node_layout(exported, kind, conv):
 
 # ---- the reference run equals PyTorch -------------------------------------
 @pytest.mark.parametrize("kind, conv, dtype", [
-    *((kind, conv, torch.float32) for kind in KINDS for conv in CONVS),
-    *((kind, "strided", torch.float64) for kind in KINDS),
+    *((kind, conv, "float32") for kind in KINDS for conv in CONVS),
+    *((kind, "strided", "float64") for kind in KINDS),
 ])
 def test_reference_run_matches_pytorch(exported, kind, conv, dtype):
+    dtype = getattr(torch, dtype)
     model, path = exported(kind, conv, dtype)
     session = skonnx.reference_evaluator(path)
     tol = 1e-5 if dtype == torch.float32 else 1e-12
@@ -128,6 +129,24 @@ def test_reference_run_matches_pytorch(exported, kind, conv, dtype):
             want = model(x).numpy()
         assert got.dtype == want.dtype and got.shape == want.shape == (batch, 5)
         np.testing.assert_allclose(got, want, rtol=0, atol=tol * np.abs(want).max())
+
+
+def test_two_kinds_with_asymmetric_and_circular_padding(tmp_path):
+    torch.manual_seed(1)
+    first = KINDS["stripe"].module.from_dense(nn.Conv2d(3, 8, 2, padding="same"), sparsity=0.5)
+    second = KINDS["block1xn"].module.from_dense(
+        nn.Conv2d(8, 6, 3, padding=1, padding_mode="circular"), n=4, sparsity=0.5)
+    model = nn.Sequential(first, nn.ReLU(), second).eval()
+    path = skonnx.export(model, torch.randn(1, 3, 9, 9), tmp_path / "two.onnx")
+    proto = onnx.load(str(path))
+    onnx.checker.check_model(proto, full_check=True)
+    kinds = [node.kind.slug for node in skonnx.read_sparse_convs(proto)]
+    assert kinds == ["stripe", "block1xn"]
+    x = torch.randn(3, 3, 9, 9)
+    (got,) = skonnx.reference_evaluator(proto).run(None, {"input": x.numpy()})
+    with torch.no_grad():
+        want = model(x).numpy()
+    np.testing.assert_allclose(got, want, rtol=0, atol=1e-5 * np.abs(want).max())
 
 
 @pytest.mark.parametrize("kind", KINDS)

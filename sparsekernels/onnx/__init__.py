@@ -5,19 +5,20 @@
     nodes = skonnx.read_sparse_convs("model.onnx")        # validated formats
     y, = skonnx.reference_evaluator("model.onnx").run(None, {"input": x})
 
-:func:`export` writes standard ONNX for everything but the sparse convs
-(modules of any registered kind, or the functional ``<slug>_conv2d``); each of
-those is one node of domain ``"sparsekernels"`` (version 1), op type the
-kind's module class name (``Block1xNConv2d``, ``StripeConv2d``,
-``PatternConv2d``), with
+:func:`export` writes standard ONNX for everything but the sparse conv
+modules (``SparseConv2d`` of any registered kind; a functional
+``<slug>_conv2d`` call in a forward is not exported: it derives its format's
+topology in the trace). Each module is one node of domain ``"sparsekernels"``
+(version 1), op type the kind's module class name (``Block1xNConv2d``,
+``StripeConv2d``, ``PatternConv2d``), with
 
 - inputs ``X``, the format's saved index tensors in its ``INDEX_TENSORS``
   order (int32 initializers, e.g. ``row_ptr, col_idx``), ``values`` (an
   initializer in the model's dtype) and the optional bias ``B``;
 - int attributes ``in_channels``, ``out_channels``, ``kernel_shape`` [Kh, Kw],
   ``strides``, ``pads`` [top, left, bottom, right] (always symmetric: other
-  padding is a Pad node before it), ``dilations``, ``group``, then the kind's
-  own parameters (1xN: ``n``).
+  padding is done by standard nodes before it), ``dilations``, ``group``, then
+  the kind's own parameters (1xN: ``n``).
 
 The batch axis of the input and output is dynamic. :func:`read_sparse_convs`
 reads those nodes back into the library's formats, each validated by its

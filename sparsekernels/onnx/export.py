@@ -2,10 +2,10 @@
 
 Route: the TorchScript exporter, with an ONNX symbolic registered for each
 kind's forward custom op (``sparsekernels::<slug>_conv2d``). The op is what
-every sparse module (and the functional ``<slug>_conv2d``) calls, after
-``F.conv2d``'s padding rules: an asymmetric ``'same'`` pad and a non-zeros
-``padding_mode`` are an explicit ``F.pad`` before it, which exports as a
-standard Pad node, so the sparse node itself only ever pads symmetrically.
+every sparse module calls, after ``F.conv2d``'s padding rules: an asymmetric
+``'same'`` pad and a non-zeros ``padding_mode`` are an explicit ``F.pad``
+before it, which exports as standard Pad (or Slice/Concat) nodes, so the
+sparse node itself only ever pads symmetrically.
 """
 from __future__ import annotations
 
