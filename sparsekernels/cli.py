@@ -7,6 +7,11 @@ Under ``torchrun --nproc_per_node=G -m sparsekernels prune ...`` training runs
 with DistributedDataParallel (gloo on CPU, nccl on GPU).
 With no flags, ``prune`` trains a small CNN on scikit-learn's digits, prunes
 it to 1x4 blocks at 50% and fine-tunes it: a few minutes on 2 CPU cores.
+
+Each command ends with a short summary on stdout (``prune`` and ``export``:
+accuracy, sparsity per kind, FLOPs and the exported model's latency measured
+against the unpruned one, ``--no-latency`` skips the timing); ``--json``
+prints the full result record instead.
 """
 from __future__ import annotations
 
@@ -59,14 +64,25 @@ def _add_config_flags(p: argparse.ArgumentParser):
                    help="tqdm progress bars (default on)")
 
 
+def _add_output_flags(p: argparse.ArgumentParser, latency: bool) -> None:
+    p.add_argument("--json", action="store_true",
+                   help="print the full result record as JSON instead of the summary")
+    if latency:
+        p.add_argument("--latency", action=argparse.BooleanOptionalAction, default=True,
+                       help="time the exported model against the unpruned one at batch 1 "
+                            "and the evaluation batch (default on)")
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="python -m sparsekernels",
                                 description="Prune, fine-tune, evaluate and export CNNs.")
     sub = p.add_subparsers(dest="command", required=True)
     prune = sub.add_parser("prune", help="(dense-train,) prune and fine-tune")
     _add_config_flags(prune)
+    _add_output_flags(prune, latency=True)
     ft = sub.add_parser("finetune", help="fine-tune a pruned model with its masks fixed")
     _add_config_flags(ft)
+    _add_output_flags(ft, latency=False)
     ft.add_argument("--pruned_model", required=True, help="pruned.pt written by prune")
     ev = sub.add_parser("evaluate", help="top-1/top-5 of a saved or exported model")
     ev.add_argument("model", help="pruned.pt / dense.pt / an exported file")
@@ -74,10 +90,12 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--data_path")
     ev.add_argument("--eval_batch_size", type=int, default=256)
     ev.add_argument("--seed", type=int, default=0)
+    _add_output_flags(ev, latency=False)
     ex = sub.add_parser("export", help="convert to sparse modules and save")
     ex.add_argument("pruned_model", help="pruned.pt written by prune")
     ex.add_argument("--out", help="output file (default: next to the input, sparse.pt)")
     ex.add_argument("--export_onnx", metavar="FILE", help="also write the dense-equivalent ONNX")
+    _add_output_flags(ex, latency=True)
     return p
 
 
@@ -106,8 +124,11 @@ def main(argv: Optional[list[str]] = None) -> int:
     from .train.distributed import is_main
 
     if is_main():  # under torchrun every rank has the same result
-        json.dump(result, sys.stdout, indent=2, default=str)
-        print()
+        if args.json:
+            json.dump(result, sys.stdout, indent=2, default=str)
+            print()
+        else:
+            print("\n".join(summary(args.command, result)))
     return 0
 
 
@@ -119,7 +140,7 @@ def _run_command(args: argparse.Namespace) -> dict:
     if args.command == "prune":
         from .train.pipeline import run
 
-        return run(config_from_args(args), progress=args.progress)
+        return run(config_from_args(args), progress=args.progress, latency=args.latency)
     if args.command == "finetune":
         from .train.finetune import finetune
 
@@ -132,4 +153,58 @@ def _run_command(args: argparse.Namespace) -> dict:
     from .train.export import export
 
     out = args.out or str(Path(args.pruned_model).with_name("sparse.pt"))
-    return export(args.pruned_model, out, args.export_onnx)
+    return export(args.pruned_model, out, args.export_onnx, latency=args.latency)
+
+
+# ---- the summary ----------------------------------------------------------------
+def summary(command: str, result: dict) -> list[str]:
+    """The lines a person reads at the end of ``command``; every figure is
+    one of ``result``'s (what ``--json`` prints)."""
+    if command == "prune":
+        cfg = result["config"]
+        dense_top1 = result["phases"].get("dense", {}).get("test_top1")
+        lines = [f"prune: {cfg['arch']} on {cfg['dataset']}, method {cfg['method']} -> "
+                 f"{Path(cfg['job_dir']) / 'pruned.pt'}",
+                 f"  top-1: dense {_pct(dense_top1)}, pruned {_pct(result['test']['top1'])}"]
+        exported = result.get("exported")
+        if exported is None:  # not converted (--no-latency): the pruned model's figures
+            return lines + [f"  sparsity: {_pct(result['sparsity'])}",
+                            _flops_line(result["flops_dense"], result["flops"]), _NOT_MEASURED]
+        return lines + _speed_lines(exported)
+    if command == "export":
+        lines = [f"export: {result['out']} (method {result['method']}): "
+                 f"{len(result['sparse_layers'])} sparse layers, "
+                 f"{len(result['dense_masked_layers'])} masked layers left dense, "
+                 f"{sum(result['removed_filters'].values())} filters removed"]
+        return lines + _speed_lines(result)
+    test = result["test"]
+    if command == "finetune":  # the last epoch's record
+        return [f"finetune: top-1 {_pct(test['test_top1'])}, top-5 {_pct(test['test_top5'])} "
+                f"-> {result['out']}"]
+    return [f"evaluate {result['model']}: top-1 {_pct(test['top1'])}, top-5 "
+            f"{_pct(test['top5'])}, loss {test['loss']:.4f}"]
+
+
+_NOT_MEASURED = "  latency: not measured (--no-latency)"
+
+
+def _speed_lines(report: dict) -> list[str]:
+    """Sparsity per kind, FLOPs and latency of an ``export.speed_report``."""
+    kinds = ", ".join(f"{label} {entry['sparsity']:.1%} of {entry['layers']} layers"
+                      for label, entry in report["sparsity_by_kind"].items())
+    lines = [f"  zero weights by kind: {kinds}",
+             _flops_line(report["flops_dense"], report["flops"])]
+    if report["latency"] is None:
+        return lines + [_NOT_MEASURED]
+    from .bench.latency import table
+
+    return lines + table(report["latency"])
+
+
+def _flops_line(dense: int, pruned: int) -> str:
+    return (f"  FLOPs per sample: dense {dense / 1e6:.3g} M, pruned {pruned / 1e6:.3g} M "
+            f"({dense / pruned:.2f}x fewer)")
+
+
+def _pct(value: Optional[float]) -> str:
+    return "—" if value is None else f"{value:.2%}"

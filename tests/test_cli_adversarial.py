@@ -70,7 +70,7 @@ def test_resume_with_a_result_changing_setting_is_refused(job, capsys, flags, fi
 
 def test_resume_may_change_workers_and_eval_batch_size(job, capsys):
     main(["prune", *TINY, "--job_dir", str(job), "--num_workers", "0",
-          "--eval_batch_size", "100"])
+          "--eval_batch_size", "100", "--json"])
     assert json.loads(capsys.readouterr().out)["config"]["eval_batch_size"] == 100
 
 
@@ -79,7 +79,7 @@ def test_no_resume_starts_over_and_records_the_new_settings(job, capsys):
     shutil.copy(job / "dense.pt", dense)
     (job / "notes.txt").write_text("mine")
     main(["prune", *TINY, "--job_dir", str(job), "--no-resume", "--pr_target", "0.75",
-          "--pretrained_model", str(dense)])
+          "--pretrained_model", str(dense), "--json"])
     assert json.loads(capsys.readouterr().out)["sparsity"] == pytest.approx(0.75, abs=0.01)
     recorded = json.loads((job / "config.json").read_text())["config"]
     assert recorded["pr_target"] == 0.75

@@ -110,10 +110,12 @@ def test_cli_prune_export_evaluate(tmp_path, dense, capsys):
 
     job = tmp_path / "cli"
     main(["prune", "--conv_type", "BlockL1Conv", "--N", "4", "--pr_target", "0.5",
-          "--pretrained_model", str(dense[0]), "--num_epochs", "1", "--job_dir", str(job)])
+          "--pretrained_model", str(dense[0]), "--num_epochs", "1", "--job_dir", str(job),
+          "--json"])
     pruned = json.loads(capsys.readouterr().out)
     assert pruned["config"]["method"] == "1xn"
-    main(["export", str(job / "pruned.pt"), "--export_onnx", str(job / "dense.onnx")])
+    main(["export", str(job / "pruned.pt"), "--export_onnx", str(job / "dense.onnx"),
+          "--json"])
     assert json.loads(capsys.readouterr().out)["sparse_layers"]
     onnx = pytest.importorskip("onnx")
     graph = onnx.load(str(job / "dense.onnx"))
@@ -127,7 +129,7 @@ def test_cli_prune_export_evaluate(tmp_path, dense, capsys):
     assert record["config"] == load_model(job / "pruned.pt")[1]["config"]
     for name, mask in record["masks"].items():
         assert not tuned.get_submodule(name).weight[~mask].any()
-    main(["evaluate", str(job / "sparse.pt")])
+    main(["evaluate", str(job / "sparse.pt"), "--json"])
     top1 = json.loads(capsys.readouterr().out)["test"]["top1"]
     assert top1 == pytest.approx(pruned["test"]["top1"], abs=1e-6)
     with pytest.raises(SystemExit) as err:

@@ -31,13 +31,15 @@ from __future__ import annotations
 import json
 import logging
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any, NamedTuple, Optional
 
 import torch
 from torch import Tensor, nn
 
+from ..flops import count_flops
 from ..kinds import KINDS, KindSpec, by_label
 from ..models import MODELS
+from ..nn.base import SparseConv2d
 from ..nn.dynamic_pattern import DynamicPatternConv2d, check_state
 from ..nn.replace import replace_module
 from ..pruning.dppnet import DPPConv2d
@@ -86,16 +88,23 @@ def method_of(record: dict[str, Any], cfg: Optional[RunConfig], what: str) -> Me
     return cls(cfg)
 
 
-def export(pruned_path: str | Path, out_path: str | Path,
-           onnx_path: Optional[str | Path] = None) -> dict[str, Any]:
-    """Read ``pruned.pt``, write the sparse model to ``out_path`` (and an ONNX
-    file of the dense-equivalent model to ``onnx_path``); returns a summary."""
-    _check_distinct(pruned_model=pruned_path, out=out_path, export_onnx=onnx_path)
-    model, record = load_model(pruned_path)
-    method = method_of(record, config_of(record), f"model file {pruned_path}")
+class Exported(NamedTuple):
+    """A pruned model converted as ``export`` saves it."""
+
+    model: nn.Module  # sparse modules in place of the kind's layers
+    sparse: dict[str, dict]  # {layer: {"kind": label, **params}}
+    masks: dict[str, Tensor]  # masked layers left dense
+    removed: dict[str, list[int]]  # filters removed per layer
+    kept_dead: dict[str, int]  # dead filters kept (removing them would change the output)
+    dpp: list[str]  # DPP layers now on their static support
+
+
+def convert(model: nn.Module, record: dict[str, Any], what: str,
+            backend: str = "auto") -> Exported:
+    """``load_model``'s pruned model and record, converted in place into the
+    model ``export`` saves. ``what`` names the file in errors."""
+    method = method_of(record, config_of(record), what)
     masks = record["masks"]
-    if onnx_path:
-        export_onnx(model, record["arch"], onnx_path)
     removed, kept_dead = {}, {}
     if method.removes_dead_filters:
         layers = list(method.sparse_layers(model, masks))
@@ -103,28 +112,84 @@ def export(pruned_path: str | Path, out_path: str | Path,
             model, masks, MODELS[record["arch"]].input_shape, layers)
     layers = method.sparse_layers(model, masks)
     sparse = {}
-    for name in to_sparse_modules(model, layers):
+    for name in to_sparse_modules(model, layers, backend):
         spec = layers[name]
         sparse[name] = {"kind": KINDS[spec.kind].label, **spec.params}
     masks = {k: v for k, v in masks.items() if k not in sparse}
+    return Exported(model, sparse, masks, removed, kept_dead, dpp_to_support(model))
+
+
+def export(pruned_path: str | Path, out_path: str | Path,
+           onnx_path: Optional[str | Path] = None, *, latency: bool = False) -> dict[str, Any]:
+    """Read ``pruned.pt``, write the sparse model to ``out_path`` (and an ONNX
+    file of the dense-equivalent model to ``onnx_path``); returns a summary,
+    with :func:`speed_report`'s figures (``latency`` measured or not)."""
+    _check_distinct(pruned_model=pruned_path, out=out_path, export_onnx=onnx_path)
+    model, record = load_model(pruned_path)
+    if onnx_path:
+        export_onnx(model, record["arch"], onnx_path)
+    done = convert(model, record, f"model file {pruned_path}")
     # A converted layer's pattern library lives in its format now.
-    patterns = {k: v for k, v in record.get("patterns", {}).items() if k not in sparse}
-    dpp = dpp_to_support(model)
+    patterns = {k: v for k, v in record.get("patterns", {}).items() if k not in done.sparse}
     extra = {k: v for k, v in record.items() if k not in _REWRITTEN}
     if "config" in record:
         extra["config"] = record["config"]
-    save_model(out_path, model, record["arch"], record["num_classes"], export_format=FORMAT,
-               method=record.get("method", "dense"), sparse_layers=json.dumps(sparse),
-               masks=masks, removed_filters=json.dumps(removed), dpp_exported=json.dumps(dpp),
+    save_model(out_path, done.model, record["arch"], record["num_classes"], export_format=FORMAT,
+               method=record.get("method", "dense"), sparse_layers=json.dumps(done.sparse),
+               masks=done.masks, removed_filters=json.dumps(done.removed),
+               dpp_exported=json.dumps(done.dpp),
                **({"patterns": patterns} if "patterns" in record else {}), **extra)
     summary = {"out": str(out_path), "method": record.get("method", "dense"),
-               "sparse_layers": sorted(sparse), "dense_masked_layers": sorted(masks),
-               "dpp_layers": {name: model.get_submodule(name).num_taps for name in dpp},
-               "removed_filters": {k: len(v) for k, v in sorted(removed.items())},
-               "dead_filters_kept": dict(sorted(kept_dead.items())),
+               "sparse_layers": sorted(done.sparse), "dense_masked_layers": sorted(done.masks),
+               "dpp_layers": {name: done.model.get_submodule(name).num_taps
+                              for name in done.dpp},
+               "removed_filters": {k: len(v) for k, v in sorted(done.removed.items())},
+               "dead_filters_kept": dict(sorted(done.kept_dead.items())),
                "onnx": str(onnx_path) if onnx_path else None}
     log.info("export: %s", summary)
+    summary.update(speed_report(done.model, record, latency=latency))
     return summary
+
+
+def speed_report(sparse: nn.Module, record: dict[str, Any], *, latency: bool) -> dict[str, Any]:
+    """What the pruning bought, for ``record``'s exported model ``sparse``
+    against its unpruned architecture: sparsity per kind, FLOPs and (with
+    ``latency``) the measured latencies at batch 1 and the config's
+    evaluation batch (``bench.latency``)."""
+    from ..bench.latency import dense_vs_sparse, unpruned
+
+    dense = unpruned(record["arch"], record["num_classes"])
+    input_shape = MODELS[record["arch"]].input_shape
+    flops_dense, flops = count_flops(dense, input_shape), count_flops(sparse, input_shape)
+    report = {"sparsity_by_kind": sparsity_by_kind(sparse), "flops_dense": flops_dense,
+              "flops": flops, "flop_reduction": flops_dense / flops, "latency": None}
+    if latency:
+        cfg = config_of(record) or RunConfig()
+        report["latency"] = dense_vs_sparse(dense, sparse, input_shape,
+                                            [1, cfg.eval_batch_size])
+    return report
+
+
+def sparsity_by_kind(model: nn.Module) -> dict[str, dict[str, Any]]:
+    """Per kind of weighted layer (a sparse kind's label, ``"dynamic pattern"``
+    or ``"dense"`` for plain convs and linears, masked ones included): how
+    many layers, their dense-equivalent weights and the fraction that is zero."""
+    counts: dict[str, list[int]] = {}
+    for module in model.modules():
+        if isinstance(module, SparseConv2d):
+            label = next(k.label for k in KINDS.values() if isinstance(module, k.module))
+            weight = module.to_dense().weight
+        elif isinstance(module, DynamicPatternConv2d):
+            label, weight = "dynamic pattern", module.dense_kernels()
+        elif isinstance(module, (nn.Conv2d, nn.Linear)):
+            label, weight = "dense", module.weight
+        else:
+            continue
+        layers, weights, zeros = counts.setdefault(label, [0, 0, 0])
+        counts[label] = [layers + 1, weights + weight.numel(),
+                         zeros + weight.numel() - int(torch.count_nonzero(weight))]
+    return {label: {"layers": layers, "weights": weights, "sparsity": zeros / weights}
+            for label, (layers, weights, zeros) in counts.items()}
 
 
 def dpp_to_support(model: nn.Module) -> list[str]:
@@ -162,7 +227,7 @@ def load_exported(path: str | Path, backend: str = "auto") -> nn.Module:
     with naming_file(path, "exported model"):
         model = build_model_of(record)
         state = record["state_dict"]
-        for name, (kind, params) in _sparse_layers(record).items():
+        for name, (kind, params) in sparse_layers_of(record).items():
             conv = layer_of(model, name, "sparse_layers")
             if type(conv) is not nn.Conv2d:
                 raise ValueError(f"sparse_layers: {name!r} is a {type(conv).__name__}, "
@@ -223,7 +288,7 @@ def _saved_width(kind: KindSpec, params: dict[str, int], conv: nn.Conv2d,
     return cin_g * groups, cout
 
 
-def _sparse_layers(record: dict[str, Any]) -> dict[str, tuple[KindSpec, dict[str, int]]]:
+def sparse_layers_of(record: dict[str, Any]) -> dict[str, tuple[KindSpec, dict[str, int]]]:
     """``sparse_layers``: JSON ``{layer: {"kind": label, **params}}``. Each
     entry must be of the kind the record's method exports, with exactly that
     kind's parameters, equal to the config's (export writes no other), so a

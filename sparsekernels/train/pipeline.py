@@ -32,9 +32,10 @@ from ..data import get_datasets
 from ..flops import count_flops
 from ..models import get_model
 from ..pruning.scratch import reinitialize, scratch_epochs
-from .artifacts import maybe_load_pretrained, output_width, save_model
+from .artifacts import load_model, maybe_load_pretrained, output_width, save_model
 from .config import RESUMABLE_CHANGES, RunConfig, changed_fields, with_absolute_paths
 from .distributed import barrier, is_main
+from .export import convert, speed_report
 from .loop import Trainer
 from .methods import make_method
 
@@ -72,8 +73,10 @@ def make_trainer(cfg: RunConfig, model: nn.Module, train_set, test_set, job_dir:
 
 
 def run(cfg: RunConfig, *, device: Optional[torch.device] = None,
-        progress: bool = True) -> dict[str, Any]:
-    """Run the whole pipeline for ``cfg``; returns (and writes) the result record."""
+        progress: bool = True, latency: bool = False) -> dict[str, Any]:
+    """Run the whole pipeline for ``cfg``; returns (and writes) the result
+    record, with ``latency``: what the exported model's speed is
+    (``export.speed_report``, measured on the device the model trained on)."""
     cfg.validate()
     job = check_job_dir(cfg, "prune")
     data = get_datasets(cfg.dataset, cfg.data_path, seed=cfg.seed)
@@ -97,7 +100,7 @@ def run(cfg: RunConfig, *, device: Optional[torch.device] = None,
     if cfg.method == "dense":
         metrics = _evaluate(cfg, model, data, device)
         return _finish(cfg, job_dir, model, make_method(cfg), metrics, result,
-                       flops_dense, info, num_classes)
+                       flops_dense, info, num_classes, latency)
 
     method = make_method(cfg)
     model = method.prepare(model)
@@ -115,7 +118,8 @@ def run(cfg: RunConfig, *, device: Optional[torch.device] = None,
             cfg, model, data[0], data[1], job_dir / "retrain", epochs=epochs,
             lr=cfg.pretrain_lr if cfg.scratch else cfg.lr, device=device, progress=progress))
     metrics = _evaluate(cfg, model, data, device)
-    return _finish(cfg, job_dir, model, method, metrics, result, flops_dense, info, num_classes)
+    return _finish(cfg, job_dir, model, method, metrics, result, flops_dense, info, num_classes,
+                   latency)
 
 
 def classes_for(cfg: RunConfig, info) -> int:
@@ -255,7 +259,8 @@ def _evaluate(cfg, model, data, device):
     return evaluate(model, loader, device=device)
 
 
-def _finish(cfg, job_dir, model, method, metrics, result, flops_dense, info, num_classes):
+def _finish(cfg, job_dir, model, method, metrics, result, flops_dense, info, num_classes,
+            latency):
     masks = method.masks(model)
     result.update(
         test=metrics,
@@ -272,6 +277,9 @@ def _finish(cfg, job_dir, model, method, metrics, result, flops_dense, info, num
         write_result(job_dir, result, lambda path: save_model(
             path, model, cfg.arch, num_classes, method=cfg.method,
             config=json.dumps(cfg.to_dict()), masks=masks, **method.saved_extras()))
+        if latency:  # after result.json is first written: a failure here loses no training
+            result["exported"] = _speed_of(job_dir / "pruned.pt", model)
+            _write_json(job_dir / "result.json", result)
     barrier()
     log.info("%s: top1 %.2f%%, sparsity %s", cfg.method, 100 * metrics["top1"], result["sparsity"])
     return result
@@ -283,5 +291,18 @@ def write_result(job_dir: Path, result: dict[str, Any], save_pruned) -> None:
     than one describing another pruned.pt."""
     (job_dir / "result.json").unlink(missing_ok=True)
     save_pruned(job_dir / "pruned.pt")
-    with atomic_write(job_dir / "result.json", "w") as f:
+    _write_json(job_dir / "result.json", result)
+
+
+def _write_json(path: Path, result: dict[str, Any]) -> None:
+    with atomic_write(path, "w") as f:
         json.dump(result, f, indent=2, default=str)
+
+
+def _speed_of(pruned_path: Path, trained: nn.Module) -> dict[str, Any]:
+    """``export.speed_report`` of the model ``export`` would make of
+    ``pruned_path``, on the device ``trained`` is on."""
+    model, record = load_model(pruned_path)
+    device = next(trained.parameters()).device
+    sparse = convert(model, record, f"model file {pruned_path}").model.to(device)
+    return speed_report(sparse, record, latency=True)
