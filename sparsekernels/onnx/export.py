@@ -22,7 +22,7 @@ from ..kinds import KINDS, KindSpec
 from ..optional import require
 from .layout import DOMAIN, DOMAIN_VERSION, Geometry, op_type
 
-DEFAULT_OPSET = 17
+DEFAULT_OPSET = 20  # the newest the TorchScript exporter writes (and its default)
 
 
 def _symbolic(spec: KindSpec):

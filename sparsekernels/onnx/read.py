@@ -37,7 +37,7 @@ class SparseConvNode(NamedTuple):
 
 
 @contextlib.contextmanager
-def naming(node) -> Iterator[None]:
+def _naming(node) -> Iterator[None]:
     """Raise any ValueError/TypeError inside (the formats' checks raise
     both) as a ValueError naming the node: every problem with a file is one."""
     try:
@@ -49,7 +49,7 @@ def naming(node) -> Iterator[None]:
 def sparse_conv(node, array_of: Callable[[str, str], np.ndarray]) -> SparseConvNode:
     """The validated node; ``array_of(role, input_name)`` gives each input
     after X (``role``: the format field, or ``"B"``)."""
-    with naming(node):
+    with _naming(node):
         spec = kind_of(node.op_type)
         roles = format_inputs(spec)
         names = list(node.input[1:])
