@@ -3,7 +3,7 @@
     import sparsekernels.onnx as skonnx
     skonnx.export(model, torch.randn(1, 3, 32, 32), "model.onnx")
     nodes = skonnx.read_sparse_convs("model.onnx")        # validated formats
-    y, = skonnx.reference_evaluator("model.onnx").run(None, {"input": x})
+    (y,) = skonnx.reference_evaluator("model.onnx").run(None, {"input": x.numpy()})
 
 :func:`export` writes standard ONNX for everything but the sparse conv
 modules (``SparseConv2d`` of any registered kind; a functional
