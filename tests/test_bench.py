@@ -169,7 +169,7 @@ def test_pattern_sweeps_library_and_connectivity(tmp_path):
     assert schema.kind_label(records[0]) == "pattern 4x4"
 
 
-def test_version_2_records_read_as_version_3(tmp_path):
+def test_version_2_records_read_as_the_current_version(tmp_path):
     path = tmp_path / "v2.json"
     _, records = run(tmp_path, "--backend", "reference", "--layers", "1x1*", "--sparsity",
                      "0.5", "--kind", "stripe")
@@ -179,4 +179,5 @@ def test_version_2_records_read_as_version_3(tmp_path):
         r["schema_version"] = 2
     path.write_text(json.dumps(records))
     back = schema.load(str(path))
-    assert all(r["schema_version"] == 3 and r["connectivity"] is None for r in back)
+    assert all(r["schema_version"] == schema.SCHEMA_VERSION and r["connectivity"] is None
+               for r in back)

@@ -5,8 +5,9 @@ import pytest
 
 from sparsekernels.bench import kinds, main, schema
 
+# The ONNX Runtime baseline has its own tests (test_latency_summary.py).
 FAST = ["networks", "--device", "cpu", "--batch", "1", "--repeat", "1", "--warmup", "0",
-        "--rotate", "2", "--backend", "cpu"]
+        "--rotate", "2", "--backend", "cpu", "--no-ort"]
 
 
 def run(tmp_path, *extra) -> tuple[int, list[dict]]:

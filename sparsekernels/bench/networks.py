@@ -3,36 +3,49 @@
 For each arch x dtype x batch x mode (eager, and ``torch.compile`` with
 ``--compile``) the model zoo's network is timed dense and sparsified by every
 kind x N x sparsity x backend x memory format, all interleaved in one
-:func:`.timing.median_ms` call. Convs the kind cannot or should not prune stay
-dense and are timed as part of the network (each record lists them), and the
-FLOP reduction (``sparsekernels.flops.count_flops``, dense over sparse) sits
-beside the measured speed-up: the gap between the two is the point.
+:func:`.latency.median_forward_ms` call. Convs the kind cannot or should not
+prune stay dense and are timed as part of the network (each record lists
+them), and the FLOP reduction (``sparsekernels.flops.count_flops``, dense
+over sparse) sits beside the measured speed-up: the gap between the two is
+the point. ``--model PATH`` times an exported model (``python -m
+sparsekernels export``) instead, against its unpruned architecture
+(``latency.unpruned``), as ``prune`` and ``export`` do.
+
+In eager mode on the CPU at float32 the dense model also runs under ONNX
+Runtime (``--no-ort`` skips it; so does a missing onnxruntime, with one line
+saying so): each record's ``speedup`` is against the faster dense baseline,
+``dense_engine`` says which.
 
 Every model is checked before it is timed: its output on the first input set
 against a float64 copy of itself whose sparse convs are decoded to dense ones
-(for the dense model: itself in float64). Models are random-initialised: the
-weights' values do not change the time.
+(for the dense model: itself in float64). Zoo models are random-initialised:
+the weights' values do not change the time.
 """
 from __future__ import annotations
 
 import argparse
 import copy
-import math
+import importlib.metadata
 from dataclasses import dataclass
-from functools import partial
+from typing import Callable, Optional
 
 import torch
 from torch import Tensor, nn
 
 from ..flops import count_flops
 from ..models import MODELS, get_model
+from ..nn.base import SparseConv2d
+from ..nn.dynamic_pattern import DynamicPatternConv2d
 from ..nn.replace import replace_module
+from ..train.artifacts import config_of, read_record
+from ..train.export import load_exported, sparse_layers_of, sparsity_by_kind
 from . import options
-from .env import cache_bytes, environment
+from .env import environment
 from .kinds import KINDS, RECORD_AREA
+from .latency import (input_sets, median_forward_ms, onnxruntime_forward, onnxruntime_missing,
+                      unpruned)
 from .measure import LAYOUTS, check
 from .schema import kind_label
-from .timing import median_ms, rotating, rotation_sets
 
 try:
     from tqdm import tqdm
@@ -48,11 +61,15 @@ QUICK = {"arch": ["resnet20"], "batch": [1], "warmup": 1, "repeat": 3}
 
 @dataclass
 class Variant:
-    """One model to time: the dense one or a sparsified copy."""
+    """One model to time: the dense one (in PyTorch or ONNX Runtime), a
+    sparsified copy, or the saved model of ``--model``."""
 
     config: dict  # record fields naming it (kind, n, sparsity, backend)
-    model: nn.Module
+    model: nn.Module  # what runs, or for another engine the model it runs
     census: dict  # record fields counting its convs and FLOPs
+    engine: str = "pytorch"
+    engine_version: str = torch.__version__
+    forward: Optional[Callable[[Tensor], Tensor]] = None  # another engine's run of ``model``
 
 
 def add_parser(sub) -> argparse.ArgumentParser:
@@ -62,8 +79,15 @@ def add_parser(sub) -> argparse.ArgumentParser:
                     "with the FLOP reduction beside the measured speed-up.")
     p.add_argument("--arch", nargs="+", choices=sorted(MODELS),
                    help=f"networks (default: {' '.join(ARCHS)})")
+    p.add_argument("--model", metavar="PATH",
+                   help="an exported model (python -m sparsekernels export): time it against "
+                        "its unpruned architecture instead of sparsifying zoo networks (--arch, "
+                        "--kind and the sparsity options do not apply)")
     p.add_argument("--quick", action="store_true",
                    help="resnet20, batch 1, 1 warmup, 3 repeats: runs in seconds")
+    p.add_argument("--ort", action=argparse.BooleanOptionalAction, default=True,
+                   help="also time the dense model under ONNX Runtime (CPU, float32, eager), "
+                        "a second dense baseline (default on)")
     options.add_sweep_options(p, DEFAULTS)
     p.add_argument("--compile", action="store_true",
                    help="also time torch.compile'd models (slow to compile on CPU)")
@@ -79,28 +103,46 @@ def add_parser(sub) -> argparse.ArgumentParser:
 
 
 # ---- models ----------------------------------------------------------------------
-def _census(model: nn.Module, kind, input_shape, dense_flops: int, convs: int) -> dict:
-    sparse_type = kind.module if kind else ()
+def _census(model: nn.Module, input_shape, dense_flops: int, convs: int) -> dict:
     flops = count_flops(model, input_shape)
     return {
         "convs": convs,
-        "sparse_convs": sum(isinstance(m, sparse_type) for m in model.modules()),
+        "sparse_convs": sum(isinstance(m, (SparseConv2d, DynamicPatternConv2d))
+                            for m in model.modules()),
         "dense_convs": [name for name, m in model.named_modules() if type(m) is nn.Conv2d],
         "flops": flops, "dense_flops": dense_flops, "flop_reduction": dense_flops / flops,
     }
 
 
-def _variants(args, arch: str, dtype: torch.dtype, device, backends) -> tuple[list, list[str]]:
-    """The dense model and its sparsified copies, and the conv globs kept dense."""
+_NO_KIND = {"kind": None, "n": None, "patterns": None, "entries": None, "connectivity": None,
+            "sparsity": 0.0, "backend": None}
+
+
+def _variants(args, arch: str, dtype: torch.dtype, device, backends,
+              saved: Optional[dict]) -> tuple[list, list[str]]:
+    """The dense model (and its ONNX Runtime run) and the models timed against
+    it: sparsified copies, or ``saved``'s model; and the conv globs kept dense."""
     torch.manual_seed(args.seed)
-    dense = get_model(arch).eval().to(device, dtype)
     input_shape = MODELS[arch].input_shape
+    dense = (unpruned(arch, saved["num_classes"]) if saved else get_model(arch)).eval()
+    dense = dense.to(device, dtype)
+    convs = sum(type(m) is nn.Conv2d for m in dense.modules())
+    dense_flops = count_flops(dense, input_shape)
+    census = _census(dense, input_shape, dense_flops, convs)
+    variants = [Variant(dict(_NO_KIND), dense, census)]
+    if args.ort and device.type == "cpu" and dtype == torch.float32:
+        variants.append(Variant(dict(_NO_KIND), dense, census, "onnxruntime",
+                                *_onnxruntime(dense, arch)))
+    if saved:
+        for backend in backends:
+            model = load_exported(args.model, backend).eval().to(device, dtype)
+            config = {**_saved_config(saved, model), "backend": backend}
+            variants.append(Variant(config, model,
+                                    _census(model, input_shape, dense_flops, convs)))
+        cfg = config_of(saved)
+        return variants, list(cfg.exclude) if cfg else []
     conv_names = [name for name, m in dense.named_modules() if type(m) is nn.Conv2d]
     exclude = list(args.exclude) + (conv_names[:1] if args.dense_stem else [])
-    dense_flops = count_flops(dense, input_shape)
-    none = {"n": None, "patterns": None, "entries": None, "connectivity": None}
-    variants = [Variant({"kind": None, **none, "sparsity": 0.0, "backend": None}, dense,
-                        _census(dense, None, input_shape, dense_flops, len(conv_names)))]
     for kind_name in options.unique(args.kind):
         kind = KINDS[kind_name]
         settings = kind.settings(options.unique(args.n), options.unique(args.patterns),
@@ -113,20 +155,48 @@ def _variants(args, arch: str, dtype: torch.dtype, device, backends) -> tuple[li
                 for backend in backends:
                     model = kind.sparsify(copy.deepcopy(dense), setting, level, exclude,
                                           args.pad_partial, args.seed, backend)
-                    census = _census(model, kind, input_shape, dense_flops, len(conv_names))
-                    variants.append(Variant({"kind": kind_name, **fields, "backend": backend},
-                                            model, census))
+                    variants.append(Variant(
+                        {"kind": kind_name, **fields, "backend": backend}, model,
+                        _census(model, input_shape, dense_flops, convs)))
     return variants, exclude
+
+
+def _onnxruntime(dense: nn.Module, arch: str) -> tuple[str, Callable[[Tensor], Tensor]]:
+    """ONNX Runtime's version and its forward of ``dense``; a model it cannot
+    export or load gets a forward raising why, which its check records."""
+    try:
+        forward, version = onnxruntime_forward(dense, arch, torch.get_num_threads())
+        return version, forward
+    except Exception as exc:  # noqa: BLE001 -- an op the exporter or ONNX Runtime lacks
+        def failing(x: Tensor, exc=exc) -> Tensor:
+            raise exc
+        return importlib.metadata.version("onnxruntime"), failing
+
+
+def _saved_config(record: dict, model: nn.Module) -> dict:
+    """Record fields naming an exported model: its sparse layers' kind (the
+    method's name when it has none) and parameters, and as ``sparsity`` the
+    fraction of its conv and linear weights that are zero."""
+    layers = sparse_layers_of(record)
+    kinds = {spec.label for spec, _ in layers.values()}
+    kind = kinds.pop() if kinds else record.get("method", "dense")
+    params = next(iter(layers.values()))[1] if layers else {}
+    cfg = config_of(record)
+    patterned = kind == "pattern" and cfg is not None
+    counts = sparsity_by_kind(model).values()
+    zeros = sum(c["sparsity"] * c["weights"] for c in counts)
+    return {"kind": kind, "n": params.get("n"),
+            "patterns": cfg.num_patterns if patterned else None,
+            "entries": cfg.pattern_entries if patterned else None, "connectivity": None,
+            "sparsity": zeros / sum(c["weights"] for c in counts)}
 
 
 def _reference(variant: Variant) -> nn.Module:
     """float64 copy with every sparse conv decoded to a dense nn.Conv2d."""
     ref = copy.deepcopy(variant.model)
-    kind = variant.config["kind"]
-    if kind:
-        for name, m in list(ref.named_modules()):
-            if isinstance(m, KINDS[kind].module):
-                replace_module(ref, name, m.to_dense())
+    for name, m in list(ref.named_modules()):
+        if isinstance(m, SparseConv2d):
+            replace_module(ref, name, m.to_dense())
     return ref.double()
 
 
@@ -144,39 +214,52 @@ def _in_layout(model: nn.Module, layout: str) -> nn.Module:
 # ---- one (arch, dtype, batch) ------------------------------------------------------
 def _inputs(args, arch, dtype, batch, device) -> dict[str, list[Tensor]]:
     """Rotated input batches, per layout."""
-    gen = torch.Generator().manual_seed(args.seed)
-    shape = (batch, *MODELS[arch].input_shape)
-    sets = args.rotate or rotation_sets(math.prod(shape) * dtype.itemsize, cache_bytes(device))
-    xs = [torch.randn(*shape, generator=gen).to(device, dtype) for _ in range(sets)]
+    xs = input_sets((batch, *MODELS[arch].input_shape), dtype, device, args.seed, args.rotate)
     return {name: [x.contiguous(memory_format=fmt) for x in xs] for name, fmt in LAYOUTS.items()}
+
+
+def _runs(args, variant: Variant, mode: str):
+    """(layout, forward) pairs to time of one variant in ``mode``: another
+    engine in eager mode only, on NCHW; the dense model in both layouts."""
+    if variant.forward is not None:
+        return [("nchw", variant.forward)] if mode == "eager" else []
+    layouts = LAYOUTS if variant.config["kind"] is None else args.memory_format
+    runs = []
+    for layout in options.unique(layouts):
+        model = _in_layout(variant.model, layout)
+        runs.append((layout, torch.compile(model, dynamic=False) if mode == "compiled" else model))
+    return runs
 
 
 def _time_mode(args, variants, wants, inputs, mode: str, shared: dict, device) -> list[dict]:
     """Check, then time, every variant in one mode; one record per variant and layout
-    (of the dense model only the faster layout is kept, unless it failed)."""
-    steps, checked = {}, []
+    (of the PyTorch dense model only the faster layout is kept, unless it failed)."""
+    forwards, checked = {}, []
     for i, (variant, want) in enumerate(zip(variants, wants)):
-        layouts = LAYOUTS if variant.config["kind"] is None else args.memory_format
-        for layout in options.unique(layouts):
-            model = _in_layout(variant.model, layout)
-            run = torch.compile(model, dynamic=False) if mode == "compiled" else model
+        for layout, run in _runs(args, variant, mode):
             rec = {**shared, **variant.config, **variant.census, "mode": mode,
-                   "memory_format": layout, "rotation_sets": len(inputs[layout]),
-                   "max_rel_err": None, "tol": TOLERANCE[options.DTYPES[shared["dtype"]]],
-                   "ok": False, "error": None}
+                   "engine": variant.engine, "engine_version": variant.engine_version,
+                   "model_file": args.model, "memory_format": layout,
+                   "rotation_sets": len(inputs[layout]), "max_rel_err": None,
+                   "tol": TOLERANCE[options.DTYPES[shared["dtype"]]], "ok": False, "error": None}
             if check(rec, lambda: [run(inputs[layout][0])], want):  # compiles, if compiled
-                steps[(i, layout)] = rotating([partial(run, x) for x in inputs[layout]])
+                forwards[(i, layout)] = run
             checked.append(((i, layout), rec))
-    times = median_ms(steps, device, args.warmup, args.repeat)
-    dense = {layout: ms for (i, layout), ms in times.items() if variants[i].config["kind"] is None}
-    best = min(dense, key=dense.__getitem__, default=None)
+    times = median_forward_ms(forwards, {key: inputs[key[1]] for key in forwards}, device,
+                              args.warmup, args.repeat)
+    dense = {key: ms for key, ms in times.items() if variants[key[0]].config["kind"] is None}
+    torch_dense = [key for key in dense if variants[key[0]].engine == "pytorch"]
+    torch_best = min(torch_dense, key=dense.__getitem__, default=None)
+    best = min(dense, key=dense.__getitem__, default=None)  # the faster dense baseline
     records = []
     for key, rec in checked:
-        if rec["kind"] is None and rec["ok"] and key[1] != best:
+        if key in torch_dense and key != torch_best:
             continue
         latency = times.get(key)
-        rec.update(latency_ms=latency, dense_latency_ms=dense.get(best), dense_layout=best,
-                   throughput_ips=None, speedup=None)
+        rec.update(latency_ms=latency, dense_latency_ms=dense.get(best), dense_layout=None,
+                   dense_engine=None, throughput_ips=None, speedup=None)
+        if best:
+            rec.update(dense_layout=best[1], dense_engine=variants[best[0]].engine)
         if latency is not None:
             rec["throughput_ips"] = rec["batch"] * 1e3 / latency
             rec["speedup"] = rec["dense_latency_ms"] / latency if best else None
@@ -185,9 +268,9 @@ def _time_mode(args, variants, wants, inputs, mode: str, shared: dict, device) -
 
 
 def run_network(args, arch: str, dtype: torch.dtype, batch: int, device, backends,
-                shared: dict) -> list[dict]:
+                shared: dict, saved: Optional[dict] = None) -> list[dict]:
     """Every variant of one network at one dtype and batch, in every mode."""
-    variants, exclude = _variants(args, arch, dtype, device, backends)
+    variants, exclude = _variants(args, arch, dtype, device, backends, saved)
     inputs = _inputs(args, arch, dtype, batch, device)
     shared = {**shared, "arch": arch, "input_shape": list(MODELS[arch].input_shape),
               "batch": batch, "dtype": str(dtype).removeprefix("torch."), "exclude": exclude}
@@ -210,8 +293,9 @@ _HEADER = (f"{'arch':<13} {'dtype':<9} {'batch':>5} {'mode':<8} {'config':<24} {
 
 
 def _row(r: dict) -> str:
-    config = "dense" if r["kind"] is None else \
-        f"{kind_label(r)} s={r['sparsity']:.2f} {r['backend']}"
+    config = f"{kind_label(r)} s={r['sparsity']:.2f} {r['backend']}"
+    if r["kind"] is None:
+        config = "dense" if r["engine"] == "pytorch" else f"dense {r['engine']}"
     mf = "cl" if r["memory_format"] == "channels_last" else "nchw"
     head = f"{r['arch']:<13} {r['dtype']:<9} {r['batch']:>5} {r['mode']:<8} {config:<24} {mf:<4} "
     convs = f"{r['sparse_convs']}/{r['convs']}"
@@ -223,25 +307,31 @@ def _row(r: dict) -> str:
 
 def run(args: argparse.Namespace, parser: argparse.ArgumentParser, argv: list[str]) -> int:
     """Run the sweep; 0 when every model ran and passed its check."""
+    if args.model and args.arch:
+        parser.error("--model: times the file's own architecture; drop --arch")
     options.fill_defaults(args, QUICK if args.quick else DEFAULTS)
     device, backends = options.resolve_device(args, parser)
+    saved = _saved(args, parser)
     options.configure_torch(args)
     env = environment(device)
     results = options.open_results(args, parser, env)
     shared = {**options.run_fields(args, options.command_line(argv)), **env,
               "record_type": "network"}
-    archs, dtypes, batches = (options.unique(v) for v in (args.arch, args.dtype, args.batch))
+    archs = [saved["arch"]] if saved else options.unique(args.arch)
+    dtypes, batches = options.unique(args.dtype), options.unique(args.batch)
     bar = tqdm(total=len(archs) * len(dtypes) * len(batches), unit="net") if tqdm else None
     say = bar.write if bar else print
     say(f"# {shared['command']}\n# torch {env['torch_version']} | {device.type} "
         f"{env['device_name']} | threads {env['threads']}")
+    if args.ort:
+        args.ort = _ort_usable(args, device, say)
     say(_HEADER)
     records = []
     for arch in archs:
         for dtype_name in dtypes:
             for batch in batches:
                 new = run_network(args, arch, options.DTYPES[dtype_name], batch, device,
-                                  backends, shared)
+                                  backends, shared, saved)
                 for r in new:
                     say(_row(r))
                 records += new
@@ -257,3 +347,31 @@ def run(args: argparse.Namespace, parser: argparse.ArgumentParser, argv: list[st
     if results:
         print(f"appended {len(records)} records to {results.path}")
     return 1 if failed else 0
+
+
+def _saved(args, parser) -> Optional[dict]:
+    """``--model``'s record, after checking the model loads (None without --model)."""
+    if not args.model:
+        return None
+    try:
+        record = read_record(args.model)
+        load_exported(args.model)
+    except (OSError, ValueError) as exc:
+        parser.error(f"--model: expected a model written by 'python -m sparsekernels export': "
+                     f"{exc}")
+    return record
+
+
+def _ort_usable(args, device, say) -> bool:
+    """Whether the ONNX Runtime baseline runs; one line says why not where it cannot."""
+    missing = onnxruntime_missing()
+    if missing:
+        say(f"# {missing}")
+        return False
+    if device.type != "cpu":
+        say(f"# ONNX Runtime dense baseline: runs on the CPU only, skipped on {device.type}")
+        return False
+    others = [d for d in options.unique(args.dtype) if d != "float32"]
+    if others:
+        say(f"# ONNX Runtime dense baseline: float32 only, skipped at {', '.join(others)}")
+    return True

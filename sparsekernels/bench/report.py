@@ -31,7 +31,8 @@ from .schema import kind_label, load
 _LAYER_KEY = ("device_name", "threads", "suite", "layer", "batch", "dtype", "pass", "kind", "n",
               "patterns", "entries", "connectivity", "sparsity", "backend", "memory_format")
 _NETWORK_KEY = ("device_name", "threads", "arch", "batch", "dtype", "mode", "kind", "n",
-                "patterns", "entries", "connectivity", "sparsity", "backend", "memory_format")
+                "patterns", "entries", "connectivity", "sparsity", "backend", "memory_format",
+                "engine", "model_file")
 
 
 def add_parser(sub) -> argparse.ArgumentParser:
@@ -155,7 +156,8 @@ def _layer_details(records: list[dict]) -> list[str]:
 
 def _config(r: dict) -> str:
     if r["kind"] is None:
-        return "dense"
+        # a layer record has no engine: its dense conv is PyTorch's
+        return "dense" if r.get("engine", "pytorch") == "pytorch" else f"dense ({r['engine']})"
     return f"{kind_label(r)} {r['sparsity']:.0%} ({r['backend']})"
 
 
@@ -178,23 +180,32 @@ _NETWORK_GROUP = ("device", "device_name", "dtype", "batch")
 
 
 def _network_table(records: list[dict]) -> list[str]:
+    """One row per record; with an ONNX Runtime baseline among them, a column
+    says which dense baseline (the faster) each speed-up is against."""
+    with_ort = any(r["engine"] != "pytorch" for r in records)
     rows = []
     for r in sorted(records, key=lambda r: (r["arch"], r["mode"] != "eager", r["kind"] is not None,
-                                            str(r["kind"]), r["n"] or 0, r["sparsity"])):
+                                            r["engine"] != "pytorch", str(r["kind"]), r["n"] or 0,
+                                            r["sparsity"])):
         config = _config(r)
         if not r["ok"]:
-            rows.append([r["arch"], r["mode"], config, "FAIL", "", "", "", ""])
+            rows.append([r["arch"], r["mode"], config, "FAIL", "", "", "", "",
+                         *([""] if with_ort else [])])
             continue
         rows.append([
             r["arch"], r["mode"], config, f"{r['sparse_convs']}/{r['convs']}",
             f"{r['latency_ms']:.2f}", f"{r['throughput_ips']:.1f}",
             _x(r["speedup"]), _x(r["flop_reduction"]),
+            *([r["dense_engine"] or "—"] if with_ort else []),
         ])
     header = ["network", "mode", "model", "sparse convs", "latency ms", "img/s",
-              "measured speed-up", "FLOP reduction"]
+              "measured speed-up", "FLOP reduction", *(["vs dense"] if with_ort else [])]
     note = ("Measured speed-up = dense latency / sparse latency (same mode, dense in its "
             "faster layout); FLOP reduction = dense FLOPs / remaining FLOPs (conv + linear, "
             "convs left dense included), what FLOP counting promises.")
+    if with_ort:
+        note += (" In eager mode the dense latency is the faster of PyTorch and ONNX Runtime "
+                 "('vs dense' says which).")
     return [note, "", *_table(header, rows)]
 
 
@@ -247,7 +258,8 @@ def build(records: list[dict], out: str, readme_dir: str, plt, argv: list[str]) 
         fragment += [f"#### Networks: {title}", "", *table]
         if plt:
             png = f"networks_{device_slug(mine[0])}_{dtype}_b{batch}.png"
-            image(_figure(plt, plots.network_figure, mine, title, os.path.join(out, png)),
+            pytorch = [r for r in mine if r["engine"] == "pytorch"]  # one dense bar per mode
+            image(_figure(plt, plots.network_figure, pytorch, title, os.path.join(out, png)),
                   f"network latency, {title}")
     failed = [r for r in records if not r["ok"]]
     if failed:

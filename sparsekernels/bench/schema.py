@@ -13,8 +13,12 @@ Runs append: ``--json PATH`` adds records to what PATH already holds
 measured). Version history: 1 = the unversioned records of the first
 microbenchmark; 2 = passes split into forward/grad-input/grad-weight/all,
 kinds, memory formats, roofline fields, network records; 3 = the pattern
-kind's fields (``patterns``, ``entries``, ``connectivity``). Version-2 files
-are read as version 3 with those fields null (what they meant there).
+kind's fields (``patterns``, ``entries``, ``connectivity``); 4 = network
+records say which engine ran the model (``engine``, ``engine_version``: the
+ONNX Runtime dense baseline), which dense baseline their speed-up is against
+(``dense_engine``) and the saved model they time (``model_file``). Older
+files are read as version 4 with each added field as it was there (null, or
+for a version-3 network record PyTorch and no file).
 """
 from __future__ import annotations
 
@@ -24,9 +28,20 @@ import os
 
 from ..atomic_file import atomic_write
 
-SCHEMA_VERSION = 3
-# Fields each version added, all null in the records of the one before.
-_ADDED = {3: ("patterns", "entries", "connectivity")}
+SCHEMA_VERSION = 4
+
+
+def _v4_fields(record: dict) -> dict:
+    if record.get("record_type") != "network":
+        return {}
+    timed = record.get("dense_latency_ms") is not None
+    return {"engine": "pytorch", "engine_version": record.get("torch_version"),
+            "dense_engine": "pytorch" if timed else None, "model_file": None}
+
+
+# The fields each version added, as the records of the version before read.
+_ADDED = {3: lambda record: dict.fromkeys(("patterns", "entries", "connectivity")),
+          4: _v4_fields}
 
 # field -> (type, meaning). Types: str, int, number, bool, list[int], list[str];
 # " or null" allows null.
@@ -54,14 +69,16 @@ COMMON = {
     "git_commit": ("str or null", "short commit of the checkout, '+dirty' if edited"),
     "batch": ("int", "batch size"),
     "dtype": ("str", "float32, float16, bfloat16 or float64"),
-    "kind": ("str or null", "sparsity kind (a key of bench.kinds.KINDS); null: the dense model"),
+    "kind": ("str or null", "sparsity kind (a key of bench.kinds.KINDS; --model: its sparse "
+                            "layers' kind, else its method); null: the dense model"),
     "n": ("int or null", "block size N of the kind"),
     "patterns": ("int or null", "pattern: library size (patterns per layer)"),
     "entries": ("int or null", "pattern: kept positions per kernel"),
     "connectivity": ("number or null", "pattern: requested fraction of kernels dropped whole "
                                        "(null: the level was given as sparsity)"),
     "sparsity": ("number", "requested fraction of weights pruned (pattern networks with "
-                           "connectivity: at a 3x3 kernel)"),
+                           "connectivity: at a 3x3 kernel; --model: the fraction of the saved "
+                           "model's conv and linear weights that are zero)"),
     "backend": ("str or null", "sparse kernel backend; null: the dense model"),
     "memory_format": ("str", "'nchw' or 'channels_last' input of the timed sparse (or dense) run"),
     "rotation_sets": ("int", "input sets cycled through so caches do not flatter"),
@@ -107,6 +124,10 @@ NETWORK = {
     "arch": ("str", "model zoo architecture"),
     "input_shape": ("list[int]", "one sample's input shape (C, H, W)"),
     "mode": ("str", "'eager' or 'compiled' (torch.compile)"),
+    "engine": ("str", "what ran the model: 'pytorch' or 'onnxruntime' (a dense baseline)"),
+    "engine_version": ("str", "that engine's version"),
+    "model_file": ("str or null", "the exported model timed (--model; its dense baselines "
+                                  "too); null: a zoo network"),
     "exclude": ("list[str]", "conv name globs kept dense on request (the stem by default)"),
     "convs": ("int", "nn.Conv2d layers of the dense model"),
     "sparse_convs": ("int", "convs swapped for the kind's sparse module"),
@@ -116,9 +137,10 @@ NETWORK = {
     "flop_reduction": ("number", "dense_flops / flops: the speed-up FLOP counting promises"),
     "latency_ms": ("number or null", "median ms per forward of one batch"),
     "throughput_ips": ("number or null", "batch / latency, images per second"),
-    "dense_latency_ms": ("number or null", "the dense model's latency, best layout, same mode "
-                         "(null if it failed its check)"),
-    "dense_layout": ("str or null", "the dense model's faster layout"),
+    "dense_latency_ms": ("number or null", "the faster dense baseline's latency (PyTorch in its "
+                         "best layout or ONNX Runtime), same mode (null if both failed)"),
+    "dense_layout": ("str or null", "that baseline's layout"),
+    "dense_engine": ("str or null", "that baseline's engine: 'pytorch' or 'onnxruntime'"),
     "speedup": ("number or null", "dense_latency_ms / latency_ms: the measured speed-up"),
 }
 FIELDS = {"layer": {**COMMON, **LAYER}, "network": {**COMMON, **NETWORK}}
@@ -164,7 +186,7 @@ def upgrade(record):
     if isinstance(record, dict) and isinstance(record.get("schema_version"), int):
         for version in range(record["schema_version"] + 1, SCHEMA_VERSION + 1):
             if record["schema_version"] < version and version in _ADDED:
-                record.update(dict.fromkeys(_ADDED[version]))
+                record.update(_ADDED[version](record))
                 record["schema_version"] = version
     return record
 
