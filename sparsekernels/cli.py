@@ -202,8 +202,8 @@ def _speed_lines(report: dict) -> list[str]:
 
 
 def _flops_line(dense: int, pruned: int) -> str:
-    return (f"  FLOPs per sample: dense {dense / 1e6:.3g} M, pruned {pruned / 1e6:.3g} M "
-            f"({dense / pruned:.2f}x fewer)")
+    return (f"  FLOPs per sample: dense {dense / 1e6:.3g} M, pruned {pruned / 1e6:.3g} M, "
+            f"reduction {dense / pruned:.2f}x")
 
 
 def _pct(value: Optional[float]) -> str:

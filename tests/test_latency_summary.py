@@ -80,7 +80,7 @@ def test_prune_summary_and_result_carry_the_measured_latency(job, fake_timer, ca
     result = json.loads((job / "result.json").read_text())
     check_latency_record(result["exported"]["latency"])
     exported = result["exported"]
-    assert f"{exported['flop_reduction']:.2f}x fewer" in out
+    assert f"reduction {exported['flop_reduction']:.2f}x" in out
     assert exported["sparsity_by_kind"]["1xN"] == {"layers": 2, "weights": 55296,
                                                    "sparsity": 0.5}
     assert "1xN 50.0% of 2 layers" in out

@@ -90,9 +90,9 @@ def dense_vs_sparse(dense: nn.Module, sparse: nn.Module, input_shape: Sequence[i
 
 def table(latency: dict) -> list[str]:
     """``dense_vs_sparse``'s record as the lines a person reads."""
-    lines = [f"  latency on {latency['device']}, {latency['threads']} threads "
-             f"(median of {latency['repeat']} interleaved runs; dense = "
-             f"{latency['dense']}):",
+    lines = [f"  latency on {latency['device']}, {latency['threads']} threads, median of "
+             f"{latency['repeat']} interleaved runs (dense: {latency['dense']}; "
+             f"speed-up = dense ms / sparse ms):",
              f"    {'batch':>6} {'dense ms':>10} {'sparse ms':>10} {'speed-up':>9}"]
     for row in latency["batches"]:
         lines.append(f"    {row['batch']:>6} {row['dense_ms']:>10.3f} {row['sparse_ms']:>10.3f} "

@@ -175,12 +175,16 @@ def sparsity_by_kind(model: nn.Module) -> dict[str, dict[str, Any]]:
     or ``"dense"`` for plain convs and linears, masked ones included): how
     many layers, their dense-equivalent weights and the fraction that is zero."""
     counts: dict[str, list[int]] = {}
-    for module in model.modules():
+    dpp = ()  # name prefixes of DPP layers: their attention is part of the layer
+    for name, module in model.named_modules():
+        if name.startswith(dpp):
+            continue
         if isinstance(module, SparseConv2d):
             label = next(k.label for k in KINDS.values() if isinstance(module, k.module))
             weight = module.to_dense().weight
         elif isinstance(module, DynamicPatternConv2d):
             label, weight = "dynamic pattern", module.dense_kernels()
+            dpp += (f"{name}.",)
         elif isinstance(module, (nn.Conv2d, nn.Linear)):
             label, weight = "dense", module.weight
         else:
