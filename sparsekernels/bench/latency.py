@@ -80,8 +80,10 @@ def dense_vs_sparse(dense: nn.Module, sparse: nn.Module, input_shape: Sequence[i
     models = {"dense": dense.to(device).eval(), "sparse": sparse.eval()}
     rows = []
     for batch in dict.fromkeys(batches):
-        xs = input_sets((batch, *input_shape), torch.float32, device, seed)
-        ms = median_forward_ms(models, dict.fromkeys(models, xs), device, warmup, repeat)
+        # Each model its own sets: shared ones would reach the second model cached.
+        inputs = {name: input_sets((batch, *input_shape), torch.float32, device, seed)
+                  for name in models}
+        ms = median_forward_ms(models, inputs, device, warmup, repeat)
         rows.append({"batch": batch, "dense_ms": ms["dense"], "sparse_ms": ms["sparse"],
                      "speedup": ms["dense"] / ms["sparse"]})
     return {"device": device.type, "threads": torch.get_num_threads(), "warmup": warmup,
