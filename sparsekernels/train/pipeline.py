@@ -5,7 +5,8 @@
     job_dir/finetune/  the method's pruning + fine-tuning epochs
     job_dir/retrain/   filter methods: the narrower net, fine-tuned or from scratch
     job_dir/pruned.pt  the final model (dense-equivalent weights + kept masks)
-    job_dir/result.json  accuracy, sparsity, FLOPs and time of every phase
+    job_dir/result.json  accuracy, sparsity, FLOPs and time of every phase (and, with
+                         latency=True, ``exported``: export.speed_report of sparse.pt-to-be)
     job_dir/config.json  the command and settings the folder's run was started with
 
 A phase that finished is not run again: re-running the same command after an
