@@ -9,7 +9,7 @@ have the kind's structure is one rule for every kind, here
 ``torch.ao.pruning`` leaves them before ``squash_mask``) are baked into a copy
 of the conv (:func:`effective_conv`), so the model is untouched until
 ``sparsify`` swaps its layers. ``kind="auto"`` times each fitting kind's
-module on the layer's input shape and keeps the fastest.
+module and the dense conv on the layer's input shape and keeps the fastest.
 """
 from __future__ import annotations
 
@@ -119,6 +119,9 @@ def input_shapes(model: nn.Module, convs: list[nn.Conv2d], example_input: Tensor
     return shapes
 
 
+DENSE = "dense"  # kind="auto"'s label for leaving the layer as it is
+
+
 def median_forward_ms(modules: dict[str, nn.Module], shape, device, dtype) -> dict[str, float]:
     """Median milliseconds of each module's forward on one random input of
     ``shape``, timed round-robin so that drift hits every module alike."""
@@ -161,16 +164,19 @@ def zeros_converter(specs: list[KindSpec], options: dict[str, dict], backend: st
         modules = {r.spec.label: r.spec.module.from_format(
             r.format, dense.bias, dense.stride, dense.padding, dense.dilation,
             dense.padding_mode, backend) for r in fitting}
-        if len(modules) == 1:
+        if shapes is None:  # one named kind: its zeros fit, so it converts
             return modules.popitem()[1]
         if id(conv) not in shapes:
             return (f"not run by example_input's forward: no input shape to time "
                     f"{sorted(modules)} on")
-        times = median_forward_ms(modules, shapes[id(conv)], weight.device, weight.dtype)
+        # auto: the dense conv is a candidate too, so auto never makes a layer slower.
+        times = median_forward_ms({**modules, DENSE: dense}, shapes[id(conv)], weight.device,
+                                  weight.dtype)
         fastest = min(times, key=times.get)
-        log.info("sparsify: %s auto: %s -> %s", " = ".join(names),
-                 ", ".join(f"{label} {ms:.3f} ms" for label, ms in times.items()), fastest)
-        return modules[fastest]
+        timed = ", ".join(f"{label} {ms:.3f} ms" for label, ms in times.items())
+        log.info("sparsify: %s auto: %s -> %s", " = ".join(names), timed, fastest)
+        return f"the dense conv is the fastest ({timed})" if fastest == DENSE \
+            else modules[fastest]
 
     return convert
 

@@ -10,6 +10,7 @@ from torch.ao.pruning import BaseSparsifier
 from torch.nn.utils import parametrize, prune
 
 import sparsekernels as sk
+from sparsekernels import from_zeros
 from sparsekernels.kinds import KINDS, by_label
 from sparsekernels.nn import Block1xNConv2d
 from sparsekernels.nn.pattern import PatternConv2d
@@ -176,26 +177,57 @@ def test_unstructured_zeros_stay_dense_and_the_log_gives_the_fractions(caplog):
     assert ">= 0.05" in line and ">= 90%" in line
 
 
-def test_auto_picks_a_fitting_kind_per_layer_with_the_same_outputs(caplog):
+def _timed_as(monkeypatch, ms: dict[str, float]) -> list[set]:
+    """Make auto's timer report ``ms`` per label (the machine's speed never
+    decides a test); returns the label sets it was asked to time."""
+    asked = []
+
+    def fake(modules, shape, device, dtype):
+        asked.append(set(modules))
+        return {label: ms[label] for label in modules}
+
+    monkeypatch.setattr(from_zeros, "median_forward_ms", fake)
+    return asked
+
+
+@pytest.mark.parametrize("fastest, module", [("1xN", Block1xNConv2d), ("pattern", PatternConv2d)])
+def test_auto_keeps_the_fastest_fitting_kind_with_the_same_outputs(monkeypatch, caplog, fastest,
+                                                                   module):
     reference = _pruned("1xN")
     model = _pruned("1xN").train()
     x = torch.randn(2, 8, 9, 9, dtype=torch.float64)
+    ms = {"1xN": 2.0, "pattern": 2.0, "stripe": 2.0, from_zeros.DENSE: 3.0, fastest: 1.0}
+    asked = _timed_as(monkeypatch, ms)
     with caplog.at_level(logging.INFO, logger="sparsekernels"):
         sk.sparsify(model, kind="auto", from_zeros=True, example_input=x)
-    # 1xN blocks are whole zero kernels: 1xN and pattern fit, stripe does not
-    assert all(isinstance(m, (Block1xNConv2d, PatternConv2d)) for m in (model[0], model[2]))
-    assert "0 auto: 1xN " in caplog.text and " ms, pattern " in caplog.text
+    # 1xN blocks are whole zero kernels: 1xN and pattern fit, stripe does not;
+    # the dense conv is always a candidate
+    assert asked == [{"1xN", "pattern", from_zeros.DENSE}] * 2
+    assert all(isinstance(m, module) for m in (model[0], model[2]))
+    assert f"0 auto: 1xN {ms['1xN']:.3f} ms" in caplog.text and f"-> {fastest}" in caplog.text
     assert model.training and model[1].training  # the example pass restored the modes
     _assert_same_outputs(model, reference)
 
 
-def test_auto_keeps_the_only_fitting_kind():
+def test_auto_leaves_a_layer_dense_when_the_dense_conv_is_fastest(monkeypatch, caplog):
+    model = _pruned("1xN")
+    _timed_as(monkeypatch, {"1xN": 2.0, "pattern": 2.0, from_zeros.DENSE: 1.0})
+    with caplog.at_level(logging.INFO, logger="sparsekernels"):
+        sk.sparsify(model, kind="auto", from_zeros=True,
+                    example_input=torch.randn(1, 8, 9, 9, dtype=torch.float64))
+    assert type(model[0]) is nn.Conv2d and type(model[2]) is nn.Conv2d
+    assert "left dense: the dense conv is the fastest (1xN 2.000 ms" in caplog.text
+
+
+def test_auto_times_the_only_fitting_kind_against_dense(monkeypatch):
     # 64 filters with their own stripes: more distinct kernel masks than a
     # pattern library, so only stripe fits
     torch.manual_seed(0)
     net = nn.Sequential(nn.Conv2d(8, 64, 3)).double()
     _zeroed(net, PRUNE["stripe"])
+    asked = _timed_as(monkeypatch, {"stripe": 1.0, from_zeros.DENSE: 2.0})
     sk.sparsify(net, kind="auto", from_zeros=True, example_input=torch.randn(1, 8, 6, 6).double())
+    assert asked == [{"stripe", from_zeros.DENSE}]
     assert isinstance(net[0], StripeConv2d)
 
 
