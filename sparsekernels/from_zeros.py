@@ -14,8 +14,6 @@ module and the dense conv on the layer's input shape and keeps the fastest.
 from __future__ import annotations
 
 import logging
-import statistics
-import time
 from typing import Callable, NamedTuple, Optional, Union
 
 import torch
@@ -124,21 +122,14 @@ DENSE = "dense"  # kind="auto"'s label for leaving the layer as it is
 
 def median_forward_ms(modules: dict[str, nn.Module], shape, device, dtype) -> dict[str, float]:
     """Median milliseconds of each module's forward on one random input of
-    ``shape``, timed round-robin so that drift hits every module alike."""
+    ``shape``, interleaved (the benchmark's timer) after one warm-up call each
+    (plans and caches are built on the first)."""
+    from .bench.timing import median_ms  # here: the bench package imports this one's
+
     x = torch.randn(shape, device=device, dtype=dtype)
-    sync = torch.cuda.synchronize if x.device.type == "cuda" else (lambda: None)
-    samples: dict[str, list[float]] = {label: [] for label in modules}
     with torch.no_grad():
-        for module in modules.values():  # warm-up: plans and caches built on first call
-            module(x)
-        for _ in range(AUTO_REPEATS):
-            for label, module in modules.items():
-                sync()
-                start = time.perf_counter()
-                module(x)
-                sync()
-                samples[label].append((time.perf_counter() - start) * 1e3)
-    return {label: statistics.median(s) for label, s in samples.items()}
+        return median_ms({label: (lambda m=m: m(x)) for label, m in modules.items()},
+                         torch.device(device), warmup=1, repeat=AUTO_REPEATS)
 
 
 def zeros_converter(specs: list[KindSpec], options: dict[str, dict], backend: str,
