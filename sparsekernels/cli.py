@@ -117,8 +117,9 @@ def main(argv: Optional[list[str]] = None) -> int:
     args = parser.parse_args(argv)
     try:
         result = _run_command(args)
-    except (ValueError, OSError, CheckpointError) as exc:
-        # Bad input (flags, config or model files, job folders) ends here:
+    except (ValueError, OSError, ImportError, CheckpointError) as exc:
+        # Bad input (flags, config or model files, job folders) or a missing
+        # optional dependency (the error names its extra) ends here:
         # the message names the argument or file, never a traceback.
         parser.exit(2, f"{parser.prog} {args.command}: error: {exc}\n")
     from .train.distributed import is_main

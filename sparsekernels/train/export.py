@@ -42,6 +42,7 @@ from ..models import MODELS
 from ..nn.base import SparseConv2d
 from ..nn.dynamic_pattern import DynamicPatternConv2d, check_state
 from ..nn.replace import replace_module
+from ..optional import require
 from ..pruning.dppnet import DPPConv2d
 from ..pruning.stripe import remove_dead_filters
 from .artifacts import (
@@ -335,11 +336,7 @@ def sparse_layers_of(record: dict[str, Any]) -> dict[str, tuple[KindSpec, dict[s
 
 def export_onnx(model: nn.Module, arch: str, path: str | Path) -> Path:
     """ONNX of the dense-equivalent model (zeros kept as weights)."""
-    try:
-        import onnx  # noqa: F401  (the exporter needs it; say so plainly)
-    except ImportError as exc:
-        raise RuntimeError("export_onnx: the 'onnx' package is not installed "
-                           "(pip install onnx onnxscript)") from exc
+    require("onnx", "onnx")  # torch's exporter needs it: say which extra installs it
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     example = torch.randn(1, *MODELS[arch].input_shape)
