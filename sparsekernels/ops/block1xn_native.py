@@ -17,7 +17,7 @@ def forward(x, values, topo: BlockTopology, bias: Bias, conv: ConvArgs):
         topo.n, topo.rows_per_group, topo.cout, list(conv.stride), list(conv.padding),
         list(conv.dilation), conv.groups,
     )
-    return out.to(x.dtype)
+    return cast(out, x.dtype)
 
 
 def grad_input(grad_out, values, topo: BlockTopology, conv: ConvArgs, in_hw):
@@ -27,7 +27,7 @@ def grad_input(grad_out, values, topo: BlockTopology, conv: ConvArgs, in_hw):
         topo.block_idx, topo.block_row, topo.n, topo.rows_per_group, topo.cin, in_hw[0],
         in_hw[1], list(conv.stride), list(conv.padding), list(conv.dilation), conv.groups,
     )
-    return gin.to(grad_out.dtype)
+    return cast(gin, grad_out.dtype)
 
 
 def grad_weight(x, grad_out, topo: BlockTopology, conv: ConvArgs):
@@ -37,4 +37,4 @@ def grad_weight(x, grad_out, topo: BlockTopology, conv: ConvArgs):
         topo.rows_per_group, *topo.kernel_size, list(conv.stride), list(conv.padding),
         list(conv.dilation), conv.groups,
     )
-    return gv.to(x.dtype)
+    return cast(gv, x.dtype)

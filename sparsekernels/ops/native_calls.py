@@ -31,20 +31,20 @@ def native_backend(slug: str) -> SimpleNamespace:
         out = getattr(_ext.C, f"{slug}_forward")(
             cast(x, work), cast(values, work), *tensors(topo), cast(bias, work), topo.cout,
             *topo.kernel_size, *_conv_args(conv))
-        return out.to(x.dtype)
+        return cast(out, x.dtype)
 
     def grad_input(grad_out, values, topo, conv: ConvArgs, in_hw):
         work = native_dtype(grad_out)
         gin = getattr(_ext.C, f"{slug}_grad_input")(
             cast(grad_out, work), cast(values, work), *tensors(topo), topo.cin, in_hw[0],
             in_hw[1], *topo.kernel_size, *_conv_args(conv))
-        return gin.to(grad_out.dtype)
+        return cast(gin, grad_out.dtype)
 
     def grad_weight(x, grad_out, topo, conv: ConvArgs):
         work = native_dtype(x)
         gv = getattr(_ext.C, f"{slug}_grad_weight")(
             cast(x, work), cast(grad_out, work), *tensors(topo), *topo.kernel_size,
             *_conv_args(conv))
-        return gv.to(x.dtype)
+        return cast(gv, x.dtype)
 
     return SimpleNamespace(forward=forward, grad_input=grad_input, grad_weight=grad_weight)

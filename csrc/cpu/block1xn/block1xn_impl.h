@@ -6,139 +6,94 @@
 // cpu/common/conv_layout.h and block1xn_plans.h are included before.
 
 // ---------------------------------------------------------------------------
-// Forward
+// Forward: pixels in the vector (as XNNPACK's sparse NCHW kernels), over the
+// "wide" input of cpu/common/wide_layout.h (InputSource), in which every tap
+// is a constant offset from an output pixel, for any stride, padding and
+// dilation. A register tile is J output channels of one block row x U pixel
+// vectors: per kept block and tap, U input vectors are loaded once and J
+// weights broadcast, J*U FMAs. The weights are read in the format's own
+// [nnzb][taps][N] layout (J consecutive scalars per tap): no packing.
 // ---------------------------------------------------------------------------
 
-// Output pixels per tile when a tile holds `nv` weight vectors per pixel.
-constexpr int fwd_pixels(int nv) { return std::clamp(kAccRegs / nv, 1, kMaxPix); }
-// Weight vectors per pixel handled by one micro-kernel call (wider N is cut
-// into chunks of at most this many vectors).
-constexpr int kMaxNv = 4;
+// Output channels per register tile: J*U accumulators + U input vectors + a
+// broadcast fill the vector registers with U >= 3 (AVX-512: 8 x 3, AVX2 and
+// SSE: 4 x 2).
+constexpr int kFwdMaxJ = kVecRegs / 4;
+// Pixel vectors per tile of J channels: every vector register but one spare.
+constexpr int fwd_vectors(int J) { return std::clamp((kVecRegs - 2) / (J + 1), 1, 8); }
+// Slack past a pixel chunk that a tile may read (the widest tile).
+constexpr int kFwdMaxTile = fwd_vectors(1);
 
 template <typename T>
-struct FwdArgs {
-  const ConvGeometry* geo;
-  const Block1xN* blocks;
-  const T* w;              // weights, [nnzb][taps][w_ld]
-  int64_t w_ld;            // N rounded up to the vector width
-  const T* x;              // input band: group channel c at x + c * x_cs
-  int64_t x_cs;
-  const int64_t* tap_off;  // input offset of each (kh, kw), relative to a pixel
-  const int64_t* pix_off;  // input offset of each strip pixel (flattened)
-  const T* bias;           // may be null
-  T* out;                  // output channel 0 at the strip's first pixel
+struct FwdTile {
+  const T* x;              // input channel 0 of the group at the tile's first pixel
+  int64_t cs;              // input channel stride
+  const int64_t* tap_off;  // per tap
+  int taps;
+  const int32_t* col;      // the row's kept input channels (block columns)
+  const T* w;              // the row's first block, [taps][n], at lane j0
+  int64_t nblocks;
+  int n;                   // weight stride of one tap
 };
 
-// Accumulates the register tile acc[P pixels][NV vectors] over every kept
-// block of row r and every tap: acc[p] += x[pixel p shifted by tap] * w[tap].
-// The input scalar is broadcast; the weight vectors are loaded once per tap
-// and reused by all P pixels (an outer-product sgemm micro-kernel).
-template <typename T, int NV, int P>
-inline void fwd_accumulate(const FwdArgs<T>& a, int64_t r, int64_t j0,
-                           const int64_t* off, typename Vec<T>::type (&acc)[P][NV]) {
+// acc[j][u] = init[j] + sum over the row's blocks k and taps t of
+// w[k][t][j] * x[col[k]][off[t] + u*L ..]: J channels x U vectors.
+template <typename T, int J, int U>
+inline void fwd_tile(const FwdTile<T>& a, const T* init, T* dst, int64_t dst_ld) {
   using V = typename Vec<T>::type;
   constexpr int L = lanes<T>();
-  const Block1xN& bk = *a.blocks;
-  const int taps = a.geo->taps();
-  // One base pointer per pixel and one shared index per (block, tap): each
-  // broadcast is then a single base + index * scale load.
-  const T* xp[P];
-  for (int p = 0; p < P; ++p) xp[p] = a.x + off[p];
-  for (int32_t kb = bk.row_ptr[r]; kb < bk.row_ptr[r + 1]; ++kb) {
-    const int64_t xc = bk.col_idx[kb] * a.x_cs;
-    const T* wk = a.w + static_cast<int64_t>(kb) * taps * a.w_ld + j0;
-    for (int t = 0; t < taps; ++t) {
-      const int64_t xt = xc + a.tap_off[t];
-      V wv[NV];
-#pragma GCC unroll 4
-      for (int v = 0; v < NV; ++v) wv[v] = vload<V>(wk + t * a.w_ld + v * L);
-#pragma GCC unroll 16
-      for (int p = 0; p < P; ++p) {
-        const V s = vbcast<V>(xp[p][xt]);
-#pragma GCC unroll 4
-        for (int v = 0; v < NV; ++v) acc[p][v] = vfma(s, wv[v], acc[p][v]);
+  V acc[J][U];
+  for (int j = 0; j < J; ++j)
+    for (int u = 0; u < U; ++u) acc[j][u] = vbcast<V>(init ? init[j] : T(0));
+  const int64_t wstep = int64_t(a.taps) * a.n;
+  const T* wk = a.w;
+  for (int64_t k = 0; k < a.nblocks; ++k, wk += wstep) {
+    const T* xc = a.x + a.col[k] * a.cs;
+    for (int t = 0; t < a.taps; ++t) {
+      const T* xt = xc + a.tap_off[t];
+      const T* wt = wk + t * a.n;
+      V xv[U];
+#pragma GCC unroll 8
+      for (int u = 0; u < U; ++u) xv[u] = vload<V>(xt + u * L);
+#pragma GCC unroll 8
+      for (int j = 0; j < J; ++j) {
+        const V s = vbcast<V>(wt[j]);
+#pragma GCC unroll 8
+        for (int u = 0; u < U; ++u) acc[j][u] = vfma(s, xv[u], acc[j][u]);
       }
     }
   }
+  for (int j = 0; j < J; ++j)
+    for (int u = 0; u < U; ++u) vstore(dst + j * dst_ld + u * L, acc[j][u]);
 }
 
-// Stores the tile acc[pixel][vector] into the channel-major output (channel
-// c of pixel p at out[c * ohw + p]): L x L blocks are transposed in registers
-// and stored as whole vectors. A vector may run past the tile's np pixels
-// into pixels of later tiles of the same strip, which this thread writes
-// afterwards; only near the strip end (`room` pixels left) are lanes stored
-// one by one.
-template <typename T, int NV, int P>
-inline void fwd_store(typename Vec<T>::type (&acc)[P][NV], int nlanes, int np, int64_t room,
-                      int64_t ohw, T* out) {
+// Pixels [q0, q1) of the wide layout for lanes [j0, j0 + J) of block row r:
+// tiles of U vectors (the last one may read past q1 into the source's slack;
+// only pixels before q1 are stored). A vector that lies inside one real row
+// segment is copied out whole; one that straddles a row end (or q1) goes
+// through Wide::store, which drops the pixels that are not real.
+template <typename T, int J>
+void fwd_lanes(const FwdTile<T>& a, const wide::Wide& wide, int64_t q0, int64_t q1,
+               const T* init, T* tmp, T* out, int64_t out_cs, int64_t img_stride) {
   using V = typename Vec<T>::type;
-  constexpr int L = lanes<T>();
-  for (int v = 0; v < NV; ++v) {
-    const int nc = std::min(L, nlanes - v * L);
-    for (int p0 = 0; p0 < P; p0 += L) {
-      if (p0 >= np) break;
-      V blk[L];
-      for (int i = 0; i < L; ++i) blk[i] = acc[std::min(p0 + i, P - 1)][v];
-      transpose(blk);  // blk[c]: channel v*L + c over pixels p0 .. p0 + L
-      T* o = out + v * L * ohw + p0;
-      if (p0 + L <= room) {
-        for (int c = 0; c < nc; ++c) vstore(o + c * ohw, blk[c]);
+  constexpr int L = lanes<T>(), U = fwd_vectors(J), TT = U * L;
+  FwdTile<T> t = a;
+  for (int64_t q = q0; q < q1; q += TT) {
+    t.x = a.x + q;
+    fwd_tile<T, J, U>(t, init, tmp, TT);
+    for (int u = 0; u < U; ++u) {
+      const int64_t qu = q + u * L;
+      if (qu >= q1) break;
+      const int64_t row = qu / wide.ww, col = qu - row * wide.ww;
+      const int64_t b = row / wide.rh, h = row - b * wide.rh;
+      if (qu + L <= q1 && col + L <= wide.vw && h < wide.vh && b < wide.nb) {
+        T* o = out + b * img_stride + h * wide.vw + col;
+        for (int j = 0; j < J; ++j) vstore(o + j * out_cs, vload<V>(tmp + j * TT + u * L));
       } else {
-        const int n = std::min(L, np - p0);
-        for (int c = 0; c < nc; ++c)
-          for (int i = 0; i < n; ++i) o[c * ohw + i] = blk[c][i];
+        const int64_t n = std::min<int64_t>(L, q1 - qu);
+        for (int j = 0; j < J; ++j)
+          wide.store(tmp + j * TT + u * L, qu, n, out + j * out_cs, img_stride);
       }
-    }
-  }
-}
-
-// One tile: `np` (<= P) consecutive strip pixels from `pix0` (of `npix`),
-// lanes [j0, j0 + nlanes) of block row r. Missing pixels of a short tile
-// repeat the last one so the kernel never branches; they are not stored.
-template <typename T, int NV>
-void fwd_tile(const FwdArgs<T>& a, int64_t r, int64_t j0, int nlanes,
-              int64_t pix0, int np, int64_t npix) {
-  using V = typename Vec<T>::type;
-  constexpr int L = lanes<T>();
-  constexpr int P = fwd_pixels(NV);
-  const ConvGeometry& geo = *a.geo;
-  const int64_t ohw = geo.out_h * geo.out_w;
-  const int64_t o0 = block_row_first_out(geo, *a.blocks, r) + j0;
-
-  alignas(64) T bias[NV * L] = {};
-  if (a.bias)
-    for (int j = 0; j < nlanes; ++j) bias[j] = a.bias[o0 + j];
-  V acc[P][NV];
-  for (int p = 0; p < P; ++p)
-    for (int v = 0; v < NV; ++v) acc[p][v] = vload<V>(bias + v * L);
-
-  int64_t off[P];
-  for (int p = 0; p < P; ++p) off[p] = a.pix_off[pix0 + (p < np ? p : np - 1)];
-  fwd_accumulate<T, NV, P>(a, r, j0, off, acc);
-  fwd_store<T, NV, P>(acc, nlanes, np, npix - pix0, ohw, a.out + o0 * ohw + pix0);
-}
-
-// Every tile of the strip's `npix` pixels for block row r, lanes
-// [j0, j0 + nlanes) with NV vectors.
-template <typename T, int NV>
-void fwd_tiles(const FwdArgs<T>& a, int64_t r, int64_t j0, int nlanes, int64_t npix) {
-  constexpr int P = fwd_pixels(NV);
-  for (int64_t p = 0; p < npix; p += P)
-    fwd_tile<T, NV>(a, r, j0, nlanes, p, static_cast<int>(std::min<int64_t>(P, npix - p)), npix);
-}
-
-// Every tile of the strip's `npix` pixels for block row r, all its lanes.
-template <typename T>
-void fwd_row(const FwdArgs<T>& a, int64_t r, int64_t npix) {
-  constexpr int L = lanes<T>();
-  const int valid = block_row_valid(*a.geo, *a.blocks, r);
-  for (int j0 = 0; j0 < valid; j0 += kMaxNv * L) {
-    const int nlanes = std::min(valid - j0, kMaxNv * L);
-    switch ((nlanes + L - 1) / L) {  // vectors needed, 1 .. kMaxNv
-      case 1: fwd_tiles<T, 1>(a, r, j0, nlanes, npix); break;
-      case 2: fwd_tiles<T, 2>(a, r, j0, nlanes, npix); break;
-      case 3: fwd_tiles<T, 3>(a, r, j0, nlanes, npix); break;
-      case 4: fwd_tiles<T, 4>(a, r, j0, nlanes, npix); break;
     }
   }
 }
@@ -147,23 +102,60 @@ template <typename T>
 void forward(const ConvGeometry& geo, const Block1xN& bk, const T* values,
              const T* input, Strides4 in_s, const T* bias, T* output,
              int num_threads) {
+  using namespace wide;
+  constexpr int L = lanes<T>();
   const int64_t ohw = geo.out_h * geo.out_w;
   if (geo.batch == 0 || ohw == 0 || geo.cout == 0) return;
-  const FwdPlan plan(geo, bk, in_s, sizeof(T), num_threads);
-  const PackedWeights<T> wp(geo, bk, values, lanes<T>());
+  num_threads = std::max(num_threads, 1);
+  InputSource<T> src(geo, kFwdMaxTile * L);
+  const std::vector<char> read = channels_read(geo, bk);
+  const int64_t cin_g = geo.cin_per_group(), taps = geo.taps();
+  // Pixel chunks keep the group's input rows over a chunk (+ the taps' span)
+  // in L2 while every block row of the item sweeps it.
+  const int64_t chunk = chunk_pixels(src.phases * cin_g, src.span, sizeof(T),
+                                     fwd_vectors(kFwdMaxJ) * L, src.wide.npix);
 
 #pragma omp parallel num_threads(num_threads)
   {
-    InputBand<T> band(geo, plan, input, in_s);
+    T* const tmp = scratch_array<T>(kTileSlot, kFwdMaxJ * kFwdMaxTile * L);
+    for (int64_t b0 = 0; b0 < geo.batch; b0 += src.group) {
+      const int64_t nb = std::min(src.group, geo.batch - b0);
+#pragma omp barrier
+      src.build(input, in_s, b0, nb, &read);
+      const Wide wide = src.layout(nb);
+      const int64_t nchunks = (wide.npix + chunk - 1) / chunk;
+      // Items: (group, pixel chunk, block-row chunk); rows split only as far
+      // as needed to give every thread work.
+      const int64_t coarse = geo.groups * nchunks;
+      const int64_t row_chunks = std::min<int64_t>(
+          bk.rows_per_group, std::max<int64_t>(1, (4 * num_threads + coarse - 1) / coarse));
+      const int64_t rows_per_chunk = (bk.rows_per_group + row_chunks - 1) / row_chunks;
 #pragma omp for schedule(dynamic, 1)
-    for (int64_t i = 0; i < plan.items; ++i) {
-      const FwdPlan::Item it = plan.item(geo, bk, i);
-      const int64_t oh0 = it.strip * plan.strip_rows;
-      const int64_t npix = (std::min(geo.out_h, oh0 + plan.strip_rows) - oh0) * geo.out_w;
-      const FwdArgs<T> a{&geo, &bk, wp.data, wp.ld, band.get(it, bk),
-                         plan.chan_stride, plan.tap_off.data(), plan.pix_off.data(), bias,
-                         output + it.b * geo.cout * ohw + oh0 * geo.out_w};
-      for (int64_t r = it.row0; r < it.row1; ++r) fwd_row(a, r, npix);
+      for (int64_t item = 0; item < coarse * row_chunks; ++item) {
+        const int64_t rc = item % row_chunks, pc = item / row_chunks % nchunks;
+        const int64_t g = item / row_chunks / nchunks;
+        const int64_t q0 = pc * chunk, q1 = std::min(wide.npix, q0 + chunk);
+        const int64_t r0 = g * bk.rows_per_group + rc * rows_per_chunk;
+        const int64_t r1 = std::min(r0 + rows_per_chunk, (g + 1) * bk.rows_per_group);
+        for (int64_t r = r0; r < r1; ++r) {
+          const int valid = block_row_valid(geo, bk, r);
+          const int64_t o0 = block_row_first_out(geo, bk, r);
+          const int32_t k0 = bk.row_ptr[r];
+          const FwdTile<T> a{src.buf + g * cin_g * src.cs, src.cs, src.off.data(),
+                             static_cast<int>(taps), bk.col_idx + k0,
+                             values + int64_t(k0) * taps * bk.n, bk.row_ptr[r + 1] - k0, bk.n};
+          for (int j0 = 0; j0 < valid; j0 += kFwdMaxJ) {
+            FwdTile<T> aj = a;
+            aj.w += j0;
+            const T* init = bias ? bias + o0 + j0 : nullptr;
+            T* out = output + b0 * geo.cout * ohw + (o0 + j0) * ohw;
+            with_count<kFwdMaxJ>(std::min(kFwdMaxJ, valid - j0), [&](auto J) {
+              fwd_lanes<T, decltype(J)::value>(aj, wide, q0, q1, init, tmp, out, ohw,
+                                               geo.cout * ohw);
+            });
+          }
+        }
+      }
     }
   }
 }

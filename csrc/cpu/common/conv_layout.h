@@ -9,6 +9,7 @@
 #include <cstdint>
 #include <cstring>
 #include <memory>
+#include <type_traits>
 #include <vector>
 
 #include "sparsekernels/conv_geometry.h"
@@ -18,6 +19,18 @@ namespace cpu {
 namespace detail {
 
 inline int64_t round_up(int64_t v, int64_t m) { return (v + m - 1) / m * m; }
+
+// f(std::integral_constant<int, r>) for a run-time r in [1, N].
+template <int N, typename F>
+inline void with_count(int r, F&& f) {
+  if constexpr (N >= 1) {
+    if (r == N) {
+      f(std::integral_constant<int, N>{});
+    } else {
+      with_count<N - 1>(r, f);
+    }
+  }
+}
 
 // Input offsets, relative to an output pixel's top-left input, of each tap.
 inline std::vector<int64_t> tap_offsets(const ConvGeometry& geo, int64_t rs,

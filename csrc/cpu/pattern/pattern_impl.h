@@ -5,7 +5,7 @@
 // the std headers, cpu/common/conv_layout.h and pattern_plans.h are included
 // before.
 //
-// The activations are in the wide layouts of cpu/stripe/stripe_plans.h (every
+// The activations are in the wide layouts of cpu/common/wide_layout.h (every
 // tap a constant offset); a plan (pattern_plans.h) lists each row's kept
 // weights as (offset, weight) pairs per block of columns. Pixels are split in
 // tiles of kR vectors (the register tile):
@@ -61,7 +61,7 @@ template <typename T, typename Source>
 void sweep_conv(const ConvGeometry& geo, const pattern_plan::Plan<T>& plan, Source& src,
                 const T* act, Strides4 s, const T* bias, T* out, int64_t out_hw,
                 int num_threads) {
-  using namespace stripe_plan;
+  using namespace wide;
   constexpr int64_t TT = kR * lanes<T>();
   const int64_t G = geo.groups, rows_g = plan.rows / G, nbk = plan.nblocks;
   const int64_t cols = plan.cols, cs = src.cs;
@@ -100,7 +100,7 @@ void sweep_conv(const ConvGeometry& geo, const pattern_plan::Plan<T>& plan, Sour
 template <typename T>
 void forward(const ConvGeometry& geo, const Patterns& p, const T* values, const T* input,
              Strides4 in_s, const T* bias, T* output, int num_threads, uint64_t topology_id) {
-  using namespace stripe_plan;
+  using namespace wide;
   constexpr int64_t TT = kR * lanes<T>();
   const int64_t ohw = geo.out_h * geo.out_w;
   if (geo.batch == 0) return;
@@ -131,7 +131,7 @@ void forward(const ConvGeometry& geo, const Patterns& p, const T* values, const 
 template <typename T>
 void grad_input(const ConvGeometry& geo, const Patterns& p, const T* values, const T* grad_out,
                 Strides4 go_s, T* grad_input, int num_threads, uint64_t topology_id) {
-  using namespace stripe_plan;
+  using namespace wide;
   constexpr int64_t TT = kR * lanes<T>();
   const int64_t hw = geo.in_h * geo.in_w;
   if (geo.batch == 0) return;
@@ -186,7 +186,7 @@ template <typename T>
 void grad_weight(const ConvGeometry& geo, const Patterns& p, const T* input, Strides4 in_s,
                  const T* grad_out, Strides4 go_s, T* grad_values, int num_threads,
                  uint64_t topology_id) {
-  using namespace stripe_plan;
+  using namespace wide;
   constexpr int64_t TT = kR * lanes<T>();
   std::fill(grad_values, grad_values + p.nnz_values, T(0));
   if (geo.batch == 0 || p.nnz_values == 0) return;

@@ -2,7 +2,7 @@
 // (the per-ISA kernels of pattern_impl.h call them).
 //
 // The activations are laid out as the stripe kernels lay them out
-// (cpu/stripe/stripe_plans.h: InputSource, WideGradOut, GradSource): one
+// (cpu/common/wide_layout.h: InputSource, WideGradOut, GradSource): one
 // "wide" plane per channel, in which every tap of the kernel is a constant
 // offset off[tap] from an output pixel, so a kept weight (row r, column c,
 // tap t) is one (element offset c * cs + off[t], weight) pair applied to a
@@ -19,7 +19,7 @@
 #include <stdexcept>
 #include <vector>
 
-#include "cpu/stripe/stripe_plans.h"
+#include "cpu/common/wide_layout.h"
 #include "sparsekernels/pattern.h"
 
 namespace sparsekernels {

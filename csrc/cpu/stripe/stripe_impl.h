@@ -6,7 +6,7 @@
 // cpu/common/conv_layout.h and stripe_plans.h are included before.
 //
 // All three passes are register-tiled GEMMs over the layouts of
-// stripe_plans.h, per (group, kernel position k), O_k being the output
+// cpu/common/wide_layout.h, per (group, kernel position k), O_k being the output
 // channels that keep tap k (one column of the transposed view):
 //   forward      Y[O_k, q] += W_k[O_k, c] X[c, q + off_k]: tiles of R stripes of
 //                one column x PV pixel vectors (PV larger when R is small), the
@@ -39,18 +39,6 @@ constexpr int gw_cols(int r) { return std::clamp(kAccRegs / r, 1, 8); }
 inline int64_t num_tiles(int64_t lo, int64_t hi, int R) { return (hi - lo + R - 1) / R; }
 inline int64_t tile_start(int64_t lo, int64_t hi, int64_t nt, int64_t i) {
   return lo + (hi - lo) * i / nt;
-}
-
-// f(std::integral_constant<int, r>) for a run-time r in [1, N].
-template <int N, typename F>
-inline void with_count(int r, F&& f) {
-  if constexpr (N >= 1) {
-    if (r == N) {
-      f(std::integral_constant<int, N>{});
-    } else {
-      with_count<N - 1>(r, f);
-    }
-  }
 }
 
 // ---------------------------------------------------------------------------
