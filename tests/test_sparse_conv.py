@@ -30,6 +30,12 @@ CASES = {
     "square16": dict(batch=1, cin=16, cout=16, hw=(16, 16)),
     "square8_batch3": dict(batch=3, cin=24, cout=24, hw=(8, 8)),
     "pointwise": dict(kernel=(1, 1), padding=0, cout=16, params={"block1xn": {"n": 8}}),
+    # 1x1 convs read NCHW input in place (no copy): pixel counts that end
+    # in a partial vector, groups, and pixel chunks split over several items
+    "pointwise_tail": dict(kernel=(1, 1), padding=0, hw=(5, 7), batch=2, groups=2, cin=8,
+                           cout=12, params={"block1xn": {"n": 4}}),
+    "pointwise_chunks": dict(kernel=(1, 1), padding=0, hw=(13, 24), cin=300, cout=16,
+                             sparsity=0.5),
     "kernel5x3": dict(kernel=(5, 3), padding=(2, 1), cout=16, cin=5,
                       params={"block1xn": {"n": 16}}),
     "asym_stride": dict(stride=(2, 1), padding=(0, 2), dilation=(1, 2)),

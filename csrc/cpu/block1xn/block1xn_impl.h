@@ -67,35 +67,136 @@ inline void fwd_tile(const FwdTile<T>& a, const T* init, T* dst, int64_t dst_ld)
     for (int u = 0; u < U; ++u) vstore(dst + j * dst_ld + u * L, acc[j][u]);
 }
 
-// Pixels [q0, q1) of the wide layout for lanes [j0, j0 + J) of block row r:
-// tiles of U vectors (the last one may read past q1 into the source's slack;
-// only pixels before q1 are stored). A vector that lies inside one real row
-// segment is copied out whole; one that straddles a row end (or q1) goes
-// through Wide::store, which drops the pixels that are not real.
+// One tile of U vectors at wide pixel q for lanes [j0, j0 + J) of a block
+// row, stored: vector u goes whole to output offset dst[u] (its pixels are
+// real and consecutive in the output), or, where dst[u] < 0, through
+// Wide::store, which drops the pixels that are not real.
+template <typename T, int J, int U>
+inline void fwd_store(const FwdTile<T>& a, const wide::Wide& wide, int64_t q, int64_t q1,
+                      const int64_t* dst, const T* init, T* tmp, T* out, int64_t out_cs,
+                      int64_t img_stride) {
+  using V = typename Vec<T>::type;
+  constexpr int L = lanes<T>(), TT = U * L;
+  FwdTile<T> t = a;
+  t.x = a.x + q;
+  fwd_tile<T, J, U>(t, init, tmp, TT);
+  for (int u = 0; u < U; ++u) {
+    const int64_t qu = q + u * L;
+    if (qu >= q1) break;
+    if (dst[u] >= 0) {
+      T* o = out + dst[u];
+      for (int j = 0; j < J; ++j) vstore(o + j * out_cs, vload<V>(tmp + j * TT + u * L));
+    } else {
+      const int64_t n = std::min<int64_t>(L, q1 - qu);
+      for (int j = 0; j < J; ++j)
+        wide.store(tmp + j * TT + u * L, qu, n, out + j * out_cs, img_stride);
+    }
+  }
+}
+
+// Where fwd_lanes stores the vectors of pixels [q0, q1): dst[v] for the
+// vector at q0 + v * L (v < (q1 - q0) / L), dst[last] for the partial one at
+// q1 - L; -1 where a vector is not whole (Wide::whole_vector). Built once per
+// pixel chunk: the divisions it takes would cost as much as a short row's FMAs.
+template <int L>
+inline void fwd_store_map(const wide::Wide& wide, int64_t q0, int64_t q1, int64_t img_stride,
+                          std::vector<int64_t>& dst) {
+  dst.clear();
+  auto at = [&](int64_t q) {
+    return q + L <= q1 && wide.whole_vector(q, L) ? wide.out_offset(q, img_stride) : -1;
+  };
+  for (int64_t q = q0; q + L <= q1; q += L) dst.push_back(at(q));
+  dst.push_back(at(std::max(q0, q1 - L)));
+}
+
+// Pixels [q0, q1) of the wide layout for lanes [j0, j0 + J) of a block row:
+// tiles of U vectors, then as few whole vectors as the rest holds, then a
+// last partial vector moved back to end at q1 (it recomputes and stores again
+// a few pixels of this call, so no read passes q1: a direct source has no
+// slack). Only a range shorter than one vector reads past q1 (copied sources).
 template <typename T, int J>
 void fwd_lanes(const FwdTile<T>& a, const wide::Wide& wide, int64_t q0, int64_t q1,
-               const T* init, T* tmp, T* out, int64_t out_cs, int64_t img_stride) {
-  using V = typename Vec<T>::type;
-  constexpr int L = lanes<T>(), U = fwd_vectors(J), TT = U * L;
-  FwdTile<T> t = a;
-  for (int64_t q = q0; q < q1; q += TT) {
-    t.x = a.x + q;
-    fwd_tile<T, J, U>(t, init, tmp, TT);
-    for (int u = 0; u < U; ++u) {
-      const int64_t qu = q + u * L;
-      if (qu >= q1) break;
-      const int64_t row = qu / wide.ww, col = qu - row * wide.ww;
-      const int64_t b = row / wide.rh, h = row - b * wide.rh;
-      if (qu + L <= q1 && col + L <= wide.vw && h < wide.vh && b < wide.nb) {
-        T* o = out + b * img_stride + h * wide.vw + col;
-        for (int j = 0; j < J; ++j) vstore(o + j * out_cs, vload<V>(tmp + j * TT + u * L));
-      } else {
-        const int64_t n = std::min<int64_t>(L, q1 - qu);
-        for (int j = 0; j < J; ++j)
-          wide.store(tmp + j * TT + u * L, qu, n, out + j * out_cs, img_stride);
+               const int64_t* dst, const T* init, T* tmp, T* out, int64_t out_cs,
+               int64_t img_stride) {
+  constexpr int L = lanes<T>(), U = fwd_vectors(J);
+  auto tile = [&](auto V, int64_t q, const int64_t* d) {
+    fwd_store<T, J, decltype(V)::value>(a, wide, q, q1, d, init, tmp, out, out_cs, img_stride);
+  };
+  int64_t q = q0;
+  for (; q + U * L <= q1; q += U * L) tile(std::integral_constant<int, U>{}, q, dst + (q - q0) / L);
+  if (const int whole = static_cast<int>((q1 - q) / L)) {
+    with_count<U>(whole, [&](auto V) { tile(V, q, dst + (q - q0) / L); });
+    q += whole * L;
+  }
+  if (q < q1)
+    tile(std::integral_constant<int, 1>{}, std::max(q0, q1 - L), dst + (q1 - q0) / L);
+}
+
+// The input as a forward sweep reads it: group channel c of tap t at
+// x + c * cs + off[t] + q for wide pixel q of the layout `wide`.
+template <typename T>
+struct FwdSource {
+  const T* x;
+  int64_t cs;
+  const int64_t* off;
+  wide::Wide wide;
+  int64_t npix;  // pixels to compute: up to the last real one
+};
+
+// Every (pixel chunk, block row) of one source holding images [b0, b0 +
+// src.wide.nb) (orphaned omp for). Items: (group, pixel chunk, block-row
+// chunk), rows split only as far as needed to give every thread work; a pixel
+// chunk keeps the group's input rows over it in L2 while its rows sweep it.
+template <typename T>
+void fwd_sweep(const ConvGeometry& geo, const Block1xN& bk, const T* values, const T* bias,
+               const FwdSource<T>& src, int64_t chunk, int64_t b0, T* tmp,
+               std::vector<int64_t>& dst, T* output, int num_threads) {
+  const int64_t ohw = geo.out_h * geo.out_w, cin_g = geo.cin_per_group();
+  const int taps = geo.taps();
+  // Near-equal chunks, whole vectors but the last, which is no shorter than
+  // a vector unless the whole range is (fwd_lanes moves its tail back).
+  constexpr int L = lanes<T>();
+  int64_t nchunks = (src.npix + chunk - 1) / chunk;
+  chunk = round_up((src.npix + nchunks - 1) / nchunks, L);
+  nchunks = (src.npix + chunk - 1) / chunk;
+  if (nchunks > 1 && src.npix - (nchunks - 1) * chunk < L) --nchunks;
+  const int64_t coarse = geo.groups * nchunks;
+  const int64_t row_chunks = std::min<int64_t>(
+      bk.rows_per_group, std::max<int64_t>(1, (4 * num_threads + coarse - 1) / coarse));
+  const int64_t rows_per_chunk = (bk.rows_per_group + row_chunks - 1) / row_chunks;
+#pragma omp for schedule(dynamic, 1)
+  for (int64_t item = 0; item < coarse * row_chunks; ++item) {
+    const int64_t rc = item % row_chunks, pc = item / row_chunks % nchunks;
+    const int64_t g = item / row_chunks / nchunks;
+    const int64_t q0 = pc * chunk, q1 = pc == nchunks - 1 ? src.npix : q0 + chunk;
+    const int64_t r0 = g * bk.rows_per_group + rc * rows_per_chunk;
+    const int64_t r1 = std::min(r0 + rows_per_chunk, (g + 1) * bk.rows_per_group);
+    fwd_store_map<L>(src.wide, q0, q1, geo.cout * ohw, dst);
+    for (int64_t r = r0; r < r1; ++r) {
+      const int valid = block_row_valid(geo, bk, r);
+      const int64_t o0 = block_row_first_out(geo, bk, r);
+      const int32_t k0 = bk.row_ptr[r];
+      FwdTile<T> a{src.x + g * cin_g * src.cs, src.cs, src.off, taps, bk.col_idx + k0,
+                   values + int64_t(k0) * taps * bk.n, bk.row_ptr[r + 1] - k0, bk.n};
+      for (int j0 = 0; j0 < valid; j0 += kFwdMaxJ, a.w += kFwdMaxJ) {
+        const T* init = bias ? bias + o0 + j0 : nullptr;
+        T* out = output + b0 * geo.cout * ohw + (o0 + j0) * ohw;
+        with_count<kFwdMaxJ>(std::min(kFwdMaxJ, valid - j0), [&](auto J) {
+          fwd_lanes<T, decltype(J)::value>(a, src.wide, q0, q1, dst.data(), init, tmp, out,
+                                           ohw, geo.cout * ohw);
+        });
       }
     }
   }
+}
+
+// A 1x1, stride-1, unpadded conv over rows stored back to back reads each
+// image in place: its planes already are the wide layout (no copy, which
+// would cost as much memory traffic as the conv itself).
+inline bool reads_in_place(const ConvGeometry& geo, Strides4 s, int lanes) {
+  return geo.kh == 1 && geo.kw == 1 && geo.stride_h == 1 && geo.stride_w == 1 &&
+         geo.pad_h == 0 && geo.pad_w == 0 && s.w == 1 && (s.h == geo.in_w || geo.in_h == 1) &&
+         geo.in_h * geo.in_w >= lanes;
 }
 
 template <typename T>
@@ -107,55 +208,46 @@ void forward(const ConvGeometry& geo, const Block1xN& bk, const T* values,
   const int64_t ohw = geo.out_h * geo.out_w;
   if (geo.batch == 0 || ohw == 0 || geo.cout == 0) return;
   num_threads = std::max(num_threads, 1);
+  const int64_t cin_g = geo.cin_per_group();
+  constexpr int64_t kTileMin = fwd_vectors(kFwdMaxJ) * L;
+
+  if (reads_in_place(geo, in_s, L)) {
+    static const int64_t kNoTap = 0;
+    FwdSource<T> src{nullptr, in_s.c, &kNoTap, Wide{}, ohw};
+    src.wide.ww = src.wide.vw = geo.in_w;
+    src.wide.rh = src.wide.vh = geo.in_h;
+    src.wide.nb = 1;
+    const int64_t chunk = chunk_pixels(cin_g, 0, sizeof(T), kTileMin, ohw);
+#pragma omp parallel num_threads(num_threads)
+    {
+      T* const tmp = scratch_array<T>(kTileSlot, kFwdMaxJ * kFwdMaxTile * L);
+      std::vector<int64_t> dst;
+      for (int64_t b = 0; b < geo.batch; ++b) {
+        FwdSource<T> img = src;
+        img.x = input + b * in_s.n;
+        fwd_sweep(geo, bk, values, bias, img, chunk, b, tmp, dst, output, num_threads);
+      }
+    }
+    return;
+  }
+
   InputSource<T> src(geo, kFwdMaxTile * L);
   const std::vector<char> read = channels_read(geo, bk);
-  const int64_t cin_g = geo.cin_per_group(), taps = geo.taps();
-  // Pixel chunks keep the group's input rows over a chunk (+ the taps' span)
-  // in L2 while every block row of the item sweeps it.
-  const int64_t chunk = chunk_pixels(src.phases * cin_g, src.span, sizeof(T),
-                                     fwd_vectors(kFwdMaxJ) * L, src.wide.npix);
-
+  const int64_t chunk =
+      chunk_pixels(src.phases * cin_g, src.span, sizeof(T), kTileMin, src.wide.npix);
 #pragma omp parallel num_threads(num_threads)
   {
     T* const tmp = scratch_array<T>(kTileSlot, kFwdMaxJ * kFwdMaxTile * L);
+    std::vector<int64_t> dst;
     for (int64_t b0 = 0; b0 < geo.batch; b0 += src.group) {
       const int64_t nb = std::min(src.group, geo.batch - b0);
 #pragma omp barrier
       src.build(input, in_s, b0, nb, &read);
       const Wide wide = src.layout(nb);
-      const int64_t nchunks = (wide.npix + chunk - 1) / chunk;
-      // Items: (group, pixel chunk, block-row chunk); rows split only as far
-      // as needed to give every thread work.
-      const int64_t coarse = geo.groups * nchunks;
-      const int64_t row_chunks = std::min<int64_t>(
-          bk.rows_per_group, std::max<int64_t>(1, (4 * num_threads + coarse - 1) / coarse));
-      const int64_t rows_per_chunk = (bk.rows_per_group + row_chunks - 1) / row_chunks;
-#pragma omp for schedule(dynamic, 1)
-      for (int64_t item = 0; item < coarse * row_chunks; ++item) {
-        const int64_t rc = item % row_chunks, pc = item / row_chunks % nchunks;
-        const int64_t g = item / row_chunks / nchunks;
-        const int64_t q0 = pc * chunk, q1 = std::min(wide.npix, q0 + chunk);
-        const int64_t r0 = g * bk.rows_per_group + rc * rows_per_chunk;
-        const int64_t r1 = std::min(r0 + rows_per_chunk, (g + 1) * bk.rows_per_group);
-        for (int64_t r = r0; r < r1; ++r) {
-          const int valid = block_row_valid(geo, bk, r);
-          const int64_t o0 = block_row_first_out(geo, bk, r);
-          const int32_t k0 = bk.row_ptr[r];
-          const FwdTile<T> a{src.buf + g * cin_g * src.cs, src.cs, src.off.data(),
-                             static_cast<int>(taps), bk.col_idx + k0,
-                             values + int64_t(k0) * taps * bk.n, bk.row_ptr[r + 1] - k0, bk.n};
-          for (int j0 = 0; j0 < valid; j0 += kFwdMaxJ) {
-            FwdTile<T> aj = a;
-            aj.w += j0;
-            const T* init = bias ? bias + o0 + j0 : nullptr;
-            T* out = output + b0 * geo.cout * ohw + (o0 + j0) * ohw;
-            with_count<kFwdMaxJ>(std::min(kFwdMaxJ, valid - j0), [&](auto J) {
-              fwd_lanes<T, decltype(J)::value>(aj, wide, q0, q1, init, tmp, out, ohw,
-                                               geo.cout * ohw);
-            });
-          }
-        }
-      }
+      // Up to the last real pixel (wide.npix is rounded up to the tile).
+      const int64_t npix = ((nb - 1) * wide.rh + wide.vh - 1) * wide.ww + wide.vw;
+      fwd_sweep(geo, bk, values, bias, FwdSource<T>{src.buf, src.cs, src.off.data(), wide, npix},
+                chunk, b0, tmp, dst, output, num_threads);
     }
   }
 }

@@ -134,6 +134,21 @@ struct Wide {
     return w;
   }
 
+  // Whether wide pixels [q, q + n) are all real and consecutive in the
+  // output: inside one row's real columns, or inside one image when no pixel
+  // of the layout is padding.
+  bool whole_vector(int64_t q, int64_t n) const {
+    const int64_t row = q / ww, col = q - row * ww, b = row / rh, h = row - b * rh;
+    if (b >= nb || h >= vh) return false;
+    if (ww == vw && rh == vh) return q + n <= (b + 1) * rh * ww;
+    return col + n <= vw;
+  }
+  // Output offset of real wide pixel q (images img_stride apart).
+  int64_t out_offset(int64_t q, int64_t img_stride) const {
+    const int64_t row = q / ww, col = q - row * ww, b = row / rh, h = row - b * rh;
+    return b * img_stride + h * vw + col;
+  }
+
   // The real pixels among buf[0 .. n) (wide pixels q0 .. q0 + n) into an NCHW
   // plane: image b's plane at out + b * img_stride, rows vw wide.
   template <typename T>
