@@ -24,6 +24,9 @@ constexpr int fwd_vectors(int J) { return std::clamp((kVecRegs - 2) / (J + 1), 1
 // Slack past a pixel chunk that a tile may read (the widest tile).
 constexpr int kFwdMaxTile = fwd_vectors(1);
 
+// Blocks ahead whose input rows fwd_tile prefetches.
+constexpr int kFwdPrefetch = 4;
+
 template <typename T>
 struct FwdTile {
   const T* x;              // input channel 0 of the group at the tile's first pixel
@@ -49,6 +52,12 @@ inline void fwd_tile(const FwdTile<T>& a, const T* init, T* dst, int64_t dst_ld)
   const T* wk = a.w;
   for (int64_t k = 0; k < a.nblocks; ++k, wk += wstep) {
     const T* xc = a.x + a.col[k] * a.cs;
+    // The input rows of a block a few ahead: blocks read scattered channels,
+    // which the hardware prefetchers do not follow.
+    if (k + kFwdPrefetch < a.nblocks) {
+      const T* next = a.x + a.col[k + kFwdPrefetch] * a.cs + a.tap_off[0];
+      for (int u = 0; u < U * L; u += 64 / int(sizeof(T))) __builtin_prefetch(next + u);
+    }
     for (int t = 0; t < a.taps; ++t) {
       const T* xt = xc + a.tap_off[t];
       const T* wt = wk + t * a.n;
@@ -153,11 +162,12 @@ void fwd_sweep(const ConvGeometry& geo, const Block1xN& bk, const T* values, con
                std::vector<int64_t>& dst, T* output, int num_threads) {
   const int64_t ohw = geo.out_h * geo.out_w, cin_g = geo.cin_per_group();
   const int taps = geo.taps();
-  // Near-equal chunks, whole vectors but the last, which is no shorter than
-  // a vector unless the whole range is (fwd_lanes moves its tail back).
+  // Near-equal chunks of whole widest tiles but the last, which is no
+  // shorter than a vector unless the whole range is (fwd_lanes moves its
+  // tail back).
   constexpr int L = lanes<T>();
   int64_t nchunks = (src.npix + chunk - 1) / chunk;
-  chunk = round_up((src.npix + nchunks - 1) / nchunks, L);
+  chunk = round_up((src.npix + nchunks - 1) / nchunks, fwd_vectors(kFwdMaxJ) * L);
   nchunks = (src.npix + chunk - 1) / chunk;
   if (nchunks > 1 && src.npix - (nchunks - 1) * chunk < L) --nchunks;
   const int64_t coarse = geo.groups * nchunks;
