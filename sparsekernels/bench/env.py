@@ -54,6 +54,7 @@ def environment(device: torch.device) -> dict:
         "cpu_cores": os.cpu_count(),
         "threads": torch.get_num_threads(),
         "cpu_simd": _ext.C.cpu_simd_path() if _ext.has_cpu_kernels() else None,
+        "onednn_max_cpu_isa": os.environ.get("ONEDNN_MAX_CPU_ISA"),
         "torch_version": torch.__version__,
         "triton_version": _package_version("triton"),
         "cuda_version": torch.version.cuda,

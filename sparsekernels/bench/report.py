@@ -215,10 +215,11 @@ def _environment(records: list[dict]) -> list[str]:
     for _, mine in groups(records, ("device", "device_name", "threads")):
         r = max(mine, key=lambda r: r["timestamp"])
         rows.append([f"{r['device_name']} ({r['device']})", str(r["threads"]),
-                     *(r[k] or "—" for k in ("cpu_simd", "torch_version", "triton_version",
-                                              "cuda_version", "git_commit")),
+                     *(r[k] or "—" for k in ("cpu_simd", "onednn_max_cpu_isa", "torch_version",
+                                              "triton_version", "cuda_version", "git_commit")),
                      ", ".join(sorted({x["timestamp"][:10] for x in mine}))])
-    header = ["device", "threads", "cpu simd", "torch", "triton", "cuda", "commit", "dates"]
+    header = ["device", "threads", "cpu simd", "oneDNN ISA cap", "torch", "triton", "cuda",
+              "commit", "dates"]
     return _table(header, rows)
 
 

@@ -28,7 +28,7 @@ import os
 
 from ..atomic_file import atomic_write
 
-SCHEMA_VERSION = 4
+SCHEMA_VERSION = 5
 
 
 def _v4_fields(record: dict) -> dict:
@@ -41,7 +41,8 @@ def _v4_fields(record: dict) -> dict:
 
 # The fields each version added, as the records of the version before read.
 _ADDED = {3: lambda record: dict.fromkeys(("patterns", "entries", "connectivity")),
-          4: _v4_fields}
+          4: _v4_fields,
+          5: lambda record: {"onednn_max_cpu_isa": None}}
 
 # field -> (type, meaning). Types: str, int, number, bool, list[int], list[str];
 # " or null" allows null.
@@ -60,6 +61,8 @@ COMMON = {
     "cpu_cores": ("int or null", "logical CPUs of the host (os.cpu_count)"),
     "threads": ("int", "torch intra-op threads"),
     "cpu_simd": ("str or null", "SIMD path the CPU kernels dispatched to"),
+    "onednn_max_cpu_isa": ("str or null", "ONEDNN_MAX_CPU_ISA the dense CPU convs ran under "
+                                          "(null: oneDNN's best for the CPU)"),
     "torch_version": ("str", "torch.__version__"),
     "triton_version": ("str or null", "installed Triton"),
     "cuda_version": ("str or null", "CUDA torch was built with"),
