@@ -33,6 +33,7 @@ import torch
 from torch import Tensor, nn
 
 from ..flops import count_flops
+from ..fold_bn import fold_batchnorm
 from ..models import MODELS, get_model
 from ..nn.base import SparseConv2d
 from ..nn.dynamic_pattern import DynamicPatternConv2d
@@ -95,6 +96,10 @@ def add_parser(sub) -> argparse.ArgumentParser:
                    help="conv names to keep dense")
     p.add_argument("--dense-stem", action=argparse.BooleanOptionalAction, default=True,
                    help="keep the first conv dense (3 input channels), as pruning papers do")
+    p.add_argument("--fold-bn", action=argparse.BooleanOptionalAction, default=True,
+                   help="fold eval-mode BatchNorm into the conv before it "
+                        "(sparsekernels.fold_batchnorm) in every PyTorch model, dense and "
+                        "sparse alike, as ONNX Runtime does for its dense run (default on)")
     p.add_argument("--pad-partial", action=argparse.BooleanOptionalAction, default=True,
                    help="pad the last block row where N does not divide a conv's "
                         "out_channels; --no-pad-partial leaves such convs dense")
@@ -140,7 +145,7 @@ def _variants(args, arch: str, dtype: torch.dtype, device, backends,
             variants.append(Variant(config, model,
                                     _census(model, input_shape, dense_flops, convs)))
         cfg = config_of(saved)
-        return variants, list(cfg.exclude) if cfg else []
+        return _folded(args, variants), list(cfg.exclude) if cfg else []
     conv_names = [name for name, m in dense.named_modules() if type(m) is nn.Conv2d]
     exclude = list(args.exclude) + (conv_names[:1] if args.dense_stem else [])
     for kind_name in options.unique(args.kind):
@@ -158,7 +163,17 @@ def _variants(args, arch: str, dtype: torch.dtype, device, backends,
                     variants.append(Variant(
                         {"kind": kind_name, **fields, "backend": backend}, model,
                         _census(model, input_shape, dense_flops, convs)))
-    return variants, exclude
+    return _folded(args, variants), exclude
+
+
+def _folded(args, variants: list) -> list:
+    """``variants`` with BN folded into every PyTorch model (--fold-bn): after
+    sparsifying, so the masks are those of the model as trained."""
+    if args.fold_bn:
+        for v in variants:
+            if v.forward is None:
+                fold_batchnorm(v.model)
+    return variants
 
 
 def _onnxruntime(dense: nn.Module, arch: str) -> tuple[str, Callable[[Tensor], Tensor]]:
@@ -273,7 +288,8 @@ def run_network(args, arch: str, dtype: torch.dtype, batch: int, device, backend
     variants, exclude = _variants(args, arch, dtype, device, backends, saved)
     inputs = _inputs(args, arch, dtype, batch, device)
     shared = {**shared, "arch": arch, "input_shape": list(MODELS[arch].input_shape),
-              "batch": batch, "dtype": str(dtype).removeprefix("torch."), "exclude": exclude}
+              "batch": batch, "dtype": str(dtype).removeprefix("torch."), "exclude": exclude,
+              "fold_bn": bool(args.fold_bn)}
     records = []
     modes = ("eager", "compiled") if args.compile else ("eager",)
     # Every compiled variant is one more dynamo cache entry of the same forward code.

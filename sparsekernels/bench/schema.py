@@ -42,7 +42,9 @@ def _v4_fields(record: dict) -> dict:
 # The fields each version added, as the records of the version before read.
 _ADDED = {3: lambda record: dict.fromkeys(("patterns", "entries", "connectivity")),
           4: _v4_fields,
-          5: lambda record: {"onednn_max_cpu_isa": None}}
+          5: lambda record: {"onednn_max_cpu_isa": None,
+                             **({"fold_bn": False} if record.get("record_type") == "network"
+                                else {})}}
 
 # field -> (type, meaning). Types: str, int, number, bool, list[int], list[str];
 # " or null" allows null.
@@ -132,6 +134,8 @@ NETWORK = {
     "model_file": ("str or null", "the exported model timed (--model; its dense baselines "
                                   "too); null: a zoo network"),
     "exclude": ("list[str]", "conv name globs kept dense on request (the stem by default)"),
+    "fold_bn": ("bool", "eval-mode BatchNorm folded into the convs (dense and sparse PyTorch "
+                        "models; ONNX Runtime folds its own)"),
     "convs": ("int", "nn.Conv2d layers of the dense model"),
     "sparse_convs": ("int", "convs swapped for the kind's sparse module"),
     "dense_convs": ("list[str]", "names of the convs left dense (excluded, depthwise, ...)"),
