@@ -106,8 +106,8 @@ def onnxruntime_forward(model: nn.Module, arch: str, threads: int
                         ) -> tuple[Callable[[Tensor], Tensor], str]:
     """``model`` (dense, float32, CPU; of ``arch``'s inputs) exported to ONNX
     as ``export --export_onnx`` writes it, run by ONNX Runtime with
-    ``threads`` intra-op threads, one inter-op thread, sequential execution
-    and every graph optimisation: the forward of a CPU batch, and ONNX
+    ``threads`` intra-op threads (not spinning when idle), one inter-op
+    thread, sequential execution and every graph optimisation: the forward of a CPU batch, and ONNX
     Runtime's version (see :func:`onnxruntime_missing` first)."""
     import onnxruntime as ort
 
@@ -118,6 +118,11 @@ def onnxruntime_forward(model: nn.Module, arch: str, threads: int
     options.inter_op_num_threads = 1
     options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
     options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    # Idle threads sleep instead of spinning: timed interleaved with PyTorch,
+    # ORT's spinning pool kept the 2 cores from the model timed next (CIFAR
+    # ResNet-56, batch 1: PyTorch 7.0 ms alone, 14.5 after ORT runs; ORT itself
+    # within the noise either way).
+    options.add_session_config_entry("session.intra_op.allow_spinning", "0")
     with tempfile.TemporaryDirectory() as tmp:
         path = export_onnx(model, arch, Path(tmp) / "dense.onnx")
         session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
