@@ -107,8 +107,9 @@ def onnxruntime_forward(model: nn.Module, arch: str, threads: int
     """``model`` (dense, float32, CPU; of ``arch``'s inputs) exported to ONNX
     as ``export --export_onnx`` writes it, run by ONNX Runtime with
     ``threads`` intra-op threads (not spinning when idle), one inter-op
-    thread, sequential execution and every graph optimisation: the forward of a CPU batch, and ONNX
-    Runtime's version (see :func:`onnxruntime_missing` first)."""
+    thread, sequential execution and every graph optimisation: the forward
+    of a CPU batch, and ONNX Runtime's version (see
+    :func:`onnxruntime_missing` first)."""
     import onnxruntime as ort
 
     from ..train.export import export_onnx
