@@ -397,136 +397,122 @@ void grad_input(const ConvGeometry& geo, const Block1xN& bk, const T* values,
 }
 
 // ---------------------------------------------------------------------------
-// Grad weight: per kept block a (taps x N) = (taps x K) * (K x N) product over
-// K = all output pixels of all images.
+// Grad weight: per kept block (row r, input channel c) and tap t,
+//   dW[t][j] = sum over wide pixels q of G[o0 + j][q] * X[c][q + off[t]],
+// over the wide input (InputSource) and grad_out in the same layout
+// (WideGradOut, zero at pixels that are not real). Register tiles of J
+// channels x T taps, pixel vectors summed lane-wise and reduced once per
+// pixel chunk. Each thread owns whole block rows: no cross-thread reduction,
+// and the summation order does not depend on the thread count.
 // ---------------------------------------------------------------------------
 
-constexpr int kGwJ = 4;  // output channels per register tile
-constexpr int kGwT = 3;  // taps per register tile
+// Channels x taps per grad-weight tile: J*T accumulators, J grad_out vectors
+// and one input vector (AVX-512: 4 x 6; AVX2 and SSE: 2 x 5).
+constexpr int kGwJ = kVecRegs / 8;
+constexpr int kGwT = (kVecRegs - 2) / kGwJ - 1;
 
-// Pixels per K chunk: a chunk's grad_out rows (N of them) and im2col rows
-// (taps) stay in L1 while every register tile of the block passes over them.
-constexpr int64_t kGwChunk = 256;
-
-// `nimg` images of one input channel: their grad_out and im2col planes.
-template <typename T>
-struct GwSpan {
-  const T* go;             // grad_out of the first image, channel 0
-  int64_t go_cs, go_is;    // channel and image strides
-  const T* col;            // im2col of the first image, [taps][col_ld]
-  int64_t col_ld, col_is;  // tap and image strides
-  int64_t nimg, k_len;     // images, pixels per image
-};
-
-// acc[j][t] += sum over pixels [k0, k1) of go[j][k] * col[t][k], for a
-// kGwJ x kGwT tile given by row pointers; acc holds kGwJ * kGwT vectors as
-// scalars. Lanes are summed at the very end, so a pixel tail (k1 - k0 not a
-// multiple of the width) goes into lane 0.
-template <typename T>
-inline void gw_tile(const T* const (&go)[kGwJ], const T* const (&col)[kGwT], int64_t k0,
-                    int64_t k1, T* acc) {
+// acc[j][t] (lane-wise) += G[j][q] * X_t[q] over pixel vectors [q0, q1),
+// then dw_t[j] += the lane sums. X_t: an input row shifted by one tap (a
+// block's taps), or one block's input row each (1x1 convs: a row's blocks).
+template <typename T, int J, int TB>
+inline void gw_tile(const T* const* g, const T* const* x, int64_t q0, int64_t q1,
+                    T* const* dw) {
   using V = typename Vec<T>::type;
   constexpr int L = lanes<T>();
-  V a[kGwJ][kGwT];
-  for (int j = 0; j < kGwJ; ++j)
-    for (int t = 0; t < kGwT; ++t) a[j][t] = vload<V>(acc + (j * kGwT + t) * L);
-  int64_t k = k0;
-  for (; k + L <= k1; k += L) {
-    V gj[kGwJ], ct[kGwT];
-    for (int j = 0; j < kGwJ; ++j) gj[j] = vload<V>(go[j] + k);
-    for (int t = 0; t < kGwT; ++t) ct[t] = vload<V>(col[t] + k);
-    for (int j = 0; j < kGwJ; ++j)
-      for (int t = 0; t < kGwT; ++t) a[j][t] = vfma(gj[j], ct[t], a[j][t]);
-  }
-  for (; k < k1; ++k)
-    for (int j = 0; j < kGwJ; ++j)
-      for (int t = 0; t < kGwT; ++t) a[j][t][0] += go[j][k] * col[t][k];
-  for (int j = 0; j < kGwJ; ++j)
-    for (int t = 0; t < kGwT; ++t) vstore(acc + (j * kGwT + t) * L, a[j][t]);
-}
-
-// Accumulator scalars for all kGwJ x kGwT tiles of a block.
-template <typename T>
-inline int64_t gw_acc_size(int n, int taps) {
-  return int64_t(n + kGwJ - 1) / kGwJ * ((taps + kGwT - 1) / kGwT) * kGwJ * kGwT * lanes<T>();
-}
-
-// grad_values of one block over the span: tiles of (lanes x taps), K chunked.
-// Short tiles repeat a row; only real lanes and taps are stored.
-template <typename T>
-void gw_block(const ConvGeometry& geo, const Block1xN& bk, int64_t blk, int64_t r,
-              const GwSpan<T>& sp, T* acc, T* grad_values) {
-  using V = typename Vec<T>::type;
-  constexpr int64_t tile_size = kGwJ * kGwT * lanes<T>();
-  const int taps = geo.taps();
-  const int valid = block_row_valid(geo, bk, r);
-  const int64_t o0 = block_row_first_out(geo, bk, r);
-  std::fill(acc, acc + gw_acc_size<T>(valid, taps), T(0));
-
-  for (int64_t m = 0; m < sp.nimg; ++m)
-    for (int64_t k0 = 0; k0 < sp.k_len; k0 += kGwChunk) {
-      const int64_t k1 = std::min(sp.k_len, k0 + kGwChunk);
-      int i = 0;
-      for (int j0 = 0; j0 < valid; j0 += kGwJ) {
-        const T* go[kGwJ];
-        for (int j = 0; j < kGwJ; ++j)
-          go[j] = sp.go + m * sp.go_is + (o0 + std::min(j0 + j, valid - 1)) * sp.go_cs;
-        for (int t0 = 0; t0 < taps; t0 += kGwT, ++i) {
-          const T* col[kGwT];
-          for (int t = 0; t < kGwT; ++t)
-            col[t] = sp.col + m * sp.col_is + std::min(t0 + t, taps - 1) * sp.col_ld;
-          gw_tile<T>(go, col, k0, k1, acc + i * tile_size);
-        }
-      }
+  V acc[J][TB];
+  for (int j = 0; j < J; ++j)
+    for (int t = 0; t < TB; ++t) acc[j][t] = V{};
+  for (int64_t q = q0; q < q1; q += L) {
+    V gv[J];
+#pragma GCC unroll 8
+    for (int j = 0; j < J; ++j) gv[j] = vload<V>(g[j] + q);
+#pragma GCC unroll 8
+    for (int t = 0; t < TB; ++t) {
+      const V xv = vload<V>(x[t] + q);
+#pragma GCC unroll 8
+      for (int j = 0; j < J; ++j) acc[j][t] = vfma(gv[j], xv, acc[j][t]);
     }
+  }
+  for (int j = 0; j < J; ++j)
+    for (int t = 0; t < TB; ++t) dw[t][j] += vsum(acc[j][t]);
+}
 
-  T* gv = grad_values + blk * taps * bk.n;
-  int i = 0;
-  for (int j0 = 0; j0 < valid; j0 += kGwJ)
-    for (int t0 = 0; t0 < taps; t0 += kGwT, ++i)
-      for (int j = 0; j < std::min(kGwJ, valid - j0); ++j)
-        for (int t = 0; t < std::min(kGwT, taps - t0); ++t)
-          gv[(t0 + t) * bk.n + j0 + j] +=
-              vsum(vload<V>(acc + i * tile_size + (j * kGwT + t) * lanes<T>()));
+// gw_tile over lanes [j0, j0 + nj) and `nt` input rows x[] / outputs dw[].
+template <typename T>
+inline void gw_tiles(const T* const* g, int nj, const T* const* x, T* const* dw, int nt,
+                     int64_t q0, int64_t q1) {
+  with_count<kGwJ>(nj, [&](auto J) {
+    with_count<kGwT>(nt, [&](auto TB) {
+      gw_tile<T, decltype(J)::value, decltype(TB)::value>(g, x, q0, q1, dw);
+    });
+  });
 }
 
 template <typename T>
 void grad_weight(const ConvGeometry& geo, const Block1xN& bk, const T* input,
                  Strides4 in_s, const T* grad_out, Strides4 go_s,
                  T* grad_values, int num_threads) {
+  using namespace wide;
+  constexpr int L = lanes<T>();
   const int taps = geo.taps();
-  const int64_t ohw = geo.out_h * geo.out_w;
   // Zero first: padded lanes of short rows are never written again.
   std::fill(grad_values, grad_values + bk.nnzb * taps * bk.n, T(0));
-  if (geo.batch == 0 || ohw == 0 || bk.nnzb == 0) return;
-  const ColumnBlocks cols(geo, bk);
-  const int64_t col_ld = round_up(ohw, lanes<T>());
-  // Images per im2col buffer: up to ~1 MiB of planes, so the register tiles
-  // of small images run over several images before their horizontal sums.
-  const int64_t col_imgs = std::max<int64_t>(1, (int64_t(1) << 20) / (taps * col_ld * int64_t(sizeof(T))));
-  GradOutRows<T> go(geo, grad_out, go_s);
+  if (geo.batch == 0 || geo.out_h * geo.out_w == 0 || bk.nnzb == 0) return;
+  num_threads = std::max(num_threads, 1);
+  const int64_t cin_g = geo.cin_per_group(), nrows = geo.groups * bk.rows_per_group;
+  InputSource<T> src(geo, L);
+  WideGradOut<T> gout(geo, src.wide, src.group);
+  const std::vector<char> read = channels_read(geo, bk);
+  // Pixel chunks whose input rows (+ the taps' span) stay in L1 across the
+  // tiles of a block.
+  const int64_t chunk = std::max<int64_t>(
+      L, round_up(std::min<int64_t>(2048, (16 << 10) / int64_t(sizeof(T))) - src.span, L));
 
 #pragma omp parallel num_threads(num_threads)
   {
-    std::unique_ptr<T[]> col(new T[std::min(col_imgs, go.group) * taps * col_ld]);
-    std::unique_ptr<T[]> acc(new T[gw_acc_size<T>(bk.n, taps)]);
-    for (int64_t b0 = 0; b0 < geo.batch; b0 += go.group) {
-      const int64_t nb = std::min(go.group, geo.batch - b0);
-      go.load(b0, nb);
-      // One task per input channel: it owns every block reading that channel,
-      // so the sum over images needs no atomics.
+    for (int64_t b0 = 0; b0 < geo.batch; b0 += src.group) {
+      const int64_t nb = std::min(src.group, geo.batch - b0);
+#pragma omp barrier
+      src.build(input, in_s, b0, nb, &read);
+      const Wide wide = src.layout(nb);
+      gout.build(grad_out, go_s, b0, wide);
 #pragma omp for schedule(dynamic, 1)
-      for (int64_t ci = 0; ci < geo.cin; ++ci) {
-        if (cols.ptr[ci] == cols.ptr[ci + 1]) continue;
-        for (int64_t m0 = 0; m0 < nb; m0 += col_imgs) {
-          const int64_t nm = std::min(col_imgs, nb - m0);
-          for (int64_t m = 0; m < nm; ++m)
-            im2col_plane(geo, input + (b0 + m0 + m) * in_s.n + ci * in_s.c, in_s,
-                         col.get() + m * taps * col_ld, col_ld);
-          const GwSpan<T> sp{go.image(m0), go.chan_stride, go.img_stride, col.get(),
-                             col_ld, taps * col_ld, nm, ohw};
-          for (int64_t k = cols.ptr[ci]; k < cols.ptr[ci + 1]; ++k)
-            gw_block(geo, bk, cols.block[k], cols.row[k], sp, acc.get(), grad_values);
+      for (int64_t r = 0; r < nrows; ++r) {
+        const int valid = block_row_valid(geo, bk, r);
+        const int64_t o0 = block_row_first_out(geo, bk, r);
+        const T* x_g = src.buf + (r / bk.rows_per_group) * cin_g * src.cs;
+        for (int64_t q0 = 0; q0 < wide.npix; q0 += chunk) {
+          const int64_t q1 = std::min(wide.npix, q0 + chunk);
+          for (int j0 = 0; j0 < valid; j0 += kGwJ) {
+            const T* g[kGwJ];
+            const int nj = std::min(kGwJ, valid - j0);
+            for (int j = 0; j < kGwJ; ++j)
+              g[j] = gout.buf + (o0 + j0 + std::min(j, nj - 1)) * gout.cs;
+            const T* x[kGwT];
+            T* dw[kGwT];
+            if (taps == 1) {  // a tile of the row's blocks
+              for (int32_t k = bk.row_ptr[r]; k < bk.row_ptr[r + 1]; k += kGwT) {
+                const int nt = std::min<int>(kGwT, bk.row_ptr[r + 1] - k);
+                for (int t = 0; t < nt; ++t) {
+                  x[t] = x_g + bk.col_idx[k + t] * src.cs + src.off[0];
+                  dw[t] = grad_values + int64_t(k + t) * bk.n + j0;
+                }
+                gw_tiles(g, nj, x, dw, nt, q0, q1);
+              }
+              continue;
+            }
+            for (int32_t k = bk.row_ptr[r]; k < bk.row_ptr[r + 1]; ++k) {  // a block's taps
+              const T* xk = x_g + bk.col_idx[k] * src.cs;
+              for (int t0 = 0; t0 < taps; t0 += kGwT) {
+                const int nt = std::min(kGwT, taps - t0);
+                for (int t = 0; t < nt; ++t) {
+                  x[t] = xk + src.off[t0 + t];
+                  dw[t] = grad_values + (int64_t(k) * taps + t0 + t) * bk.n + j0;
+                }
+                gw_tiles(g, nj, x, dw, nt, q0, q1);
+              }
+            }
+          }
         }
       }
     }

@@ -1,8 +1,8 @@
-// Data re-layouts any sparsity kind's CPU kernels can use: input tap and
-// pixel offsets, the grad-input scatter layout, grad_out copied into rows,
-// im2col planes. They depend on the conv geometry only, never on how the
-// weight is sparse, and are compiled once for the baseline target (the per-ISA
-// kernels call them). Functions containing `omp for` are called by every
+// Data re-layouts any sparsity kind's CPU kernels can use: input tap
+// offsets, the 1xN grad-input scatter layout and grad_out copied into its
+// rows (the wide layouts are in wide_layout.h). They depend on the conv
+// geometry only, never on how the weight is sparse, and are compiled once for
+// the baseline target (the per-ISA kernels call them). Functions containing `omp for` are called by every
 // thread of the enclosing parallel region and end with its barrier.
 #pragma once
 #include <algorithm>
@@ -115,76 +115,6 @@ void copy_grad_out_rows(const ConvGeometry& geo, const T* go, Strides4 s, int64_
       for (int64_t ow = 0; ow < geo.out_w; ++ow) row[ow] = src[ow * s.w];
     }
   }
-}
-
-// grad_out with each channel's out_h * out_w pixels contiguous, as the
-// grad-weight dot products want it: the caller's memory when it already is
-// so, else a copy of a group of images at a time.
-template <typename T>
-class GradOutRows {
- public:
-  GradOutRows(const ConvGeometry& geo, const T* go, Strides4 s) : geo_(geo), go_(go), s_(s) {
-    const int64_t ohw = geo.out_h * geo.out_w;
-    if (s.w == 1 && (s.h == geo.out_w || geo.out_h == 1)) {
-      chan_stride = s.c, img_stride = s.n, group = geo.batch;
-    } else {
-      chan_stride = ohw, img_stride = geo.cout * ohw;
-      group = images_per_group(img_stride * sizeof(T), geo.batch);
-      buf_.reset(new T[group * img_stride]);
-    }
-  }
-
-  // Makes images [b0, b0 + nb) available (orphaned omp for when copying).
-  void load(int64_t b0, int64_t nb) {
-    base_ = go_ + b0 * s_.n;
-    if (!buf_) return;
-#pragma omp for schedule(static)
-    for (int64_t i = 0; i < nb * geo_.cout; ++i) {
-      const int64_t b = i / geo_.cout, o = i % geo_.cout;
-      const T* x = go_ + (b0 + b) * s_.n + o * s_.c;
-      T* d = buf_.get() + i * chan_stride;
-      for (int64_t oh = 0; oh < geo_.out_h; ++oh)
-        for (int64_t ow = 0; ow < geo_.out_w; ++ow) *d++ = x[oh * s_.h + ow * s_.w];
-    }
-  }
-
-  // Image b of the loaded group.
-  const T* image(int64_t b) const { return (buf_ ? buf_.get() : base_) + b * img_stride; }
-
-  int64_t chan_stride, img_stride, group;
-
- private:
-  const ConvGeometry& geo_;
-  const T* go_;
-  Strides4 s_;
-  const T* base_ = nullptr;
-  std::unique_ptr<T[]> buf_;
-};
-
-// col[t * ld + oh * out_w + ow] = x[oh*sh - ph + kh*dh, ow*sw - pw + kw*dw]
-// of one input plane (zero outside), t = kh * kw_count + kw.
-template <typename T>
-void im2col_plane(const ConvGeometry& geo, const T* x, Strides4 s, T* col, int64_t ld) {
-  for (int kh = 0; kh < geo.kh; ++kh)
-    for (int kw = 0; kw < geo.kw; ++kw) {
-      T* dst = col + (kh * geo.kw + kw) * ld;
-      const int64_t w0 = int64_t(kw) * geo.dil_w - geo.pad_w;
-      // Output columns whose input column lies inside the image.
-      const int64_t lo = std::min(geo.out_w, w0 >= 0 ? 0 : (-w0 + geo.stride_w - 1) / geo.stride_w);
-      const int64_t hi = std::max(
-          lo, std::min(geo.out_w, geo.in_w - w0 <= 0 ? 0 : (geo.in_w - w0 - 1) / geo.stride_w + 1));
-      for (int64_t oh = 0; oh < geo.out_h; ++oh, dst += geo.out_w) {
-        const int64_t ih = oh * geo.stride_h - geo.pad_h + int64_t(kh) * geo.dil_h;
-        if (ih < 0 || ih >= geo.in_h) {
-          std::fill(dst, dst + geo.out_w, T(0));
-          continue;
-        }
-        const T* xr = x + ih * s.h + w0 * s.w;
-        std::fill(dst, dst + lo, T(0));
-        for (int64_t ow = lo; ow < hi; ++ow) dst[ow] = xr[ow * geo.stride_w * s.w];
-        std::fill(dst + hi, dst + geo.out_w, T(0));
-      }
-    }
 }
 
 }  // namespace detail
