@@ -263,134 +263,110 @@ void forward(const ConvGeometry& geo, const Block1xN& bk, const T* values,
 }
 
 // ---------------------------------------------------------------------------
-// Grad input: transposed conv, one (image, input channel) plane per task.
+// Grad input: the transposed conv over grad_out dilated by the stride and
+// zero-padded (GradSource, every tap a constant offset):
+//   dX[c][q] = sum over blocks (row r, column c), taps t, lanes j of
+//              w[t][j] * G[o0 + j][q + off[t]].
+// A register tile is C blocks of one row (C input channels) x U pixel
+// vectors: per (tap, lane), U grad_out vectors loaded once and C weights
+// broadcast. Items are (group, pixel chunk, input-channel block); an item
+// accumulates its channels' chunk over every row in a thread-local buffer,
+// then stores the real pixels: no two items write the same element.
 // ---------------------------------------------------------------------------
 
-// A block as grad-input reads it: its grad_out rows and its weights.
-template <typename T>
-struct GiBlock {
-  const T* go;  // grad_out rows of the block's first output channel
-  const T* w;   // [taps][n]
-  int nj;       // output channels actually covered
-};
+// Blocks x pixel vectors per grad-input tile: C*U accumulators + U grad_out
+// vectors + a broadcast (AVX-512: 6 x 4; AVX2 and SSE: 3 x 3).
+constexpr int kGiC = kVecRegs / 5;
+constexpr int gi_vectors(int C) { return (kVecRegs - 1) / (C + 1); }
+constexpr int kGiU = gi_vectors(kGiC);
 
-// One run of one grad_input plane (see GradInputLayout), as gi_tile reads it.
-template <typename T>
-struct GiRun {
-  const GiBlock<T>* blocks;  // the channel's blocks, go at this run's pixels
-  int64_t nblocks;
-  int64_t go_cs;             // grad_out channel stride
-  int n;                     // block height N: weight stride of one tap
-  const int* tap_order;      // processing order of the taps
-  int taps;
-  const int64_t* dst_off;    // this run's dx offset per position in tap_order
-  int64_t step;              // dx distance between consecutive run pixels
-  T* dx;                     // padded grad_input plane
-};
-
-// For pixels [i, i + U*L) of one run and the taps at positions
-// [t0, t0 + TB) of tap_order (tap t = tap_order[position]):
-//   dx[dst_off[position] + k * step] += sum over blocks, j of w[t][j] * go_j[k].
-// A TB x U register tile that stays in registers over all blocks of the
-// channel (the contraction is only N long per block): each grad_out vector
-// loaded serves TB taps, each broadcast weight U vectors.
-template <typename T, int U, int TB>
-inline void gi_tile(const GiRun<T>& run, int t0, int64_t i) {
+// dx_i[q .. q + U*L) += sum over taps t and lanes j < nj of
+// w_i[t * n + j] * g[j * gcs + off[t] + q ..], for C blocks i of one row.
+template <typename T, int C>
+inline void gi_tile(const T* const* w, const T* g, int64_t gcs, const int64_t* off, int taps,
+                    int n, int nj, T* const* dx, int64_t q) {
   using V = typename Vec<T>::type;
-  constexpr int L = lanes<T>();
-  int64_t w_off[TB];
-  for (int t = 0; t < TB; ++t) w_off[t] = run.tap_order[t0 + t] * run.n;
-  V acc[TB][U];
-  for (int t = 0; t < TB; ++t)
-    for (int u = 0; u < U; ++u) acc[t][u] = V{};
-  for (int64_t k = 0; k < run.nblocks; ++k) {
-    const GiBlock<T>& b = run.blocks[k];
-    for (int j = 0; j < b.nj; ++j) {
-      const T* gj = b.go + j * run.go_cs + i;
-      V go_v[U];
-      for (int u = 0; u < U; ++u) go_v[u] = vload<V>(gj + u * L);
-      for (int t = 0; t < TB; ++t) {
-        const V s = vbcast<V>(b.w[w_off[t] + j]);
-        for (int u = 0; u < U; ++u) acc[t][u] = vfma(s, go_v[u], acc[t][u]);
+  constexpr int L = lanes<T>(), U = kGiU;
+  V acc[C][U];
+  for (int i = 0; i < C; ++i)
+    for (int u = 0; u < U; ++u) acc[i][u] = vload<V>(dx[i] + q + u * L);
+  for (int t = 0; t < taps; ++t) {
+    const T* gt = g + off[t] + q;
+    for (int j = 0; j < nj; ++j, gt += gcs) {
+      V gv[U];
+#pragma GCC unroll 8
+      for (int u = 0; u < U; ++u) gv[u] = vload<V>(gt + u * L);
+#pragma GCC unroll 8
+      for (int i = 0; i < C; ++i) {
+        const V s = vbcast<V>(w[i][t * n + j]);
+#pragma GCC unroll 8
+        for (int u = 0; u < U; ++u) acc[i][u] = vfma(s, gv[u], acc[i][u]);
       }
     }
   }
-  for (int t = 0; t < TB; ++t) {
-    T* d = run.dx + run.dst_off[t0 + t] + i * run.step;
-    if (run.step == 1) {
-      for (int u = 0; u < U; ++u) vstore(d + u * L, vload<V>(d + u * L) + acc[t][u]);
-    } else {
-      for (int u = 0; u < U; ++u)
-        for (int l = 0; l < L; ++l) d[(u * L + l) * run.step] += acc[t][u][l];
-    }
-  }
-}
-
-// All taps for pixels [i, i + U*L): tiles of 3 taps, then single taps.
-template <typename T, int U>
-inline void gi_chunk(const GiRun<T>& run, int64_t i) {
-  int t = 0;
-  for (; t + 3 <= run.taps; t += 3) gi_tile<T, U, 3>(run, t, i);
-  for (; t < run.taps; ++t) gi_tile<T, U, 1>(run, t, i);
-}
-
-// One grad_input plane: every block that reads input channel ci, scattered
-// through the transposed taps. `blocks` is scratch for the channel's blocks.
-template <typename T>
-void gi_plane(const ConvGeometry& geo, const Block1xN& bk, const ColumnBlocks& cols,
-              const GradInputLayout& lay, const T* values, const T* go_img, int64_t ci,
-              std::vector<GiBlock<T>>& blocks, T* dx, T* out) {
-  constexpr int L = lanes<T>();
-  constexpr int U = 3;  // 3 taps x 3 vectors + 3 loads + 1 broadcast <= 16 regs
-  const int taps = geo.taps();
-  if (cols.ptr[ci] == cols.ptr[ci + 1]) {  // nothing reads this channel
-    std::fill(out, out + geo.in_h * geo.in_w, T(0));
-    return;
-  }
-  std::fill(dx, dx + lay.dx_size, T(0));
-  blocks.clear();
-  for (int64_t k = cols.ptr[ci]; k < cols.ptr[ci + 1]; ++k) {
-    const int64_t r = cols.row[k];
-    blocks.push_back({go_img + block_row_first_out(geo, bk, r) * lay.go_cs,
-                      values + cols.block[k] * taps * bk.n, block_row_valid(geo, bk, r)});
-  }
-  GiRun<T> run{blocks.data(), static_cast<int64_t>(blocks.size()), lay.go_cs, bk.n,
-               lay.tap_order.data(), taps, lay.dst_off.data(), lay.dst_step, dx};
-  for (int64_t r = 0; r < lay.runs; ++r, run.dst_off += taps) {
-    if (r)  // on to this run's grad_out pixels
-      for (GiBlock<T>& b : blocks) b.go += lay.run_len;
-    // Chunks of U vectors, then the tail (a multiple of L) by 2 and 1.
-    int64_t i = 0;
-    for (; i + U * L <= lay.run_len; i += U * L) gi_chunk<T, U>(run, i);
-    for (; i + 2 * L <= lay.run_len; i += 2 * L) gi_chunk<T, 2>(run, i);
-    for (; i < lay.run_len; i += L) gi_chunk<T, 1>(run, i);
-  }
-  lay.store_plane(geo, dx, out);
+  for (int i = 0; i < C; ++i)
+    for (int u = 0; u < U; ++u) vstore(dx[i] + q + u * L, acc[i][u]);
 }
 
 template <typename T>
 void grad_input(const ConvGeometry& geo, const Block1xN& bk, const T* values,
                 const T* grad_out, Strides4 go_s, T* grad_input,
                 int num_threads) {
+  using namespace wide;
+  constexpr int L = lanes<T>(), TT = kGiU * L;
   const int64_t hw = geo.in_h * geo.in_w;
   if (geo.batch == 0 || hw == 0 || geo.cin == 0) return;
-  const GradInputLayout lay(geo, lanes<T>());
-  const ColumnBlocks cols(geo, bk);
-  const int64_t group = images_per_group(geo.cout * lay.go_cs * sizeof(T), geo.batch);
-  std::unique_ptr<T[]> go_rows(new T[group * geo.cout * lay.go_cs]);
+  num_threads = std::max(num_threads, 1);
+  const int taps = geo.taps();
+  const int64_t cin_g = geo.cin_per_group(), cout_g = geo.cout_per_group();
+  GradSource<T> src(geo, TT);
+  // A chunk's grad_out rows (+ the taps' span) and its dX rows stay in L2.
+  const int64_t chunk = chunk_pixels(cout_g + cin_g, src.span, sizeof(T), TT, src.wide.npix);
 
 #pragma omp parallel num_threads(num_threads)
   {
-    std::unique_ptr<T[]> dx(new T[lay.dx_size]);
-    std::vector<GiBlock<T>> blocks;
-    for (int64_t b0 = 0; b0 < geo.batch; b0 += group) {
-      const int64_t nb = std::min(group, geo.batch - b0);
-      copy_grad_out_rows(geo, grad_out + b0 * go_s.n, go_s, nb, lay, go_rows.get());
+    T* const dxbuf = scratch_array<T>(kTileSlot, cin_g * chunk);
+    for (int64_t b0 = 0; b0 < geo.batch; b0 += src.group) {
+      const int64_t nb = std::min(src.group, geo.batch - b0);
+#pragma omp barrier
+      src.build(grad_out, go_s, b0, nb);
+      const Wide wide = src.layout(nb);
+      const int64_t nchunks = (wide.npix + chunk - 1) / chunk;
+      const int64_t ncb = num_blocks(cin_g, geo.groups * nchunks, num_threads, kGiC);
+      const int64_t cb_len = (cin_g + ncb - 1) / ncb;
 #pragma omp for schedule(dynamic, 1)
-      for (int64_t i = 0; i < nb * geo.cin; ++i) {
-        const int64_t b = i / geo.cin, ci = i % geo.cin;
-        gi_plane(geo, bk, cols, lay, values, go_rows.get() + b * geo.cout * lay.go_cs, ci,
-                 blocks, dx.get(), grad_input + ((b0 + b) * geo.cin + ci) * hw);
+      for (int64_t item = 0; item < geo.groups * nchunks * ncb; ++item) {
+        const int64_t cb = item % ncb, pc = item / ncb % nchunks, g = item / ncb / nchunks;
+        const int64_t c_lo = cb * cb_len, c_hi = std::min(cin_g, c_lo + cb_len);
+        const int64_t q0 = pc * chunk, len = std::min(chunk, wide.npix - q0);
+        if (c_lo >= c_hi) continue;
+        std::fill(dxbuf, dxbuf + (c_hi - c_lo) * chunk, T(0));
+        const T* g_base = src.buf + g * cout_g * src.cs + q0;
+        for (int64_t r = g * bk.rows_per_group; r < (g + 1) * bk.rows_per_group; ++r) {
+          const int32_t* cols = bk.col_idx + bk.row_ptr[r];
+          const int32_t* end = bk.col_idx + bk.row_ptr[r + 1];
+          const int32_t* lo = std::lower_bound(cols, end, int32_t(c_lo));
+          const int32_t* hi = std::lower_bound(lo, end, int32_t(c_hi));
+          const int nj = block_row_valid(geo, bk, r);
+          const T* g_row = g_base + (block_row_first_out(geo, bk, r) - g * cout_g) * src.cs;
+          for (const int32_t* k = lo; k < hi; k += kGiC) {
+            const int nc = static_cast<int>(std::min<int64_t>(kGiC, hi - k));
+            const T* w[kGiC];
+            T* dx[kGiC];
+            for (int i = 0; i < nc; ++i) {
+              w[i] = values + (k - bk.col_idx + i) * taps * bk.n;
+              dx[i] = dxbuf + (k[i] - c_lo) * chunk;
+            }
+            with_count<kGiC>(nc, [&](auto C) {
+              for (int64_t q = 0; q < len; q += TT)
+                gi_tile<T, decltype(C)::value>(w, g_row, src.cs, src.off.data(), taps, bk.n, nj,
+                                               dx, q);
+            });
+          }
+        }
+        for (int64_t c = c_lo; c < c_hi; ++c)
+          wide.store(dxbuf + (c - c_lo) * chunk, q0, len,
+                     grad_input + (b0 * geo.cin + g * cin_g + c) * hw, geo.cin * hw);
       }
     }
   }
