@@ -40,9 +40,13 @@ struct FwdTile {
 };
 
 // acc[j][u] = init[j] + sum over the row's blocks k and taps t of
-// w[k][t][j] * x[col[k]][off[t] + u*L ..]: J channels x U vectors.
+// w[k][t][j] * x[col[k]][off[t] + u*L ..]: J channels x U vectors at wide
+// pixel q, stored straight from the registers: vector u to output offset
+// dst[u] of each channel's plane (its pixels real and consecutive there), or,
+// where dst[u] < 0, into tmp[j][u*L ..] (row stride U*L) for Wide::store.
 template <typename T, int J, int U>
-inline void fwd_tile(const FwdTile<T>& a, const T* init, T* dst, int64_t dst_ld) {
+inline void fwd_tile(const FwdTile<T>& a, int64_t q, const int64_t* dst, const T* init,
+                     T* tmp, T* out, int64_t out_cs) {
   using V = typename Vec<T>::type;
   constexpr int L = lanes<T>();
   V acc[J][U];
@@ -50,12 +54,13 @@ inline void fwd_tile(const FwdTile<T>& a, const T* init, T* dst, int64_t dst_ld)
     for (int u = 0; u < U; ++u) acc[j][u] = vbcast<V>(init ? init[j] : T(0));
   const int64_t wstep = int64_t(a.taps) * a.n;
   const T* wk = a.w;
+  const T* x = a.x + q;
   for (int64_t k = 0; k < a.nblocks; ++k, wk += wstep) {
-    const T* xc = a.x + a.col[k] * a.cs;
+    const T* xc = x + a.col[k] * a.cs;
     // The input rows of a block a few ahead: blocks read scattered channels,
     // which the hardware prefetchers do not follow.
     if (k + kFwdPrefetch < a.nblocks) {
-      const T* next = a.x + a.col[k + kFwdPrefetch] * a.cs + a.tap_off[0];
+      const T* next = x + a.col[k + kFwdPrefetch] * a.cs + a.tap_off[0];
       for (int u = 0; u < U * L; u += 64 / int(sizeof(T))) __builtin_prefetch(next + u);
     }
     for (int t = 0; t < a.taps; ++t) {
@@ -72,34 +77,31 @@ inline void fwd_tile(const FwdTile<T>& a, const T* init, T* dst, int64_t dst_ld)
       }
     }
   }
-  for (int j = 0; j < J; ++j)
-    for (int u = 0; u < U; ++u) vstore(dst + j * dst_ld + u * L, acc[j][u]);
+  for (int u = 0; u < U; ++u) {
+    if (dst[u] >= 0) {
+      for (int j = 0; j < J; ++j) vstore(out + dst[u] + j * out_cs, acc[j][u]);
+    } else {
+      for (int j = 0; j < J; ++j) vstore(tmp + j * U * L + u * L, acc[j][u]);
+    }
+  }
 }
 
-// One tile of U vectors at wide pixel q for lanes [j0, j0 + J) of a block
-// row, stored: vector u goes whole to output offset dst[u] (its pixels are
-// real and consecutive in the output), or, where dst[u] < 0, through
-// Wide::store, which drops the pixels that are not real.
+// One tile of U vectors at wide pixel q (fwd_tile), and the vectors it could
+// not store whole through Wide::store, which drops the pixels that are not
+// real (and those from q1 on).
 template <typename T, int J, int U>
 inline void fwd_store(const FwdTile<T>& a, const wide::Wide& wide, int64_t q, int64_t q1,
                       const int64_t* dst, const T* init, T* tmp, T* out, int64_t out_cs,
                       int64_t img_stride) {
-  using V = typename Vec<T>::type;
   constexpr int L = lanes<T>(), TT = U * L;
-  FwdTile<T> t = a;
-  t.x = a.x + q;
-  fwd_tile<T, J, U>(t, init, tmp, TT);
+  fwd_tile<T, J, U>(a, q, dst, init, tmp, out, out_cs);
   for (int u = 0; u < U; ++u) {
     const int64_t qu = q + u * L;
     if (qu >= q1) break;
-    if (dst[u] >= 0) {
-      T* o = out + dst[u];
-      for (int j = 0; j < J; ++j) vstore(o + j * out_cs, vload<V>(tmp + j * TT + u * L));
-    } else {
-      const int64_t n = std::min<int64_t>(L, q1 - qu);
-      for (int j = 0; j < J; ++j)
-        wide.store(tmp + j * TT + u * L, qu, n, out + j * out_cs, img_stride);
-    }
+    if (dst[u] >= 0) continue;
+    const int64_t n = std::min<int64_t>(L, q1 - qu);
+    for (int j = 0; j < J; ++j)
+      wide.store(tmp + j * TT + u * L, qu, n, out + j * out_cs, img_stride);
   }
 }
 
