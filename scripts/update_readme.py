@@ -14,6 +14,8 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 SOURCES = {  # marker name -> generated markdown file
+    "cpu-xeon-benchmarks": "benchmarks/results/cpu-intel-xeon/readme_fragment.md",
+    "cpu-xeon-avx2-benchmarks": "benchmarks/results/cpu-intel-xeon/avx2/readme_fragment.md",
     "cpu-benchmarks": "benchmarks/results/cpu-amd-epyc/readme_fragment.md",
     "digits-accuracy": "benchmarks/results/training/digits_methods.md",
 }
