@@ -389,39 +389,20 @@ void grad_input(const ConvGeometry& geo, const Block1xN& bk, const T* values,
 constexpr int kGwJ = kVecRegs / 8;
 constexpr int kGwT = (kVecRegs - 2) / kGwJ - 1;
 
-// acc[j][t] (lane-wise) += G[j][q] * X_t[q] over pixel vectors [q0, q1),
-// then dw_t[j] += the lane sums. X_t: an input row shifted by one tap (a
+// dw_t[j] += sum over wide pixels [q0, q1) of G[j][q] * X_t[q] for lanes j
+// of [j0, j0 + nj) and nt input rows X_t: an input row shifted by one tap (a
 // block's taps), or one block's input row each (1x1 convs: a row's blocks).
-template <typename T, int J, int TB>
-inline void gw_tile(const T* const* g, const T* const* x, int64_t q0, int64_t q1,
-                    T* const* dw) {
-  using V = typename Vec<T>::type;
-  constexpr int L = lanes<T>();
-  V acc[J][TB];
-  for (int j = 0; j < J; ++j)
-    for (int t = 0; t < TB; ++t) acc[j][t] = V{};
-  for (int64_t q = q0; q < q1; q += L) {
-    V gv[J];
-#pragma GCC unroll 8
-    for (int j = 0; j < J; ++j) gv[j] = vload<V>(g[j] + q);
-#pragma GCC unroll 8
-    for (int t = 0; t < TB; ++t) {
-      const V xv = vload<V>(x[t] + q);
-#pragma GCC unroll 8
-      for (int j = 0; j < J; ++j) acc[j][t] = vfma(gv[j], xv, acc[j][t]);
-    }
-  }
-  for (int j = 0; j < J; ++j)
-    for (int t = 0; t < TB; ++t) dw[t][j] += vsum(acc[j][t]);
-}
-
-// gw_tile over lanes [j0, j0 + nj) and `nt` input rows x[] / outputs dw[].
 template <typename T>
 inline void gw_tiles(const T* const* g, int nj, const T* const* x, T* const* dw, int nt,
-                     int64_t q0, int64_t q1) {
+                     int64_t q0, int64_t q1, const RealLanes<T>* real) {
+  const T* gq[kGwJ];
+  const T* xq[kGwT];
+  for (int j = 0; j < kGwJ; ++j) gq[j] = g[j] + q0;
+  for (int t = 0; t < nt; ++t) xq[t] = x[t] + q0;
   with_count<kGwJ>(nj, [&](auto J) {
     with_count<kGwT>(nt, [&](auto TB) {
-      gw_tile<T, decltype(J)::value, decltype(TB)::value>(g, x, q0, q1, dw);
+      wide_dot_tile<T, decltype(J)::value, decltype(TB)::value>(
+          gq, xq, q1 - q0, real, [&](int j, int t) -> T& { return dw[t][j]; });
     });
   });
 }
@@ -441,6 +422,7 @@ void grad_weight(const ConvGeometry& geo, const Block1xN& bk, const T* input,
   InputSource<T> src(geo, L);
   WideGradOut<T> gout(geo, src.wide, src.group);
   const std::vector<char> read = channels_read(geo, bk);
+  const bool nonfinite = any_nonfinite(geo, input, in_s, read, num_threads);
   // Pixel chunks whose input rows (+ the taps' span) stay in L1 across the
   // tiles of a block.
   const int64_t chunk = std::max<int64_t>(
@@ -448,6 +430,7 @@ void grad_weight(const ConvGeometry& geo, const Block1xN& bk, const T* input,
 
 #pragma omp parallel num_threads(num_threads)
   {
+    RealLanes<T> lanes_real;
     for (int64_t b0 = 0; b0 < geo.batch; b0 += src.group) {
       const int64_t nb = std::min(src.group, geo.batch - b0);
 #pragma omp barrier
@@ -461,6 +444,8 @@ void grad_weight(const ConvGeometry& geo, const Block1xN& bk, const T* input,
         const T* x_g = src.buf + (r / bk.rows_per_group) * cin_g * src.cs;
         for (int64_t q0 = 0; q0 < wide.npix; q0 += chunk) {
           const int64_t q1 = std::min(wide.npix, q0 + chunk);
+          const RealLanes<T>* real = nullptr;
+          if (nonfinite) lanes_real.build(wide, q0, q1), real = &lanes_real;
           for (int j0 = 0; j0 < valid; j0 += kGwJ) {
             const T* g[kGwJ];
             const int nj = std::min(kGwJ, valid - j0);
@@ -475,7 +460,7 @@ void grad_weight(const ConvGeometry& geo, const Block1xN& bk, const T* input,
                   x[t] = x_g + bk.col_idx[k + t] * src.cs + src.off[0];
                   dw[t] = grad_values + int64_t(k + t) * bk.n + j0;
                 }
-                gw_tiles(g, nj, x, dw, nt, q0, q1);
+                gw_tiles(g, nj, x, dw, nt, q0, q1, real);
               }
               continue;
             }
@@ -487,7 +472,7 @@ void grad_weight(const ConvGeometry& geo, const Block1xN& bk, const T* input,
                   x[t] = xk + src.off[t0 + t];
                   dw[t] = grad_values + (int64_t(k) * taps + t0 + t) * bk.n + j0;
                 }
-                gw_tiles(g, nj, x, dw, nt, q0, q1);
+                gw_tiles(g, nj, x, dw, nt, q0, q1, real);
               }
             }
           }

@@ -160,22 +160,29 @@ void grad_input(const ConvGeometry& geo, const Patterns& p, const T* values, con
   sweep_conv<T>(geo, plan, src, grad_out, go_s, nullptr, grad_input, hw, num_threads);
 }
 
-// gv[val[e]] += sum_q g[q] * base[ent[e].off + q] over the tile, g in registers.
-template <typename T>
+// gv[val[e]] += sum_q g[q] * base[ent[e].off + q] over the tile, g in
+// registers; the input lanes that are not real cleared first when `real`
+// is given (kMasked; see RealLanes).
+template <typename T, bool kMasked>
 inline void dot_tile(const T* g, const T* base, const pattern_plan::Entry<T>* ent,
-                     const int32_t* val, int64_t n, T* gv) {
+                     const int32_t* val, int64_t n, const RealLanes<T>* real, T* gv) {
   using V = typename Vec<T>::type;
   constexpr int L = lanes<T>();
   V gr[kR];
   for (int r = 0; r < kR; ++r) gr[r] = vload<V>(g + r * L);
+  auto x = [&](const T* p, int r) {
+    const V v = vload<V>(p + r * L);
+    if constexpr (kMasked) return real->keep(v, r);
+    return v;
+  };
   for (int64_t e = 0; e < n; ++e) {
     const T* p = base + ent[e].off;
-    V a0 = gr[0] * vload<V>(p), a1 = gr[1] * vload<V>(p + L), a2 = gr[2] * vload<V>(p + 2 * L);
+    V a0 = gr[0] * x(p, 0), a1 = gr[1] * x(p, 1), a2 = gr[2] * x(p, 2);
 #pragma GCC unroll 24
     for (int r = 3; r < kR; r += 3) {
-      a0 = vfma(gr[r], vload<V>(p + r * L), a0);
-      a1 = vfma(gr[r + 1], vload<V>(p + (r + 1) * L), a1);
-      a2 = vfma(gr[r + 2], vload<V>(p + (r + 2) * L), a2);
+      a0 = vfma(gr[r], x(p, r), a0);
+      a1 = vfma(gr[r + 1], x(p, r + 1), a1);
+      a2 = vfma(gr[r + 2], x(p, r + 2), a2);
     }
     gv[val[e]] += vsum(a0 + a1 + a2);
   }
@@ -210,6 +217,8 @@ void grad_weight(const ConvGeometry& geo, const Patterns& p, const T* input, Str
                                           src.off, block, nblocks);
   const pattern_plan::Plan<T>& plan = topology_id ? *cached : built;
   const int64_t cs = src.cs;
+  const bool nonfinite =
+      any_nonfinite(geo, input, in_s, std::vector<char>(geo.cin, 1), num_threads);
 
 #pragma omp parallel num_threads(num_threads)
   {
@@ -223,6 +232,7 @@ void grad_weight(const ConvGeometry& geo, const Patterns& p, const T* input, Str
       return o;
     };
     const int64_t o_lo = split(tid), o_hi = split(tid + 1);
+    RealLanes<T> lanes_real;
     for (int64_t b0 = 0; b0 < geo.batch; b0 += src.group) {
       const int64_t nb = std::min(src.group, geo.batch - b0);
 #pragma omp barrier
@@ -230,13 +240,19 @@ void grad_weight(const ConvGeometry& geo, const Patterns& p, const T* input, Str
       src.build(input, in_s, b0, nb);
       gw.build(grad_out, go_s, b0, wide);
       for (int64_t q0 = 0; q0 < wide.npix; q0 += TT) {
+        if (nonfinite) lanes_real.build(wide, q0, q0 + TT);
         for (int64_t bk = 0; bk < nblocks; ++bk) {
           for (int64_t o = o_lo; o < o_hi; ++o) {
             const int64_t lo = plan.begin(o, bk), hi = plan.end(o, bk);
             if (lo == hi) continue;
             const T* base = src.buf + (o / cout_g) * cin_g * cs + q0;
-            dot_tile<T>(gw.buf + o * gw.cs + q0, base, plan.ent.data() + lo,
-                        plan.val.data() + lo, hi - lo, grad_values);
+            const T* g = gw.buf + o * gw.cs + q0;
+            if (nonfinite)
+              dot_tile<T, true>(g, base, plan.ent.data() + lo, plan.val.data() + lo, hi - lo,
+                                &lanes_real, grad_values);
+            else
+              dot_tile<T, false>(g, base, plan.ent.data() + lo, plan.val.data() + lo, hi - lo,
+                                 nullptr, grad_values);
           }
         }
       }

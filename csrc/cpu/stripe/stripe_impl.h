@@ -312,31 +312,6 @@ void grad_input(const ConvGeometry& geo, const Stripes& st, const T* values, con
 // Grad weight
 // ---------------------------------------------------------------------------
 
-// dw[r][c] += sum_q g[r][q] * x[c][q] over q in [0, nq) (a multiple of L).
-template <typename T, int R, int C>
-inline void gw_tile(const T* const* g, const T* const* x, int64_t nq, T* const* dw) {
-  using V = typename Vec<T>::type;
-  constexpr int L = lanes<T>();
-  V acc[R][C];
-  for (int r = 0; r < R; ++r)
-    for (int c = 0; c < C; ++c) acc[r][c] = V{};
-  const T* gp[R];
-  const T* xp[C];
-  for (int r = 0; r < R; ++r) gp[r] = g[r];
-  for (int c = 0; c < C; ++c) xp[c] = x[c];
-  for (int64_t q = 0; q < nq; q += L) {
-    V gv[R];
-    for (int r = 0; r < R; ++r) gv[r] = vload<V>(gp[r] + q);
-#pragma GCC unroll 16
-    for (int c = 0; c < C; ++c) {
-      const V xv = vload<V>(xp[c] + q);
-      for (int r = 0; r < R; ++r) acc[r][c] = vfma(gv[r], xv, acc[r][c]);
-    }
-  }
-  for (int r = 0; r < R; ++r)
-    for (int c = 0; c < C; ++c) dw[r][c] += vsum(acc[r][c]);
-}
-
 template <typename T>
 void grad_weight(const ConvGeometry& geo, const Stripes& st, const T* input, Strides4 in_s,
                  const T* grad_out, Strides4 go_s, T* grad_values, int num_threads) {
@@ -352,6 +327,8 @@ void grad_weight(const ConvGeometry& geo, const Stripes& st, const T* input, Str
   WideGradOut<T> gw(geo, src.wide, src.group);
   const int64_t CH = chunk_pixels(src.phases * cin_g, src.span, sizeof(T), QT,
                                   src.wide.npix, 384 << 10, 16, 8192);
+  const bool nonfinite =
+      any_nonfinite(geo, input, in_s, std::vector<char>(geo.cin, 1), num_threads);
 
   // Stripe tiles (column position j0, count r, column), split evenly over threads.
   struct Tile {
@@ -373,6 +350,7 @@ void grad_weight(const ConvGeometry& geo, const Stripes& st, const T* input, Str
   {
     const int nth = omp_get_num_threads(), tid = omp_get_thread_num();
     const int64_t t_lo = nt * tid / nth, t_hi = nt * (tid + 1) / nth;
+    RealLanes<T> lanes_real;
     for (int64_t b0 = 0; b0 < geo.batch; b0 += src.group) {
       const int64_t nb = std::min(src.group, geo.batch - b0);
 #pragma omp barrier
@@ -382,6 +360,8 @@ void grad_weight(const ConvGeometry& geo, const Stripes& st, const T* input, Str
       const int64_t npix = wide.npix;
       for (int64_t q0 = 0; q0 < npix; q0 += CH) {
         const int64_t nq = std::min(CH, npix - q0);
+        const RealLanes<T>* real = nullptr;
+        if (nonfinite) lanes_real.build(wide, q0, q0 + nq), real = &lanes_real;
         for (int64_t t = t_lo; t < t_hi; ++t) {
           const Tile& tl = tiles[t];
           const int64_t g = tl.col / taps, k = tl.col % taps;
@@ -401,7 +381,8 @@ void grad_weight(const ConvGeometry& geo, const Stripes& st, const T* input, Str
               T* dwc[R];
               for (int i = 0; i < R; ++i) dwc[i] = dw[i] + c0;
               with_count<C>(nc, [&](auto cc) {
-                gw_tile<T, R, decltype(cc)::value>(gr, xr, nq, dwc);
+                wide_dot_tile<T, R, decltype(cc)::value>(
+                    gr, xr, nq, real, [&](int r, int c) -> T& { return dwc[r][c]; });
               });
             }
           });
