@@ -422,57 +422,65 @@ void grad_weight(const ConvGeometry& geo, const Block1xN& bk, const T* input,
   InputSource<T> src(geo, L);
   WideGradOut<T> gout(geo, src.wide, src.group);
   const std::vector<char> read = channels_read(geo, bk);
-  const bool nonfinite = any_nonfinite(geo, input, in_s, read, num_threads);
   // Pixel chunks whose input rows (+ the taps' span) stay in L1 across the
   // tiles of a block.
   const int64_t chunk = std::max<int64_t>(
       L, round_up(std::min<int64_t>(2048, (16 << 10) / int64_t(sizeof(T))) - src.span, L));
 
+  // Unmasked first. A non-finite result means a non-finite input or
+  // grad_out, and maybe products the conv never forms (RealLanes): then
+  // again with those lanes cleared. Finite results cost one scan of them.
+  for (const bool nonfinite : {false, true}) {
+    if (nonfinite) {
+      if (!any_nonfinite(grad_values, bk.nnzb * taps * bk.n)) break;
+      std::fill(grad_values, grad_values + bk.nnzb * taps * bk.n, T(0));
+    }
 #pragma omp parallel num_threads(num_threads)
-  {
-    RealLanes<T> lanes_real;
-    for (int64_t b0 = 0; b0 < geo.batch; b0 += src.group) {
-      const int64_t nb = std::min(src.group, geo.batch - b0);
+    {
+      RealLanes<T> lanes_real;
+      for (int64_t b0 = 0; b0 < geo.batch; b0 += src.group) {
+        const int64_t nb = std::min(src.group, geo.batch - b0);
 #pragma omp barrier
-      src.build(input, in_s, b0, nb, &read);
-      const Wide wide = src.layout(nb);
-      gout.build(grad_out, go_s, b0, wide);
+        src.build(input, in_s, b0, nb, &read);
+        const Wide wide = src.layout(nb);
+        gout.build(grad_out, go_s, b0, wide);
 #pragma omp for schedule(dynamic, 1)
-      for (int64_t r = 0; r < nrows; ++r) {
-        const int valid = block_row_valid(geo, bk, r);
-        const int64_t o0 = block_row_first_out(geo, bk, r);
-        const T* x_g = src.buf + (r / bk.rows_per_group) * cin_g * src.cs;
-        for (int64_t q0 = 0; q0 < wide.npix; q0 += chunk) {
-          const int64_t q1 = std::min(wide.npix, q0 + chunk);
-          const RealLanes<T>* real = nullptr;
-          if (nonfinite) lanes_real.build(wide, q0, q1), real = &lanes_real;
-          for (int j0 = 0; j0 < valid; j0 += kGwJ) {
-            const T* g[kGwJ];
-            const int nj = std::min(kGwJ, valid - j0);
-            for (int j = 0; j < kGwJ; ++j)
-              g[j] = gout.buf + (o0 + j0 + std::min(j, nj - 1)) * gout.cs;
-            const T* x[kGwT];
-            T* dw[kGwT];
-            if (taps == 1) {  // a tile of the row's blocks
-              for (int32_t k = bk.row_ptr[r]; k < bk.row_ptr[r + 1]; k += kGwT) {
-                const int nt = std::min<int>(kGwT, bk.row_ptr[r + 1] - k);
-                for (int t = 0; t < nt; ++t) {
-                  x[t] = x_g + bk.col_idx[k + t] * src.cs + src.off[0];
-                  dw[t] = grad_values + int64_t(k + t) * bk.n + j0;
+        for (int64_t r = 0; r < nrows; ++r) {
+          const int valid = block_row_valid(geo, bk, r);
+          const int64_t o0 = block_row_first_out(geo, bk, r);
+          const T* x_g = src.buf + (r / bk.rows_per_group) * cin_g * src.cs;
+          for (int64_t q0 = 0; q0 < wide.npix; q0 += chunk) {
+            const int64_t q1 = std::min(wide.npix, q0 + chunk);
+            const RealLanes<T>* real = nullptr;
+            if (nonfinite) lanes_real.build(wide, q0, q1), real = &lanes_real;
+            for (int j0 = 0; j0 < valid; j0 += kGwJ) {
+              const T* g[kGwJ];
+              const int nj = std::min(kGwJ, valid - j0);
+              for (int j = 0; j < kGwJ; ++j)
+                g[j] = gout.buf + (o0 + j0 + std::min(j, nj - 1)) * gout.cs;
+              const T* x[kGwT];
+              T* dw[kGwT];
+              if (taps == 1) {  // a tile of the row's blocks
+                for (int32_t k = bk.row_ptr[r]; k < bk.row_ptr[r + 1]; k += kGwT) {
+                  const int nt = std::min<int>(kGwT, bk.row_ptr[r + 1] - k);
+                  for (int t = 0; t < nt; ++t) {
+                    x[t] = x_g + bk.col_idx[k + t] * src.cs + src.off[0];
+                    dw[t] = grad_values + int64_t(k + t) * bk.n + j0;
+                  }
+                  gw_tiles(g, nj, x, dw, nt, q0, q1, real);
                 }
-                gw_tiles(g, nj, x, dw, nt, q0, q1, real);
+                continue;
               }
-              continue;
-            }
-            for (int32_t k = bk.row_ptr[r]; k < bk.row_ptr[r + 1]; ++k) {  // a block's taps
-              const T* xk = x_g + bk.col_idx[k] * src.cs;
-              for (int t0 = 0; t0 < taps; t0 += kGwT) {
-                const int nt = std::min(kGwT, taps - t0);
-                for (int t = 0; t < nt; ++t) {
-                  x[t] = xk + src.off[t0 + t];
-                  dw[t] = grad_values + (int64_t(k) * taps + t0 + t) * bk.n + j0;
+              for (int32_t k = bk.row_ptr[r]; k < bk.row_ptr[r + 1]; ++k) {  // a block's taps
+                const T* xk = x_g + bk.col_idx[k] * src.cs;
+                for (int t0 = 0; t0 < taps; t0 += kGwT) {
+                  const int nt = std::min(kGwT, taps - t0);
+                  for (int t = 0; t < nt; ++t) {
+                    x[t] = xk + src.off[t0 + t];
+                    dw[t] = grad_values + (int64_t(k) * taps + t0 + t) * bk.n + j0;
+                  }
+                  gw_tiles(g, nj, x, dw, nt, q0, q1, real);
                 }
-                gw_tiles(g, nj, x, dw, nt, q0, q1, real);
               }
             }
           }

@@ -36,24 +36,12 @@ inline int64_t images_per_group(int64_t bytes_per_image, int64_t batch) {
       1, std::min<int64_t>(batch, (int64_t(64) << 20) / std::max<int64_t>(1, bytes_per_image)));
 }
 
-// Whether any element of the channels flagged in `read` (absolute input
-// channels) is NaN or infinite: v - v is NaN exactly for those.
+// Whether any of v[0 .. n) is NaN or infinite (v - v is NaN exactly for
+// those).
 template <typename T>
-bool any_nonfinite(const ConvGeometry& geo, const T* x, Strides4 s, const std::vector<char>& read,
-                   int num_threads) {
+bool any_nonfinite(const T* v, int64_t n) {
   bool bad = false;
-#pragma omp parallel for num_threads(num_threads) schedule(static) reduction(|| : bad)
-  for (int64_t i = 0; i < geo.batch * geo.cin; ++i) {
-    if (!read[i % geo.cin]) continue;
-    const T* p = x + i / geo.cin * s.n + i % geo.cin * s.c;
-    bool plane = false;
-    for (int64_t h = 0; h < geo.in_h; ++h)
-      for (int64_t w = 0; w < geo.in_w; ++w) {
-        const T d = p[h * s.h + w * s.w] - p[h * s.h + w * s.w];
-        plane |= d != d;
-      }
-    bad = bad || plane;
-  }
+  for (int64_t i = 0; i < n; ++i) bad |= (v[i] - v[i]) != (v[i] - v[i]);
   return bad;
 }
 

@@ -217,42 +217,49 @@ void grad_weight(const ConvGeometry& geo, const Patterns& p, const T* input, Str
                                           src.off, block, nblocks);
   const pattern_plan::Plan<T>& plan = topology_id ? *cached : built;
   const int64_t cs = src.cs;
-  const bool nonfinite =
-      any_nonfinite(geo, input, in_s, std::vector<char>(geo.cin, 1), num_threads);
 
+  // Unmasked first. A non-finite result means a non-finite input or
+  // grad_out, and maybe products the conv never forms (RealLanes): then
+  // again with those lanes cleared. Finite results cost one scan of them.
+  for (const bool nonfinite : {false, true}) {
+    if (nonfinite) {
+      if (!any_nonfinite(grad_values, p.nnz_values)) break;
+      std::fill(grad_values, grad_values + p.nnz_values, T(0));
+    }
 #pragma omp parallel num_threads(num_threads)
-  {
-    // Output channels [o_lo, o_hi): near-equal shares of the kept weights.
-    const int nth = omp_get_num_threads(), tid = omp_get_thread_num();
-    auto split = [&](int64_t k) {
-      if (k >= nth) return int64_t(geo.cout);
-      const int32_t target = static_cast<int32_t>(p.nnz_values * k / nth);
-      int64_t o = 0;
-      while (o < geo.cout && p.value_ptr[p.row_ptr[o]] < target) ++o;
-      return o;
-    };
-    const int64_t o_lo = split(tid), o_hi = split(tid + 1);
-    RealLanes<T> lanes_real;
-    for (int64_t b0 = 0; b0 < geo.batch; b0 += src.group) {
-      const int64_t nb = std::min(src.group, geo.batch - b0);
+    {
+      // Output channels [o_lo, o_hi): near-equal shares of the kept weights.
+      const int nth = omp_get_num_threads(), tid = omp_get_thread_num();
+      auto split = [&](int64_t k) {
+        if (k >= nth) return int64_t(geo.cout);
+        const int32_t target = static_cast<int32_t>(p.nnz_values * k / nth);
+        int64_t o = 0;
+        while (o < geo.cout && p.value_ptr[p.row_ptr[o]] < target) ++o;
+        return o;
+      };
+      const int64_t o_lo = split(tid), o_hi = split(tid + 1);
+      RealLanes<T> lanes_real;
+      for (int64_t b0 = 0; b0 < geo.batch; b0 += src.group) {
+        const int64_t nb = std::min(src.group, geo.batch - b0);
 #pragma omp barrier
-      const Wide wide = src.layout(nb);
-      src.build(input, in_s, b0, nb);
-      gw.build(grad_out, go_s, b0, wide);
-      for (int64_t q0 = 0; q0 < wide.npix; q0 += TT) {
-        if (nonfinite) lanes_real.build(wide, q0, q0 + TT);
-        for (int64_t bk = 0; bk < nblocks; ++bk) {
-          for (int64_t o = o_lo; o < o_hi; ++o) {
-            const int64_t lo = plan.begin(o, bk), hi = plan.end(o, bk);
-            if (lo == hi) continue;
-            const T* base = src.buf + (o / cout_g) * cin_g * cs + q0;
-            const T* g = gw.buf + o * gw.cs + q0;
-            if (nonfinite)
-              dot_tile<T, true>(g, base, plan.ent.data() + lo, plan.val.data() + lo, hi - lo,
-                                &lanes_real, grad_values);
-            else
-              dot_tile<T, false>(g, base, plan.ent.data() + lo, plan.val.data() + lo, hi - lo,
-                                 nullptr, grad_values);
+        const Wide wide = src.layout(nb);
+        src.build(input, in_s, b0, nb);
+        gw.build(grad_out, go_s, b0, wide);
+        for (int64_t q0 = 0; q0 < wide.npix; q0 += TT) {
+          if (nonfinite) lanes_real.build(wide, q0, q0 + TT);
+          for (int64_t bk = 0; bk < nblocks; ++bk) {
+            for (int64_t o = o_lo; o < o_hi; ++o) {
+              const int64_t lo = plan.begin(o, bk), hi = plan.end(o, bk);
+              if (lo == hi) continue;
+              const T* base = src.buf + (o / cout_g) * cin_g * cs + q0;
+              const T* g = gw.buf + o * gw.cs + q0;
+              if (nonfinite)
+                dot_tile<T, true>(g, base, plan.ent.data() + lo, plan.val.data() + lo, hi - lo,
+                                  &lanes_real, grad_values);
+              else
+                dot_tile<T, false>(g, base, plan.ent.data() + lo, plan.val.data() + lo, hi - lo,
+                                   nullptr, grad_values);
+            }
           }
         }
       }

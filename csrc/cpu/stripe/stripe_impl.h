@@ -327,8 +327,6 @@ void grad_weight(const ConvGeometry& geo, const Stripes& st, const T* input, Str
   WideGradOut<T> gw(geo, src.wide, src.group);
   const int64_t CH = chunk_pixels(src.phases * cin_g, src.span, sizeof(T), QT,
                                   src.wide.npix, 384 << 10, 16, 8192);
-  const bool nonfinite =
-      any_nonfinite(geo, input, in_s, std::vector<char>(geo.cin, 1), num_threads);
 
   // Stripe tiles (column position j0, count r, column), split evenly over threads.
   struct Tile {
@@ -346,46 +344,55 @@ void grad_weight(const ConvGeometry& geo, const Stripes& st, const T* input, Str
   }
   const int64_t nt = static_cast<int64_t>(tiles.size());
 
+  // Unmasked first. A non-finite result means a non-finite input or
+  // grad_out, and maybe products the conv never forms (RealLanes): then
+  // again with those lanes cleared. Finite results cost one scan of them.
+  for (const bool nonfinite : {false, true}) {
+    if (nonfinite) {
+      if (!any_nonfinite(grad_values, st.nnz * cin_g)) break;
+      std::fill(grad_values, grad_values + st.nnz * cin_g, T(0));
+    }
 #pragma omp parallel num_threads(num_threads)
-  {
-    const int nth = omp_get_num_threads(), tid = omp_get_thread_num();
-    const int64_t t_lo = nt * tid / nth, t_hi = nt * (tid + 1) / nth;
-    RealLanes<T> lanes_real;
-    for (int64_t b0 = 0; b0 < geo.batch; b0 += src.group) {
-      const int64_t nb = std::min(src.group, geo.batch - b0);
+    {
+      const int nth = omp_get_num_threads(), tid = omp_get_thread_num();
+      const int64_t t_lo = nt * tid / nth, t_hi = nt * (tid + 1) / nth;
+      RealLanes<T> lanes_real;
+      for (int64_t b0 = 0; b0 < geo.batch; b0 += src.group) {
+        const int64_t nb = std::min(src.group, geo.batch - b0);
 #pragma omp barrier
-      const Wide wide = src.layout(nb);
-      src.build(input, in_s, b0, nb);
-      gw.build(grad_out, go_s, b0, wide);
-      const int64_t npix = wide.npix;
-      for (int64_t q0 = 0; q0 < npix; q0 += CH) {
-        const int64_t nq = std::min(CH, npix - q0);
-        const RealLanes<T>* real = nullptr;
-        if (nonfinite) lanes_real.build(wide, q0, q0 + nq), real = &lanes_real;
-        for (int64_t t = t_lo; t < t_hi; ++t) {
-          const Tile& tl = tiles[t];
-          const int64_t g = tl.col / taps, k = tl.col % taps;
-          const T* gr[kGwR];
-          T* dw[kGwR];
-          for (int i = 0; i < tl.r; ++i) {
-            gr[i] = gw.buf + int64_t(st.stripe_row[tl.j0 + i]) * gw.cs + q0;
-            dw[i] = grad_values + int64_t(st.stripe_idx[tl.j0 + i]) * cin_g;
-          }
-          const T* xk = src.at(g, k) + q0;
-          with_count<kGwR>(tl.r, [&](auto rc) {
-            constexpr int R = decltype(rc)::value, C = gw_cols(R);
-            for (int64_t c0 = 0; c0 < cin_g; c0 += C) {
-              const int nc = static_cast<int>(std::min<int64_t>(C, cin_g - c0));
-              const T* xr[C];
-              for (int c = 0; c < nc; ++c) xr[c] = xk + (c0 + c) * src.cs;
-              T* dwc[R];
-              for (int i = 0; i < R; ++i) dwc[i] = dw[i] + c0;
-              with_count<C>(nc, [&](auto cc) {
-                wide_dot_tile<T, R, decltype(cc)::value>(
-                    gr, xr, nq, real, [&](int r, int c) -> T& { return dwc[r][c]; });
-              });
+        const Wide wide = src.layout(nb);
+        src.build(input, in_s, b0, nb);
+        gw.build(grad_out, go_s, b0, wide);
+        const int64_t npix = wide.npix;
+        for (int64_t q0 = 0; q0 < npix; q0 += CH) {
+          const int64_t nq = std::min(CH, npix - q0);
+          const RealLanes<T>* real = nullptr;
+          if (nonfinite) lanes_real.build(wide, q0, q0 + nq), real = &lanes_real;
+          for (int64_t t = t_lo; t < t_hi; ++t) {
+            const Tile& tl = tiles[t];
+            const int64_t g = tl.col / taps, k = tl.col % taps;
+            const T* gr[kGwR];
+            T* dw[kGwR];
+            for (int i = 0; i < tl.r; ++i) {
+              gr[i] = gw.buf + int64_t(st.stripe_row[tl.j0 + i]) * gw.cs + q0;
+              dw[i] = grad_values + int64_t(st.stripe_idx[tl.j0 + i]) * cin_g;
             }
-          });
+            const T* xk = src.at(g, k) + q0;
+            with_count<kGwR>(tl.r, [&](auto rc) {
+              constexpr int R = decltype(rc)::value, C = gw_cols(R);
+              for (int64_t c0 = 0; c0 < cin_g; c0 += C) {
+                const int nc = static_cast<int>(std::min<int64_t>(C, cin_g - c0));
+                const T* xr[C];
+                for (int c = 0; c < nc; ++c) xr[c] = xk + (c0 + c) * src.cs;
+                T* dwc[R];
+                for (int i = 0; i < R; ++i) dwc[i] = dw[i] + c0;
+                with_count<C>(nc, [&](auto cc) {
+                  wide_dot_tile<T, R, decltype(cc)::value>(
+                      gr, xr, nq, real, [&](int r, int c) -> T& { return dwc[r][c]; });
+                });
+              }
+            });
+          }
         }
       }
     }
