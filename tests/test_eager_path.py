@@ -94,3 +94,14 @@ def test_a_function_mode_takes_the_op(kind, op_raises):
     op_raises(module)
     with torch.no_grad(), _PassThrough(), pytest.raises(OpRaised):
         module(x)
+
+
+@pytest.mark.parametrize("kind", KIND_NAMES)
+def test_the_profiler_sees_the_op(kind):
+    module, x, want = _module(kind)
+    slug = KINDS[kind].slug
+    with torch.no_grad(), torch.profiler.profile() as prof:
+        out = module(x)
+    names = [e.name for e in prof.events()]
+    assert any(f"sparsekernels::{slug}_conv2d" in name for name in names), names
+    torch.testing.assert_close(out, want, rtol=1e-12, atol=1e-12)

@@ -210,9 +210,11 @@ _PLAIN = (Tensor, torch.nn.Parameter)
 
 def _plain_inference(x: Tensor, values: Tensor, bias) -> bool:
     """Whether a forward call may run the op's body directly: eager, no
-    gradient to record, plain tensors, and no mode, tracer or compiler that
-    must see the op (those all get the registered custom op)."""
+    gradient to record, plain tensors, and no mode, tracer, compiler or
+    profiler that must see the op (those all get the registered custom op)."""
     if torch.compiler.is_compiling() or torch.jit.is_tracing():
+        return False
+    if torch._C._autograd._profiler_enabled():
         return False
     if torch._C._len_torch_dispatch_stack() or torch._C._is_torch_function_mode_enabled():
         return False
