@@ -120,9 +120,8 @@ def onnxruntime_forward(model: nn.Module, arch: str, threads: int
     options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
     options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
     # Idle threads sleep instead of spinning: timed interleaved with PyTorch,
-    # ORT's spinning pool kept the 2 cores from the model timed next (CIFAR
-    # ResNet-56, batch 1: PyTorch 7.0 ms alone, 14.5 after ORT runs; ORT itself
-    # within the noise either way).
+    # ORT's spinning pool kept the 2 cores from the model timed next, which
+    # then ran far slower than alone (ORT itself changed within the noise).
     options.add_session_config_entry("session.intra_op.allow_spinning", "0")
     with tempfile.TemporaryDirectory() as tmp:
         path = export_onnx(model, arch, Path(tmp) / "dense.onnx")
