@@ -301,3 +301,32 @@ def test_nonfinite_input_reaches_only_what_kept_weights_read(kind):
                                        case.dilation, case.groups)
     ref_gi, _, _ = reference_grads(clean, torch.where(bad_go, 0.0, go).double())
     _assert_nonfinite_exactly_where(gi, reach > 0, ref_gi)
+
+
+@pytest.mark.parametrize("kind", KINDS)
+@pytest.mark.parametrize("pass_", PASSES)
+def test_grid_axes_1_and_2_stay_within_cudas_limit(kind, pass_, monkeypatch):
+    """CUDA caps grid axes 1 and 2 at 65535 (the interpreter does not, so
+    this records the grids instead of launching): millions of pixels (here
+    batch 4096 at 32x32, 4.2M of them) go on axis 0 at every config."""
+    from sparsekernels.triton import common
+
+    grids = []
+    monkeypatch.setattr(common._Launcher, "__call__",
+                        lambda self, grid, *a, **k: grids.append((grid, self.configs)))
+    case = make_case(kind=kind, dtype=torch.float32, device=DEVICE, batch=1, cin=2, cout=4,
+                     hw=(32, 32), padding=1)
+    x = case.x.expand(4096, -1, -1, -1)
+    go = reference_output(case).to(case.x.dtype).expand(4096, -1, -1, -1)
+    mod, topo, values = _backend(kind), case.weight.topology(), case.weight.values
+    if pass_ == "forward":
+        mod.forward(x, values, topo, case.bias, _conv(case))
+    elif pass_ == "grad_input":
+        mod.grad_input(go, values, topo, _conv(case), (32, 32))
+    else:
+        mod.grad_weight(x, go, topo, _conv(case))
+    assert grids
+    for grid, configs in grids:
+        for cfg in configs:
+            shape = grid(cfg.kwargs) if callable(grid) else grid
+            assert all(n <= 65535 for n in shape[1:]), (cfg.kwargs, shape)

@@ -50,13 +50,13 @@ def _forward_kernel(
     BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr,
 ):
     # One block row x BLOCK_M output pixels (flattened over batch*OH*OW).
-    r = tl.program_id(0)
+    r = tl.program_id(1)
     g = r // ROWS_PER_GROUP
     q = r - g * ROWS_PER_GROUP
     oc0 = g * COUT_G + q * N
     lanes = tl.minimum(COUT_G - q * N, N)
 
-    _, m_ok, b, pix, oh, ow = _pixel_tile(tl.program_id(1), P, OH, OW, BLOCK_M)
+    _, m_ok, b, pix, oh, ow = _pixel_tile(tl.program_id(0), P, OH, OW, BLOCK_M)
     ih0 = oh * STRIDE_H - PAD_H
     iw0 = ow * STRIDE_W - PAD_W
     x_row = b.to(tl.int64) * sxb + (g * C_IN_G).to(tl.int64) * sxc
@@ -105,9 +105,9 @@ def _grad_input_kernel(
 ):
     # One input channel x BLOCK_M input pixels. The output is one channel, so
     # this is a GEMV: K = (blocks reading the channel) x taps x lanes, flattened.
-    ci = tl.program_id(0)
+    ci = tl.program_id(1)
     g = ci // C_IN_G
-    _, m_ok, b, pix, ih, iw = _pixel_tile(tl.program_id(1), P, H, W, BLOCK_M)
+    _, m_ok, b, pix, ih, iw = _pixel_tile(tl.program_id(0), P, H, W, BLOCK_M)
     go_row = b.to(tl.int64) * sgb
 
     TN: tl.constexpr = KH * KW * N
@@ -290,7 +290,7 @@ def grad_weight(
     if nnzb == 0:
         return gw
     _grad_weight(
-        _grid(nnzb, kh * kw, "BLOCK_T"),
+        lambda meta: (nnzb, triton.cdiv(kh * kw, meta["BLOCK_T"])),  # blocks: axis 0, uncapped
         x, grad_out, topo.col_idx, topo.block_idx, topo.block_row, gw,
         bsz * oh * ow, cin // conv.groups, h, w, oh, ow, cout // conv.groups, topo.rows_per_group,
         *x.stride(), *grad_out.stride(), *_conv_scalars(conv),

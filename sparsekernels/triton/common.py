@@ -40,6 +40,9 @@ class _Launcher:
     stored once), so autotuning's repeated launches are harmless."""
 
     def __init__(self, kernel, configs: list, key: list[str]):
+        # kernel, configs and key stay readable: benchmarks/triton_sm90.py
+        # compiles every config the library can launch.
+        self.kernel, self.configs, self.key = kernel, configs, key
         if _INTERPRET:
             self._fn, self._fixed = kernel, dict(configs[0].kwargs)
         else:
@@ -51,7 +54,12 @@ class _Launcher:
             # runs, so two threads interpreting at once corrupt each other.
             with _INTERPRETER_LOCK:
                 self._fn[grid](*args, **kwargs, **self._fixed)
-        else:
+            return
+        # Triton launches on the current CUDA device, not the tensors': make
+        # the first tensor argument's device current (a cuda:1 tensor under a
+        # current cuda:0 would otherwise run in the wrong context).
+        device = next(a.device for a in args if isinstance(a, torch.Tensor))
+        with torch.cuda.device(device):
             self._fn[grid](*args, **kwargs, **self._fixed)
 
 
@@ -108,9 +116,17 @@ def _column_configs(rows: str) -> list:
             _cfg(8, 3, **{rows: 128}, BLOCK_C=64, BLOCK_P=64)]
 
 
+_GRID_YZ_MAX = 65535  # CUDA's limit on grid axes 1 and 2
+
+
 def _grid(programs: int, extent: int, tile: str):
-    """(programs, tiles of ``extent``) with the tile size the config picked."""
-    return lambda meta: (programs, triton.cdiv(extent, meta[tile]))
+    """(tiles of ``extent``, programs) with the tile size the config picked:
+    the tiles (pixels, which may number millions) go on axis 0, the only
+    one not capped at 65535."""
+    if programs > _GRID_YZ_MAX:
+        raise ValueError(f"the Triton backend launches at most {_GRID_YZ_MAX} channel "
+                         f"programs per pixel tile, this call needs {programs}")
+    return lambda meta: (triton.cdiv(extent, meta[tile]), programs)
 
 
 def _pixel_group_grid(pixels: int, groups: int, per_group: int, tile: str):
