@@ -65,14 +65,14 @@ class MagnitudePruner(TrainHooks):
 def worker(out_dir: Path) -> None:
     """One rank: train straight, then interrupted and resumed; save the states."""
     torch.set_num_threads(1)
-    info = init_from_env()
+    info = init_from_env(device="cpu")  # gloo ranks on the CPU even where a GPU exists
 
     def trainer(job, seed, **hooks_args):
         # A different initialisation per rank: DDP must broadcast rank 0's.
         # 65 test images: shards of 33 and 32, i.e. 3 and 2 eval batches.
         return Trainer(masked_cnn(seed=seed + info.rank), separable_data(128, 1),
                        separable_data(65, 2), epochs=2, batch_size=16, eval_batch_size=16,
-                       lr=0.05, job_dir=out_dir / job, progress=False,
+                       lr=0.05, job_dir=out_dir / job, progress=False, device=info.device,
                        hooks=[MagnitudePruner(**hooks_args)])
 
     try:
@@ -141,6 +141,21 @@ def test_init_from_env_outside_torchrun(monkeypatch):
     monkeypatch.setenv("WORLD_SIZE", "2")
     with pytest.raises(ValueError, match="RANK, LOCAL_RANK, MASTER_ADDR, MASTER_PORT not set"):
         init_from_env()
+
+
+def test_init_from_env_refuses_a_rank_without_its_own_gpu(monkeypatch):
+    """torchrun with 2 processes on a 1-GPU node: rank 1 gets a clear error
+    (not an "invalid device ordinal" from set_device), and device="cpu"
+    keeps both ranks on the CPU."""
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 1)
+    monkeypatch.setenv("WORLD_SIZE", "1")
+    monkeypatch.setenv("LOCAL_RANK", "1")
+    with pytest.raises(ValueError, match="LOCAL_RANK=1 but this node has 1 CUDA device"):
+        init_from_env()
+    assert init_from_env(device="cpu").device == torch.device("cpu")
+    with pytest.raises(ValueError, match="device: expected"):
+        init_from_env(device="cuda")
 
 
 if __name__ == "__main__":

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass
+from typing import Union
 
 import torch
 import torch.distributed as dist
@@ -32,14 +33,24 @@ class DistInfo:
     device: torch.device  # where this process should train
 
 
-def init_from_env() -> DistInfo:
+def init_from_env(device: Union[str, torch.device, None] = None) -> DistInfo:
     """Join the process group described by torchrun's environment variables
-    (backend nccl on CUDA, gloo on CPU) and pick this rank's device
-    (``cuda:LOCAL_RANK``, made current, or the CPU). Without ``WORLD_SIZE`` or
-    with ``WORLD_SIZE=1`` no group is created and rank 0 of 1 is returned."""
+    (backend nccl on CUDA, gloo on CPU) and pick this rank's device:
+    ``cuda:LOCAL_RANK`` (made current) when CUDA is available, else the CPU;
+    ``device="cpu"`` keeps every rank on the CPU even where a GPU exists.
+    A rank whose LOCAL_RANK has no GPU of its own is refused (two ranks on
+    one GPU would share it unawares, and ``set_device`` would fail).
+    Without ``WORLD_SIZE`` or with ``WORLD_SIZE=1`` no group is created and
+    rank 0 of 1 is returned."""
     world_size = int(os.environ.get("WORLD_SIZE", "1"))
     local_rank = int(os.environ.get("LOCAL_RANK", "0"))
-    if torch.cuda.is_available():
+    if device is not None and torch.device(device).type != "cpu":
+        raise ValueError(f"device: expected None (CUDA where available) or 'cpu', got {device!r}")
+    if device is None and torch.cuda.is_available():
+        gpus = torch.cuda.device_count()
+        if local_rank >= gpus:
+            raise ValueError(f"LOCAL_RANK={local_rank} but this node has {gpus} CUDA device(s): "
+                             f"launch at most {gpus} processes per node, or pass device='cpu'")
         torch.cuda.set_device(local_rank)
         device = torch.device("cuda", local_rank)
     else:
