@@ -401,3 +401,35 @@ def test_triton_interpreter_from_two_threads():
     assert len(results) == 6
     for out in results:
         torch.testing.assert_close(out, want, atol=1e-5, rtol=1e-5)
+
+
+@pytest.mark.parametrize("kind", ["block1xn", "stripe", "pattern"])
+@pytest.mark.parametrize("backend", ["cpu", "cuda", "triton", "reference"])
+def test_index_tensors_on_another_device_than_the_activations_are_refused(kind, backend):
+    """Review P2: CPU index tensors with CUDA activations would hand a kernel
+    host pointers (a sticky illegal address). No GPU here, so the index
+    tensors go to the meta device instead; every pass's checks (those the op
+    bodies run, for every backend) must refuse them by name, before any
+    backend. The dispatcher would route a meta argument to the fake kernel,
+    so the checks are called as the op bodies call them."""
+    import importlib
+
+    from sparsekernels.conv_args import ConvArgs
+    from sparsekernels.ops.checks import KindChecks
+    from sparsekernels.testing import make_case
+
+    case = make_case(kind=kind, dtype=torch.float32, device="cpu")
+    w, conv = case.weight, ConvArgs(case.stride, case.padding, case.dilation, case.groups)
+    topo = w.topology()
+    on_meta = type(topo)(*(getattr(topo, n).to("meta") for n in topo.TENSORS), w.shape,
+                         *w.params().values(), w.groups)
+    checks = KindChecks(native_check=importlib.import_module(f"sparsekernels.ops.{kind}")._native_check)
+    go = torch.randn(F.conv2d(case.x, w.to_dense(), None, case.stride, case.padding,
+                              case.dilation, case.groups).shape)
+    first = topo.TENSORS[0]
+    for call in (lambda: checks.check_forward(backend, case.x, w.values, on_meta, None, conv),
+                 lambda: checks.check_grad_input(backend, go, w.values, on_meta, conv,
+                                                 tuple(case.x.shape[2:])),
+                 lambda: checks.check_grad_weight(backend, case.x, go, on_meta, conv)):
+        with pytest.raises(ValueError, match=f"{first}: expected a tensor on cpu, got meta"):
+            call()

@@ -45,6 +45,17 @@ def _check_bias(bias: Optional[Tensor], like: Tensor, cout: int):
         raise ValueError(f"bias: expected shape [{cout}], got {list(bias.shape)}")
 
 
+def _check_topology_device(topo, like: Tensor):
+    """Every index tensor on the activations' device: a backend that trusts
+    the topology (Triton, the reference) would otherwise hand a kernel host
+    pointers with device data, or the reverse. The compiled topology check
+    only compares the index tensors with one another."""
+    for name in topo.TENSORS:
+        t = getattr(topo, name)
+        if t.device != like.device:
+            raise ValueError(f"{name}: expected a tensor on {like.device}, got {t.device}")
+
+
 def _check_channels(name: str, t: Tensor, channels: int):
     if t.shape[1] != channels:
         raise ValueError(f"{name}: expected {channels} channels, got {t.shape[1]}")
@@ -120,6 +131,7 @@ class KindChecks(NamedTuple):
         self._check_values(values, x, topo)
         _check_bias(bias, x, topo.cout)
         _check_output_size(x.shape[2:], topo, conv)
+        _check_topology_device(topo, x)
         if backend not in NATIVE:
             self.check_topology(topo)
 
@@ -131,6 +143,7 @@ class KindChecks(NamedTuple):
         self._check_values(values, grad_out, topo)
         in_hw = (as_int(in_hw[0], "input_hw", 1), as_int(in_hw[1], "input_hw", 1))
         _check_spatial(grad_out, in_hw, topo, conv)
+        _check_topology_device(topo, grad_out)
         if backend not in NATIVE:
             self.check_topology(topo)
 
@@ -145,5 +158,6 @@ class KindChecks(NamedTuple):
             raise ValueError(f"grad_out: batch {grad_out.shape[0]} does not match the input's "
                              f"{x.shape[0]}")
         _check_spatial(grad_out, tuple(x.shape[2:]), topo, conv)
+        _check_topology_device(topo, x)
         if backend not in NATIVE:
             self.check_topology(topo)
