@@ -5,7 +5,8 @@ sparsity x backend x memory format) is first checked against a float64 dense
 conv on its decoded weight; a configuration that raises or whose error exceeds
 the tolerance is recorded as failed and never timed. The rest are timed
 interleaved with the dense conv in both memory formats (and, for fp32 on CUDA,
-with TF32 on as well), each callable cycling through its own input sets.
+with TF32 on as well; for an fp16/bf16 forward on CUDA, with cuSPARSELt 2:4
+as the vendor's sparse peer), each callable cycling through its own input sets.
 Formats and their topology are built before any timing.
 
 Passes: ``forward``; ``grad-input`` / ``grad-weight``, the backward op alone
@@ -23,6 +24,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from . import semi_structured
 from .kinds import KINDS, Kind
 from .roofline import Machine, conv_flop, fraction, ideal_speedup
 from .suites import Layer
@@ -150,6 +152,25 @@ def _dense_steps(layer: Layer, case: Case, plan: Plan, w: Tensor, sets: list[Inp
     return steps
 
 
+def _peer_steps(layer: Layer, case: Case, plan: Plan, w: Tensor, sets: list[InputSet]) -> dict:
+    """cuSPARSELt 2:4 (see semi_structured.py), keyed ``("2:4", "conv" |
+    "gemm")``, where it runs and its conv matches F.conv2d on its own 2:4
+    weight; else nothing (the records say null)."""
+    if not semi_structured.runs_on(plan.device, case.dtype, case.pass_):
+        return {}
+    pruned, conv, gemm = semi_structured.peer(layer, w)
+    x0 = sets[0].by_layout["nchw"][0]
+    want = _conv(layer, x0.detach().double(), pruned.double())
+    err = max_rel_err([conv(x0.detach())], [want])
+    if not err <= TOLERANCE[case.dtype]:
+        print(f"# {layer.name}: cuSPARSELt 2:4 peer left out (max relative error {err:.2e})")
+        return {}
+    xs = [s.by_layout["nchw"][0].detach() for s in sets]
+    cols = [semi_structured.im2col(layer, x) for x in xs]
+    return {("2:4", "conv"): rotating([partial(conv, x) for x in xs]),
+            ("2:4", "gemm"): rotating([partial(gemm, c) for c in cols])}
+
+
 def _reference(kind: Kind, fmt, layer: Layer, pass_: str, inputs: InputSet) -> list[Tensor]:
     """float64 dense conv on the decoded weight, on the first input set."""
     x, grad_out = inputs.by_layout["nchw"]
@@ -205,6 +226,7 @@ def _record(layer: Layer, case: Case, kind: str, fields: dict, density: float,
         "dense_nchw_ms": None, "dense_channels_last_ms": None, "dense_layout": None,
         "dense_ms": None, "dense_tf32_ms": None, "sparse_ms": None,
         "speedup": None, "speedup_vs_tf32": None,
+        "peer_2to4_ms": None, "peer_2to4_gemm_ms": None, "speedup_vs_2to4": None,
         "flop": flop, "useful_flop": flop * density, "dense_tflops": None, "sparse_tflops": None,
         "peak_tflops": case.machine.peak_tflops, "bandwidth_gbs": case.machine.bandwidth_gbs,
         "sparse_peak_fraction": None, "ideal_speedup": ideal, "ideal_fraction": None,
@@ -212,8 +234,11 @@ def _record(layer: Layer, case: Case, kind: str, fields: dict, density: float,
     }
 
 
-def _fill_times(rec: dict, dense: dict, sparse_ms: Optional[float]) -> None:
-    """Complete a record from the dense times (keyed (layout, tf32)) and its own."""
+def _fill_times(rec: dict, dense: dict, peer: dict, sparse_ms: Optional[float]) -> None:
+    """Complete a record from the dense times (keyed (layout, tf32)), the 2:4
+    peer's (keyed ("2:4", "conv" | "gemm"), or none) and its own."""
+    rec["peer_2to4_ms"] = peer.get(("2:4", "conv"))
+    rec["peer_2to4_gemm_ms"] = peer.get(("2:4", "gemm"))
     strict = {layout: dense[(layout, False)] for layout in LAYOUTS}
     layout = min(strict, key=strict.__getitem__)
     rec.update(dense_nchw_ms=strict["nchw"], dense_channels_last_ms=strict["channels_last"],
@@ -228,6 +253,8 @@ def _fill_times(rec: dict, dense: dict, sparse_ms: Optional[float]) -> None:
     rec["speedup"] = rec["dense_ms"] / sparse_ms
     if rec["dense_tf32_ms"] is not None:
         rec["speedup_vs_tf32"] = rec["dense_tf32_ms"] / sparse_ms
+    if rec["peer_2to4_gemm_ms"] is not None:
+        rec["speedup_vs_2to4"] = rec["peer_2to4_gemm_ms"] / sparse_ms
     rec["sparse_tflops"] = rec["useful_flop"] / (sparse_ms * 1e9)
     rec["sparse_peak_fraction"] = fraction(rec["sparse_tflops"], rec["peak_tflops"])
     rec["ideal_fraction"] = fraction(rec["speedup"], rec["ideal_speedup"])
@@ -243,6 +270,7 @@ def run_layer(plan: Plan, layer: Layer, case: Case) -> list[dict]:
     """Check, then time, every sparse configuration of one layer; one record each."""
     w, sets = _input_sets(layer, case, plan)
     dense_steps = _dense_steps(layer, case, plan, w, sets)
+    peer_steps = _peer_steps(layer, case, plan, w, sets)
     sparse_steps, records = {}, {}
     needs_w = PASSES[case.pass_][1]
     for kind_name in plan.kinds:
@@ -268,8 +296,10 @@ def run_layer(plan: Plan, layer: Layer, case: Case) -> list[dict]:
                             sparse_steps[key] = rotating([
                                 pass_call(case.pass_, forward, x, param, g)
                                 for x, g in (s.by_layout[mf] for s in sets)])
-    times = median_ms({**dense_steps, **sparse_steps}, plan.device, plan.warmup, plan.repeat)
+    times = median_ms({**dense_steps, **peer_steps, **sparse_steps}, plan.device, plan.warmup,
+                      plan.repeat)
     dense = {key: times[key] for key in dense_steps}
+    peer = {key: times[key] for key in peer_steps}
     for key, rec in records.items():
-        _fill_times(rec, dense, times.get(key))
+        _fill_times(rec, dense, peer, times.get(key))
     return list(records.values())

@@ -114,6 +114,9 @@ def _layer_summary(records: list[dict]) -> list[str]:
             vs_tf32 = [r["speedup_vs_tf32"] for r in ok if r["speedup_vs_tf32"]]
             if vs_tf32:  # fp32 on CUDA: against the TF32 dense conv as well
                 cell += f"; vs TF32 dense {_x(geomean(vs_tf32))}"
+            vs_2to4 = [r["speedup_vs_2to4"] for r in ok if r["speedup_vs_2to4"]]
+            if vs_2to4:  # fp16/bf16 forward on CUDA: against cuSPARSELt 2:4's GEMM
+                cell += f"; vs 2:4 GEMM {_x(geomean(vs_2to4))}"
             cells.append(cell)
         rows.append([plots.series_label(mine[0]), *cells])
     header = ["kind (backend)", *(f"{s:.0%} sparse" for s in sparsities)]

@@ -16,9 +16,11 @@ kinds, memory formats, roofline fields, network records; 3 = the pattern
 kind's fields (``patterns``, ``entries``, ``connectivity``); 4 = network
 records say which engine ran the model (``engine``, ``engine_version``: the
 ONNX Runtime dense baseline), which dense baseline their speed-up is against
-(``dense_engine``) and the saved model they time (``model_file``). Older
-files are read as version 4 with each added field as it was there (null, or
-for a version-3 network record PyTorch and no file).
+(``dense_engine``) and the saved model they time (``model_file``); 5 = the
+oneDNN ISA cap and BN folding; 6 = layer records carry the cuSPARSELt 2:4
+peer (``peer_2to4_ms``, ``peer_2to4_gemm_ms``, ``speedup_vs_2to4``). Older
+files are read as the current version with each added field as it was there
+(null, or for a version-3 network record PyTorch and no file).
 """
 from __future__ import annotations
 
@@ -28,7 +30,7 @@ import os
 
 from ..atomic_file import atomic_write
 
-SCHEMA_VERSION = 5
+SCHEMA_VERSION = 6
 
 
 def _v4_fields(record: dict) -> dict:
@@ -44,7 +46,10 @@ _ADDED = {3: lambda record: dict.fromkeys(("patterns", "entries", "connectivity"
           4: _v4_fields,
           5: lambda record: {"onednn_max_cpu_isa": None,
                              **({"fold_bn": False} if record.get("record_type") == "network"
-                                else {})}}
+                                else {})},
+          6: lambda record: (dict.fromkeys(("peer_2to4_ms", "peer_2to4_gemm_ms",
+                                            "speedup_vs_2to4"))
+                             if record.get("record_type") == "layer" else {})}
 
 # field -> (type, meaning). Types: str, int, number, bool, list[int], list[str];
 # " or null" allows null.
@@ -115,6 +120,11 @@ LAYER = {
     "sparse_ms": ("number or null", "sparse conv median ms (null when not ok)"),
     "speedup": ("number or null", "dense_ms / sparse_ms"),
     "speedup_vs_tf32": ("number or null", "dense_tf32_ms / sparse_ms"),
+    "peer_2to4_ms": ("number or null", "CUDA fp16/bf16 forward: cuSPARSELt 2:4 conv (unfold + "
+                                       "sparse GEMM, weight pruned 2:4 by magnitude)"),
+    "peer_2to4_gemm_ms": ("number or null", "the 2:4 sparse GEMM alone on a precomputed "
+                                            "im2col matrix (the 2:4 path's floor)"),
+    "speedup_vs_2to4": ("number or null", "peer_2to4_gemm_ms / sparse_ms"),
     "flop": ("int", "FLOP of the dense pass (2 x MACs, x3 for 'all')"),
     "useful_flop": ("number", "flop x (1 - actual_sparsity): the work the sparse kernel must do"),
     "dense_tflops": ("number", "flop / dense_ms"),
