@@ -23,6 +23,7 @@ import torch.nn.functional as F  # noqa: E402
 
 from sparsekernels.conv_args import ConvArgs  # noqa: E402
 from sparsekernels.kinds import KINDS  # noqa: E402
+from sparsekernels.ops.sparse_conv import channels_last_like  # noqa: E402
 from sparsekernels.testing import (  # noqa: E402
     low_precision_budget, make_case, reference_grads, reference_output,
 )
@@ -148,8 +149,11 @@ def _check_passes(kind, name, case):
     for pass_ in PASSES:
         got, ref = _run(kind, pass_, case, go), refs[pass_]
         assert got.shape == ref.shape and got.dtype == case.x.dtype, pass_
-        if pass_ != "grad_weight":
+        if pass_ == "grad_input":
             assert got.is_contiguous(), pass_
+        elif pass_ == "forward":  # NCHW, or channels_last like its input (the op's layout)
+            assert got.is_contiguous() or (channels_last_like(case.x) and got.is_contiguous(
+                memory_format=torch.channels_last)), pass_
         err, bound = _max_err(got, ref), _bound(case, go, pass_, ref)
         assert err <= bound, f"{pass_}: max error {err:.3g} > bound {bound:.3g}"  # NaN fails too
 

@@ -30,8 +30,9 @@ import triton.language as tl
 
 from ..conv_args import ConvArgs
 from ..formats.block1xn import BlockTopology
+from ..ops.sparse_conv import channels_last_like
 from .common import (
-    _ACC, _Launcher, _cfg, _check_grad_weight, _conv_scalars, _forward_output, _grad_input_output,
+    _ACC, _GRID_YZ_MAX, _Launcher, _cfg, _check_grad_weight, _conv_scalars, _forward_output, _grad_input_output,
     _grid, _in_image, _pixel_tile, _split_pixels, _tap_source,
 )
 
@@ -39,59 +40,88 @@ from .common import (
 # ---------------------------------------------------------------------------
 # kernels
 # ---------------------------------------------------------------------------
-@triton.jit
+# The shape and stride ints are not specialised (review P4: Triton would
+# otherwise compile a variant per ==1 / %16 pattern of them, 100+ for a
+# ResNet-50); nothing here gains from it: the gathers cannot vectorise anyway.
+_FORWARD_INTS = ["P", "C_IN_G", "H", "W", "OH", "OW", "COUT_G", "ROWS_PER_GROUP",
+                 "sxb", "sxc", "sxh", "sxw", "sob", "soc", "soh", "sow",
+                 "STRIDE_H", "STRIDE_W", "PAD_H", "PAD_W", "DIL_H", "DIL_W", "P_LOG2", "K_LOG2"]
+
+
+@triton.jit(do_not_specialize=_FORWARD_INTS)
 def _forward_kernel(
     x_ptr, v_ptr, row_ptr, col_idx, bias_ptr, out_ptr,
-    P, C_IN_G, H, W, OH, OW, COUT, COUT_G, ROWS_PER_GROUP,
-    sxb, sxc, sxh, sxw,
+    P, C_IN_G, H, W, OH, OW, COUT_G, ROWS_PER_GROUP,
+    sxb, sxc, sxh, sxw, sob, soc, soh, sow,
     STRIDE_H, STRIDE_W, PAD_H, PAD_W, DIL_H, DIL_W,
+    P_LOG2, K_LOG2,  # autotune key only
     KH: tl.constexpr, KW: tl.constexpr, N: tl.constexpr, HAS_BIAS: tl.constexpr,
-    ACC: tl.constexpr,
+    CL: tl.constexpr, ACC: tl.constexpr, ROWS: tl.constexpr,
     BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr,
 ):
-    # One block row x BLOCK_M output pixels (flattened over batch*OH*OW).
-    r = tl.program_id(1)
-    g = r // ROWS_PER_GROUP
-    q = r - g * ROWS_PER_GROUP
-    oc0 = g * COUT_G + q * N
-    lanes = tl.minimum(COUT_G - q * N, N)
+    # BLOCK_M output pixels x ROWS consecutive block rows of one group, one
+    # row after the other: [BLOCK_M, K] x [K, N] per row, K = the row's kept
+    # blocks x taps. The pixel decode is shared, and so (through L1) is the
+    # input the rows read in common.
+    pid_r = tl.program_id(1)
+    tiles = tl.cdiv(ROWS_PER_GROUP, ROWS)
+    g = pid_r // tiles
+    q0 = (pid_r - g * tiles) * ROWS
 
-    _, m_ok, b, pix, oh, ow = _pixel_tile(tl.program_id(0), P, OH, OW, BLOCK_M)
+    _, m_ok, b, _, oh, ow = _pixel_tile(tl.program_id(0), P, OH, OW, BLOCK_M)
     ih0 = oh * STRIDE_H - PAD_H
     iw0 = ow * STRIDE_W - PAD_W
-    x_row = b.to(tl.int64) * sxb + (g * C_IN_G).to(tl.int64) * sxc
-
+    bl = b.to(tl.int64)
+    x_pix = bl * sxb + ih0.to(tl.int64) * sxh + iw0.to(tl.int64) * sxw
+    x_grp = (g * C_IN_G).to(tl.int64) * sxc
+    o_pix = bl * sob + oh.to(tl.int64) * soh + ow.to(tl.int64) * sow
     offs_n = tl.arange(0, BLOCK_N)
     T: tl.constexpr = KH * KW
-    k_lo = tl.load(row_ptr + r) * T
-    k_hi = tl.load(row_ptr + r + 1) * T
 
-    acc = tl.zeros([BLOCK_M, BLOCK_N], dtype=ACC)
-    # K = this row's kept blocks x taps, flattened; BLOCK_K of them per step.
-    for k0 in range(k_lo, k_hi, BLOCK_K):
-        offs_k = k0 + tl.arange(0, BLOCK_K)
-        k_ok = offs_k < k_hi
-        blk = offs_k // T
-        tap = offs_k - blk * T
-        kh = tap // KW
-        kw = tap - kh * KW
-        col = tl.load(col_idx + blk, mask=k_ok, other=0)
-        ih = ih0[:, None] + kh[None, :] * DIL_H
-        iw = iw0[:, None] + kw[None, :] * DIL_W
-        a_ok = _in_image(m_ok[:, None] & k_ok[None, :], ih, iw, H, W)
-        a_off = x_row[:, None] + col[None, :].to(tl.int64) * sxc + ih * sxh + iw * sxw
-        a = tl.load(x_ptr + a_off, mask=a_ok, other=0.0)
-        w_off = offs_k[:, None].to(tl.int64) * N + offs_n[None, :]
-        w = tl.load(v_ptr + w_off, mask=k_ok[:, None] & (offs_n < N)[None, :], other=0.0)
-        acc = tl.dot(a, w, acc, input_precision="ieee")
+    for j in range(ROWS):
+        q = q0 + j
+        # A short last tile of rows: the rows past the group's end are empty.
+        r = g * ROWS_PER_GROUP + tl.minimum(q, ROWS_PER_GROUP - 1)
+        lo = tl.load(row_ptr + r)
+        hi = tl.where(q < ROWS_PER_GROUP, tl.load(row_ptr + r + 1), lo)
+        chunks = tl.cdiv(hi - lo, BLOCK_K)
+        acc = tl.zeros([BLOCK_M, BLOCK_N], dtype=ACC)
+        # K in tap-major chunks: the tap is one scalar per step, so the
+        # padding test and the pixel offsets are per pixel, and a gathered
+        # element costs one add (no per-element tap decode).
+        for it in range(0, T * chunks):
+            tap = it // chunks
+            kh = tap // KW
+            kw = tap - kh * KW
+            ih = ih0 + kh * DIL_H
+            iw = iw0 + kw * DIL_W
+            p_ok = _in_image(m_ok, ih, iw, H, W)
+            p_off = x_pix + (kh * DIL_H * sxh + kw * DIL_W * sxw)
+            offs_k = lo + (it - tap * chunks) * BLOCK_K + tl.arange(0, BLOCK_K)
+            k_ok = offs_k < hi
+            col = tl.load(col_idx + offs_k, mask=k_ok, other=0)
+            c_off = x_grp + col.to(tl.int64) * sxc
+            if CL:  # channels innermost in memory: threads along K
+                a = tl.load(x_ptr + p_off[:, None] + c_off[None, :],
+                            mask=p_ok[:, None] & k_ok[None, :], other=0.0)
+            else:  # NCHW: threads along the pixels, coalesced
+                a = tl.trans(tl.load(x_ptr + c_off[:, None] + p_off[None, :],
+                                     mask=k_ok[:, None] & p_ok[None, :], other=0.0))
+            w_off = (offs_k.to(tl.int64) * T + tap)[:, None] * N + offs_n[None, :]
+            w = tl.load(v_ptr + w_off, mask=k_ok[:, None] & (offs_n < N)[None, :], other=0.0)
+            acc = tl.dot(a, w, acc, input_precision="ieee")
 
-    n_ok = offs_n < lanes
-    if HAS_BIAS:
-        bias = tl.load(bias_ptr + oc0 + offs_n, mask=n_ok, other=0.0)
-        acc += bias.to(ACC)[None, :]
-    out_off = ((b.to(tl.int64) * COUT + oc0)[:, None] + offs_n[None, :]) * (OH * OW) + pix[:, None]
-    tl.store(out_ptr + out_off, acc.to(out_ptr.dtype.element_ty),
-             mask=m_ok[:, None] & n_ok[None, :])
+        oc = g * COUT_G + q * N + offs_n
+        n_ok = offs_n < tl.minimum(COUT_G - q * N, N)  # none for rows past the group
+        if HAS_BIAS:
+            acc += tl.load(bias_ptr + oc, mask=n_ok, other=0.0).to(ACC)[None, :]
+        out = acc.to(out_ptr.dtype.element_ty)
+        if CL:
+            tl.store(out_ptr + o_pix[:, None] + oc[None, :].to(tl.int64) * soc, out,
+                     mask=m_ok[:, None] & n_ok[None, :])
+        else:
+            tl.store(out_ptr + oc[:, None].to(tl.int64) * soc + o_pix[None, :], tl.trans(out),
+                     mask=n_ok[:, None] & m_ok[None, :])
 
 
 @triton.jit
@@ -197,9 +227,10 @@ def _grad_weight_kernel(
 # ---------------------------------------------------------------------------
 _forward = _Launcher(
     _forward_kernel,
-    [_cfg(4, BLOCK_M=64, BLOCK_K=32), _cfg(4, BLOCK_M=128, BLOCK_K=32),
-     _cfg(8, 3, BLOCK_M=128, BLOCK_K=64), _cfg(4, 3, BLOCK_M=64, BLOCK_K=64)],
-    key=["P", "C_IN_G", "N", "KH", "KW"],
+    [_cfg(4, 3, BLOCK_M=64, BLOCK_K=32, ROWS=2), _cfg(4, 3, BLOCK_M=128, BLOCK_K=32, ROWS=1),
+     _cfg(8, 3, BLOCK_M=128, BLOCK_K=32, ROWS=2), _cfg(4, 4, BLOCK_M=64, BLOCK_K=64, ROWS=4),
+     _cfg(8, 4, BLOCK_M=128, BLOCK_K=64, ROWS=1)],
+    key=["P_LOG2", "K_LOG2", "N", "KH", "KW", "CL"],
 )
 _grad_input = _Launcher(
     _grad_input_kernel,
@@ -218,6 +249,12 @@ _grad_weight = _Launcher(
 # ---------------------------------------------------------------------------
 # host side
 # ---------------------------------------------------------------------------
+def _check_programs(programs: int):
+    if programs > _GRID_YZ_MAX:  # grid axis 1 (a config's ROWS may be 1)
+        raise ValueError(f"the Triton backend launches at most {_GRID_YZ_MAX} channel "
+                         f"programs per pixel tile, this call needs {programs}")
+
+
 def _block_n(n: int) -> int:
     return max(16, triton.next_power_of_2(n))  # tl.dot needs every dim >= 16
 
@@ -229,21 +266,30 @@ def forward(
     bias: Optional[torch.Tensor],
     conv: ConvArgs,
 ) -> torch.Tensor:
-    """``[B, Cout, OH, OW]`` NCHW-contiguous output of the sparse conv."""
+    """``[B, Cout, OH, OW]`` output of the sparse conv, in ``x``'s memory
+    format (channels_last when ``x`` is, as the op returns it: its copy to
+    the input's layout is then a no-op)."""
     out, p = _forward_output(x, values, topo, conv)
+    cl = channels_last_like(x)
+    if cl:
+        out = out.contiguous(memory_format=torch.channels_last)
     if p == 0:
         return out
     cin, h, w = x.shape[1:]
     cout, oh, ow = out.shape[1:]
     kh, kw = topo.kernel_size
     n = topo.n
+    rows = topo.row_ptr.numel() - 1
+    _check_programs(rows)
     _forward(
-        _grid(topo.row_ptr.numel() - 1, p, "BLOCK_M"),
+        lambda meta: (triton.cdiv(p, meta["BLOCK_M"]),
+                      conv.groups * triton.cdiv(topo.rows_per_group, meta["ROWS"])),
         x, values.contiguous(), topo.row_ptr, topo.col_idx,
         bias.contiguous() if bias is not None else out, out,
-        p, cin // conv.groups, h, w, oh, ow, cout, cout // conv.groups, topo.rows_per_group,
-        *x.stride(), *_conv_scalars(conv),
-        KH=kh, KW=kw, N=n, HAS_BIAS=bias is not None,
+        p, cin // conv.groups, h, w, oh, ow, cout // conv.groups, topo.rows_per_group,
+        *x.stride(), *out.stride(), *_conv_scalars(conv),
+        p.bit_length(), (topo.nnzb // max(rows, 1)).bit_length(),
+        KH=kh, KW=kw, N=n, HAS_BIAS=bias is not None, CL=cl,
         ACC=_ACC[x.dtype], BLOCK_N=_block_n(n),
     )
     return out
