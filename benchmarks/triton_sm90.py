@@ -1,0 +1,467 @@
+"""Compile every Triton kernel configuration the library can launch for an
+H100/H200 (sm_90), on a machine with no GPU, and report what the GPU would
+run: how ``tl.dot`` lowers (wgmma, mma.sync or FMA), registers, spills,
+shared memory, global-load widths, cp.async/TMA use, and the main loop's
+PTX instruction mix (the input of ``gpu_model.py``).
+
+    python benchmarks/triton_sm90.py --json benchmarks/results/gpu-sm90/triton_sm90.json
+
+What is compiled: every module-level ``_Launcher`` of
+``sparsekernels/triton/<kind>.py`` (one per kind in ``kinds.KINDS``), every
+config in its ``.configs``, for fp16, bf16, fp32 and fp64, and N = 16/32/64
+for kernels that take N. Arguments are specialised as Triton's JIT would
+specialise them (an int equal to 1 becomes a constant, multiples of 16 get a
+divisibility hint, pointers are 16-byte aligned) for one representative call:
+``LAYER`` below (ResNet-50's 128@28 3x3 layer, batch 64, stride 1; NCHW
+unless the kernel is told the layout).
+Every argument name must be in the tables below: a kernel that gains an
+argument stops this script with an error naming it, so the tables (and the
+committed report) are updated with the kernel.
+
+Figures come from this machine's Triton and its ptxas; a GPU image with
+another Triton version may differ a little. Nothing is executed.
+"""
+from __future__ import annotations
+
+import os
+
+os.environ.pop("TRITON_INTERPRET", None)  # the interpreter would skip compilation
+os.environ.setdefault("TRITON_DEFAULT_FP_FUSION", "1")  # as the library runs (silences 3.9's warning)
+
+import argparse  # noqa: E402
+import ast  # noqa: E402
+import hashlib  # noqa: E402
+import importlib  # noqa: E402
+import inspect  # noqa: E402
+import json  # noqa: E402
+import re  # noqa: E402
+import subprocess  # noqa: E402
+import sys  # noqa: E402
+import tempfile  # noqa: E402
+import time  # noqa: E402
+from collections import Counter  # noqa: E402
+from concurrent.futures import ProcessPoolExecutor, as_completed  # noqa: E402
+
+import torch  # noqa: E402
+import triton  # noqa: E402
+import triton.language as tl  # noqa: E402
+from triton._C.libtriton import native_specialize_impl  # noqa: E402
+from triton.backends.compiler import GPUTarget  # noqa: E402
+from triton.backends.nvidia.compiler import get_ptxas  # noqa: E402
+from triton.compiler import ASTSource, make_backend  # noqa: E402
+from triton.runtime.jit import MockTensor  # noqa: E402
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, ROOT)
+
+TARGET = GPUTarget("cuda", 90, 32)
+DTYPES = {"fp16": "float16", "bf16": "bfloat16", "fp32": "float32", "fp64": "float64"}
+NS = (4, 16, 32, 64)  # 4: the fp32 target's N (BLOCK_N is padded to 16)
+
+# The representative call the scalars are specialised for.
+LAYER = dict(batch=64, cin=128, cout=128, h=28, w=28, k=3, stride=1, pad=1, dil=1)
+
+# Pointer arguments by name: data tensors take the dtype under test, index
+# tensors (CSR pointers and indices, pattern plans, the NaN/Inf flag) int32.
+DATA_PTRS = {"x_ptr", "v_ptr", "bias_ptr", "out_ptr", "go_ptr", "gi_ptr", "gw_ptr"}
+INDEX_PTRS = {"row_ptr", "col_idx", "col_ptr", "block_idx", "block_row", "tap_idx", "tap_ptr",
+              "stripe_idx", "stripe_row", "vmap_ptr", "pmap_ptr", "pos_ptr", "flag_ptr"}
+
+
+def _scalars(n: int | None, cl: bool) -> dict:
+    """Scalar arguments' values in LAYER: x and grad_out NCHW-contiguous, or
+    channels_last where the kernel takes the layout as ``CL``."""
+    L = LAYER
+    oh, ow = L["h"], L["w"]  # stride 1, same padding
+
+    def strides(c, h, w):  # (batch, channel, row, column)
+        return (c * h * w, 1, w * c, c) if cl else (c * h * w, h * w, w, 1)
+    sx, sg = strides(L["cin"], L["h"], L["w"]), strides(L["cout"], oh, ow)
+    p = L["batch"] * oh * ow
+    return dict(
+        P=p, CIN=L["cin"], C_IN_G=L["cin"], COUT=L["cout"], COUT_G=L["cout"],
+        ROWS_PER_GROUP=-(-L["cout"] // n) if n else 1, H=L["h"], W=L["w"], OH=oh, OW=ow,
+        **dict(zip(("sxb", "sxc", "sxh", "sxw"), sx)),
+        **dict(zip(("sgb", "sgc", "sgh", "sgw"), sg)), **dict(zip(("sob", "soc", "soh", "sow"), sg)),
+        STRIDE_H=L["stride"], STRIDE_W=L["stride"], PAD_H=L["pad"], PAD_W=L["pad"],
+        DIL_H=L["dil"], DIL_W=L["dil"],
+        # autotune keys: log2 of the pixels and of the kept blocks per row (75%)
+        P_LOG2=p.bit_length(), K_LOG2=(L["cin"] // 4).bit_length(),
+    )
+
+
+def _block_n(n: int) -> int:
+    return max(16, triton.next_power_of_2(n))  # as block1xn's host code: tl.dot needs >= 16
+
+
+# constexprs the launch passes whose every value is compiled (variants).
+VARIANTS = {"N": NS, "CL": (False, True)}
+# other constexprs the launch passes (not the config): name -> f(dtype, variant).
+CONSTEXPRS = {
+    "KH": lambda dt, v: LAYER["k"],
+    "KW": lambda dt, v: LAYER["k"],
+    "BLOCK_N": lambda dt, v: _block_n(v["N"]),
+    "HAS_BIAS": lambda dt, v: True,
+    "ACC": lambda dt, v: tl.float64 if dt == "fp64" else tl.float32,
+}
+
+
+# ---------------------------------------------------------------------------
+# enumeration (no compilation)
+# ---------------------------------------------------------------------------
+def _kind_modules() -> list[str]:
+    from sparsekernels.kinds import KINDS
+    return list(KINDS)
+
+
+def _launch_constants(module) -> dict[str, dict]:
+    """{launcher name: constexprs fixed where it is launched}: constant
+    keywords of direct calls (``_forward(grid, ..., EXACT=True)``) and the
+    dot/exact pair of ``_launch_dot_or_exact(dot, exact, ...)``."""
+    fixed: dict[str, dict] = {}
+    for node in ast.walk(ast.parse(inspect.getsource(module))):
+        if not isinstance(node, ast.Call) or not isinstance(node.func, ast.Name):
+            continue
+        if node.func.id == "_launch_dot_or_exact":
+            for arg, exact in zip(node.args[:2], (False, True)):
+                fixed.setdefault(arg.id, {})["EXACT"] = exact
+        else:
+            for kw in node.keywords:
+                if kw.arg and isinstance(kw.value, ast.Constant):
+                    fixed.setdefault(node.func.id, {})[kw.arg] = kw.value.value
+    return fixed
+
+
+def launchers() -> list[tuple[str, str, object, dict]]:
+    """(kind slug, launcher name, launcher, launch constants) of every
+    module-level ``_Launcher`` of the kinds' Triton modules."""
+    from sparsekernels.triton.common import _Launcher
+    out = []
+    for slug in _kind_modules():
+        module = importlib.import_module(f"sparsekernels.triton.{slug}")
+        fixed = _launch_constants(module)
+        for name, obj in vars(module).items():
+            if isinstance(obj, _Launcher):
+                out.append((slug, name, obj, fixed.get(name, {})))
+    return out
+
+
+def source_hash(fn) -> str:
+    """sha256 of a kernel's source and of the @triton.jit helpers it calls,
+    recursively: what the compile depends on (Triton's own ``cache_key``
+    also hashes line numbers, so an edit above a kernel would change it)."""
+    seen, h = set(), hashlib.sha256()
+
+    def visit(f):
+        if f.__name__ in seen:
+            return
+        seen.add(f.__name__)
+        h.update(f.src.encode())
+        for node in ast.walk(ast.parse(f.src)):
+            dep = f.__globals__.get(node.id) if isinstance(node, ast.Name) else None
+            if isinstance(dep, triton.runtime.JITFunction):
+                visit(dep)
+    visit(fn)
+    return h.hexdigest()[:16]
+
+
+def _pass_of(launcher_name: str) -> str:
+    for p in ("grad_input", "grad_weight"):
+        if p in launcher_name:
+            return p.replace("_", "-")
+    return "forward"
+
+
+def _variants(kernel, ns) -> list[dict]:
+    """Every combination of the VARIANTS constexprs ``kernel`` takes."""
+    out = [{}]
+    for name, values in VARIANTS.items():
+        if name in kernel.arg_names:
+            out = [dict(v, **{name: x}) for v in out for x in (ns if name == "N" else values)]
+    return out
+
+
+def jobs(dtypes=tuple(DTYPES), ns=NS) -> list[dict]:
+    """One job per launcher x config x dtype x variant (N, layout where the
+    kernel takes them), each with its argument types already resolved (so an
+    unknown argument fails here, before any compilation)."""
+    out = []
+    for slug, name, launcher, fixed in launchers():
+        digest = source_hash(launcher.kernel)
+        for ci, cfg in enumerate(launcher.configs):
+            for dt in dtypes:
+                for variant in _variants(launcher.kernel, ns):
+                    _signature(launcher.kernel, cfg, dt, variant, fixed)  # raises on unknown names
+                    out.append(dict(
+                        kernel=f"{slug}.{name}", kind=slug, module=f"sparsekernels.triton.{slug}",
+                        launcher=name, function=launcher.kernel.__name__, config_index=ci,
+                        dtype=dt, n=variant.get("N"), variant=variant, **{"pass": _pass_of(name)},
+                        source_hash=digest,
+                        config=dict(cfg.kwargs, num_warps=cfg.num_warps, num_stages=cfg.num_stages)))
+    return out
+
+
+def job_key(j: dict) -> tuple:
+    """What identifies a compile: kernel, dtype, variant, config."""
+    return (j["kernel"], j["dtype"], json.dumps(j["variant"], sort_keys=True),
+            json.dumps(j["config"], sort_keys=True))
+
+
+def _signature(kernel, cfg, dtype: str, variant: dict, fixed: dict):
+    """(signature, constexprs, attrs, constexpr values by name) of ``kernel``
+    as Triton's JIT builds them for this launch."""
+    backend = make_backend(TARGET)
+    scalars = _scalars(variant.get("N"), variant.get("CL", False))
+    consts = dict(cfg.kwargs, **variant)
+    consts.update({k: v for k, v in fixed.items() if k in kernel.arg_names})
+    sig, constexprs, attrs, named = {}, {}, {}, {}
+    unknown = []
+    for i, p in enumerate(kernel.params):
+        name = p.name
+        if p.is_constexpr:
+            if name in consts:
+                val = consts[name]
+            elif name in CONSTEXPRS:
+                val = CONSTEXPRS[name](dtype, variant)
+            elif p.has_default:
+                val = p.default
+            else:
+                unknown.append(name)
+                continue
+            sig[name], constexprs[(i,)], named[name] = "constexpr", val, val
+            continue
+        if name in DATA_PTRS:
+            arg = MockTensor(getattr(torch, DTYPES[dtype]))
+        elif name in INDEX_PTRS:
+            arg = MockTensor(torch.int32)
+        elif name in scalars:
+            arg = scalars[name]
+        else:
+            unknown.append(name)
+            continue
+        ty, attr = native_specialize_impl(backend, arg, p.is_const, not p.do_not_specialize,
+                                          not p.do_not_specialize_on_alignment)
+        sig[name] = ty
+        if ty == "constexpr":  # an int specialised on its value (== 1)
+            constexprs[(i,)] = attr
+        elif isinstance(attr, str) and attr:
+            attrs[(i,)] = backend.parse_attr(attr)
+    if unknown:
+        raise KeyError(f"{kernel.__name__}: no representative value for argument(s) {unknown}; "
+                       f"add them to benchmarks/triton_sm90.py (DATA_PTRS/INDEX_PTRS, _scalars or "
+                       f"CONSTEXPRS)")
+    return sig, constexprs, attrs, named
+
+
+# ---------------------------------------------------------------------------
+# compilation and what the PTX says
+# ---------------------------------------------------------------------------
+_LDG = re.compile(r"\bld\.global(?:\.[a-z]+)*?\.((?:v\d\.)?[bfsu]\d+)\b")
+_WIDTH = re.compile(r"(?:v(\d)\.)?[bfsu](\d+)")
+_CP_ASYNC = re.compile(r"\bcp\.async\.c[ag]\.shared\.global.*?,\s*(0x[0-9a-f]+|\d+)")
+_WGMMA = re.compile(r"\bwgmma\.mma_async\S*\.m(\d+)n(\d+)k(\d+)")
+_MMA = re.compile(r"\bmma\.sync\S*\.m(\d+)n(\d+)k(\d+)")
+_FMA = re.compile(r"\b(?:fma\.rn|mul(?:\.rn)?)\.f(?:32|64)\b")
+_LABEL = re.compile(r"^(\$L\w+):")
+_BRA = re.compile(r"\bbra(?:\.uni)?\s+(\$L\w+);")
+
+
+def _instructions(ptx: str) -> list[str]:
+    """The PTX body as a list: instructions and labels (directives, braces,
+    comments and declarations dropped)."""
+    out = []
+    for line in ptx.splitlines():
+        s = line.split("//")[0].strip()
+        if not s or s[0] in ".{}":
+            continue
+        if _LABEL.match(s) or s.endswith(";"):
+            out.append(s)
+    return out
+
+
+def _load_bytes(lines) -> tuple[Counter, int]:
+    widths, total = Counter(), 0
+    for s in lines:
+        for w in _LDG.findall(s):
+            widths[w] += 1
+            v, bits = _WIDTH.fullmatch(w).groups()
+            total += int(v or 1) * int(bits) // 8
+        for size in _CP_ASYNC.findall(s):
+            total += int(size, 0)
+    return widths, total
+
+
+def _main_loop(lines: list[str]) -> list[str]:
+    """The loop whose body issues the dot: among backward branches, the one
+    around the most dot instructions (tensor-core MMAs, else float FMAs),
+    innermost on ties. Empty when no loop holds one."""
+    labels = {m.group(1): i for i, s in enumerate(lines) if (m := _LABEL.match(s))}
+    is_mma = [bool(_WGMMA.search(s) or _MMA.search(s)) for s in lines]
+    dot = is_mma if any(is_mma) else [bool(_FMA.search(s)) for s in lines]
+    best, best_key = [], (0, 0)
+    for j, s in enumerate(lines):
+        m = _BRA.search(s)
+        if m and labels.get(m.group(1), j + 1) <= j:
+            i = labels[m.group(1)]
+            key = (sum(dot[i:j + 1]), -(j - i))
+            if key > best_key:
+                best, best_key = lines[i:j + 1], key
+    return best
+
+
+def _loop_stats(loop: list[str], num_warps: int) -> dict:
+    """Per iteration of the main loop: PTX instructions per thread, MACs per
+    program (from the MMA shapes, or one per float FMA/MUL and thread when
+    the dot runs on CUDA cores), global bytes loaded per thread."""
+    instrs = [s for s in loop if not _LABEL.match(s)]
+    macs = 0
+    for s in instrs:
+        if m := _WGMMA.search(s):  # one per warpgroup
+            macs += int(m[1]) * int(m[2]) * int(m[3]) * num_warps // 4
+        elif m := _MMA.search(s):  # one per warp
+            macs += int(m[1]) * int(m[2]) * int(m[3]) * num_warps
+    if not macs:
+        macs = sum(bool(_FMA.search(s)) for s in instrs) * 32 * num_warps
+    widths, load_bytes = _load_bytes(instrs)
+    return dict(ptx_instructions=len(instrs), macs_per_program=macs,
+                global_loads=sum(widths.values()), load_bytes_per_thread=load_bytes,
+                macs_per_warp_instruction=round(macs / (len(instrs) * num_warps), 3) if instrs else None)
+
+
+def _ptxas_report(ptx: str, arch: str) -> dict:
+    """Registers, spills, stack frame from ptxas -v with Triton's own flags."""
+    with tempfile.TemporaryDirectory() as d:
+        src = os.path.join(d, "k.ptx")
+        with open(src, "w") as f:
+            f.write(ptx)
+        r = subprocess.run([get_ptxas(TARGET.arch).path, "-lineinfo", "-v", "--regAllocOptLevel=2",
+                            f"--gpu-name={arch}", src, "-o", os.path.join(d, "k.o")],
+                           capture_output=True, text=True)
+    log = r.stdout + r.stderr
+
+    def grab(pattern):
+        m = re.search(pattern, log)
+        return int(m.group(1)) if m else 0
+    return dict(registers=grab(r"Used (\d+) registers"),
+                spill_bytes=grab(r"(\d+) bytes spill stores") + grab(r"(\d+) bytes spill loads"),
+                spill_store_bytes=grab(r"(\d+) bytes spill stores"),
+                stack_frame_bytes=grab(r"(\d+) bytes stack frame"))
+
+
+def compile_job(job: dict, keep_dir: str | None = None) -> dict:
+    """Compile one job for sm_90; its record (``error`` set if it failed)."""
+    module = importlib.import_module(job["module"])
+    launcher = getattr(module, job["launcher"])
+    cfg = launcher.configs[job["config_index"]]
+    fixed = _launch_constants(module).get(job["launcher"], {})
+    sig, constexprs, attrs, named = _signature(launcher.kernel, cfg, job["dtype"], job["variant"], fixed)
+    record = dict(job, constexprs={k: str(v) for k, v in named.items()}, specialised_for=LAYER,
+                  triton=triton.__version__)
+    t0 = time.perf_counter()
+    try:
+        k = triton.compile(ASTSource(launcher.kernel, sig, constexprs, attrs), target=TARGET,
+                           options=dict(num_warps=cfg.num_warps, num_stages=cfg.num_stages))
+    except Exception as e:  # noqa: BLE001 (a failing config is a finding, recorded)
+        return dict(record, error=f"{type(e).__name__}: {str(e).strip().splitlines()[0][:300]}")
+    ptx = k.asm["ptx"]
+    if keep_dir:
+        os.makedirs(keep_dir, exist_ok=True)
+        var = "".join(f".{k}{int(v)}" for k, v in job["variant"].items())
+        tag = f"{job['kernel']}.{job['dtype']}{var}.c{job['config_index']}"
+        for ext in ("ptx", "ttgir"):
+            with open(os.path.join(keep_dir, f"{tag}.{ext}"), "w") as f:
+                f.write(k.asm[ext])
+    lines = _instructions(ptx)
+    widths, _ = _load_bytes(lines)
+    arch = re.search(r"^\.target (sm_\w+)", ptx, flags=re.M).group(1)  # sm_90a with wgmma
+    dot = "wgmma" if _WGMMA.search(ptx) else "mma.sync" if _MMA.search(ptx) else "fma"
+    record.update(
+        dot=dot, ptx_target=arch, **_ptxas_report(ptx, arch),
+        shared_bytes=k.metadata.shared, ptx_instructions=sum(not _LABEL.match(s) for s in lines),
+        global_load_widths=dict(widths), cp_async=len(_CP_ASYNC.findall(ptx)),
+        tma=len(re.findall(r"\bcp\.async\.bulk", ptx)),
+        loop=_loop_stats(_main_loop(lines), cfg.num_warps),
+        compile_s=round(time.perf_counter() - t0, 2),
+    )
+    return record
+
+
+# ---------------------------------------------------------------------------
+# report
+# ---------------------------------------------------------------------------
+def config_label(cfg: dict) -> str:
+    blocks = "x".join(str(v) for k, v in cfg.items() if k.startswith("BLOCK_"))
+    return f"{blocks} w{cfg['num_warps']} s{cfg['num_stages']}"
+
+
+def markdown_table(records: list[dict], dtype: str = "bf16") -> str:
+    """One row per kernel x config (N=32 where the kernel takes N) at
+    ``dtype``: the compile report's table in gpu_kernels.md."""
+    rows = ["| kernel | config | dot | regs | spill B | smem KB | loads (PTX, whole kernel) "
+            "| loop PTX instr/thread | MAC per warp-instr |",
+            "|---|---|---|---|---|---|---|---|---|"]
+    for r in records:
+        if r["dtype"] != dtype or r["n"] not in (None, 32):
+            continue
+        if "error" in r:
+            rows.append(f"| {r['kernel']} | {config_label(r['config'])} | error: {r['error'][:60]} "
+                        "| | | | | | |")
+            continue
+        loads = " ".join(f"{w}:{c}" for w, c in sorted(r["global_load_widths"].items()))
+        loop = r["loop"]
+        rows.append(f"| {r['kernel']} | {config_label(r['config'])} | {r['dot']} | {r['registers']} "
+                    f"| {r['spill_bytes']} | {r['shared_bytes'] / 1024:.1f} | {loads} "
+                    f"| {loop['ptx_instructions']} | {loop['macs_per_warp_instruction']} |")
+    return "\n".join(rows)
+
+
+def _summary(records: list[dict]) -> str:
+    """Per kernel and dtype: how dots lower, register range, configs that spill."""
+    groups: dict = {}
+    for r in records:
+        groups.setdefault((r["kernel"], r["dtype"]), []).append(r)
+    lines = [f"{'kernel':34} {'dtype':5} {'dot':16} {'regs':9} {'spilling/configs':16} errors"]
+    for (kernel, dt), rs in groups.items():
+        ok = [r for r in rs if "error" not in r]
+        dots = "/".join(sorted({r["dot"] for r in ok})) or "-"
+        regs = f"{min(r['registers'] for r in ok)}-{max(r['registers'] for r in ok)}" if ok else "-"
+        spilling = sum(r["spill_bytes"] > 0 for r in ok)
+        lines.append(f"{kernel:34} {dt:5} {dots:16} {regs:9} {f'{spilling}/{len(rs)}':16} "
+                     f"{len(rs) - len(ok)}")
+    return "\n".join(lines)
+
+
+def _init_worker():
+    os.environ.pop("TRITON_INTERPRET", None)
+    sys.path.insert(0, ROOT)
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--json", required=True, help="output: a JSON list of records")
+    ap.add_argument("--dtypes", nargs="+", default=list(DTYPES), choices=list(DTYPES))
+    ap.add_argument("--n", nargs="+", type=int, default=list(NS), help="N values of 1xN kernels")
+    ap.add_argument("--kernels", nargs="+", help="only these kernels (e.g. block1xn._forward)")
+    ap.add_argument("--workers", type=int, default=os.cpu_count())
+    ap.add_argument("--keep", help="write each compile's PTX and TTGIR to this folder")
+    args = ap.parse_args(argv)
+    from tqdm import tqdm
+
+    todo = [j for j in jobs(args.dtypes, args.n) if not args.kernels or j["kernel"] in args.kernels]
+    records = []
+    with ProcessPoolExecutor(args.workers, initializer=_init_worker) as pool:
+        futures = [pool.submit(compile_job, j, args.keep) for j in todo]
+        for f in tqdm(as_completed(futures), total=len(futures), desc="sm_90 compiles"):
+            records.append(f.result())
+    order = {job_key(j): i for i, j in enumerate(todo)}
+    records.sort(key=lambda r: order[job_key(r)])
+    os.makedirs(os.path.dirname(os.path.abspath(args.json)), exist_ok=True)
+    with open(args.json, "w") as f:
+        json.dump(records, f, indent=1)
+    print(_summary(records))
+    print(f"{len(records)} records -> {args.json}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
