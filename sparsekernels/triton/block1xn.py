@@ -22,6 +22,7 @@ the interpreter is meaningless); on a GPU a few configs are autotuned.
 """
 from __future__ import annotations
 
+import math
 from typing import Optional
 
 import torch
@@ -33,7 +34,8 @@ from ..formats.block1xn import BlockTopology
 from ..ops.sparse_conv import channels_last_like
 from .common import (
     _ACC, _GRID_YZ_MAX, _Launcher, _cfg, _check_grad_weight, _conv_scalars, _forward_output, _grad_input_output,
-    _grid, _in_image, _pixel_tile, _split_pixels, _tap_source,
+    _flag_picks, _group_tile, _in_image, _nonfinite, _pixel_tile, _split_pixels,
+    _tap_source,
 )
 
 
@@ -124,25 +126,128 @@ def _forward_kernel(
                      mask=n_ok[:, None] & m_ok[None, :])
 
 
+_GRAD_INPUT_INTS = ["PIX", "CIN", "C_IN_G", "H", "W", "OH", "OW", "COUT_G", "ROWS_PER_GROUP",
+                    "PH_H", "PH_W", "STEP_H", "STEP_W", "sgb", "sgc", "sgh", "sgw",
+                    "STRIDE_H", "STRIDE_W", "PAD_H", "PAD_W", "DIL_H", "DIL_W", "P_LOG2", "C_LOG2"]
+
+
 @triton.jit
+def _phase_taps(ph, PAD, DIL, STRIDE, STEP, K: tl.constexpr):
+    """``(k0, count)``: the taps ``k0 + i * STEP`` (i < count) of one kernel
+    axis that reach grad_out from input phase ``ph``, those with ``ph + PAD
+    - k * DIL`` a multiple of STRIDE (``STEP = STRIDE / gcd(STRIDE, DIL)``
+    apart)."""
+    k0 = K  # none
+    for k in range(0, STEP):
+        k0 = tl.where((k0 == K) & (k < K) & ((ph + PAD - k * DIL) % STRIDE == 0), k, k0)
+    return k0, (K - k0 + STEP - 1) // STEP
+
+
+@triton.jit(do_not_specialize=_GRAD_INPUT_INTS)
 def _grad_input_kernel(
-    go_ptr, v_ptr, col_ptr, block_idx, block_row, gi_ptr,
+    go_ptr, v_ptr, col_ptr, block_idx, block_row, gi_ptr, flag_ptr,
+    PIX, CIN, C_IN_G, H, W, OH, OW, COUT_G, ROWS_PER_GROUP, PH_H, PH_W, STEP_H, STEP_W,
+    sgb, sgc, sgh, sgw,
+    STRIDE_H, STRIDE_W, PAD_H, PAD_W, DIL_H, DIL_W,
+    P_LOG2, C_LOG2,  # autotune key only
+    KH: tl.constexpr, KW: tl.constexpr, N: tl.constexpr, CL: tl.constexpr,
+    ACC: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_C: tl.constexpr, BLOCK_K: tl.constexpr,
+):
+    # The transposed conv as [BLOCK_M input pixels, K] x [K, BLOCK_C input
+    # channels] dots, K = the group's block rows x taps x lanes: per (row,
+    # tap), A is grad_out of the row's N channels at the tap's source pixels
+    # (shared by every channel of the tile) and B the row's blocks reading the
+    # tile's channels (0 where the row keeps none: so this is the dot variant
+    # of the NaN/Inf protocol, see common.py).
+    #
+    # Pixels come in stride phases (ih % STRIDE_H, iw % STRIDE_W): within a
+    # phase, which taps reach grad_out and at which offset is one scalar per
+    # tap, so the loop visits only those taps, never divides per element, and
+    # a gathered element costs one add.
+    T: tl.constexpr = KH * KW
+    TN: tl.constexpr = T * N
+    LANE_CHUNKS: tl.constexpr = (N + BLOCK_K - 1) // BLOCK_K
+    tiles = tl.cdiv(PIX, BLOCK_M)  # PIX: pixels of the largest phase
+    phase = tl.program_id(0) // tiles
+    ph = phase // STRIDE_W
+    pw = phase - ph * STRIDE_W
+    _, m_ok, b, _, u, v = _pixel_tile(tl.program_id(0) - phase * tiles, PIX, PH_H, PH_W, BLOCK_M)
+    ih = u * STRIDE_H + ph
+    iw = v * STRIDE_W + pw
+    m_ok = m_ok & (ih < H) & (iw < W)
+    go_pix = b.to(tl.int64) * sgb + u.to(tl.int64) * sgh + v.to(tl.int64) * sgw
+    kh0, n_kh = _phase_taps(ph, PAD_H, DIL_H, STRIDE_H, STEP_H, KH)
+    kw0, n_kw = _phase_taps(pw, PAD_W, DIL_W, STRIDE_W, STEP_W, KW)
+
+    g, c_loc, c_ok = _group_tile(tl.program_id(1), C_IN_G, BLOCK_C)
+    ci = g * C_IN_G + c_loc
+    run_c, run = _flag_picks(flag_ptr, c_loc, False)
+    # Per channel, a cursor into its blocks (the transposed CSR, in row order).
+    cur = tl.load(col_ptr + ci, mask=c_ok, other=0)
+    end = tl.load(col_ptr + ci + 1, mask=c_ok, other=0)
+    offs_k = tl.arange(0, BLOCK_K)
+
+    acc = tl.zeros([BLOCK_M, BLOCK_C], dtype=ACC)
+    for q in range(0, ROWS_PER_GROUP * run.to(tl.int32)):
+        kept = tl.load(block_row + cur, mask=cur < end, other=-1) == g * ROWS_PER_GROUP + q
+        w_blk = tl.load(block_idx + cur, mask=kept, other=0).to(tl.int64) * TN
+        cur += kept.to(tl.int32)
+        lanes = tl.minimum(COUT_G - q * N, N)
+        go_row = (g * COUT_G + q * N).to(tl.int64) * sgc
+        for it in range(0, n_kh * n_kw * LANE_CHUNKS):
+            i = it // LANE_CHUNKS
+            i_h = i // n_kw
+            kh = kh0 + i_h * STEP_H
+            kw = kw0 + (i - i_h * n_kw) * STEP_W
+            oh_d = (ph + PAD_H - kh * DIL_H) // STRIDE_H  # exact: a multiple, of either sign
+            ow_d = (pw + PAD_W - kw * DIL_W) // STRIDE_W
+            oh = u + oh_d
+            ow = v + ow_d
+            p_ok = m_ok & (oh >= 0) & (oh < OH) & (ow >= 0) & (ow < OW)
+            p_off = go_pix + (oh_d.to(tl.int64) * sgh + ow_d.to(tl.int64) * sgw)
+            n = (it - i * LANE_CHUNKS) * BLOCK_K + offs_k
+            n_ok = n < lanes  # padded lanes of a short last row: no channel
+            n_off = go_row + n.to(tl.int64) * sgc
+            if CL:  # channels innermost in memory: threads along the lanes
+                a = tl.load(go_ptr + p_off[:, None] + n_off[None, :],
+                            mask=p_ok[:, None] & n_ok[None, :], other=0.0)
+            else:  # NCHW: threads along the pixels, coalesced
+                a = tl.trans(tl.load(go_ptr + n_off[:, None] + p_off[None, :],
+                                     mask=n_ok[:, None] & p_ok[None, :], other=0.0))
+            w_k = (kh * KW + kw) * N + n
+            w = tl.load(v_ptr + w_blk[None, :] + w_k[:, None],
+                        mask=n_ok[:, None] & kept[None, :], other=0.0)
+            acc = tl.dot(a, w, acc, input_precision="ieee")
+
+    gi_off = (b.to(tl.int64)[None, :] * CIN + ci[:, None]) * (H * W) + (ih * W + iw)[None, :]
+    tl.store(gi_ptr + gi_off, tl.trans(acc).to(gi_ptr.dtype.element_ty),
+             mask=(c_ok & run_c)[:, None] & m_ok[None, :])
+
+
+@triton.jit(do_not_specialize=["P", "CIN", "C_IN_G", "H", "W", "OH", "OW", "COUT_G",
+                               "ROWS_PER_GROUP", "sgb", "sgc", "sgh", "sgw", "STRIDE_H",
+                               "STRIDE_W", "PAD_H", "PAD_W", "DIL_H", "DIL_W"])
+def _grad_input_exact_kernel(
+    go_ptr, v_ptr, col_ptr, block_idx, block_row, gi_ptr, flag_ptr,
     P, CIN, C_IN_G, H, W, OH, OW, COUT_G, ROWS_PER_GROUP,
     sgb, sgc, sgh, sgw,
     STRIDE_H, STRIDE_W, PAD_H, PAD_W, DIL_H, DIL_W,
     KH: tl.constexpr, KW: tl.constexpr, N: tl.constexpr,
     ACC: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_K: tl.constexpr,
 ):
-    # One input channel x BLOCK_M input pixels. The output is one channel, so
-    # this is a GEMV: K = (blocks reading the channel) x taps x lanes, flattened.
+    # The exact variant, for a grad_out holding a NaN/Inf: one input channel
+    # x BLOCK_M input pixels, K = only the kept (block, tap, lane) products
+    # of the channel, reduced on CUDA cores (tl.sum, no dot). Slow; it runs
+    # only when the flag is set.
     ci = tl.program_id(1)
     g = ci // C_IN_G
-    _, m_ok, b, pix, ih, iw = _pixel_tile(tl.program_id(0), P, H, W, BLOCK_M)
+    offs, m_ok, b, pix, ih, iw = _pixel_tile(tl.program_id(0), P, H, W, BLOCK_M)
+    run_m, run = _flag_picks(flag_ptr, offs, True)
     go_row = b.to(tl.int64) * sgb
 
     TN: tl.constexpr = KH * KW * N
     j_lo = tl.load(col_ptr + ci)
-    k_hi = (tl.load(col_ptr + ci + 1) - j_lo) * TN
+    k_hi = (tl.load(col_ptr + ci + 1) - j_lo) * TN * run.to(tl.int32)
     acc = tl.zeros([BLOCK_M], dtype=ACC)
     for k0 in range(0, k_hi, BLOCK_K):
         offs_k = k0 + tl.arange(0, BLOCK_K)
@@ -166,7 +271,7 @@ def _grad_input_kernel(
         acc += tl.sum(gv.to(ACC) * w.to(ACC)[None, :], axis=1)
 
     gi_off = (b.to(tl.int64) * CIN + ci) * (H * W) + pix
-    tl.store(gi_ptr + gi_off, acc.to(gi_ptr.dtype.element_ty), mask=m_ok)
+    tl.store(gi_ptr + gi_off, acc.to(gi_ptr.dtype.element_ty), mask=m_ok & run_m)
 
 
 @triton.jit
@@ -234,10 +339,14 @@ _forward = _Launcher(
 )
 _grad_input = _Launcher(
     _grad_input_kernel,
-    [_cfg(4, BLOCK_M=64, BLOCK_K=64), _cfg(4, BLOCK_M=128, BLOCK_K=32),
-     _cfg(8, BLOCK_M=128, BLOCK_K=64)],
-    key=["P", "COUT_G", "N", "KH", "KW"],
+    [_cfg(4, 3, BLOCK_M=64, BLOCK_C=32), _cfg(4, 3, BLOCK_M=64, BLOCK_C=128),
+     _cfg(8, 3, BLOCK_M=128, BLOCK_C=128), _cfg(4, 4, BLOCK_M=64, BLOCK_C=64),
+     _cfg(8, 4, BLOCK_M=128, BLOCK_C=64)],
+    key=["P_LOG2", "C_LOG2", "N", "KH", "KW", "CL"],
 )
+# Only runs when grad_out holds a NaN/Inf: one config (tuning it would time
+# the launches that do nothing).
+_grad_input_exact = _Launcher(_grad_input_exact_kernel, [_cfg(4, BLOCK_M=64, BLOCK_K=32)], key=[])
 _grad_weight = _Launcher(
     _grad_weight_kernel,
     [_cfg(4, BLOCK_T=16, BLOCK_P=64), _cfg(4, 3, BLOCK_T=16, BLOCK_P=128),
@@ -249,10 +358,12 @@ _grad_weight = _Launcher(
 # ---------------------------------------------------------------------------
 # host side
 # ---------------------------------------------------------------------------
-def _check_programs(programs: int):
-    if programs > _GRID_YZ_MAX:  # grid axis 1 (a config's ROWS may be 1)
+def _programs(programs: int) -> int:
+    """``programs`` for grid axis 1, which CUDA caps at 65535."""
+    if programs > _GRID_YZ_MAX:
         raise ValueError(f"the Triton backend launches at most {_GRID_YZ_MAX} channel "
                          f"programs per pixel tile, this call needs {programs}")
+    return programs
 
 
 def _block_n(n: int) -> int:
@@ -280,10 +391,9 @@ def forward(
     kh, kw = topo.kernel_size
     n = topo.n
     rows = topo.row_ptr.numel() - 1
-    _check_programs(rows)
     _forward(
         lambda meta: (triton.cdiv(p, meta["BLOCK_M"]),
-                      conv.groups * triton.cdiv(topo.rows_per_group, meta["ROWS"])),
+                      _programs(conv.groups * triton.cdiv(topo.rows_per_group, meta["ROWS"]))),
         x, values.contiguous(), topo.row_ptr, topo.col_idx,
         bias.contiguous() if bias is not None else out, out,
         p, cin // conv.groups, h, w, oh, ow, cout // conv.groups, topo.rows_per_group,
@@ -302,19 +412,34 @@ def grad_input(
     conv: ConvArgs,
     in_hw: tuple[int, int],
 ) -> torch.Tensor:
-    """``[B, Cin, H, W]`` NCHW-contiguous gradient w.r.t. the input."""
+    """``[B, Cin, H, W]`` NCHW-contiguous gradient w.r.t. the input (the op
+    returns it contiguous)."""
     gi, p = _grad_input_output(grad_out, values, topo, in_hw)
     if p == 0:
         return gi
-    cout, oh, ow = grad_out.shape[1:]
+    bsz, cout, oh, ow = grad_out.shape
     cin, h, w = gi.shape[1:]
+    cin_g = cin // conv.groups
     kh, kw = topo.kernel_size
+    (sh, sw), n = conv.stride, topo.n
+    ph_h, ph_w = -(-h // sh), -(-w // sw)  # pixels of the largest stride phase
+    steps = (sh // math.gcd(sh, conv.dilation[0]), sw // math.gcd(sw, conv.dilation[1]))
+    pix = bsz * ph_h * ph_w
+    values, flag = values.contiguous(), _nonfinite(grad_out)
+    args = (grad_out, values, topo.col_ptr, topo.block_idx, topo.block_row, gi, flag)
+    common = dict(KH=kh, KW=kw, N=n, ACC=_ACC[grad_out.dtype])
     _grad_input(
-        _grid(cin, p, "BLOCK_M"),
-        grad_out, values.contiguous(), topo.col_ptr, topo.block_idx, topo.block_row, gi,
-        p, cin, cin // conv.groups, h, w, oh, ow, cout // conv.groups, topo.rows_per_group,
-        *grad_out.stride(), *_conv_scalars(conv),
-        KH=kh, KW=kw, N=topo.n, ACC=_ACC[grad_out.dtype],
+        lambda meta: (sh * sw * triton.cdiv(pix, meta["BLOCK_M"]),
+                      _programs(conv.groups * triton.cdiv(cin_g, meta["BLOCK_C"]))),
+        *args, pix, cin, cin_g, h, w, oh, ow, cout // conv.groups, topo.rows_per_group,
+        ph_h, ph_w, *steps, *grad_out.stride(), *_conv_scalars(conv),
+        p.bit_length(), cin_g.bit_length(), CL=channels_last_like(grad_out),
+        BLOCK_K=max(16, min(triton.next_power_of_2(n), 32)), **common,
+    )
+    _grad_input_exact(
+        lambda meta: (triton.cdiv(p, meta["BLOCK_M"]), _programs(cin)),
+        *args, p, cin, cin_g, h, w, oh, ow, cout // conv.groups, topo.rows_per_group,
+        *grad_out.stride(), *_conv_scalars(conv), **common,
     )
     return gi
 
