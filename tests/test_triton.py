@@ -57,6 +57,10 @@ CASES = {
     "channels_last_groups2": dict(cout=8, groups=2, stride=2, channels_last=True),
     "noncontiguous": dict(cout=12, bias=False, noncontiguous=True,
                           params={"block1xn": {"n": 8}}),
+    # 1xN, N=64: a short last row (6 lanes), two lane chunks per tap in
+    # grad-input, grad-weight split over pixels with a ragged last split
+    "n64_split_pixels": dict(batch=3, cin=3, cout=70, hw=(9, 11), kinds=("block1xn",),
+                             params={"block1xn": {"n": 64}}),
     # stripe: rows without any stripe, depthwise, several channel tiles and K chunks
     "rows_without_stripes": dict(sparsity=0.85, cout=12, kinds=("stripe",)),
     # stripe, pattern: depthwise, several channel tiles and K chunks

@@ -274,57 +274,100 @@ def _grad_input_exact_kernel(
     tl.store(gi_ptr + gi_off, acc.to(gi_ptr.dtype.element_ty), mask=m_ok & run_m)
 
 
-@triton.jit
+_GRAD_WEIGHT_INTS = ["P", "C_IN_G", "H", "W", "OH", "OW", "COUT_G", "ROWS_PER_GROUP",
+                     "SPLIT_P", "PART_STRIDE", "sxb", "sxc", "sxh", "sxw", "sgb", "sgc", "sgh", "sgw",
+                     "STRIDE_H", "STRIDE_W", "PAD_H", "PAD_W", "DIL_H", "DIL_W", "P_LOG2", "K_LOG2"]
+
+
+@triton.jit(do_not_specialize=_GRAD_WEIGHT_INTS)
 def _grad_weight_kernel(
-    x_ptr, go_ptr, col_idx, block_idx, block_row, gw_ptr,
-    P, C_IN_G, H, W, OH, OW, COUT_G, ROWS_PER_GROUP,
+    x_ptr, go_ptr, row_ptr, col_idx, part_ptr,
+    P, C_IN_G, H, W, OH, OW, COUT_G, ROWS_PER_GROUP, SPLIT_P, PART_STRIDE,
     sxb, sxc, sxh, sxw, sgb, sgc, sgh, sgw,
     STRIDE_H, STRIDE_W, PAD_H, PAD_W, DIL_H, DIL_W,
-    KH: tl.constexpr, KW: tl.constexpr, N: tl.constexpr,
-    ACC: tl.constexpr,
-    BLOCK_T: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_P: tl.constexpr,
+    P_LOG2, K_LOG2,  # autotune key only
+    KH: tl.constexpr, KW: tl.constexpr, N: tl.constexpr, X_CL: tl.constexpr,
+    GO_CL: tl.constexpr, ACC: tl.constexpr,
+    BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_P: tl.constexpr,
 ):
-    # One kept block x BLOCK_T taps: gw[t, n] = sum_p x[p shifted by t] * go[p, n]
-    # over all batch*OH*OW output pixels p, as a [T, P] x [P, N] GEMM.
-    jb = tl.program_id(0)  # position in the transposed (per input channel) order
-    blk = tl.load(block_idx + jb)
-    row = tl.load(block_row + jb)
-    g = row // ROWS_PER_GROUP
-    q = row - g * ROWS_PER_GROUP
-    oc0 = g * COUT_G + q * N
-    lanes = tl.minimum(COUT_G - q * N, N)
-    c = g * C_IN_G + tl.load(col_idx + blk)
-
+    # One block row's weight gradient is one GEMM, [(taps x its blocks), P]
+    # x [P, N]: M = its kept (tap, block) pairs, tap-major (every (block, tap)
+    # is one M row, no tap padding), B = grad_out of its N channels, shared by
+    # all of them. Program (row, M tile) x pixel split: the split's partial
+    # sums go to part_ptr[split] (gw itself when there is one split), summed
+    # in split order by _sum_splits_kernel: deterministic, no atomics.
     T: tl.constexpr = KH * KW
-    offs_t = tl.program_id(1) * BLOCK_T + tl.arange(0, BLOCK_T)
-    t_ok = offs_t < T
-    kh = offs_t // KW
-    kw = offs_t - kh * KW
-    offs_n = tl.arange(0, BLOCK_N)
-    n_ok = offs_n < lanes  # padded lanes: load 0, store exactly 0
-    x_c = c.to(tl.int64) * sxc
-    go_n = (oc0 + offs_n).to(tl.int64) * sgc
+    tiles = tl.cdiv(C_IN_G * T, BLOCK_M)  # a row has at most C_IN_G blocks
+    r = tl.program_id(0) // tiles
+    tile = tl.program_id(0) - r * tiles
+    g = r // ROWS_PER_GROUP
+    q = r - g * ROWS_PER_GROUP
+    lo = tl.load(row_ptr + r)
+    kr = tl.load(row_ptr + r + 1) - lo
+    offs_m = tile * BLOCK_M + tl.arange(0, BLOCK_M)
+    m_ok = offs_m < kr * T
+    tap = offs_m // tl.maximum(kr, 1)
+    blk = lo + offs_m - tap * kr
+    kh = tap // KW
+    kw = tap - kh * KW
+    col = tl.load(col_idx + blk, mask=m_ok, other=0)
+    dh = kh * DIL_H
+    dw = kw * DIL_W
+    x_m = (g * C_IN_G + col).to(tl.int64) * sxc + dh.to(tl.int64) * sxh + dw.to(tl.int64) * sxw
 
-    acc = tl.zeros([BLOCK_T, BLOCK_N], dtype=ACC)
-    for p0 in range(0, P, BLOCK_P):
+    offs_n = tl.arange(0, BLOCK_N)
+    n_ok = offs_n < tl.minimum(COUT_G - q * N, N)  # padded lanes: load 0, store exactly 0
+    go_n = (g * COUT_G + q * N + offs_n).to(tl.int64) * sgc
+
+    p_lo = tl.program_id(1) * SPLIT_P
+    p_end = tl.minimum(p_lo + SPLIT_P, P)
+    p_hi = tl.where(tile * BLOCK_M < kr * T, p_end, p_lo)  # M tiles past the row: no work
+    acc = tl.zeros([BLOCK_M, BLOCK_N], dtype=ACC)
+    for p0 in range(p_lo, p_hi, BLOCK_P):
         offs_p = p0 + tl.arange(0, BLOCK_P)
-        p_ok = offs_p < P
+        p_ok = offs_p < p_end
         b, _, oh, ow = _split_pixels(offs_p, OH, OW)
-        ih = oh[None, :] * STRIDE_H - PAD_H + kh[:, None] * DIL_H
-        iw = ow[None, :] * STRIDE_W - PAD_W + kw[:, None] * DIL_W
-        a_ok = _in_image(t_ok[:, None] & p_ok[None, :], ih, iw, H, W)
-        a_off = (b.to(tl.int64) * sxb)[None, :] + x_c + ih * sxh + iw * sxw
-        a = tl.load(x_ptr + a_off, mask=a_ok, other=0.0)
-        g_off = (b.to(tl.int64) * sgb + oh * sgh + ow * sgw)[:, None] + go_n[None, :]
-        gv = tl.load(go_ptr + g_off, mask=p_ok[:, None] & n_ok[None, :], other=0.0)
+        ih0 = oh * STRIDE_H - PAD_H
+        iw0 = ow * STRIDE_W - PAD_W
+        bl = b.to(tl.int64)
+        x_p = bl * sxb + ih0.to(tl.int64) * sxh + iw0.to(tl.int64) * sxw
+        go_p = bl * sgb + oh.to(tl.int64) * sgh + ow.to(tl.int64) * sgw
+        if X_CL:  # channels innermost in memory: threads along M (tap-major: channels)
+            ih = ih0[:, None] + dh[None, :]
+            iw = iw0[:, None] + dw[None, :]
+            a_ok = _in_image(p_ok[:, None] & m_ok[None, :], ih, iw, H, W)
+            a = tl.trans(tl.load(x_ptr + x_p[:, None] + x_m[None, :], mask=a_ok, other=0.0))
+        else:  # NCHW: threads along the pixels, coalesced
+            ih = dh[:, None] + ih0[None, :]
+            iw = dw[:, None] + iw0[None, :]
+            a_ok = _in_image(m_ok[:, None] & p_ok[None, :], ih, iw, H, W)
+            a = tl.load(x_ptr + x_m[:, None] + x_p[None, :], mask=a_ok, other=0.0)
+        if GO_CL:
+            gv = tl.load(go_ptr + go_p[:, None] + go_n[None, :],
+                         mask=p_ok[:, None] & n_ok[None, :], other=0.0)
+        else:
+            gv = tl.trans(tl.load(go_ptr + go_n[:, None] + go_p[None, :],
+                                  mask=n_ok[:, None] & p_ok[None, :], other=0.0))
         acc = tl.dot(a, gv, acc, input_precision="ieee")
 
     # Padded lanes load 0 from grad_out, but 0 * a NaN/Inf of x is NaN: zero
     # them explicitly (they are no weight; their gradient is exactly 0).
     acc = tl.where(n_ok[None, :], acc, 0.0)
-    gw_off = (blk.to(tl.int64) * T + offs_t)[:, None] * N + offs_n[None, :]
-    tl.store(gw_ptr + gw_off, acc.to(gw_ptr.dtype.element_ty),
-             mask=t_ok[:, None] & (offs_n < N)[None, :])
+    part = (tl.program_id(1).to(tl.int64) * PART_STRIDE
+            + ((blk.to(tl.int64) * T + tap) * N)[:, None] + offs_n[None, :])
+    tl.store(part_ptr + part, acc.to(part_ptr.dtype.element_ty),
+             mask=m_ok[:, None] & (offs_n < N)[None, :])
+
+
+@triton.jit
+def _sum_splits_kernel(part_ptr, gw_ptr, NUMEL, SPLITS, BLOCK: tl.constexpr):
+    # gw = the splits' partial sums added in split order (deterministic).
+    offs = tl.program_id(0).to(tl.int64) * BLOCK + tl.arange(0, BLOCK)
+    ok = offs < NUMEL
+    acc = tl.load(part_ptr + offs, mask=ok, other=0.0)
+    for s in range(1, SPLITS):
+        acc += tl.load(part_ptr + s * NUMEL + offs, mask=ok, other=0.0)
+    tl.store(gw_ptr + offs, acc.to(gw_ptr.dtype.element_ty), mask=ok)
 
 
 # ---------------------------------------------------------------------------
@@ -349,10 +392,19 @@ _grad_input = _Launcher(
 _grad_input_exact = _Launcher(_grad_input_exact_kernel, [_cfg(4, BLOCK_M=64, BLOCK_K=32)], key=[])
 _grad_weight = _Launcher(
     _grad_weight_kernel,
-    [_cfg(4, BLOCK_T=16, BLOCK_P=64), _cfg(4, 3, BLOCK_T=16, BLOCK_P=128),
-     _cfg(8, 3, BLOCK_T=32, BLOCK_P=128)],
-    key=["P", "N", "KH", "KW"],
+    [_cfg(4, 3, BLOCK_M=64, BLOCK_P=32), _cfg(4, 3, BLOCK_M=64, BLOCK_P=64),
+     _cfg(4, 3, BLOCK_M=128, BLOCK_P=64), _cfg(8, 3, BLOCK_M=128, BLOCK_P=128),
+     _cfg(4, 4, BLOCK_M=64, BLOCK_P=128)],
+    key=["P_LOG2", "K_LOG2", "N", "KH", "KW", "X_CL", "GO_CL"],
 )
+_sum_splits = _Launcher(_sum_splits_kernel, [_cfg(4, BLOCK=1024)], key=[])
+
+# Grad-weight splits the pixels (its K) so that about _GW_PROGRAMS programs
+# share a layer (several waves on an H200's 132 SMs), each split at least
+# _GW_MIN_SPLIT pixels (fewer would write more partial sums than they read).
+_GW_PROGRAMS = 1024
+_GW_MIN_SPLIT = 128
+_GW_MAX_SPLITS = 256
 
 
 # ---------------------------------------------------------------------------
@@ -456,16 +508,32 @@ def grad_weight(
     cout, oh, ow = grad_out.shape[1:]
     kh, kw = topo.kernel_size
     n = topo.n
-    nnzb = topo.col_idx.numel()
+    nnzb = topo.nnzb
     gw = torch.empty(nnzb, kh, kw, n, device=x.device, dtype=x.dtype)
     if nnzb == 0:
         return gw
+    p = bsz * oh * ow
+    rows = topo.row_ptr.numel() - 1
+    cin_g = cin // conv.groups
+    # Splits: from the M tiles there are (at BLOCK_M=128; no host sync), a
+    # multiple of 128 pixels each, the last one ragged.
+    m_tiles = triton.cdiv(nnzb * kh * kw, 128) + rows
+    splits = max(1, min(_GW_PROGRAMS // m_tiles, triton.cdiv(p, _GW_MIN_SPLIT), _GW_MAX_SPLITS))
+    split_p = triton.cdiv(triton.cdiv(p, splits), 128) * 128 if p else 1
+    splits = max(1, triton.cdiv(p, split_p))
+    part = gw if splits == 1 else torch.empty(splits, gw.numel(), device=x.device,
+                                              dtype=torch.float64 if x.dtype == torch.float64
+                                              else torch.float32)
     _grad_weight(
-        lambda meta: (nnzb, triton.cdiv(kh * kw, meta["BLOCK_T"])),  # blocks: axis 0, uncapped
-        x, grad_out, topo.col_idx, topo.block_idx, topo.block_row, gw,
-        bsz * oh * ow, cin // conv.groups, h, w, oh, ow, cout // conv.groups, topo.rows_per_group,
+        lambda meta: (rows * triton.cdiv(cin_g * kh * kw, meta["BLOCK_M"]), splits),
+        x, grad_out, topo.row_ptr, topo.col_idx, part,
+        p, cin_g, h, w, oh, ow, cout // conv.groups, topo.rows_per_group, split_p, gw.numel(),
         *x.stride(), *grad_out.stride(), *_conv_scalars(conv),
-        KH=kh, KW=kw, N=n, ACC=_ACC[x.dtype],
-        BLOCK_N=_block_n(n),
+        p.bit_length(), (nnzb // rows).bit_length(),
+        KH=kh, KW=kw, N=n, X_CL=channels_last_like(x), GO_CL=channels_last_like(grad_out),
+        ACC=_ACC[x.dtype], BLOCK_N=_block_n(n),
     )
+    if splits > 1:
+        _sum_splits(lambda meta: (triton.cdiv(gw.numel(), meta["BLOCK"]),),
+                    part, gw, gw.numel(), splits)
     return gw
