@@ -9,7 +9,14 @@ working CPU build. Environment switches:
 
 - ``SPARSEKERNELS_FORCE_CPU=1``  build CPU only even where CUDA is available
 - ``SPARSEKERNELS_FORCE_CUDA=1`` build CUDA even if torch sees no GPU (needs nvcc)
-- ``TORCH_CUDA_ARCH_LIST``       CUDA archs (default "8.0;9.0")
+- ``TORCH_CUDA_ARCH_LIST``       CUDA archs (default "8.0;9.0a"); a plain "9.0" is
+                                 built as "9.0a", the Hopper target whose wgmma the
+                                 sm_90 1xN forward needs (its machine code runs on
+                                 9.0 devices only, as sm_90 code does)
+- ``SPARSEKERNELS_CUTLASS_INCLUDE`` the CUTLASS/CuTe include folder (default: the
+                                 one in the installed ``nvidia-cutlass`` package;
+                                 ``pip install --no-deps nvidia-cutlass``). Without
+                                 it the CUDA build leaves the Hopper kernel out.
 - ``MAX_JOBS``                   parallel compile jobs (read by torch's ninja build)
 - ``NVCC_THREADS``               nvcc --threads per job (default 2)
 - ``SPARSEKERNELS_SANITIZE=1``   CPU build under AddressSanitizer + UBSan
@@ -25,7 +32,9 @@ import torch
 from torch.utils.cpp_extension import CUDA_HOME, BuildExtension, CppExtension, CUDAExtension
 
 ROOT = os.path.dirname(os.path.abspath(__file__))
-DEFAULT_ARCHS = "8.0;9.0"
+DEFAULT_ARCHS = "8.0;9.0a"
+# The Hopper kernel; the only source that needs the CuTe headers.
+SM90_SOURCE = "csrc/cuda/block1xn/block1xn_forward_sm90.cu"
 
 
 def _flag(name: str) -> bool:
@@ -43,6 +52,30 @@ def want_cuda() -> bool:
         warnings.warn("torch has CUDA but nvcc was not found (CUDA_HOME unset): building CPU only")
         return False
     return True
+
+
+def cutlass_include():
+    """The folder holding cute/ and cutlass/, or None."""
+    path = os.environ.get("SPARSEKERNELS_CUTLASS_INCLUDE")
+    if path is None:
+        try:
+            import cutlass_library
+        except ImportError:
+            return None
+        path = os.path.join(os.path.dirname(cutlass_library.__file__), "source", "include")
+    return path if os.path.isfile(os.path.join(path, "cute", "tensor.hpp")) else None
+
+
+def hopper_arch_list(archs: str) -> str:
+    """archs with every plain 9.0 turned into 9.0a ("9.0+PTX" keeps its
+    portable PTX and gains the 9.0a machine code beside it)."""
+    out = []
+    for arch in (a.strip() for a in archs.replace(" ", ";").split(";")):
+        if arch in ("9.0", "9.0+PTX") and "9.0a" not in out:
+            out.append("9.0a")
+        if arch and arch != "9.0" and arch not in out:
+            out.append(arch)
+    return ";".join(out)
 
 
 def rel(paths):
@@ -68,10 +101,21 @@ def extension():
             "sparsekernels._C", sources, include_dirs=include_dirs,
             extra_compile_args={"cxx": cxx}, extra_link_args=link,
         )
-    os.environ.setdefault("TORCH_CUDA_ARCH_LIST", DEFAULT_ARCHS)
-    print(f"sparsekernels: building CUDA kernels for TORCH_CUDA_ARCH_LIST={os.environ['TORCH_CUDA_ARCH_LIST']}")
-    sources += rel(glob.glob(f"{ROOT}/csrc/cuda/**/*.cu", recursive=True))
+    archs = hopper_arch_list(os.environ.get("TORCH_CUDA_ARCH_LIST", DEFAULT_ARCHS))
+    os.environ["TORCH_CUDA_ARCH_LIST"] = archs
+    print(f"sparsekernels: building CUDA kernels for TORCH_CUDA_ARCH_LIST={archs}")
+    cu = rel(glob.glob(f"{ROOT}/csrc/cuda/**/*.cu", recursive=True))
     macros = ["-DSK_WITH_CUDA", f'-DSK_CUDA_VERSION="{torch.version.cuda}"']
+    cutlass = cutlass_include()
+    if cutlass is None:
+        warnings.warn("CUTLASS/CuTe headers not found (pip install --no-deps nvidia-cutlass, or set "
+                      "SPARSEKERNELS_CUTLASS_INCLUDE): building without the Hopper (sm_90a) 1xN forward")
+        cu.remove(SM90_SOURCE)
+    else:
+        print(f"sparsekernels: CuTe headers from {cutlass}")
+        include_dirs.append(cutlass)
+        macros.append("-DSK_WITH_SM90")
+    sources += cu
     nvcc = ["-O3", "-std=c++17", "-lineinfo",
             f"--threads={os.environ.get('NVCC_THREADS', '2')}"] + macros
     return CUDAExtension(

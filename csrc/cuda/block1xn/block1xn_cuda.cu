@@ -1,6 +1,6 @@
 // Public entry points: validate the geometry, pick the dtype and the kernel.
 // The kernels live in block1xn_forward_simt.cu, block1xn_forward_mma.cu,
-// block1xn_grad_input.cu and block1xn_grad_weight.cu.
+// block1xn_forward_sm90.cu, block1xn_grad_input.cu and block1xn_grad_weight.cu.
 #include "cuda/block1xn/block1xn_cuda.h"
 
 #include "cuda/block1xn/block1xn_kernels.cuh"
@@ -36,6 +36,16 @@ cudaError_t block1xn_forward(DType dtype, const ConvGeometry& geo,
     const auto* b = static_cast<const T*>(bias);
     auto* out = static_cast<T*>(output);
     if constexpr (sizeof(T) == 2) {
+#if defined(SK_WITH_SM90)
+      // Hopper first (wgmma, sm_90a builds); it declines what it cannot
+      // take, which then runs on the sm_80 mma.sync kernel. SK_WITH_SM90:
+      // the build found the CuTe headers and compiled that kernel.
+      if (blocks.n % 16 == 0 && detail::block1xn::forward_sm90_available()) {
+        const cudaError_t err = detail::block1xn::forward_sm90<T>(
+            geo, blocks, v, x, in_strides, b, out, stream);
+        if (err != cudaErrorNotSupported) return err;
+      }
+#endif
       if (blocks.n % 8 == 0 && detail::block1xn::forward_mma_available())
         return detail::block1xn::forward_mma<T>(geo, blocks, v, x, in_strides,
                                                 b, out, stream);

@@ -44,6 +44,19 @@ cudaError_t forward_mma(const ConvGeometry& geo, const Block1xN& blocks,
 // current device, i.e. its machine code is sm_80 or newer.
 bool forward_mma_available();
 
+// Hopper tensor-core forward (block1xn_forward_sm90.cu); T is __half or
+// __nv_bfloat16 and N % 16 == 0. Returns cudaErrorNotSupported, having
+// launched nothing, when the problem does not fit it (input layout or
+// alignment, halo too large for shared memory): the caller then falls back.
+template <typename T>
+cudaError_t forward_sm90(const ConvGeometry& geo, const Block1xN& blocks,
+                         const T* values, const T* input, Strides4 in_strides,
+                         const T* bias, T* output, cudaStream_t stream);
+
+// True when the current device is sm_90 and the build carries sm_90a
+// machine code for the Hopper kernel.
+bool forward_sm90_available();
+
 template <typename T>
 cudaError_t grad_input(const ConvGeometry& geo, const Block1xN& blocks,
                        const T* values, const T* grad_out, Strides4 go_strides,
