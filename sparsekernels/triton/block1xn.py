@@ -1,21 +1,64 @@
 """Triton kernels of the 1xN block-sparse conv2d: forward, grad-input, grad-weight.
 
+Design (tiles and why; every config's sm_90 compile checked with
+../shared/tools/triton_sm90_report.py: fp16/bf16 dots lower to wgmma with 0
+spill bytes, fp32 to FMA, fp64 to mma.sync):
+
+- **Forward**: implicit GEMM, BLOCK_M output pixels (M) x one block row's N
+  output channels (N), K = the row's kept blocks x taps, tap-major: the tap
+  is one scalar per K step, so the padding test and pixel offsets are per
+  pixel and a gathered element costs one add. A program takes ROWS
+  consecutive rows of one group (autotuned 1-4) one after the other,
+  sharing the pixel decode and, through L1, the input they read in common.
+  Per-row dots, not one dot over the rows' union or concatenated K: those
+  multiply other rows' pruned zeros with x (a NaN/Inf there would leak,
+  needing the two-launch protocol of common.py) and do ROWS times the MMA
+  work; per-row dots read only kept weights and are exact. Loads put
+  threads along the pixels for NCHW (coalesced; a shifted window cannot be
+  vectorised) and along K for channels_last. The output is written in x's
+  memory format (the op's copy to the input's layout becomes a no-op).
+  bf16: 64-186 registers for NCHW, up to 254 for channels_last; 0 spills.
+- **Grad-input**: the transposed conv as dots, BLOCK_M input pixels x
+  BLOCK_C input channels, K = the group's rows x taps x lanes. Per row, A
+  is grad_out of its N channels at each tap's source pixels (shared by the
+  tile's channels), B its blocks reading the tile's channels (found by a
+  per-channel cursor walking the transposed CSR in row order), 0 where a
+  row keeps none: the dot variant of the NaN/Inf protocol, with the old
+  per-channel GEMV as the exact variant (runs only when grad_out holds a
+  NaN/Inf). Pixels go in stride phases (ih % stride, iw % stride): within
+  one, the taps that reach grad_out and their offsets are scalars, so only
+  those taps are visited and nothing divides per element. bf16: 80-255
+  registers, 0 spills.
+- **Grad-weight**: per block row one GEMM [(tap, block) pairs, pixels] x
+  [pixels, N]: M = the row's kept (block, tap) pairs, tap-major (no 9->16
+  tap padding), B = grad_out of the row's lanes, shared. Split-K over the
+  pixels (about 1024 programs a layer, >= 128 pixels a split) into fp32
+  (fp64) partial tiles summed in split order by a second kernel:
+  deterministic, no atomics; one split writes gw directly. bf16: 128-214
+  registers, 0 spills.
+
+Shape and stride ints are not specialised (``do_not_specialize``: one
+compile per config and constexpr set, not per ==1 / %16 pattern), and the
+autotune keys are coarse: log2 of the pixels and of the row length (or
+channels), N, the kernel size and the layout.
+
 Layout conventions (see sparsekernels/formats/block1xn.py):
 
 - a block row ``r = g * rows_per_group + q`` covers output channels
   ``g * cout_g + q * N + [0, lanes)`` with ``lanes = min(N, cout_g - q * N)``;
   lanes past that are padding: never stored, zero weight-gradient.
-- ``values[blk, kh, kw, n]`` is contiguous, so the flat index
-  ``k = blk * Kh * Kw + tap`` addresses the N-vector of one (block, tap) at
-  ``k * N``: the K dimension of the forward GEMM is a contiguous run of k.
+- ``values[blk, kh, kw, n]`` is contiguous: the N-vector of one (block, tap)
+  starts at ``(blk * Kh * Kw + tap) * N``.
 
 Inputs may have any strides (channels_last, sliced): the kernels take
-strides. Outputs are NCHW-contiguous (values-shaped for grad-weight) and
-every element is written by a kernel.
+strides. The forward output is in the input's memory format, grad-input
+NCHW-contiguous, grad-weight values-shaped; every element is written by a
+kernel.
 
 dtypes: fp16, bf16, fp32, fp64, all through ``tl.dot``. fp16/bf16 accumulate
 in fp32, fp64 in fp64. Dots use ``input_precision="ieee"``: fp32 inputs are
-not rounded to TF32 (slower on a GPU, but fp32-accurate like the reference).
+not rounded to TF32 (FMA on a GPU, 5-10x slower than TF32, but fp32-accurate
+like the reference).
 
 Under ``TRITON_INTERPRET=1`` each kernel runs one fixed config (autotuning
 the interpreter is meaningless); on a GPU a few configs are autotuned.
@@ -274,6 +317,13 @@ def _grad_input_exact_kernel(
     tl.store(gi_ptr + gi_off, acc.to(gi_ptr.dtype.element_ty), mask=m_ok & run_m)
 
 
+@triton.jit
+def _in_image_u32(ok, ih, iw, H, W):
+    """``_in_image`` with one unsigned compare per axis (a negative index
+    wraps above H): fewer live values in grad-weight's [M, P] masks."""
+    return ok & (ih.to(tl.uint32) < H.to(tl.uint32)) & (iw.to(tl.uint32) < W.to(tl.uint32))
+
+
 _GRAD_WEIGHT_INTS = ["P", "C_IN_G", "H", "W", "OH", "OW", "COUT_G", "ROWS_PER_GROUP",
                      "SPLIT_P", "PART_STRIDE", "sxb", "sxc", "sxh", "sxw", "sgb", "sgc", "sgh", "sgw",
                      "STRIDE_H", "STRIDE_W", "PAD_H", "PAD_W", "DIL_H", "DIL_W", "P_LOG2", "K_LOG2"]
@@ -333,14 +383,12 @@ def _grad_weight_kernel(
         x_p = bl * sxb + ih0.to(tl.int64) * sxh + iw0.to(tl.int64) * sxw
         go_p = bl * sgb + oh.to(tl.int64) * sgh + ow.to(tl.int64) * sgw
         if X_CL:  # channels innermost in memory: threads along M (tap-major: channels)
-            ih = ih0[:, None] + dh[None, :]
-            iw = iw0[:, None] + dw[None, :]
-            a_ok = _in_image(p_ok[:, None] & m_ok[None, :], ih, iw, H, W)
+            a_ok = _in_image_u32(p_ok[:, None] & m_ok[None, :], ih0[:, None] + dh[None, :],
+                                 iw0[:, None] + dw[None, :], H, W)
             a = tl.trans(tl.load(x_ptr + x_p[:, None] + x_m[None, :], mask=a_ok, other=0.0))
         else:  # NCHW: threads along the pixels, coalesced
-            ih = dh[:, None] + ih0[None, :]
-            iw = dw[:, None] + iw0[None, :]
-            a_ok = _in_image(m_ok[:, None] & p_ok[None, :], ih, iw, H, W)
+            a_ok = _in_image_u32(m_ok[:, None] & p_ok[None, :], dh[:, None] + ih0[None, :],
+                                 dw[:, None] + iw0[None, :], H, W)
             a = tl.load(x_ptr + x_m[:, None] + x_p[None, :], mask=a_ok, other=0.0)
         if GO_CL:
             gv = tl.load(go_ptr + go_p[:, None] + go_n[None, :],
@@ -392,9 +440,8 @@ _grad_input = _Launcher(
 _grad_input_exact = _Launcher(_grad_input_exact_kernel, [_cfg(4, BLOCK_M=64, BLOCK_K=32)], key=[])
 _grad_weight = _Launcher(
     _grad_weight_kernel,
-    [_cfg(4, 3, BLOCK_M=64, BLOCK_P=32), _cfg(4, 3, BLOCK_M=64, BLOCK_P=64),
-     _cfg(4, 3, BLOCK_M=128, BLOCK_P=64), _cfg(8, 3, BLOCK_M=128, BLOCK_P=128),
-     _cfg(4, 4, BLOCK_M=64, BLOCK_P=128)],
+    [_cfg(4, 3, BLOCK_M=64, BLOCK_P=32), _cfg(8, 3, BLOCK_M=128, BLOCK_P=32),
+     _cfg(8, 3, BLOCK_M=64, BLOCK_P=64)],
     key=["P_LOG2", "K_LOG2", "N", "KH", "KW", "X_CL", "GO_CL"],
 )
 _sum_splits = _Launcher(_sum_splits_kernel, [_cfg(4, BLOCK=1024)], key=[])
