@@ -9,6 +9,7 @@
 #include <vector>
 
 #include "conv_glue.h"
+#include "device_topology_cache.h"
 #include "csr_checks.h"
 #include "cpu/block1xn/block1xn_cpu.h"
 #include "sparsekernels/block1xn.h"
@@ -29,11 +30,18 @@ constexpr glue::CsrNames kNames{"row_ptr", "col_idx", "nnzb", "input channels pe
 
 // The kernels' view of a 1xN topology, after checking it completely against
 // the geometry: O(nnzb + rows + in_channels) integer work, negligible next to
-// the conv itself. `col_ptr` etc. are null for passes that do not read them.
-Block1xN checked_blocks(const ConvGeometry& geo, const at::Device& device,
-                        const at::Tensor& row_ptr, const at::Tensor& col_idx,
-                        const at::Tensor* col_ptr, const at::Tensor* block_idx,
-                        const at::Tensor* block_row, int64_t n, int64_t rows_per_group) {
+// the conv itself (on a GPU, done once per topology: device_topology_cache.h).
+// `col_ptr` etc. are null for passes that do not read them. `blocks` points
+// into `tensors`, which must outlive the kernels' launch.
+struct CheckedBlocks {
+  Block1xN blocks;
+  std::vector<at::Tensor> tensors;
+};
+
+CheckedBlocks checked_blocks(const ConvGeometry& geo, const at::Device& device,
+                             const at::Tensor& row_ptr, const at::Tensor& col_idx,
+                             const at::Tensor* col_ptr, const at::Tensor* block_idx,
+                             const at::Tensor* block_row, int64_t n, int64_t rows_per_group) {
   const int64_t cout_g = geo.cout_per_group(), cin_g = geo.cin_per_group();
   const int32_t n32 = glue::bounded_int32("n", n, 1, kMaxBlockHeight);
   const int64_t want_rows = (cout_g + n32 - 1) / n32;
@@ -47,27 +55,34 @@ Block1xN checked_blocks(const ConvGeometry& geo, const at::Device& device,
                     rows * cin_g, " a weight of this shape has");
   glue::check_index_tensor("row_ptr", row_ptr, rows + 1, device);
   glue::check_index_tensor("col_idx", col_idx, nnzb, device);
-  const HostInts rp(row_ptr), ci(col_idx);
-  glue::check_csr(rp, ci, cin_g, kNames);
+  std::vector<at::Tensor> given{row_ptr, col_idx};
   if (col_ptr != nullptr) {
     glue::check_index_tensor("col_ptr", *col_ptr, geo.cin + 1, device);
     glue::check_index_tensor("block_idx", *block_idx, nnzb, device);
     glue::check_index_tensor("block_row", *block_row, nnzb, device);
-    // Column of a block: its absolute input channel.
-    glue::check_transpose(
-        rp, ci, HostInts(*col_ptr), HostInts(*block_idx), HostInts(*block_row),
-        [&](int64_t row, int64_t col) { return (row / want_rows) * cin_g + col; }, kNames);
+    given.insert(given.end(), {*col_ptr, *block_idx, *block_row});
   }
+  auto read = glue::checked_index_tensors(
+      device, given, {glue::kBlock1xNTopology, geo.cout, geo.cin, geo.groups, n32},
+      [&](const std::vector<at::Tensor>& t) {
+        const HostInts rp(t[0]), ci(t[1]);
+        glue::check_csr(rp, ci, cin_g, kNames);
+        if (t.size() == 5)  // column of a block: its absolute input channel
+          glue::check_transpose(
+              rp, ci, HostInts(t[2]), HostInts(t[3]), HostInts(t[4]),
+              [&](int64_t row, int64_t col) { return (row / want_rows) * cin_g + col; },
+              kNames);
+      });
   Block1xN b{};
-  b.row_ptr = row_ptr.data_ptr<int32_t>();
-  b.col_idx = col_idx.data_ptr<int32_t>();
+  b.row_ptr = read[0].data_ptr<int32_t>();
+  b.col_idx = read[1].data_ptr<int32_t>();
   b.nnzb = nnzb;
   b.n = n32;
   b.rows_per_group = want_rows;
-  b.col_ptr = col_ptr ? col_ptr->data_ptr<int32_t>() : nullptr;
-  b.block_idx = block_idx ? block_idx->data_ptr<int32_t>() : nullptr;
-  b.block_row = block_row ? block_row->data_ptr<int32_t>() : nullptr;
-  return b;
+  b.col_ptr = read.size() == 5 ? read[2].data_ptr<int32_t>() : nullptr;
+  b.block_idx = read.size() == 5 ? read[3].data_ptr<int32_t>() : nullptr;
+  b.block_row = read.size() == 5 ? read[4].data_ptr<int32_t>() : nullptr;
+  return {b, std::move(read)};
 }
 
 // values[nnzb, Kh, Kw, N] of the conv's dtype and device.
@@ -93,8 +108,9 @@ at::Tensor forward(const at::Tensor& x, const at::Tensor& values, const at::Tens
   const auto geo = glue::make_geometry(x.size(0), x.size(1), x.size(2), x.size(3), cout,
                                        values.size(1), values.size(2), stride, padding,
                                        dilation, groups);
-  const auto blocks = checked_blocks(geo, x.device(), row_ptr, col_idx, nullptr, nullptr,
-                                     nullptr, n, rows_per_group);
+  const auto checked = checked_blocks(geo, x.device(), row_ptr, col_idx, nullptr, nullptr,
+                                      nullptr, n, rows_per_group);
+  const Block1xN& blocks = checked.blocks;
   check_values(values, x, blocks.nnzb, geo, n);
   glue::check_bias(bias, x, cout);
   auto vals = values.contiguous();
@@ -132,8 +148,9 @@ at::Tensor grad_input(const at::Tensor& grad_out, const at::Tensor& values,
                     "grad_out: spatial size (", grad_out.size(2), ", ", grad_out.size(3),
                     ") does not match the convolution's output (", geo.out_h, ", ", geo.out_w,
                     ")");
-  const auto blocks = checked_blocks(geo, grad_out.device(), row_ptr, col_idx, &col_ptr,
-                                     &block_idx, &block_row, n, rows_per_group);
+  const auto checked = checked_blocks(geo, grad_out.device(), row_ptr, col_idx, &col_ptr,
+                                      &block_idx, &block_row, n, rows_per_group);
+  const Block1xN& blocks = checked.blocks;
   check_values(values, grad_out, blocks.nnzb, geo, n);
   auto vals = values.contiguous();
   auto gin = at::empty({geo.batch, cin, in_h, in_w}, grad_out.options());
@@ -167,8 +184,9 @@ at::Tensor grad_weight(const at::Tensor& x, const at::Tensor& grad_out,
                         geo.out_w == grad_out.size(3),
                     "grad_out: shape ", grad_out.sizes(), " does not match the convolution's "
                     "output [", geo.batch, ", ", geo.cout, ", ", geo.out_h, ", ", geo.out_w, "]");
-  const auto blocks = checked_blocks(geo, x.device(), row_ptr, col_idx, nullptr, nullptr,
-                                     nullptr, n, rows_per_group);
+  const auto checked = checked_blocks(geo, x.device(), row_ptr, col_idx, nullptr, nullptr,
+                                      nullptr, n, rows_per_group);
+  const Block1xN& blocks = checked.blocks;
   auto gv = at::empty({blocks.nnzb, kh, kw, n}, x.options());
   glue::dispatch_device(
       "block1xn_grad_weight", x,
@@ -188,7 +206,8 @@ at::Tensor grad_weight(const at::Tensor& x, const at::Tensor& grad_out,
 
 // Raises ValueError/TypeError unless the topology is one a kernel may read for
 // a conv with these channel counts (what the passes above check first).
-void check_topology(const at::Tensor& row_ptr, const at::Tensor& col_idx,
+// Returns the tensors a kernel must read (on a GPU, the checked copies).
+std::vector<at::Tensor> check_topology(const at::Tensor& row_ptr, const at::Tensor& col_idx,
                     const c10::optional<at::Tensor>& col_ptr,
                     const c10::optional<at::Tensor>& block_idx,
                     const c10::optional<at::Tensor>& block_row, int64_t n,
@@ -203,9 +222,10 @@ void check_topology(const at::Tensor& row_ptr, const at::Tensor& col_idx,
   TORCH_CHECK_VALUE(cin % groups == 0, "groups: ", groups, " does not divide in_channels=", cin);
   TORCH_CHECK_VALUE(cout % groups == 0, "groups: ", groups, " does not divide out_channels=",
                     cout);
-  checked_blocks(geo, row_ptr.device(), row_ptr, col_idx, transposed ? &*col_ptr : nullptr,
-                 transposed ? &*block_idx : nullptr, transposed ? &*block_row : nullptr, n,
-                 rows_per_group);
+  return checked_blocks(geo, row_ptr.device(), row_ptr, col_idx,
+                        transposed ? &*col_ptr : nullptr, transposed ? &*block_idx : nullptr,
+                        transposed ? &*block_row : nullptr, n, rows_per_group)
+      .tensors;
 }
 
 }  // namespace

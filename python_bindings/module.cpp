@@ -6,6 +6,7 @@
 #include <torch/extension.h>
 
 #include "cpu/common/isa.h"
+#include "device_topology_cache.h"
 
 namespace sparsekernels {
 void register_block1xn(pybind11::module& m);
@@ -24,6 +25,21 @@ PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
 #endif
   m.def("cpu_simd_path", &sparsekernels::cpu::simd_path,
         "SIMD path the CPU kernels use on this machine");
+  // The GPU topology cache's logic on any tensors, with a check that refuses
+  // negative entries, for tests/test_device_topology_cache.py (no GPU there):
+  // (tensors the kernels would read, whether the check ran).
+  m.def("_device_topology_cache_probe",
+        [](const std::vector<at::Tensor>& tensors, const std::vector<int64_t>& key) {
+          static sparsekernels::glue::DeviceTopologyCache cache;
+          bool ran = false;
+          auto read = cache.checked(tensors, key, [&](const std::vector<at::Tensor>& copies) {
+            ran = true;
+            for (const auto& t : copies)
+              TORCH_CHECK_VALUE(t.numel() == 0 || t.min().item<int64_t>() >= 0,
+                                "probe: negative entry");
+          });
+          return std::make_tuple(read, ran);
+        });
   sparsekernels::register_block1xn(m);
   sparsekernels::register_stripe(m);
   sparsekernels::register_pattern(m);

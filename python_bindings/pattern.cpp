@@ -15,6 +15,7 @@
 #include <vector>
 
 #include "conv_glue.h"
+#include "device_topology_cache.h"
 #include "cpu/pattern/pattern_cpu.h"
 #include "csr_checks.h"
 #include "sparsekernels/pattern.h"
@@ -216,10 +217,33 @@ Patterns with_pointers(Patterns p, const Topology& t) {
   return p;
 }
 
-// The checked topology, and its cache id (0: not cached, e.g. CUDA tensors).
+// A GPU topology: checked once into private copies (device_topology_cache.h),
+// which the kernels read; `keep` holds them past the launch.
+Patterns checked_on_device(const ConvGeometry& geo, const at::Device& device, const Topology& t,
+                           std::vector<at::Tensor>* keep) {
+  std::vector<at::Tensor> given;
+  for (int i = 0; i < 10; ++i) given.push_back(*tensors_of(t, i));
+  *keep = glue::device_topologies().checked(
+      given, {glue::kPatternTopology, geo.cout, geo.cin, geo.kh, geo.kw, geo.groups},
+      [&](const std::vector<at::Tensor>& c) {
+        full_check(geo, device, Topology{c[0], c[1], c[2], c[3], c[4], c[5], c[6], c[7], c[8],
+                                         c[9]});
+      });
+  const auto& c = *keep;
+  Patterns counts{};
+  counts.num_patterns = c[0].numel() - 1;
+  counts.nnz = c[3].numel();
+  counts.nnz_values = c[6].numel();  // full_check matched it to the value layout
+  return with_pointers(counts, Topology{c[0], c[1], c[2], c[3], c[4], c[5], c[6], c[7], c[8],
+                                        c[9]});
+}
+
+// The checked topology, and its cache id (0: not cached, e.g. CUDA tensors,
+// which `keep` holds: see checked_on_device).
 Patterns checked_patterns(const ConvGeometry& geo, const at::Device& device, const Topology& t,
-                          uint64_t* id = nullptr) {
+                          std::vector<at::Tensor>* keep, uint64_t* id = nullptr) {
   if (id) *id = 0;
+  if (device.is_cuda()) return checked_on_device(geo, device, t, keep);
   const bool cpu = cacheable(device, t);
   if (cpu) {
     std::lock_guard<std::mutex> lock(cache_mutex);
@@ -266,7 +290,8 @@ at::Tensor forward(const at::Tensor& x, const at::Tensor& values, SK_TOPOLOGY_PA
   const auto geo = glue::make_geometry(x.size(0), x.size(1), x.size(2), x.size(3), cout, kh, kw,
                                        stride, padding, dilation, groups);
   uint64_t topo_id = 0;
-  const auto pt = checked_patterns(geo, x.device(), SK_TOPOLOGY_ARGS, &topo_id);
+  std::vector<at::Tensor> keep;  // a GPU topology's checked copies, read by the kernels
+  const auto pt = checked_patterns(geo, x.device(), SK_TOPOLOGY_ARGS, &keep, &topo_id);
   check_values(values, x, pt.nnz_values);
   glue::check_bias(bias, x, cout);
   auto vals = values.contiguous();
@@ -300,7 +325,8 @@ at::Tensor grad_input(const at::Tensor& grad_out, const at::Tensor& values, SK_T
                     ") does not match the convolution's output (", geo.out_h, ", ", geo.out_w,
                     ")");
   uint64_t topo_id = 0;
-  const auto pt = checked_patterns(geo, grad_out.device(), SK_TOPOLOGY_ARGS, &topo_id);
+  std::vector<at::Tensor> keep;  // a GPU topology's checked copies, read by the kernels
+  const auto pt = checked_patterns(geo, grad_out.device(), SK_TOPOLOGY_ARGS, &keep, &topo_id);
   check_values(values, grad_out, pt.nnz_values);
   auto vals = values.contiguous();
   auto gin = at::empty({geo.batch, cin, in_h, in_w}, grad_out.options());
@@ -333,7 +359,8 @@ at::Tensor grad_weight(const at::Tensor& x, const at::Tensor& grad_out, SK_TOPOL
                     "grad_out: shape ", grad_out.sizes(), " does not match the convolution's "
                     "output [", geo.batch, ", ", geo.cout, ", ", geo.out_h, ", ", geo.out_w, "]");
   uint64_t topo_id = 0;
-  const auto pt = checked_patterns(geo, x.device(), SK_TOPOLOGY_ARGS, &topo_id);
+  std::vector<at::Tensor> keep;  // a GPU topology's checked copies, read by the kernels
+  const auto pt = checked_patterns(geo, x.device(), SK_TOPOLOGY_ARGS, &keep, &topo_id);
   auto gv = at::empty({pt.nnz_values}, x.options());
   glue::dispatch_device(
       "pattern_grad_weight", x,
@@ -353,8 +380,9 @@ at::Tensor grad_weight(const at::Tensor& x, const at::Tensor& grad_out, SK_TOPOL
 
 // Raises ValueError/TypeError unless the topology is one a kernel may read for
 // a conv with these shapes (what the passes above check first).
-void check_topology(SK_TOPOLOGY_PARAMS, int64_t cout, int64_t cin, int64_t kh, int64_t kw,
-                    int64_t groups) {
+// Returns the tensors a kernel must read (on a GPU, the checked copies).
+std::vector<at::Tensor> check_topology(SK_TOPOLOGY_PARAMS, int64_t cout, int64_t cin,
+                                       int64_t kh, int64_t kw, int64_t groups) {
   ConvGeometry geo{};
   geo.groups = glue::bounded_int32("groups", groups, 1);
   geo.cin = glue::bounded_int32("in_channels", cin, 1);
@@ -364,7 +392,12 @@ void check_topology(SK_TOPOLOGY_PARAMS, int64_t cout, int64_t cin, int64_t kh, i
                     cout);
   geo.kh = glue::bounded_int32("kernel height", kh, 1);
   geo.kw = glue::bounded_int32("kernel width", kw, 1);
-  checked_patterns(geo, pattern_ptr.device(), SK_TOPOLOGY_ARGS);
+  std::vector<at::Tensor> keep;  // stays empty off the GPU: the kernels read the given ones
+  checked_patterns(geo, pattern_ptr.device(), SK_TOPOLOGY_ARGS, &keep);
+  if (keep.empty())
+    keep = {pattern_ptr, pattern_taps, row_ptr,    chan_idx,   pattern_idx,
+            value_ptr,   value_tap,    col_ptr,    kernel_idx, kernel_row};
+  return keep;
 }
 
 #undef SK_TOPOLOGY_PARAMS

@@ -9,6 +9,7 @@
 #include <vector>
 
 #include "conv_glue.h"
+#include "device_topology_cache.h"
 #include "cpu/stripe/stripe_cpu.h"
 #include "csr_checks.h"
 #include "sparsekernels/stripe.h"
@@ -29,11 +30,18 @@ constexpr glue::CsrNames kNames{"row_ptr", "tap_idx", "nnz", "kernel positions K
 
 // Every pass reads the CSR and its transposed view; all five tensors are
 // checked completely against the geometry (O(nnz + Cout + groups * Kh*Kw)
-// integer work, negligible next to the conv itself).
-Stripes checked_stripes(const ConvGeometry& geo, const at::Device& device,
-                        const at::Tensor& row_ptr, const at::Tensor& tap_idx,
-                        const at::Tensor& tap_ptr, const at::Tensor& stripe_idx,
-                        const at::Tensor& stripe_row) {
+// integer work, negligible next to the conv itself; on a GPU, done once per
+// topology: device_topology_cache.h). `stripes` points into `tensors`, which
+// must outlive the kernels' launch.
+struct CheckedStripes {
+  Stripes stripes;
+  std::vector<at::Tensor> tensors;
+};
+
+CheckedStripes checked_stripes(const ConvGeometry& geo, const at::Device& device,
+                               const at::Tensor& row_ptr, const at::Tensor& tap_idx,
+                               const at::Tensor& tap_ptr, const at::Tensor& stripe_idx,
+                               const at::Tensor& stripe_row) {
   const int64_t taps = int64_t{geo.kh} * geo.kw;
   TORCH_CHECK_VALUE(taps * geo.groups < glue::kInt32Max, "kernel size: groups * Kh * Kw = ",
                     geo.groups, " * ", geo.kh, " * ", geo.kw,
@@ -45,24 +53,29 @@ Stripes checked_stripes(const ConvGeometry& geo, const at::Device& device,
                     geo.cout * taps, " a weight of this shape has");
   glue::check_index_tensor("row_ptr", row_ptr, geo.cout + 1, device);
   glue::check_index_tensor("tap_idx", tap_idx, nnz, device);
-  const HostInts rp(row_ptr), ti(tap_idx);
-  glue::check_csr(rp, ti, taps, kNames);
   glue::check_index_tensor("tap_ptr", tap_ptr, geo.groups * taps + 1, device);
   glue::check_index_tensor("stripe_idx", stripe_idx, nnz, device);
   glue::check_index_tensor("stripe_row", stripe_row, nnz, device);
   const int64_t cout_g = geo.cout_per_group();
-  // Column of a stripe: (its group, its kernel position).
-  glue::check_transpose(
-      rp, ti, HostInts(tap_ptr), HostInts(stripe_idx), HostInts(stripe_row),
-      [&](int64_t row, int64_t tap) { return (row / cout_g) * taps + tap; }, kNames);
+  auto read = glue::checked_index_tensors(
+      device, {row_ptr, tap_idx, tap_ptr, stripe_idx, stripe_row},
+      {glue::kStripeTopology, geo.cout, geo.groups, geo.kh, geo.kw},
+      [&](const std::vector<at::Tensor>& t) {
+        const HostInts rp(t[0]), ti(t[1]);
+        glue::check_csr(rp, ti, taps, kNames);
+        // Column of a stripe: (its group, its kernel position).
+        glue::check_transpose(
+            rp, ti, HostInts(t[2]), HostInts(t[3]), HostInts(t[4]),
+            [&](int64_t row, int64_t tap) { return (row / cout_g) * taps + tap; }, kNames);
+      });
   Stripes s{};
-  s.row_ptr = row_ptr.data_ptr<int32_t>();
-  s.tap_idx = tap_idx.data_ptr<int32_t>();
+  s.row_ptr = read[0].data_ptr<int32_t>();
+  s.tap_idx = read[1].data_ptr<int32_t>();
   s.nnz = nnz;
-  s.tap_ptr = tap_ptr.data_ptr<int32_t>();
-  s.stripe_idx = stripe_idx.data_ptr<int32_t>();
-  s.stripe_row = stripe_row.data_ptr<int32_t>();
-  return s;
+  s.tap_ptr = read[2].data_ptr<int32_t>();
+  s.stripe_idx = read[3].data_ptr<int32_t>();
+  s.stripe_row = read[4].data_ptr<int32_t>();
+  return {s, std::move(read)};
 }
 
 // values[nnz, Cin/g] of the conv's dtype and device.
@@ -87,8 +100,9 @@ at::Tensor forward(const at::Tensor& x, const at::Tensor& values, const at::Tens
   glue::check_4d("input", x);
   const auto geo = glue::make_geometry(x.size(0), x.size(1), x.size(2), x.size(3), cout, kh, kw,
                                        stride, padding, dilation, groups);
-  const auto st = checked_stripes(geo, x.device(), row_ptr, tap_idx, tap_ptr, stripe_idx,
-                                  stripe_row);
+  const auto checked = checked_stripes(geo, x.device(), row_ptr, tap_idx, tap_ptr, stripe_idx,
+                                      stripe_row);
+  const Stripes& st = checked.stripes;
   check_values(values, x, st.nnz, geo);
   glue::check_bias(bias, x, cout);
   auto vals = values.contiguous();
@@ -124,8 +138,9 @@ at::Tensor grad_input(const at::Tensor& grad_out, const at::Tensor& values,
                     "grad_out: spatial size (", grad_out.size(2), ", ", grad_out.size(3),
                     ") does not match the convolution's output (", geo.out_h, ", ", geo.out_w,
                     ")");
-  const auto st = checked_stripes(geo, grad_out.device(), row_ptr, tap_idx, tap_ptr, stripe_idx,
-                                  stripe_row);
+  const auto checked = checked_stripes(geo, grad_out.device(), row_ptr, tap_idx, tap_ptr,
+                                      stripe_idx, stripe_row);
+  const Stripes& st = checked.stripes;
   check_values(values, grad_out, st.nnz, geo);
   auto vals = values.contiguous();
   auto gin = at::empty({geo.batch, cin, in_h, in_w}, grad_out.options());
@@ -159,8 +174,9 @@ at::Tensor grad_weight(const at::Tensor& x, const at::Tensor& grad_out,
                         geo.out_w == grad_out.size(3),
                     "grad_out: shape ", grad_out.sizes(), " does not match the convolution's "
                     "output [", geo.batch, ", ", geo.cout, ", ", geo.out_h, ", ", geo.out_w, "]");
-  const auto st = checked_stripes(geo, x.device(), row_ptr, tap_idx, tap_ptr, stripe_idx,
-                                  stripe_row);
+  const auto checked = checked_stripes(geo, x.device(), row_ptr, tap_idx, tap_ptr, stripe_idx,
+                                      stripe_row);
+  const Stripes& st = checked.stripes;
   auto gv = at::empty({st.nnz, geo.cin_per_group()}, x.options());
   glue::dispatch_device(
       "stripe_grad_weight", x,
@@ -180,7 +196,8 @@ at::Tensor grad_weight(const at::Tensor& x, const at::Tensor& grad_out,
 
 // Raises ValueError/TypeError unless the topology is one a kernel may read for
 // a conv with these shapes (what the passes above check first).
-void check_topology(const at::Tensor& row_ptr, const at::Tensor& tap_idx,
+// Returns the tensors a kernel must read (on a GPU, the checked copies).
+std::vector<at::Tensor> check_topology(const at::Tensor& row_ptr, const at::Tensor& tap_idx,
                     const at::Tensor& tap_ptr, const at::Tensor& stripe_idx,
                     const at::Tensor& stripe_row, int64_t cout, int64_t cin, int64_t kh,
                     int64_t kw, int64_t groups) {
@@ -193,7 +210,9 @@ void check_topology(const at::Tensor& row_ptr, const at::Tensor& tap_idx,
                     cout);
   geo.kh = glue::bounded_int32("kernel height", kh, 1);
   geo.kw = glue::bounded_int32("kernel width", kw, 1);
-  checked_stripes(geo, row_ptr.device(), row_ptr, tap_idx, tap_ptr, stripe_idx, stripe_row);
+  return checked_stripes(geo, row_ptr.device(), row_ptr, tap_idx, tap_ptr, stripe_idx,
+                         stripe_row)
+      .tensors;
 }
 
 }  // namespace

@@ -14,9 +14,9 @@ from .. import _ext
 from .checks import KindChecks
 from .sparse_conv import KindOps, define_sparse_conv, sparse_conv2d
 
-def _native_check(topo: BlockTopology):
-    _ext.C.block1xn_check_topology(*(getattr(topo, f) for f in topo.TENSORS), topo.n,
-                                   topo.rows_per_group, topo.cout, topo.cin, topo.groups)
+def _native_check(topo: BlockTopology) -> list:
+    return _ext.C.block1xn_check_topology(*(getattr(topo, f) for f in topo.TENSORS), topo.n,
+                                          topo.rows_per_group, topo.cout, topo.cin, topo.groups)
 
 
 OPS = define_sparse_conv(KindOps(

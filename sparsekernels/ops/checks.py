@@ -11,7 +11,8 @@ for the Triton and reference backends the kind's ``check_topology`` is
 called from here. Messages name the argument.
 
 A kind's checks module is :class:`KindChecks` bound to its topology check
-and its ``values`` shape.
+and its ``values`` shape. The ``check_*`` methods return the topology the
+backend must use (for Triton on a GPU, the checked private copies).
 """
 from __future__ import annotations
 
@@ -83,13 +84,15 @@ def _check_groups(topo, conv: ConvArgs):
 
 
 def check_topology(topo, native_check: Optional[Callable] = None):
-    """Raise unless a kernel may read ``topo``: the kind's compiled check
-    (``native_check(topo)``) when the extension is built, else the format's
-    own validation of the saved index tensors plus equality of the derived
-    ones (e.g. a transposed view) with what the format derives."""
+    """``topo`` as a kernel may read it, or raise. With the extension built,
+    the kind's compiled check (``native_check(topo)``), which returns the
+    index tensors to read: on a GPU, private copies checked once per
+    topology (python_bindings/device_topology_cache.h), so no call syncs
+    and no later edit of the caller's tensors reaches a kernel. Without it,
+    the format's own validation of the saved index tensors plus equality of
+    the derived ones (e.g. a transposed view) with what the format derives."""
     if native_check is not None and _ext.C is not None:
-        native_check(topo)
-        return
+        return topo._replace(**dict(zip(topo.TENSORS, native_check(topo))))
     shape, _ = topo.values_shape
     probe = torch.zeros((), device=topo.row_ptr.device).expand(shape)  # only its shape is read
     want = topo.to_format(probe).topology()
@@ -97,6 +100,7 @@ def check_topology(topo, native_check: Optional[Callable] = None):
     if not all(torch.equal(getattr(topo, k).cpu(), getattr(want, k).cpu()) for k in derived):
         raise ValueError(f"{'/'.join(derived)}: not the view derived from "
                          f"{'/'.join(topo.INDEX_TENSORS)}")
+    return topo
 
 
 class KindChecks(NamedTuple):
@@ -106,10 +110,16 @@ class KindChecks(NamedTuple):
     (shape, "[dim names]"), ``to_format(values)``, ``TENSORS`` and
     ``INDEX_TENSORS``."""
 
-    native_check: Callable[[object], None]
+    native_check: Callable[[object], list]
 
     def check_topology(self, topo):
-        check_topology(topo, self.native_check)
+        return check_topology(topo, self.native_check)
+
+    def _topology_for(self, backend: str, topo, like: Tensor):
+        """What ``backend`` may read: the native backends check the topology
+        in their C++ entry points; the others get it checked here."""
+        _check_topology_device(topo, like)
+        return topo if backend in NATIVE else self.check_topology(topo)
 
     def _check_values(self, values: Tensor, like: Tensor, topo):
         if values.dim() < 1:
@@ -131,9 +141,7 @@ class KindChecks(NamedTuple):
         self._check_values(values, x, topo)
         _check_bias(bias, x, topo.cout)
         _check_output_size(x.shape[2:], topo, conv)
-        _check_topology_device(topo, x)
-        if backend not in NATIVE:
-            self.check_topology(topo)
+        return self._topology_for(backend, topo, x)
 
     def check_grad_input(self, backend: str, grad_out: Tensor, values: Tensor, topo,
                          conv: ConvArgs, in_hw: tuple[int, int]):
@@ -143,9 +151,7 @@ class KindChecks(NamedTuple):
         self._check_values(values, grad_out, topo)
         in_hw = (as_int(in_hw[0], "input_hw", 1), as_int(in_hw[1], "input_hw", 1))
         _check_spatial(grad_out, in_hw, topo, conv)
-        _check_topology_device(topo, grad_out)
-        if backend not in NATIVE:
-            self.check_topology(topo)
+        return self._topology_for(backend, topo, grad_out)
 
     def check_grad_weight(self, backend: str, x: Tensor, grad_out: Tensor, topo,
                           conv: ConvArgs):
@@ -158,6 +164,4 @@ class KindChecks(NamedTuple):
             raise ValueError(f"grad_out: batch {grad_out.shape[0]} does not match the input's "
                              f"{x.shape[0]}")
         _check_spatial(grad_out, tuple(x.shape[2:]), topo, conv)
-        _check_topology_device(topo, x)
-        if backend not in NATIVE:
-            self.check_topology(topo)
+        return self._topology_for(backend, topo, x)

@@ -81,7 +81,7 @@ def define_sparse_conv(kind: KindOps) -> SparseConvOps:
         return kind.topology(topology, meta), conv, backends.resolve(backend, device)
 
     def run_forward(x, values, topo, bias, conv, backend):
-        kind.checks.check_forward(backend, x, values, topo, bias, conv)
+        topo = kind.checks.check_forward(backend, x, values, topo, bias, conv)
         return _like_input(impl(backend).forward(x, values, topo, bias, conv), x)
 
     @torch.library.custom_op(name, mutates_args=())
@@ -105,7 +105,8 @@ def define_sparse_conv(kind: KindOps) -> SparseConvOps:
                    dilation: list[int], groups: int, backend: str) -> Tensor:
         topo, conv, backend = prepare(topology, meta, stride, padding, dilation, groups,
                                       backend, grad_out.device)
-        kind.checks.check_grad_input(backend, grad_out, values, topo, conv, tuple(input_hw))
+        topo = kind.checks.check_grad_input(backend, grad_out, values, topo, conv,
+                                            tuple(input_hw))
         return impl(backend).grad_input(grad_out, values, topo, conv, tuple(input_hw)).contiguous()
 
     @grad_input.register_fake
@@ -121,7 +122,7 @@ def define_sparse_conv(kind: KindOps) -> SparseConvOps:
                     backend: str) -> Tensor:
         topo, conv, backend = prepare(topology, meta, stride, padding, dilation, groups,
                                       backend, x.device)
-        kind.checks.check_grad_weight(backend, x, grad_out, topo, conv)
+        topo = kind.checks.check_grad_weight(backend, x, grad_out, topo, conv)
         return impl(backend).grad_weight(x, grad_out, topo, conv).contiguous()
 
     @grad_weight.register_fake

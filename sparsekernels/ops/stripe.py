@@ -13,9 +13,9 @@ from .checks import KindChecks
 from .sparse_conv import KindOps, define_sparse_conv, sparse_conv2d
 
 
-def _native_check(topo: StripeTopology):
-    _ext.C.stripe_check_topology(*(getattr(topo, f) for f in topo.TENSORS), topo.cout,
-                                 topo.cin, *topo.kernel_size, topo.groups)
+def _native_check(topo: StripeTopology) -> list:
+    return _ext.C.stripe_check_topology(*(getattr(topo, f) for f in topo.TENSORS), topo.cout,
+                                        topo.cin, *topo.kernel_size, topo.groups)
 
 
 OPS = define_sparse_conv(KindOps(
