@@ -91,6 +91,7 @@ else
         "$PY" -m pip install --no-build-isolation --no-deps --no-index -v -e . \
             || "$PY" setup.py build_ext --inplace
         "$PY" -c "import sparsekernels._C as C, sys; print('with_cuda', C.with_cuda); \
+print('hopper forward (sm_90a wgmma):', C.with_cuda and C.block1xn_cuda_hopper_forward()); \
 sys.exit(0 if C.with_cuda else 1)"
     }
     export -f build

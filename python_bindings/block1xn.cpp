@@ -235,6 +235,10 @@ void register_block1xn(pybind11::module& m) {
   m.def("block1xn_grad_input", &grad_input);
   m.def("block1xn_grad_weight", &grad_weight);
   m.def("block1xn_check_topology", &check_topology);
+#ifdef SK_WITH_CUDA
+  m.def("block1xn_cuda_hopper_forward", &cuda::block1xn_hopper_forward_available,
+        "whether the bf16/fp16 CUDA forward runs the sm_90a wgmma kernel on this device");
+#endif
   m.attr("max_block_height") = kMaxBlockHeight;
 }
 

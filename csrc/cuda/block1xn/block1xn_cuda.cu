@@ -55,6 +55,14 @@ cudaError_t block1xn_forward(DType dtype, const ConvGeometry& geo,
   });
 }
 
+bool block1xn_hopper_forward_available() {
+#if defined(SK_WITH_SM90)
+  return detail::block1xn::forward_sm90_available();
+#else
+  return false;
+#endif
+}
+
 cudaError_t block1xn_grad_input(DType dtype, const ConvGeometry& geo,
                                 const Block1xN& blocks, const void* values,
                                 const void* grad_out, Strides4 go_strides,

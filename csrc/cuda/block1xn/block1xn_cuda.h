@@ -33,5 +33,9 @@ cudaError_t block1xn_grad_weight(DType dtype, const ConvGeometry& geo,
                                  Strides4 go_strides, void* grad_values,
                                  cudaStream_t stream);
 
+// Whether the bf16/fp16 forward runs the Hopper (sm_90a, wgmma) kernel on
+// the current device: the build compiled it and the device is sm_90.
+bool block1xn_hopper_forward_available();
+
 }  // namespace cuda
 }  // namespace sparsekernels
