@@ -28,6 +28,8 @@ CASES = {
                                 hw=(9, 6)),
     "channels_last_wide": dict(cin=20, cout=36, hw=(6, 5), channels_last=True,
                                params={"block1xn": {"n": 32}}),
+    # N=16, NCHW with an even width: the sm_90a wgmma forward takes it
+    "hopper_nchw": dict(cin=20, cout=32, hw=(6, 8), params={"block1xn": {"n": 16}}),
     "sliced": dict(noncontiguous=True, cout=12),
     "pointwise": dict(kernel=(1, 1), padding=0, cin=17, cout=16),
     "empty_batch": dict(batch=0),
