@@ -321,7 +321,9 @@ def test_grid_axes_1_and_2_stay_within_cudas_limit(kind, pass_, monkeypatch):
 
     grids = []
     monkeypatch.setattr(common._Launcher, "__call__",
-                        lambda self, grid, *a, **k: grids.append((grid, self.configs)))
+                        lambda self, grid, *a, **k: grids.append(
+                            (grid, self.configs_for(torch.float16)
+                             + self.configs_for(torch.float32))))
     case = make_case(kind=kind, dtype=torch.float32, device=DEVICE, batch=1, cin=2, cout=4,
                      hw=(32, 32), padding=1)
     x = case.x.expand(4096, -1, -1, -1)

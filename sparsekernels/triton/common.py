@@ -34,19 +34,38 @@ _ACC = {
 
 
 class _Launcher:
-    """``kernel[grid](...)`` with one fixed config under the interpreter and
-    ``triton.autotune`` over ``configs`` on a GPU. ``configs[0]`` is the
-    interpreter's. No kernel accumulates into its output (every element is
-    stored once), so autotuning's repeated launches are harmless."""
+    """``kernel[grid](...)``: on a GPU, ``triton.autotune`` over the configs
+    of the call's dtype; under the interpreter one fixed config, the first
+    of ``wide`` (the smallest tiles: tests cross more tile edges). ``configs`` are for fp16/bf16,
+    whose dots lower to wgmma only with M tiles of 64 or more; ``wide`` (by
+    default the same) for fp32/fp64, whose 4- and 8-byte accumulators and
+    FMA/DMMA dots spill at tiles fp16 fits. No kernel accumulates into its
+    output (every element is stored once), so autotuning's repeated launches
+    are harmless."""
 
-    def __init__(self, kernel, configs: list, key: list[str]):
-        # kernel, configs and key stay readable: benchmarks/triton_sm90.py
+    def __init__(self, kernel, configs: list, key: list[str], *, wide: list = None):
+        # kernel, key and configs_for stay readable: benchmarks/triton_sm90.py
         # compiles every config the library can launch.
-        self.kernel, self.configs, self.key = kernel, configs, key
+        self.kernel, self.key = kernel, key
+        self._narrow, self._wide = configs, wide or configs
         if _INTERPRET:
-            self._fn, self._fixed = kernel, dict(configs[0].kwargs)
+            self._fn, self._fixed = kernel, dict(self._wide[0].kwargs)
         else:
-            self._fn, self._fixed = triton.autotune(configs=configs, key=key)(kernel), {}
+            every = configs + [c for c in self._wide if all(c is not d for d in configs)]
+            self._fn = triton.autotune(configs=every, key=key,
+                                       prune_configs_by={"early_config_prune": self._prune})(kernel)
+            self._fixed = {}
+
+    def configs_for(self, dtype: torch.dtype) -> list:
+        """The configs a call in ``dtype`` autotunes over."""
+        return self._narrow if dtype.itemsize <= 2 else self._wide
+
+    def _prune(self, configs, named_args, **kwargs):
+        # The data dtype is the first floating tensor's (flags are int32;
+        # Triton's autotuner keys its cache on every argument's dtype too).
+        dtype = next(a.dtype for a in named_args.values()
+                     if isinstance(a, torch.Tensor) and a.is_floating_point())
+        return self.configs_for(dtype)
 
     def __call__(self, grid, *args, **kwargs):
         if _INTERPRET:
@@ -88,32 +107,34 @@ def _check(name: str, t: torch.Tensor, dtype: torch.dtype):
 # Stripe and pattern tile alike: an output (or grad-input) tile is channels
 # of one group x pixels, a grad-weight tile is one column (group, tap) x
 # output-side rows x input channels. They search the same configs where
-# their kernels share a tile structure (neither kind's dot kernels spill at
-# any of them, fp16 on sm_90); their grad-input tiles differ
-# in K (a column's stripes vs output channels), so each keeps its own list.
-# configs[0] is the interpreter's.
-_CHANNEL_PIXEL_CONFIGS = [  # forward dot: BLOCK_O channels x BLOCK_P pixels
-    _cfg(4, BLOCK_O=16, BLOCK_P=64, BLOCK_K=16),
-    _cfg(4, 3, BLOCK_O=64, BLOCK_P=64, BLOCK_K=32),
-    _cfg(8, 3, BLOCK_O=64, BLOCK_P=128, BLOCK_K=32),
-    _cfg(8, 3, BLOCK_O=128, BLOCK_P=128, BLOCK_K=32),
-    _cfg(4, 3, BLOCK_O=32, BLOCK_P=128, BLOCK_K=32),
-    _cfg(4, 2, BLOCK_O=16, BLOCK_P=128, BLOCK_K=16),
-]
+# their kernels share a tile structure; their grad-input tiles differ in K
+# (a column's stripes vs output channels), so each keeps its own list.
+# fp16/bf16: M tiles of 64+ (wgmma on sm_90; smaller ones lower to
+# mma.sync), none spilling; fp32/fp64: small tiles (the fp16 ones spill at
+# 255 registers there). benchmarks/results/gpu-sm90/triton_sm90.json has
+# every config's registers and spills.
+_CHANNEL_PIXEL_CONFIGS = dict(  # forward dot: BLOCK_O channels x BLOCK_P pixels
+    configs=[_cfg(4, 3, BLOCK_O=64, BLOCK_P=64, BLOCK_K=32),
+             _cfg(8, 3, BLOCK_O=64, BLOCK_P=128, BLOCK_K=32),
+             _cfg(8, 3, BLOCK_O=128, BLOCK_P=128, BLOCK_K=32)],
+    wide=[_cfg(4, 2, BLOCK_O=16, BLOCK_P=64, BLOCK_K=16),
+          _cfg(4, 2, BLOCK_O=16, BLOCK_P=128, BLOCK_K=16),
+          _cfg(4, 2, BLOCK_O=32, BLOCK_P=64, BLOCK_K=16)])
 # The exact (NaN/Inf) forward: one config, large tiles, so that when x is
 # finite its programs (which only read the flag) are few.
-_CHANNEL_PIXEL_EXACT_CONFIGS = [_cfg(8, BLOCK_O=32, BLOCK_P=128, BLOCK_K=16)]
+_CHANNEL_PIXEL_EXACT_CONFIGS = dict(configs=[_cfg(8, BLOCK_O=32, BLOCK_P=128, BLOCK_K=16)])
 
 
-def _column_configs(rows: str) -> list:
+def _column_configs(rows: str) -> dict:
     """Grad-weight configs: ``rows`` (the tile's output-side rows: a
     column's stripes, or output channels) x BLOCK_C input channels,
     reduced over BLOCK_P pixels per step."""
-    return [_cfg(4, **{rows: 16}, BLOCK_C=16, BLOCK_P=64),
-            _cfg(4, 3, **{rows: 64}, BLOCK_C=64, BLOCK_P=64),
-            _cfg(4, 3, **{rows: 32}, BLOCK_C=64, BLOCK_P=64),
-            _cfg(8, 3, **{rows: 64}, BLOCK_C=32, BLOCK_P=128),
-            _cfg(8, 3, **{rows: 128}, BLOCK_C=64, BLOCK_P=64)]
+    return dict(configs=[_cfg(4, 3, **{rows: 64}, BLOCK_C=64, BLOCK_P=64),
+                         _cfg(8, 3, **{rows: 64}, BLOCK_C=32, BLOCK_P=128),
+                         _cfg(8, 3, **{rows: 128}, BLOCK_C=64, BLOCK_P=64)],
+                wide=[_cfg(4, 2, **{rows: 16}, BLOCK_C=16, BLOCK_P=64),
+                      _cfg(4, 2, **{rows: 32}, BLOCK_C=32, BLOCK_P=64),
+                      _cfg(4, 2, **{rows: 16}, BLOCK_C=64, BLOCK_P=64)])
 
 
 _GRID_YZ_MAX = 65535  # CUDA's limit on grid axes 1 and 2

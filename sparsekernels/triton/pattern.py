@@ -269,8 +269,9 @@ def _grad_weight_kernel(
 
 
 # ---------------------------------------------------------------------------
-# launch configs (configs[0] is the interpreter's). What the dot launches
-# compile to on sm_90 (../shared/tools/triton_sm90_report.py, Triton 3.9,
+# launch configs (see common.py: fp16/bf16 tiles lower to wgmma, fp32/fp64
+# search small ones, the interpreter runs the first of those). What the dot
+# launches compile to on sm_90 (../shared/tools/triton_sm90_report.py, Triton 3.9,
 # 3x3, fp16): M tiles >= 64 lower to wgmma, smaller ones to mma.sync; no
 # config spills; 64x64x32/4 warps: forward 234 registers, grad-input 244,
 # grad-weight 222 (stripe's forward: 141); 128x128 tiles sit at 255. No
@@ -280,26 +281,27 @@ def _grad_weight_kernel(
 # lowers to FMA, fp64 to mma.sync (DMMA), as in the other kinds.
 # Forward and grad-weight search the configs shared with stripe (common.py).
 # ---------------------------------------------------------------------------
-_forward = _Launcher(_forward_kernel, _CHANNEL_PIXEL_CONFIGS,
-                     key=["P", "C_IN_G", "COUT_G", "KH", "KW"])
+_forward = _Launcher(_forward_kernel, key=["P", "C_IN_G", "COUT_G", "KH", "KW"],
+                     **_CHANNEL_PIXEL_CONFIGS)
 _grad_input = _Launcher(
     _grad_input_kernel,
-    [_cfg(4, BLOCK_C=16, BLOCK_P=64, BLOCK_K=16),
-     _cfg(4, 3, BLOCK_C=64, BLOCK_P=64, BLOCK_K=32),
+    [_cfg(4, 3, BLOCK_C=64, BLOCK_P=64, BLOCK_K=32),
      _cfg(8, 3, BLOCK_C=64, BLOCK_P=128, BLOCK_K=32),
-     _cfg(4, 3, BLOCK_C=32, BLOCK_P=128, BLOCK_K=32),
      _cfg(8, 3, BLOCK_C=128, BLOCK_P=128, BLOCK_K=32)],
     key=["P", "C_IN_G", "COUT_G", "KH", "KW"],
+    wide=[_cfg(4, 2, BLOCK_C=16, BLOCK_P=64, BLOCK_K=16),
+          _cfg(4, 2, BLOCK_C=32, BLOCK_P=64, BLOCK_K=16),
+          _cfg(4, 2, BLOCK_C=16, BLOCK_P=128, BLOCK_K=16)],
 )
-# The exact (NaN/Inf) launches: one config; large tiles, so that when the
-# input is finite their programs (which only read the flag) are few. fp16 on
-# sm_90: forward 255 registers and 88 B of spills, grad-input 107 and none;
-# only ever slow when the input already holds NaN/Inf.
-_forward_exact = _Launcher(_forward_kernel, _CHANNEL_PIXEL_EXACT_CONFIGS, key=["KH", "KW"])
+# The exact (NaN/Inf) launches: one config each, so that when the input is
+# finite their programs (which only read the flag) are few; they run FMA
+# (no dot) and are only ever slow when the input already holds NaN/Inf.
+_forward_exact = _Launcher(_forward_kernel, key=["KH", "KW"],
+                           configs=[_cfg(8, BLOCK_O=16, BLOCK_P=128, BLOCK_K=16)])
 _grad_input_exact = _Launcher(_grad_input_kernel, [_cfg(8, BLOCK_C=32, BLOCK_P=128, BLOCK_K=16)],
                               key=["KH", "KW"])
-_grad_weight = _Launcher(_grad_weight_kernel, _column_configs("BLOCK_O"),
-                         key=["P", "C_IN_G", "COUT_G", "KH", "KW"])
+_grad_weight = _Launcher(_grad_weight_kernel, key=["P", "C_IN_G", "COUT_G", "KH", "KW"],
+                         **_column_configs("BLOCK_O"))
 
 
 # ---------------------------------------------------------------------------

@@ -233,26 +233,25 @@ def _grad_weight_kernel(
 
 
 # ---------------------------------------------------------------------------
-# launch configs (configs[0] is the interpreter's). GPU configs: none spills
-# for fp16 on sm_90 (../shared/tools/triton_sm90_report.py; 64x128 tiles
-# spill with 4 warps, so they get 8); M tiles >= 64 lower to wgmma, smaller
-# ones to mma.sync. Forward and grad-weight search the configs shared with
-# the pattern kernels (common.py).
+# launch configs (see common.py: fp16/bf16 tiles lower to wgmma, fp32/fp64
+# search small ones, the interpreter runs the first of those). Forward and
+# grad-weight search the configs shared with the pattern kernels.
 # ---------------------------------------------------------------------------
-_forward = _Launcher(_forward_kernel, _CHANNEL_PIXEL_CONFIGS,
-                     key=["P", "C_IN_G", "COUT_G", "KH", "KW"])
-_forward_exact = _Launcher(_forward_kernel, _CHANNEL_PIXEL_EXACT_CONFIGS, key=["KH", "KW"])
+_forward = _Launcher(_forward_kernel, key=["P", "C_IN_G", "COUT_G", "KH", "KW"],
+                     **_CHANNEL_PIXEL_CONFIGS)
+_forward_exact = _Launcher(_forward_kernel, key=["KH", "KW"], **_CHANNEL_PIXEL_EXACT_CONFIGS)
 _grad_input = _Launcher(
     _grad_input_kernel,
-    [_cfg(4, BLOCK_C=16, BLOCK_P=64, BLOCK_S=16),
-     _cfg(4, 3, BLOCK_C=64, BLOCK_P=64, BLOCK_S=32),
+    [_cfg(4, 3, BLOCK_C=64, BLOCK_P=64, BLOCK_S=32),
      _cfg(4, 3, BLOCK_C=64, BLOCK_P=128, BLOCK_S=32),
-     _cfg(4, 3, BLOCK_C=32, BLOCK_P=128, BLOCK_S=32),
      _cfg(8, 3, BLOCK_C=128, BLOCK_P=128, BLOCK_S=32)],
     key=["P", "C_IN_G", "KH", "KW"],
+    wide=[_cfg(4, 2, BLOCK_C=16, BLOCK_P=64, BLOCK_S=16),
+          _cfg(4, 2, BLOCK_C=32, BLOCK_P=64, BLOCK_S=16),
+          _cfg(4, 3, BLOCK_C=32, BLOCK_P=128, BLOCK_S=32)],
 )
-_grad_weight = _Launcher(_grad_weight_kernel, _column_configs("BLOCK_S"),
-                         key=["P", "C_IN_G", "KH", "KW"])
+_grad_weight = _Launcher(_grad_weight_kernel, key=["P", "C_IN_G", "KH", "KW"],
+                         **_column_configs("BLOCK_S"))
 
 
 # ---------------------------------------------------------------------------
