@@ -138,8 +138,17 @@ inline cuda::DType cuda_dtype(at::ScalarType t) {
   }
 }
 
-inline void check_launch(cudaError_t err) {
-  TORCH_CHECK(err == cudaSuccess, "sparsekernels CUDA kernel failed: ",
+// The launchers report cudaGetLastError after their launches, which would
+// also return an error some earlier, unrelated call left pending: that one
+// is taken (and named as such) before the launch, so a failure is the pass's.
+inline void check_no_pending_error(const char* name) {
+  const cudaError_t earlier = cudaGetLastError();
+  TORCH_CHECK(earlier == cudaSuccess, "a CUDA error from an earlier call was pending when ",
+              name, " started: ", cudaGetErrorString(earlier));
+}
+
+inline void check_launch(const char* name, cudaError_t err) {
+  TORCH_CHECK(err == cudaSuccess, "sparsekernels CUDA kernel ", name, " failed: ",
               cudaGetErrorString(err));
 }
 
@@ -166,7 +175,9 @@ void dispatch_device(const char* name, const at::Tensor& like, CpuFn&& cpu,
   if (like.is_cuda()) {
 #ifdef SK_WITH_CUDA
     const c10::cuda::CUDAGuard guard(like.device());
-    check_launch(cuda_launch(cuda_dtype(like.scalar_type()), c10::cuda::getCurrentCUDAStream()));
+    check_no_pending_error(name);
+    check_launch(name,
+                 cuda_launch(cuda_dtype(like.scalar_type()), c10::cuda::getCurrentCUDAStream()));
     return;
 #else
     TORCH_CHECK(false, "sparsekernels was built without CUDA");
