@@ -133,3 +133,38 @@ def test_cmake_build(tmp_path: Path) -> None:
         cwd=ROOT,
     )
     _run([CMAKE, "--build", str(build), "-j2"], cwd=ROOT)
+
+
+BINDINGS = sorted((ROOT / "python_bindings").glob("*.cpp"))
+
+
+@requires_nvcc
+@pytest.mark.parametrize("source", BINDINGS, ids=[p.name for p in BINDINGS])
+def test_bindings_compile_with_cuda(source: Path, tmp_path: Path) -> None:
+    """The bindings' CUDA-only code (SK_WITH_CUDA: the launcher calls, the
+    stream and device guard) is built only on a GPU machine; this
+    syntax-checks it here against torch's CUDA headers. A CPU torch wheel
+    lacks one generated header of theirs (export macros only), stubbed."""
+    torch = pytest.importorskip("torch")
+    import sysconfig
+
+    stub = tmp_path / "c10" / "cuda" / "impl" / "cuda_cmake_macros.h"
+    stub.parent.mkdir(parents=True)
+    stub.write_text("#pragma once\n")
+    include = Path(torch.__file__).parent / "include"
+    homes = [os.environ.get("CUDA_HOME"), Path(NVCC).resolve().parents[1], "/usr/local/cuda"]
+    cuda_include = next((Path(h) / "include" for h in homes
+                         if h and (Path(h) / "include" / "cuda_runtime_api.h").exists()), None)
+    if cuda_include is None:
+        pytest.skip("the CUDA runtime headers were not found (set CUDA_HOME)")
+    _run(
+        [
+            "g++", "-std=c++17", "-fsyntax-only", "-DSK_WITH_CUDA", "-DSK_WITH_SM90",
+            '-DSK_CUDA_VERSION="13.0"', "-DTORCH_EXTENSION_NAME=_C",
+            "-I", str(tmp_path), "-I", str(include),
+            "-I", str(include / "torch" / "csrc" / "api" / "include"),
+            "-I", sysconfig.get_paths()["include"], "-I", str(cuda_include),
+            "-I", "csrc/include", "-I", "csrc", str(source.relative_to(ROOT)),
+        ],
+        cwd=ROOT,
+    )
