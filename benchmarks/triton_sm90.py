@@ -8,7 +8,7 @@ PTX instruction mix (the input of ``gpu_model.py``).
 
 What is compiled: every module-level ``_Launcher`` of
 ``sparsekernels/triton/<kind>.py`` (one per kind in ``kinds.KINDS``), every
-config in its ``.configs``, for fp16, bf16, fp32 and fp64, and N = 16/32/64
+config it autotunes over (``.configs_for(dtype)``), for fp16, bf16, fp32 and fp64, and N = 16/32/64
 for kernels that take N. Arguments are specialised as Triton's JIT would
 specialise them (an int equal to 1 becomes a constant, multiples of 16 get a
 divisibility hint, pointers are 16-byte aligned) for one representative call:
@@ -56,7 +56,8 @@ sys.path.insert(0, ROOT)
 
 TARGET = GPUTarget("cuda", 90, 32)
 DTYPES = {"fp16": "float16", "bf16": "bfloat16", "fp32": "float32", "fp64": "float64"}
-NS = (4, 16, 32, 64)  # 4: the fp32 target's N (BLOCK_N is padded to 16)
+NS = (16, 32, 64)
+N4_DTYPES = ("fp32",)  # N=4 too: the fp32 target's N (BLOCK_N padded to 16)
 
 # The representative call the scalars are specialised for.
 LAYER = dict(batch=64, cin=128, cout=128, h=28, w=28, k=3, stride=1, pad=1, dil=1)
@@ -64,6 +65,7 @@ LAYER = dict(batch=64, cin=128, cout=128, h=28, w=28, k=3, stride=1, pad=1, dil=
 # Pointer arguments by name: data tensors take the dtype under test, index
 # tensors (CSR pointers and indices, pattern plans, the NaN/Inf flag) int32.
 DATA_PTRS = {"x_ptr", "v_ptr", "bias_ptr", "out_ptr", "go_ptr", "gi_ptr", "gw_ptr"}
+ACC_PTRS = {"part_ptr"}  # fp32 (fp64 for fp64) partial sums
 INDEX_PTRS = {"row_ptr", "col_idx", "col_ptr", "block_idx", "block_row", "tap_idx", "tap_ptr",
               "stripe_idx", "stripe_row", "vmap_ptr", "pmap_ptr", "pos_ptr", "flag_ptr"}
 
@@ -81,12 +83,18 @@ def _scalars(n: int | None, cl: bool) -> dict:
     return dict(
         P=p, CIN=L["cin"], C_IN_G=L["cin"], COUT=L["cout"], COUT_G=L["cout"],
         ROWS_PER_GROUP=-(-L["cout"] // n) if n else 1, H=L["h"], W=L["w"], OH=oh, OW=ow,
+        # 1xN grad-input's stride phases: the largest one's pixels and extent
+        PIX=L["batch"] * -(-L["h"] // L["stride"]) * -(-L["w"] // L["stride"]),
+        PH_H=-(-L["h"] // L["stride"]), PH_W=-(-L["w"] // L["stride"]), STEP_H=1, STEP_W=1,
+        # 1xN grad-weight's pixel splits (its host's rule at 75%, N=16) and their sum
+        SPLIT_P=1408, PART_STRIDE=L["cout"] * L["cin"] // 4 * L["k"] ** 2, SPLITS=36,
+        NUMEL=L["cout"] * L["cin"] // 4 * L["k"] ** 2,
         **dict(zip(("sxb", "sxc", "sxh", "sxw"), sx)),
         **dict(zip(("sgb", "sgc", "sgh", "sgw"), sg)), **dict(zip(("sob", "soc", "soh", "sow"), sg)),
         STRIDE_H=L["stride"], STRIDE_W=L["stride"], PAD_H=L["pad"], PAD_W=L["pad"],
         DIL_H=L["dil"], DIL_W=L["dil"],
-        # autotune keys: log2 of the pixels and of the kept blocks per row (75%)
-        P_LOG2=p.bit_length(), K_LOG2=(L["cin"] // 4).bit_length(),
+        # autotune keys: log2 of the pixels, of the kept blocks per row (75%), of Cin/g
+        P_LOG2=p.bit_length(), K_LOG2=(L["cin"] // 4).bit_length(), C_LOG2=L["cin"].bit_length(),
     )
 
 
@@ -94,13 +102,16 @@ def _block_n(n: int) -> int:
     return max(16, triton.next_power_of_2(n))  # as block1xn's host code: tl.dot needs >= 16
 
 
-# constexprs the launch passes whose every value is compiled (variants).
-VARIANTS = {"N": NS, "CL": (False, True)}
+# Variants: every value is compiled. N (where a kernel takes it) and the
+# layout: NCHW or channels_last for every tensor of a call, which the
+# LAYOUTS constexprs a kernel takes say (a network runs in one layout).
+LAYOUTS = ("CL", "X_CL", "GO_CL")
 # other constexprs the launch passes (not the config): name -> f(dtype, variant).
 CONSTEXPRS = {
     "KH": lambda dt, v: LAYER["k"],
     "KW": lambda dt, v: LAYER["k"],
     "BLOCK_N": lambda dt, v: _block_n(v["N"]),
+    "BLOCK_K": lambda dt, v: max(16, min(triton.next_power_of_2(v["N"]), 32)),  # 1xN grad-input
     "HAS_BIAS": lambda dt, v: True,
     "ACC": lambda dt, v: tl.float64 if dt == "fp64" else tl.float32,
 }
@@ -165,20 +176,31 @@ def source_hash(fn) -> str:
     return h.hexdigest()[:16]
 
 
+PASS_OF = {"_sum_splits": "grad-weight"}  # launchers whose name does not say their pass
+
+
 def _pass_of(launcher_name: str) -> str:
+    if launcher_name in PASS_OF:
+        return PASS_OF[launcher_name]
     for p in ("grad_input", "grad_weight"):
         if p in launcher_name:
             return p.replace("_", "-")
     return "forward"
 
 
-def _variants(kernel, ns) -> list[dict]:
-    """Every combination of the VARIANTS constexprs ``kernel`` takes."""
+def _variants(kernel, dtype: str, ns) -> list[dict]:
+    """Every N (if ``kernel`` takes N) x layout (if it takes one) to compile."""
     out = [{}]
-    for name, values in VARIANTS.items():
-        if name in kernel.arg_names:
-            out = [dict(v, **{name: x}) for v in out for x in (ns if name == "N" else values)]
+    if "N" in kernel.arg_names:
+        out = [{"N": n} for n in (*((4,) if dtype in N4_DTYPES else ()), *ns)]
+    if any(name in kernel.arg_names for name in LAYOUTS):
+        out = [dict(v, CL=cl) for v in out for cl in (False, True)]
     return out
+
+
+def launcher_configs(launcher, dtype: str) -> list:
+    """The configs a call in ``dtype`` autotunes over."""
+    return launcher.configs_for(getattr(torch, DTYPES[dtype]))
 
 
 def jobs(dtypes=tuple(DTYPES), ns=NS) -> list[dict]:
@@ -188,9 +210,9 @@ def jobs(dtypes=tuple(DTYPES), ns=NS) -> list[dict]:
     out = []
     for slug, name, launcher, fixed in launchers():
         digest = source_hash(launcher.kernel)
-        for ci, cfg in enumerate(launcher.configs):
-            for dt in dtypes:
-                for variant in _variants(launcher.kernel, ns):
+        for dt in dtypes:
+            for ci, cfg in enumerate(launcher_configs(launcher, dt)):
+                for variant in _variants(launcher.kernel, dt, ns):
                     _signature(launcher.kernel, cfg, dt, variant, fixed)  # raises on unknown names
                     out.append(dict(
                         kernel=f"{slug}.{name}", kind=slug, module=f"sparsekernels.triton.{slug}",
@@ -212,7 +234,8 @@ def _signature(kernel, cfg, dtype: str, variant: dict, fixed: dict):
     as Triton's JIT builds them for this launch."""
     backend = make_backend(TARGET)
     scalars = _scalars(variant.get("N"), variant.get("CL", False))
-    consts = dict(cfg.kwargs, **variant)
+    consts = dict(cfg.kwargs, **{k: v for k, v in variant.items() if k != "CL"})
+    consts.update({k: variant["CL"] for k in LAYOUTS if "CL" in variant})
     consts.update({k: v for k, v in fixed.items() if k in kernel.arg_names})
     sig, constexprs, attrs, named = {}, {}, {}, {}
     unknown = []
@@ -232,6 +255,8 @@ def _signature(kernel, cfg, dtype: str, variant: dict, fixed: dict):
             continue
         if name in DATA_PTRS:
             arg = MockTensor(getattr(torch, DTYPES[dtype]))
+        elif name in ACC_PTRS:
+            arg = MockTensor(torch.float64 if dtype == "fp64" else torch.float32)
         elif name in INDEX_PTRS:
             arg = MockTensor(torch.int32)
         elif name in scalars:
@@ -262,6 +287,8 @@ _CP_ASYNC = re.compile(r"\bcp\.async\.c[ag]\.shared\.global.*?,\s*(0x[0-9a-f]+|\
 _WGMMA = re.compile(r"\bwgmma\.mma_async\S*\.m(\d+)n(\d+)k(\d+)")
 _MMA = re.compile(r"\bmma\.sync\S*\.m(\d+)n(\d+)k(\d+)")
 _FMA = re.compile(r"\b(?:fma\.rn|mul(?:\.rn)?)\.f(?:32|64)\b")
+# a dot in TTGIR (tt.dot, or ttng.warp_group_dot for wgmma): its [M, K] x [K, N] operands
+_TTGIR_DOT = re.compile(r"(?:\btt\.dot|\bttng\.warp_group_dot)\s.*?:\s*\S*?<(\d+)x(\d+)x\w+.*?\*\s*\S*?<(\d+)x(\d+)x")
 _LABEL = re.compile(r"^(\$L\w+):")
 _BRA = re.compile(r"\bbra(?:\.uni)?\s+(\$L\w+);")
 
@@ -309,23 +336,27 @@ def _main_loop(lines: list[str]) -> list[str]:
     return best
 
 
-def _loop_stats(loop: list[str], num_warps: int) -> dict:
-    """Per iteration of the main loop: PTX instructions per thread, MACs per
-    program (from the MMA shapes, or one per float FMA/MUL and thread when
-    the dot runs on CUDA cores), global bytes loaded per thread."""
+def _loop_stats(loop: list[str], num_warps: int, ttgir: str) -> dict:
+    """Per iteration of the main loop: PTX instructions per thread, the dot
+    tile's MACs (TTGIR's dot shape; float FMA/MULs x threads when the kernel
+    has no dot), the MACs its MMA instructions issue (more than the tile's
+    when warps replicate a tile too small to split among them), global bytes
+    loaded per thread."""
     instrs = [s for s in loop if not _LABEL.match(s)]
-    macs = 0
+    issued = 0
     for s in instrs:
         if m := _WGMMA.search(s):  # one per warpgroup
-            macs += int(m[1]) * int(m[2]) * int(m[3]) * num_warps // 4
+            issued += int(m[1]) * int(m[2]) * int(m[3]) * num_warps // 4
         elif m := _MMA.search(s):  # one per warp
-            macs += int(m[1]) * int(m[2]) * int(m[3]) * num_warps
-    if not macs:
-        macs = sum(bool(_FMA.search(s)) for s in instrs) * 32 * num_warps
+            issued += int(m[1]) * int(m[2]) * int(m[3]) * num_warps
+    if not issued:
+        issued = sum(bool(_FMA.search(s)) for s in instrs) * 32 * num_warps
+    tiles = [int(m[1]) * int(m[2]) * int(m[4]) for m in _TTGIR_DOT.finditer(ttgir)]
+    tile = max(tiles, default=issued)  # one dot per main loop (a peeled copy is the same dot)
     widths, load_bytes = _load_bytes(instrs)
-    return dict(ptx_instructions=len(instrs), macs_per_program=macs,
+    return dict(ptx_instructions=len(instrs), dot_tile_macs=tile, issued_macs=issued,
                 global_loads=sum(widths.values()), load_bytes_per_thread=load_bytes,
-                macs_per_warp_instruction=round(macs / (len(instrs) * num_warps), 3) if instrs else None)
+                macs_per_warp_instruction=round(tile / (len(instrs) * num_warps), 3) if instrs else None)
 
 
 def _ptxas_report(ptx: str, arch: str) -> dict:
@@ -352,7 +383,7 @@ def compile_job(job: dict, keep_dir: str | None = None) -> dict:
     """Compile one job for sm_90; its record (``error`` set if it failed)."""
     module = importlib.import_module(job["module"])
     launcher = getattr(module, job["launcher"])
-    cfg = launcher.configs[job["config_index"]]
+    cfg = launcher_configs(launcher, job["dtype"])[job["config_index"]]
     fixed = _launch_constants(module).get(job["launcher"], {})
     sig, constexprs, attrs, named = _signature(launcher.kernel, cfg, job["dtype"], job["variant"], fixed)
     record = dict(job, constexprs={k: str(v) for k, v in named.items()}, specialised_for=LAYER,
@@ -380,7 +411,7 @@ def compile_job(job: dict, keep_dir: str | None = None) -> dict:
         shared_bytes=k.metadata.shared, ptx_instructions=sum(not _LABEL.match(s) for s in lines),
         global_load_widths=dict(widths), cp_async=len(_CP_ASYNC.findall(ptx)),
         tma=len(re.findall(r"\bcp\.async\.bulk", ptx)),
-        loop=_loop_stats(_main_loop(lines), cfg.num_warps),
+        loop=_loop_stats(_main_loop(lines), cfg.num_warps, k.asm["ttgir"]),
         compile_s=round(time.perf_counter() - t0, 2),
     )
     return record
@@ -395,40 +426,58 @@ def config_label(cfg: dict) -> str:
 
 
 def markdown_table(records: list[dict], dtype: str = "bf16") -> str:
-    """One row per kernel x config (N=32 where the kernel takes N) at
-    ``dtype``: the compile report's table in gpu_kernels.md."""
-    rows = ["| kernel | config | dot | regs | spill B | smem KB | loads (PTX, whole kernel) "
-            "| loop PTX instr/thread | MAC per warp-instr |",
-            "|---|---|---|---|---|---|---|---|---|"]
+    """One row per kernel x config at ``dtype``, N=32 where the kernel takes
+    N, NCHW: the compile report's table in gpu_kernels.md. Per main-loop
+    iteration: PTX instructions per thread, and per element loaded (data and
+    indices alike, counted in elements of ``dtype``)."""
+    size = {"fp16": 2, "bf16": 2, "fp32": 4, "fp64": 8}[dtype]
+    rows = ["| kernel | config (blocks, warps, stages) | dot | regs | spill B | smem KB "
+            "| loads (PTX, whole kernel) | loop instr | instr / loaded element | MAC / warp-instr |",
+            "|---|---|---|---|---|---|---|---|---|---|"]
     for r in records:
-        if r["dtype"] != dtype or r["n"] not in (None, 32):
+        if r["dtype"] != dtype or r["n"] not in (None, 32) or r["variant"].get("CL"):
             continue
         if "error" in r:
             rows.append(f"| {r['kernel']} | {config_label(r['config'])} | error: {r['error'][:60]} "
-                        "| | | | | | |")
+                        "| | | | | | | |")
             continue
         loads = " ".join(f"{w}:{c}" for w, c in sorted(r["global_load_widths"].items()))
         loop = r["loop"]
+        per_elem = loop["ptx_instructions"] / max(loop["load_bytes_per_thread"] / size, 1)
         rows.append(f"| {r['kernel']} | {config_label(r['config'])} | {r['dot']} | {r['registers']} "
                     f"| {r['spill_bytes']} | {r['shared_bytes'] / 1024:.1f} | {loads} "
-                    f"| {loop['ptx_instructions']} | {loop['macs_per_warp_instruction']} |")
+                    f"| {loop['ptx_instructions']} | {per_elem:.1f} | {loop['macs_per_warp_instruction']} |")
     return "\n".join(rows)
 
 
-def _summary(records: list[dict]) -> str:
-    """Per kernel and dtype: how dots lower, register range, configs that spill."""
+def summary_table(records: list[dict]) -> str:
+    """Markdown, per kernel and dtype over its configs and variants: how the
+    dot lowers, the register range, how many compiles spill."""
     groups: dict = {}
     for r in records:
         groups.setdefault((r["kernel"], r["dtype"]), []).append(r)
-    lines = [f"{'kernel':34} {'dtype':5} {'dot':16} {'regs':9} {'spilling/configs':16} errors"]
+    lines = ["| kernel | dtype | dot | registers | spilling / compiles | max spill B | errors |",
+             "|---|---|---|---|---|---|---|"]
     for (kernel, dt), rs in groups.items():
         ok = [r for r in rs if "error" not in r]
         dots = "/".join(sorted({r["dot"] for r in ok})) or "-"
         regs = f"{min(r['registers'] for r in ok)}-{max(r['registers'] for r in ok)}" if ok else "-"
-        spilling = sum(r["spill_bytes"] > 0 for r in ok)
-        lines.append(f"{kernel:34} {dt:5} {dots:16} {regs:9} {f'{spilling}/{len(rs)}':16} "
-                     f"{len(rs) - len(ok)}")
+        spills = [r["spill_bytes"] for r in ok]
+        lines.append(f"| {kernel} | {dt} | {dots} | {regs} | {sum(b > 0 for b in spills)} / {len(rs)} "
+                     f"| {max(spills, default=0)} | {len(rs) - len(ok)} |")
     return "\n".join(lines)
+
+
+def _kept_records(path: str, every: list[dict], todo: list[dict]) -> list[dict]:
+    """The records of ``path`` still current (same kernel source, config and
+    variant) and not being recompiled: ``--kernels`` updates a report."""
+    if not os.path.exists(path):
+        return []
+    with open(path) as f:
+        old = json.load(f)
+    current = {job_key(j): j["source_hash"] for j in every}
+    redo = {job_key(j) for j in todo}
+    return [r for r in old if current.get(job_key(r)) == r.get("source_hash") and job_key(r) not in redo]
 
 
 def _init_worker():
@@ -439,26 +488,43 @@ def _init_worker():
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--json", required=True, help="output: a JSON list of records")
+    ap.add_argument("--tables", action="store_true",
+                    help="compile nothing: print --json's tables (markdown, for gpu_kernels.md)")
     ap.add_argument("--dtypes", nargs="+", default=list(DTYPES), choices=list(DTYPES))
     ap.add_argument("--n", nargs="+", type=int, default=list(NS), help="N values of 1xN kernels")
-    ap.add_argument("--kernels", nargs="+", help="only these kernels (e.g. block1xn._forward)")
+    ap.add_argument("--kernels", nargs="+", help="only kernels starting with these (block1xn, "
+                    "stripe._forward); the other records of --json are kept where still current")
+    ap.add_argument("--stale", action="store_true",
+                    help="compile only what --json lacks or has from an older kernel source")
     ap.add_argument("--workers", type=int, default=os.cpu_count())
     ap.add_argument("--keep", help="write each compile's PTX and TTGIR to this folder")
     args = ap.parse_args(argv)
     from tqdm import tqdm
 
-    todo = [j for j in jobs(args.dtypes, args.n) if not args.kernels or j["kernel"] in args.kernels]
-    records = []
+    if args.tables:
+        with open(args.json) as f:
+            records = json.load(f)
+        print(summary_table(records) + "\n\nbf16, N=32 (where the kernel takes N), NCHW:\n\n"
+              + markdown_table(records))
+        return 0
+    every = jobs(args.dtypes, args.n)
+    todo = [j for j in every if not args.kernels or j["kernel"].startswith(tuple(args.kernels))]
+    if args.stale:  # keep every current record, compile the rest
+        records = _kept_records(args.json, every, [])
+        done = {job_key(r) for r in records}
+        todo = [j for j in todo if job_key(j) not in done]
+    else:  # --kernels: keep the other kernels' current records
+        records = _kept_records(args.json, every, todo) if args.kernels else []
     with ProcessPoolExecutor(args.workers, initializer=_init_worker) as pool:
         futures = [pool.submit(compile_job, j, args.keep) for j in todo]
         for f in tqdm(as_completed(futures), total=len(futures), desc="sm_90 compiles"):
             records.append(f.result())
-    order = {job_key(j): i for i, j in enumerate(todo)}
+    order = {job_key(j): i for i, j in enumerate(every)}
     records.sort(key=lambda r: order[job_key(r)])
     os.makedirs(os.path.dirname(os.path.abspath(args.json)), exist_ok=True)
     with open(args.json, "w") as f:
         json.dump(records, f, indent=1)
-    print(_summary(records))
+    print(summary_table(records))
     print(f"{len(records)} records -> {args.json}")
     return 0
 
