@@ -64,7 +64,6 @@ BYTES = {"bf16": 2, "fp32": 4}
 BATCH, K = 64, 3
 LAYERS = [(64, 56), (128, 28), (256, 14), (512, 7)]  # (channels in = out, H = W), 3x3, stride 1
 TARGET_LAYERS = [(128, 28), (256, 14), (512, 7)]
-NS = (4, 16, 32, 64)
 SPARSITIES = (0.5, 0.75, 0.9)
 PATTERN_CONNECTIVITY = (0.0, 0.5, 0.75)  # 4-of-9 patterns, this fraction of kernels dropped
 
