@@ -40,6 +40,8 @@ import sys
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 REPORT = os.path.join(ROOT, "benchmarks", "results", "gpu-sm90", "triton_sm90.json")
+# SASS counts of the CUDA Hopper forward (benchmarks/cuda_sm90_counts.py).
+CUDA_COUNTS = os.path.join(ROOT, "benchmarks", "results", "gpu-sm90", "cuda_sm90_counts.json")
 
 # H200 (SXM): figures measured on one here (/work/.library/device/KINDS.md)
 # where there is one, else the datasheet, else an assumption (said so).
@@ -233,23 +235,149 @@ def model(records: list[dict]) -> dict:
         best, r = min(preds, key=lambda pr: pr[0]["time_s"])
         base = cudnn(L, dtype)
         sparsity = s if kind != "pattern" else 1 - (1 - s) * 4 / (K * K)
-        rows.append(dict(kind=kind, **{"pass": pass_}, layer=L.name, dtype=dtype, n=n,
+        rows.append(dict(kind=kind, backend="triton", **{"pass": pass_}, layer=L.name, dtype=dtype, n=n,
                          sparsity=round(sparsity, 3), config=r["config"], variant=r["variant"],
                          dot=r["dot"], registers=r["registers"], spill_bytes=r["spill_bytes"],
                          **best, cudnn=base, speedup=base["time_s"] / best["time_s"]))
-    return dict(assumptions=_assumptions(), rows=rows, targets=targets(rows))
+    if os.path.exists(CUDA_COUNTS):
+        with open(CUDA_COUNTS) as f:
+            rows += cuda_rows(json.load(f))
+    return dict(assumptions=_assumptions(), rows=rows, targets=targets(rows),
+                cuda_sm90_targets=targets(rows, "cuda-sm90"))
+
+
+# ---------------------------------------------------------------------------
+# The CUDA Hopper 1xN forward (csrc/cuda/block1xn/block1xn_forward_sm90.cu):
+# 256 threads (2 warpgroups x m64) per 128-pixel tile x BN lanes of one block
+# row; per stage of kc kept channels, ksteps k16 steps (every stage runs all
+# ksteps: the last one's tail pairs read the zero slot). Its per-thread
+# instruction counts come from SASS (CUDA_COUNTS); the plan from make_plan().
+# ---------------------------------------------------------------------------
+SMEM_PER_SM = 228 * 1024  # H100/H200: 227 KB per block opt-in + 1 KB reserved per block
+SMEM_STATIC = 608  # ptxas -v: the StageTables
+SMEM_WAVEFRONTS_PER_CLK = 1  # 32 banks x 4 B: one conflict-free warp access per clock per SM
+
+
+def cuda_plan(L: Layer, bn: int, nhwc: bool) -> dict | None:
+    """make_plan<BN>() for a 3x3 stride-1 layer, or None where the kernel
+    declines it (NCHW needs the row width a multiple of 2, 4 or 8)."""
+    piece = 8 if nhwc else next((pw for pw in (8, 4, 2) if L.hw % pw == 0), None)
+    if piece is None:
+        return None
+    tw = 8 if L.hw <= 8 else 16
+    halo_h, halo_w = 128 // tw + K - 1, tw + K - 1
+    pieces = halo_w if nhwc else cdiv(halo_w + piece - 1, piece)
+    row_pitch = halo_w * 8 if nhwc else pieces * piece
+    slot_elems = pad(halo_h * row_pitch, 8)
+    for kc in (16, 8, 4, 2, 1):  # the most kept channels per stage that fit 3 stages
+        ksteps = cdiv(kc * K * K, 16)
+        smem = 3 * ksteps * bn * 32 + 3 * pad((kc + 1) * slot_elems * 2, 16) + 5 * ksteps * 64 + 1024
+        if smem <= 227 * 1024 - SMEM_STATIC:
+            return dict(tw=tw, halo_h=halo_h, pieces=pieces, piece_bytes=2 * piece,
+                        slot_bytes=2 * slot_elems, kc=kc, ksteps=ksteps, smem_bytes=smem)
+    return None
+
+
+def cuda_predict(counts: dict, L: Layer, n: int, s: float, nhwc: bool) -> dict | None:
+    bn = min(n, 64)  # the widest of 64/32/16 dividing N (N here is 16/32/64)
+    c, plan = counts["kernels"][str(bn)], cuda_plan(L, bn, nhwc)
+    if plan is None:
+        return None
+    kc, ksteps = plan["kc"], plan["ksteps"]
+    rows, kept = L.c // n, L.c * (1 - s)
+    work = cdiv(L.hw, 128 // plan["tw"]) * cdiv(L.hw, plan["tw"]) * BATCH * rows * (n // bn)
+    stages = math.ceil(kept / kc)
+    # Slots per stage: NCHW one per kept channel; NHWC one per 8-channel chunk
+    # that the stage's kc consecutive kept channels (spread over kc / density
+    # channels at random positions) touch, which at 50% is about kc / 4 + 1.
+    slots = kc if not nhwc else min(kc, kc / (8 * (1 - s)) + 1)
+    a_pieces = slots * plan["halo_h"] * plan["pieces"]
+    b_pieces = ksteps * 16 * bn // 8
+    # Per thread per stage: the k loop, plus the stage's share of the fill
+    # loops (the pieces spread over 256 threads).
+    per_thread = (ksteps * c["per_k16_step_total"] + cdiv(ksteps, 4) * c["per_batch_fixed_total"]
+                  + a_pieces / 256 * c["fill_instructions"]["a_piece"]
+                  + b_pieces / 256 * c["fill_instructions"]["b_piece"])
+    warp_instr = work * stages * 8 * per_thread
+    # Shared-memory wavefronts per stage: 8 warps x ksteps x (8 gathered
+    # elements + 2 offset loads), conflict-free (an upper bound: see
+    # gpu_kernels.md), + wgmma's B reads + the cp.async writes, 128 B each.
+    stage_bytes = a_pieces * plan["piece_bytes"] + b_pieces * 16
+    wavefronts = work * stages * (8 * ksteps * (c["per_k16_step"]["smem_load"] + c["per_k16_step"]["smem_load_64"])
+                                  + 2 * ksteps * bn * 32 / 128 + stage_bytes / 128)
+    execd = work * 128 * bn * stages * ksteps * 16
+    e = 2
+    w_bytes = rows * kept * (n * K * K * e + 4)
+    # Resident CTAs per SM (registers, shared memory); the grid is persistent,
+    # so the last round of work items over them quantises.
+    per_sm = max(1, min(65536 // (c["registers"] * 256), SMEM_PER_SM // (plan["smem_bytes"] + SMEM_STATIC + 1024)))
+    waves = cdiv(work, SMS * per_sm) * SMS * per_sm / work
+    clk = SMS * CLOCK_HZ
+    terms = dict(
+        compute_s=execd / (FLOPS[("wgmma", "bf16")] / 2) * waves,
+        issue_s=warp_instr / (ISSUE_PER_CLK_SM * clk) * waves,
+        smem_s=wavefronts / (SMEM_WAVEFRONTS_PER_CLK * clk) * waves,
+        # every work item reads its stages' halo slots and B tiles from L2
+        # (rows re-read the same halo: compulsory HBM once, L2 per row)
+        l2_s=work * stages * stage_bytes / L2_BPS * waves,
+        hbm_s=(2 * L.act_bytes(e) + w_bytes) / HBM_BPS,
+    )
+    bound = max(terms, key=terms.get)  # exact traffic here, so l2 and smem are in the bound
+    return dict(terms, time_s=terms[bound], bound=bound[:-2], useful_macs=L.p * rows * kept * n * K * K,
+                executed_macs=execd, programs=work, wave_factor=round(waves, 3), ctas_per_sm=per_sm,
+                warp_instructions=warp_instr, smem_wavefronts=wavefronts,
+                macs_per_warp_instruction=execd / warp_instr, plan=dict(plan, slots_per_stage=slots,
+                                                                        stages=stages, bn=bn))
+
+
+def cuda_rows(counts: dict) -> list[dict]:
+    """bf16 rows of the CUDA forward: N 16/32/64 x sparsity x layer x layout;
+    best_layout marks the faster layout of a case (what targets use)."""
+    out = []
+    for n in (16, 32, 64):
+        for s in SPARSITIES:
+            for c, hw in LAYERS:
+                L, base = Layer(c, hw), cudnn(Layer(c, hw), "bf16")
+                preds = {lay: cuda_predict(counts, L, n, s, lay == "NHWC") for lay in ("NCHW", "NHWC")}
+                best = min((p["time_s"], lay) for lay, p in preds.items() if p)[1]
+                for lay, p in preds.items():
+                    p = p or dict(time_s=None, bound="unsupported (make_plan declines)")
+                    out.append(dict(kind="block1xn", backend="cuda-sm90", **{"pass": "forward"},
+                                    layer=L.name, dtype="bf16", n=n, sparsity=s, layout=lay,
+                                    best_layout=lay == best, dot="wgmma", cudnn=base,
+                                    speedup=p["time_s"] and base["time_s"] / p["time_s"], **p))
+    return out
+
+
+def cuda_table(result: dict) -> str:
+    """Markdown: per N, sparsity and layout, each layer's speed-up and its
+    terms in microseconds (compute / issue / smem / l2 / hbm)."""
+    lines = ["| N | sparsity | layout | layer | speed-up | compute | issue | smem | l2 | hbm | bound "
+             "| MAC / warp-instr |", "|---|---|---|---|---|---|---|---|---|---|---|---|"]
+    for r in result["rows"]:
+        if r["backend"] != "cuda-sm90":
+            continue
+        if r["time_s"] is None:
+            lines.append(f"| {r['n']} | {r['sparsity']:g} | {r['layout']} | {r['layer']} | n/a "
+                         "| | | | | | unsupported | |")
+            continue
+        us = " | ".join(f"{r[k] * 1e6:.1f}" for k in ("compute_s", "issue_s", "smem_s", "l2_s", "hbm_s"))
+        lines.append(f"| {r['n']} | {r['sparsity']:g} | {r['layout']} | {r['layer']} | {r['speedup']:.2f}x "
+                     f"| {us} | {r['bound']} | {r['macs_per_warp_instruction']:.0f} |")
+    return "\n".join(lines)
 
 
 def _geomean(xs):
     return math.exp(sum(math.log(x) for x in xs) / len(xs))
 
 
-def _speedup(rows, kind, passes, dtype, n, s) -> float | None:
+def _speedup(rows, kind, passes, dtype, n, s, backend="triton") -> float | None:
     """Geomean over TARGET_LAYERS of cuDNN's time over the sparse time, the
     passes' times summed (grad-input + grad-weight against dgrad + wgrad)."""
     per_layer = []
     for c, hw in TARGET_LAYERS:
         sel = [r for r in rows if r["kind"] == kind and r["pass"] in passes and r["dtype"] == dtype
+               and r["backend"] == backend and r["time_s"] is not None and r.get("best_layout", True)
                and r["n"] == n and abs(r["sparsity"] - s) < 1e-9 and r["layer"] == f"{c}@{hw}"]
         if len(sel) != len(passes):
             return None
@@ -268,10 +396,10 @@ TARGETS = [
 ]
 
 
-def targets(rows) -> list[dict]:
+def targets(rows, backend="triton") -> list[dict]:
     out = []
     for name, passes, dtype, n, s, goal in TARGETS:
-        got = _speedup(rows, "block1xn", passes, dtype, n, s)
+        got = _speedup(rows, "block1xn", passes, dtype, n, s, backend)
         out.append(dict(target=name, goal=goal, predicted=got,
                         met=None if got is None else got >= goal))
     return out
@@ -293,7 +421,7 @@ def table(result: dict, dtype: str = "bf16") -> str:
              "|---|---|---|---|" + "---|" * len(LAYERS) + "---|---|---|"]
     groups: dict = {}
     for r in result["rows"]:
-        if r["dtype"] == dtype:
+        if r["dtype"] == dtype and r["backend"] == "triton":
             groups.setdefault((r["kind"], r["pass"], r["n"] or 0, r["sparsity"]), {})[r["layer"]] = r
     for (kind, pass_, n, s), by_layer in sorted(groups.items()):
         cells = [f"{by_layer[f'{c}@{hw}']['speedup']:.2f}x" for c, hw in LAYERS]
@@ -304,9 +432,9 @@ def table(result: dict, dtype: str = "bf16") -> str:
     return "\n".join(lines)
 
 
-def targets_table(result: dict) -> str:
+def targets_table(result: dict, key: str = "targets") -> str:
     lines = ["| target | goal | predicted (upper bound) | met |", "|---|---|---|---|"]
-    for t in result["targets"]:
+    for t in result[key]:
         got = "n/a" if t["predicted"] is None else f"{t['predicted']:.2f}x"
         met = {None: "n/a", True: "yes", False: "no"}[t["met"]]
         lines.append(f"| {t['target']} | >= {t['goal']}x | {got} | {met} |")
@@ -325,6 +453,8 @@ def main(argv=None) -> int:
     for dtype in ("bf16", "fp32"):
         print(f"\n{dtype}: predicted speed-up vs cuDNN (upper bound)\n" + table(result, dtype))
     print("\n" + targets_table(result))
+    print("\nCUDA sm90 forward (bf16): predicted speed-up vs cuDNN and its terms\n" + cuda_table(result))
+    print("\n" + targets_table(result, "cuda_sm90_targets"))
     return 0
 
 

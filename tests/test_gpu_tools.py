@@ -156,9 +156,38 @@ def test_model_json_has_the_fields(tmp_path):
     assert {"assumptions", "rows", "targets"} <= set(result)
     kinds = {r["kind"] for r in result["rows"]}
     assert kinds == {"block1xn", "stripe", "pattern"}
-    for r in result["rows"]:
+    for r in (r for r in result["rows"] if r["backend"] == "triton"):
         for field in ("compute_s", "issue_s", "hbm_s", "l2_s", "time_s", "bound", "speedup",
                       "useful_macs", "executed_macs", "config", "dot", "cudnn"):
             assert field in r, field
         assert r["time_s"] == max(r["compute_s"], r["issue_s"], r["hbm_s"])
     assert len(result["targets"]) == len(gpu_model.TARGETS)
+
+
+def test_model_cuda_sm90_rows(tmp_path):
+    """The CUDA Hopper forward's rows (from the committed SASS counts, no
+    nvcc): bf16, N 16/32/64 x 3 sparsities x 4 layers x 2 layouts, each with
+    its five terms, the largest of which is its time; targets computed."""
+    with open(gpu_model.CUDA_COUNTS) as f:
+        counts = json.load(f)
+    for bn in ("16", "32", "64"):
+        k = counts["kernels"][bn]
+        assert k["per_k16_step"]["wgmma"] == 1 and k["per_k16_step"]["smem_load"] == 8, k
+    out = tmp_path / "model.json"
+    assert gpu_model.main(["--report", COMMITTED, "--json", str(out)]) == 0
+    result = json.loads(out.read_text())
+    rows = [r for r in result["rows"] if r["backend"] == "cuda-sm90"]
+    assert len(rows) == 3 * 3 * 4 * 2
+    assert {(r["n"], r["layout"]) for r in rows} == {(n, l) for n in (16, 32, 64) for l in ("NCHW", "NHWC")}
+    terms = ("compute_s", "issue_s", "smem_s", "l2_s", "hbm_s")
+    for r in rows:
+        assert r["pass"] == "forward" and r["dtype"] == "bf16" and r["kind"] == "block1xn"
+        if r["time_s"] is None:  # make_plan declines NCHW rows of width 7
+            assert r["layout"] == "NCHW" and r["layer"] == "512@7"
+            continue
+        assert r["time_s"] == max(r[t] for t in terms) and r["bound"] + "_s" in terms
+        assert r["speedup"] == pytest.approx(r["cudnn"]["time_s"] / r["time_s"])
+        assert r["executed_macs"] >= r["useful_macs"] > 0
+    assert sum(r["best_layout"] for r in rows) == 3 * 3 * 4
+    assert [t["target"] for t in result["cuda_sm90_targets"]] == [t[0] for t in gpu_model.TARGETS]
+    assert all(t["predicted"] is not None for t in result["cuda_sm90_targets"][:3])
