@@ -198,9 +198,15 @@ def _variants(kernel, dtype: str, ns) -> list[dict]:
     return out
 
 
-def launcher_configs(launcher, dtype: str) -> list:
-    """The configs a call in ``dtype`` autotunes over."""
-    return launcher.configs_for(getattr(torch, DTYPES[dtype]))
+def launcher_configs(launcher, dtype: str, variant: dict = None) -> list:
+    """The configs a call in ``dtype`` (and the variant's N and layout, as
+    the kernel's constexprs) autotunes over."""
+    constexprs = {}
+    if variant:
+        constexprs = {k: v for k, v in variant.items() if k != "CL"}
+        constexprs.update({k: variant["CL"] for k in LAYOUTS
+                           if "CL" in variant and k in launcher.kernel.arg_names})
+    return launcher.configs_for(getattr(torch, DTYPES[dtype]), **constexprs)
 
 
 def jobs(dtypes=tuple(DTYPES), ns=NS) -> list[dict]:
@@ -213,6 +219,8 @@ def jobs(dtypes=tuple(DTYPES), ns=NS) -> list[dict]:
         for dt in dtypes:
             for ci, cfg in enumerate(launcher_configs(launcher, dt)):
                 for variant in _variants(launcher.kernel, dt, ns):
+                    if cfg not in launcher_configs(launcher, dt, variant):
+                        continue  # the launcher drops it for this N/layout
                     _signature(launcher.kernel, cfg, dt, variant, fixed)  # raises on unknown names
                     out.append(dict(
                         kernel=f"{slug}.{name}", kind=slug, module=f"sparsekernels.triton.{slug}",

@@ -421,12 +421,23 @@ def _sum_splits_kernel(part_ptr, gw_ptr, NUMEL, SPLITS, BLOCK: tl.constexpr):
 # ---------------------------------------------------------------------------
 # launch configs
 # ---------------------------------------------------------------------------
+def _forward_fits(cfg: dict, n: int, channels_last: bool) -> bool:
+    """Whether a forward config stays within 255 registers on sm_90: with
+    channels_last loads (along K, ~32 pixels a thread), single-row 128-pixel
+    tiles spill at N >= 32 with 4 warps or 64-deep K steps (872-1112 B,
+    benchmarks/results/gpu-sm90/triton_sm90.json)."""
+    big = cfg["BLOCK_M"] == 128 and cfg["ROWS"] == 1
+    return not (channels_last and n >= 32 and big)
+
+
 _forward = _Launcher(
     _forward_kernel,
     [_cfg(4, 3, BLOCK_M=64, BLOCK_K=32, ROWS=2), _cfg(4, 3, BLOCK_M=128, BLOCK_K=32, ROWS=1),
      _cfg(8, 3, BLOCK_M=128, BLOCK_K=32, ROWS=2), _cfg(4, 4, BLOCK_M=64, BLOCK_K=64, ROWS=4),
      _cfg(8, 4, BLOCK_M=128, BLOCK_K=64, ROWS=1)],
     key=["P_LOG2", "K_LOG2", "N", "KH", "KW", "CL"],
+    wide=[_cfg(4, 2, BLOCK_M=64, BLOCK_K=16, ROWS=1), _cfg(4, 2, BLOCK_M=32, BLOCK_K=16, ROWS=2)],
+    fits=lambda cfg, kw: _forward_fits(cfg, kw.get("N", 0), kw.get("CL", False)),
 )
 _grad_input = _Launcher(
     _grad_input_kernel,
@@ -434,15 +445,17 @@ _grad_input = _Launcher(
      _cfg(8, 3, BLOCK_M=128, BLOCK_C=128), _cfg(4, 4, BLOCK_M=64, BLOCK_C=64),
      _cfg(8, 4, BLOCK_M=128, BLOCK_C=64)],
     key=["P_LOG2", "C_LOG2", "N", "KH", "KW", "CL"],
+    wide=[_cfg(4, 2, BLOCK_M=32, BLOCK_C=16), _cfg(4, 2, BLOCK_M=16, BLOCK_C=32)],
 )
 # Only runs when grad_out holds a NaN/Inf: one config (tuning it would time
 # the launches that do nothing).
-_grad_input_exact = _Launcher(_grad_input_exact_kernel, [_cfg(4, BLOCK_M=64, BLOCK_K=32)], key=[])
+_grad_input_exact = _Launcher(_grad_input_exact_kernel, [_cfg(4, BLOCK_M=64, BLOCK_K=16)], key=[])
 _grad_weight = _Launcher(
     _grad_weight_kernel,
     [_cfg(4, 3, BLOCK_M=64, BLOCK_P=32), _cfg(8, 3, BLOCK_M=128, BLOCK_P=32),
      _cfg(8, 3, BLOCK_M=64, BLOCK_P=64)],
     key=["P_LOG2", "K_LOG2", "N", "KH", "KW", "X_CL", "GO_CL"],
+    wide=[_cfg(4, 2, BLOCK_M=32, BLOCK_P=32), _cfg(4, 2, BLOCK_M=64, BLOCK_P=16)],
 )
 _sum_splits = _Launcher(_sum_splits_kernel, [_cfg(4, BLOCK=1024)], key=[])
 

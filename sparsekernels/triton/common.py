@@ -43,11 +43,15 @@ class _Launcher:
     output (every element is stored once), so autotuning's repeated launches
     are harmless."""
 
-    def __init__(self, kernel, configs: list, key: list[str], *, wide: list = None):
+    def __init__(self, kernel, configs: list, key: list[str], *, wide: list = None,
+                 fits=None):
         # kernel, key and configs_for stay readable: benchmarks/triton_sm90.py
         # compiles every config the library can launch.
         self.kernel, self.key = kernel, key
         self._narrow, self._wide = configs, wide or configs
+        # fits(config kwargs, constexprs) -> bool: drops a config for the
+        # launches (e.g. a layout and N) where it spills on sm_90.
+        self._fits = fits
         if _INTERPRET:
             self._fn, self._fixed = kernel, dict(self._wide[0].kwargs)
         else:
@@ -56,16 +60,21 @@ class _Launcher:
                                        prune_configs_by={"early_config_prune": self._prune})(kernel)
             self._fixed = {}
 
-    def configs_for(self, dtype: torch.dtype) -> list:
-        """The configs a call in ``dtype`` autotunes over."""
-        return self._narrow if dtype.itemsize <= 2 else self._wide
+    def configs_for(self, dtype: torch.dtype, **constexprs) -> list:
+        """The configs a call in ``dtype`` with these constexpr arguments
+        autotunes over (all of the dtype's when none is given)."""
+        configs = self._narrow if dtype.itemsize <= 2 else self._wide
+        if self._fits is None or not constexprs:
+            return configs
+        return [c for c in configs if self._fits(c.kwargs, constexprs)]
 
     def _prune(self, configs, named_args, **kwargs):
         # The data dtype is the first floating tensor's (flags are int32;
-        # Triton's autotuner keys its cache on every argument's dtype too).
+        # Triton's autotuner keys its cache on every argument's dtype too);
+        # kwargs are the call's constexprs.
         dtype = next(a.dtype for a in named_args.values()
                      if isinstance(a, torch.Tensor) and a.is_floating_point())
-        return self.configs_for(dtype)
+        return self.configs_for(dtype, **kwargs)
 
     def __call__(self, grid, *args, **kwargs):
         if _INTERPRET:
