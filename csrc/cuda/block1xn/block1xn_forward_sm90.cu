@@ -286,10 +286,11 @@ __global__ void __launch_bounds__(kThreads, 1)
 #if defined(__CUDA_ARCH_FEAT_SM90_ALL)
   __shared__ StageTables tab;
   extern __shared__ unsigned char smem_raw[];
-  const Smem<BN> sm{reinterpret_cast<unsigned char*>(
-                        (reinterpret_cast<uintptr_t>(smem_raw) + kSmemAlign - 1) &
-                        ~uintptr_t{kSmemAlign - 1}),
-                    p};
+  // Aligned by an offset on smem_raw itself, not an integer round trip:
+  // the compiler then knows every pointer below addresses shared memory and
+  // emits LDS/STS (a cast through uintptr_t made them generic 64-bit loads).
+  const unsigned misalign = reinterpret_cast<uintptr_t>(smem_raw) % kSmemAlign;
+  const Smem<BN> sm{smem_raw + (misalign ? kSmemAlign - misalign : 0), p};
   const int taps = p.geo.taps();
   const int kp = p.ksteps * 16;
   // Per-launch constants: the pair -> (kept channel, tap offset) split, and
