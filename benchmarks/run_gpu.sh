@@ -9,7 +9,10 @@
 # Steps, each under a timeout from what is left of BUDGET_S (default 450 s,
 # inside the 8 minutes a run may take, with time left for a rerun):
 #   build      the extension in place for sm_90a (CuTe headers from a carried
-#              nvidia-cutlass wheel in .gpu_carry/ when there is one)
+#              nvidia-cutlass wheel in .gpu_carry/ when there is one: that
+#              folder is git-ignored, so the device tool's `carry` must name
+#              it; fill it with `pip download nvidia-cutlass==4.2.0 --no-deps
+#              -d .gpu_carry`)
 #   tests      the CUDA and Triton tests only, 8 processes, 120 s per test
 #   memcheck   compute-sanitizer memcheck on tiny awkward shapes, every kind,
 #   racecheck  both gradients, CUDA and Triton (racecheck: CUDA, whose kernels
