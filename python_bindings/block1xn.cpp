@@ -56,22 +56,21 @@ CheckedBlocks checked_blocks(const ConvGeometry& geo, const at::Device& device,
   glue::check_index_tensor("row_ptr", row_ptr, rows + 1, device);
   glue::check_index_tensor("col_idx", col_idx, nnzb, device);
   std::vector<at::Tensor> given{row_ptr, col_idx};
-  if (col_ptr != nullptr) {
-    glue::check_index_tensor("col_ptr", *col_ptr, geo.cin + 1, device);
-    glue::check_index_tensor("block_idx", *block_idx, nnzb, device);
-    glue::check_index_tensor("block_row", *block_row, nnzb, device);
-    given.insert(given.end(), {*col_ptr, *block_idx, *block_row});
-  }
+  if (col_ptr != nullptr) given.insert(given.end(), {*col_ptr, *block_idx, *block_row});
   auto read = glue::checked_index_tensors(
       device, given, {glue::kBlock1xNTopology, geo.cout, geo.cin, geo.groups, n32},
       [&](const std::vector<at::Tensor>& t) {
         const HostInts rp(t[0]), ci(t[1]);
+        // The CSR first: a wrong nnzb is named where it is (row_ptr's end),
+        // not as a length mismatch of the transposed view.
         glue::check_csr(rp, ci, cin_g, kNames);
-        if (t.size() == 5)  // column of a block: its absolute input channel
-          glue::check_transpose(
-              rp, ci, HostInts(t[2]), HostInts(t[3]), HostInts(t[4]),
-              [&](int64_t row, int64_t col) { return (row / want_rows) * cin_g + col; },
-              kNames);
+        if (t.size() < 5) return;
+        glue::check_index_tensor("col_ptr", t[2], geo.cin + 1, device);
+        glue::check_index_tensor("block_idx", t[3], nnzb, device);
+        glue::check_index_tensor("block_row", t[4], nnzb, device);
+        glue::check_transpose(  // column of a block: its absolute input channel
+            rp, ci, HostInts(t[2]), HostInts(t[3]), HostInts(t[4]),
+            [&](int64_t row, int64_t col) { return (row / want_rows) * cin_g + col; }, kNames);
       });
   Block1xN b{};
   b.row_ptr = read[0].data_ptr<int32_t>();

@@ -53,16 +53,18 @@ CheckedStripes checked_stripes(const ConvGeometry& geo, const at::Device& device
                     geo.cout * taps, " a weight of this shape has");
   glue::check_index_tensor("row_ptr", row_ptr, geo.cout + 1, device);
   glue::check_index_tensor("tap_idx", tap_idx, nnz, device);
-  glue::check_index_tensor("tap_ptr", tap_ptr, geo.groups * taps + 1, device);
-  glue::check_index_tensor("stripe_idx", stripe_idx, nnz, device);
-  glue::check_index_tensor("stripe_row", stripe_row, nnz, device);
   const int64_t cout_g = geo.cout_per_group();
   auto read = glue::checked_index_tensors(
       device, {row_ptr, tap_idx, tap_ptr, stripe_idx, stripe_row},
       {glue::kStripeTopology, geo.cout, geo.groups, geo.kh, geo.kw},
       [&](const std::vector<at::Tensor>& t) {
         const HostInts rp(t[0]), ti(t[1]);
+        // The CSR first: a wrong nnz is named where it is (row_ptr's end),
+        // not as a length mismatch of the transposed view.
         glue::check_csr(rp, ti, taps, kNames);
+        glue::check_index_tensor("tap_ptr", t[2], geo.groups * taps + 1, device);
+        glue::check_index_tensor("stripe_idx", t[3], nnz, device);
+        glue::check_index_tensor("stripe_row", t[4], nnz, device);
         // Column of a stripe: (its group, its kernel position).
         glue::check_transpose(
             rp, ti, HostInts(t[2]), HostInts(t[3]), HostInts(t[4]),
