@@ -13,7 +13,7 @@
 // geometry. A write that bypasses the version counter (`.data`, DLPack) is
 // not seen: the kernels keep reading the checked copy, i.e. the topology as
 // it was; they never read an unchecked index. Inference tensors (no version
-// counter) are checked on every call.
+// counter) are checked on every call, in place.
 //
 // The CPU path keeps its own checks: they read the tensors in place, no sync.
 #pragma once
@@ -33,7 +33,8 @@ class DeviceTopologyCache {
   // The checked private copies of `tensors` (CUDA, int32) under `key` (the
   // kind and the geometry its check depends on): from the cache, or copied
   // and passed to `check(copies)`, which throws on a bad topology (nothing
-  // is cached then).
+  // is cached then). Tensors without a version counter are checked as
+  // they are and returned.
   using Check = std::function<void(const std::vector<at::Tensor>&)>;
   std::vector<at::Tensor> checked(const std::vector<at::Tensor>& tensors,
                                   const std::vector<int64_t>& key, const Check& check) {
@@ -46,11 +47,14 @@ class DeviceTopologyCache {
         return it->copies;
       }
     }
+    if (!versioned) {  // checked on every call anyway: a copy would buy nothing
+      check(tensors);
+      return tensors;
+    }
     std::vector<at::Tensor> copies;
     copies.reserve(tensors.size());
     for (const auto& t : tensors) copies.push_back(t.clone(at::MemoryFormat::Contiguous));
     check(copies);
-    if (!versioned) return copies;
     Entry e{key, {}, {}, {}, {}, copies};
     for (const auto& t : tensors) {
       e.storages.push_back(t.storage().getWeakStorageImpl());

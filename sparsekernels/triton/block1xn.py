@@ -76,9 +76,9 @@ from ..conv_args import ConvArgs
 from ..formats.block1xn import BlockTopology
 from ..ops.sparse_conv import channels_last_like
 from .common import (
-    _ACC, _GRID_YZ_MAX, _Launcher, _cfg, _check_grad_weight, _conv_scalars, _forward_output, _grad_input_output,
-    _flag_picks, _group_tile, _in_image, _nonfinite, _pixel_tile, _split_pixels,
-    _tap_source,
+    _ACC, _Launcher, _cfg, _check_grad_weight, _conv_scalars, _flag_picks, _forward_output,
+    _grad_input_output, _group_tile, _in_image, _nonfinite, _pixel_tile, _programs,
+    _split_pixels, _tap_source,
 )
 
 
@@ -470,14 +470,6 @@ _GW_MAX_SPLITS = 256
 # ---------------------------------------------------------------------------
 # host side
 # ---------------------------------------------------------------------------
-def _programs(programs: int) -> int:
-    """``programs`` for grid axis 1, which CUDA caps at 65535."""
-    if programs > _GRID_YZ_MAX:
-        raise ValueError(f"the Triton backend launches at most {_GRID_YZ_MAX} channel "
-                         f"programs per pixel tile, this call needs {programs}")
-    return programs
-
-
 def _block_n(n: int) -> int:
     return max(16, triton.next_power_of_2(n))  # tl.dot needs every dim >= 16
 
@@ -492,10 +484,9 @@ def forward(
     """``[B, Cout, OH, OW]`` output of the sparse conv, in ``x``'s memory
     format (channels_last when ``x`` is, as the op returns it: its copy to
     the input's layout is then a no-op)."""
-    out, p = _forward_output(x, values, topo, conv)
     cl = channels_last_like(x)
-    if cl:
-        out = out.contiguous(memory_format=torch.channels_last)
+    out, p = _forward_output(x, values, topo, conv,
+                             torch.channels_last if cl else torch.contiguous_format)
     if p == 0:
         return out
     cin, h, w = x.shape[1:]

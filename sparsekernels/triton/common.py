@@ -149,21 +149,20 @@ def _column_configs(rows: str) -> dict:
 _GRID_YZ_MAX = 65535  # CUDA's limit on grid axes 1 and 2
 
 
-def _grid(programs: int, extent: int, tile: str):
-    """(tiles of ``extent``, programs) with the tile size the config picked:
-    the tiles (pixels, which may number millions) go on axis 0, the only
-    one not capped at 65535."""
+def _programs(programs: int) -> int:
+    """``programs`` for grid axis 1 or 2, which CUDA caps at 65535 (the
+    pixel tiles, which may number millions, go on axis 0)."""
     if programs > _GRID_YZ_MAX:
         raise ValueError(f"the Triton backend launches at most {_GRID_YZ_MAX} channel "
                          f"programs per pixel tile, this call needs {programs}")
-    return lambda meta: (triton.cdiv(extent, meta[tile]), programs)
+    return programs
 
 
 def _pixel_group_grid(pixels: int, groups: int, per_group: int, tile: str):
     """(pixel tiles, groups x tiles of ``per_group`` channels): tiles never
     span groups. Pixels go on axis 0, the one that may exceed 65535."""
     return lambda meta: (triton.cdiv(pixels, meta["BLOCK_P"]),
-                         groups * triton.cdiv(per_group, meta[tile]))
+                         _programs(groups * triton.cdiv(per_group, meta[tile])))
 
 
 def _column_grid(columns: int, cout_g: int, cin_g: int, rows: str):
@@ -174,13 +173,16 @@ def _column_grid(columns: int, cout_g: int, cin_g: int, rows: str):
                          triton.cdiv(cin_g, meta["BLOCK_C"]))
 
 
-def _forward_output(x: torch.Tensor, values: torch.Tensor, topo, conv: ConvArgs):
+def _forward_output(x: torch.Tensor, values: torch.Tensor, topo, conv: ConvArgs,
+                    memory_format=torch.contiguous_format):
     """``(out, pixels)``: ``x`` checked against the values' dtype, the
-    uninitialised ``[B, Cout, OH, OW]`` output (the kernel stores every
-    element) and its batch*OH*OW pixels, the kernels' flat pixel axis."""
+    uninitialised ``[B, Cout, OH, OW]`` output in ``memory_format`` (the
+    kernel stores every element) and its batch*OH*OW pixels, the kernels'
+    flat pixel axis."""
     _check("x", x, values.dtype)
     oh, ow = output_hw(tuple(x.shape[2:]), topo.kernel_size, conv)
-    out = torch.empty(x.shape[0], topo.cout, oh, ow, device=x.device, dtype=x.dtype)
+    out = torch.empty(x.shape[0], topo.cout, oh, ow, device=x.device, dtype=x.dtype,
+                      memory_format=memory_format)
     return out, x.shape[0] * oh * ow
 
 
