@@ -23,7 +23,7 @@
 #              at 50% with TF32 off (and the TF32 dense conv reported apart)
 #   networks   ResNet-50 end to end, bf16, batch 64
 #   report     report.md and plots from the JSON
-# $OUT ends with at most six files: summary.txt (each step's status and
+# $OUT ends with four files (the issue allows six): summary.txt (each step's status and
 # the tail of its log), results.tgz (every log, nvidia-smi, the report and
 # plots), layers_gpu.json, networks_gpu.json. Exits non-zero if the build
 # failed (at once) or any later step failed.
