@@ -39,6 +39,11 @@ CASES = {
     "kernel5x3": dict(kernel=(5, 3), padding=(2, 1), cout=16, cin=5,
                       params={"block1xn": {"n": 16}}),
     "asym_stride": dict(stride=(2, 1), padding=(0, 2), dilation=(1, 2)),
+    # grad-input runs on the stride's phase planes of dX: a 1x1 stride-2 conv
+    # leaves three of four phases without a tap (dX zero there); a stride of
+    # 3 with padding beyond the kernel's reach starts phases past the padding
+    "pointwise_stride2": dict(kernel=(1, 1), padding=0, stride=2, hw=(9, 8), cout=16),
+    "stride3_wide_pad": dict(stride=3, padding=(4, 2), dilation=(2, 1), hw=(10, 11)),
     "dense": dict(sparsity=0.0),
     "fully_pruned": dict(sparsity=1.0),
     "empty_batch": dict(batch=0),

@@ -265,15 +265,17 @@ void forward(const ConvGeometry& geo, const Block1xN& bk, const T* values,
 }
 
 // ---------------------------------------------------------------------------
-// Grad input: the transposed conv over grad_out dilated by the stride and
-// zero-padded (GradSource, every tap a constant offset):
-//   dX[c][q] = sum over blocks (row r, column c), taps t, lanes j of
-//              w[t][j] * G[o0 + j][q + off[t]].
+// Grad input: the transposed conv, on the phase planes of dX over grad_out
+// undilated and zero-padded (GradSource, polyphase: a phase takes only the
+// taps of its parity, each at a constant offset):
+//   dX[c][q] = sum over blocks (row r, column c), the phase's taps t, lanes j
+//              of w[t][j] * G[o0 + j][q + off[t]].
 // A register tile is C blocks of one row (C input channels) x U pixel
 // vectors: per (tap, lane), U grad_out vectors loaded once and C weights
 // broadcast. Items are (group, pixel chunk, input-channel block); an item
-// accumulates its channels' chunk over every row in a thread-local buffer,
-// then stores the real pixels: no two items write the same element.
+// accumulates its channels' chunk of every phase over every row in a
+// thread-local buffer, then stores the real pixels, the phases of a dX row
+// together: no two items write the same element.
 // ---------------------------------------------------------------------------
 
 // Blocks x pixel vectors per grad-input tile: C*U accumulators + U grad_out
@@ -282,17 +284,17 @@ constexpr int kGiC = kVecRegs / 5;
 constexpr int gi_vectors(int C) { return (kVecRegs - 1) / (C + 1); }
 constexpr int kGiU = gi_vectors(kGiC);
 
-// dx_i[q .. q + U*L) += sum over taps t and lanes j < nj of
+// dx_i[q .. q + U*L) += sum over taps t of `taps` and lanes j < nj of
 // w_i[t * n + j] * g[j * gcs + off[t] + q ..], for C blocks i of one row.
 template <typename T, int C>
-inline void gi_tile(const T* const* w, const T* g, int64_t gcs, const int64_t* off, int taps,
-                    int n, int nj, T* const* dx, int64_t q) {
+inline void gi_tile(const T* const* w, const T* g, int64_t gcs, const int64_t* off,
+                    const std::vector<int>& taps, int n, int nj, T* const* dx, int64_t q) {
   using V = typename Vec<T>::type;
   constexpr int L = lanes<T>(), U = kGiU;
   V acc[C][U];
   for (int i = 0; i < C; ++i)
     for (int u = 0; u < U; ++u) acc[i][u] = vload<V>(dx[i] + q + u * L);
-  for (int t = 0; t < taps; ++t) {
+  for (const int t : taps) {
     const T* gt = g + off[t] + q;
     for (int j = 0; j < nj; ++j, gt += gcs) {
       V gv[U];
@@ -321,13 +323,16 @@ void grad_input(const ConvGeometry& geo, const Block1xN& bk, const T* values,
   num_threads = std::max(num_threads, 1);
   const int taps = geo.taps();
   const int64_t cin_g = geo.cin_per_group(), cout_g = geo.cout_per_group();
-  GradSource<T> src(geo, TT);
+  GradSource<T> src(geo, TT, /*polyphase=*/true);
+  const int64_t nphases = static_cast<int64_t>(src.phases.size());
   // A chunk's grad_out rows (+ the taps' span) and its dX rows stay in L2.
-  const int64_t chunk = chunk_pixels(cout_g + cin_g, src.span, sizeof(T), TT, src.wide.npix);
+  const int64_t chunk =
+      chunk_pixels(cout_g + nphases * cin_g, src.span, sizeof(T), TT, src.wide.npix);
 
 #pragma omp parallel num_threads(num_threads)
   {
-    T* const dxbuf = scratch_array<T>(kTileSlot, cin_g * chunk);
+    T* const dxbuf = scratch_array<T>(kTileSlot, nphases * cin_g * chunk);
+    std::vector<const T*> from(nphases);
     for (int64_t b0 = 0; b0 < geo.batch; b0 += src.group) {
       const int64_t nb = std::min(src.group, geo.batch - b0);
 #pragma omp barrier
@@ -342,7 +347,10 @@ void grad_input(const ConvGeometry& geo, const Block1xN& bk, const T* values,
         const int64_t c_lo = cb * cb_len, c_hi = std::min(cin_g, c_lo + cb_len);
         const int64_t q0 = pc * chunk, len = std::min(chunk, wide.npix - q0);
         if (c_lo >= c_hi) continue;
-        std::fill(dxbuf, dxbuf + (c_hi - c_lo) * chunk, T(0));
+        // Phase p's channel c at dxbuf[(p * (c_hi - c_lo) + c - c_lo) * chunk].
+        const int64_t pstride = (c_hi - c_lo) * chunk;
+        for (int64_t p = 0; p < nphases; ++p)
+          if (!src.phases[p].taps.empty()) std::fill(dxbuf + p * pstride, dxbuf + (p + 1) * pstride, T(0));
         const T* g_base = src.buf + g * cout_g * src.cs + q0;
         for (int64_t r = g * bk.rows_per_group; r < (g + 1) * bk.rows_per_group; ++r) {
           const int32_t* cols = bk.col_idx + bk.row_ptr[r];
@@ -354,21 +362,27 @@ void grad_input(const ConvGeometry& geo, const Block1xN& bk, const T* values,
           for (const int32_t* k = lo; k < hi; k += kGiC) {
             const int nc = static_cast<int>(std::min<int64_t>(kGiC, hi - k));
             const T* w[kGiC];
-            T* dx[kGiC];
-            for (int i = 0; i < nc; ++i) {
-              w[i] = values + (k - bk.col_idx + i) * taps * bk.n;
-              dx[i] = dxbuf + (k[i] - c_lo) * chunk;
+            for (int i = 0; i < nc; ++i) w[i] = values + (k - bk.col_idx + i) * taps * bk.n;
+            for (int64_t p = 0; p < nphases; ++p) {
+              const auto& ptaps = src.phases[p].taps;
+              if (ptaps.empty()) continue;
+              T* dx[kGiC];
+              for (int i = 0; i < nc; ++i) dx[i] = dxbuf + p * pstride + (k[i] - c_lo) * chunk;
+              with_count<kGiC>(nc, [&](auto C) {
+                for (int64_t q = 0; q < len; q += TT)
+                  gi_tile<T, decltype(C)::value>(w, g_row, src.cs, src.off.data(), ptaps, bk.n,
+                                                 nj, dx, q);
+              });
             }
-            with_count<kGiC>(nc, [&](auto C) {
-              for (int64_t q = 0; q < len; q += TT)
-                gi_tile<T, decltype(C)::value>(w, g_row, src.cs, src.off.data(), taps, bk.n, nj,
-                                               dx, q);
-            });
           }
         }
-        for (int64_t c = c_lo; c < c_hi; ++c)
-          wide.store(dxbuf + (c - c_lo) * chunk, q0, len,
-                     grad_input + (b0 * geo.cin + g * cin_g + c) * hw, geo.cin * hw);
+        for (int64_t c = c_lo; c < c_hi; ++c) {
+          for (int64_t p = 0; p < nphases; ++p)
+            from[p] = src.phases[p].taps.empty() ? nullptr
+                                                 : dxbuf + p * pstride + (c - c_lo) * chunk;
+          src.store(from.data(), q0, len, wide,
+                    grad_input + (b0 * geo.cin + g * cin_g + c) * hw, geo.cin * hw);
+        }
       }
     }
   }

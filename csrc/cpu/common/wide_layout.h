@@ -21,11 +21,13 @@
 //               kh*dil_h / sh, column offset kw*dil_w / sw: the stride-1 GEMM
 //               of the flat case, the input copied once rather than per tap.
 // - GradSource (grad-input), output channel o at base + o * cs: grad_out
-//   dilated by the stride and shifted by the kernel reach (Kh-1)*dil_h,
-//   (Kw-1)*dil_w, so that
-//   dx[c, q] = sum_k sum_{stripes s at tap k} w[s, c] * G[o_s, q + off[k]]
-//   with vh/vw = in_h/in_w and ww, rh as small as keeps every read of a real
-//   pixel on its own row's values or on zeros.
+//   shifted by the kernel reach, so that on a phase plane of dX (all of dX
+//   when grad_out is dilated by the stride; one of stride_h * stride_w planes
+//   when it is not: polyphase)
+//   dx[c, q] = sum over the phase's taps k and stripes s at k of
+//              w[s, c] * G[o_s, q + off[k]]
+//   with ww, rh as small as keeps every read of a real pixel on its own
+//   row's values or on zeros.
 //
 // Builders contain `omp for` (orphaned): every thread of the enclosing
 // parallel region calls them; they end with its barrier.
@@ -362,31 +364,86 @@ struct WideGradOut {
   const ConvGeometry& geo_;
 };
 
-// grad_out of a group of images dilated by the stride and zero-padded, as the
-// grad-input GEMM reads it (see the top of this file).
+// grad_out of a group of images zero-padded, as the grad-input GEMM reads it
+// (see the top of this file). The transposed conv is computed on phase planes
+// of dX: phase (a, b) holds the input pixels whose padded coordinates are
+// (i * ph + a, j * pw + b), and takes only the taps (kh, kw) with
+// kh*dil_h % ph == a and kw*dil_w % pw == b, each at a constant offset.
+// - polyphase (ph, pw = the stride): grad_out is stored undilated, and no
+//   tap multiplies the zeros a dilated grad_out would hold (a 1x1 stride-2
+//   conv has one phase of four with a tap; the others are zero);
+// - otherwise (ph = pw = 1): one phase of every tap over grad_out dilated by
+//   the stride.
+// Tap t of phase p reads o's wide pixel q + off[t] for dX pixel q of p, in
+// a layout (ww, rh) as tight as keeps every read of a real pixel on its own
+// row's values or on zeros: a row's data may run into the next row's first
+// columns (and an image's into the next image's first rows), which that row
+// never reads.
 template <typename T>
 struct GradSource {
-  GradSource(const ConvGeometry& geo, int64_t tile) : geo_(geo), tile_(tile) {
-    bh = int64_t(geo.kh - 1) * geo.dil_h;
-    bw = int64_t(geo.kw - 1) * geo.dil_w;
-    // Dilated grad_out extent; rows (images) and columns (rows) as close as
-    // the reads allow: a valid pixel's reads never reach another row's or
-    // image's values, only its own or zeros (see the file comment).
-    uh = (geo.out_h - 1) * geo.stride_h + 1;
-    uw = (geo.out_w - 1) * geo.stride_w + 1;
-    wide.ww = std::max({geo.in_w + int64_t(geo.pad_w), bw + uw - geo.pad_w, uw, bw + 1});
-    wide.rh = std::max({geo.in_h + int64_t(geo.pad_h), bh + uh - geo.pad_h, uh});
-    wide.vh = geo.in_h;
-    wide.vw = geo.in_w;
+  struct Phase {
+    std::vector<int> taps;     // taps (kh * Kw + kw) this phase takes
+    int64_t y0 = 0, x0 = 0;    // dX pixel of the phase's pixel (0, 0)
+    int64_t vh = 0, vw = 0;    // real rows / columns
+  };
+
+  GradSource(const ConvGeometry& geo, int64_t tile, bool polyphase = false)
+      : geo_(geo), tile_(tile) {
+    ph = polyphase ? geo.stride_h : 1;
+    pw = polyphase ? geo.stride_w : 1;
+    eh = geo.stride_h / ph;  // grad_out's spacing: the stride's part no phase takes
+    ew = geo.stride_w / pw;
+    mh = int64_t(geo.kh - 1) * geo.dil_h / ph;  // the taps' reach in phase pixels
+    mw = int64_t(geo.kw - 1) * geo.dil_w / pw;
+    // Per row (column) phase: first phase pixel that is real, count, dX pixel.
+    auto axis = [](int64_t period, int64_t pad, int64_t in, std::vector<int64_t>& first,
+                   std::vector<int64_t>& count, std::vector<int64_t>& origin) {
+      for (int64_t a = 0; a < period; ++a) {
+        const int64_t i0 = a >= pad ? 0 : (pad - a + period - 1) / period;
+        const int64_t end = pad + in > a ? (pad + in - a + period - 1) / period : 0;
+        first.push_back(i0);
+        count.push_back(std::max<int64_t>(0, end - i0));
+        origin.push_back(i0 * period + a - pad);
+      }
+    };
+    std::vector<int64_t> i0, nh, y0, j0, nw, x0;
+    axis(ph, geo.pad_h, geo.in_h, i0, nh, y0);
+    axis(pw, geo.pad_w, geo.in_w, j0, nw, x0);
+    // Rows (columns) of grad_out data per image (row), top (left) zeros included.
+    dh = mh + (geo.out_h - 1) * eh + 1;
+    dw = mw + (geo.out_w - 1) * ew + 1;
+    int64_t rows = mh + 1, cols = mw + 1, min_i0 = mh, min_j0 = mw;
+    for (int64_t a = 0; a < ph; ++a)
+      if (nh[a] > 0) rows = std::max(rows, i0[a] + nh[a]), min_i0 = std::min(min_i0, i0[a]);
+    for (int64_t b = 0; b < pw; ++b)
+      if (nw[b] > 0) cols = std::max(cols, j0[b] + nw[b]), min_j0 = std::min(min_j0, j0[b]);
+    wide.rh = std::max(rows, dh - min_i0);
+    wide.ww = std::max(cols, dw - min_j0);
+    off.assign(geo.taps(), 0);
+    phases.resize(ph * pw);
+    for (int64_t a = 0; a < ph; ++a)
+      for (int64_t b = 0; b < pw; ++b) {
+        Phase& p = phases[a * pw + b];
+        p.y0 = y0[a], p.x0 = x0[b], p.vh = nh[a], p.vw = nw[b];
+        wide.vh = std::max(wide.vh, p.vh);
+        wide.vw = std::max(wide.vw, p.vw);
+      }
+    span = 0;
     for (int kh = 0; kh < geo.kh; ++kh)
-      for (int kw = 0; kw < geo.kw; ++kw)
-        off.push_back((geo.pad_h + bh - int64_t(kh) * geo.dil_h) * wide.ww + geo.pad_w + bw -
-                      int64_t(kw) * geo.dil_w);
-    span = off.front();
+      for (int kw = 0; kw < geo.kw; ++kw) {
+        const int64_t rh_ = int64_t(kh) * geo.dil_h, rw_ = int64_t(kw) * geo.dil_w;
+        const int64_t a = rh_ % ph, b = rw_ % pw;
+        Phase& p = phases[a * pw + b];
+        const int t = kh * geo.kw + kw;
+        off[t] = (i0[a] + mh - rh_ / ph) * wide.ww + j0[b] + mw - rw_ / pw;
+        if (p.vh == 0 || p.vw == 0) continue;
+        p.taps.push_back(t);
+        span = std::max(span, off[t]);
+      }
     group = images_per_group(geo.cout * wide.rh * wide.ww * int64_t(sizeof(T)),
                              std::max<int64_t>(geo.batch, 1));
     wide.set(group, tile);
-    const int64_t data_end = ((group - 1) * wide.rh + bh + uh) * wide.ww + bw + uw;
+    const int64_t data_end = ((group - 1) * wide.rh + dh) * wide.ww + dw;
     cs = odd_lines(std::max(data_end, wide.npix + span) + tile, sizeof(T));
     buf = scratch_array<T>(kSourceSlot, geo.cout * cs);
   }
@@ -403,19 +460,64 @@ struct GradSource {
       for (int64_t b = 0; b < nb; ++b)
         for (int64_t h = 0; h < geo.out_h; ++h) {
           const T* src = go + (b0 + b) * s.n + o * s.c + h * s.h;
-          T* d = p + (b * rh + bh + h * geo.stride_h) * ww + bw;  // may run into the next row
-          if (geo.stride_w == 1 && s.w == 1) {
+          T* d = p + (b * rh + mh + h * eh) * ww + mw;  // may run into the next row
+          if (ew == 1 && s.w == 1) {
             copy_row(src, geo.out_w, d);
           } else {
-            for (int64_t w = 0; w < geo.out_w; ++w) d[w * geo.stride_w] = src[w * s.w];
+            for (int64_t w = 0; w < geo.out_w; ++w) d[w * ew] = src[w * s.w];
           }
         }
     }
   }
 
+  // The real pixels among wide pixels q0 .. q0 + n of every phase into dX
+  // (image b's plane at out + b * img_stride): phase p's at from[p][0 .. n),
+  // zeros where from[p] is null. A dX row's phases are written together, so
+  // its cache lines are written by one caller only.
+  void store(const T* const* from, int64_t q0, int64_t n, const Wide& w, T* out,
+             int64_t img_stride) const {
+    if (n <= 0) return;
+    const int64_t in_w = geo_.in_w;
+    for (int64_t r = q0 / w.ww; r <= (q0 + n - 1) / w.ww; ++r) {
+      const int64_t b = r / w.rh, h = r % w.rh;
+      if (b >= w.nb) continue;
+      const int64_t lo = std::max(q0, r * w.ww) - r * w.ww;
+      const int64_t end = std::min(q0 + n, (r + 1) * w.ww) - r * w.ww;
+      for (int64_t a = 0; a < ph; ++a) {
+        if (h >= phases[a * pw].vh) continue;
+        T* row = out + b * img_stride + (phases[a * pw].y0 + h * ph) * in_w;
+        int64_t done = lo;  // columns stored in every column phase
+        if (pw == 2 && from[a * 2] && from[a * 2 + 1]) {
+          // Stride 2: the even and odd columns interleaved in one pass.
+          const int64_t ev = phases[a * 2].x0 == 0 ? 0 : 1;
+          const T* e = from[a * 2 + ev] + (r * w.ww - q0);
+          const T* o = from[a * 2 + 1 - ev] + (r * w.ww - q0);
+          done = std::max(lo, std::min({end, phases[a * 2].vw, phases[a * 2 + 1].vw}));
+          for (int64_t k = lo; k < done; ++k) row[2 * k] = e[k], row[2 * k + 1] = o[k];
+        }
+        for (int64_t bb = 0; bb < pw; ++bb) {
+          const Phase& p = phases[a * pw + bb];
+          const int64_t hi = std::min(end, p.vw);
+          if (hi <= done) continue;
+          T* d = row + p.x0 + done * pw;
+          const T* f = from[a * pw + bb];
+          if (f == nullptr) {
+            for (int64_t k = 0; k < hi - done; ++k) d[k * pw] = T(0);
+          } else if (pw == 1) {
+            copy_row(f + (r * w.ww + done - q0), hi - done, d);
+          } else {
+            f += r * w.ww + done - q0;
+            for (int64_t k = 0; k < hi - done; ++k) d[k * pw] = f[k];
+          }
+        }
+      }
+    }
+  }
+
   Wide wide;
-  int64_t bh, bw, uh, uw, span, group, cs;
-  std::vector<int64_t> off;
+  std::vector<Phase> phases;  // ph * pw, row phase major
+  std::vector<int64_t> off;   // per tap, its offset in its phase
+  int64_t ph, pw, eh, ew, mh, mw, dh, dw, span, group, cs;
   T* buf;
 
  private:
