@@ -284,16 +284,17 @@ constexpr int kGiC = kVecRegs / 5;
 constexpr int gi_vectors(int C) { return (kVecRegs - 1) / (C + 1); }
 constexpr int kGiU = gi_vectors(kGiC);
 
-// dx_i[q .. q + U*L) += sum over taps t of `taps` and lanes j < nj of
+// dx_i[xq .. xq + U*L) += sum over taps t of `taps` and lanes j < nj of
 // w_i[t * n + j] * g[j * gcs + off[t] + q ..], for C blocks i of one row.
-template <typename T, int C>
+template <typename T, int C, int U = kGiU>
 inline void gi_tile(const T* const* w, const T* g, int64_t gcs, const int64_t* off,
-                    const std::vector<int>& taps, int n, int nj, T* const* dx, int64_t q) {
+                    const std::vector<int>& taps, int n, int nj, T* const* dx, int64_t q,
+                    int64_t xq) {
   using V = typename Vec<T>::type;
-  constexpr int L = lanes<T>(), U = kGiU;
+  constexpr int L = lanes<T>();
   V acc[C][U];
   for (int i = 0; i < C; ++i)
-    for (int u = 0; u < U; ++u) acc[i][u] = vload<V>(dx[i] + q + u * L);
+    for (int u = 0; u < U; ++u) acc[i][u] = vload<V>(dx[i] + xq + u * L);
   for (const int t : taps) {
     const T* gt = g + off[t] + q;
     for (int j = 0; j < nj; ++j, gt += gcs) {
@@ -309,7 +310,81 @@ inline void gi_tile(const T* const* w, const T* g, int64_t gcs, const int64_t* o
     }
   }
   for (int i = 0; i < C; ++i)
-    for (int u = 0; u < U; ++u) vstore(dx[i] + q + u * L, acc[i][u]);
+    for (int u = 0; u < U; ++u) vstore(dx[i] + xq + u * L, acc[i][u]);
+}
+
+// A 1x1, stride-1, unpadded conv whose grad_out planes are the wide layout
+// (reads_in_place) reads grad_out and accumulates into dX in place: no layout
+// copy and no buffer, passes over memory that cost a 1x1 layer (few FMAs per
+// byte) as much as its tiles. Items are (group, image, pixel chunk,
+// input-channel block). A chunk's pixels: tiles of kGiU vectors, then as few
+// whole vectors as the rest holds, then a last vector moved back to end at
+// the chunk's end, accumulated apart (it overlaps pixels already summed) and
+// only its new lanes stored: no read or write passes the plane.
+template <typename T>
+void grad_input_in_place(const ConvGeometry& geo, const Block1xN& bk, const T* values,
+                         const T* grad_out, Strides4 go_s, T* grad_input, int num_threads) {
+  using namespace wide;
+  constexpr int L = lanes<T>(), TT = kGiU * L;
+  static const int64_t kOff = 0;
+  static const std::vector<int> kTap{0};
+  const int64_t hw = geo.in_h * geo.in_w, cin_g = geo.cin_per_group();
+  const int64_t chunk = chunk_pixels(geo.cout_per_group() + cin_g, 0, sizeof(T), TT, hw);
+  const int64_t nchunks = (hw + chunk - 1) / chunk, base = geo.groups * geo.batch * nchunks;
+  const int64_t ncb = num_blocks(cin_g, base, num_threads, kGiC);
+  const int64_t cb_len = (cin_g + ncb - 1) / ncb;
+#pragma omp parallel num_threads(num_threads)
+  {
+    std::vector<T> tail;
+#pragma omp for schedule(dynamic, 1)
+    for (int64_t item = 0; item < base * ncb; ++item) {
+      const int64_t cb = item % ncb, pc = item / ncb % nchunks;
+      const int64_t b = item / ncb / nchunks % geo.batch, g = item / ncb / nchunks / geo.batch;
+      const int64_t c_lo = cb * cb_len, c_hi = std::min(cin_g, c_lo + cb_len);
+      if (c_lo >= c_hi) continue;
+      const int64_t q0 = pc * chunk, q1 = std::min(hw, q0 + chunk);
+      const int64_t tiles_end = q0 + (q1 - q0) / TT * TT;
+      const int whole = static_cast<int>((q1 - tiles_end) / L);
+      const int64_t rest = (q1 - q0) % L;
+      T* const x = grad_input + (b * geo.cin + g * cin_g) * hw;
+      for (int64_t c = c_lo; c < c_hi; ++c) std::fill(x + c * hw + q0, x + c * hw + q1, T(0));
+      tail.assign((c_hi - c_lo) * L, T(0));
+      const T* go = grad_out + b * go_s.n;
+      for (int64_t r = g * bk.rows_per_group; r < (g + 1) * bk.rows_per_group; ++r) {
+        const int32_t* end = bk.col_idx + bk.row_ptr[r + 1];
+        const int32_t* lo = std::lower_bound(bk.col_idx + bk.row_ptr[r], end, int32_t(c_lo));
+        const int32_t* hi = std::lower_bound(lo, end, int32_t(c_hi));
+        const int nj = block_row_valid(geo, bk, r);
+        const T* g_row = go + block_row_first_out(geo, bk, r) * go_s.c;
+        for (const int32_t* k = lo; k < hi; k += kGiC) {
+          const int nc = static_cast<int>(std::min<int64_t>(kGiC, hi - k));
+          const T* w[kGiC];
+          T* dx[kGiC];
+          T* dt[kGiC];
+          for (int i = 0; i < nc; ++i) {
+            w[i] = values + (k - bk.col_idx + i) * bk.n;
+            dx[i] = x + k[i] * hw;
+            dt[i] = tail.data() + (k[i] - c_lo) * L;
+          }
+          with_count<kGiC>(nc, [&](auto C) {
+            constexpr int CC = decltype(C)::value;
+            for (int64_t q = q0; q < tiles_end; q += TT)
+              gi_tile<T, CC>(w, g_row, go_s.c, &kOff, kTap, bk.n, nj, dx, q, q);
+            if (whole)
+              with_count<kGiU>(whole, [&](auto U) {
+                gi_tile<T, CC, decltype(U)::value>(w, g_row, go_s.c, &kOff, kTap, bk.n, nj, dx,
+                                                   tiles_end, tiles_end);
+              });
+            if (rest)
+              gi_tile<T, CC, 1>(w, g_row, go_s.c, &kOff, kTap, bk.n, nj, dt, q1 - L, 0);
+          });
+        }
+      }
+      if (rest)
+        for (int64_t c = c_lo; c < c_hi; ++c)
+          std::copy_n(tail.data() + (c - c_lo) * L + L - rest, rest, x + c * hw + q1 - rest);
+    }
+  }
 }
 
 template <typename T>
@@ -321,6 +396,10 @@ void grad_input(const ConvGeometry& geo, const Block1xN& bk, const T* values,
   const int64_t hw = geo.in_h * geo.in_w;
   if (geo.batch == 0 || hw == 0 || geo.cin == 0) return;
   num_threads = std::max(num_threads, 1);
+  if (reads_in_place(geo, go_s, L)) {
+    grad_input_in_place(geo, bk, values, grad_out, go_s, grad_input, num_threads);
+    return;
+  }
   const int taps = geo.taps();
   const int64_t cin_g = geo.cin_per_group(), cout_g = geo.cout_per_group();
   GradSource<T> src(geo, TT, /*polyphase=*/true);
@@ -371,7 +450,7 @@ void grad_input(const ConvGeometry& geo, const Block1xN& bk, const T* values,
               with_count<kGiC>(nc, [&](auto C) {
                 for (int64_t q = 0; q < len; q += TT)
                   gi_tile<T, decltype(C)::value>(w, g_row, src.cs, src.off.data(), ptaps, bk.n,
-                                                 nj, dx, q);
+                                                 nj, dx, q, q);
               });
             }
           }
