@@ -500,6 +500,59 @@ inline void gw_tiles(const T* const* g, int nj, const T* const* x, T* const* dw,
   });
 }
 
+// A 1x1, stride-1, unpadded conv whose input and grad_out planes are both
+// the wide layout (reads_in_place) sums over them in place, image by image:
+// no layout copies, and every pixel is real (no product the conv does not
+// form, so no masked second pass). The pixels past the last whole vector of
+// a plane are summed as scalars.
+template <typename T>
+void grad_weight_in_place(const ConvGeometry& geo, const Block1xN& bk, const T* input,
+                          Strides4 in_s, const T* grad_out, Strides4 go_s, T* grad_values,
+                          int num_threads) {
+  constexpr int L = lanes<T>();
+  const int64_t hw = geo.in_h * geo.in_w, cin_g = geo.cin_per_group();
+  const int64_t nrows = geo.groups * bk.rows_per_group, whole = hw / L * L;
+  // Pixel chunks whose rows stay in L1 across the tiles of a row's blocks.
+  const int64_t chunk = std::max<int64_t>(L, std::min<int64_t>(whole, 2048) / L * L);
+#pragma omp parallel for schedule(dynamic, 1) num_threads(num_threads)
+  for (int64_t r = 0; r < nrows; ++r) {
+    const int valid = block_row_valid(geo, bk, r);
+    const int64_t o0 = block_row_first_out(geo, bk, r);
+    const int32_t k0 = bk.row_ptr[r], k1 = bk.row_ptr[r + 1];
+    for (int64_t b = 0; b < geo.batch; ++b) {
+      const T* xb = input + b * in_s.n + (r / bk.rows_per_group) * cin_g * in_s.c;
+      const T* gb = grad_out + b * go_s.n + o0 * go_s.c;
+      for (int64_t q0 = 0; q0 < whole; q0 += chunk) {
+        const int64_t q1 = std::min(whole, q0 + chunk);
+        for (int j0 = 0; j0 < valid; j0 += kGwJ) {
+          const int nj = std::min(kGwJ, valid - j0);
+          const T* g[kGwJ];
+          for (int j = 0; j < kGwJ; ++j) g[j] = gb + (j0 + std::min(j, nj - 1)) * go_s.c;
+          for (int32_t k = k0; k < k1; k += kGwT) {
+            const int nt = std::min<int>(kGwT, k1 - k);
+            const T* x[kGwT];
+            T* dw[kGwT];
+            for (int t = 0; t < nt; ++t) {
+              x[t] = xb + bk.col_idx[k + t] * in_s.c;
+              dw[t] = grad_values + int64_t(k + t) * bk.n + j0;
+            }
+            gw_tiles(g, nj, x, dw, nt, q0, q1, static_cast<const RealLanes<T>*>(nullptr));
+          }
+        }
+      }
+      for (int32_t k = k0; k < k1 && whole < hw; ++k) {
+        const T* xc = xb + bk.col_idx[k] * in_s.c;
+        for (int j = 0; j < valid; ++j) {
+          const T* gj = gb + j * go_s.c;
+          T sum = T(0);
+          for (int64_t q = whole; q < hw; ++q) sum += gj[q] * xc[q];
+          grad_values[int64_t(k) * bk.n + j] += sum;
+        }
+      }
+    }
+  }
+}
+
 template <typename T>
 void grad_weight(const ConvGeometry& geo, const Block1xN& bk, const T* input,
                  Strides4 in_s, const T* grad_out, Strides4 go_s,
@@ -511,6 +564,10 @@ void grad_weight(const ConvGeometry& geo, const Block1xN& bk, const T* input,
   std::fill(grad_values, grad_values + bk.nnzb * taps * bk.n, T(0));
   if (geo.batch == 0 || geo.out_h * geo.out_w == 0 || bk.nnzb == 0) return;
   num_threads = std::max(num_threads, 1);
+  if (reads_in_place(geo, in_s, L) && reads_in_place(geo, go_s, L)) {
+    grad_weight_in_place(geo, bk, input, in_s, grad_out, go_s, grad_values, num_threads);
+    return;
+  }
   const int64_t cin_g = geo.cin_per_group(), nrows = geo.groups * bk.rows_per_group;
   InputSource<T> src(geo, L);
   WideGradOut<T> gout(geo, src.wide, src.group);
