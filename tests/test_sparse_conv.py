@@ -36,6 +36,9 @@ CASES = {
                            cout=12, params={"block1xn": {"n": 4}}),
     "pointwise_chunks": dict(kernel=(1, 1), padding=0, hw=(13, 24), cin=300, cout=16,
                              sparsity=0.5),
+    # 1x1 gradients over planes large enough to run in place, with a tail
+    "pointwise_large": dict(kernel=(1, 1), padding=0, hw=(23, 25), batch=2, cin=12, cout=16,
+                            params={"block1xn": {"n": 8}}),
     "kernel5x3": dict(kernel=(5, 3), padding=(2, 1), cout=16, cin=5,
                       params={"block1xn": {"n": 16}}),
     "asym_stride": dict(stride=(2, 1), padding=(0, 2), dilation=(1, 2)),

@@ -501,10 +501,13 @@ inline void gw_tiles(const T* const* g, int nj, const T* const* x, T* const* dw,
 }
 
 // A 1x1, stride-1, unpadded conv whose input and grad_out planes are both
-// the wide layout (reads_in_place) sums over them in place, image by image:
+// the wide layout (reads_in_place) and large sums over them in place, image
+// by image:
 // no layout copies, and every pixel is real (no product the conv does not
 // form, so no masked second pass). The pixels past the last whole vector of
 // a plane are summed as scalars.
+constexpr int64_t kGwInPlaceMin = 32;  // pixel vectors per plane
+
 template <typename T>
 void grad_weight_in_place(const ConvGeometry& geo, const Block1xN& bk, const T* input,
                           Strides4 in_s, const T* grad_out, Strides4 go_s, T* grad_values,
@@ -564,7 +567,11 @@ void grad_weight(const ConvGeometry& geo, const Block1xN& bk, const T* input,
   std::fill(grad_values, grad_values + bk.nnzb * taps * bk.n, T(0));
   if (geo.batch == 0 || geo.out_h * geo.out_w == 0 || bk.nnzb == 0) return;
   num_threads = std::max(num_threads, 1);
-  if (reads_in_place(geo, in_s, L) && reads_in_place(geo, go_s, L)) {
+  // In place only over large planes: each tile's sums are reduced once per
+  // image there, and per image group in the wide layout (a 7x7 plane is 3
+  // vectors: the reductions and the scalar tail cost more than the copies).
+  if (geo.in_h * geo.in_w >= kGwInPlaceMin * L && reads_in_place(geo, in_s, L) &&
+      reads_in_place(geo, go_s, L)) {
     grad_weight_in_place(geo, bk, input, in_s, grad_out, go_s, grad_values, num_threads);
     return;
   }
