@@ -1,7 +1,11 @@
 """Eager inference calls run the forward op's body without the dispatcher
 (ops/sparse_conv.py, _plain_inference); everything that must see the op
 (autograd, a dispatch or function mode, a tracer) still gets the registered
-custom op. Both routes give the same output."""
+custom op. Both routes give the same output. A module keeps its eager call's
+resolved arguments (InferencePlan) while its weight is unchanged."""
+import copy
+import io
+
 import pytest
 import torch
 import torch.nn.functional as F
@@ -105,3 +109,91 @@ def test_the_profiler_sees_the_op(kind):
     names = [e.name for e in prof.events()]
     assert any(f"sparsekernels::{slug}_conv2d" in name for name in names), names
     torch.testing.assert_close(out, want, rtol=1e-12, atol=1e-12)
+
+
+def _plan(module):
+    return module.__dict__.get("_plan")
+
+
+def _dense_out(module, x):
+    return F.conv2d(x, module.to_dense().weight, module.bias, module.stride, module.padding)
+
+
+@pytest.mark.parametrize("kind", KIND_NAMES)
+def test_the_plan_is_kept_while_the_weight_is_unchanged(kind):
+    module, x, want = _module(kind)
+    with torch.no_grad():
+        module(x)
+        plan = _plan(module)
+        out = module(x)
+    assert plan is not None and _plan(module) is plan
+    torch.testing.assert_close(out, want, rtol=1e-12, atol=1e-12)
+
+
+def _change(module, change, kind):
+    if change == "values_in_place":
+        module.values.mul_(2)
+    elif change == "bias_in_place":
+        module.bias.add_(1)
+    elif change == "new_values":
+        module.values = torch.nn.Parameter(module.values * 3)
+    elif change == "stride":
+        module.stride = 2
+    elif change == "load_state_dict":  # another topology, adopted whole
+        torch.manual_seed(1)
+        other = KINDS[kind].module.from_dense(torch.nn.Conv2d(8, 16, 3, padding=1).double(),
+                                              sparsity=0.75)
+        module.load_state_dict(other.state_dict())
+
+
+@pytest.mark.parametrize("kind", KIND_NAMES)
+@pytest.mark.parametrize("change", ["values_in_place", "bias_in_place", "new_values", "stride",
+                                    "load_state_dict"])
+def test_a_changed_weight_gets_a_new_plan(kind, change):
+    module, x, _ = _module(kind)
+    with torch.no_grad():
+        module(x)
+        plan = _plan(module)
+        _change(module, change, kind)
+        out = module(x)
+    assert _plan(module) is not plan
+    torch.testing.assert_close(out, _dense_out(module, x), rtol=1e-12, atol=1e-12)
+
+
+@pytest.mark.parametrize("kind", KIND_NAMES)
+def test_an_index_edited_behind_the_plan_never_reaches_a_kernel(kind):
+    """``.data`` writes bypass the version counter the plan watches: the
+    backend's own checks still refuse the out-of-range index, every call."""
+    module, x, _ = _module(kind)
+    name = type(module).FORMAT.INDEX_TENSORS[-1]
+    with torch.no_grad():
+        module(x)
+        getattr(module, name).data[0] = 10 ** 6
+        with pytest.raises((ValueError, IndexError, RuntimeError), match=name):
+            module(x)
+
+
+@pytest.mark.parametrize("kind", KIND_NAMES)
+def test_bad_input_through_the_plan_is_named(kind):
+    module, x, _ = _module(kind)
+    with torch.no_grad():
+        module(x)
+        with pytest.raises(TypeError, match="input: dtype"):
+            module(x.float())
+        with pytest.raises(ValueError, match="input: expected 8 channels"):
+            module(x[:, :5])
+
+
+@pytest.mark.parametrize("kind", KIND_NAMES)
+def test_copies_rebuild_their_own_plan(kind):
+    module, x, want = _module(kind)
+    with torch.no_grad():
+        module(x)
+        clone = copy.deepcopy(module)
+        buf = io.BytesIO()
+        torch.save(module, buf)
+        buf.seek(0)
+        loaded = torch.load(buf, weights_only=False)
+        assert _plan(clone) is None and _plan(loaded) is None
+        for copied in (clone, loaded):
+            torch.testing.assert_close(copied(x), want, rtol=1e-12, atol=1e-12)

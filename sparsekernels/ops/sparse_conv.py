@@ -29,7 +29,7 @@ from torch import Tensor
 
 from ..conv_args import check_conv_args, output_hw, resolve_conv_args
 from . import backends
-from .checks import KindChecks
+from .checks import NATIVE, KindChecks
 
 
 class KindOps(NamedTuple):
@@ -51,6 +51,8 @@ class SparseConvOps(NamedTuple):
     # The forward op's body, (x, values, topo, bias, conv, backend) -> output,
     # for eager calls that may skip the dispatcher (see apply_sparse_conv).
     run_forward: Callable[..., Tensor]
+    # backend name -> the kind's module of that backend
+    impl: Callable[[str], object]
 
 
 def channels_last_like(x: Tensor) -> bool:
@@ -149,7 +151,7 @@ def define_sparse_conv(kind: KindOps) -> SparseConvOps:
         return grad_x, grad_values, [None] * len(topology), None, grad_bias
 
     forward.register_autograd(backward, setup_context=setup_context)
-    return SparseConvOps(forward, grad_input, grad_weight, run_forward)
+    return SparseConvOps(forward, grad_input, grad_weight, run_forward, impl)
 
 
 _DTYPES = (torch.float32, torch.float64, torch.float16, torch.bfloat16)
@@ -203,6 +205,54 @@ def apply_sparse_conv(ops: SparseConvOps, input: Tensor, values: Tensor, topo, b
     return ops.forward(input, values, tensors, meta, bias, stride=list(conv.stride),
                        padding=list(conv.padding), dilation=list(conv.dilation),
                        groups=conv.groups, backend=backend)
+
+
+class InferencePlan:
+    """:func:`apply_sparse_conv`'s eager inference call for one weight, its
+    arguments resolved once: the conv arguments, the backend, and the kind's
+    topology object. Per call it still checks the input against the weight
+    (here, then in the backend: the native backends check every operand in
+    C++, the others get the op body's checks), so a plan caches only what
+    does not depend on the input. Its holder keeps it while ``matches``."""
+
+    def __init__(self, ops: SparseConvOps, values: Tensor, topo, bias, *, stride, padding,
+                 dilation, groups, backend: str, device: torch.device, key: tuple):
+        self.conv, self.extra = resolve_conv_args(stride, padding, dilation, groups,
+                                                  topo.shape[2:])
+        self.resolved = backends.resolve(backend, device)
+        self.ops, self.values, self.topo, self.bias, self.key = ops, values, topo, bias, key
+        self.held = [(t, t._version) for t in (values, *topo_tensors(topo))]
+        self.bias_version = None if bias is None else bias._version
+        # The native backends check every operand in C++ (the same checks as
+        # the op body's, by the same names): their forward is called directly.
+        self.native = ops.impl(self.resolved).forward if self.resolved in NATIVE else None
+
+    def matches(self, values: Tensor, bias, tensors, key: tuple) -> bool:
+        """Whether the weight is still the same tensors, unmodified (identity
+        and version counters), and the arguments ``key`` are the same."""
+        if key != self.key or bias is not self.bias or (
+                bias is not None and bias._version != self.bias_version):
+            return False
+        held = self.held
+        if held[0][0] is not values or held[0][1] != values._version:
+            return False
+        for (t, version), u in zip(held[1:], tensors):
+            if t is not u or version != u._version:
+                return False
+        return True
+
+    def __call__(self, x: Tensor) -> Tensor:
+        _check_inputs(x, self.values, self.bias, self.topo, self.conv.groups)
+        if self.extra != (0, 0):
+            x = F.pad(x, (0, self.extra[1], 0, self.extra[0]))
+        if self.native is not None:
+            return _like_input(self.native(x, self.values, self.topo, self.bias, self.conv), x)
+        return self.ops.run_forward(x, self.values, self.topo, self.bias, self.conv,
+                                    self.resolved)
+
+
+def topo_tensors(topo) -> list[Tensor]:
+    return [getattr(topo, f) for f in topo.TENSORS]
 
 
 _PLAIN = (Tensor, torch.nn.Parameter)
