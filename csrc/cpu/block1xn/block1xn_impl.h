@@ -43,7 +43,7 @@ struct FwdTile {
 // w[k][t][j] * x[col[k]][off[t] + u*L ..]: J channels x U vectors at wide
 // pixel q, stored straight from the registers: vector u to output offset
 // dst[u] of each channel's plane (its pixels real and consecutive there), or,
-// where dst[u] < 0, into tmp[j][u*L ..] (row stride U*L) for Wide::store.
+// where dst[u] < 0, into tmp[j][u*L ..] (row stride U*L) for fwd_store.
 template <typename T, int J, int U>
 inline void fwd_tile(const FwdTile<T>& a, int64_t q, const int64_t* dst, const T* init,
                      T* tmp, T* out, int64_t out_cs) {
@@ -86,38 +86,60 @@ inline void fwd_tile(const FwdTile<T>& a, int64_t q, const int64_t* dst, const T
   }
 }
 
-// One tile of U vectors at wide pixel q (fwd_tile), and the vectors it could
-// not store whole through Wide::store, which drops the pixels that are not
-// real (and those from q1 on).
-template <typename T, int J, int U>
-inline void fwd_store(const FwdTile<T>& a, const wide::Wide& wide, int64_t q, int64_t q1,
-                      const int64_t* dst, const T* init, T* tmp, T* out, int64_t out_cs,
-                      int64_t img_stride) {
-  constexpr int L = lanes<T>(), TT = U * L;
-  fwd_tile<T, J, U>(a, q, dst, init, tmp, out, out_cs);
-  for (int u = 0; u < U; ++u) {
-    const int64_t qu = q + u * L;
-    if (qu >= q1) break;
-    if (dst[u] >= 0) continue;
-    const int64_t n = std::min<int64_t>(L, q1 - qu);
-    for (int j = 0; j < J; ++j)
-      wide.store(tmp + j * TT + u * L, qu, n, out + j * out_cs, img_stride);
-  }
-}
-
-// Where fwd_lanes stores the vectors of pixels [q0, q1): dst[v] for the
-// vector at q0 + v * L (v < (q1 - q0) / L), dst[last] for the partial one at
-// q1 - L; -1 where a vector is not whole (Wide::whole_vector). Built once per
-// pixel chunk: the divisions it takes would cost as much as a short row's FMAs.
-template <int L>
-inline void fwd_store_map(const wide::Wide& wide, int64_t q0, int64_t q1, int64_t img_stride,
-                          std::vector<int64_t>& dst) {
-  dst.clear();
-  auto at = [&](int64_t q) {
-    return q + L <= q1 && wide.whole_vector(q, L) ? wide.out_offset(q, img_stride) : -1;
+// Where fwd_lanes stores the vectors of pixels [q0, q1): vector v at q0 + v *
+// L (v < (q1 - q0) / L), and a last one at q1 - L. whole[v] is the output
+// offset of a vector stored whole from the registers (Wide::whole_vector),
+// or -1: its real pixels below q1 are then the runs [first[v], first[v + 1])
+// of (lane, count, output offset), copied out of the tile's buffer. Built
+// once per pixel chunk: the divisions it takes cost as much as a short row's
+// FMAs, and small images (32x32 with padding) have few whole vectors.
+struct StoreMap {
+  struct Run {
+    int lane, n;
+    int64_t off;
   };
-  for (int64_t q = q0; q + L <= q1; q += L) dst.push_back(at(q));
-  dst.push_back(at(std::max(q0, q1 - L)));
+  std::vector<int64_t> whole;
+  std::vector<int32_t> first;
+  std::vector<Run> runs;
+
+  void build(const wide::Wide& wide, int64_t q0, int64_t q1, int64_t img_stride, int L) {
+    whole.clear(), first.clear(), runs.clear();
+    auto add = [&](int64_t q) {
+      const bool w = q + L <= q1 && wide.whole_vector(q, L);
+      whole.push_back(w ? wide.out_offset(q, img_stride) : -1);
+      first.push_back(static_cast<int32_t>(runs.size()));
+      if (w) return;
+      const int64_t end = std::min<int64_t>(q + L, q1);
+      for (int64_t r = q / wide.ww; r * wide.ww < end; ++r) {
+        const int64_t b = r / wide.rh, h = r % wide.rh;
+        if (b >= wide.nb || h >= wide.vh) continue;
+        const int64_t lo = std::max(q, r * wide.ww), hi = std::min(end, r * wide.ww + wide.vw);
+        if (hi > lo)
+          runs.push_back({static_cast<int>(lo - q), static_cast<int>(hi - lo),
+                          b * img_stride + h * wide.vw + (lo - r * wide.ww)});
+      }
+    };
+    for (int64_t q = q0; q + L <= q1; q += L) add(q);
+    add(std::max(q0, q1 - L));
+    first.push_back(static_cast<int32_t>(runs.size()));
+  }
+};
+
+// One tile of U vectors at wide pixel q, the map's vector v (fwd_tile), and
+// the runs of the vectors it could not store whole.
+template <typename T, int J, int U>
+inline void fwd_store(const FwdTile<T>& a, const StoreMap& map, int64_t q, int64_t v,
+                      const T* init, T* tmp, T* out, int64_t out_cs) {
+  constexpr int L = lanes<T>(), TT = U * L;
+  fwd_tile<T, J, U>(a, q, map.whole.data() + v, init, tmp, out, out_cs);
+  for (int u = 0; u < U; ++u) {
+    if (map.whole[v + u] >= 0) continue;
+    for (int32_t k = map.first[v + u]; k < map.first[v + u + 1]; ++k) {
+      const StoreMap::Run& run = map.runs[k];
+      for (int j = 0; j < J; ++j)
+        wide::copy_row(tmp + j * TT + u * L + run.lane, run.n, out + j * out_cs + run.off);
+    }
+  }
 }
 
 // Pixels [q0, q1) of the wide layout for lanes [j0, j0 + J) of a block row:
@@ -126,21 +148,19 @@ inline void fwd_store_map(const wide::Wide& wide, int64_t q0, int64_t q1, int64_
 // a few pixels of this call, so no read passes q1: a direct source has no
 // slack). Only a range shorter than one vector reads past q1 (copied sources).
 template <typename T, int J>
-void fwd_lanes(const FwdTile<T>& a, const wide::Wide& wide, int64_t q0, int64_t q1,
-               const int64_t* dst, const T* init, T* tmp, T* out, int64_t out_cs,
-               int64_t img_stride) {
+void fwd_lanes(const FwdTile<T>& a, const StoreMap& map, int64_t q0, int64_t q1, const T* init,
+               T* tmp, T* out, int64_t out_cs) {
   constexpr int L = lanes<T>(), U = fwd_vectors(J);
-  auto tile = [&](auto V, int64_t q, const int64_t* d) {
-    fwd_store<T, J, decltype(V)::value>(a, wide, q, q1, d, init, tmp, out, out_cs, img_stride);
+  auto tile = [&](auto V, int64_t q, int64_t v) {
+    fwd_store<T, J, decltype(V)::value>(a, map, q, v, init, tmp, out, out_cs);
   };
   int64_t q = q0;
-  for (; q + U * L <= q1; q += U * L) tile(std::integral_constant<int, U>{}, q, dst + (q - q0) / L);
+  for (; q + U * L <= q1; q += U * L) tile(std::integral_constant<int, U>{}, q, (q - q0) / L);
   if (const int whole = static_cast<int>((q1 - q) / L)) {
-    with_count<U>(whole, [&](auto V) { tile(V, q, dst + (q - q0) / L); });
+    with_count<U>(whole, [&](auto V) { tile(V, q, (q - q0) / L); });
     q += whole * L;
   }
-  if (q < q1)
-    tile(std::integral_constant<int, 1>{}, std::max(q0, q1 - L), dst + (q1 - q0) / L);
+  if (q < q1) tile(std::integral_constant<int, 1>{}, std::max(q0, q1 - L), (q1 - q0) / L);
 }
 
 // The input as a forward sweep reads it: group channel c of tap t at
@@ -161,7 +181,7 @@ struct FwdSource {
 template <typename T>
 void fwd_sweep(const ConvGeometry& geo, const Block1xN& bk, const T* values, const T* bias,
                const FwdSource<T>& src, int64_t chunk, int64_t b0, T* tmp,
-               std::vector<int64_t>& dst, T* output, int num_threads) {
+               StoreMap& map, T* output, int num_threads) {
   const int64_t ohw = geo.out_h * geo.out_w, cin_g = geo.cin_per_group();
   const int taps = geo.taps();
   // Near-equal chunks of whole widest tiles but the last, which is no
@@ -183,7 +203,7 @@ void fwd_sweep(const ConvGeometry& geo, const Block1xN& bk, const T* values, con
     const int64_t q0 = pc * chunk, q1 = pc == nchunks - 1 ? src.npix : q0 + chunk;
     const int64_t r0 = g * bk.rows_per_group + rc * rows_per_chunk;
     const int64_t r1 = std::min(r0 + rows_per_chunk, (g + 1) * bk.rows_per_group);
-    fwd_store_map<L>(src.wide, q0, q1, geo.cout * ohw, dst);
+    map.build(src.wide, q0, q1, geo.cout * ohw, L);
     for (int64_t r = r0; r < r1; ++r) {
       const int valid = block_row_valid(geo, bk, r);
       const int64_t o0 = block_row_first_out(geo, bk, r);
@@ -194,8 +214,7 @@ void fwd_sweep(const ConvGeometry& geo, const Block1xN& bk, const T* values, con
         const T* init = bias ? bias + o0 + j0 : nullptr;
         T* out = output + b0 * geo.cout * ohw + (o0 + j0) * ohw;
         with_count<kFwdMaxJ>(std::min(kFwdMaxJ, valid - j0), [&](auto J) {
-          fwd_lanes<T, decltype(J)::value>(a, src.wide, q0, q1, dst.data(), init, tmp, out,
-                                           ohw, geo.cout * ohw);
+          fwd_lanes<T, decltype(J)::value>(a, map, q0, q1, init, tmp, out, ohw);
         });
       }
     }
@@ -219,7 +238,7 @@ void forward(const ConvGeometry& geo, const Block1xN& bk, const T* values,
   constexpr int L = lanes<T>();
   const int64_t ohw = geo.out_h * geo.out_w;
   if (geo.batch == 0 || ohw == 0 || geo.cout == 0) return;
-  num_threads = std::max(num_threads, 1);
+  num_threads = threads_for(block_macs(geo, bk), num_threads);
   const int64_t cin_g = geo.cin_per_group();
   constexpr int64_t kTileMin = fwd_vectors(kFwdMaxJ) * L;
 
@@ -233,11 +252,11 @@ void forward(const ConvGeometry& geo, const Block1xN& bk, const T* values,
 #pragma omp parallel num_threads(num_threads)
     {
       T* const tmp = scratch_array<T>(kTileSlot, kFwdMaxJ * kFwdMaxTile * L);
-      std::vector<int64_t> dst;
+      StoreMap map;
       for (int64_t b = 0; b < geo.batch; ++b) {
         FwdSource<T> img = src;
         img.x = input + b * in_s.n;
-        fwd_sweep(geo, bk, values, bias, img, chunk, b, tmp, dst, output, num_threads);
+        fwd_sweep(geo, bk, values, bias, img, chunk, b, tmp, map, output, num_threads);
       }
     }
     return;
@@ -250,7 +269,7 @@ void forward(const ConvGeometry& geo, const Block1xN& bk, const T* values,
 #pragma omp parallel num_threads(num_threads)
   {
     T* const tmp = scratch_array<T>(kTileSlot, kFwdMaxJ * kFwdMaxTile * L);
-    std::vector<int64_t> dst;
+    StoreMap map;
     for (int64_t b0 = 0; b0 < geo.batch; b0 += src.group) {
       const int64_t nb = std::min(src.group, geo.batch - b0);
 #pragma omp barrier
@@ -259,7 +278,7 @@ void forward(const ConvGeometry& geo, const Block1xN& bk, const T* values,
       // Up to the last real pixel (wide.npix is rounded up to the tile).
       const int64_t npix = ((nb - 1) * wide.rh + wide.vh - 1) * wide.ww + wide.vw;
       fwd_sweep(geo, bk, values, bias, FwdSource<T>{src.buf, src.cs, src.off.data(), wide, npix},
-                chunk, b0, tmp, dst, output, num_threads);
+                chunk, b0, tmp, map, output, num_threads);
     }
   }
 }
@@ -395,7 +414,7 @@ void grad_input(const ConvGeometry& geo, const Block1xN& bk, const T* values,
   constexpr int L = lanes<T>(), TT = kGiU * L;
   const int64_t hw = geo.in_h * geo.in_w;
   if (geo.batch == 0 || hw == 0 || geo.cin == 0) return;
-  num_threads = std::max(num_threads, 1);
+  num_threads = threads_for(block_macs(geo, bk), num_threads);
   if (reads_in_place(geo, go_s, L)) {
     grad_input_in_place(geo, bk, values, grad_out, go_s, grad_input, num_threads);
     return;
@@ -566,7 +585,7 @@ void grad_weight(const ConvGeometry& geo, const Block1xN& bk, const T* input,
   // Zero first: padded lanes of short rows are never written again.
   std::fill(grad_values, grad_values + bk.nnzb * taps * bk.n, T(0));
   if (geo.batch == 0 || geo.out_h * geo.out_w == 0 || bk.nnzb == 0) return;
-  num_threads = std::max(num_threads, 1);
+  num_threads = threads_for(block_macs(geo, bk), num_threads);
   // In place only over large planes: each tile's sums are reduced once per
   // image there, and per image group in the wide layout (a 7x7 plane is 3
   // vectors: the reductions and the scalar tail cost more than the copies).

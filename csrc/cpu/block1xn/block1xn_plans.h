@@ -26,6 +26,11 @@ inline std::vector<char> channels_read(const ConvGeometry& geo, const Block1xN& 
   return read;
 }
 
+// Multiply-adds of one pass of the conv (each pass does as many).
+inline double block_macs(const ConvGeometry& geo, const Block1xN& bk) {
+  return double(geo.batch) * geo.out_h * geo.out_w * bk.nnzb * geo.taps() * bk.n;
+}
+
 }  // namespace block1xn
 }  // namespace detail
 }  // namespace cpu

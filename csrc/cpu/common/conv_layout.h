@@ -36,6 +36,15 @@ inline int64_t images_per_group(int64_t bytes_per_image, int64_t batch) {
       1, std::min<int64_t>(batch, (int64_t(64) << 20) / std::max<int64_t>(1, bytes_per_image)));
 }
 
+// Threads worth starting for `macs` multiply-adds: a parallel region's fork
+// and join cost ~5 us on 2 cores, as much as a small layer's whole kernel at
+// high sparsity (CIFAR ResNets at batch 1), where a second thread would wait
+// on one work item anyway.
+inline int threads_for(double macs, int num_threads) {
+  constexpr double kMacsPerThread = double(1 << 19);
+  return static_cast<int>(std::max(1.0, std::min<double>(num_threads, macs / kMacsPerThread)));
+}
+
 // Whether any of v[0 .. n) is NaN or infinite (v - v is NaN exactly for
 // those).
 template <typename T>
