@@ -14,7 +14,8 @@
 //               padding (ww = max(in_w + pad_w, out_w), rh likewise: a read
 //               past a row's end lands in the next row's left padding);
 //               off[k] = kh*dil_h*ww + kw*dil_w (the "flat" case);
-//     otherwise: polyphase, sh*sw phase planes per channel (phase (a, b) at
+//     otherwise: polyphase, sh*sw phase planes per channel (those no tap
+//               reads left unbuilt; phase (a, b) at
 //               (a * sw + b) * ps holds xpad[i * sh + a, j * sw + b]), ww =
 //               out_w + (Kw-1)*dil_w / sw, rh likewise; tap (kh, kw) reads
 //               phase (kh*dil_h % sh, kw*dil_w % sw) at row offset
@@ -212,6 +213,8 @@ struct InputSource {
           const int64_t a = int64_t(kh) * geo.dil_h, b = int64_t(kw) * geo.dil_w;
           off.push_back(((a % geo.stride_h) * geo.stride_w + b % geo.stride_w) * ps +
                         a / geo.stride_h * wide.ww + b / geo.stride_w);
+          phase_read.resize(phases, 0);
+          phase_read[(a % geo.stride_h) * geo.stride_w + b % geo.stride_w] = 1;
         }
       // Columns [col_lo, col_hi) of column phase bb hold input columns.
       const int64_t sw = geo.stride_w, pw = geo.pad_w, ww = wide.ww;
@@ -281,6 +284,7 @@ struct InputSource {
               const int64_t h = i * sh + a - ph;
               if (h >= 0 && h < geo.in_h) continue;
               for (int64_t bb = 0; bb < sw; ++bb) {
+                if (!phase_read[a * sw + bb]) continue;
                 T* p = pc + (a * sw + bb) * ps + (b * rh + i) * ww;
                 zero_row(p, ww);
               }
@@ -290,6 +294,7 @@ struct InputSource {
             const int64_t a = (h + ph) % sh, i = (h + ph) / sh;
             const T* xr = xc + h * s.h;
             for (int64_t bb = 0; bb < sw; ++bb) {
+              if (!phase_read[a * sw + bb]) continue;
               T* p = pc + (a * sw + bb) * ps + (b * rh + i) * ww;
               zero_row(p, jlo[bb]);
               const T* xs = xr + (jlo[bb] * sw + bb - pw) * s.w;
@@ -305,7 +310,8 @@ struct InputSource {
           }
         }
         for (int64_t ph_i = 0; ph_i < sh * sw; ++ph_i)
-          std::fill(pc + ph_i * ps + nb * rh * ww, pc + (ph_i + 1) * ps, T(0));
+          if (phase_read[ph_i])
+            std::fill(pc + ph_i * ps + nb * rh * ww, pc + (ph_i + 1) * ps, T(0));
         std::fill(buf + c * cs + sh * sw * ps, buf + (c + 1) * cs, T(0));
       }
     }
@@ -318,6 +324,9 @@ struct InputSource {
   int64_t group;      // images per build
   int64_t cs;         // channel stride
   int64_t phases = 1; // planes per channel (polyphase: stride_h * stride_w)
+  // Polyphase: whether some tap reads phase plane (a, b) (a 1x1 stride-2 conv
+  // reads one of four); the others are never built.
+  std::vector<char> phase_read;
   int64_t ps = 0;     // phase plane stride (polyphase)
   std::vector<int64_t> off;
   std::vector<int64_t> col_lo, col_hi;  // polyphase: real columns per column phase
