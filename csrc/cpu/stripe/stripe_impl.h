@@ -14,10 +14,12 @@
 //                per tile as [c][R]); accumulated over the taps in a per-item
 //                buffer [output channels][pixel chunk], bias-initialised, then
 //                stored to NCHW. Items: (group, pixel chunk, output-channel block).
-//   grad-input   dX[c, q] = sum_k sum_{s in O_k} W[s, c] G[o_s, q + off_k]: tiles
-//                of R input channels x PV pixel vectors reduced in registers over
-//                blocks of the group's stripes (weights packed [j][R]). Items:
-//                (group, pixel chunk, input-channel block).
+//   grad-input   dX[c, q] = sum_k sum_{s in O_k} W[s, c] G[o_s, q + off_k] on each
+//                phase plane of dX over its taps k (polyphase: no zeros of a
+//                dilated grad_out multiplied): tiles of R input channels x PV
+//                pixel vectors reduced in registers over blocks of a tap's
+//                stripes (weights packed [j][R]). Items: (group, pixel chunk,
+//                input-channel block), every phase.
 //   grad-weight  dW[s, c] = sum_q G[o_s, q] X[c, q + off_k]: tiles of r stripes of
 //                one column x 12/r channels of pixel-vector partial sums, reduced
 //                at the end of each pixel chunk; each thread owns a fixed range of
@@ -235,7 +237,10 @@ void grad_input(const ConvGeometry& geo, const Stripes& st, const T* values, con
   const int64_t cin_g = geo.cin_per_group(), cout_g = geo.cout_per_group();
   const int64_t taps = geo.taps(), G = geo.groups, hw = geo.in_h * geo.in_w;
 
-  GradSource<T> src(geo, QT);
+  // On the stride's phase planes of dX: each phase takes the stripes of its
+  // taps only, over grad_out undilated (wide_layout.h, GradSource).
+  GradSource<T> src(geo, QT, /*polyphase=*/true);
+  const int64_t nphases = static_cast<int64_t>(src.phases.size());
   const int64_t CH = chunk_pixels(cout_g, src.span, sizeof(T), QT, src.wide.npix);
   const int64_t nchunks_max = (src.wide.npix + CH - 1) / CH;
   const int64_t nct = (cin_g + kRows - 1) / kRows;  // channel tiles per group
@@ -269,7 +274,8 @@ void grad_input(const ConvGeometry& geo, const Stripes& st, const T* values, con
       }
     }
 
-    T* const xbuf = scratch_array<T>(kTileSlot, cn_max * CH);
+    T* const xbuf = scratch_array<T>(kTileSlot, nphases * cn_max * CH);
+    std::vector<const T*> from(nphases), at(nphases);
     for (int64_t b0 = 0; b0 < geo.batch; b0 += src.group) {
       const int64_t nb = std::min(src.group, geo.batch - b0);
 #pragma omp barrier
@@ -283,26 +289,40 @@ void grad_input(const ConvGeometry& geo, const Stripes& st, const T* values, con
         const int64_t c_lo = cb_lo(cb) * kRows, c_hi = std::min(cin_g, cb_lo(cb + 1) * kRows);
         const int64_t jg = st.tap_ptr[g * taps], K = st.tap_ptr[(g + 1) * taps] - jg;
         const T* gbase = src.buf + g * cout_g * src.cs + q0;
-        T* xb = xbuf;
-        // Near-equal stripe blocks (at least one, which writes zeros when K = 0).
-        const int64_t nkb = std::max<int64_t>(1, K / kGiStripeBlock);
-        for (int64_t kb = 0; kb < nkb; ++kb) {
-          const int64_t k0 = K * kb / nkb, kn = K * (kb + 1) / nkb - k0;
-          for (int64_t q = 0; q < nq; q += QT) {
-            for (int64_t c0 = c_lo; c0 < c_hi; c0 += kRows) {
-              const int r = static_cast<int>(std::min<int64_t>(kRows, c_hi - c0));
-              T* orows[kRows];
-              for (int i = 0; i < r; ++i) orows[i] = xb + (c0 - c_lo + i) * CH;
-              const T* w = wpk + jg * cin_g + K * c0 + k0 * r;
-              with_count<kRows>(r, [&](auto rc) {
-                gi_tile<T, decltype(rc)::value>(w, kn, goff + jg + k0, gbase, orows, q, kb == 0);
-              });
+        for (int64_t p = 0; p < nphases; ++p) {
+          // Phase p's channel c at xb[(c - c_lo) * CH]; null while no stripe
+          // of its taps has written it (its dX pixels are then zero).
+          T* const xb = xbuf + p * cn_max * CH;
+          from[p] = nullptr;
+          for (const int t : src.phases[p].taps) {
+            const int64_t j0 = st.tap_ptr[g * taps + t] - jg;
+            const int64_t kt = st.tap_ptr[g * taps + t + 1] - jg - j0;
+            // Near-equal stripe blocks of this tap's stripes.
+            const int64_t nkb = std::max<int64_t>(1, kt / kGiStripeBlock);
+            for (int64_t kb = 0; kb < nkb && kt > 0; ++kb) {
+              const int64_t k0 = j0 + kt * kb / nkb, kn = j0 + kt * (kb + 1) / nkb - k0;
+              for (int64_t q = 0; q < nq; q += QT) {
+                for (int64_t c0 = c_lo; c0 < c_hi; c0 += kRows) {
+                  const int r = static_cast<int>(std::min<int64_t>(kRows, c_hi - c0));
+                  T* orows[kRows];
+                  for (int i = 0; i < r; ++i) orows[i] = xb + (c0 - c_lo + i) * CH;
+                  const T* w = wpk + jg * cin_g + K * c0 + k0 * r;
+                  with_count<kRows>(r, [&](auto rc) {
+                    gi_tile<T, decltype(rc)::value>(w, kn, goff + jg + k0, gbase, orows, q,
+                                                    from[p] == nullptr);
+                  });
+                }
+              }
+              from[p] = xb;
             }
           }
         }
-        for (int64_t c = c_lo; c < c_hi; ++c)
-          wide.store(xb + (c - c_lo) * CH, q0, nq,
-                         grad_input + b0 * geo.cin * hw + (g * cin_g + c) * hw, geo.cin * hw);
+        for (int64_t c = c_lo; c < c_hi; ++c) {
+          for (int64_t p = 0; p < nphases; ++p)
+            at[p] = from[p] ? from[p] + (c - c_lo) * CH : nullptr;
+          src.store(at.data(), q0, nq, wide,
+                    grad_input + b0 * geo.cin * hw + (g * cin_g + c) * hw, geo.cin * hw);
+        }
       }
     }
   }
