@@ -197,3 +197,17 @@ def test_copies_rebuild_their_own_plan(kind):
         assert _plan(clone) is None and _plan(loaded) is None
         for copied in (clone, loaded):
             torch.testing.assert_close(copied(x), want, rtol=1e-12, atol=1e-12)
+
+
+@pytest.mark.parametrize("kind", KIND_NAMES)
+def test_a_module_without_bias_keeps_a_plan(kind):
+    torch.manual_seed(0)
+    conv = torch.nn.Conv2d(8, 16, 3, padding=1, bias=False).double()
+    module = KINDS[kind].module.from_dense(conv, sparsity=0.5)
+    x = torch.randn(2, 8, 7, 9, dtype=torch.float64)
+    with torch.no_grad():
+        module(x)
+        plan = _plan(module)
+        out = module(x)
+    assert plan is not None and _plan(module) is plan
+    torch.testing.assert_close(out, _dense_out(module, x), rtol=1e-12, atol=1e-12)

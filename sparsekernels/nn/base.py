@@ -203,10 +203,11 @@ class SparseConv2d(nn.Module):
         tensors and the conv arguments stay the same: resolving them costs a
         small layer as much as its kernel (ResNet-56 at batch 1)."""
         key = (self.stride, self.padding, self.dilation, self.groups, self.backend, device)
-        buffers, params = self._buffers, self._parameters  # no Module.__getattr__
+        buffers = self._buffers  # no Module.__getattr__ per tensor
         tensors = [buffers[f] for f in self.FORMAT.Topology.TENSORS]
         plan = self.__dict__.get("_plan")
-        if plan is None or not plan.matches(params["values"], params["bias"], tensors, key):
+        # bias: a registered parameter, or a plain attribute when None
+        if plan is None or not plan.matches(self._parameters["values"], self.bias, tensors, key):
             plan = InferencePlan(self.OPS, self.values, self.topology(), self.bias,
                                  stride=self.stride, padding=self.padding,
                                  dilation=self.dilation, groups=self.groups,
