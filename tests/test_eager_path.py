@@ -211,3 +211,25 @@ def test_a_module_without_bias_keeps_a_plan(kind):
         out = module(x)
     assert plan is not None and _plan(module) is plan
     torch.testing.assert_close(out, _dense_out(module, x), rtol=1e-12, atol=1e-12)
+
+
+@pytest.mark.parametrize("kind", KIND_NAMES)
+def test_a_conv_argument_changed_in_place_gets_a_new_plan(kind):
+    module, x, _ = _module(kind)
+    module.stride = [1, 1]
+    with torch.no_grad():
+        module(x)
+        module.stride[0] = 2
+        out = module(x)
+    torch.testing.assert_close(out, _dense_out(module, x), rtol=1e-12, atol=1e-12)
+
+
+@pytest.mark.parametrize("kind", KIND_NAMES)
+def test_moving_a_module_drops_its_plan(kind):
+    module, x, _ = _module(kind)
+    with torch.no_grad():
+        module(x)
+        module.float()
+        assert _plan(module) is None
+        out = module(x.float())
+    torch.testing.assert_close(out, _dense_out(module, x.float()), rtol=1e-5, atol=1e-5)

@@ -108,6 +108,7 @@ class SparseConv2d(nn.Module):
 
     def _set_format(self, fmt):
         """Adopt a validated format's tensors (topology and values)."""
+        self.__dict__.pop("_plan", None)  # it holds the old ones
         self._meta = fmt.meta()  # python ints: forward reads no tensor data
         self._params = fmt.params()
         for name, value in self._params.items():
@@ -202,7 +203,8 @@ class SparseConv2d(nn.Module):
         """The eager inference call of this weight, kept while the weight's
         tensors and the conv arguments stay the same: resolving them costs a
         small layer as much as its kernel (ResNet-56 at batch 1)."""
-        key = (self.stride, self.padding, self.dilation, self.groups, self.backend, device)
+        key = (_frozen(self.stride), _frozen(self.padding), _frozen(self.dilation), self.groups,
+               self.backend, device)
         buffers = self._buffers  # no Module.__getattr__ per tensor
         tensors = [buffers[f] for f in self.FORMAT.Topology.TENSORS]
         plan = self.__dict__.get("_plan")
@@ -218,6 +220,11 @@ class SparseConv2d(nn.Module):
     def __getstate__(self):
         # A plan is a cache: copies and pickles rebuild their own.
         return {k: v for k, v in super().__getstate__().items() if k != "_plan"}
+
+    def _apply(self, fn, *args, **kwargs):
+        # .to() / .cuda() / .half(): the plan would hold the old tensors alive.
+        self.__dict__.pop("_plan", None)
+        return super()._apply(fn, *args, **kwargs)
 
     # ---- serialisation --------------------------------------------------
     def _load_from_state_dict(self, state_dict, prefix, local_metadata, strict, missing_keys,
@@ -252,3 +259,9 @@ class SparseConv2d(nn.Module):
             f"groups={self.groups}, bias={self.bias is not None}{params}, "
             f"sparsity={self.sparsity:.3f}, backend={self.backend!r}"
         )
+
+
+def _frozen(arg):
+    """A conv argument as a plan's key holds it: a list (which the caller may
+    still change in place) as a tuple."""
+    return tuple(arg) if isinstance(arg, list) else arg
