@@ -7,6 +7,7 @@
 #pragma once
 #include <torch/extension.h>
 
+#include <cmath>
 #include <cstdint>
 #include <limits>
 #include <vector>
@@ -71,6 +72,20 @@ inline void check_bias(const c10::optional<at::Tensor>& bias, const at::Tensor& 
                     like.device(), ", got ", bias->device());
   TORCH_CHECK_VALUE(bias->dim() == 1 && bias->size(0) == cout, "bias: expected shape [", cout,
                     "], got ", bias->sizes());
+}
+
+// The forward's epilogue clamp (a fused activation): out_min <= out_max,
+// neither NaN; -inf / inf leave that side unclamped.
+inline OutputClamp output_clamp(double out_min, double out_max) {
+  TORCH_CHECK_VALUE(!std::isnan(out_min) && !std::isnan(out_max) && out_min <= out_max,
+                    "out_min, out_max: expected out_min <= out_max, neither NaN, got ", out_min,
+                    ", ", out_max);
+  return {out_min, out_max};
+}
+
+// The CUDA kernels take no epilogue clamp yet: on a GPU it runs as its own pass.
+inline void clamp_unfused(at::Tensor& out, const OutputClamp& clamp) {
+  if (!out.is_cpu() && clamp.active()) out.clamp_(clamp.lo, clamp.hi);
 }
 
 // The geometry of one conv with every integer bounded. cin and cout must be

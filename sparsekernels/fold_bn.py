@@ -33,7 +33,7 @@ log = logging.getLogger("sparsekernels")
 _CONVS = (nn.Conv2d, SparseConv2d)
 
 
-class _Tracer(fx.Tracer):
+class SparseLeafTracer(fx.Tracer):
     """Keeps every conv (sparse ones run Python checks a proxy cannot) and
     every torch.nn module a leaf."""
 
@@ -49,7 +49,7 @@ def _foldable(bn: nn.Module) -> bool:
 def _pairs(model: nn.Module) -> list[tuple[str, str]]:
     """(conv name, BN name) for every BN applied to a conv's sole use."""
     try:
-        graph = _Tracer().trace(model)
+        graph = SparseLeafTracer().trace(model)
     except Exception as exc:  # fx raises many types for untraceable code
         raise TypeError(f"model: fold_batchnorm reads the model's graph with torch.fx, "
                         f"which cannot trace it ({type(exc).__name__}: {exc})") from exc

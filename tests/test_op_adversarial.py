@@ -17,6 +17,7 @@ import torch.nn.functional as F
 import sparsekernels as sk
 from sparsekernels import Block1xN
 from sparsekernels._ext import C
+from sparsekernels.activation import NO_CLAMP
 from sparsekernels.nn import Block1xNConv2d
 from sparsekernels.ops import backends
 
@@ -170,7 +171,7 @@ def test_compiled_functions_refuse_corrupt_operands():
         calls = {
             "forward": lambda: C.block1xn_forward(
                 a["x"], a["values"], a["row_ptr"], a["col_idx"], a["bias"], n, rows, cout,
-                *conv),
+                *conv, *NO_CLAMP),
             "grad_input": lambda: C.block1xn_grad_input(
                 a["grad_out"], a["values"], a["row_ptr"], a["col_idx"], a["col_ptr"],
                 a["block_idx"], a["block_row"], n, rows, cin, 5, 5, *conv),
@@ -187,7 +188,7 @@ def test_compiled_functions_refuse_a_wrong_row_count():
     with pytest.raises(ValueError, match="rows_per_group"):
         C.block1xn_forward(a["x"], a["values"], a["row_ptr"], a["col_idx"], a["bias"],
                            a["n"], 7, a["cout"], a["stride"], a["padding"], a["dilation"],
-                           a["groups"])
+                           a["groups"], *NO_CLAMP)
 
 
 def test_fully_pruned_layer_with_huge_n_is_refused_not_uninitialised():

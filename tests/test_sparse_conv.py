@@ -5,6 +5,8 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+from sparsekernels.activation import ACTIVATIONS
+from sparsekernels.conv_args import ConvArgs
 from sparsekernels.kinds import KINDS
 from sparsekernels.testing import (
     LOW_PRECISION, backends_here, devices_here, low_precision_budget, make_case, reference_grads,
@@ -259,3 +261,98 @@ def test_every_cpu_simd_path(monkeypatch, kind, path, dtype):
     tol = 1e-10 if dtype == torch.float64 else 1e-4
     for got, ref in zip([out, *grads], want):
         torch.testing.assert_close(got.double(), ref, rtol=tol, atol=tol)
+
+
+# ---- the forward's epilogue clamp (a fused activation) -------------------------
+def _scaled(case, factor=8.0):
+    """``case`` with weight and bias scaled so that outputs cross 0 and 6
+    (the input keeps its layout)."""
+    return case._replace(weight=case.weight.with_values(case.weight.values * factor),
+                         bias=None if case.bias is None else case.bias * factor)
+
+
+def _module_of(kind, case, backend):
+    return KINDS[kind].module.from_format(case.weight, case.bias, case.stride, case.padding,
+                                          case.dilation, backend=backend)
+
+
+@pytest.mark.parametrize("kind,name", [(k, c) for k in KINDS for c in CASES])
+@pytest.mark.parametrize("activation", ["relu", "relu6"])
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
+def test_fused_activation(kind, name, activation, dtype):
+    """A module's activation on every path: the CPU kernels' epilogue (eager
+    inference), a non-native backend's output clamped after, and the op
+    followed by the activation (autograd), all against the float64 reference."""
+    case = _scaled(_case(kind, name, dtype=dtype))
+    want = ACTIVATIONS[activation].apply(reference_output(case))
+    tol = 1e-10 if dtype == torch.float64 else 1e-4
+    for backend in FAST:
+        module = _module_of(kind, case, backend)
+        module.activation = activation
+        with torch.no_grad():
+            fused = module(case.x)
+        assert fused.dtype == dtype
+        torch.testing.assert_close(fused.double(), want, rtol=tol, atol=tol)
+        x = case.x.detach().clone().requires_grad_()
+        torch.testing.assert_close(module(x).double(), want, rtol=tol, atol=tol)
+    if want.numel() >= 100 and name not in ("fully_pruned", "dense"):  # the clamp bites
+        assert (want == 0).any() and (want > 0).any()
+        assert activation == "relu" or (want == 6).any()
+
+
+@pytest.mark.parametrize("kind", KINDS)
+@pytest.mark.parametrize("name", ["default", "pointwise_large", "odd_tiles", "fully_pruned",
+                                  "channels_last"])
+def test_native_epilogue_clamps_to_any_bounds(kind, name):
+    case = _case(kind, name)
+    topo, conv = case.weight.topology(), ConvArgs(case.stride, case.padding, case.dilation,
+                                                  case.groups)
+    native = KINDS[kind].module.OPS.impl("cpu")
+    out = native.forward(case.x, case.weight.values, topo, case.bias, conv, clamp=(-0.3, 0.2))
+    torch.testing.assert_close(out, reference_output(case).clamp(-0.3, 0.2), rtol=1e-10,
+                               atol=1e-10)
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_fused_activation_keeps_nan(kind):
+    """As torch.relu: a NaN output stays NaN (a clamp by comparisons alone
+    would turn it into 0)."""
+    case = _case(kind, "default")
+    x = case.x.clone()
+    x[0, :, 3, 4] = float("nan")
+    module = _module_of(kind, case, "cpu")
+    with torch.no_grad():
+        plain = module(x)
+        module.activation = "relu"
+        fused = module(x)
+    assert plain.isnan().any()
+    torch.testing.assert_close(fused, torch.relu(plain), equal_nan=True)
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_bad_epilogue_bounds_are_named(kind):
+    case = _case(kind, "default")
+    topo, conv = case.weight.topology(), ConvArgs(case.stride, case.padding, case.dilation,
+                                                  case.groups)
+    native = KINDS[kind].module.OPS.impl("cpu")
+    for bounds in [(1.0, 0.0), (float("nan"), 1.0), (0.0, float("nan"))]:
+        with pytest.raises(ValueError, match="out_min, out_max: expected out_min <= out_max"):
+            native.forward(case.x, case.weight.values, topo, case.bias, conv, clamp=bounds)
+    module = _module_of(kind, case, "cpu")
+    with pytest.raises(ValueError, match="activation: expected None or one of"):
+        module.activation = "gelu"
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_gradcheck_through_the_activation(kind):
+    case = _scaled(make_case(batch=1, cin=4, cout=6, hw=(5, 4), groups=2, stride=(2, 1),
+                             bias=True, kind=kind), factor=4.0)
+    module = _module_of(kind, case, "cpu")
+    module.activation = "relu6"
+
+    def fn(x, values, bias):
+        return torch.func.functional_call(module, {"values": values, "bias": bias}, (x,))
+
+    inputs = (case.x.requires_grad_(), case.weight.values.clone().requires_grad_(),
+              case.bias.clone().requires_grad_())
+    assert torch.autograd.gradcheck(fn, inputs)

@@ -33,7 +33,9 @@ import torch
 from torch import Tensor, nn
 
 from ..flops import count_flops
+from ..activation import with_activation
 from ..fold_bn import fold_batchnorm
+from ..fuse_activation import fuse_activations
 from ..models import MODELS, get_model
 from ..nn.base import SparseConv2d
 from ..nn.dynamic_pattern import DynamicPatternConv2d
@@ -100,6 +102,10 @@ def add_parser(sub) -> argparse.ArgumentParser:
                    help="fold eval-mode BatchNorm into the conv before it "
                         "(sparsekernels.fold_batchnorm) in every PyTorch model, dense and "
                         "sparse alike, as ONNX Runtime does for its dense run (default on)")
+    p.add_argument("--fuse-activations", action=argparse.BooleanOptionalAction, default=True,
+                   help="run the ReLU / ReLU6 after each sparse conv in the conv's epilogue "
+                        "(sparsekernels.fuse_activations, after --fold-bn), as ONNX Runtime "
+                        "fuses its dense convs' (default on)")
     p.add_argument("--pad-partial", action=argparse.BooleanOptionalAction, default=True,
                    help="pad the last block row where N does not divide a conv's "
                         "out_channels; --no-pad-partial leaves such convs dense")
@@ -167,12 +173,14 @@ def _variants(args, arch: str, dtype: torch.dtype, device, backends,
 
 
 def _folded(args, variants: list) -> list:
-    """``variants`` with BN folded into every PyTorch model (--fold-bn): after
+    """``variants`` with BN folded into every PyTorch model (--fold-bn), then
+    activations fused into their sparse convs (--fuse-activations): after
     sparsifying, so the masks are those of the model as trained."""
-    if args.fold_bn:
-        for v in variants:
-            if v.forward is None:
-                fold_batchnorm(v.model)
+    for v in variants:
+        if v.forward is None and args.fold_bn:
+            fold_batchnorm(v.model)
+        if v.forward is None and args.fuse_activations and v.config["kind"] is not None:
+            v.model = fuse_activations(v.model)
     return variants
 
 
@@ -207,11 +215,12 @@ def _saved_config(record: dict, model: nn.Module) -> dict:
 
 
 def _reference(variant: Variant) -> nn.Module:
-    """float64 copy with every sparse conv decoded to a dense nn.Conv2d."""
+    """float64 copy with every sparse conv decoded to a dense nn.Conv2d (and
+    its fused activation)."""
     ref = copy.deepcopy(variant.model)
     for name, m in list(ref.named_modules()):
         if isinstance(m, SparseConv2d):
-            replace_module(ref, name, m.to_dense())
+            replace_module(ref, name, with_activation(m.to_dense(), m.activation))
     return ref.double()
 
 
@@ -289,7 +298,7 @@ def run_network(args, arch: str, dtype: torch.dtype, batch: int, device, backend
     inputs = _inputs(args, arch, dtype, batch, device)
     shared = {**shared, "arch": arch, "input_shape": list(MODELS[arch].input_shape),
               "batch": batch, "dtype": str(dtype).removeprefix("torch."), "exclude": exclude,
-              "fold_bn": bool(args.fold_bn)}
+              "fold_bn": bool(args.fold_bn), "fuse_activations": bool(args.fuse_activations)}
     records = []
     modes = ("eager", "compiled") if args.compile else ("eager",)
     # Every compiled variant is one more dynamo cache entry of the same forward code.

@@ -18,7 +18,9 @@ records say which engine ran the model (``engine``, ``engine_version``: the
 ONNX Runtime dense baseline), which dense baseline their speed-up is against
 (``dense_engine``) and the saved model they time (``model_file``); 5 = the
 oneDNN ISA cap and BN folding; 6 = layer records carry the cuSPARSELt 2:4
-peer (``peer_2to4_ms``, ``peer_2to4_gemm_ms``, ``speedup_vs_2to4``). Older
+peer (``peer_2to4_ms``, ``peer_2to4_gemm_ms``, ``speedup_vs_2to4``); 7 =
+network records say whether activations were fused into the sparse convs
+(``fuse_activations``). Older
 files are read as the current version with each added field as it was there
 (null, or for a version-3 network record PyTorch and no file).
 """
@@ -30,7 +32,7 @@ import os
 
 from ..atomic_file import atomic_write
 
-SCHEMA_VERSION = 6
+SCHEMA_VERSION = 7
 
 
 def _v4_fields(record: dict) -> dict:
@@ -49,7 +51,9 @@ _ADDED = {3: lambda record: dict.fromkeys(("patterns", "entries", "connectivity"
                                 else {})},
           6: lambda record: (dict.fromkeys(("peer_2to4_ms", "peer_2to4_gemm_ms",
                                             "speedup_vs_2to4"))
-                             if record.get("record_type") == "layer" else {})}
+                             if record.get("record_type") == "layer" else {}),
+          7: lambda record: ({"fuse_activations": False}
+                             if record.get("record_type") == "network" else {})}
 
 # field -> (type, meaning). Types: str, int, number, bool, list[int], list[str];
 # " or null" allows null.
@@ -146,6 +150,8 @@ NETWORK = {
     "exclude": ("list[str]", "conv name globs kept dense on request (the stem by default)"),
     "fold_bn": ("bool", "eval-mode BatchNorm folded into the convs (dense and sparse PyTorch "
                         "models; ONNX Runtime folds its own)"),
+    "fuse_activations": ("bool", "ReLU / ReLU6 after a sparse conv run in its epilogue "
+                                 "(sparsekernels.fuse_activations; ONNX Runtime fuses its own)"),
     "convs": ("int", "nn.Conv2d layers of the dense model"),
     "sparse_convs": ("int", "convs swapped for the kind's sparse module"),
     "dense_convs": ("list[str]", "names of the convs left dense (excluded, depthwise, ...)"),

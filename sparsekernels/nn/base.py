@@ -5,7 +5,8 @@ A kind's module sets ``FORMAT`` (its format class) and ``OPS`` (its custom
 ops) and adds a ``from_dense``; the base holds the conv arguments (padding
 modes and string padding as ``nn.Conv2d``), the trainable ``values``, the
 saved index tensors and geometry (``meta``), the derived index tensors (rebuilt,
-never saved), validated loading, ``to_dense`` and ``forward``. The format
+never saved), validated loading, ``to_dense``, ``forward`` and the fused
+``activation`` (inference: ``sparsekernels.fuse_activations`` sets it). The format
 class provides ``INDEX_TENSORS``, ``Topology`` (with ``TENSORS``,
 ``from_op_args`` and ``sparsity``),
 ``pruned``, ``from_state_dict``, and per instance ``topology()``,
@@ -19,6 +20,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from ..activation import ACTIVATIONS, check_activation
 from ..conv_args import as_int, resolve_conv_args
 from ..layer_select import is_depthwise
 from ..ops.sparse_conv import (
@@ -65,6 +67,7 @@ class SparseConv2d(nn.Module):
             nn.Parameter(torch.zeros(out_channels, device=device, dtype=dtype)) if bias else None
         )
         self._set_format(empty)
+        self.activation = None
 
     @classmethod
     def _derived(cls) -> tuple[str, ...]:
@@ -187,6 +190,17 @@ class SparseConv2d(nn.Module):
         return conv
 
     # ---- forward --------------------------------------------------------
+    @property
+    def activation(self) -> Optional[str]:
+        """The activation run after the conv (a key of ``ACTIVATIONS``, or
+        None): in the CPU kernels' epilogue where the call is eager
+        inference, else applied to the op's output."""
+        return self.__dict__.get("_activation")
+
+    @activation.setter
+    def activation(self, name: Optional[str]) -> None:
+        self.__dict__["_activation"] = check_activation(name)
+
     def forward(self, input: Tensor) -> Tensor:
         if (self.padding_mode == "zeros" and isinstance(input, Tensor) and input.dim() == 4
                 and _plain_inference(input, self.values, self.bias)):
@@ -195,16 +209,17 @@ class SparseConv2d(nn.Module):
         if self.padding_mode != "zeros":
             input = F.pad(input, self._mode_padding, mode=self.padding_mode)
             padding = 0
-        return apply_sparse_conv(self.OPS, input, self.values, self.topology(), self.bias,
-                                 stride=self.stride, padding=padding, dilation=self.dilation,
-                                 groups=self.groups, backend=self.backend)
+        out = apply_sparse_conv(self.OPS, input, self.values, self.topology(), self.bias,
+                                stride=self.stride, padding=padding, dilation=self.dilation,
+                                groups=self.groups, backend=self.backend)
+        return out if self.activation is None else ACTIVATIONS[self.activation].apply(out)
 
     def _inference_plan(self, device: torch.device) -> InferencePlan:
         """The eager inference call of this weight, kept while the weight's
         tensors and the conv arguments stay the same: resolving them costs a
         small layer as much as its kernel (ResNet-56 at batch 1)."""
         key = (_frozen(self.stride), _frozen(self.padding), _frozen(self.dilation), self.groups,
-               self.backend, device)
+               self.backend, device, self.activation)
         buffers = self._buffers  # no Module.__getattr__ per tensor
         tensors = [buffers[f] for f in self.FORMAT.Topology.TENSORS]
         plan = self.__dict__.get("_plan")
@@ -213,7 +228,8 @@ class SparseConv2d(nn.Module):
             plan = InferencePlan(self.OPS, self.values, self.topology(), self.bias,
                                  stride=self.stride, padding=self.padding,
                                  dilation=self.dilation, groups=self.groups,
-                                 backend=self.backend, device=device, key=key)
+                                 backend=self.backend, device=device, key=key,
+                                 activation=self.activation)
             self.__dict__["_plan"] = plan  # not a submodule, parameter or buffer
         return plan
 
@@ -258,6 +274,7 @@ class SparseConv2d(nn.Module):
             f"stride={self.stride}, padding={self.padding}, dilation={self.dilation}, "
             f"groups={self.groups}, bias={self.bias is not None}{params}, "
             f"sparsity={self.sparsity:.3f}, backend={self.backend!r}"
+            + (f", activation={self.activation!r}" if self.activation else "")
         )
 
 

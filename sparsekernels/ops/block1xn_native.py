@@ -5,17 +5,18 @@ Half-precision inputs run in float32 on the CPU (``backends.native_dtype``).
 from __future__ import annotations
 
 from .._ext import C
+from ..activation import NO_CLAMP
 from ..conv_args import Bias, ConvArgs
 from ..formats.block1xn import BlockTopology
 from .backends import cast, native_dtype
 
 
-def forward(x, values, topo: BlockTopology, bias: Bias, conv: ConvArgs):
+def forward(x, values, topo: BlockTopology, bias: Bias, conv: ConvArgs, clamp=NO_CLAMP):
     work = native_dtype(x)
     out = C.block1xn_forward(
         cast(x, work), cast(values, work), topo.row_ptr, topo.col_idx, cast(bias, work),
         topo.n, topo.rows_per_group, topo.cout, list(conv.stride), list(conv.padding),
-        list(conv.dilation), conv.groups,
+        list(conv.dilation), conv.groups, *clamp,
     )
     return cast(out, x.dtype)
 

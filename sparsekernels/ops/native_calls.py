@@ -1,7 +1,8 @@
 """CPU and CUDA backends of the kinds whose ``sparsekernels._C`` functions
 take the topology's ``TENSORS`` in order (stripe, pattern): thin calls
 
-    <slug>_forward(x, values, *tensors, bias, cout, kh, kw, stride, padding, dilation, groups)
+    <slug>_forward(x, values, *tensors, bias, cout, kh, kw, stride, padding, dilation, groups,
+                   out_min, out_max)
     <slug>_grad_input(grad_out, values, *tensors, cin, in_h, in_w, kh, kw, ...)
     <slug>_grad_weight(x, grad_out, *tensors, kh, kw, ...)
 
@@ -12,6 +13,7 @@ from __future__ import annotations
 from types import SimpleNamespace
 
 from .. import _ext
+from ..activation import NO_CLAMP
 from ..conv_args import Bias, ConvArgs
 from .backends import cast, native_dtype
 
@@ -26,11 +28,11 @@ def native_backend(slug: str) -> SimpleNamespace:
     def tensors(topo):
         return tuple(getattr(topo, f) for f in topo.TENSORS)
 
-    def forward(x, values, topo, bias: Bias, conv: ConvArgs):
+    def forward(x, values, topo, bias: Bias, conv: ConvArgs, clamp=NO_CLAMP):
         work = native_dtype(x)
         out = getattr(_ext.C, f"{slug}_forward")(
             cast(x, work), cast(values, work), *tensors(topo), cast(bias, work), topo.cout,
-            *topo.kernel_size, *_conv_args(conv))
+            *topo.kernel_size, *_conv_args(conv), *clamp)
         return cast(out, x.dtype)
 
     def grad_input(grad_out, values, topo, conv: ConvArgs, in_hw):

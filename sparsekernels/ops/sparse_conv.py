@@ -27,6 +27,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from ..activation import ACTIVATIONS, bounds_of
 from ..conv_args import check_conv_args, output_hw, resolve_conv_args
 from . import backends
 from .checks import NATIVE, KindChecks
@@ -213,10 +214,13 @@ class InferencePlan:
     topology object. Per call it still checks the input against the weight
     (here, then in the backend: the native backends check every operand in
     C++, the others get the op body's checks), so a plan caches only what
-    does not depend on the input. Its holder keeps it while ``matches``."""
+    does not depend on the input. Its holder keeps it while ``matches``.
+    ``activation`` (a key of ``ACTIVATIONS``, or None) follows the conv: the
+    native backends clamp in their epilogue, the others apply it after."""
 
     def __init__(self, ops: SparseConvOps, values: Tensor, topo, bias, *, stride, padding,
-                 dilation, groups, backend: str, device: torch.device, key: tuple):
+                 dilation, groups, backend: str, device: torch.device, key: tuple,
+                 activation: Optional[str] = None):
         self.conv, self.extra = resolve_conv_args(stride, padding, dilation, groups,
                                                   topo.shape[2:])
         self.resolved = backends.resolve(backend, device)
@@ -226,6 +230,8 @@ class InferencePlan:
         # The native backends check every operand in C++ (the same checks as
         # the op body's, by the same names): their forward is called directly.
         self.native = ops.impl(self.resolved).forward if self.resolved in NATIVE else None
+        self.clamp = bounds_of(activation)
+        self.activation = None if activation is None else ACTIVATIONS[activation].apply
 
     def matches(self, values: Tensor, bias, tensors, key: tuple) -> bool:
         """Whether the weight is still the same tensors, unmodified (identity
@@ -246,9 +252,11 @@ class InferencePlan:
         if self.extra != (0, 0):
             x = F.pad(x, (0, self.extra[1], 0, self.extra[0]))
         if self.native is not None:
-            return _like_input(self.native(x, self.values, self.topo, self.bias, self.conv), x)
-        return self.ops.run_forward(x, self.values, self.topo, self.bias, self.conv,
-                                    self.resolved)
+            return _like_input(self.native(x, self.values, self.topo, self.bias, self.conv,
+                                           self.clamp), x)
+        out = self.ops.run_forward(x, self.values, self.topo, self.bias, self.conv,
+                                   self.resolved)
+        return out if self.activation is None else self.activation(out)
 
 
 def topo_tensors(topo) -> list[Tensor]:

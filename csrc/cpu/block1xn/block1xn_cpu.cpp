@@ -16,9 +16,10 @@ namespace cpu {
 
 template <typename T>
 void block1xn_forward(const ConvGeometry& geo, const Block1xN& blocks, const T* values,
-                      const T* input, Strides4 in_strides, const T* bias, T* output,
+                      const T* input, Strides4 in_strides, const T* bias,
+                      const OutputClamp& clamp, T* output,
                       int num_threads) {
-  SK_DISPATCH(detail::block1xn, forward<T>, geo, blocks, values, input, in_strides, bias,
+  SK_DISPATCH(detail::block1xn, forward<T>, geo, blocks, values, input, in_strides, bias, clamp,
               output, num_threads)
 }
 
@@ -40,7 +41,8 @@ void block1xn_grad_weight(const ConvGeometry& geo, const Block1xN& blocks, const
 
 #define SK_INSTANTIATE(T)                                                                  \
   template void block1xn_forward<T>(const ConvGeometry&, const Block1xN&, const T*,       \
-                                    const T*, Strides4, const T*, T*, int);                \
+                                    const T*, Strides4, const T*, const OutputClamp&, T*,  \
+                                    int);                                                  \
   template void block1xn_grad_input<T>(const ConvGeometry&, const Block1xN&, const T*,    \
                                        const T*, Strides4, T*, int);                       \
   template void block1xn_grad_weight<T>(const ConvGeometry&, const Block1xN&, const T*,   \

@@ -9,11 +9,12 @@
 namespace sparsekernels {
 namespace cpu {
 
-// output[N, Cout, OH, OW] (NCHW contiguous) = conv(input, W) + bias.
+// output[N, Cout, OH, OW] (NCHW contiguous) = clamp(conv(input, W) + bias).
 // input is read through in_strides; bias may be null.
 template <typename T>
 void block1xn_forward(const ConvGeometry& geo, const Block1xN& blocks, const T* values,
-                      const T* input, Strides4 in_strides, const T* bias, T* output,
+                      const T* input, Strides4 in_strides, const T* bias,
+                      const OutputClamp& clamp, T* output,
                       int num_threads);
 
 // grad_input[N, Cin, H, W] (NCHW contiguous) = conv_transpose(grad_out, W).

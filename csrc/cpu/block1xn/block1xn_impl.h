@@ -37,11 +37,12 @@ struct FwdTile {
   const T* w;              // the row's first block, [taps][n], at lane j0
   int64_t nblocks;
   int n;                   // weight stride of one tap
+  OutputClamp clamp;       // the epilogue after the bias (a fused activation)
 };
 
 // acc[j][u] = init[j] + sum over the row's blocks k and taps t of
 // w[k][t][j] * x[col[k]][off[t] + u*L ..]: J channels x U vectors at wide
-// pixel q, stored straight from the registers: vector u to output offset
+// pixel q, clamped (a.clamp) and stored straight from the registers: vector u to output offset
 // dst[u] of each channel's plane (its pixels real and consecutive there), or,
 // where dst[u] < 0, into tmp[j][u*L ..] (row stride U*L) for fwd_store.
 template <typename T, int J, int U>
@@ -76,6 +77,11 @@ inline void fwd_tile(const FwdTile<T>& a, int64_t q, const int64_t* dst, const T
         for (int u = 0; u < U; ++u) acc[j][u] = vfma(s, xv[u], acc[j][u]);
       }
     }
+  }
+  if (a.clamp.active()) {
+    const T lo = T(a.clamp.lo), hi = T(a.clamp.hi);
+    for (int j = 0; j < J; ++j)
+      for (int u = 0; u < U; ++u) acc[j][u] = vclamp(acc[j][u], lo, hi);
   }
   for (int u = 0; u < U; ++u) {
     if (dst[u] >= 0) {
@@ -180,7 +186,7 @@ struct FwdSource {
 // chunk keeps the group's input rows over it in L2 while its rows sweep it.
 template <typename T>
 void fwd_sweep(const ConvGeometry& geo, const Block1xN& bk, const T* values, const T* bias,
-               const FwdSource<T>& src, int64_t chunk, int64_t b0, T* tmp,
+               const OutputClamp& clamp, const FwdSource<T>& src, int64_t chunk, int64_t b0, T* tmp,
                StoreMap& map, T* output, int num_threads) {
   const int64_t ohw = geo.out_h * geo.out_w, cin_g = geo.cin_per_group();
   const int taps = geo.taps();
@@ -209,7 +215,7 @@ void fwd_sweep(const ConvGeometry& geo, const Block1xN& bk, const T* values, con
       const int64_t o0 = block_row_first_out(geo, bk, r);
       const int32_t k0 = bk.row_ptr[r];
       FwdTile<T> a{src.x + g * cin_g * src.cs, src.cs, src.off, taps, bk.col_idx + k0,
-                   values + int64_t(k0) * taps * bk.n, bk.row_ptr[r + 1] - k0, bk.n};
+                   values + int64_t(k0) * taps * bk.n, bk.row_ptr[r + 1] - k0, bk.n, clamp};
       for (int j0 = 0; j0 < valid; j0 += kFwdMaxJ, a.w += kFwdMaxJ) {
         const T* init = bias ? bias + o0 + j0 : nullptr;
         T* out = output + b0 * geo.cout * ohw + (o0 + j0) * ohw;
@@ -232,7 +238,7 @@ inline bool reads_in_place(const ConvGeometry& geo, Strides4 s, int lanes) {
 
 template <typename T>
 void forward(const ConvGeometry& geo, const Block1xN& bk, const T* values,
-             const T* input, Strides4 in_s, const T* bias, T* output,
+             const T* input, Strides4 in_s, const T* bias, const OutputClamp& clamp, T* output,
              int num_threads) {
   using namespace wide;
   constexpr int L = lanes<T>();
@@ -256,7 +262,7 @@ void forward(const ConvGeometry& geo, const Block1xN& bk, const T* values,
       for (int64_t b = 0; b < geo.batch; ++b) {
         FwdSource<T> img = src;
         img.x = input + b * in_s.n;
-        fwd_sweep(geo, bk, values, bias, img, chunk, b, tmp, map, output, num_threads);
+        fwd_sweep(geo, bk, values, bias, clamp, img, chunk, b, tmp, map, output, num_threads);
       }
     }
     return;
@@ -277,7 +283,8 @@ void forward(const ConvGeometry& geo, const Block1xN& bk, const T* values,
       const Wide wide = src.layout(nb);
       // Up to the last real pixel (wide.npix is rounded up to the tile).
       const int64_t npix = ((nb - 1) * wide.rh + wide.vh - 1) * wide.ww + wide.vw;
-      fwd_sweep(geo, bk, values, bias, FwdSource<T>{src.buf, src.cs, src.off.data(), wide, npix},
+      fwd_sweep(geo, bk, values, bias, clamp,
+                FwdSource<T>{src.buf, src.cs, src.off.data(), wide, npix},
                 chunk, b0, tmp, map, output, num_threads);
     }
   }

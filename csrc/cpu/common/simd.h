@@ -36,6 +36,25 @@ template <typename V, typename T>
 inline V vbcast(T s) {
   return s - V{};
 }
+// min(max(v, lo), hi) per lane, NaN kept (OutputClamp's rule: a comparison
+// with NaN is false, so the lane passes through).
+template <typename V, typename T>
+inline V vclamp(V v, T lo, T hi) {
+  const V l = vbcast<V>(lo), h = vbcast<V>(hi);
+  v = v < l ? l : v;
+  return v > h ? h : v;
+}
+// The same over n scalars of a buffer, before it is stored.
+template <typename T>
+inline void clamp_row(T* p, int64_t n, const OutputClamp& c) {
+  using V = typename Vec<T>::type;
+  constexpr int L = lanes<T>();
+  const T lo = T(c.lo), hi = T(c.hi);
+  int64_t i = 0;
+  for (; i + L <= n; i += L) vstore(p + i, vclamp(vload<V>(p + i), lo, hi));
+  for (; i < n; ++i) p[i] = c(p[i]);
+}
+
 template <typename V>
 inline auto vsum(V v) -> typename std::remove_reference<decltype(v[0])>::type {
   auto s = v[0];

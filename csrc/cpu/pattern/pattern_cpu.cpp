@@ -18,9 +18,10 @@ namespace cpu {
 
 template <typename T>
 void pattern_forward(const ConvGeometry& geo, const Patterns& patterns, const T* values,
-                     const T* input, Strides4 in_strides, const T* bias, T* output,
+                     const T* input, Strides4 in_strides, const T* bias,
+                     const OutputClamp& clamp, T* output,
                      int num_threads, uint64_t topology_id) {
-  SK_DISPATCH(detail::pattern, forward<T>, geo, patterns, values, input, in_strides, bias,
+  SK_DISPATCH(detail::pattern, forward<T>, geo, patterns, values, input, in_strides, bias, clamp,
               output, num_threads, topology_id)
 }
 
@@ -42,7 +43,8 @@ void pattern_grad_weight(const ConvGeometry& geo, const Patterns& patterns, cons
 
 #define SK_INSTANTIATE(T)                                                                     \
   template void pattern_forward<T>(const ConvGeometry&, const Patterns&, const T*, const T*, \
-                                   Strides4, const T*, T*, int, uint64_t);                          \
+                                   Strides4, const T*, const OutputClamp&, T*, int,         \
+                                   uint64_t);                                               \
   template void pattern_grad_input<T>(const ConvGeometry&, const Patterns&, const T*,        \
                                       const T*, Strides4, T*, int, uint64_t);                \
   template void pattern_grad_weight<T>(const ConvGeometry&, const Patterns&, const T*,       \

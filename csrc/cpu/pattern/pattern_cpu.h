@@ -11,14 +11,15 @@
 namespace sparsekernels {
 namespace cpu {
 
-// output[N, Cout, OH, OW] (NCHW contiguous) = conv(input, W) + bias.
+// output[N, Cout, OH, OW] (NCHW contiguous) = clamp(conv(input, W) + bias).
 // input is read through in_strides; bias may be null; values [nnz values] (flat).
 // Reads the CSR; grad-input may read the transposed view. topology_id != 0:
 // an id the bindings gave these (validated) index tensors, under which the
 // weight plan's offsets are cached (pattern_plans.h); 0: built per call.
 template <typename T>
 void pattern_forward(const ConvGeometry& geo, const Patterns& patterns, const T* values,
-                    const T* input, Strides4 in_strides, const T* bias, T* output,
+                    const T* input, Strides4 in_strides, const T* bias,
+                    const OutputClamp& clamp, T* output,
                     int num_threads, uint64_t topology_id = 0);
 
 // grad_input[N, Cin, H, W] (NCHW contiguous) = conv_transpose(grad_out, W).

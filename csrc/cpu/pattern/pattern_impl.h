@@ -59,8 +59,8 @@ inline void sweep_tile(const T* base, const pattern_plan::Entry<T>* ent, int64_t
 // `plan.cols` planes of the source.
 template <typename T, typename Source>
 void sweep_conv(const ConvGeometry& geo, const pattern_plan::Plan<T>& plan, Source& src,
-                const T* act, Strides4 s, const T* bias, T* out, int64_t out_hw,
-                int num_threads) {
+                const T* act, Strides4 s, const T* bias, const OutputClamp& clamp, T* out,
+                int64_t out_hw, int num_threads) {
   using namespace wide;
   constexpr int64_t TT = kR * lanes<T>();
   const int64_t G = geo.groups, rows_g = plan.rows / G, nbk = plan.nblocks;
@@ -87,9 +87,9 @@ void sweep_conv(const ConvGeometry& geo, const pattern_plan::Plan<T>& plan, Sour
             T* y = ybuf + rl * TT;
             sweep_tile<T>(base, plan.ent.data() + lo, hi - lo,
                           bk ? y : nullptr, bias ? bias[row] : T(0), last ? tmp : y);
-            if (last)
-              wide.store(tmp, q0, TT, out + (b0 * plan.rows + row) * out_hw,
-                         plan.rows * out_hw);
+            if (!last) continue;
+            if (clamp.active()) clamp_row(tmp, TT, clamp);
+            wide.store(tmp, q0, TT, out + (b0 * plan.rows + row) * out_hw, plan.rows * out_hw);
           }
         }
       }
@@ -99,7 +99,8 @@ void sweep_conv(const ConvGeometry& geo, const pattern_plan::Plan<T>& plan, Sour
 
 template <typename T>
 void forward(const ConvGeometry& geo, const Patterns& p, const T* values, const T* input,
-             Strides4 in_s, const T* bias, T* output, int num_threads, uint64_t topology_id) {
+             Strides4 in_s, const T* bias, const OutputClamp& clamp, T* output, int num_threads,
+             uint64_t topology_id) {
   using namespace wide;
   constexpr int64_t TT = kR * lanes<T>();
   const int64_t ohw = geo.out_h * geo.out_w;
@@ -109,7 +110,8 @@ void forward(const ConvGeometry& geo, const Patterns& p, const T* values, const 
     const int64_t planes = geo.batch * geo.cout;
 #pragma omp parallel for num_threads(num_threads) schedule(static)
     for (int64_t i = 0; i < planes; ++i)
-      std::fill(output + i * ohw, output + (i + 1) * ohw, bias ? bias[i % geo.cout] : T(0));
+      std::fill(output + i * ohw, output + (i + 1) * ohw,
+                clamp(bias ? bias[i % geo.cout] : T(0)));
     return;
   }
   InputSource<T> src(geo, TT);
@@ -125,7 +127,7 @@ void forward(const ConvGeometry& geo, const Patterns& p, const T* values, const 
                         values)
                   : pattern_plan::forward_plan<T>(geo, p, values, src.cs, src.off, block,
                                                   nblocks);
-  sweep_conv<T>(geo, plan, src, input, in_s, bias, output, ohw, num_threads);
+  sweep_conv<T>(geo, plan, src, input, in_s, bias, clamp, output, ohw, num_threads);
 }
 
 template <typename T>
@@ -157,7 +159,8 @@ void grad_input(const ConvGeometry& geo, const Patterns& p, const T* values, con
                                                     pattern_plan::PlanKind::kGradInput),
                 values)
           : pattern_plan::grad_input_plan<T>(geo, p, values, src.cs, src.off, block, nblocks);
-  sweep_conv<T>(geo, plan, src, grad_out, go_s, nullptr, grad_input, hw, num_threads);
+  sweep_conv<T>(geo, plan, src, grad_out, go_s, nullptr, OutputClamp{}, grad_input, hw,
+                num_threads);
 }
 
 // gv[val[e]] += sum_q g[q] * base[ent[e].off + q] over the tile, g in

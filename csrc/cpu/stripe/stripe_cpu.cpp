@@ -18,10 +18,11 @@ namespace cpu {
 
 template <typename T>
 void stripe_forward(const ConvGeometry& geo, const Stripes& stripes, const T* values,
-                    const T* input, Strides4 in_strides, const T* bias, T* output,
+                    const T* input, Strides4 in_strides, const T* bias,
+                    const OutputClamp& clamp, T* output,
                     int num_threads) {
-  SK_DISPATCH(detail::stripe, forward<T>, geo, stripes, values, input, in_strides, bias, output,
-              num_threads)
+  SK_DISPATCH(detail::stripe, forward<T>, geo, stripes, values, input, in_strides, bias, clamp,
+              output, num_threads)
 }
 
 template <typename T>
@@ -41,7 +42,7 @@ void stripe_grad_weight(const ConvGeometry& geo, const Stripes& stripes, const T
 
 #define SK_INSTANTIATE(T)                                                                   \
   template void stripe_forward<T>(const ConvGeometry&, const Stripes&, const T*, const T*, \
-                                  Strides4, const T*, T*, int);                            \
+                                  Strides4, const T*, const OutputClamp&, T*, int);        \
   template void stripe_grad_input<T>(const ConvGeometry&, const Stripes&, const T*,        \
                                      const T*, Strides4, T*, int);                         \
   template void stripe_grad_weight<T>(const ConvGeometry&, const Stripes&, const T*,       \

@@ -9,12 +9,13 @@
 namespace sparsekernels {
 namespace cpu {
 
-// output[N, Cout, OH, OW] (NCHW contiguous) = conv(input, W) + bias.
+// output[N, Cout, OH, OW] (NCHW contiguous) = clamp(conv(input, W) + bias).
 // input is read through in_strides; bias may be null; values [nnz, Cin/g].
 // Reads the CSR and the transposed view of `stripes`.
 template <typename T>
 void stripe_forward(const ConvGeometry& geo, const Stripes& stripes, const T* values,
-                    const T* input, Strides4 in_strides, const T* bias, T* output,
+                    const T* input, Strides4 in_strides, const T* bias,
+                    const OutputClamp& clamp, T* output,
                     int num_threads);
 
 // grad_input[N, Cin, H, W] (NCHW contiguous) = conv_transpose(grad_out, W).

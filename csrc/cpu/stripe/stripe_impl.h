@@ -96,7 +96,8 @@ void fwd_tile(const T* w, const T* x, int64_t cs, int64_t cin_g, T* const* yrows
 
 template <typename T>
 void forward(const ConvGeometry& geo, const Stripes& st, const T* values, const T* input,
-             Strides4 in_s, const T* bias, T* output, int num_threads) {
+             Strides4 in_s, const T* bias, const OutputClamp& clamp, T* output,
+             int num_threads) {
   using namespace stripe_plan;
   constexpr int L = lanes<T>();
   constexpr int64_t QT = kPV * L;
@@ -183,9 +184,11 @@ void forward(const ConvGeometry& geo, const Stripes& st, const T* values, const 
             }
           }
         }
-        for (int64_t o = 0; o < on; ++o)
+        for (int64_t o = 0; o < on; ++o) {
+          if (clamp.active()) clamp_row(y + o * CH, nq, clamp);
           wide.store(y + o * CH, q0, nq, output + b0 * geo.cout * ohw + (ofirst + o) * ohw,
-                         geo.cout * ohw);
+                     geo.cout * ohw);
+        }
       }
     }
   }

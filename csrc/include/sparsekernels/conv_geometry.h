@@ -3,6 +3,7 @@
 // definition and nvcc can compile-check everything without torch.
 #pragma once
 #include <cstdint>
+#include <limits>
 
 #if defined(__CUDACC__)
 #define SK_HOST_DEVICE __host__ __device__ __forceinline__
@@ -35,6 +36,25 @@ struct ConvGeometry {
 // channels_last or otherwise non-contiguous activations without a copy.
 struct Strides4 {
   int64_t n, c, h, w;
+};
+
+// The forward's epilogue after the bias: out = min(max(out, lo), hi), NaN
+// kept (as torch.clamp and relu keep it). A fused ReLU is (0, inf), ReLU6
+// (0, 6); the default clamps nothing.
+struct OutputClamp {
+  double lo = -std::numeric_limits<double>::infinity();
+  double hi = std::numeric_limits<double>::infinity();
+
+  bool active() const {
+    return lo > -std::numeric_limits<double>::infinity() ||
+           hi < std::numeric_limits<double>::infinity();
+  }
+  // A comparison with NaN is false: a NaN passes through.
+  template <typename T>
+  T operator()(T v) const {
+    v = v < T(lo) ? T(lo) : v;
+    return v > T(hi) ? T(hi) : v;
+  }
 };
 
 }  // namespace sparsekernels

@@ -1,0 +1,48 @@
+"""Activations a sparse conv runs in its forward's epilogue (inference).
+
+Each is a clamp of the conv's output, ``min(max(y, lo), hi)`` with NaN kept:
+the CPU kernels apply it in registers before the store (``OutputClamp`` in
+``csrc/include/sparsekernels/conv_geometry.h``), which saves the separate pass
+over the activations that a ReLU module costs (as much memory traffic as a 1x1
+conv's own output). Everywhere else (autograd, ``torch.compile``, the CUDA
+and Triton backends) the module applies the same function after the op.
+``fuse_activations`` sets a conv's activation from the model's graph.
+"""
+from __future__ import annotations
+
+import math
+from typing import Callable, NamedTuple, Optional
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+
+class Activation(NamedTuple):
+    bounds: tuple[float, float]  # the clamp the kernels apply: (out_min, out_max)
+    apply: Callable[[Tensor], Tensor]  # the same, as a torch function
+    module: type  # the nn module it stands for
+    functions: tuple  # the torch functions it stands for (fuse_activations)
+
+
+ACTIVATIONS = {
+    "relu": Activation((0.0, math.inf), F.relu, nn.ReLU, (F.relu, torch.relu, torch.relu_)),
+    "relu6": Activation((0.0, 6.0), F.relu6, nn.ReLU6, (F.relu6,)),
+}
+NO_CLAMP = (-math.inf, math.inf)
+
+
+def check_activation(name: Optional[str]) -> Optional[str]:
+    if name is not None and name not in ACTIVATIONS:
+        raise ValueError(f"activation: expected None or one of {sorted(ACTIVATIONS)}, "
+                         f"got {name!r}")
+    return name
+
+
+def bounds_of(name: Optional[str]) -> tuple[float, float]:
+    return NO_CLAMP if name is None else ACTIVATIONS[name].bounds
+
+
+def with_activation(module: nn.Module, name: Optional[str]) -> nn.Module:
+    """``module`` followed by activation ``name`` (itself when None)."""
+    return module if name is None else nn.Sequential(module, ACTIVATIONS[name].module())
