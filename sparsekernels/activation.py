@@ -6,7 +6,8 @@ the CPU kernels apply it in registers before the store (``OutputClamp`` in
 over the activations that a ReLU module costs (as much memory traffic as a 1x1
 conv's own output). Everywhere else (autograd, ``torch.compile``, the CUDA
 and Triton backends) the module applies the same function after the op.
-``fuse_activations`` sets a conv's activation from the model's graph.
+``FusedActivation`` is the slot a conv module holds one in;
+``fuse_activations`` fills it from the model's graph.
 """
 from __future__ import annotations
 
@@ -41,6 +42,27 @@ def check_activation(name: Optional[str]) -> Optional[str]:
 
 def bounds_of(name: Optional[str]) -> tuple[float, float]:
     return NO_CLAMP if name is None else ACTIVATIONS[name].bounds
+
+
+class FusedActivation:
+    """Mixin of a conv module whose forward can end in an activation: the
+    ``activation`` slot (a key of ``ACTIVATIONS``, or None) and ``_activated``,
+    which applies it to an output computed without it."""
+
+    @property
+    def activation(self) -> Optional[str]:
+        return self.__dict__.get("_activation")
+
+    @activation.setter
+    def activation(self, name: Optional[str]) -> None:
+        self.__dict__["_activation"] = check_activation(name)
+
+    def _activated(self, out: Tensor) -> Tensor:
+        name = self.activation
+        return out if name is None else ACTIVATIONS[name].apply(out)
+
+    def _activation_repr(self) -> str:
+        return f", activation={self.activation!r}" if self.activation else ""
 
 
 def with_activation(module: nn.Module, name: Optional[str]) -> nn.Module:

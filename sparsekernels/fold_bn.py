@@ -25,6 +25,7 @@ from collections import Counter
 import torch
 from torch import fx, nn
 
+from .activation import FusedActivation
 from .nn.base import SparseConv2d
 from .nn.replace import replace_module
 
@@ -33,12 +34,12 @@ log = logging.getLogger("sparsekernels")
 _CONVS = (nn.Conv2d, SparseConv2d)
 
 
-class SparseLeafTracer(fx.Tracer):
-    """Keeps every conv (sparse ones run Python checks a proxy cannot) and
+class ConvLeafTracer(fx.Tracer):
+    """Keeps every conv (the library's run Python checks a proxy cannot) and
     every torch.nn module a leaf."""
 
     def is_leaf_module(self, m: nn.Module, qualname: str) -> bool:
-        return isinstance(m, SparseConv2d) or super().is_leaf_module(m, qualname)
+        return isinstance(m, FusedActivation) or super().is_leaf_module(m, qualname)
 
 
 def _foldable(bn: nn.Module) -> bool:
@@ -49,7 +50,7 @@ def _foldable(bn: nn.Module) -> bool:
 def _pairs(model: nn.Module) -> list[tuple[str, str]]:
     """(conv name, BN name) for every BN applied to a conv's sole use."""
     try:
-        graph = SparseLeafTracer().trace(model)
+        graph = ConvLeafTracer().trace(model)
     except Exception as exc:  # fx raises many types for untraceable code
         raise TypeError(f"model: fold_batchnorm reads the model's graph with torch.fx, "
                         f"which cannot trace it ({type(exc).__name__}: {exc})") from exc

@@ -1,12 +1,12 @@
-"""``fuse_activations(model)``: the ReLU / ReLU6 after a sparse conv run in
-the conv's epilogue (inference).
+"""``fuse_activations(model)``: the ReLU / ReLU6 after a sparse conv (or a
+``DepthwiseConv2d``) run in the conv's epilogue (inference).
 
-A ReLU module reads and writes every activation once more; a sparse conv
-whose ``activation`` is set clamps its output in registers before the store
+A ReLU module reads and writes every activation once more; a conv whose
+``activation`` is set clamps its output in registers before the store
 instead (``sparsekernels.activation``). Which activations fuse is read off the
-model's graph (``torch.fx``, sparse convs kept as leaves, as
+model's graph (``torch.fx``, the library's convs kept as leaves, as
 ``fold_batchnorm`` reads it): a ``nn.ReLU`` / ``nn.ReLU6`` module, or
-``F.relu`` / ``torch.relu`` / ``F.relu6``, called on the output of a sparse
+``F.relu`` / ``torch.relu`` / ``F.relu6``, called on the output of such a
 conv that nothing else reads and that is called once. ``nn.Identity`` calls
 (a folded BatchNorm) in between are dropped from the graph first. An
 activation module shared between several calls (torchvision's ResNet blocks
@@ -21,9 +21,8 @@ from typing import Optional
 
 from torch import fx, nn
 
-from .activation import ACTIVATIONS
-from .fold_bn import SparseLeafTracer
-from .nn.base import SparseConv2d
+from .activation import ACTIVATIONS, FusedActivation
+from .fold_bn import ConvLeafTracer
 
 log = logging.getLogger("sparsekernels")
 
@@ -53,8 +52,8 @@ def _drop_identities(graph: fx.Graph, modules: dict) -> None:
 
 def fuse_activations(model: nn.Module) -> fx.GraphModule:
     """A ``torch.fx.GraphModule`` computing what ``model`` computes, with every
-    ReLU / ReLU6 that directly follows a sparse conv (whose output nothing
-    else reads) moved into that conv's ``activation``. The graph module
+    ReLU / ReLU6 that directly follows a sparse conv or a ``DepthwiseConv2d``
+    (whose output nothing else reads) moved into that conv's ``activation``. The graph module
     shares ``model``'s submodules, so the fused convs change in ``model``
     too, where they still compute the same (the activation then runs twice:
     ReLU and ReLU6 are idempotent). For inference; run ``fold_batchnorm``
@@ -62,7 +61,7 @@ def fuse_activations(model: nn.Module) -> fx.GraphModule:
     if not isinstance(model, nn.Module):
         raise TypeError(f"model: expected an nn.Module, got {type(model).__name__}")
     try:
-        graph = SparseLeafTracer().trace(model)
+        graph = ConvLeafTracer().trace(model)
     except Exception as exc:  # fx raises many types for untraceable code
         raise TypeError(f"model: fuse_activations reads the model's graph with torch.fx, "
                         f"which cannot trace it ({type(exc).__name__}: {exc})") from exc
@@ -76,7 +75,7 @@ def fuse_activations(model: nn.Module) -> fx.GraphModule:
         if not (isinstance(src, fx.Node) and src.op == "call_module"):
             continue
         conv = modules[src.target]
-        if (isinstance(conv, SparseConv2d) and conv.activation is None
+        if (isinstance(conv, FusedActivation) and conv.activation is None
                 and len(src.users) == 1 and calls[src.target] == 1):
             conv.activation = name
             node.replace_all_uses_with(src)
@@ -85,5 +84,5 @@ def fuse_activations(model: nn.Module) -> fx.GraphModule:
     graph.lint()
     fused_model = fx.GraphModule(model, graph, class_name=type(model).__name__)
     fused_model.delete_all_unused_submodules()
-    log.info("fuse_activations: fused %d activations into the sparse conv before each", fused)
+    log.info("fuse_activations: fused %d activations into the conv before each", fused)
     return fused_model

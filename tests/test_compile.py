@@ -65,3 +65,30 @@ def test_compile_fullgraph_forward_and_backward(kind, backend):
     torch.testing.assert_close(out, eager)
     out.sum().backward()
     assert net.conv2.values.grad is not None and net.conv2.values.grad.abs().sum() > 0
+
+
+class _Inverted(nn.Module):
+    """1x1 -> ReLU6 -> depthwise -> ReLU6 -> 1x1, as a MobileNet block."""
+
+    def __init__(self):
+        super().__init__()
+        self.expand, self.act1 = nn.Conv2d(4, 16, 1), nn.ReLU6()
+        self.depthwise, self.act2 = nn.Conv2d(16, 16, 3, padding=1, groups=16), nn.ReLU6()
+        self.project = nn.Conv2d(16, 8, 1)
+
+    def forward(self, x):
+        return self.project(self.act2(self.depthwise(self.act1(self.expand(x)))))
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_compile_fullgraph_fused_activations_and_depthwise_kernel(kind):
+    torch.manual_seed(0)
+    net = sk.sparsify(_Inverted().double().eval(), sparsity=0.5, kind=kind)
+    sk.nn.use_depthwise_kernel(net)
+    fused = sk.fuse_activations(net)
+    assert fused.expand.activation == "relu6" and fused.depthwise.activation == "relu6"
+    x = torch.randn(2, 4, 9, 9, dtype=torch.float64) * 4
+    with torch.no_grad():
+        eager = fused(x)  # the kernels' epilogues
+        compiled = torch.compile(fused, fullgraph=True, backend="aot_eager")(x)  # the ops
+    torch.testing.assert_close(compiled, eager)

@@ -38,6 +38,7 @@ from ..fold_bn import fold_batchnorm
 from ..fuse_activation import fuse_activations
 from ..models import MODELS, get_model
 from ..nn.base import SparseConv2d
+from ..nn.depthwise import DepthwiseConv2d, use_depthwise_kernel
 from ..nn.dynamic_pattern import DynamicPatternConv2d
 from ..nn.replace import replace_module
 from ..train.artifacts import config_of, read_record
@@ -102,10 +103,13 @@ def add_parser(sub) -> argparse.ArgumentParser:
                    help="fold eval-mode BatchNorm into the conv before it "
                         "(sparsekernels.fold_batchnorm) in every PyTorch model, dense and "
                         "sparse alike, as ONNX Runtime does for its dense run (default on)")
+    p.add_argument("--depthwise-kernel", action=argparse.BooleanOptionalAction, default=True,
+                   help="run the sparse models' (dense) depthwise convs on the library's NCHW "
+                        "kernel (sparsekernels.nn.use_depthwise_kernel) (default on)")
     p.add_argument("--fuse-activations", action=argparse.BooleanOptionalAction, default=True,
-                   help="run the ReLU / ReLU6 after each sparse conv in the conv's epilogue "
-                        "(sparsekernels.fuse_activations, after --fold-bn), as ONNX Runtime "
-                        "fuses its dense convs' (default on)")
+                   help="run the ReLU / ReLU6 after each sparse or depthwise-kernel conv in "
+                        "the conv's epilogue (sparsekernels.fuse_activations, after --fold-bn), "
+                        "as ONNX Runtime fuses its dense convs' (default on)")
     p.add_argument("--pad-partial", action=argparse.BooleanOptionalAction, default=True,
                    help="pad the last block row where N does not divide a conv's "
                         "out_channels; --no-pad-partial leaves such convs dense")
@@ -173,13 +177,19 @@ def _variants(args, arch: str, dtype: torch.dtype, device, backends,
 
 
 def _folded(args, variants: list) -> list:
-    """``variants`` with BN folded into every PyTorch model (--fold-bn), then
-    activations fused into their sparse convs (--fuse-activations): after
-    sparsifying, so the masks are those of the model as trained."""
+    """``variants`` with BN folded into every PyTorch model (--fold-bn), and
+    in the sparse ones the depthwise convs on the NCHW kernel
+    (--depthwise-kernel) and activations fused into the convs before them
+    (--fuse-activations): after sparsifying, so the masks are those of the
+    model as trained."""
     for v in variants:
         if v.forward is None and args.fold_bn:
             fold_batchnorm(v.model)
-        if v.forward is None and args.fuse_activations and v.config["kind"] is not None:
+        if v.forward is not None or v.config["kind"] is None:
+            continue
+        if args.depthwise_kernel:
+            use_depthwise_kernel(v.model)
+        if args.fuse_activations:
             v.model = fuse_activations(v.model)
     return variants
 
@@ -215,11 +225,11 @@ def _saved_config(record: dict, model: nn.Module) -> dict:
 
 
 def _reference(variant: Variant) -> nn.Module:
-    """float64 copy with every sparse conv decoded to a dense nn.Conv2d (and
-    its fused activation)."""
+    """float64 copy with every sparse conv decoded to a dense nn.Conv2d, and
+    every DepthwiseConv2d a plain one (each with its fused activation)."""
     ref = copy.deepcopy(variant.model)
     for name, m in list(ref.named_modules()):
-        if isinstance(m, SparseConv2d):
+        if isinstance(m, (SparseConv2d, DepthwiseConv2d)):
             replace_module(ref, name, with_activation(m.to_dense(), m.activation))
     return ref.double()
 
@@ -298,7 +308,8 @@ def run_network(args, arch: str, dtype: torch.dtype, batch: int, device, backend
     inputs = _inputs(args, arch, dtype, batch, device)
     shared = {**shared, "arch": arch, "input_shape": list(MODELS[arch].input_shape),
               "batch": batch, "dtype": str(dtype).removeprefix("torch."), "exclude": exclude,
-              "fold_bn": bool(args.fold_bn), "fuse_activations": bool(args.fuse_activations)}
+              "fold_bn": bool(args.fold_bn), "fuse_activations": bool(args.fuse_activations),
+              "depthwise_kernel": bool(args.depthwise_kernel)}
     records = []
     modes = ("eager", "compiled") if args.compile else ("eager",)
     # Every compiled variant is one more dynamo cache entry of the same forward code.

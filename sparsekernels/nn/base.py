@@ -20,7 +20,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from ..activation import ACTIVATIONS, check_activation
+from ..activation import FusedActivation
 from ..conv_args import as_int, resolve_conv_args
 from ..layer_select import is_depthwise
 from ..ops.sparse_conv import (
@@ -28,7 +28,7 @@ from ..ops.sparse_conv import (
 )
 
 
-class SparseConv2d(nn.Module):
+class SparseConv2d(FusedActivation, nn.Module):
     FORMAT: ClassVar[type]
     OPS: ClassVar[SparseConvOps]
     DEFAULT_CRITERION: ClassVar[str]  # from_dense's, and sparsify's
@@ -190,17 +190,8 @@ class SparseConv2d(nn.Module):
         return conv
 
     # ---- forward --------------------------------------------------------
-    @property
-    def activation(self) -> Optional[str]:
-        """The activation run after the conv (a key of ``ACTIVATIONS``, or
-        None): in the CPU kernels' epilogue where the call is eager
-        inference, else applied to the op's output."""
-        return self.__dict__.get("_activation")
-
-    @activation.setter
-    def activation(self, name: Optional[str]) -> None:
-        self.__dict__["_activation"] = check_activation(name)
-
+    # The activation (FusedActivation) runs in the CPU kernels' epilogue where
+    # the call is eager inference, else on the op's output.
     def forward(self, input: Tensor) -> Tensor:
         if (self.padding_mode == "zeros" and isinstance(input, Tensor) and input.dim() == 4
                 and _plain_inference(input, self.values, self.bias)):
@@ -212,7 +203,7 @@ class SparseConv2d(nn.Module):
         out = apply_sparse_conv(self.OPS, input, self.values, self.topology(), self.bias,
                                 stride=self.stride, padding=padding, dilation=self.dilation,
                                 groups=self.groups, backend=self.backend)
-        return out if self.activation is None else ACTIVATIONS[self.activation].apply(out)
+        return self._activated(out)
 
     def _inference_plan(self, device: torch.device) -> InferencePlan:
         """The eager inference call of this weight, kept while the weight's
@@ -274,7 +265,7 @@ class SparseConv2d(nn.Module):
             f"stride={self.stride}, padding={self.padding}, dilation={self.dilation}, "
             f"groups={self.groups}, bias={self.bias is not None}{params}, "
             f"sparsity={self.sparsity:.3f}, backend={self.backend!r}"
-            + (f", activation={self.activation!r}" if self.activation else "")
+            + self._activation_repr()
         )
 
 

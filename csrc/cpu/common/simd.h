@@ -55,6 +55,36 @@ inline void clamp_row(T* p, int64_t n, const OutputClamp& c) {
   for (; i < n; ++i) p[i] = c(p[i]);
 }
 
+// Integer vectors of T's lane size: the masks of __builtin_shuffle.
+template <typename T>
+struct IVec;
+template <>
+struct IVec<float> {
+  typedef int32_t type __attribute__((vector_size(kVecBytes)));
+};
+template <>
+struct IVec<double> {
+  typedef int64_t type __attribute__((vector_size(kVecBytes)));
+};
+
+// even[k] = src[2k], odd[k] = src[2k + 1] for k < pairs: a row split by a
+// stride of 2, two vectors in, two out.
+template <typename T>
+inline void deinterleave2(const T* src, int64_t pairs, T* even, T* odd) {
+  using V = typename Vec<T>::type;
+  using M = typename IVec<T>::type;
+  constexpr int L = lanes<T>();
+  M me, mo;
+  for (int i = 0; i < L; ++i) me[i] = 2 * i, mo[i] = 2 * i + 1;
+  int64_t k = 0;
+  for (; k + L <= pairs; k += L) {
+    const V a = vload<V>(src + 2 * k), b = vload<V>(src + 2 * k + L);
+    vstore(even + k, __builtin_shuffle(a, b, me));
+    vstore(odd + k, __builtin_shuffle(a, b, mo));
+  }
+  for (; k < pairs; ++k) even[k] = src[2 * k], odd[k] = src[2 * k + 1];
+}
+
 template <typename V>
 inline auto vsum(V v) -> typename std::remove_reference<decltype(v[0])>::type {
   auto s = v[0];

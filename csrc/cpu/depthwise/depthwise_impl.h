@@ -1,0 +1,120 @@
+// Kernel body of the CPU depthwise conv, written once over a GCC vector type.
+// depthwise_cpu.cpp has cpu/common/for_each_isa.inc include this file once
+// per instruction set (deliberately no include guard), in its own namespace
+// and `#pragma GCC target` region, after the SIMD primitives of
+// cpu/common/simd.h; the std headers, cpu/common/conv_layout.h and
+// cpu/common/wide_layout.h are included before.
+//
+// Per (image, channel) plane: the plane is copied once into a zero-padded
+// buffer split into the stride's phase planes (padded pixel (r, c) at phase
+// (r % sh, c % sw), row r / sh, column c / sw), each wq columns wide. Output
+// pixel (oh, ow) is then "wide" pixel q = oh * wq + ow, and every tap reads
+// the buffer at q plus a constant offset (as the sparse kinds' wide layouts,
+// cpu/common/wide_layout.h): the whole plane is one run of vectors, with no
+// per-row tail however small the image (7x7, 14x14). The columns ow >= OW
+// of each wide row are computed and dropped when the rows are stored. The
+// pads and slack are zeroed once per call and never written again: every
+// plane fills the same places.
+
+// Output vectors per register tile.
+constexpr int kDwVectors = kVecRegs >= 32 ? 8 : 4;
+
+template <typename T, int U>
+inline void dw_tile(const T* base, const int64_t* off, const T* w, int taps, T bias,
+                    const OutputClamp& clamp, T* dst) {
+  using V = typename Vec<T>::type;
+  constexpr int L = lanes<T>();
+  V acc[U];
+  for (int u = 0; u < U; ++u) acc[u] = vbcast<V>(bias);
+  for (int t = 0; t < taps; ++t) {
+    const T* p = base + off[t];
+    const V s = vbcast<V>(w[t]);
+#pragma GCC unroll 8
+    for (int u = 0; u < U; ++u) acc[u] = vfma(s, vload<V>(p + u * L), acc[u]);
+  }
+  if (clamp.active()) {
+    const T lo = T(clamp.lo), hi = T(clamp.hi);
+    for (int u = 0; u < U; ++u) acc[u] = vclamp(acc[u], lo, hi);
+  }
+  for (int u = 0; u < U; ++u) vstore(dst + u * L, acc[u]);
+}
+
+// Input row `row` (in_w elements, `step` apart) into the phase planes of its
+// padded row: padded column c = x + pad at phase c % s, column c / s.
+template <typename T>
+inline void fill_row(const T* row, int64_t step, int64_t in_w, int64_t pad, int s,
+                     int64_t phase_stride, T* dst) {
+  if (s == 1 && step == 1) {
+    wide::copy_row(row, in_w, dst + pad);
+  } else if (s == 2 && step == 1) {
+    // Input columns 2k and 2k + 1 land at phases pad % 2 and 1 - pad % 2.
+    const int64_t p = pad % 2;
+    T* even = dst + p * phase_stride + pad / 2;
+    T* odd = dst + (1 - p) * phase_stride + (pad + 1) / 2;
+    deinterleave2(row, in_w / 2, even, odd);
+    if (in_w % 2) even[in_w / 2] = row[in_w - 1];
+  } else {
+    for (int64_t x = 0; x < in_w; ++x) {
+      const int64_t c = x + pad;
+      dst[(c % s) * phase_stride + c / s] = row[x * step];
+    }
+  }
+}
+
+template <typename T>
+void forward(const ConvGeometry& geo, const T* weight, const T* input, Strides4 in_s,
+             const T* bias, const OutputClamp& clamp, T* output, int num_threads) {
+  using namespace wide;
+  constexpr int L = lanes<T>(), U = kDwVectors;
+  const int64_t planes = geo.batch * geo.cout, ohw = geo.out_h * geo.out_w;
+  if (planes == 0) return;
+  const int sh = geo.stride_h, sw = geo.stride_w, taps = geo.taps();
+  const int64_t hq = (geo.in_h + 2 * int64_t{geo.pad_h} + sh - 1) / sh;
+  const int64_t wq = (geo.in_w + 2 * int64_t{geo.pad_w} + sw - 1) / sw;
+  // Wide pixels computed: up to the last real one, in whole vectors.
+  const int64_t nq = (geo.out_h - 1) * wq + geo.out_w, nq_vec = round_up(nq, L);
+  // Tap t's offset from wide pixel q; a phase plane's rows are wq apart.
+  const int64_t phase_size = hq * wq;
+  std::vector<int64_t> off(taps);
+  int64_t reach = 0;
+  for (int i = 0; i < geo.kh; ++i)
+    for (int j = 0; j < geo.kw; ++j) {
+      const int64_t r = int64_t(i) * geo.dil_h, c = int64_t(j) * geo.dil_w;
+      off[i * geo.kw + j] = ((r % sh) * sw + c % sw) * phase_size + r / sh * wq + c / sw;
+      reach = std::max(reach, off[i * geo.kw + j]);
+    }
+  // The last vector reads up to nq_vec - 1 + reach: zeroed slack past the planes.
+  const int64_t buf_size = std::max<int64_t>(int64_t(sh) * sw * phase_size, nq_vec + reach);
+  // threads_for counts multiply-adds at the sparse kernels' rate; a pixel
+  // here costs ~1.2 ns on one core (copied in, 9 taps, copied out), about 64
+  // multiply-adds at that rate.
+  num_threads = threads_for(double(planes) * ohw * 64, num_threads);
+#pragma omp parallel num_threads(num_threads)
+  {
+    T* const buf = scratch_array<T>(kSourceSlot, buf_size);
+    T* const wide_out = scratch_array<T>(kTileSlot, nq_vec);
+    zero_row(buf, buf_size);
+#pragma omp for schedule(static)
+    for (int64_t plane = 0; plane < planes; ++plane) {
+      const int64_t c = plane % geo.cout;
+      const T* src = input + plane / geo.cout * in_s.n + c * in_s.c;
+      for (int64_t h = 0; h < geo.in_h; ++h) {
+        const int64_t r = h + geo.pad_h;
+        fill_row(src + h * in_s.h, in_s.w, geo.in_w, geo.pad_w, sw, phase_size,
+                 buf + (r % sh) * sw * phase_size + r / sh * wq);
+      }
+      const T* w = weight + c * taps;
+      const T b = bias ? bias[c] : T(0);
+      int64_t q = 0;
+      for (; q + U * L <= nq_vec; q += U * L)
+        dw_tile<T, U>(buf + q, off.data(), w, taps, b, clamp, wide_out + q);
+      if (q < nq_vec)  // the rest in one tile: independent accumulators hide the FMA latency
+        with_count<U>(static_cast<int>((nq_vec - q) / L), [&](auto V) {
+          dw_tile<T, decltype(V)::value>(buf + q, off.data(), w, taps, b, clamp, wide_out + q);
+        });
+      T* out = output + plane * ohw;
+      for (int64_t oh = 0; oh < geo.out_h; ++oh)
+        copy_row(wide_out + oh * wq, geo.out_w, out + oh * geo.out_w);
+    }
+  }
+}
