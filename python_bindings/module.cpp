@@ -2,8 +2,8 @@
 // torch.library custom ops by sparsekernels/ops/ (so autograd, fake tensors
 // and torch.compile see them); nothing here should be called from model code.
 // Each sparsity kind adds its functions through register_<slug>, defined in
-// python_bindings/<slug>.cpp; so does the dense depthwise conv the sparse
-// networks run beside them (register_depthwise).
+// python_bindings/<slug>.cpp; so do the window ops (depthwise conv, max
+// pool) the sparse networks run beside them (register_window).
 #include <torch/extension.h>
 
 #include "cpu/common/isa.h"
@@ -13,7 +13,7 @@ namespace sparsekernels {
 void register_block1xn(pybind11::module& m);
 void register_stripe(pybind11::module& m);
 void register_pattern(pybind11::module& m);
-void register_depthwise(pybind11::module& m);
+void register_window(pybind11::module& m);
 }  // namespace sparsekernels
 
 PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
@@ -45,5 +45,5 @@ PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
   sparsekernels::register_block1xn(m);
   sparsekernels::register_stripe(m);
   sparsekernels::register_pattern(m);
-  sparsekernels::register_depthwise(m);
+  sparsekernels::register_window(m);
 }

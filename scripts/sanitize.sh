@@ -22,8 +22,8 @@ cp "$out"/lib/sparsekernels/_C.*.so "$out/pkg/sparsekernels/"
   "$root/tests/test_sparse_conv.py" "$root/tests/test_nn.py" "$root/tests/test_stripe_adversarial.py" \
   "$root/tests/test_stripe_native.py" "$root/tests/test_pattern_adversarial.py" \
   "$root/tests/test_pattern_native.py" "$root/tests/test_block1xn_native.py" \
-  "$root/tests/test_eager_path.py" "$root/tests/test_depthwise.py" \
-  "$root/tests/test_fuse_activation.py" -k "not triton"
+  "$root/tests/test_eager_path.py" "$root/tests/test_nchw_kernels.py" \
+  "$root/tests/test_fuse_epilogue.py" -k "not triton"
 cd "$out/pkg"
 export LD_PRELOAD="$(gcc -print-file-name=libasan.so):$(gcc -print-file-name=libubsan.so)"
 export ASAN_OPTIONS=detect_leaks=0:halt_on_error=1:abort_on_error=1

@@ -7,10 +7,11 @@ over the activations that a ReLU module costs (as much memory traffic as a 1x1
 conv's own output). Everywhere else (autograd, ``torch.compile``, the CUDA
 and Triton backends) the module applies the same function after the op.
 ``FusedActivation`` is the slot a conv module holds one in;
-``fuse_activations`` fills it from the model's graph.
+``fuse_epilogues`` fills it from the model's graph.
 """
 from __future__ import annotations
 
+import functools
 import math
 from typing import Callable, NamedTuple, Optional
 
@@ -22,13 +23,16 @@ from torch import Tensor, nn
 class Activation(NamedTuple):
     bounds: tuple[float, float]  # the clamp the kernels apply: (out_min, out_max)
     apply: Callable[[Tensor], Tensor]  # the same, as a torch function
+    apply_: Callable[[Tensor], Tensor]  # ... in place
     module: type  # the nn module it stands for
-    functions: tuple  # the torch functions it stands for (fuse_activations)
+    functions: tuple  # the torch functions it stands for (fuse_epilogues)
 
 
 ACTIVATIONS = {
-    "relu": Activation((0.0, math.inf), F.relu, nn.ReLU, (F.relu, torch.relu, torch.relu_)),
-    "relu6": Activation((0.0, 6.0), F.relu6, nn.ReLU6, (F.relu6,)),
+    "relu": Activation((0.0, math.inf), F.relu, torch.relu_, nn.ReLU,
+                       (F.relu, torch.relu, torch.relu_)),
+    "relu6": Activation((0.0, 6.0), F.relu6, functools.partial(F.relu6, inplace=True), nn.ReLU6,
+                        (F.relu6,)),
 }
 NO_CLAMP = (-math.inf, math.inf)
 
@@ -47,7 +51,8 @@ def bounds_of(name: Optional[str]) -> tuple[float, float]:
 class FusedActivation:
     """Mixin of a conv module whose forward can end in an activation: the
     ``activation`` slot (a key of ``ACTIVATIONS``, or None) and ``_activated``,
-    which applies it to an output computed without it."""
+    which adds a residual (where the module takes one) and applies the
+    activation to an output computed without them."""
 
     @property
     def activation(self) -> Optional[str]:
@@ -57,7 +62,9 @@ class FusedActivation:
     def activation(self, name: Optional[str]) -> None:
         self.__dict__["_activation"] = check_activation(name)
 
-    def _activated(self, out: Tensor) -> Tensor:
+    def _activated(self, out: Tensor, residual: Optional[Tensor] = None) -> Tensor:
+        if residual is not None:
+            out = out + residual
         name = self.activation
         return out if name is None else ACTIVATIONS[name].apply(out)
 
@@ -65,6 +72,17 @@ class FusedActivation:
         return f", activation={self.activation!r}" if self.activation else ""
 
 
-def with_activation(module: nn.Module, name: Optional[str]) -> nn.Module:
-    """``module`` followed by activation ``name`` (itself when None)."""
-    return module if name is None else nn.Sequential(module, ACTIVATIONS[name].module())
+class DenseEpilogue(nn.Module):
+    """``conv``, then the residual it is called with added, then activation
+    ``name`` (None: none), in plain PyTorch ops: the reference of a fused
+    conv (``sparsekernels.fuse_epilogues``)."""
+
+    def __init__(self, conv: nn.Module, name: Optional[str]):
+        super().__init__()
+        self.conv, self.activation = conv, check_activation(name)
+
+    def forward(self, x: Tensor, residual: Optional[Tensor] = None) -> Tensor:
+        out = self.conv(x)
+        if residual is not None:
+            out = out + residual
+        return out if self.activation is None else ACTIVATIONS[self.activation].apply(out)

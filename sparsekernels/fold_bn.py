@@ -27,6 +27,7 @@ from torch import fx, nn
 
 from .activation import FusedActivation
 from .nn.base import SparseConv2d
+from .nn.nchw_kernels import MaxPool2d
 from .nn.replace import replace_module
 
 log = logging.getLogger("sparsekernels")
@@ -34,12 +35,12 @@ log = logging.getLogger("sparsekernels")
 _CONVS = (nn.Conv2d, SparseConv2d)
 
 
-class ConvLeafTracer(fx.Tracer):
-    """Keeps every conv (the library's run Python checks a proxy cannot) and
-    every torch.nn module a leaf."""
+class LibraryLeafTracer(fx.Tracer):
+    """Keeps the library's modules (they run Python checks a proxy cannot:
+    the sparse convs and the NCHW-kernel ones) and every torch.nn module leaves."""
 
     def is_leaf_module(self, m: nn.Module, qualname: str) -> bool:
-        return isinstance(m, FusedActivation) or super().is_leaf_module(m, qualname)
+        return isinstance(m, (FusedActivation, MaxPool2d)) or super().is_leaf_module(m, qualname)
 
 
 def _foldable(bn: nn.Module) -> bool:
@@ -50,7 +51,7 @@ def _foldable(bn: nn.Module) -> bool:
 def _pairs(model: nn.Module) -> list[tuple[str, str]]:
     """(conv name, BN name) for every BN applied to a conv's sole use."""
     try:
-        graph = ConvLeafTracer().trace(model)
+        graph = LibraryLeafTracer().trace(model)
     except Exception as exc:  # fx raises many types for untraceable code
         raise TypeError(f"model: fold_batchnorm reads the model's graph with torch.fx, "
                         f"which cannot trace it ({type(exc).__name__}: {exc})") from exc

@@ -81,11 +81,11 @@ class _Inverted(nn.Module):
 
 
 @pytest.mark.parametrize("kind", KINDS)
-def test_compile_fullgraph_fused_activations_and_depthwise_kernel(kind):
+def test_compile_fullgraph_fused_activations_and_nchw_kernels(kind):
     torch.manual_seed(0)
     net = sk.sparsify(_Inverted().double().eval(), sparsity=0.5, kind=kind)
-    sk.nn.use_depthwise_kernel(net)
-    fused = sk.fuse_activations(net)
+    sk.nn.use_nchw_kernels(net)
+    fused = sk.fuse_epilogues(net)
     assert fused.expand.activation == "relu6" and fused.depthwise.activation == "relu6"
     x = torch.randn(2, 4, 9, 9, dtype=torch.float64) * 4
     with torch.no_grad():

@@ -33,12 +33,12 @@ import torch
 from torch import Tensor, nn
 
 from ..flops import count_flops
-from ..activation import with_activation
+from ..activation import DenseEpilogue
 from ..fold_bn import fold_batchnorm
-from ..fuse_activation import fuse_activations
+from ..fuse_epilogue import fuse_epilogues
 from ..models import MODELS, get_model
 from ..nn.base import SparseConv2d
-from ..nn.depthwise import DepthwiseConv2d, use_depthwise_kernel
+from ..nn.nchw_kernels import DepthwiseConv2d, use_nchw_kernels
 from ..nn.dynamic_pattern import DynamicPatternConv2d
 from ..nn.replace import replace_module
 from ..train.artifacts import config_of, read_record
@@ -103,12 +103,13 @@ def add_parser(sub) -> argparse.ArgumentParser:
                    help="fold eval-mode BatchNorm into the conv before it "
                         "(sparsekernels.fold_batchnorm) in every PyTorch model, dense and "
                         "sparse alike, as ONNX Runtime does for its dense run (default on)")
-    p.add_argument("--depthwise-kernel", action=argparse.BooleanOptionalAction, default=True,
-                   help="run the sparse models' (dense) depthwise convs on the library's NCHW "
-                        "kernel (sparsekernels.nn.use_depthwise_kernel) (default on)")
-    p.add_argument("--fuse-activations", action=argparse.BooleanOptionalAction, default=True,
+    p.add_argument("--nchw-kernels", action=argparse.BooleanOptionalAction, default=True,
+                   help="run the sparse models' (dense) depthwise convs and max pools on the "
+                        "library's NCHW kernels (sparsekernels.nn.use_nchw_kernels) "
+                        "(default on)")
+    p.add_argument("--fuse-epilogues", action=argparse.BooleanOptionalAction, default=True,
                    help="run the ReLU / ReLU6 after each sparse or depthwise-kernel conv in "
-                        "the conv's epilogue (sparsekernels.fuse_activations, after --fold-bn), "
+                        "the conv's epilogue (sparsekernels.fuse_epilogues, after --fold-bn), "
                         "as ONNX Runtime fuses its dense convs' (default on)")
     p.add_argument("--pad-partial", action=argparse.BooleanOptionalAction, default=True,
                    help="pad the last block row where N does not divide a conv's "
@@ -178,19 +179,19 @@ def _variants(args, arch: str, dtype: torch.dtype, device, backends,
 
 def _folded(args, variants: list) -> list:
     """``variants`` with BN folded into every PyTorch model (--fold-bn), and
-    in the sparse ones the depthwise convs on the NCHW kernel
-    (--depthwise-kernel) and activations fused into the convs before them
-    (--fuse-activations): after sparsifying, so the masks are those of the
+    in the sparse ones the depthwise convs and max pools on the NCHW kernels
+    (--nchw-kernels) and activations fused into the convs before them
+    (--fuse-epilogues): after sparsifying, so the masks are those of the
     model as trained."""
     for v in variants:
         if v.forward is None and args.fold_bn:
             fold_batchnorm(v.model)
         if v.forward is not None or v.config["kind"] is None:
             continue
-        if args.depthwise_kernel:
-            use_depthwise_kernel(v.model)
-        if args.fuse_activations:
-            v.model = fuse_activations(v.model)
+        if args.nchw_kernels:
+            use_nchw_kernels(v.model)
+        if args.fuse_epilogues:
+            v.model = fuse_epilogues(v.model)
     return variants
 
 
@@ -230,7 +231,7 @@ def _reference(variant: Variant) -> nn.Module:
     ref = copy.deepcopy(variant.model)
     for name, m in list(ref.named_modules()):
         if isinstance(m, (SparseConv2d, DepthwiseConv2d)):
-            replace_module(ref, name, with_activation(m.to_dense(), m.activation))
+            replace_module(ref, name, DenseEpilogue(m.to_dense(), m.activation))
     return ref.double()
 
 
@@ -308,8 +309,8 @@ def run_network(args, arch: str, dtype: torch.dtype, batch: int, device, backend
     inputs = _inputs(args, arch, dtype, batch, device)
     shared = {**shared, "arch": arch, "input_shape": list(MODELS[arch].input_shape),
               "batch": batch, "dtype": str(dtype).removeprefix("torch."), "exclude": exclude,
-              "fold_bn": bool(args.fold_bn), "fuse_activations": bool(args.fuse_activations),
-              "depthwise_kernel": bool(args.depthwise_kernel)}
+              "fold_bn": bool(args.fold_bn), "fuse_epilogues": bool(args.fuse_epilogues),
+              "nchw_kernels": bool(args.nchw_kernels)}
     records = []
     modes = ("eager", "compiled") if args.compile else ("eager",)
     # Every compiled variant is one more dynamo cache entry of the same forward code.

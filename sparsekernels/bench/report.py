@@ -32,8 +32,8 @@ _LAYER_KEY = ("device_name", "threads", "suite", "layer", "batch", "dtype", "pas
               "patterns", "entries", "connectivity", "sparsity", "backend", "memory_format")
 _NETWORK_KEY = ("device_name", "threads", "arch", "batch", "dtype", "mode", "kind", "n",
                 "patterns", "entries", "connectivity", "sparsity", "backend", "memory_format",
-                "engine", "model_file", "fold_bn", "fuse_activations",
-                "depthwise_kernel")
+                "engine", "model_file", "fold_bn", "fuse_epilogues",
+                "nchw_kernels")
 
 
 def add_parser(sub) -> argparse.ArgumentParser:

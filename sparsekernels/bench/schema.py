@@ -20,8 +20,8 @@ ONNX Runtime dense baseline), which dense baseline their speed-up is against
 oneDNN ISA cap and BN folding; 6 = layer records carry the cuSPARSELt 2:4
 peer (``peer_2to4_ms``, ``peer_2to4_gemm_ms``, ``speedup_vs_2to4``); 7 =
 network records say whether activations were fused into the sparse convs
-(``fuse_activations``) and whether depthwise convs ran on the library's
-kernel (``depthwise_kernel``). Older
+(``fuse_epilogues``) and whether depthwise convs and max pools ran on the library's
+kernels (``nchw_kernels``). Older
 files are read as the current version with each added field as it was there
 (null, or for a version-3 network record PyTorch and no file).
 """
@@ -53,7 +53,7 @@ _ADDED = {3: lambda record: dict.fromkeys(("patterns", "entries", "connectivity"
           6: lambda record: (dict.fromkeys(("peer_2to4_ms", "peer_2to4_gemm_ms",
                                             "speedup_vs_2to4"))
                              if record.get("record_type") == "layer" else {}),
-          7: lambda record: ({"fuse_activations": False, "depthwise_kernel": False}
+          7: lambda record: ({"fuse_epilogues": False, "nchw_kernels": False}
                              if record.get("record_type") == "network" else {})}
 
 # field -> (type, meaning). Types: str, int, number, bool, list[int], list[str];
@@ -151,10 +151,10 @@ NETWORK = {
     "exclude": ("list[str]", "conv name globs kept dense on request (the stem by default)"),
     "fold_bn": ("bool", "eval-mode BatchNorm folded into the convs (dense and sparse PyTorch "
                         "models; ONNX Runtime folds its own)"),
-    "fuse_activations": ("bool", "ReLU / ReLU6 after a sparse conv run in its epilogue "
-                                 "(sparsekernels.fuse_activations; ONNX Runtime fuses its own)"),
-    "depthwise_kernel": ("bool", "the sparse models' depthwise convs ran on the library's NCHW "
-                                 "kernel (sparsekernels.nn.use_depthwise_kernel)"),
+    "fuse_epilogues": ("bool", "ReLU / ReLU6 after a sparse conv run in its epilogue "
+                                 "(sparsekernels.fuse_epilogues; ONNX Runtime fuses its own)"),
+    "nchw_kernels": ("bool", "the sparse models' depthwise convs and max pools ran on the "
+                             "library's NCHW kernels (sparsekernels.nn.use_nchw_kernels)"),
     "convs": ("int", "nn.Conv2d layers of the dense model"),
     "sparse_convs": ("int", "convs swapped for the kind's sparse module"),
     "dense_convs": ("list[str]", "names of the convs left dense (excluded, depthwise, ...)"),

@@ -6,7 +6,7 @@ ops) and adds a ``from_dense``; the base holds the conv arguments (padding
 modes and string padding as ``nn.Conv2d``), the trainable ``values``, the
 saved index tensors and geometry (``meta``), the derived index tensors (rebuilt,
 never saved), validated loading, ``to_dense``, ``forward`` and the fused
-``activation`` (inference: ``sparsekernels.fuse_activations`` sets it). The format
+``activation`` (inference: ``sparsekernels.fuse_epilogues`` sets it). The format
 class provides ``INDEX_TENSORS``, ``Topology`` (with ``TENSORS``,
 ``from_op_args`` and ``sparsity``),
 ``pruned``, ``from_state_dict``, and per instance ``topology()``,
@@ -190,12 +190,14 @@ class SparseConv2d(FusedActivation, nn.Module):
         return conv
 
     # ---- forward --------------------------------------------------------
-    # The activation (FusedActivation) runs in the CPU kernels' epilogue where
-    # the call is eager inference, else on the op's output.
-    def forward(self, input: Tensor) -> Tensor:
+    def forward(self, input: Tensor, residual: Optional[Tensor] = None) -> Tensor:
+        """The conv, plus ``residual`` (a tensor of the output's shape: a fused
+        residual add, ``sparsekernels.fuse_epilogues``), then the activation
+        (FusedActivation): in the CPU kernels' epilogue, or in place on the
+        fresh output, where the call is eager inference; else on the op's output."""
         if (self.padding_mode == "zeros" and isinstance(input, Tensor) and input.dim() == 4
-                and _plain_inference(input, self.values, self.bias)):
-            return self._inference_plan(input.device)(input)
+                and _plain_inference(input, self.values, self.bias, residual)):
+            return self._inference_plan(input.device)(input, residual)
         padding = self.padding
         if self.padding_mode != "zeros":
             input = F.pad(input, self._mode_padding, mode=self.padding_mode)
@@ -203,7 +205,7 @@ class SparseConv2d(FusedActivation, nn.Module):
         out = apply_sparse_conv(self.OPS, input, self.values, self.topology(), self.bias,
                                 stride=self.stride, padding=padding, dilation=self.dilation,
                                 groups=self.groups, backend=self.backend)
-        return self._activated(out)
+        return self._activated(out, residual)
 
     def _inference_plan(self, device: torch.device) -> InferencePlan:
         """The eager inference call of this weight, kept while the weight's

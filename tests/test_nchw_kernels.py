@@ -1,7 +1,8 @@
-"""DepthwiseConv2d: the dense depthwise conv's NCHW CPU kernel against dense
-float64 F.conv2d, on odd shapes, strides, paddings, dilations and layouts,
-with its fused activation; bad operands named; use_depthwise_kernel swaps
-only depthwise convs and keeps a network's outputs."""
+"""The NCHW window kernels: DepthwiseConv2d against dense float64 F.conv2d
+and MaxPool2d against float64 F.max_pool2d, on odd shapes, strides,
+paddings, dilations and layouts, the conv with its fused activation; bad
+operands named; use_nchw_kernels swaps only depthwise convs and max pools
+and keeps a network's outputs."""
 import copy
 
 import pytest
@@ -131,12 +132,14 @@ def test_wrong_channel_count_gets_pytorchs_error():
         module(x[:, :5])
 
 
-def test_only_depthwise_convs_are_swapped():
+def test_only_depthwise_convs_and_max_pools_are_swapped():
     model = nn.Sequential(nn.Conv2d(4, 8, 3), nn.Conv2d(8, 8, 3, groups=8),
-                          nn.Conv2d(8, 16, 3, groups=8), nn.Conv2d(16, 16, 1, groups=4))
-    sk.nn.use_depthwise_kernel(model)
+                          nn.Conv2d(8, 16, 3, groups=8), nn.Conv2d(16, 16, 1, groups=4),
+                          nn.MaxPool2d(3, 2, 1), nn.AvgPool2d(2))
+    sk.nn.use_nchw_kernels(model)
     assert [type(m).__name__ for m in model] == ["Conv2d", "DepthwiseConv2d", "Conv2d",
-                                                  "Conv2d"]
+                                                  "Conv2d", "MaxPool2d", "AvgPool2d"]
+    assert isinstance(model[4], sk.nn.MaxPool2d)
     with pytest.raises(ValueError, match="conv: expected a depthwise nn.Conv2d"):
         sk.nn.DepthwiseConv2d.from_conv(model[2])
 
@@ -148,9 +151,106 @@ def test_a_pruned_mobilenet_keeps_its_outputs():
     with torch.no_grad():
         want = model(x)
         sk.fold_batchnorm(model)
-        sk.nn.use_depthwise_kernel(model)
-        fused = sk.fuse_activations(model)
+        sk.nn.use_nchw_kernels(model)
+        fused = sk.fuse_epilogues(model)
         got = fused(x)
     depthwise = [m for m in fused.modules() if isinstance(m, sk.nn.DepthwiseConv2d)]
     assert len(depthwise) == 17 and all(m.activation == "relu6" for m in depthwise)
+    torch.testing.assert_close(got, want, rtol=1e-9, atol=1e-9)
+
+
+# ---- max pool -----------------------------------------------------------------
+POOLS = {
+    "resnet_stem": dict(kernel=3, stride=2, padding=1, hw=(17, 16)),
+    "2x2": dict(kernel=2, stride=2, padding=0, hw=(9, 12)),
+    "3x3_s1": dict(kernel=3, stride=1, padding=1),
+    "5x5_s3": dict(kernel=5, stride=3, padding=2, hw=(16, 21)),
+    "asym_dilated": dict(kernel=(3, 2), stride=(2, 1), padding=(1, 0), dilation=(2, 1),
+                         hw=(13, 10)),
+    "tiny": dict(kernel=3, stride=2, padding=1, hw=(1, 2)),
+    "wide_row": dict(kernel=3, stride=2, padding=1, hw=(5, 75)),
+    "empty_batch": dict(batch=0),
+    "channels_last": dict(channels_last=True),
+    "noncontiguous": dict(noncontiguous=True),
+}
+
+
+def _pool_case(batch=2, channels=6, hw=(11, 13), kernel=3, stride=2, padding=1, dilation=1,
+               channels_last=False, noncontiguous=False):
+    gen = torch.Generator().manual_seed(1)
+    x = torch.randn(batch, channels, *hw, generator=gen, dtype=torch.float64)
+    if channels_last:
+        x = x.contiguous(memory_format=torch.channels_last)
+    if noncontiguous:
+        x = torch.cat([x, x], dim=3)[..., ::2]
+    pool = sk.nn.MaxPool2d(kernel, stride, padding, dilation)
+    return pool, x, F.max_pool2d(x, kernel, stride, padding, dilation)
+
+
+@pytest.mark.parametrize("name", POOLS)
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
+def test_max_pool_against_float64(name, dtype):
+    pool, x, want = _pool_case(**POOLS[name])
+    with torch.no_grad():
+        out = pool(x.to(dtype))
+    assert out.dtype == dtype and out.shape == want.shape
+    layout = torch.channels_last if POOLS[name].get("channels_last") else torch.contiguous_format
+    assert out.is_contiguous(memory_format=layout)
+    torch.testing.assert_close(out.double(), want.to(dtype).double(), rtol=0, atol=0)
+
+
+def test_max_pool_propagates_nan_and_keeps_minus_inf():
+    pool, x, _ = _pool_case()
+    x[0, 1, 3, 4] = float("nan")
+    x[1, 2] = float("-inf")  # a whole plane: the padding must not win over it
+    with torch.no_grad():
+        out = pool(x)
+    torch.testing.assert_close(out, F.max_pool2d(x, 3, 2, 1), equal_nan=True, rtol=0, atol=0)
+    assert out.isnan().any() and (out[1, 2] == float("-inf")).all()
+
+
+@pytest.mark.parametrize("kwargs", [dict(ceil_mode=True), dict(return_indices=True)])
+def test_max_pool_arguments_the_kernel_does_not_take_run_pytorchs(kwargs):
+    x = torch.randn(1, 3, 10, 11)
+    pool = sk.nn.MaxPool2d(3, 2, 1, **kwargs)
+    with torch.no_grad():
+        got, want = pool(x), nn.MaxPool2d(3, 2, 1, **kwargs)(x)
+    for g, w in zip(got if isinstance(got, tuple) else [got],
+                    want if isinstance(want, tuple) else [want]):
+        assert torch.equal(g, w)
+
+
+def test_max_pool_gradient_is_pytorchs():
+    x = torch.randn(1, 3, 8, 9, dtype=torch.float64, requires_grad=True)
+    assert torch.autograd.gradcheck(sk.nn.MaxPool2d(3, 2, 1), (x,))
+
+
+@pytest.mark.parametrize("call,match", [
+    (lambda x: C.max_pool_forward(x, [3, 3], [2, 2], [2, 1], [1, 1]),
+     "padding: expected at most half the kernel size"),
+    (lambda x: C.max_pool_forward(x, [3], [2, 2], [1, 1], [1, 1]),
+     "kernel_size: expected 2 entries"),
+    (lambda x: C.max_pool_forward(x, [3, 3], [0, 2], [1, 1], [1, 1]),
+     r"stride\[0\]: expected an integer"),
+    (lambda x: C.max_pool_forward(x.int(), [3, 3], [2, 2], [1, 1], [1, 1]),
+     "input: expected dtype float32 or float64"),
+    (lambda x: C.max_pool_forward(x[0], [3, 3], [2, 2], [1, 1], [1, 1]),
+     "input: expected a 4-D tensor"),
+])
+def test_max_pool_bad_operands_are_named(call, match):
+    _, x, _ = _pool_case()
+    with pytest.raises((ValueError, TypeError), match=match):
+        call(x)
+
+
+def test_a_pruned_resnet_keeps_its_outputs():
+    torch.manual_seed(0)
+    model = sk.sparsify(get_model("resnet18").double().eval(), sparsity=0.75, n=8)
+    x = torch.randn(1, 3, 64, 64, dtype=torch.float64)
+    with torch.no_grad():
+        want = model(x)
+        sk.fold_batchnorm(model)
+        sk.nn.use_nchw_kernels(model)
+        got = sk.fuse_epilogues(model)(x)
+    assert isinstance(model.maxpool, sk.nn.MaxPool2d)
     torch.testing.assert_close(got, want, rtol=1e-9, atol=1e-9)

@@ -1,9 +1,10 @@
-"""fuse_activations: the ReLU / ReLU6 after a sparse conv moved into the
-conv's epilogue, read off the model's graph; the fused model computes what
-the original computes (float64), and activations the graph does not allow to
-fuse stay calls."""
+"""fuse_epilogues: the residual add and ReLU / ReLU6 after a sparse conv
+moved into the conv's epilogue, read off the model's graph; the fused model
+computes what the original computes (float64) on every path, the original
+is left as it was, and what the graph does not allow to fuse stays a call."""
 import copy
 import io
+import operator
 
 import pytest
 import torch
@@ -23,7 +24,7 @@ def _fused(model, x):
     """(fused model, its output, the original's output before fusing)."""
     with torch.no_grad():
         want = model(x)
-        fused = sk.fuse_activations(model)
+        fused = sk.fuse_epilogues(model)
         return fused, fused(x), want
 
 
@@ -37,6 +38,7 @@ def _activation_calls(graph_module):
 @pytest.mark.parametrize("arch,shape,activation", [
     ("resnet20", (2, 3, 32, 32), "relu"),        # F.relu calls
     ("resnet18", (1, 3, 64, 64), "relu"),        # one nn.ReLU shared by every call of a block
+    ("resnet50", (1, 3, 64, 64), "relu"),        # bottlenecks: relu(conv3(..) + downsample(x))
     ("mobilenet_v2", (1, 3, 64, 64), "relu6"),   # an nn.ReLU6 module per conv
 ])
 @pytest.mark.parametrize("kind", KINDS)
@@ -54,8 +56,9 @@ def test_networks_keep_their_outputs(arch, shape, activation, kind):
         assert not (src.op == "call_module"
                     and isinstance(fused.get_submodule(src.target), sk.nn.SparseConv2d))
     torch.testing.assert_close(got, want, rtol=1e-10, atol=1e-10)
-    with torch.no_grad():  # the original model, whose convs changed with it, too
+    with torch.no_grad():  # the original is left as it was
         torch.testing.assert_close(model(x), want, rtol=1e-10, atol=1e-10)
+    assert all(m.activation is None for m in _sparse_convs(model))
     # the autograd path applies the same activations after the op
     torch.testing.assert_close(fused(x.requires_grad_()), want, rtol=1e-10, atol=1e-10)
 
@@ -80,7 +83,7 @@ def test_identities_are_skipped_and_functions_fuse():
     torch.manual_seed(1)
     model = _Chain().eval()
     fused, got, want = _fused(model, torch.randn(2, 8, 9, 7, dtype=torch.float64) * 4)
-    assert (model.a.activation, model.b.activation) == ("relu", "relu6")
+    assert (fused.a.activation, fused.b.activation) == ("relu", "relu6")
     assert _activation_calls(fused) == []
     torch.testing.assert_close(got, want, rtol=1e-10, atol=1e-10)
 
@@ -141,10 +144,10 @@ class _Untraceable(nn.Module):
 
 
 def test_an_untraceable_model_is_refused_by_name():
-    with pytest.raises(TypeError, match="model: fuse_activations reads the model's graph"):
-        sk.fuse_activations(_Untraceable())
+    with pytest.raises(TypeError, match="model: fuse_epilogues reads the model's graph"):
+        sk.fuse_epilogues(_Untraceable())
     with pytest.raises(TypeError, match="model: expected an nn.Module"):
-        sk.fuse_activations(lambda x: x)
+        sk.fuse_epilogues(lambda x: x)
 
 
 @pytest.mark.parametrize("kind", KINDS)
@@ -161,3 +164,98 @@ def test_copies_keep_the_activation(kind):
         with torch.no_grad():
             torch.testing.assert_close(copy_(x), want, rtol=1e-10, atol=1e-10)
     assert "activation='relu'" in repr(_sparse_convs(fused)[0])
+
+
+def _adds(graph_module):
+    return [n for n in graph_module.graph.nodes if n.op == "call_function"
+            and n.target in (operator.add, operator.iadd, torch.add)]
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_residual_adds_fuse_with_their_activation(kind):
+    """relu(conv(x) + r): the conv called with residual=r, relu fused; the
+    add and relu gone from the graph, on every path the same output."""
+    torch.manual_seed(4)
+    model = sk.sparsify(get_model("resnet50").double().eval(), sparsity=0.5, kind=kind)
+    sk.fold_batchnorm(model)
+    x = torch.randn(1, 3, 64, 64, dtype=torch.float64)
+    fused, got, want = _fused(model, x)
+    assert _adds(fused) == []
+    residual_calls = [n for n in fused.graph.nodes if n.op == "call_module" and "residual" in n.kwargs]
+    assert len(residual_calls) == 16  # one per bottleneck
+    assert all(fused.get_submodule(n.target).activation == "relu" for n in residual_calls)
+    torch.testing.assert_close(got, want, rtol=1e-10, atol=1e-10)
+    torch.testing.assert_close(fused(x.requires_grad_()), want, rtol=1e-10, atol=1e-10)
+
+
+class _Residuals(nn.Module):
+    """The add forms, either order, with and without an activation after."""
+
+    def __init__(self):
+        super().__init__()
+        self.a, self.b, self.c, self.d = _conv(), _conv(), _conv(), _conv()
+
+    def forward(self, x):
+        y = x + self.a(x)                  # residual first, no activation (MobileNet-V2)
+        z = torch.add(self.b(y), y)        # torch.add
+        w = self.c(z)
+        w += z                             # +=
+        v = F.relu(w)                      # the sum's only reader: fused
+        return v + torch.relu(self.d(v) + 1.5)  # a scalar residual stays an add
+
+
+def test_add_forms():
+    torch.manual_seed(5)
+    model = _Residuals().eval()
+    fused, got, want = _fused(model, torch.randn(2, 8, 9, 7, dtype=torch.float64))
+    calls = {n.target: n.kwargs for n in fused.graph.nodes if n.op == "call_module"}
+    assert all("residual" in calls[k] for k in "abc") and "residual" not in calls["d"]
+    assert (fused.a.activation, fused.b.activation, fused.c.activation) == (None, None, "relu")
+    torch.testing.assert_close(got, want, rtol=1e-10, atol=1e-10)
+
+
+class _ConvReadTwice(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.conv = _conv()
+
+    def forward(self, x):
+        y = self.conv(x)
+        return F.relu(y + x) * y  # the conv's output is read by the add and the product
+
+
+class _SumReadTwice(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.conv = _conv()
+
+    def forward(self, x):
+        s = self.conv(x) + x
+        return F.relu(s) + s  # the sum is read twice: the add fuses, the relu stays
+
+
+def test_residual_fusion_respects_other_readers():
+    torch.manual_seed(6)
+    x = torch.randn(2, 8, 9, 7, dtype=torch.float64)
+    fused, got, want = _fused(_ConvReadTwice().eval(), x)
+    assert len(_adds(fused)) == 1 and fused.conv.activation is None
+    torch.testing.assert_close(got, want, rtol=1e-10, atol=1e-10)
+    fused, got, want = _fused(_SumReadTwice().eval(), x)
+    assert len(_adds(fused)) == 1 and fused.conv.activation is None
+    assert any("residual" in n.kwargs for n in fused.graph.nodes)
+    torch.testing.assert_close(got, want, rtol=1e-10, atol=1e-10)
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_a_residual_that_broadcasts_takes_pytorchs_add(kind):
+    """conv(x) + r with r of shape [C, 1, 1]: the same as the unfused add."""
+    torch.manual_seed(7)
+    conv = _conv(kind)
+    x = torch.randn(2, 8, 5, 6, dtype=torch.float64)
+    r = torch.randn(8, 1, 1, dtype=torch.float64)
+    with torch.no_grad():
+        conv.activation = "relu"
+        got = conv(x, residual=r)
+        conv.activation = None
+        want = F.relu(conv(x) + r)
+    torch.testing.assert_close(got, want, rtol=1e-12, atol=1e-12)

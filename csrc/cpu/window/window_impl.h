@@ -1,0 +1,166 @@
+// Kernel bodies of the CPU window ops, written once over a GCC vector type.
+// window_cpu.cpp has cpu/common/for_each_isa.inc include this file once per
+// instruction set (deliberately no include guard), in its own namespace and
+// `#pragma GCC target` region, after the SIMD primitives of
+// cpu/common/simd.h; the std headers, cpu/common/conv_layout.h and
+// cpu/common/wide_layout.h are included before.
+//
+// Per (image, channel) plane: the plane is copied once into a padded buffer
+// split into the stride's phase planes (padded pixel (r, c) at phase
+// (r % sh, c % sw), row r / sh, column c / sw), each wq columns wide. Output
+// pixel (oh, ow) is then "wide" pixel q = oh * wq + ow, and every tap reads
+// the buffer at q plus a constant offset (as the sparse kinds' wide layouts,
+// cpu/common/wide_layout.h): the whole plane is one run of vectors, with no
+// per-row tail however small the image (7x7, 14x14). The columns ow >= OW
+// of each wide row are computed and dropped when the rows are stored. The
+// pads (0 for a conv, -inf for a max pool) and the slack are written once
+// per call: every plane fills the same places.
+
+// Output vectors per register tile.
+constexpr int kWindowVectors = kVecRegs >= 32 ? 8 : 4;
+
+// Input row `row` (in_w elements, `step` apart) into the phase planes of its
+// padded row: padded column c = x + pad at phase c % s, column c / s.
+template <typename T>
+inline void fill_row(const T* row, int64_t step, int64_t in_w, int64_t pad, int s,
+                     int64_t phase_stride, T* dst) {
+  if (s == 1 && step == 1) {
+    wide::copy_row(row, in_w, dst + pad);
+  } else if (s == 2 && step == 1) {
+    // Input columns 2k and 2k + 1 land at phases pad % 2 and 1 - pad % 2.
+    const int64_t p = pad % 2;
+    T* even = dst + p * phase_stride + pad / 2;
+    T* odd = dst + (1 - p) * phase_stride + (pad + 1) / 2;
+    deinterleave2(row, in_w / 2, even, odd);
+    if (in_w % 2) even[in_w / 2] = row[in_w - 1];
+  } else {
+    for (int64_t x = 0; x < in_w; ++x) {
+      const int64_t c = x + pad;
+      dst[(c % s) * phase_stride + c / s] = row[x * step];
+    }
+  }
+}
+
+// The phase planes of one geometry, and the per-plane sweep every op shares.
+template <typename T>
+struct PhasePlanes {
+  const ConvGeometry& geo;
+  int64_t wq = 0, phase_size = 0;
+  int64_t nq = 0, nq_vec = 0;  // wide pixels up to the last real one; in whole vectors
+  int64_t size = 0;            // of the buffer, with the slack the last vector reads
+  std::vector<int64_t> off;    // tap t's offset from wide pixel q
+
+  explicit PhasePlanes(const ConvGeometry& g) : geo(g), off(g.taps()) {
+    const int sh = geo.stride_h, sw = geo.stride_w;
+    const int64_t hq = (geo.in_h + 2 * int64_t{geo.pad_h} + sh - 1) / sh;
+    wq = (geo.in_w + 2 * int64_t{geo.pad_w} + sw - 1) / sw;
+    phase_size = hq * wq;
+    nq = (geo.out_h - 1) * wq + geo.out_w;
+    nq_vec = round_up(nq, lanes<T>());
+    int64_t reach = 0;
+    for (int i = 0; i < geo.kh; ++i)
+      for (int j = 0; j < geo.kw; ++j) {
+        const int64_t r = int64_t(i) * geo.dil_h, c = int64_t(j) * geo.dil_w;
+        const int64_t o = ((r % sh) * sw + c % sw) * phase_size + r / sh * wq + c / sw;
+        off[i * geo.kw + j] = o;
+        reach = std::max(reach, o);
+      }
+    size = std::max<int64_t>(int64_t(sh) * sw * phase_size, nq_vec + reach);
+  }
+
+  // Every (image, channel) plane: copied into the thread's buffer (pads set
+  // to `pad` once), then tile(buf + q, out + q, c, U) for the wide pixels q
+  // in runs of U vectors, then the real columns stored to NCHW.
+  template <int U, typename Tile>
+  void sweep(const T* input, Strides4 in_s, T pad, T* output, double cost_per_pixel,
+             int num_threads, Tile&& tile) const {
+    constexpr int L = lanes<T>();
+    const int64_t planes = geo.batch * geo.cout, ohw = geo.out_h * geo.out_w;
+    if (planes == 0) return;
+    const int sh = geo.stride_h, sw = geo.stride_w;
+    num_threads = threads_for(double(planes) * ohw * cost_per_pixel, num_threads);
+#pragma omp parallel num_threads(num_threads)
+    {
+      T* const buf = wide::scratch_array<T>(wide::kSourceSlot, size);
+      T* const wide_out = wide::scratch_array<T>(wide::kTileSlot, nq_vec);
+      std::fill(buf, buf + size, pad);
+#pragma omp for schedule(static)
+      for (int64_t plane = 0; plane < planes; ++plane) {
+        const int64_t c = plane % geo.cout;
+        const T* src = input + plane / geo.cout * in_s.n + c * in_s.c;
+        for (int64_t h = 0; h < geo.in_h; ++h) {
+          const int64_t r = h + geo.pad_h;
+          fill_row(src + h * in_s.h, in_s.w, geo.in_w, geo.pad_w, sw, phase_size,
+                   buf + (r % sh) * sw * phase_size + r / sh * wq);
+        }
+        int64_t q = 0;
+        for (; q + U * L <= nq_vec; q += U * L)
+          tile(buf + q, wide_out + q, c, std::integral_constant<int, U>{});
+        if (q < nq_vec)  // the rest in one tile: independent chains hide the latency
+          with_count<U>(static_cast<int>((nq_vec - q) / L),
+                        [&](auto V) { tile(buf + q, wide_out + q, c, V); });
+        T* out = output + plane * ohw;
+        for (int64_t oh = 0; oh < geo.out_h; ++oh)
+          wide::copy_row(wide_out + oh * wq, geo.out_w, out + oh * geo.out_w);
+      }
+    }
+  }
+};
+
+template <typename T>
+void depthwise_forward(const ConvGeometry& geo, const T* weight, const T* input, Strides4 in_s,
+                       const T* bias, const OutputClamp& clamp, T* output, int num_threads) {
+  using V = typename Vec<T>::type;
+  constexpr int L = lanes<T>();
+  const PhasePlanes<T> pp(geo);
+  const int taps = geo.taps();
+  const int64_t* off = pp.off.data();
+  const bool clamped = clamp.active();
+  const T lo = T(clamp.lo), hi = T(clamp.hi);
+  // threads_for counts multiply-adds at the sparse kernels' rate; a pixel
+  // here costs ~1.2 ns on one core (copied in, 9 taps, copied out), about 64
+  // multiply-adds at that rate.
+  pp.template sweep<kWindowVectors>(
+      input, in_s, T(0), output, 64.0, num_threads,
+      [&](const T* base, T* dst, int64_t c, auto U_) {
+        constexpr int U = decltype(U_)::value;
+        const T* w = weight + c * taps;
+        V acc[U];
+        for (int u = 0; u < U; ++u) acc[u] = vbcast<V>(bias ? bias[c] : T(0));
+        for (int t = 0; t < taps; ++t) {
+          const T* p = base + off[t];
+          const V s = vbcast<V>(w[t]);
+#pragma GCC unroll 8
+          for (int u = 0; u < U; ++u) acc[u] = vfma(s, vload<V>(p + u * L), acc[u]);
+        }
+        if (clamped)
+          for (int u = 0; u < U; ++u) acc[u] = vclamp(acc[u], lo, hi);
+        for (int u = 0; u < U; ++u) vstore(dst + u * L, acc[u]);
+      });
+}
+
+template <typename T>
+void max_pool_forward(const ConvGeometry& geo, const T* input, Strides4 in_s, T* output,
+                      int num_threads) {
+  using V = typename Vec<T>::type;
+  constexpr int L = lanes<T>();
+  const PhasePlanes<T> pp(geo);
+  const int taps = geo.taps();
+  const int64_t* off = pp.off.data();
+  pp.template sweep<kWindowVectors>(
+      input, in_s, -std::numeric_limits<T>::infinity(), output, 64.0, num_threads,
+      [&](const T* base, T* dst, int64_t, auto U_) {
+        constexpr int U = decltype(U_)::value;
+        V m[U];
+        for (int u = 0; u < U; ++u) m[u] = vload<V>(base + off[0] + u * L);
+        for (int t = 1; t < taps; ++t) {
+          const T* p = base + off[t];
+#pragma GCC unroll 8
+          for (int u = 0; u < U; ++u) {
+            const V x = vload<V>(p + u * L);
+            m[u] = (x > m[u]) | (x != x) ? x : m[u];  // NaN wins, as in torch's max pool
+          }
+        }
+        for (int u = 0; u < U; ++u) vstore(dst + u * L, m[u]);
+      });
+}
