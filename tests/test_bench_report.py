@@ -91,3 +91,17 @@ def test_results_file_appends_atomically(tmp_path):
     schema.ResultsFile(str(path)).add(records[2:])
     assert schema.load(str(path)) == records
     assert os.listdir(tmp_path) == ["r.json"]  # no temporary file left behind
+
+
+def test_a_network_rerun_with_other_inference_passes_supersedes_and_says_so():
+    """The sparse models' passes (--fuse-epilogues, --nchw-kernels) are settings
+    of a run, not of a configuration: the latest run's row stands, labelled
+    with the passes it ran without."""
+    first = next(r for r in schema.load(str(FIXTURE))
+                 if r["record_type"] == "network" and r["kind"] is not None and r["ok"])
+    assert first["fuse_epilogues"] is False  # a version-6 fixture record reads as unfused
+    rerun = copy.deepcopy(first)
+    rerun.update(timestamp="2999-01-01T00:00:00+00:00", fuse_epilogues=True, nchw_kernels=True)
+    assert report.latest([first, rerun]) == [rerun]
+    assert report._config(rerun).endswith(f"({rerun['backend']})")
+    assert report._config(first).endswith(f"({first['backend']}, unfused, PyTorch's NCHW ops)")

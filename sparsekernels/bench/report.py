@@ -32,8 +32,10 @@ _LAYER_KEY = ("device_name", "threads", "suite", "layer", "batch", "dtype", "pas
               "patterns", "entries", "connectivity", "sparsity", "backend", "memory_format")
 _NETWORK_KEY = ("device_name", "threads", "arch", "batch", "dtype", "mode", "kind", "n",
                 "patterns", "entries", "connectivity", "sparsity", "backend", "memory_format",
-                "engine", "model_file", "fold_bn", "fuse_epilogues",
-                "nchw_kernels")
+                "engine", "model_file", "fold_bn")
+# The sparse models' inference passes (networks --fuse-epilogues, --nchw-kernels)
+# are not part of a configuration: a later run with other settings supersedes
+# an earlier one, and its rows say which passes were off (_config).
 
 
 def add_parser(sub) -> argparse.ArgumentParser:
@@ -162,7 +164,10 @@ def _config(r: dict) -> str:
     if r["kind"] is None:
         # a layer record has no engine: its dense conv is PyTorch's
         return "dense" if r.get("engine", "pytorch") == "pytorch" else f"dense ({r['engine']})"
-    return f"{kind_label(r)} {r['sparsity']:.0%} ({r['backend']})"
+    off = [what for field, what in (("fuse_epilogues", "unfused"),
+                                    ("nchw_kernels", "PyTorch's NCHW ops"))
+           if r["record_type"] == "network" and not r[field]]
+    return f"{kind_label(r)} {r['sparsity']:.0%} ({', '.join([r['backend'], *off])})"
 
 
 def _where(r: dict) -> str:
