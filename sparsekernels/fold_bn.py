@@ -48,13 +48,19 @@ def _foldable(bn: nn.Module) -> bool:
             and bn.running_mean is not None and bn.running_var is not None)
 
 
+def library_graph(model: nn.Module, reader: str) -> fx.Graph:
+    """``model``'s graph, the library's modules as leaves; a model torch.fx
+    cannot trace is a TypeError naming ``reader``, the function that wanted it."""
+    try:
+        return LibraryLeafTracer().trace(model)
+    except Exception as exc:  # fx raises many types for untraceable code
+        raise TypeError(f"model: {reader} reads the model's graph with torch.fx, "
+                        f"which cannot trace it ({type(exc).__name__}: {exc})") from exc
+
+
 def _pairs(model: nn.Module) -> list[tuple[str, str]]:
     """(conv name, BN name) for every BN applied to a conv's sole use."""
-    try:
-        graph = LibraryLeafTracer().trace(model)
-    except Exception as exc:  # fx raises many types for untraceable code
-        raise TypeError(f"model: fold_batchnorm reads the model's graph with torch.fx, "
-                        f"which cannot trace it ({type(exc).__name__}: {exc})") from exc
+    graph = library_graph(model, "fold_batchnorm")
     modules = dict(model.named_modules())
     calls = Counter(n.target for n in graph.nodes if n.op == "call_module")
     pairs = []

@@ -31,7 +31,7 @@ import torch
 from torch import fx, nn
 
 from .activation import ACTIVATIONS, FusedActivation
-from .fold_bn import LibraryLeafTracer
+from .fold_bn import library_graph
 from .nn.base import SparseConv2d
 
 log = logging.getLogger("sparsekernels")
@@ -130,11 +130,7 @@ def fuse_epilogues(model: nn.Module) -> fx.GraphModule:
     if not isinstance(model, nn.Module):
         raise TypeError(f"model: expected an nn.Module, got {type(model).__name__}")
     model = copy.deepcopy(model)
-    try:
-        graph = LibraryLeafTracer().trace(model)
-    except Exception as exc:  # fx raises many types for untraceable code
-        raise TypeError(f"model: fuse_epilogues reads the model's graph with torch.fx, "
-                        f"which cannot trace it ({type(exc).__name__}: {exc})") from exc
+    graph = library_graph(model, "fuse_epilogues")
     modules = dict(model.named_modules())
     _drop_identities(graph, modules)
     fuser = _Fuser(graph, modules)

@@ -144,21 +144,6 @@ def test_only_depthwise_convs_and_max_pools_are_swapped():
         sk.nn.DepthwiseConv2d.from_conv(model[2])
 
 
-def test_a_pruned_mobilenet_keeps_its_outputs():
-    torch.manual_seed(0)
-    model = sk.sparsify(get_model("mobilenet_v2").double().eval(), sparsity=0.75, n=8)
-    x = torch.randn(1, 3, 64, 64, dtype=torch.float64)
-    with torch.no_grad():
-        want = model(x)
-        sk.fold_batchnorm(model)
-        sk.nn.use_nchw_kernels(model)
-        fused = sk.fuse_epilogues(model)
-        got = fused(x)
-    depthwise = [m for m in fused.modules() if isinstance(m, sk.nn.DepthwiseConv2d)]
-    assert len(depthwise) == 17 and all(m.activation == "relu6" for m in depthwise)
-    torch.testing.assert_close(got, want, rtol=1e-9, atol=1e-9)
-
-
 # ---- max pool -----------------------------------------------------------------
 POOLS = {
     "resnet_stem": dict(kernel=3, stride=2, padding=1, hw=(17, 16)),
@@ -243,14 +228,22 @@ def test_max_pool_bad_operands_are_named(call, match):
         call(x)
 
 
-def test_a_pruned_resnet_keeps_its_outputs():
+@pytest.mark.parametrize("arch,swapped", [
+    ("mobilenet_v2", 17),  # depthwise convs, each with a fused ReLU6
+    ("resnet18", 1),       # the stem's max pool
+])
+def test_pruned_networks_keep_their_outputs(arch, swapped):
     torch.manual_seed(0)
-    model = sk.sparsify(get_model("resnet18").double().eval(), sparsity=0.75, n=8)
+    model = sk.sparsify(get_model(arch).double().eval(), sparsity=0.75, n=8)
     x = torch.randn(1, 3, 64, 64, dtype=torch.float64)
     with torch.no_grad():
         want = model(x)
         sk.fold_batchnorm(model)
         sk.nn.use_nchw_kernels(model)
-        got = sk.fuse_epilogues(model)(x)
-    assert isinstance(model.maxpool, sk.nn.MaxPool2d)
+        fused = sk.fuse_epilogues(model)
+        got = fused(x)
+    kernels = [m for m in fused.modules() if isinstance(m, (sk.nn.DepthwiseConv2d,
+                                                            sk.nn.MaxPool2d))]
+    assert len(kernels) == swapped
+    assert all(m.activation == "relu6" for m in kernels if isinstance(m, sk.nn.DepthwiseConv2d))
     torch.testing.assert_close(got, want, rtol=1e-9, atol=1e-9)
