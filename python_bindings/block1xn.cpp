@@ -101,7 +101,8 @@ at::Tensor forward(const at::Tensor& x, const at::Tensor& values, const at::Tens
                    const at::Tensor& col_idx, const c10::optional<at::Tensor>& bias, int64_t n,
                    int64_t rows_per_group, int64_t cout, std::vector<int64_t> stride,
                    std::vector<int64_t> padding, std::vector<int64_t> dilation,
-                   int64_t groups, double out_min, double out_max) {
+                   int64_t groups, double out_min, double out_max,
+                   const c10::optional<at::Tensor>& residual) {
   glue::check_4d("input", x);
   glue::check_4d("values", values);
   const auto geo = glue::make_geometry(x.size(0), x.size(1), x.size(2), x.size(3), cout,
@@ -113,6 +114,7 @@ at::Tensor forward(const at::Tensor& x, const at::Tensor& values, const at::Tens
   check_values(values, x, blocks.nnzb, geo, n);
   glue::check_bias(bias, x, cout);
   const OutputClamp clamp = glue::output_clamp(out_min, out_max);
+  const at::Tensor res = glue::checked_residual(residual, x, geo);
   auto vals = values.contiguous();
   at::Tensor b = bias.has_value() ? bias->contiguous() : at::Tensor();
   auto out = at::empty({geo.batch, cout, geo.out_h, geo.out_w}, x.options());
@@ -122,14 +124,15 @@ at::Tensor forward(const at::Tensor& x, const at::Tensor& values, const at::Tens
         using T = typename decltype(tag)::type;
         cpu::block1xn_forward<T>(geo, blocks, vals.data_ptr<T>(), x.data_ptr<T>(),
                                  glue::strides_of(x), b.defined() ? b.data_ptr<T>() : nullptr,
-                                 clamp, out.data_ptr<T>(), at::get_num_threads());
+                                 clamp, res.defined() ? res.data_ptr<T>() : nullptr,
+                                 out.data_ptr<T>(), at::get_num_threads());
       },
       SK_CUDA_LAUNCHER([&](cuda::DType dtype, cudaStream_t stream) {
         return cuda::block1xn_forward(dtype, geo, blocks, vals.data_ptr(), x.data_ptr(),
                                       glue::strides_of(x), b.defined() ? b.data_ptr() : nullptr,
                                       out.data_ptr(), stream);
       }));
-  glue::clamp_unfused(out, clamp);
+  if (!x.is_cpu()) glue::unfused_epilogue(out, res, clamp);
   return out;
 }
 

@@ -83,9 +83,31 @@ inline OutputClamp output_clamp(double out_min, double out_max) {
   return {out_min, out_max};
 }
 
-// The CUDA kernels take no epilogue clamp yet: on a GPU it runs as its own pass.
-inline void clamp_unfused(at::Tensor& out, const OutputClamp& clamp) {
-  if (!out.is_cpu() && clamp.active()) out.clamp_(clamp.lo, clamp.hi);
+// An optional residual the forward adds before its clamp (a fused residual
+// add): the output's shape, x's dtype and device; NCHW contiguous, as the
+// kernels read it. Undefined when absent.
+inline at::Tensor checked_residual(const c10::optional<at::Tensor>& residual,
+                                   const at::Tensor& x, const ConvGeometry& geo) {
+  if (!residual.has_value()) return at::Tensor();
+  TORCH_CHECK_TYPE(residual->scalar_type() == x.scalar_type(), "residual: expected dtype ",
+                   x.scalar_type(), ", got ", residual->scalar_type());
+  TORCH_CHECK_VALUE(residual->device() == x.device(), "residual: expected a tensor on ",
+                    x.device(), ", got ", residual->device());
+  TORCH_CHECK_VALUE(residual->dim() == 4 && residual->size(0) == geo.batch &&
+                        residual->size(1) == geo.cout && residual->size(2) == geo.out_h &&
+                        residual->size(3) == geo.out_w,
+                    "residual: expected the output's shape [", geo.batch, ", ", geo.cout, ", ",
+                    geo.out_h, ", ", geo.out_w, "], got ", residual->sizes());
+  return residual->contiguous();
+}
+
+// The epilogue a kernel did not run, as passes of their own: the residual
+// added, then the clamp (the CUDA kernels take neither yet; the stripe and
+// pattern CPU kernels take no residual, and run unclamped when there is one).
+inline void unfused_epilogue(at::Tensor& out, const at::Tensor& residual,
+                             const OutputClamp& clamp) {
+  if (residual.defined()) out.add_(residual);
+  if (clamp.active()) out.clamp_(clamp.lo, clamp.hi);
 }
 
 // The geometry of one conv with every integer bounded. cin and cout must be

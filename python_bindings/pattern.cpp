@@ -285,7 +285,8 @@ void check_values(const at::Tensor& values, const at::Tensor& like, int64_t nnz_
 at::Tensor forward(const at::Tensor& x, const at::Tensor& values, SK_TOPOLOGY_PARAMS,
                    const c10::optional<at::Tensor>& bias, int64_t cout, int64_t kh, int64_t kw,
                    std::vector<int64_t> stride, std::vector<int64_t> padding,
-                   std::vector<int64_t> dilation, int64_t groups, double out_min, double out_max) {
+                   std::vector<int64_t> dilation, int64_t groups, double out_min, double out_max,
+                   const c10::optional<at::Tensor>& residual) {
   glue::check_4d("input", x);
   const auto geo = glue::make_geometry(x.size(0), x.size(1), x.size(2), x.size(3), cout, kh, kw,
                                        stride, padding, dilation, groups);
@@ -295,6 +296,9 @@ at::Tensor forward(const at::Tensor& x, const at::Tensor& values, SK_TOPOLOGY_PA
   check_values(values, x, pt.nnz_values);
   glue::check_bias(bias, x, cout);
   const OutputClamp clamp = glue::output_clamp(out_min, out_max);
+  const at::Tensor res = glue::checked_residual(residual, x, geo);
+  // The kernel clamps only where nothing is added after it.
+  const bool fused = x.is_cpu() && !res.defined();
   auto vals = values.contiguous();
   at::Tensor b = bias.has_value() ? bias->contiguous() : at::Tensor();
   auto out = at::empty({geo.batch, cout, geo.out_h, geo.out_w}, x.options());
@@ -304,14 +308,15 @@ at::Tensor forward(const at::Tensor& x, const at::Tensor& values, SK_TOPOLOGY_PA
         using T = typename decltype(tag)::type;
         cpu::pattern_forward<T>(geo, pt, vals.data_ptr<T>(), x.data_ptr<T>(),
                                 glue::strides_of(x), b.defined() ? b.data_ptr<T>() : nullptr,
-                                clamp, out.data_ptr<T>(), at::get_num_threads(), topo_id);
+                                fused ? clamp : OutputClamp{}, out.data_ptr<T>(),
+                                at::get_num_threads(), topo_id);
       },
       SK_CUDA_LAUNCHER([&](cuda::DType dtype, cudaStream_t stream) {
         return cuda::pattern_forward(dtype, geo, pt, vals.data_ptr(), x.data_ptr(),
                                      glue::strides_of(x), b.defined() ? b.data_ptr() : nullptr,
                                      out.data_ptr(), stream);
       }));
-  glue::clamp_unfused(out, clamp);
+  if (!fused) glue::unfused_epilogue(out, res, clamp);
   return out;
 }
 

@@ -98,7 +98,8 @@ at::Tensor forward(const at::Tensor& x, const at::Tensor& values, const at::Tens
                    const at::Tensor& stripe_idx, const at::Tensor& stripe_row,
                    const c10::optional<at::Tensor>& bias, int64_t cout, int64_t kh, int64_t kw,
                    std::vector<int64_t> stride, std::vector<int64_t> padding,
-                   std::vector<int64_t> dilation, int64_t groups, double out_min, double out_max) {
+                   std::vector<int64_t> dilation, int64_t groups, double out_min, double out_max,
+                   const c10::optional<at::Tensor>& residual) {
   glue::check_4d("input", x);
   const auto geo = glue::make_geometry(x.size(0), x.size(1), x.size(2), x.size(3), cout, kh, kw,
                                        stride, padding, dilation, groups);
@@ -108,6 +109,9 @@ at::Tensor forward(const at::Tensor& x, const at::Tensor& values, const at::Tens
   check_values(values, x, st.nnz, geo);
   glue::check_bias(bias, x, cout);
   const OutputClamp clamp = glue::output_clamp(out_min, out_max);
+  const at::Tensor res = glue::checked_residual(residual, x, geo);
+  // The kernel clamps only where nothing is added after it.
+  const bool fused = x.is_cpu() && !res.defined();
   auto vals = values.contiguous();
   at::Tensor b = bias.has_value() ? bias->contiguous() : at::Tensor();
   auto out = at::empty({geo.batch, cout, geo.out_h, geo.out_w}, x.options());
@@ -117,14 +121,15 @@ at::Tensor forward(const at::Tensor& x, const at::Tensor& values, const at::Tens
         using T = typename decltype(tag)::type;
         cpu::stripe_forward<T>(geo, st, vals.data_ptr<T>(), x.data_ptr<T>(),
                                glue::strides_of(x), b.defined() ? b.data_ptr<T>() : nullptr,
-                               clamp, out.data_ptr<T>(), at::get_num_threads());
+                               fused ? clamp : OutputClamp{}, out.data_ptr<T>(),
+                               at::get_num_threads());
       },
       SK_CUDA_LAUNCHER([&](cuda::DType dtype, cudaStream_t stream) {
         return cuda::stripe_forward(dtype, geo, st, vals.data_ptr(), x.data_ptr(),
                                     glue::strides_of(x), b.defined() ? b.data_ptr() : nullptr,
                                     out.data_ptr(), stream);
       }));
-  glue::clamp_unfused(out, clamp);
+  if (!fused) glue::unfused_epilogue(out, res, clamp);
   return out;
 }
 

@@ -171,7 +171,7 @@ def test_compiled_functions_refuse_corrupt_operands():
         calls = {
             "forward": lambda: C.block1xn_forward(
                 a["x"], a["values"], a["row_ptr"], a["col_idx"], a["bias"], n, rows, cout,
-                *conv, *NO_CLAMP),
+                *conv, *NO_CLAMP, None),
             "grad_input": lambda: C.block1xn_grad_input(
                 a["grad_out"], a["values"], a["row_ptr"], a["col_idx"], a["col_ptr"],
                 a["block_idx"], a["block_row"], n, rows, cin, 5, 5, *conv),
@@ -188,7 +188,7 @@ def test_compiled_functions_refuse_a_wrong_row_count():
     with pytest.raises(ValueError, match="rows_per_group"):
         C.block1xn_forward(a["x"], a["values"], a["row_ptr"], a["col_idx"], a["bias"],
                            a["n"], 7, a["cout"], a["stride"], a["padding"], a["dilation"],
-                           a["groups"], *NO_CLAMP)
+                           a["groups"], *NO_CLAMP, None)
 
 
 def test_fully_pruned_layer_with_huge_n_is_refused_not_uninitialised():
@@ -434,3 +434,18 @@ def test_index_tensors_on_another_device_than_the_activations_are_refused(kind, 
                  lambda: checks.check_grad_weight(backend, case.x, go, on_meta, conv)):
         with pytest.raises(ValueError, match=f"{first}: expected a tensor on cpu, got meta"):
             call()
+
+
+def test_compiled_forward_refuses_a_bad_residual():
+    a = _operands()
+    rows = -(-(a["cout"] // a["groups"]) // a["n"])
+    args = (a["x"], a["values"], a["row_ptr"], a["col_idx"], a["bias"], a["n"], rows, a["cout"],
+            a["stride"], a["padding"], a["dilation"], a["groups"], *NO_CLAMP)
+    out = C.block1xn_forward(*args, None)
+    for residual, error, match in [
+            (out.float() if out.dtype != torch.float32 else out.double(), TypeError,
+             "residual: expected dtype"),
+            (out[:, :1], ValueError, r"residual: expected the output's shape"),
+            (out.new_zeros(out.shape, device="meta"), ValueError, "residual: expected a tensor on")]:
+        with pytest.raises(error, match=match):
+            C.block1xn_forward(*args, residual)

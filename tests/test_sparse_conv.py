@@ -356,3 +356,49 @@ def test_gradcheck_through_the_activation(kind):
     inputs = (case.x.requires_grad_(), case.weight.values.clone().requires_grad_(),
               case.bias.clone().requires_grad_())
     assert torch.autograd.gradcheck(fn, inputs)
+
+
+@pytest.mark.parametrize("kind,name", [(k, c) for k in KINDS for c in CASES])
+@pytest.mark.parametrize("activation", [None, "relu"])
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
+def test_fused_residual(kind, name, activation, dtype):
+    """conv(x, residual=r): r added before the activation, in the native
+    epilogue (eager inference) and after the op (autograd), against the
+    float64 reference."""
+    case = _scaled(_case(kind, name, dtype=dtype))
+    ref = reference_output(case)
+    residual = torch.randn(ref.shape, generator=torch.Generator().manual_seed(3),
+                           dtype=torch.float64) * 4
+    want = ref + residual
+    if activation:
+        want = ACTIVATIONS[activation].apply(want)
+    tol = 1e-10 if dtype == torch.float64 else 1e-4
+    for backend in FAST:
+        module = _module_of(kind, case, backend)
+        module.activation = activation
+        with torch.no_grad():
+            fused = module(case.x, residual=residual.to(dtype))
+        torch.testing.assert_close(fused.double(), want, rtol=tol, atol=tol)
+        x = case.x.detach().clone().requires_grad_()
+        torch.testing.assert_close(module(x, residual=residual.to(dtype)).double(), want,
+                                   rtol=tol, atol=tol)
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_native_residual_layouts_and_bad_residuals(kind):
+    case = _case(kind, "channels_last")
+    topo, conv = case.weight.topology(), ConvArgs(case.stride, case.padding, case.dilation,
+                                                  case.groups)
+    native = KINDS[kind].module.OPS.impl("cpu")
+    ref = reference_output(case)
+    residual = torch.randn(ref.shape, dtype=torch.float64)
+    residual[0, 1, 2, 3] = float("nan")
+    every_other = torch.zeros(*residual.shape[:3], 2 * residual.shape[3], dtype=torch.float64)
+    every_other[..., ::2] = residual
+    for r in (residual, residual.contiguous(memory_format=torch.channels_last),
+              every_other[..., ::2]):
+        out = native.forward(case.x, case.weight.values, topo, case.bias, conv,
+                             clamp=(0.0, 6.0), residual=r)
+        torch.testing.assert_close(out, (ref + residual).clamp(0, 6), equal_nan=True)
+    with pytest.raises(ValueError, match=r"residual: expected the output's shape"):
+        native.forward(case.x, case.weight.values, topo, case.bias, conv, residual=residual[:, :2])

@@ -128,7 +128,7 @@ def test_results_do_not_depend_on_threads():
         for n in (1, 2, 3):
             torch.set_num_threads(n)
             outs.append((C.stripe_forward(x, fmt.values, *t, bias, 40, 3, 3, [1, 1], [1, 1],
-                                          [1, 1], 1, *NO_CLAMP),
+                                          [1, 1], 1, *NO_CLAMP, None),
                          C.stripe_grad_input(go, fmt.values, *t, 24, 15, 13, 3, 3, [1, 1],
                                              [1, 1], [1, 1], 1),
                          C.stripe_grad_weight(x, go, *t, 3, 3, [1, 1], [1, 1], [1, 1], 1)))
@@ -150,7 +150,7 @@ def _fwd_args():
 
 def _call_forward(x, values, t, bias=None, cout=16, k=(3, 3), groups=2):
     return C.stripe_forward(x, values, *[t[f] for f in TOPO], bias, cout, *k, [1, 1], [1, 1],
-                            [1, 1], groups, *NO_CLAMP)
+                            [1, 1], groups, *NO_CLAMP, None)
 
 
 def test_valid_arguments_pass():

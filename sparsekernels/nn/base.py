@@ -193,8 +193,8 @@ class SparseConv2d(FusedActivation, nn.Module):
     def forward(self, input: Tensor, residual: Optional[Tensor] = None) -> Tensor:
         """The conv, plus ``residual`` (a tensor of the output's shape: a fused
         residual add, ``sparsekernels.fuse_epilogues``), then the activation
-        (FusedActivation): in the CPU kernels' epilogue, or in place on the
-        fresh output, where the call is eager inference; else on the op's output."""
+        (FusedActivation): in the native backends' epilogue where the call is
+        eager inference; else on the op's output."""
         if (self.padding_mode == "zeros" and isinstance(input, Tensor) and input.dim() == 4
                 and _plain_inference(input, self.values, self.bias, residual)):
             return self._inference_plan(input.device)(input, residual)

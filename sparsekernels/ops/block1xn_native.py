@@ -11,12 +11,13 @@ from ..formats.block1xn import BlockTopology
 from .backends import cast, native_dtype
 
 
-def forward(x, values, topo: BlockTopology, bias: Bias, conv: ConvArgs, clamp=NO_CLAMP):
+def forward(x, values, topo: BlockTopology, bias: Bias, conv: ConvArgs, clamp=NO_CLAMP,
+            residual=None):
     work = native_dtype(x)
     out = C.block1xn_forward(
         cast(x, work), cast(values, work), topo.row_ptr, topo.col_idx, cast(bias, work),
         topo.n, topo.rows_per_group, topo.cout, list(conv.stride), list(conv.padding),
-        list(conv.dilation), conv.groups, *clamp,
+        list(conv.dilation), conv.groups, *clamp, cast(residual, work),
     )
     return cast(out, x.dtype)
 

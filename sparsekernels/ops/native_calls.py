@@ -2,7 +2,7 @@
 take the topology's ``TENSORS`` in order (stripe, pattern): thin calls
 
     <slug>_forward(x, values, *tensors, bias, cout, kh, kw, stride, padding, dilation, groups,
-                   out_min, out_max)
+                   out_min, out_max, residual)
     <slug>_grad_input(grad_out, values, *tensors, cin, in_h, in_w, kh, kw, ...)
     <slug>_grad_weight(x, grad_out, *tensors, kh, kw, ...)
 
@@ -28,11 +28,11 @@ def native_backend(slug: str) -> SimpleNamespace:
     def tensors(topo):
         return tuple(getattr(topo, f) for f in topo.TENSORS)
 
-    def forward(x, values, topo, bias: Bias, conv: ConvArgs, clamp=NO_CLAMP):
+    def forward(x, values, topo, bias: Bias, conv: ConvArgs, clamp=NO_CLAMP, residual=None):
         work = native_dtype(x)
         out = getattr(_ext.C, f"{slug}_forward")(
             cast(x, work), cast(values, work), *tensors(topo), cast(bias, work), topo.cout,
-            *topo.kernel_size, *_conv_args(conv), *clamp)
+            *topo.kernel_size, *_conv_args(conv), *clamp, cast(residual, work))
         return cast(out, x.dtype)
 
     def grad_input(grad_out, values, topo, conv: ConvArgs, in_hw):

@@ -215,8 +215,9 @@ class InferencePlan:
     (here, then in the backend: the native backends check every operand in
     C++, the others get the op body's checks), so a plan caches only what
     does not depend on the input. Its holder keeps it while ``matches``.
-    ``activation`` (a key of ``ACTIVATIONS``, or None) follows the conv: the
-    native backends clamp in their epilogue, the others apply it after."""
+    ``activation`` (a key of ``ACTIVATIONS``, or None) and a call's
+    ``residual`` follow the conv: the native backends take both (1xN adds
+    and clamps in its kernel's store), the others' output gets them after."""
 
     def __init__(self, ops: SparseConvOps, values: Tensor, topo, bias, *, stride, padding,
                  dilation, groups, backend: str, device: torch.device, key: tuple,
@@ -252,9 +253,12 @@ class InferencePlan:
         _check_inputs(x, self.values, self.bias, self.topo, self.conv.groups)
         if self.extra != (0, 0):
             x = F.pad(x, (0, self.extra[1], 0, self.extra[0]))
-        if self.native is not None and residual is None:
+        fits = residual is None or (residual.dtype == x.dtype and residual.shape == (
+            x.shape[0], self.topo.cout, *output_hw(tuple(x.shape[2:]), self.topo.shape[2:],
+                                                   self.conv)))
+        if self.native is not None and fits:
             return _like_input(self.native(x, self.values, self.topo, self.bias, self.conv,
-                                           self.clamp), x)
+                                           self.clamp, residual), x)
         if self.native is not None:
             out = _like_input(self.native(x, self.values, self.topo, self.bias, self.conv), x)
         else:
@@ -264,10 +268,7 @@ class InferencePlan:
             # In place on the fresh output: a third of an out-of-place add's
             # time. A residual that would broadcast the output, or change its
             # dtype, takes PyTorch's own add.
-            if residual.shape == out.shape and residual.dtype == out.dtype:
-                out.add_(residual)
-            else:
-                out = out + residual
+            out = out.add_(residual) if fits else out + residual
         return out if self.activation is None else self.activation.apply_(out)
 
 

@@ -17,10 +17,10 @@ namespace cpu {
 template <typename T>
 void block1xn_forward(const ConvGeometry& geo, const Block1xN& blocks, const T* values,
                       const T* input, Strides4 in_strides, const T* bias,
-                      const OutputClamp& clamp, T* output,
+                      const OutputClamp& clamp, const T* residual, T* output,
                       int num_threads) {
   SK_DISPATCH(detail::block1xn, forward<T>, geo, blocks, values, input, in_strides, bias, clamp,
-              output, num_threads)
+              residual, output, num_threads)
 }
 
 template <typename T>
@@ -41,8 +41,8 @@ void block1xn_grad_weight(const ConvGeometry& geo, const Block1xN& blocks, const
 
 #define SK_INSTANTIATE(T)                                                                  \
   template void block1xn_forward<T>(const ConvGeometry&, const Block1xN&, const T*,       \
-                                    const T*, Strides4, const T*, const OutputClamp&, T*,  \
-                                    int);                                                  \
+                                    const T*, Strides4, const T*, const OutputClamp&,      \
+                                    const T*, T*, int);                                    \
   template void block1xn_grad_input<T>(const ConvGeometry&, const Block1xN&, const T*,    \
                                        const T*, Strides4, T*, int);                       \
   template void block1xn_grad_weight<T>(const ConvGeometry&, const Block1xN&, const T*,   \

@@ -9,12 +9,13 @@
 namespace sparsekernels {
 namespace cpu {
 
-// output[N, Cout, OH, OW] (NCHW contiguous) = clamp(conv(input, W) + bias).
-// input is read through in_strides; bias may be null.
+// output[N, Cout, OH, OW] (NCHW contiguous) = clamp(conv(input, W) + bias +
+// residual). input is read through in_strides; bias may be null; residual,
+// null or NCHW contiguous like output (a fused residual add), must not alias it.
 template <typename T>
 void block1xn_forward(const ConvGeometry& geo, const Block1xN& blocks, const T* values,
                       const T* input, Strides4 in_strides, const T* bias,
-                      const OutputClamp& clamp, T* output,
+                      const OutputClamp& clamp, const T* residual, T* output,
                       int num_threads);
 
 // grad_input[N, Cin, H, W] (NCHW contiguous) = conv_transpose(grad_out, W).

@@ -40,14 +40,25 @@ struct FwdTile {
   OutputClamp clamp;       // the epilogue after the bias (a fused activation)
 };
 
+// Where a tile's channels go: channel j at output offset d is out[d + j *
+// cs], after the residual res[d + j * cs] (a fused residual add; null: none)
+// is added and the tile's clamp applied.
+template <typename T>
+struct FwdOut {
+  T* out;
+  const T* res;
+  int64_t cs;
+};
+
 // acc[j][u] = init[j] + sum over the row's blocks k and taps t of
 // w[k][t][j] * x[col[k]][off[t] + u*L ..]: J channels x U vectors at wide
-// pixel q, clamped (a.clamp) and stored straight from the registers: vector u to output offset
-// dst[u] of each channel's plane (its pixels real and consecutive there), or,
-// where dst[u] < 0, into tmp[j][u*L ..] (row stride U*L) for fwd_store.
+// pixel q. Vector u is stored straight from the registers to output offset
+// dst[u] of each channel's plane (its pixels real and consecutive there),
+// the residual added and clamped (a.clamp) first, or, where dst[u] < 0, as
+// it is into tmp[j][u*L ..] (row stride U*L), for fwd_store's runs.
 template <typename T, int J, int U>
 inline void fwd_tile(const FwdTile<T>& a, int64_t q, const int64_t* dst, const T* init,
-                     T* tmp, T* out, int64_t out_cs) {
+                     T* tmp, const FwdOut<T>& o) {
   using V = typename Vec<T>::type;
   constexpr int L = lanes<T>();
   V acc[J][U];
@@ -78,18 +89,32 @@ inline void fwd_tile(const FwdTile<T>& a, int64_t q, const int64_t* dst, const T
       }
     }
   }
-  if (a.clamp.active()) {
-    const T lo = T(a.clamp.lo), hi = T(a.clamp.hi);
-    for (int j = 0; j < J; ++j)
-      for (int u = 0; u < U; ++u) acc[j][u] = vclamp(acc[j][u], lo, hi);
-  }
+  const bool clamped = a.clamp.active();
+  const T lo = T(a.clamp.lo), hi = T(a.clamp.hi);
   for (int u = 0; u < U; ++u) {
     if (dst[u] >= 0) {
-      for (int j = 0; j < J; ++j) vstore(out + dst[u] + j * out_cs, acc[j][u]);
+      for (int j = 0; j < J; ++j) {
+        V v = acc[j][u];
+        if (o.res) v += vload<V>(o.res + dst[u] + j * o.cs);
+        if (clamped) v = vclamp(v, lo, hi);
+        vstore(o.out + dst[u] + j * o.cs, v);
+      }
     } else {
       for (int j = 0; j < J; ++j) vstore(tmp + j * U * L + u * L, acc[j][u]);
     }
   }
+}
+
+// n pixels of a tile's buffer to output offset off, the residual added and
+// the clamp applied (pixels a vector could not store whole: few, scalar).
+template <typename T>
+inline void fwd_run(const T* src, int n, const FwdOut<T>& o, int64_t off,
+                    const OutputClamp& clamp) {
+  if (!o.res && !clamp.active()) {
+    wide::copy_row(src, n, o.out + off);
+    return;
+  }
+  for (int k = 0; k < n; ++k) o.out[off + k] = clamp(o.res ? src[k] + o.res[off + k] : src[k]);
 }
 
 // Where fwd_lanes stores the vectors of pixels [q0, q1): vector v at q0 + v *
@@ -135,15 +160,15 @@ struct StoreMap {
 // the runs of the vectors it could not store whole.
 template <typename T, int J, int U>
 inline void fwd_store(const FwdTile<T>& a, const StoreMap& map, int64_t q, int64_t v,
-                      const T* init, T* tmp, T* out, int64_t out_cs) {
+                      const T* init, T* tmp, const FwdOut<T>& o) {
   constexpr int L = lanes<T>(), TT = U * L;
-  fwd_tile<T, J, U>(a, q, map.whole.data() + v, init, tmp, out, out_cs);
+  fwd_tile<T, J, U>(a, q, map.whole.data() + v, init, tmp, o);
   for (int u = 0; u < U; ++u) {
     if (map.whole[v + u] >= 0) continue;
     for (int32_t k = map.first[v + u]; k < map.first[v + u + 1]; ++k) {
       const StoreMap::Run& run = map.runs[k];
       for (int j = 0; j < J; ++j)
-        wide::copy_row(tmp + j * TT + u * L + run.lane, run.n, out + j * out_cs + run.off);
+        fwd_run(tmp + j * TT + u * L + run.lane, run.n, o, run.off + j * o.cs, a.clamp);
     }
   }
 }
@@ -155,10 +180,10 @@ inline void fwd_store(const FwdTile<T>& a, const StoreMap& map, int64_t q, int64
 // slack). Only a range shorter than one vector reads past q1 (copied sources).
 template <typename T, int J>
 void fwd_lanes(const FwdTile<T>& a, const StoreMap& map, int64_t q0, int64_t q1, const T* init,
-               T* tmp, T* out, int64_t out_cs) {
+               T* tmp, const FwdOut<T>& o) {
   constexpr int L = lanes<T>(), U = fwd_vectors(J);
   auto tile = [&](auto V, int64_t q, int64_t v) {
-    fwd_store<T, J, decltype(V)::value>(a, map, q, v, init, tmp, out, out_cs);
+    fwd_store<T, J, decltype(V)::value>(a, map, q, v, init, tmp, o);
   };
   int64_t q = q0;
   for (; q + U * L <= q1; q += U * L) tile(std::integral_constant<int, U>{}, q, (q - q0) / L);
@@ -186,8 +211,8 @@ struct FwdSource {
 // chunk keeps the group's input rows over it in L2 while its rows sweep it.
 template <typename T>
 void fwd_sweep(const ConvGeometry& geo, const Block1xN& bk, const T* values, const T* bias,
-               const OutputClamp& clamp, const FwdSource<T>& src, int64_t chunk, int64_t b0, T* tmp,
-               StoreMap& map, T* output, int num_threads) {
+               const OutputClamp& clamp, const T* residual, const FwdSource<T>& src,
+               int64_t chunk, int64_t b0, T* tmp, StoreMap& map, T* output, int num_threads) {
   const int64_t ohw = geo.out_h * geo.out_w, cin_g = geo.cin_per_group();
   const int taps = geo.taps();
   // Near-equal chunks of whole widest tiles but the last, which is no
@@ -218,9 +243,10 @@ void fwd_sweep(const ConvGeometry& geo, const Block1xN& bk, const T* values, con
                    values + int64_t(k0) * taps * bk.n, bk.row_ptr[r + 1] - k0, bk.n, clamp};
       for (int j0 = 0; j0 < valid; j0 += kFwdMaxJ, a.w += kFwdMaxJ) {
         const T* init = bias ? bias + o0 + j0 : nullptr;
-        T* out = output + b0 * geo.cout * ohw + (o0 + j0) * ohw;
+        const int64_t at = b0 * geo.cout * ohw + (o0 + j0) * ohw;
+        const FwdOut<T> o{output + at, residual ? residual + at : nullptr, ohw};
         with_count<kFwdMaxJ>(std::min(kFwdMaxJ, valid - j0), [&](auto J) {
-          fwd_lanes<T, decltype(J)::value>(a, map, q0, q1, init, tmp, out, ohw);
+          fwd_lanes<T, decltype(J)::value>(a, map, q0, q1, init, tmp, o);
         });
       }
     }
@@ -238,8 +264,8 @@ inline bool reads_in_place(const ConvGeometry& geo, Strides4 s, int lanes) {
 
 template <typename T>
 void forward(const ConvGeometry& geo, const Block1xN& bk, const T* values,
-             const T* input, Strides4 in_s, const T* bias, const OutputClamp& clamp, T* output,
-             int num_threads) {
+             const T* input, Strides4 in_s, const T* bias, const OutputClamp& clamp,
+             const T* residual, T* output, int num_threads) {
   using namespace wide;
   constexpr int L = lanes<T>();
   const int64_t ohw = geo.out_h * geo.out_w;
@@ -262,7 +288,8 @@ void forward(const ConvGeometry& geo, const Block1xN& bk, const T* values,
       for (int64_t b = 0; b < geo.batch; ++b) {
         FwdSource<T> img = src;
         img.x = input + b * in_s.n;
-        fwd_sweep(geo, bk, values, bias, clamp, img, chunk, b, tmp, map, output, num_threads);
+        fwd_sweep(geo, bk, values, bias, clamp, residual, img, chunk, b, tmp, map, output,
+                  num_threads);
       }
     }
     return;
@@ -283,7 +310,7 @@ void forward(const ConvGeometry& geo, const Block1xN& bk, const T* values,
       const Wide wide = src.layout(nb);
       // Up to the last real pixel (wide.npix is rounded up to the tile).
       const int64_t npix = ((nb - 1) * wide.rh + wide.vh - 1) * wide.ww + wide.vw;
-      fwd_sweep(geo, bk, values, bias, clamp,
+      fwd_sweep(geo, bk, values, bias, clamp, residual,
                 FwdSource<T>{src.buf, src.cs, src.off.data(), wide, npix},
                 chunk, b0, tmp, map, output, num_threads);
     }
