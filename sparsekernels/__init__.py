@@ -6,8 +6,10 @@
     model = sk.sparsify(model, n=16, sparsity=0.75)      # swap eligible convs
     sk.fold_batchnorm(model.eval())                      # inference: BN into the convs
     model = sk.fuse_epilogues(model)                   # ReLUs into the sparse convs
+    sk.keep_freed_memory()                             # CPU inference: reuse freed pages
 """
 from . import nn
+from .cpu_allocator import keep_freed_memory
 from .fold_bn import fold_batchnorm
 from .formats import Block1xN, Pattern, Stripe
 from .fuse_epilogue import fuse_epilogues
@@ -18,5 +20,6 @@ from .ops.stripe import stripe_conv2d
 from .sparsify import sparsify
 
 __all__ = ["BACKENDS", "Block1xN", "Pattern", "Stripe", "block1xn_conv2d", "fold_batchnorm",
-           "fuse_epilogues", "nn", "pattern_conv2d", "sparsify", "stripe_conv2d"]
+           "fuse_epilogues", "keep_freed_memory", "nn", "pattern_conv2d", "sparsify",
+           "stripe_conv2d"]
 __version__ = "0.1.0"

@@ -20,6 +20,7 @@ def test_resnet20_dense_vs_sparse(tmp_path):
     rc, records = run(tmp_path, "--arch", "resnet20", "--sparsity", "0.5", "0.9", "--kind", "1xN")
     assert rc == 0
     dense, *sparse = records
+    assert all(r["keep_freed_memory"] for r in records)  # the default, for dense and sparse
     assert dense["kind"] is None and dense["speedup"] == 1.0 and dense["flop_reduction"] == 1.0
     assert dense["memory_format"] == dense["dense_layout"]  # the faster layout's record
     assert [r["sparsity"] for r in sparse] == [0.5, 0.9]

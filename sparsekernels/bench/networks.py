@@ -34,6 +34,7 @@ from torch import Tensor, nn
 
 from ..flops import count_flops
 from ..activation import DenseEpilogue
+from ..cpu_allocator import keep_freed_memory
 from ..fold_bn import fold_batchnorm
 from ..fuse_epilogue import fuse_epilogues
 from ..models import MODELS, get_model
@@ -111,6 +112,11 @@ def add_parser(sub) -> argparse.ArgumentParser:
                    help="run the ReLU / ReLU6 after each sparse or depthwise-kernel conv in "
                         "the conv's epilogue (sparsekernels.fuse_epilogues, after --fold-bn), "
                         "as ONNX Runtime fuses its dense convs' (default on)")
+    p.add_argument("--keep-freed-memory", action=argparse.BooleanOptionalAction, default=True,
+                   help="have malloc keep freed memory for reuse in this process "
+                        "(sparsekernels.keep_freed_memory), so the PyTorch models, dense and "
+                        "sparse, do not page-fault their large activations in again every "
+                        "forward, as ONNX Runtime's arena does not (default on)")
     p.add_argument("--pad-partial", action=argparse.BooleanOptionalAction, default=True,
                    help="pad the last block row where N does not divide a conv's "
                         "out_channels; --no-pad-partial leaves such convs dense")
@@ -310,7 +316,8 @@ def run_network(args, arch: str, dtype: torch.dtype, batch: int, device, backend
     shared = {**shared, "arch": arch, "input_shape": list(MODELS[arch].input_shape),
               "batch": batch, "dtype": str(dtype).removeprefix("torch."), "exclude": exclude,
               "fold_bn": bool(args.fold_bn), "fuse_epilogues": bool(args.fuse_epilogues),
-              "nchw_kernels": bool(args.nchw_kernels)}
+              "nchw_kernels": bool(args.nchw_kernels),
+              "keep_freed_memory": bool(args.keep_freed_memory)}
     records = []
     modes = ("eager", "compiled") if args.compile else ("eager",)
     # Every compiled variant is one more dynamo cache entry of the same forward code.
@@ -362,6 +369,10 @@ def run(args: argparse.Namespace, parser: argparse.ArgumentParser, argv: list[st
         f"{env['device_name']} | threads {env['threads']}")
     if args.ort:
         args.ort = _ort_usable(args, device, say)
+    if args.keep_freed_memory and not keep_freed_memory():
+        say("# --keep-freed-memory: needs glibc's malloc; the models run with this "
+            "C library's defaults")
+        args.keep_freed_memory = False
     say(_HEADER)
     records = []
     for arch in archs:

@@ -34,8 +34,9 @@ _NETWORK_KEY = ("device_name", "threads", "arch", "batch", "dtype", "mode", "kin
                 "patterns", "entries", "connectivity", "sparsity", "backend", "memory_format",
                 "engine", "model_file", "fold_bn")
 # The sparse models' inference passes (networks --fuse-epilogues, --nchw-kernels)
-# are not part of a configuration: a later run with other settings supersedes
-# an earlier one, and its rows say which passes were off (_config).
+# and the allocator setting (--keep-freed-memory) are not part of a
+# configuration: a later run with other settings supersedes an earlier one, and
+# its rows say which were off (_config).
 
 
 def add_parser(sub) -> argparse.ArgumentParser:
@@ -161,12 +162,17 @@ def _layer_details(records: list[dict]) -> list[str]:
 
 
 def _config(r: dict) -> str:
+    network = r["record_type"] == "network"
     if r["kind"] is None:
         # a layer record has no engine: its dense conv is PyTorch's
-        return "dense" if r.get("engine", "pytorch") == "pytorch" else f"dense ({r['engine']})"
+        if r.get("engine", "pytorch") != "pytorch":
+            return f"dense ({r['engine']})"
+        return "dense (freed memory unmapped)" if network and not r["keep_freed_memory"] \
+            else "dense"
     off = [what for field, what in (("fuse_epilogues", "unfused"),
-                                    ("nchw_kernels", "PyTorch's NCHW ops"))
-           if r["record_type"] == "network" and not r[field]]
+                                    ("nchw_kernels", "PyTorch's NCHW ops"),
+                                    ("keep_freed_memory", "freed memory unmapped"))
+           if network and not r[field]]
     return f"{kind_label(r)} {r['sparsity']:.0%} ({', '.join([r['backend'], *off])})"
 
 

@@ -21,7 +21,8 @@ oneDNN ISA cap and BN folding; 6 = layer records carry the cuSPARSELt 2:4
 peer (``peer_2to4_ms``, ``peer_2to4_gemm_ms``, ``speedup_vs_2to4``); 7 =
 network records say whether activations were fused into the sparse convs
 (``fuse_epilogues``) and whether depthwise convs and max pools ran on the library's
-kernels (``nchw_kernels``). Older
+kernels (``nchw_kernels``); 8 = network records say whether the PyTorch models ran
+with freed memory kept for reuse (``keep_freed_memory``). Older
 files are read as the current version with each added field as it was there
 (null, or for a version-3 network record PyTorch and no file).
 """
@@ -33,7 +34,7 @@ import os
 
 from ..atomic_file import atomic_write
 
-SCHEMA_VERSION = 7
+SCHEMA_VERSION = 8
 
 
 def _v4_fields(record: dict) -> dict:
@@ -54,6 +55,8 @@ _ADDED = {3: lambda record: dict.fromkeys(("patterns", "entries", "connectivity"
                                             "speedup_vs_2to4"))
                              if record.get("record_type") == "layer" else {}),
           7: lambda record: ({"fuse_epilogues": False, "nchw_kernels": False}
+                             if record.get("record_type") == "network" else {}),
+          8: lambda record: ({"keep_freed_memory": False}
                              if record.get("record_type") == "network" else {})}
 
 # field -> (type, meaning). Types: str, int, number, bool, list[int], list[str];
@@ -155,6 +158,9 @@ NETWORK = {
                                  "(sparsekernels.fuse_epilogues; ONNX Runtime fuses its own)"),
     "nchw_kernels": ("bool", "the sparse models' depthwise convs and max pools ran on the "
                              "library's NCHW kernels (sparsekernels.nn.use_nchw_kernels)"),
+    "keep_freed_memory": ("bool", "the PyTorch models, dense and sparse, ran with malloc keeping "
+                                  "freed memory for reuse (sparsekernels.keep_freed_memory; "
+                                  "ONNX Runtime keeps its own arena)"),
     "convs": ("int", "nn.Conv2d layers of the dense model"),
     "sparse_convs": ("int", "convs swapped for the kind's sparse module"),
     "dense_convs": ("list[str]", "names of the convs left dense (excluded, depthwise, ...)"),
