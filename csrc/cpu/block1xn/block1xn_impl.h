@@ -218,9 +218,16 @@ void fwd_sweep(const ConvGeometry& geo, const Block1xN& bk, const T* values, con
   // Near-equal chunks of whole widest tiles but the last, which is no
   // shorter than a vector unless the whole range is (fwd_lanes moves its
   // tail back).
-  constexpr int L = lanes<T>();
+  constexpr int L = lanes<T>(), kTile = fwd_vectors(kFwdMaxJ) * L;
   int64_t nchunks = (src.npix + chunk - 1) / chunk;
-  chunk = round_up((src.npix + nchunks - 1) / nchunks, fwd_vectors(kFwdMaxJ) * L);
+  if (num_threads > 1) {
+    // Block rows too few to give every thread two items (a small layer at
+    // batch 1: ResNet-56's 16 channels are one row): split the pixels too.
+    const int64_t rows = geo.groups * bk.rows_per_group;
+    nchunks = std::max(nchunks, std::min((2 * num_threads + rows - 1) / rows,
+                                         src.npix / kTile));
+  }
+  chunk = round_up((src.npix + nchunks - 1) / nchunks, kTile);
   nchunks = (src.npix + chunk - 1) / chunk;
   if (nchunks > 1 && src.npix - (nchunks - 1) * chunk < L) --nchunks;
   const int64_t coarse = geo.groups * nchunks;
