@@ -102,13 +102,12 @@ def table(latency: dict) -> list[str]:
     return lines
 
 
-def onnxruntime_forward(model: nn.Module, arch: str, threads: int
-                        ) -> tuple[Callable[[Tensor], Tensor], str]:
+def onnxruntime_session(model: nn.Module, arch: str, threads: int, profile: str = ""):
     """``model`` (dense, float32, CPU; of ``arch``'s inputs) exported to ONNX
-    as ``export --export_onnx`` writes it, run by ONNX Runtime with
+    as ``export --export_onnx`` writes it, in an ONNX Runtime session with
     ``threads`` intra-op threads (not spinning when idle), one inter-op
-    thread, sequential execution and every graph optimisation: the forward
-    of a CPU batch, and ONNX Runtime's version (see
+    thread, sequential execution and every graph optimisation; with a
+    ``profile`` file prefix, profiling each node (see
     :func:`onnxruntime_missing` first)."""
     import onnxruntime as ort
 
@@ -123,9 +122,20 @@ def onnxruntime_forward(model: nn.Module, arch: str, threads: int
     # ORT's spinning pool kept the 2 cores from the model timed next, which
     # then ran far slower than alone (ORT itself changed within the noise).
     options.add_session_config_entry("session.intra_op.allow_spinning", "0")
+    if profile:
+        options.enable_profiling, options.profile_file_prefix = True, profile
     with tempfile.TemporaryDirectory() as tmp:
         path = export_onnx(model, arch, Path(tmp) / "dense.onnx")
-        session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+        return ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+
+
+def onnxruntime_forward(model: nn.Module, arch: str, threads: int
+                        ) -> tuple[Callable[[Tensor], Tensor], str]:
+    """The forward of a CPU batch through :func:`onnxruntime_session`, and
+    ONNX Runtime's version."""
+    import onnxruntime as ort
+
+    session = onnxruntime_session(model, arch, threads)
 
     def forward(x: Tensor) -> Tensor:
         return torch.from_numpy(session.run(None, {"input": x.numpy()})[0])
