@@ -30,6 +30,10 @@ CASES = {
     "stride3_wide_pad": dict(stride=3, padding=4, hw=(10, 11)),
     "no_pad": dict(padding=0, hw=(7, 40)),
     "wide_row": dict(hw=(5, 70), channels=3),          # several register tiles a row
+    # rows stored from the registers: whole vectors a row, and a row's last
+    # vector overhanging into the next (stride 2: 33 columns)
+    "rows_whole_vectors": dict(hw=(6, 32)),
+    "rows_overhang_s2": dict(stride=2, hw=(9, 66)),
     "tiny": dict(hw=(1, 1), kernel=1, padding=0),
     "pad_only": dict(hw=(1, 2), kernel=3, padding=1),  # most taps read padding
     "batch3": dict(batch=3, channels=24, hw=(8, 8)),

@@ -3,6 +3,8 @@
 // run time (SK_DISPATCH).
 #include "cpu/window/window_cpu.h"
 
+#include <cstddef>
+
 #include "cpu/common/conv_layout.h"
 #include "cpu/common/isa.h"
 #include "cpu/common/wide_layout.h"

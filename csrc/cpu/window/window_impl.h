@@ -10,11 +10,13 @@
 // (r % sh, c % sw), row r / sh, column c / sw), each wq columns wide. Output
 // pixel (oh, ow) is then "wide" pixel q = oh * wq + ow, and every tap reads
 // the buffer at q plus a constant offset (as the sparse kinds' wide layouts,
-// cpu/common/wide_layout.h): the whole plane is one run of vectors, with no
-// per-row tail however small the image (7x7, 14x14). The columns ow >= OW
-// of each wide row are computed and dropped when the rows are stored. The
-// pads (0 for a conv, -inf for a max pool) and the slack are written once
-// per call: every plane fills the same places.
+// cpu/common/wide_layout.h). Output rows at least a vector wide are
+// stored straight from the registers, a row's vectors starting at its first
+// pixel (its last one overhangs into the next row, stored after it); a plane
+// of narrower rows (7x7, 14x14) is one run of vectors, with no per-row tail,
+// through a wide buffer whose columns ow >= OW are dropped when its rows are
+// copied out. The pads (0 for a conv, -inf for a max pool) and the slack are
+// written once per call: every plane fills the same places.
 
 // Output vectors per register tile.
 constexpr int kWindowVectors = kVecRegs >= 32 ? 8 : 4;
@@ -41,7 +43,16 @@ inline void fill_row(const T* row, int64_t step, int64_t in_w, int64_t pad, int 
   }
 }
 
+// Offset of a tile's vector u: offsets[u], or u vectors (consecutive
+// vectors, offsets the compiler folds into the loads and stores).
+template <typename T>
+inline int64_t at(const int64_t* offsets, int u) { return offsets[u]; }
+template <typename T>
+inline int64_t at(std::nullptr_t, int u) { return int64_t(u) * lanes<T>(); }
+
 // The phase planes of one geometry, and the per-plane sweep every op shares.
+// A tile computes U vectors: vector u at wide pixel at(src, u) of the plane's
+// buffer, stored to at(dst, u) of its destination (in increasing u).
 template <typename T>
 struct PhasePlanes {
   const ConvGeometry& geo;
@@ -49,14 +60,21 @@ struct PhasePlanes {
   int64_t nq = 0, nq_vec = 0;  // wide pixels up to the last real one; in whole vectors
   int64_t size = 0;            // of the buffer, with the slack the last vector reads
   std::vector<int64_t> off;    // tap t's offset from wide pixel q
+  // Output rows at least a vector wide are stored straight from the
+  // registers: the vectors of rows [0, out_h - 1), (wide pixel, output
+  // offset) in row order. A row's last vector overhangs into the next row,
+  // whose own store, later, overwrites it; the last row, whose overhang
+  // would leave the plane, goes through the wide buffer.
+  std::vector<int64_t> row_src, row_dst;
 
   explicit PhasePlanes(const ConvGeometry& g) : geo(g), off(g.taps()) {
+    constexpr int L = lanes<T>();
     const int sh = geo.stride_h, sw = geo.stride_w;
     const int64_t hq = (geo.in_h + 2 * int64_t{geo.pad_h} + sh - 1) / sh;
     wq = (geo.in_w + 2 * int64_t{geo.pad_w} + sw - 1) / sw;
     phase_size = hq * wq;
     nq = (geo.out_h - 1) * wq + geo.out_w;
-    nq_vec = round_up(nq, lanes<T>());
+    nq_vec = round_up(nq, L);
     int64_t reach = 0;
     for (int i = 0; i < geo.kh; ++i)
       for (int j = 0; j < geo.kw; ++j) {
@@ -65,12 +83,22 @@ struct PhasePlanes {
         off[i * geo.kw + j] = o;
         reach = std::max(reach, o);
       }
+    if (geo.out_w >= L) {
+      for (int64_t oh = 0; oh + 1 < geo.out_h; ++oh)
+        for (int64_t x = 0; x < geo.out_w; x += L) {
+          row_src.push_back(oh * wq + x);
+          row_dst.push_back(oh * geo.out_w + x);
+        }
+      nq_vec = std::max(nq_vec, (geo.out_h - 1) * wq + round_up(geo.out_w, L));
+    }
     size = std::max<int64_t>(int64_t(sh) * sw * phase_size, nq_vec + reach);
   }
 
   // Every (image, channel) plane: copied into the thread's buffer (pads set
-  // to `pad` once), then tile(buf + q, out + q, c, U) for the wide pixels q
-  // in runs of U vectors, then the real columns stored to NCHW.
+  // to `pad` once), then tile(buf, out, src, dst, c, U) over its vectors in
+  // runs of U: straight to the output rows (offsets row_src / row_dst), then
+  // the rest (src and dst nullptr: consecutive vectors) into the wide buffer
+  // whose real columns are copied out.
   template <int U, typename Tile>
   void sweep(const T* input, Strides4 in_s, T pad, T* output, double cost_per_pixel,
              int num_threads, Tile&& tile) const {
@@ -79,6 +107,25 @@ struct PhasePlanes {
     if (planes == 0) return;
     const int sh = geo.stride_h, sw = geo.stride_w;
     num_threads = threads_for(double(planes) * ohw * cost_per_pixel, num_threads);
+    // Tiles of U vectors, the rest in one tile (independent chains hide the
+    // latency): n vectors at offsets src / dst, or wide pixels [q, nq_vec) as
+    // consecutive vectors into the wide buffer.
+    auto rows = [&](const T* buf, T* out, const int64_t* src, const int64_t* dst, int64_t n,
+                    int64_t c) {
+      int64_t v = 0;
+      for (; v + U <= n; v += U)
+        tile(buf, out, src + v, dst + v, c, std::integral_constant<int, U>{});
+      if (v < n)
+        with_count<U>(static_cast<int>(n - v),
+                      [&](auto V) { tile(buf, out, src + v, dst + v, c, V); });
+    };
+    auto wide_runs = [&](const T* buf, T* wide_out, int64_t q, int64_t c) {
+      for (; q + U * L <= nq_vec; q += U * L)
+        tile(buf + q, wide_out + q, nullptr, nullptr, c, std::integral_constant<int, U>{});
+      if (q < nq_vec)
+        with_count<U>(static_cast<int>((nq_vec - q) / L),
+                      [&](auto V) { tile(buf + q, wide_out + q, nullptr, nullptr, c, V); });
+    };
 #pragma omp parallel num_threads(num_threads)
     {
       T* const buf = wide::scratch_array<T>(wide::kSourceSlot, size);
@@ -93,14 +140,12 @@ struct PhasePlanes {
           fill_row(src + h * in_s.h, in_s.w, geo.in_w, geo.pad_w, sw, phase_size,
                    buf + (r % sh) * sw * phase_size + r / sh * wq);
         }
-        int64_t q = 0;
-        for (; q + U * L <= nq_vec; q += U * L)
-          tile(buf + q, wide_out + q, c, std::integral_constant<int, U>{});
-        if (q < nq_vec)  // the rest in one tile: independent chains hide the latency
-          with_count<U>(static_cast<int>((nq_vec - q) / L),
-                        [&](auto V) { tile(buf + q, wide_out + q, c, V); });
         T* out = output + plane * ohw;
-        for (int64_t oh = 0; oh < geo.out_h; ++oh)
+        // Rows stored from the registers, then the rest through the wide buffer.
+        rows(buf, out, row_src.data(), row_dst.data(), static_cast<int64_t>(row_src.size()), c);
+        const int64_t first = row_src.empty() ? 0 : geo.out_h - 1;
+        wide_runs(buf, wide_out, first * wq, c);
+        for (int64_t oh = first; oh < geo.out_h; ++oh)
           wide::copy_row(wide_out + oh * wq, geo.out_w, out + oh * geo.out_w);
       }
     }
@@ -111,7 +156,6 @@ template <typename T>
 void depthwise_forward(const ConvGeometry& geo, const T* weight, const T* input, Strides4 in_s,
                        const T* bias, const OutputClamp& clamp, T* output, int num_threads) {
   using V = typename Vec<T>::type;
-  constexpr int L = lanes<T>();
   const PhasePlanes<T> pp(geo);
   const int taps = geo.taps();
   const int64_t* off = pp.off.data();
@@ -122,7 +166,7 @@ void depthwise_forward(const ConvGeometry& geo, const T* weight, const T* input,
   // multiply-adds at that rate.
   pp.template sweep<kWindowVectors>(
       input, in_s, T(0), output, 64.0, num_threads,
-      [&](const T* base, T* dst, int64_t c, auto U_) {
+      [&](const T* base, T* out, auto src, auto dst, int64_t c, auto U_) {
         constexpr int U = decltype(U_)::value;
         const T* w = weight + c * taps;
         V acc[U];
@@ -131,11 +175,11 @@ void depthwise_forward(const ConvGeometry& geo, const T* weight, const T* input,
           const T* p = base + off[t];
           const V s = vbcast<V>(w[t]);
 #pragma GCC unroll 8
-          for (int u = 0; u < U; ++u) acc[u] = vfma(s, vload<V>(p + u * L), acc[u]);
+          for (int u = 0; u < U; ++u) acc[u] = vfma(s, vload<V>(p + at<T>(src, u)), acc[u]);
         }
         if (clamped)
           for (int u = 0; u < U; ++u) acc[u] = vclamp(acc[u], lo, hi);
-        for (int u = 0; u < U; ++u) vstore(dst + u * L, acc[u]);
+        for (int u = 0; u < U; ++u) vstore(out + at<T>(dst, u), acc[u]);
       });
 }
 
@@ -143,24 +187,23 @@ template <typename T>
 void max_pool_forward(const ConvGeometry& geo, const T* input, Strides4 in_s, T* output,
                       int num_threads) {
   using V = typename Vec<T>::type;
-  constexpr int L = lanes<T>();
   const PhasePlanes<T> pp(geo);
   const int taps = geo.taps();
   const int64_t* off = pp.off.data();
   pp.template sweep<kWindowVectors>(
       input, in_s, -std::numeric_limits<T>::infinity(), output, 64.0, num_threads,
-      [&](const T* base, T* dst, int64_t, auto U_) {
+      [&](const T* base, T* out, auto src, auto dst, int64_t, auto U_) {
         constexpr int U = decltype(U_)::value;
         V m[U];
-        for (int u = 0; u < U; ++u) m[u] = vload<V>(base + off[0] + u * L);
+        for (int u = 0; u < U; ++u) m[u] = vload<V>(base + off[0] + at<T>(src, u));
         for (int t = 1; t < taps; ++t) {
           const T* p = base + off[t];
 #pragma GCC unroll 8
           for (int u = 0; u < U; ++u) {
-            const V x = vload<V>(p + u * L);
+            const V x = vload<V>(p + at<T>(src, u));
             m[u] = (x > m[u]) | (x != x) ? x : m[u];  // NaN wins, as in torch's max pool
           }
         }
-        for (int u = 0; u < U; ++u) vstore(dst + u * L, m[u]);
+        for (int u = 0; u < U; ++u) vstore(out + at<T>(dst, u), m[u]);
       });
 }
