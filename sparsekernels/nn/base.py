@@ -195,8 +195,9 @@ class SparseConv2d(FusedActivation, nn.Module):
         residual add, ``sparsekernels.fuse_epilogues``), then the activation
         (FusedActivation): in the native backends' epilogue where the call is
         eager inference; else on the op's output."""
+        params = self._parameters  # no Module.__getattr__ per tensor: this is every call
         if (self.padding_mode == "zeros" and isinstance(input, Tensor) and input.dim() == 4
-                and _plain_inference(input, self.values, self.bias, residual)):
+                and _plain_inference(input, params["values"], self.bias, residual)):
             return self._inference_plan(input.device)(input, residual)
         padding = self.padding
         if self.padding_mode != "zeros":

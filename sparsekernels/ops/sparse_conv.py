@@ -276,7 +276,13 @@ def topo_tensors(topo) -> list[Tensor]:
     return [getattr(topo, f) for f in topo.TENSORS]
 
 
-_PLAIN = (Tensor, torch.nn.Parameter)
+_PLAIN = frozenset((Tensor, torch.nn.Parameter))
+# Called on every eager forward: looked up once.
+_is_compiling = torch.compiler.is_compiling
+_is_tracing = torch.jit.is_tracing
+_profiler_enabled = torch._C._autograd._profiler_enabled
+_dispatch_modes = torch._C._len_torch_dispatch_stack
+_function_mode = torch._C._is_torch_function_mode_enabled
 
 
 def _plain_inference(*operands: Optional[Tensor]) -> bool:
@@ -284,16 +290,14 @@ def _plain_inference(*operands: Optional[Tensor]) -> bool:
     a kernel directly: eager, no gradient to record, plain tensors, and no
     mode, tracer, compiler or profiler that must see the op (those all get
     the registered custom op, or PyTorch's own)."""
-    if torch.compiler.is_compiling() or torch.jit.is_tracing():
+    if (_is_compiling() or _is_tracing() or _profiler_enabled() or _dispatch_modes()
+            or _function_mode()):
         return False
-    if torch._C._autograd._profiler_enabled():
-        return False
-    if torch._C._len_torch_dispatch_stack() or torch._C._is_torch_function_mode_enabled():
-        return False
-    operands = [t for t in operands if t is not None]
-    if any(type(t) not in _PLAIN for t in operands):
-        return False
-    return not (torch.is_grad_enabled() and any(t.requires_grad for t in operands))
+    grad = torch.is_grad_enabled()
+    for t in operands:
+        if t is not None and (type(t) not in _PLAIN or (grad and t.requires_grad)):
+            return False
+    return True
 
 
 def sparse_conv2d(ops: SparseConvOps, format_cls: type, name: str) -> Callable[..., Tensor]:
