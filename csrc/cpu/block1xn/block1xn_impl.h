@@ -50,6 +50,30 @@ struct FwdOut {
   int64_t cs;
 };
 
+// acc[j][u] += wt[j] * xt[u*L ..]: one tap of one block, U input vectors
+// loaded once and J weights broadcast.
+template <typename T, int J, int U>
+inline void fwd_tap(typename Vec<T>::type (&acc)[J][U], const T* xt, const T* wt) {
+  using V = typename Vec<T>::type;
+  constexpr int L = lanes<T>();
+  V xv[U];
+#pragma GCC unroll 8
+  for (int u = 0; u < U; ++u) xv[u] = vload<V>(xt + u * L);
+#pragma GCC unroll 8
+  for (int j = 0; j < J; ++j) {
+    const V s = vbcast<V>(wt[j]);
+#pragma GCC unroll 8
+    for (int u = 0; u < U; ++u) acc[j][u] = vfma(s, xv[u], acc[j][u]);
+  }
+}
+
+// The input rows a tile will read for a block a few ahead: blocks read
+// scattered channels, which the hardware prefetchers do not follow.
+template <typename T, int U>
+inline void fwd_prefetch(const T* next) {
+  for (int u = 0; u < U * lanes<T>(); u += 64 / int(sizeof(T))) __builtin_prefetch(next + u);
+}
+
 // acc[j][u] = init[j] + sum over the row's blocks k and taps t of
 // w[k][t][j] * x[col[k]][off[t] + u*L ..]: J channels x U vectors at wide
 // pixel q. Vector u is stored straight from the registers to output offset
@@ -67,26 +91,22 @@ inline void fwd_tile(const FwdTile<T>& a, int64_t q, const int64_t* dst, const T
   const int64_t wstep = int64_t(a.taps) * a.n;
   const T* wk = a.w;
   const T* x = a.x + q;
-  for (int64_t k = 0; k < a.nblocks; ++k, wk += wstep) {
-    const T* xc = x + a.col[k] * a.cs;
-    // The input rows of a block a few ahead: blocks read scattered channels,
-    // which the hardware prefetchers do not follow.
-    if (k + kFwdPrefetch < a.nblocks) {
-      const T* next = x + a.col[k + kFwdPrefetch] * a.cs + a.tap_off[0];
-      for (int u = 0; u < U * L; u += 64 / int(sizeof(T))) __builtin_prefetch(next + u);
+  const int32_t* col = a.col;
+  const int64_t cs = a.cs, ahead = a.nblocks - kFwdPrefetch;
+  if (a.taps == 1) {
+    // A 1x1 conv's block is one tap: without the tap loop's setup per block
+    // the scalar work stops competing with the FMAs for issue slots.
+    const T* x0 = x + a.tap_off[0];
+#pragma GCC unroll 2
+    for (int64_t k = 0; k < a.nblocks; ++k, wk += wstep) {
+      if (k < ahead) fwd_prefetch<T, U>(x0 + col[k + kFwdPrefetch] * cs);
+      fwd_tap<T, J, U>(acc, x0 + col[k] * cs, wk);
     }
-    for (int t = 0; t < a.taps; ++t) {
-      const T* xt = xc + a.tap_off[t];
-      const T* wt = wk + t * a.n;
-      V xv[U];
-#pragma GCC unroll 8
-      for (int u = 0; u < U; ++u) xv[u] = vload<V>(xt + u * L);
-#pragma GCC unroll 8
-      for (int j = 0; j < J; ++j) {
-        const V s = vbcast<V>(wt[j]);
-#pragma GCC unroll 8
-        for (int u = 0; u < U; ++u) acc[j][u] = vfma(s, xv[u], acc[j][u]);
-      }
+  } else {
+    for (int64_t k = 0; k < a.nblocks; ++k, wk += wstep) {
+      if (k < ahead) fwd_prefetch<T, U>(x + col[k + kFwdPrefetch] * cs + a.tap_off[0]);
+      const T* xc = x + col[k] * cs;
+      for (int t = 0; t < a.taps; ++t) fwd_tap<T, J, U>(acc, xc + a.tap_off[t], wk + t * a.n);
     }
   }
   const bool clamped = a.clamp.active();
