@@ -55,6 +55,7 @@ def main() -> None:
                    help="only (re)write summary.json from the records already in OUT_DIR")
     args, bench_args = p.parse_known_args()
     bench_args = [a for a in bench_args if a != "--"]
+    args.out = args.out.resolve()  # each side runs in its own checkout
     args.out.mkdir(parents=True, exist_ok=True)
     sides = {"base": args.base.resolve(), "head": HEAD}
     if not args.summarize:
