@@ -6,9 +6,10 @@ A ReLU module reads and writes every activation once more, and an
 out-of-place add twice; a conv whose ``activation`` is set clamps its output
 in registers before the store (``sparsekernels.activation``), and a sparse
 conv called with a ``residual`` adds it before the activation (the 1xN CPU
-kernel in its store, the others in place on their fresh output). What fuses is read off the model's graph (``torch.fx``, the
-library's modules kept as leaves, as ``fold_batchnorm`` reads it), for a
-conv called once whose output nothing else reads:
+kernel in its store, the others in place on their fresh output). What fuses
+is read off the model's graph (``torch.fx``, the library's modules kept as
+leaves, as ``fold_batchnorm`` reads it), for a conv called once whose output
+nothing else reads:
 - ``act(conv(x))``, ``act`` an ``nn.ReLU`` / ``nn.ReLU6`` module or
   ``F.relu`` / ``torch.relu`` / ``F.relu6``: the conv's activation;
 - ``conv(x) + r`` (``+``, ``+=`` or ``torch.add``, either order; a sparse

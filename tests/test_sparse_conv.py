@@ -329,12 +329,17 @@ def test_fused_activation_keeps_nan(kind):
     torch.testing.assert_close(fused, torch.relu(plain), equal_nan=True)
 
 
+def _native_call(kind, name):
+    """A case and what the CPU backend's forward takes for it: the topology,
+    the conv arguments and the backend."""
+    case = _case(kind, name)
+    conv = ConvArgs(case.stride, case.padding, case.dilation, case.groups)
+    return case, case.weight.topology(), conv, KINDS[kind].module.OPS.impl("cpu")
+
+
 @pytest.mark.parametrize("kind", KINDS)
 def test_bad_epilogue_bounds_are_named(kind):
-    case = _case(kind, "default")
-    topo, conv = case.weight.topology(), ConvArgs(case.stride, case.padding, case.dilation,
-                                                  case.groups)
-    native = KINDS[kind].module.OPS.impl("cpu")
+    case, topo, conv, native = _native_call(kind, "default")
     for bounds in [(1.0, 0.0), (float("nan"), 1.0), (0.0, float("nan"))]:
         with pytest.raises(ValueError, match="out_min, out_max: expected out_min <= out_max"):
             native.forward(case.x, case.weight.values, topo, case.bias, conv, clamp=bounds)
@@ -386,10 +391,7 @@ def test_fused_residual(kind, name, activation, dtype):
 
 @pytest.mark.parametrize("kind", KINDS)
 def test_native_residual_layouts_and_bad_residuals(kind):
-    case = _case(kind, "channels_last")
-    topo, conv = case.weight.topology(), ConvArgs(case.stride, case.padding, case.dilation,
-                                                  case.groups)
-    native = KINDS[kind].module.OPS.impl("cpu")
+    case, topo, conv, native = _native_call(kind, "channels_last")
     ref = reference_output(case)
     residual = torch.randn(ref.shape, dtype=torch.float64)
     residual[0, 1, 2, 3] = float("nan")
