@@ -113,8 +113,8 @@ at::Tensor forward(const at::Tensor& x, const at::Tensor& values, const at::Tens
   const Block1xN& blocks = checked.blocks;
   check_values(values, x, blocks.nnzb, geo, n);
   glue::check_bias(bias, x, cout);
-  const OutputClamp clamp = glue::output_clamp(out_min, out_max);
-  const at::Tensor res = glue::checked_residual(residual, x, geo);
+  const glue::Epilogue ep =
+      glue::epilogue(x, geo, out_min, out_max, residual, /*kernel_adds_residual=*/true);
   auto vals = values.contiguous();
   at::Tensor b = bias.has_value() ? bias->contiguous() : at::Tensor();
   auto out = at::empty({geo.batch, cout, geo.out_h, geo.out_w}, x.options());
@@ -124,7 +124,7 @@ at::Tensor forward(const at::Tensor& x, const at::Tensor& values, const at::Tens
         using T = typename decltype(tag)::type;
         cpu::block1xn_forward<T>(geo, blocks, vals.data_ptr<T>(), x.data_ptr<T>(),
                                  glue::strides_of(x), b.defined() ? b.data_ptr<T>() : nullptr,
-                                 clamp, res.defined() ? res.data_ptr<T>() : nullptr,
+                                 ep.kernel_clamp(), ep.kernel_residual<T>(),
                                  out.data_ptr<T>(), at::get_num_threads());
       },
       SK_CUDA_LAUNCHER([&](cuda::DType dtype, cudaStream_t stream) {
@@ -132,7 +132,7 @@ at::Tensor forward(const at::Tensor& x, const at::Tensor& values, const at::Tens
                                       glue::strides_of(x), b.defined() ? b.data_ptr() : nullptr,
                                       out.data_ptr(), stream);
       }));
-  if (!x.is_cpu()) glue::unfused_epilogue(out, res, clamp);
+  ep.finish(out);
   return out;
 }
 

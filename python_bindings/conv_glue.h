@@ -101,13 +101,38 @@ inline at::Tensor checked_residual(const c10::optional<at::Tensor>& residual,
   return residual->contiguous();
 }
 
-// The epilogue a kernel did not run, as passes of their own: the residual
-// added, then the clamp (the CUDA kernels take neither yet; the stripe and
-// pattern CPU kernels take no residual, and run unclamped when there is one).
-inline void unfused_epilogue(at::Tensor& out, const at::Tensor& residual,
-                             const OutputClamp& clamp) {
-  if (residual.defined()) out.add_(residual);
-  if (clamp.active()) out.clamp_(clamp.lo, clamp.hi);
+// A forward's epilogue (residual add, then clamp) and who runs it: the CPU
+// kernel where it can (1xN takes both; stripe and pattern take the clamp
+// only, so with a residual they run unclamped), else passes of their own
+// after it (the CUDA kernels take neither yet).
+struct Epilogue {
+  at::Tensor residual;  // undefined: none
+  OutputClamp clamp;
+  bool in_kernel;
+
+  // The clamp the kernel applies.
+  OutputClamp kernel_clamp() const { return in_kernel ? clamp : OutputClamp{}; }
+  // The residual the kernel adds (null: none, or not the kernel's to add).
+  template <typename T>
+  const T* kernel_residual() const {
+    return in_kernel && residual.defined() ? residual.data_ptr<T>() : nullptr;
+  }
+  // What the kernel did not run, on its output.
+  void finish(at::Tensor& out) const {
+    if (in_kernel) return;
+    if (residual.defined()) out.add_(residual);
+    if (clamp.active()) out.clamp_(clamp.lo, clamp.hi);
+  }
+};
+
+// The epilogue of a forward of x, its arguments checked and named; the CPU
+// kernel runs it when it adds residuals or there is none to add.
+inline Epilogue epilogue(const at::Tensor& x, const ConvGeometry& geo, double out_min,
+                         double out_max, const c10::optional<at::Tensor>& residual,
+                         bool kernel_adds_residual) {
+  Epilogue e{checked_residual(residual, x, geo), output_clamp(out_min, out_max), false};
+  e.in_kernel = x.is_cpu() && (kernel_adds_residual || !e.residual.defined());
+  return e;
 }
 
 // The geometry of one conv with every integer bounded. cin and cout must be

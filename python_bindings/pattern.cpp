@@ -295,10 +295,8 @@ at::Tensor forward(const at::Tensor& x, const at::Tensor& values, SK_TOPOLOGY_PA
   const auto pt = checked_patterns(geo, x.device(), SK_TOPOLOGY_ARGS, &keep, &topo_id);
   check_values(values, x, pt.nnz_values);
   glue::check_bias(bias, x, cout);
-  const OutputClamp clamp = glue::output_clamp(out_min, out_max);
-  const at::Tensor res = glue::checked_residual(residual, x, geo);
-  // The kernel clamps only where nothing is added after it.
-  const bool fused = x.is_cpu() && !res.defined();
+  const glue::Epilogue ep =
+      glue::epilogue(x, geo, out_min, out_max, residual, /*kernel_adds_residual=*/false);
   auto vals = values.contiguous();
   at::Tensor b = bias.has_value() ? bias->contiguous() : at::Tensor();
   auto out = at::empty({geo.batch, cout, geo.out_h, geo.out_w}, x.options());
@@ -308,7 +306,7 @@ at::Tensor forward(const at::Tensor& x, const at::Tensor& values, SK_TOPOLOGY_PA
         using T = typename decltype(tag)::type;
         cpu::pattern_forward<T>(geo, pt, vals.data_ptr<T>(), x.data_ptr<T>(),
                                 glue::strides_of(x), b.defined() ? b.data_ptr<T>() : nullptr,
-                                fused ? clamp : OutputClamp{}, out.data_ptr<T>(),
+                                ep.kernel_clamp(), out.data_ptr<T>(),
                                 at::get_num_threads(), topo_id);
       },
       SK_CUDA_LAUNCHER([&](cuda::DType dtype, cudaStream_t stream) {
@@ -316,7 +314,7 @@ at::Tensor forward(const at::Tensor& x, const at::Tensor& values, SK_TOPOLOGY_PA
                                      glue::strides_of(x), b.defined() ? b.data_ptr() : nullptr,
                                      out.data_ptr(), stream);
       }));
-  if (!fused) glue::unfused_epilogue(out, res, clamp);
+  ep.finish(out);
   return out;
 }
 

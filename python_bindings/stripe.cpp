@@ -108,10 +108,8 @@ at::Tensor forward(const at::Tensor& x, const at::Tensor& values, const at::Tens
   const Stripes& st = checked.stripes;
   check_values(values, x, st.nnz, geo);
   glue::check_bias(bias, x, cout);
-  const OutputClamp clamp = glue::output_clamp(out_min, out_max);
-  const at::Tensor res = glue::checked_residual(residual, x, geo);
-  // The kernel clamps only where nothing is added after it.
-  const bool fused = x.is_cpu() && !res.defined();
+  const glue::Epilogue ep =
+      glue::epilogue(x, geo, out_min, out_max, residual, /*kernel_adds_residual=*/false);
   auto vals = values.contiguous();
   at::Tensor b = bias.has_value() ? bias->contiguous() : at::Tensor();
   auto out = at::empty({geo.batch, cout, geo.out_h, geo.out_w}, x.options());
@@ -121,7 +119,7 @@ at::Tensor forward(const at::Tensor& x, const at::Tensor& values, const at::Tens
         using T = typename decltype(tag)::type;
         cpu::stripe_forward<T>(geo, st, vals.data_ptr<T>(), x.data_ptr<T>(),
                                glue::strides_of(x), b.defined() ? b.data_ptr<T>() : nullptr,
-                               fused ? clamp : OutputClamp{}, out.data_ptr<T>(),
+                               ep.kernel_clamp(), out.data_ptr<T>(),
                                at::get_num_threads());
       },
       SK_CUDA_LAUNCHER([&](cuda::DType dtype, cudaStream_t stream) {
@@ -129,7 +127,7 @@ at::Tensor forward(const at::Tensor& x, const at::Tensor& values, const at::Tens
                                     glue::strides_of(x), b.defined() ? b.data_ptr() : nullptr,
                                     out.data_ptr(), stream);
       }));
-  if (!fused) glue::unfused_epilogue(out, res, clamp);
+  ep.finish(out);
   return out;
 }
 
