@@ -74,76 +74,13 @@ inline void fwd_prefetch(const T* next) {
   for (int u = 0; u < U * lanes<T>(); u += 64 / int(sizeof(T))) __builtin_prefetch(next + u);
 }
 
-// acc[j][u] = init[j] + sum over the row's blocks k and taps t of
-// w[k][t][j] * x[col[k]][off[t] + u*L ..]: J channels x U vectors at wide
-// pixel q. Vector u is stored straight from the registers to output offset
-// dst[u] of each channel's plane (its pixels real and consecutive there),
-// the residual added and clamped (a.clamp) first, or, where dst[u] < 0, as
-// it is into tmp[j][u*L ..] (row stride U*L), for fwd_store's runs.
-template <typename T, int J, int U>
-inline void fwd_tile(const FwdTile<T>& a, int64_t q, const int64_t* dst, const T* init,
-                     T* tmp, const FwdOut<T>& o) {
-  using V = typename Vec<T>::type;
-  constexpr int L = lanes<T>();
-  V acc[J][U];
-  for (int j = 0; j < J; ++j)
-    for (int u = 0; u < U; ++u) acc[j][u] = vbcast<V>(init ? init[j] : T(0));
-  const int64_t wstep = int64_t(a.taps) * a.n;
-  const T* wk = a.w;
-  const T* x = a.x + q;
-  const int32_t* col = a.col;
-  const int64_t cs = a.cs, ahead = a.nblocks - kFwdPrefetch;
-  if (a.taps == 1) {
-    // A 1x1 conv's block is one tap: without the tap loop's setup per block
-    // the scalar work stops competing with the FMAs for issue slots.
-    const T* x0 = x + a.tap_off[0];
-#pragma GCC unroll 2
-    for (int64_t k = 0; k < a.nblocks; ++k, wk += wstep) {
-      if (k < ahead) fwd_prefetch<T, U>(x0 + col[k + kFwdPrefetch] * cs);
-      fwd_tap<T, J, U>(acc, x0 + col[k] * cs, wk);
-    }
-  } else {
-    for (int64_t k = 0; k < a.nblocks; ++k, wk += wstep) {
-      if (k < ahead) fwd_prefetch<T, U>(x + col[k + kFwdPrefetch] * cs + a.tap_off[0]);
-      const T* xc = x + col[k] * cs;
-      for (int t = 0; t < a.taps; ++t) fwd_tap<T, J, U>(acc, xc + a.tap_off[t], wk + t * a.n);
-    }
-  }
-  const bool clamped = a.clamp.active();
-  const T lo = T(a.clamp.lo), hi = T(a.clamp.hi);
-  for (int u = 0; u < U; ++u) {
-    if (dst[u] >= 0) {
-      for (int j = 0; j < J; ++j) {
-        V v = acc[j][u];
-        if (o.res) v += vload<V>(o.res + dst[u] + j * o.cs);
-        if (clamped) v = vclamp(v, lo, hi);
-        vstore(o.out + dst[u] + j * o.cs, v);
-      }
-    } else {
-      for (int j = 0; j < J; ++j) vstore(tmp + j * U * L + u * L, acc[j][u]);
-    }
-  }
-}
-
-// n pixels of a tile's buffer to output offset off, the residual added and
-// the clamp applied (pixels a vector could not store whole: few, scalar).
-template <typename T>
-inline void fwd_run(const T* src, int n, const FwdOut<T>& o, int64_t off,
-                    const OutputClamp& clamp) {
-  if (!o.res && !clamp.active()) {
-    wide::copy_row(src, n, o.out + off);
-    return;
-  }
-  for (int k = 0; k < n; ++k) o.out[off + k] = clamp(o.res ? src[k] + o.res[off + k] : src[k]);
-}
-
 // Where fwd_lanes stores the vectors of pixels [q0, q1): vector v at q0 + v *
 // L (v < (q1 - q0) / L), and a last one at q1 - L. whole[v] is the output
-// offset of a vector stored whole from the registers (Wide::whole_vector),
-// or -1: its real pixels below q1 are then the runs [first[v], first[v + 1])
-// of (lane, count, output offset), copied out of the tile's buffer. Built
-// once per pixel chunk: the divisions it takes cost as much as a short row's
-// FMAs, and small images (32x32 with padding) have few whole vectors.
+// offset of a vector stored whole (Wide::whole_vector), or -1: its real
+// pixels below q1 are then the runs [first[v], first[v + 1]) of (lane,
+// count, output offset), each stored from the register with a masked store.
+// Built once per pixel chunk: the divisions it takes cost as much as a short
+// row's FMAs, and small images (32x32 with padding) have few whole vectors.
 struct StoreMap {
   struct Run {
     int lane, n;
@@ -176,19 +113,58 @@ struct StoreMap {
   }
 };
 
-// One tile of U vectors at wide pixel q, the map's vector v (fwd_tile), and
-// the runs of the vectors it could not store whole.
+// acc[j][u] = init[j] + sum over the row's blocks k and taps t of
+// w[k][t][j] * x[col[k]][off[t] + u*L ..]: J channels x U vectors at wide
+// pixel q, the map's vector v. Each vector is stored from the registers,
+// the residual added and the clamp (a.clamp) applied first: whole, or its
+// real pixels run by run (StoreMap).
 template <typename T, int J, int U>
-inline void fwd_store(const FwdTile<T>& a, const StoreMap& map, int64_t q, int64_t v,
-                      const T* init, T* tmp, const FwdOut<T>& o) {
-  constexpr int L = lanes<T>(), TT = U * L;
-  fwd_tile<T, J, U>(a, q, map.whole.data() + v, init, tmp, o);
+inline void fwd_tile(const FwdTile<T>& a, const StoreMap& map, int64_t q, int64_t v,
+                     const T* init, const FwdOut<T>& o) {
+  using V = typename Vec<T>::type;
+  V acc[J][U];
+  for (int j = 0; j < J; ++j)
+    for (int u = 0; u < U; ++u) acc[j][u] = vbcast<V>(init ? init[j] : T(0));
+  const int64_t wstep = int64_t(a.taps) * a.n;
+  const T* wk = a.w;
+  const T* x = a.x + q;
+  const int32_t* col = a.col;
+  const int64_t cs = a.cs, ahead = a.nblocks - kFwdPrefetch;
+  if (a.taps == 1) {
+    // A 1x1 conv's block is one tap: without the tap loop's setup per block
+    // the scalar work stops competing with the FMAs for issue slots.
+    const T* x0 = x + a.tap_off[0];
+#pragma GCC unroll 2
+    for (int64_t k = 0; k < a.nblocks; ++k, wk += wstep) {
+      if (k < ahead) fwd_prefetch<T, U>(x0 + col[k + kFwdPrefetch] * cs);
+      fwd_tap<T, J, U>(acc, x0 + col[k] * cs, wk);
+    }
+  } else {
+    for (int64_t k = 0; k < a.nblocks; ++k, wk += wstep) {
+      if (k < ahead) fwd_prefetch<T, U>(x + col[k + kFwdPrefetch] * cs + a.tap_off[0]);
+      const T* xc = x + col[k] * cs;
+      for (int t = 0; t < a.taps; ++t) fwd_tap<T, J, U>(acc, xc + a.tap_off[t], wk + t * a.n);
+    }
+  }
+  const bool clamped = a.clamp.active();
+  const T lo = T(a.clamp.lo), hi = T(a.clamp.hi);
   for (int u = 0; u < U; ++u) {
-    if (map.whole[v + u] >= 0) continue;
+    if (const int64_t d = map.whole[v + u]; d >= 0) {
+      for (int j = 0; j < J; ++j) {
+        V y = acc[j][u];
+        if (o.res) y += vload<V>(o.res + d + j * o.cs);
+        vstore(o.out + d + j * o.cs, clamped ? vclamp(y, lo, hi) : y);
+      }
+      continue;
+    }
     for (int32_t k = map.first[v + u]; k < map.first[v + u + 1]; ++k) {
       const StoreMap::Run& run = map.runs[k];
-      for (int j = 0; j < J; ++j)
-        fwd_run(tmp + j * TT + u * L + run.lane, run.n, o, run.off + j * o.cs, a.clamp);
+      for (int j = 0; j < J; ++j) {
+        const int64_t d = run.off + j * o.cs;
+        V y = acc[j][u];
+        if (o.res) y += vload_lanes<V>(o.res + d, run.lane, run.n);
+        vstore_lanes(o.out + d, clamped ? vclamp(y, lo, hi) : y, run.lane, run.n);
+      }
     }
   }
 }
@@ -200,10 +176,10 @@ inline void fwd_store(const FwdTile<T>& a, const StoreMap& map, int64_t q, int64
 // slack). Only a range shorter than one vector reads past q1 (copied sources).
 template <typename T, int J>
 void fwd_lanes(const FwdTile<T>& a, const StoreMap& map, int64_t q0, int64_t q1, const T* init,
-               T* tmp, const FwdOut<T>& o) {
+               const FwdOut<T>& o) {
   constexpr int L = lanes<T>(), U = fwd_vectors(J);
   auto tile = [&](auto V, int64_t q, int64_t v) {
-    fwd_store<T, J, decltype(V)::value>(a, map, q, v, init, tmp, o);
+    fwd_tile<T, J, decltype(V)::value>(a, map, q, v, init, o);
   };
   int64_t q = q0;
   for (; q + U * L <= q1; q += U * L) tile(std::integral_constant<int, U>{}, q, (q - q0) / L);
@@ -232,7 +208,7 @@ struct FwdSource {
 template <typename T>
 void fwd_sweep(const ConvGeometry& geo, const Block1xN& bk, const T* values, const T* bias,
                const OutputClamp& clamp, const T* residual, const FwdSource<T>& src,
-               int64_t chunk, int64_t b0, T* tmp, StoreMap& map, T* output, int num_threads) {
+               int64_t chunk, int64_t b0, StoreMap& map, T* output, int num_threads) {
   const int64_t ohw = geo.out_h * geo.out_w, cin_g = geo.cin_per_group();
   const int taps = geo.taps();
   // Near-equal chunks of whole widest tiles but the last, which is no
@@ -273,7 +249,7 @@ void fwd_sweep(const ConvGeometry& geo, const Block1xN& bk, const T* values, con
         const int64_t at = b0 * geo.cout * ohw + (o0 + j0) * ohw;
         const FwdOut<T> o{output + at, residual ? residual + at : nullptr, ohw};
         with_count<kFwdMaxJ>(std::min(kFwdMaxJ, valid - j0), [&](auto J) {
-          fwd_lanes<T, decltype(J)::value>(a, map, q0, q1, init, tmp, o);
+          fwd_lanes<T, decltype(J)::value>(a, map, q0, q1, init, o);
         });
       }
     }
@@ -310,12 +286,11 @@ void forward(const ConvGeometry& geo, const Block1xN& bk, const T* values,
     const int64_t chunk = chunk_pixels(cin_g, 0, sizeof(T), kTileMin, ohw);
 #pragma omp parallel num_threads(num_threads)
     {
-      T* const tmp = scratch_array<T>(kTileSlot, kFwdMaxJ * kFwdMaxTile * L);
       StoreMap map;
       for (int64_t b = 0; b < geo.batch; ++b) {
         FwdSource<T> img = src;
         img.x = input + b * in_s.n;
-        fwd_sweep(geo, bk, values, bias, clamp, residual, img, chunk, b, tmp, map, output,
+        fwd_sweep(geo, bk, values, bias, clamp, residual, img, chunk, b, map, output,
                   num_threads);
       }
     }
@@ -328,7 +303,6 @@ void forward(const ConvGeometry& geo, const Block1xN& bk, const T* values,
       chunk_pixels(src.phases * cin_g, src.span, sizeof(T), kTileMin, src.wide.npix);
 #pragma omp parallel num_threads(num_threads)
   {
-    T* const tmp = scratch_array<T>(kTileSlot, kFwdMaxJ * kFwdMaxTile * L);
     StoreMap map;
     for (int64_t b0 = 0; b0 < geo.batch; b0 += src.group) {
       const int64_t nb = std::min(src.group, geo.batch - b0);
@@ -339,7 +313,7 @@ void forward(const ConvGeometry& geo, const Block1xN& bk, const T* values,
       const int64_t npix = ((nb - 1) * wide.rh + wide.vh - 1) * wide.ww + wide.vw;
       fwd_sweep(geo, bk, values, bias, clamp, residual,
                 FwdSource<T>{src.buf, src.cs, src.off.data(), wide, npix},
-                chunk, b0, tmp, map, output, num_threads);
+                chunk, b0, map, output, num_threads);
     }
   }
 }
