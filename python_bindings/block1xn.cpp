@@ -8,6 +8,7 @@
 
 #include <vector>
 
+#include "bound_forward.h"
 #include "conv_glue.h"
 #include "device_topology_cache.h"
 #include "csr_checks.h"
@@ -232,10 +233,24 @@ std::vector<at::Tensor> check_topology(const at::Tensor& row_ptr, const at::Tens
       .tensors;
 }
 
+// forward with all but the input and the residual bound (bound_forward.h).
+glue::BoundForward forward_plan(const at::Tensor& values, const at::Tensor& row_ptr,
+                                const at::Tensor& col_idx, const c10::optional<at::Tensor>& bias,
+                                int64_t n, int64_t rows_per_group, int64_t cout,
+                                std::vector<int64_t> stride, std::vector<int64_t> padding,
+                                std::vector<int64_t> dilation, int64_t groups, double out_min,
+                                double out_max) {
+  return glue::BoundForward([=](const at::Tensor& x, const c10::optional<at::Tensor>& residual) {
+    return forward(x, values, row_ptr, col_idx, bias, n, rows_per_group, cout, stride, padding,
+                   dilation, groups, out_min, out_max, residual);
+  });
+}
+
 }  // namespace
 
 void register_block1xn(pybind11::module& m) {
   m.def("block1xn_forward", &forward);
+  m.def("block1xn_forward_plan", &forward_plan);
   m.def("block1xn_grad_input", &grad_input);
   m.def("block1xn_grad_weight", &grad_weight);
   m.def("block1xn_check_topology", &check_topology);

@@ -6,6 +6,7 @@
 // pool) the sparse networks run beside them (register_window).
 #include <torch/extension.h>
 
+#include "bound_forward.h"
 #include "cpu/common/isa.h"
 #include "device_topology_cache.h"
 
@@ -42,6 +43,7 @@ PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
           });
           return std::make_tuple(read, ran);
         });
+  sparsekernels::glue::register_bound_forward(m);
   sparsekernels::register_block1xn(m);
   sparsekernels::register_stripe(m);
   sparsekernels::register_pattern(m);

@@ -14,6 +14,7 @@
 #include <mutex>
 #include <vector>
 
+#include "bound_forward.h"
 #include "conv_glue.h"
 #include "device_topology_cache.h"
 #include "cpu/pattern/pattern_cpu.h"
@@ -405,6 +406,19 @@ std::vector<at::Tensor> check_topology(SK_TOPOLOGY_PARAMS, int64_t cout, int64_t
   return keep;
 }
 
+// forward with all but the input and the residual bound (bound_forward.h).
+glue::BoundForward forward_plan(const at::Tensor& values, SK_TOPOLOGY_PARAMS,
+                                const c10::optional<at::Tensor>& bias, int64_t cout, int64_t kh,
+                                int64_t kw, std::vector<int64_t> stride,
+                                std::vector<int64_t> padding, std::vector<int64_t> dilation,
+                                int64_t groups, double out_min, double out_max) {
+  return glue::BoundForward([=](const at::Tensor& x, const c10::optional<at::Tensor>& residual) {
+    return forward(x, values, pattern_ptr, pattern_taps, row_ptr, chan_idx, pattern_idx,
+                   value_ptr, value_tap, col_ptr, kernel_idx, kernel_row, bias, cout, kh, kw,
+                   stride, padding, dilation, groups, out_min, out_max, residual);
+  });
+}
+
 #undef SK_TOPOLOGY_PARAMS
 #undef SK_TOPOLOGY_ARGS
 
@@ -412,6 +426,7 @@ std::vector<at::Tensor> check_topology(SK_TOPOLOGY_PARAMS, int64_t cout, int64_t
 
 void register_pattern(pybind11::module& m) {
   m.def("pattern_forward", &forward);
+  m.def("pattern_forward_plan", &forward_plan);
   m.def("pattern_grad_input", &grad_input);
   m.def("pattern_grad_weight", &grad_weight);
   m.def("pattern_check_topology", &check_topology);

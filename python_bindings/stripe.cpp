@@ -8,6 +8,7 @@
 
 #include <vector>
 
+#include "bound_forward.h"
 #include "conv_glue.h"
 #include "device_topology_cache.h"
 #include "cpu/stripe/stripe_cpu.h"
@@ -222,10 +223,25 @@ std::vector<at::Tensor> check_topology(const at::Tensor& row_ptr, const at::Tens
       .tensors;
 }
 
+// forward with all but the input and the residual bound (bound_forward.h).
+glue::BoundForward forward_plan(const at::Tensor& values, const at::Tensor& row_ptr,
+                                const at::Tensor& tap_idx, const at::Tensor& tap_ptr,
+                                const at::Tensor& stripe_idx, const at::Tensor& stripe_row,
+                                const c10::optional<at::Tensor>& bias, int64_t cout, int64_t kh,
+                                int64_t kw, std::vector<int64_t> stride,
+                                std::vector<int64_t> padding, std::vector<int64_t> dilation,
+                                int64_t groups, double out_min, double out_max) {
+  return glue::BoundForward([=](const at::Tensor& x, const c10::optional<at::Tensor>& residual) {
+    return forward(x, values, row_ptr, tap_idx, tap_ptr, stripe_idx, stripe_row, bias, cout, kh,
+                   kw, stride, padding, dilation, groups, out_min, out_max, residual);
+  });
+}
+
 }  // namespace
 
 void register_stripe(pybind11::module& m) {
   m.def("stripe_forward", &forward);
+  m.def("stripe_forward_plan", &forward_plan);
   m.def("stripe_grad_input", &grad_input);
   m.def("stripe_grad_weight", &grad_weight);
   m.def("stripe_check_topology", &check_topology);

@@ -233,3 +233,30 @@ def test_moving_a_module_drops_its_plan(kind):
         assert _plan(module) is None
         out = module(x.float())
     torch.testing.assert_close(out, _dense_out(module, x.float()), rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("kind", KIND_NAMES)
+def test_plain_calls_take_the_bound_forward(kind):
+    """A plain call runs the plan's bound C++ forward whole, the input's layout
+    kept; a call it refuses (a residual that broadcasts) takes the general
+    path and still gets PyTorch's semantics."""
+    module, x, want = _module(kind)
+    with torch.no_grad():
+        module(x)
+        plan = _plan(module)
+        assert plan.bound is not None
+        native = plan.native
+
+        def general(*args, **kwargs):
+            raise AssertionError("a plain call took the general path")
+
+        plan.native = general
+        x_cl = x.contiguous(memory_format=torch.channels_last)
+        out, out_cl = module(x), module(x_cl)
+        assert out_cl.is_contiguous(memory_format=torch.channels_last)
+        plan.native = native
+        r = torch.randn(16, 1, 1, dtype=torch.float64)
+        out_r = module(x, residual=r)
+    torch.testing.assert_close(out, want, rtol=1e-12, atol=1e-12)
+    torch.testing.assert_close(out_cl, want, rtol=1e-12, atol=1e-12)
+    torch.testing.assert_close(out_r, want + r, rtol=1e-12, atol=1e-12)

@@ -195,36 +195,36 @@ class SparseConv2d(FusedActivation, nn.Module):
         residual add, ``sparsekernels.fuse_epilogues``), then the activation
         (FusedActivation): in the native backends' epilogue where the call is
         eager inference; else on the op's output."""
-        params = self._parameters  # no Module.__getattr__ per tensor: this is every call
+        # No Module.__getattr__ per tensor (~0.7 us each): this is every call.
+        params = self._parameters
+        values = params["values"]
+        bias = params["bias"] if "bias" in params else self.__dict__.get("bias")
         if (self.padding_mode == "zeros" and isinstance(input, Tensor) and input.dim() == 4
-                and _plain_inference(input, params["values"], self.bias, residual)):
-            return self._inference_plan(input.device)(input, residual)
+                and _plain_inference(input, values, bias, residual)):
+            return self._inference_plan(input.device, values, bias)(input, residual)
         padding = self.padding
         if self.padding_mode != "zeros":
             input = F.pad(input, self._mode_padding, mode=self.padding_mode)
             padding = 0
-        out = apply_sparse_conv(self.OPS, input, self.values, self.topology(), self.bias,
+        out = apply_sparse_conv(self.OPS, input, values, self.topology(), bias,
                                 stride=self.stride, padding=padding, dilation=self.dilation,
                                 groups=self.groups, backend=self.backend)
         return self._activated(out, residual)
 
-    def _inference_plan(self, device: torch.device) -> InferencePlan:
+    def _inference_plan(self, device: torch.device, values: Tensor, bias) -> InferencePlan:
         """The eager inference call of this weight, kept while the weight's
         tensors and the conv arguments stay the same: resolving them costs a
         small layer as much as its kernel (ResNet-56 at batch 1)."""
-        key = (_frozen(self.stride), _frozen(self.padding), _frozen(self.dilation), self.groups,
-               self.backend, device, self.activation)
-        buffers = self._buffers  # no Module.__getattr__ per tensor
-        tensors = [buffers[f] for f in self.FORMAT.Topology.TENSORS]
-        plan = self.__dict__.get("_plan")
-        # bias: a registered parameter, or a plain attribute when None
-        if plan is None or not plan.matches(self._parameters["values"], self.bias, tensors, key):
-            plan = InferencePlan(self.OPS, self.values, self.topology(), self.bias,
-                                 stride=self.stride, padding=self.padding,
-                                 dilation=self.dilation, groups=self.groups,
-                                 backend=self.backend, device=device, key=key,
-                                 activation=self.activation)
-            self.__dict__["_plan"] = plan  # not a submodule, parameter or buffer
+        d = self.__dict__
+        key = (_frozen(d["stride"]), _frozen(d["padding"]), _frozen(d["dilation"]), d["groups"],
+               d["backend"], device, d.get("_activation"))
+        plan = d.get("_plan")
+        if plan is None or not plan.matches(values, bias, self._buffers, key):
+            plan = InferencePlan(self.OPS, values, self.topology(), bias, stride=self.stride,
+                                 padding=self.padding, dilation=self.dilation,
+                                 groups=self.groups, backend=self.backend, device=device,
+                                 key=key, activation=self.activation)
+            d["_plan"] = plan  # not a submodule, parameter or buffer
         return plan
 
     def __getstate__(self):

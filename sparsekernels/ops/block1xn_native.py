@@ -22,6 +22,15 @@ def forward(x, values, topo: BlockTopology, bias: Bias, conv: ConvArgs, clamp=NO
     return cast(out, x.dtype)
 
 
+def forward_plan(values, topo: BlockTopology, bias: Bias, conv: ConvArgs, clamp=NO_CLAMP):
+    """``forward`` with every argument but the input and the residual bound:
+    ``plan(x, residual=None)``, None where ``forward`` would refuse the call
+    (``values`` must be of a dtype the kernels compute in)."""
+    return C.block1xn_forward_plan(
+        values, topo.row_ptr, topo.col_idx, bias, topo.n, topo.rows_per_group, topo.cout,
+        list(conv.stride), list(conv.padding), list(conv.dilation), conv.groups, *clamp)
+
+
 def grad_input(grad_out, values, topo: BlockTopology, conv: ConvArgs, in_hw):
     work = native_dtype(grad_out)
     gin = C.block1xn_grad_input(

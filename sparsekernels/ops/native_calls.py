@@ -3,6 +3,7 @@ take the topology's ``TENSORS`` in order (stripe, pattern): thin calls
 
     <slug>_forward(x, values, *tensors, bias, cout, kh, kw, stride, padding, dilation, groups,
                    out_min, out_max, residual)
+    <slug>_forward_plan(values, *tensors, bias, ... out_max)(x, residual)
     <slug>_grad_input(grad_out, values, *tensors, cin, in_h, in_w, kh, kw, ...)
     <slug>_grad_weight(x, grad_out, *tensors, kh, kw, ...)
 
@@ -35,6 +36,13 @@ def native_backend(slug: str) -> SimpleNamespace:
             *topo.kernel_size, *_conv_args(conv), *clamp, cast(residual, work))
         return cast(out, x.dtype)
 
+    def forward_plan(values, topo, bias: Bias, conv: ConvArgs, clamp=NO_CLAMP):
+        # forward with all but the input and the residual bound (see
+        # block1xn_native.forward_plan)
+        return getattr(_ext.C, f"{slug}_forward_plan")(
+            values, *tensors(topo), bias, topo.cout, *topo.kernel_size, *_conv_args(conv),
+            *clamp)
+
     def grad_input(grad_out, values, topo, conv: ConvArgs, in_hw):
         work = native_dtype(grad_out)
         gin = getattr(_ext.C, f"{slug}_grad_input")(
@@ -49,4 +57,5 @@ def native_backend(slug: str) -> SimpleNamespace:
             *_conv_args(conv))
         return cast(gv, x.dtype)
 
-    return SimpleNamespace(forward=forward, grad_input=grad_input, grad_weight=grad_weight)
+    return SimpleNamespace(forward=forward, forward_plan=forward_plan, grad_input=grad_input,
+                           grad_weight=grad_weight)

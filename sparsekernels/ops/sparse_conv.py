@@ -227,29 +227,45 @@ class InferencePlan:
         self.resolved = backends.resolve(backend, device)
         self.ops, self.values, self.topo, self.bias, self.key = ops, values, topo, bias, key
         self.held = [(t, t._version) for t in (values, *topo_tensors(topo))]
+        self.held_names = topo.TENSORS
         self.bias_version = None if bias is None else bias._version
         # The native backends check every operand in C++ (the same checks as
         # the op body's, by the same names): their forward is called directly.
         self.native = ops.impl(self.resolved).forward if self.resolved in NATIVE else None
         self.clamp = bounds_of(activation)
         self.activation = None if activation is None else ACTIVATIONS[activation]
+        # That forward with the weight's arguments bound once (C++): a call
+        # it refuses (input or residual not the plain case) returns None and
+        # takes the general path below.
+        self.bound = None
+        if (self.native is not None and self.extra == (0, 0)
+                and backends.native_dtype(values) == values.dtype):
+            self.bound = ops.impl(self.resolved).forward_plan(values, topo, bias, self.conv,
+                                                              self.clamp)
 
-    def matches(self, values: Tensor, bias, tensors, key: tuple) -> bool:
+    def matches(self, values: Tensor, bias, buffers: dict, key: tuple) -> bool:
         """Whether the weight is still the same tensors, unmodified (identity
-        and version counters), and the arguments ``key`` are the same."""
+        and version counters), and the arguments ``key`` are the same:
+        ``values``, ``bias`` and ``buffers`` (the topology's tensors by
+        name) as the holder has them now."""
         if key != self.key or bias is not self.bias or (
                 bias is not None and bias._version != self.bias_version):
             return False
         held = self.held
         if held[0][0] is not values or held[0][1] != values._version:
             return False
-        for (t, version), u in zip(held[1:], tensors):
+        for (t, version), name in zip(held[1:], self.held_names):
+            u = buffers[name]
             if t is not u or version != u._version:
                 return False
         return True
 
     def __call__(self, x: Tensor, residual: Optional[Tensor] = None) -> Tensor:
         """The conv of ``x``, plus ``residual``, then the activation."""
+        if self.bound is not None:
+            out = self.bound(x, residual)
+            if out is not None:
+                return out
         _check_inputs(x, self.values, self.bias, self.topo, self.conv.groups)
         if self.extra != (0, 0):
             x = F.pad(x, (0, self.extra[1], 0, self.extra[0]))

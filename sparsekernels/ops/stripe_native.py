@@ -5,4 +5,5 @@ from __future__ import annotations
 from .native_calls import native_backend
 
 _calls = native_backend("stripe")
-forward, grad_input, grad_weight = _calls.forward, _calls.grad_input, _calls.grad_weight
+forward, forward_plan = _calls.forward, _calls.forward_plan
+grad_input, grad_weight = _calls.grad_input, _calls.grad_weight
