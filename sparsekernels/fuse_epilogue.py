@@ -1,6 +1,6 @@
 """``fuse_epilogues(model)``: the residual add and the ReLU / ReLU6 after a
-sparse conv, and the activation after a ``DepthwiseConv2d``, run in the
-conv's epilogue (inference).
+sparse conv, and the activation after a ``DepthwiseConv2d`` or an
+``InputConv2d``, run in the conv's epilogue (inference).
 
 A ReLU module reads and writes every activation once more, and an
 out-of-place add twice; a conv whose ``activation`` is set clamps its output

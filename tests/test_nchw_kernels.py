@@ -136,16 +136,85 @@ def test_wrong_channel_count_gets_pytorchs_error():
         module(x[:, :5])
 
 
-def test_only_depthwise_convs_and_max_pools_are_swapped():
+def test_only_depthwise_and_image_convs_and_max_pools_are_swapped():
     model = nn.Sequential(nn.Conv2d(4, 8, 3), nn.Conv2d(8, 8, 3, groups=8),
                           nn.Conv2d(8, 16, 3, groups=8), nn.Conv2d(16, 16, 1, groups=4),
+                          nn.Conv2d(5, 8, 3), nn.Conv2d(4, 4, 3, groups=2),
                           nn.MaxPool2d(3, 2, 1), nn.AvgPool2d(2))
     sk.nn.use_nchw_kernels(model)
-    assert [type(m).__name__ for m in model] == ["Conv2d", "DepthwiseConv2d", "Conv2d",
-                                                  "Conv2d", "MaxPool2d", "AvgPool2d"]
-    assert isinstance(model[4], sk.nn.MaxPool2d)
+    assert [type(m).__name__ for m in model] == ["InputConv2d", "DepthwiseConv2d", "Conv2d",
+                                                  "Conv2d", "Conv2d", "Conv2d", "MaxPool2d",
+                                                  "AvgPool2d"]
+    assert isinstance(model[6], sk.nn.MaxPool2d)
     with pytest.raises(ValueError, match="conv: expected a depthwise nn.Conv2d"):
         sk.nn.DepthwiseConv2d.from_conv(model[2])
+    with pytest.raises(ValueError, match=r"conv: expected an nn.Conv2d on an image"):
+        sk.nn.InputConv2d.from_conv(model[4])
+
+
+# ---- image convs (the stem) on the 1xN kernel -----------------------------------
+IMAGE_CASES = {
+    "mobilenet_stem": dict(),
+    "resnet_stem": dict(cout=64, kernel=7, stride=2, padding=3, hw=(23, 20)),
+    "cifar_stem": dict(cout=16, stride=1, hw=(9, 32)),
+    "gray_odd_cout": dict(cin=1, cout=6, kernel=5, stride=1, padding=2),
+    "dilated_asym": dict(cin=4, cout=24, kernel=(3, 5), stride=(2, 1), padding=(2, 1),
+                         dilation=(2, 1)),
+    "no_bias": dict(bias=False),
+    "empty_batch": dict(batch=0),
+    "channels_last": dict(channels_last=True),
+    "noncontiguous": dict(noncontiguous=True),
+}
+
+
+def _image_case(batch=2, cin=3, cout=32, hw=(17, 19), kernel=3, stride=2, padding=1,
+                dilation=1, bias=True, channels_last=False, noncontiguous=False):
+    gen = torch.Generator().manual_seed(2)
+    conv = nn.Conv2d(cin, cout, kernel, stride, padding, dilation, bias=bias,
+                     dtype=torch.float64)
+    with torch.no_grad():
+        conv.weight.copy_(torch.randn(conv.weight.shape, generator=gen, dtype=torch.float64))
+        if bias:
+            conv.bias.copy_(torch.randn(cout, generator=gen, dtype=torch.float64))
+    x = torch.randn(batch, cin, *hw, generator=gen, dtype=torch.float64) * 2
+    if channels_last:
+        x = x.contiguous(memory_format=torch.channels_last)
+    if noncontiguous:
+        x = torch.cat([x, x], dim=3)[..., ::2]
+    return conv, x
+
+
+@pytest.mark.parametrize("name", IMAGE_CASES)
+@pytest.mark.parametrize("activation", [None, "relu6"])
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
+def test_image_conv_against_float64(name, activation, dtype):
+    conv, x = _image_case(**IMAGE_CASES[name])
+    want = conv(x)
+    want = want if activation is None else ACTIVATIONS[activation].apply_(want)
+    module = sk.nn.InputConv2d.from_conv(copy.deepcopy(conv).to(dtype)).eval()
+    module.activation = activation
+    with torch.no_grad():
+        got = module(x.to(dtype))
+    assert module.__dict__.get("_blocks") is not None or x.shape[0] == 0
+    assert got.dtype == dtype and got.shape == want.shape
+    assert got.is_contiguous(memory_format=torch.channels_last) == (
+        IMAGE_CASES[name].get("channels_last", False))
+    tol = 1e-12 if dtype == torch.float64 else 2e-5
+    torch.testing.assert_close(got.double(), want, rtol=tol, atol=tol)
+
+
+def test_image_conv_follows_its_weight_and_keeps_pytorchs_state_and_gradient():
+    conv, x = _image_case()
+    module = sk.nn.InputConv2d.from_conv(copy.deepcopy(conv))
+    assert module.state_dict().keys() == conv.state_dict().keys()
+    with torch.no_grad():
+        module(x)
+        module.weight.mul_(-2)  # in place: the kept blocks are rebuilt
+        torch.testing.assert_close(module(x), F.conv2d(x, conv.weight * -2, conv.bias, 2, 1),
+                                   rtol=1e-12, atol=1e-12)
+    out = module(x.requires_grad_())  # autograd: PyTorch's conv
+    out.sum().backward()
+    assert x.grad is not None and module.weight.grad is not None
 
 
 # ---- max pool -----------------------------------------------------------------
@@ -232,13 +301,14 @@ def test_max_pool_bad_operands_are_named(call, match):
         call(x)
 
 
-@pytest.mark.parametrize("arch,swapped", [
-    ("mobilenet_v2", 17),  # depthwise convs, each with a fused ReLU6
-    ("resnet18", 1),       # the stem's max pool
+@pytest.mark.parametrize("arch,swapped,stem,stem_activation", [
+    ("mobilenet_v2", 17, "features.0.0", "relu6"),  # depthwise convs, each with a fused ReLU6
+    ("resnet18", 1, "conv1", "relu"),               # the stem's max pool
 ])
-def test_pruned_networks_keep_their_outputs(arch, swapped):
+def test_pruned_networks_keep_their_outputs(arch, swapped, stem, stem_activation):
+    """The stem left dense (as the seed papers leave it) runs as an InputConv2d."""
     torch.manual_seed(0)
-    model = sk.sparsify(get_model(arch).double().eval(), sparsity=0.75, n=8)
+    model = sk.sparsify(get_model(arch).double().eval(), sparsity=0.75, n=8, exclude=[stem])
     x = torch.randn(1, 3, 64, 64, dtype=torch.float64)
     with torch.no_grad():
         want = model(x)
@@ -250,4 +320,6 @@ def test_pruned_networks_keep_their_outputs(arch, swapped):
                                                             sk.nn.MaxPool2d))]
     assert len(kernels) == swapped
     assert all(m.activation == "relu6" for m in kernels if isinstance(m, sk.nn.DepthwiseConv2d))
+    stems = [m for m in fused.modules() if isinstance(m, sk.nn.InputConv2d)]
+    assert len(stems) == 1 and stems[0].activation == stem_activation
     torch.testing.assert_close(got, want, rtol=1e-9, atol=1e-9)

@@ -39,7 +39,7 @@ from ..fold_bn import fold_batchnorm
 from ..fuse_epilogue import fuse_epilogues
 from ..models import MODELS, get_model
 from ..nn.base import SparseConv2d
-from ..nn.nchw_kernels import DepthwiseConv2d, use_nchw_kernels
+from ..nn.nchw_kernels import NchwConv2d, use_nchw_kernels
 from ..nn.dynamic_pattern import DynamicPatternConv2d
 from ..nn.replace import replace_module
 from ..train.artifacts import config_of, read_record
@@ -233,10 +233,10 @@ def _saved_config(record: dict, model: nn.Module) -> dict:
 
 def _reference(variant: Variant) -> nn.Module:
     """float64 copy with every sparse conv decoded to a dense nn.Conv2d, and
-    every DepthwiseConv2d a plain one (each with its fused activation)."""
+    every NchwConv2d a plain one (each with its fused activation)."""
     ref = copy.deepcopy(variant.model)
     for name, m in list(ref.named_modules()):
-        if isinstance(m, (SparseConv2d, DepthwiseConv2d)):
+        if isinstance(m, (SparseConv2d, NchwConv2d)):
             replace_module(ref, name, DenseEpilogue(m.to_dense(), m.activation))
     return ref.double()
 
