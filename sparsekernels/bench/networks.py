@@ -105,11 +105,11 @@ def add_parser(sub) -> argparse.ArgumentParser:
                         "(sparsekernels.fold_batchnorm) in every PyTorch model, dense and "
                         "sparse alike, as ONNX Runtime does for its dense run (default on)")
     p.add_argument("--nchw-kernels", action=argparse.BooleanOptionalAction, default=True,
-                   help="run the sparse models' (dense) depthwise convs and max pools on the "
-                        "library's NCHW kernels (sparsekernels.nn.use_nchw_kernels) "
-                        "(default on)")
+                   help="run the sparse models' (dense) depthwise convs, dense convs on the "
+                        "image (the stem) and max pools on the library's NCHW kernels "
+                        "(sparsekernels.nn.use_nchw_kernels) (default on)")
     p.add_argument("--fuse-epilogues", action=argparse.BooleanOptionalAction, default=True,
-                   help="run the ReLU / ReLU6 after each sparse or depthwise-kernel conv in "
+                   help="run the ReLU / ReLU6 after each sparse or NCHW-kernel conv in "
                         "the conv's epilogue (sparsekernels.fuse_epilogues, after --fold-bn), "
                         "as ONNX Runtime fuses its dense convs' (default on)")
     p.add_argument("--keep-freed-memory", action=argparse.BooleanOptionalAction, default=True,
@@ -185,7 +185,7 @@ def _variants(args, arch: str, dtype: torch.dtype, device, backends,
 
 def _folded(args, variants: list) -> list:
     """``variants`` with BN folded into every PyTorch model (--fold-bn), and
-    in the sparse ones the depthwise convs and max pools on the NCHW kernels
+    in the sparse ones the depthwise convs, image convs and max pools on the NCHW kernels
     (--nchw-kernels) and activations fused into the convs before them
     (--fuse-epilogues): after sparsifying, so the masks are those of the
     model as trained."""

@@ -21,8 +21,9 @@ oneDNN ISA cap and BN folding; 6 = layer records carry the cuSPARSELt 2:4
 peer (``peer_2to4_ms``, ``peer_2to4_gemm_ms``, ``speedup_vs_2to4``); 7 =
 network records say whether activations were fused into the sparse convs
 (``fuse_epilogues``) and whether depthwise convs and max pools ran on the library's
-kernels (``nchw_kernels``); 8 = network records say whether the PyTorch models ran
-with freed memory kept for reuse (``keep_freed_memory``). Older
+kernels (``nchw_kernels``; from commit 9f6f2a0 on, the convs on the image too);
+8 = network records say whether the PyTorch models ran with freed memory kept
+for reuse (``keep_freed_memory``). Older
 files are read as the current version with each added field as it was there
 (null, or for a version-3 network record PyTorch and no file).
 """
@@ -156,8 +157,9 @@ NETWORK = {
                         "models; ONNX Runtime folds its own)"),
     "fuse_epilogues": ("bool", "ReLU / ReLU6 after a sparse conv run in its epilogue "
                                  "(sparsekernels.fuse_epilogues; ONNX Runtime fuses its own)"),
-    "nchw_kernels": ("bool", "the sparse models' depthwise convs and max pools ran on the "
-                             "library's NCHW kernels (sparsekernels.nn.use_nchw_kernels)"),
+    "nchw_kernels": ("bool", "the sparse models' depthwise convs, dense convs on the image (the "
+                             "stem) and max pools ran on the library's NCHW kernels "
+                             "(sparsekernels.nn.use_nchw_kernels)"),
     "keep_freed_memory": ("bool", "the PyTorch models, dense and sparse, ran with malloc keeping "
                                   "freed memory for reuse (sparsekernels.keep_freed_memory; "
                                   "ONNX Runtime keeps its own arena)"),
