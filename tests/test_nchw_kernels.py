@@ -8,7 +8,7 @@ import copy
 import pytest
 import torch
 import torch.nn.functional as F
-from torch import nn
+from torch import Tensor, nn
 
 import sparsekernels as sk
 from sparsekernels._ext import C
@@ -44,21 +44,28 @@ CASES = {
 }
 
 
-def _case(batch=2, channels=7, hw=(9, 11), kernel=3, stride=1, padding=1, dilation=1,
-          bias=True, channels_last=False, noncontiguous=False, dtype=torch.float64):
-    gen = torch.Generator().manual_seed(0)
-    k = (kernel, kernel) if isinstance(kernel, int) else kernel
-    conv = nn.Conv2d(channels, channels, k, stride, padding, dilation, groups=channels,
-                     bias=bias, dtype=torch.float64)
+def _randomised(conv: nn.Conv2d, batch, hw, seed, channels_last, noncontiguous) -> Tensor:
+    """Fills float64 ``conv``'s weight and bias from a seeded generator;
+    returns an input of its channels (channels_last, or a strided view)."""
+    gen = torch.Generator().manual_seed(seed)
     with torch.no_grad():
         conv.weight.copy_(torch.randn(conv.weight.shape, generator=gen, dtype=torch.float64))
-        if bias:
-            conv.bias.copy_(torch.randn(channels, generator=gen, dtype=torch.float64))
-    x = torch.randn(batch, channels, *hw, generator=gen, dtype=torch.float64) * 2
+        if conv.bias is not None:
+            conv.bias.copy_(torch.randn(conv.out_channels, generator=gen, dtype=torch.float64))
+    x = torch.randn(batch, conv.in_channels, *hw, generator=gen, dtype=torch.float64) * 2
     if channels_last:
         x = x.contiguous(memory_format=torch.channels_last)
     if noncontiguous:
         x = torch.cat([x, x], dim=3)[..., ::2]
+    return x
+
+
+def _case(batch=2, channels=7, hw=(9, 11), kernel=3, stride=1, padding=1, dilation=1,
+          bias=True, channels_last=False, noncontiguous=False, dtype=torch.float64):
+    k = (kernel, kernel) if isinstance(kernel, int) else kernel
+    conv = nn.Conv2d(channels, channels, k, stride, padding, dilation, groups=channels,
+                     bias=bias, dtype=torch.float64)
+    x = _randomised(conv, batch, hw, 0, channels_last, noncontiguous)
     want = conv(x)
     module = sk.nn.DepthwiseConv2d.from_conv(copy.deepcopy(conv).to(dtype))
     return module, x.to(dtype), want
@@ -169,19 +176,9 @@ IMAGE_CASES = {
 
 def _image_case(batch=2, cin=3, cout=32, hw=(17, 19), kernel=3, stride=2, padding=1,
                 dilation=1, bias=True, channels_last=False, noncontiguous=False):
-    gen = torch.Generator().manual_seed(2)
     conv = nn.Conv2d(cin, cout, kernel, stride, padding, dilation, bias=bias,
                      dtype=torch.float64)
-    with torch.no_grad():
-        conv.weight.copy_(torch.randn(conv.weight.shape, generator=gen, dtype=torch.float64))
-        if bias:
-            conv.bias.copy_(torch.randn(cout, generator=gen, dtype=torch.float64))
-    x = torch.randn(batch, cin, *hw, generator=gen, dtype=torch.float64) * 2
-    if channels_last:
-        x = x.contiguous(memory_format=torch.channels_last)
-    if noncontiguous:
-        x = torch.cat([x, x], dim=3)[..., ::2]
-    return conv, x
+    return conv, _randomised(conv, batch, hw, 2, channels_last, noncontiguous)
 
 
 @pytest.mark.parametrize("name", IMAGE_CASES)
@@ -212,6 +209,14 @@ def test_image_conv_follows_its_weight_and_keeps_pytorchs_state_and_gradient():
         module.weight.mul_(-2)  # in place: the kept blocks are rebuilt
         torch.testing.assert_close(module(x), F.conv2d(x, conv.weight * -2, conv.bias, 2, 1),
                                    rtol=1e-12, atol=1e-12)
+    with torch.no_grad():
+        want = module(x)
+        clone = copy.deepcopy(module)  # a copy builds its own blocks
+        assert "_blocks" not in clone.__dict__
+        torch.testing.assert_close(clone(x), want, rtol=0, atol=0)
+        module.float()  # a dtype move drops the blocks of the old weight
+        torch.testing.assert_close(module(x.float()), want.float(), rtol=1e-5, atol=1e-5)
+    module.double()
     out = module(x.requires_grad_())  # autograd: PyTorch's conv
     out.sum().backward()
     assert x.grad is not None and module.weight.grad is not None
