@@ -33,6 +33,8 @@ struct FwdTile {
   int64_t cs;              // input channel stride
   const int64_t* tap_off;  // per tap
   int taps;
+  const int64_t* fetch;    // where a block's input is prefetched: one offset per phase plane
+  int nfetch;
   const int32_t* col;      // the row's kept input channels (block columns)
   const T* w;              // the row's first block, [taps][n], at lane j0
   int64_t nblocks;
@@ -141,7 +143,9 @@ inline void fwd_tile(const FwdTile<T>& a, const StoreMap& map, int64_t q, int64_
     }
   } else {
     for (int64_t k = 0; k < a.nblocks; ++k, wk += wstep) {
-      if (k < ahead) fwd_prefetch<T, U>(x + col[k + kFwdPrefetch] * cs + a.tap_off[0]);
+      if (k < ahead)
+        for (int f = 0; f < a.nfetch; ++f)
+          fwd_prefetch<T, U>(x + col[k + kFwdPrefetch] * cs + a.fetch[f]);
       const T* xc = x + col[k] * cs;
       for (int t = 0; t < a.taps; ++t) fwd_tap<T, J, U>(acc, xc + a.tap_off[t], wk + t * a.n);
     }
@@ -197,6 +201,8 @@ struct FwdSource {
   const T* x;
   int64_t cs;
   const int64_t* off;
+  const int64_t* fetch;  // FwdTile::fetch
+  int nfetch;
   wide::Wide wide;
   int64_t npix;  // pixels to compute: up to the last real one
 };
@@ -242,8 +248,9 @@ void fwd_sweep(const ConvGeometry& geo, const Block1xN& bk, const T* values, con
       const int valid = block_row_valid(geo, bk, r);
       const int64_t o0 = block_row_first_out(geo, bk, r);
       const int32_t k0 = bk.row_ptr[r];
-      FwdTile<T> a{src.x + g * cin_g * src.cs, src.cs, src.off, taps, bk.col_idx + k0,
-                   values + int64_t(k0) * taps * bk.n, bk.row_ptr[r + 1] - k0, bk.n, clamp};
+      FwdTile<T> a{src.x + g * cin_g * src.cs, src.cs, src.off, taps, src.fetch, src.nfetch,
+                   bk.col_idx + k0, values + int64_t(k0) * taps * bk.n, bk.row_ptr[r + 1] - k0,
+                   bk.n, clamp};
       for (int j0 = 0; j0 < valid; j0 += kFwdMaxJ, a.w += kFwdMaxJ) {
         const T* init = bias ? bias + o0 + j0 : nullptr;
         const int64_t at = b0 * geo.cout * ohw + (o0 + j0) * ohw;
@@ -279,7 +286,7 @@ void forward(const ConvGeometry& geo, const Block1xN& bk, const T* values,
 
   if (reads_in_place(geo, in_s, L)) {
     static const int64_t kNoTap = 0;
-    FwdSource<T> src{nullptr, in_s.c, &kNoTap, Wide{}, ohw};
+    FwdSource<T> src{nullptr, in_s.c, &kNoTap, &kNoTap, 1, Wide{}, ohw};
     src.wide.ww = src.wide.vw = geo.in_w;
     src.wide.rh = src.wide.vh = geo.in_h;
     src.wide.nb = 1;
@@ -299,6 +306,14 @@ void forward(const ConvGeometry& geo, const Block1xN& bk, const T* values,
 
   InputSource<T> src(geo, kFwdMaxTile * L);
   const std::vector<char> read = channels_read(geo, bk);
+  // A block's taps read one region per phase plane (one for stride 1): each
+  // phase's first tap is where its input is prefetched (the first phase
+  // alone left the other three of a stride-2 3x3 conv to demand misses).
+  std::vector<int64_t> fetch;
+  for (const int64_t o : src.off) {
+    const auto same_phase = [&](int64_t f) { return src.flat || f / src.ps == o / src.ps; };
+    if (std::none_of(fetch.begin(), fetch.end(), same_phase)) fetch.push_back(o);
+  }
   const int64_t chunk =
       chunk_pixels(src.phases * cin_g, src.span, sizeof(T), kTileMin, src.wide.npix);
 #pragma omp parallel num_threads(num_threads)
@@ -312,7 +327,8 @@ void forward(const ConvGeometry& geo, const Block1xN& bk, const T* values,
       // Up to the last real pixel (wide.npix is rounded up to the tile).
       const int64_t npix = ((nb - 1) * wide.rh + wide.vh - 1) * wide.ww + wide.vw;
       fwd_sweep(geo, bk, values, bias, clamp, residual,
-                FwdSource<T>{src.buf, src.cs, src.off.data(), wide, npix},
+                FwdSource<T>{src.buf, src.cs, src.off.data(), fetch.data(),
+                             static_cast<int>(fetch.size()), wide, npix},
                 chunk, b0, map, output, num_threads);
     }
   }
