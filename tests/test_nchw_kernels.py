@@ -37,6 +37,9 @@ CASES = {
     "tiny": dict(hw=(1, 1), kernel=1, padding=0),
     "pad_only": dict(hw=(1, 2), kernel=3, padding=1),  # most taps read padding
     "batch3": dict(batch=3, channels=24, hw=(8, 8)),
+    # rows narrower than a vector (AVX-512 and AVX2), many images
+    "narrow_batch17": dict(batch=17, channels=3, hw=(6, 7)),
+    "narrow_s2": dict(batch=5, channels=4, stride=2, hw=(13, 9)),
     "empty_batch": dict(batch=0),
     "no_bias": dict(bias=False),
     "channels_last": dict(channels_last=True, channels=16),
@@ -235,6 +238,7 @@ POOLS = {
     "empty_batch": dict(batch=0),
     "channels_last": dict(channels_last=True),
     "noncontiguous": dict(noncontiguous=True),
+    "narrow_batch17": dict(kernel=3, stride=1, padding=1, batch=17, hw=(6, 7)),
 }
 
 
