@@ -23,7 +23,8 @@ class BoundForward {
   explicit BoundForward(Run run) : run_(std::move(run)) {}
 
   // The output in the input's layout (channels_last in, channels_last out, as
-  // PyTorch's conv), or None where the forward binding refuses the call.
+  // PyTorch's conv: the rule of channels_last_like in ops/sparse_conv.py), or
+  // None where the forward binding refuses the call.
   c10::optional<at::Tensor> operator()(const at::Tensor& x,
                                        const c10::optional<at::Tensor>& residual) const {
     at::Tensor out;

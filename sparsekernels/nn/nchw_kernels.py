@@ -180,9 +180,9 @@ def use_nchw_kernels(model: nn.Module) -> nn.Module:
         raise TypeError(f"model: expected an nn.Module, got {type(model).__name__}")
     for name, m in list(model.named_modules()):
         if type(m) is nn.Conv2d:
-            for cls in (DepthwiseConv2d, InputConv2d):
-                if cls.accepts(m):
-                    replace_module(model, name, cls.from_conv(m))
+            cls = next((c for c in (DepthwiseConv2d, InputConv2d) if c.accepts(m)), None)
+            if cls is not None:
+                replace_module(model, name, cls.from_conv(m))
         elif type(m) is nn.MaxPool2d:
             replace_module(model, name, MaxPool2d.from_pool(m))
     return model

@@ -33,7 +33,10 @@ struct FwdTile {
   int64_t cs;              // input channel stride
   const int64_t* tap_off;  // per tap
   int taps;
-  const int64_t* fetch;    // where a block's input is prefetched: one offset per phase plane
+  // Where a block's input is prefetched: one offset per phase plane its taps
+  // read (InputSource::phase_first; the first plane alone left the other
+  // three of a stride-2 3x3 conv to demand misses).
+  const int64_t* fetch;
   int nfetch;
   const int32_t* col;      // the row's kept input channels (block columns)
   const T* w;              // the row's first block, [taps][n], at lane j0
@@ -306,14 +309,6 @@ void forward(const ConvGeometry& geo, const Block1xN& bk, const T* values,
 
   InputSource<T> src(geo, kFwdMaxTile * L);
   const std::vector<char> read = channels_read(geo, bk);
-  // A block's taps read one region per phase plane (one for stride 1): each
-  // phase's first tap is where its input is prefetched (the first phase
-  // alone left the other three of a stride-2 3x3 conv to demand misses).
-  std::vector<int64_t> fetch;
-  for (const int64_t o : src.off) {
-    const auto same_phase = [&](int64_t f) { return src.flat || f / src.ps == o / src.ps; };
-    if (std::none_of(fetch.begin(), fetch.end(), same_phase)) fetch.push_back(o);
-  }
   const int64_t chunk =
       chunk_pixels(src.phases * cin_g, src.span, sizeof(T), kTileMin, src.wide.npix);
 #pragma omp parallel num_threads(num_threads)
@@ -327,8 +322,8 @@ void forward(const ConvGeometry& geo, const Block1xN& bk, const T* values,
       // Up to the last real pixel (wide.npix is rounded up to the tile).
       const int64_t npix = ((nb - 1) * wide.rh + wide.vh - 1) * wide.ww + wide.vw;
       fwd_sweep(geo, bk, values, bias, clamp, residual,
-                FwdSource<T>{src.buf, src.cs, src.off.data(), fetch.data(),
-                             static_cast<int>(fetch.size()), wide, npix},
+                FwdSource<T>{src.buf, src.cs, src.off.data(), src.phase_first.data(),
+                             static_cast<int>(src.phase_first.size()), wide, npix},
                 chunk, b0, map, output, num_threads);
     }
   }

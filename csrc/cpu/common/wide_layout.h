@@ -204,17 +204,19 @@ struct InputSource {
     wide.set(group, tile);
     if (flat) {
       cs = odd_lines(std::max(group * wide.rh * wide.ww, wide.npix + span) + tile, sizeof(T));
+      phase_first = {off[0]};
     } else {
       // Every element a tap reads lies inside its channel's phase planes.
       ps = round_up(std::max(group * wide.rh * wide.ww, wide.npix + span) + tile, 16);
       cs = odd_lines(phases * ps, sizeof(T));
+      phase_read.resize(phases, 0);
       for (int kh = 0; kh < geo.kh; ++kh)
         for (int kw = 0; kw < geo.kw; ++kw) {
           const int64_t a = int64_t(kh) * geo.dil_h, b = int64_t(kw) * geo.dil_w;
-          off.push_back(((a % geo.stride_h) * geo.stride_w + b % geo.stride_w) * ps +
-                        a / geo.stride_h * wide.ww + b / geo.stride_w);
-          phase_read.resize(phases, 0);
-          phase_read[(a % geo.stride_h) * geo.stride_w + b % geo.stride_w] = 1;
+          const int64_t phase = (a % geo.stride_h) * geo.stride_w + b % geo.stride_w;
+          off.push_back(phase * ps + a / geo.stride_h * wide.ww + b / geo.stride_w);
+          if (!phase_read[phase]) phase_first.push_back(off.back());
+          phase_read[phase] = 1;
         }
       // Columns [col_lo, col_hi) of column phase bb hold input columns.
       const int64_t sw = geo.stride_w, pw = geo.pad_w, ww = wide.ww;
@@ -329,6 +331,9 @@ struct InputSource {
   std::vector<char> phase_read;
   int64_t ps = 0;     // phase plane stride (polyphase)
   std::vector<int64_t> off;
+  // Per phase plane some tap reads, its first tap's offset (flat: tap 0's):
+  // where a channel's reads start in each plane, for prefetches.
+  std::vector<int64_t> phase_first;
   std::vector<int64_t> col_lo, col_hi;  // polyphase: real columns per column phase
   T* buf;
 
