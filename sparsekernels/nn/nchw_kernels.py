@@ -16,10 +16,10 @@ devices and the arguments the kernels do not take (a conv's non-zeros
 ``padding_mode`` or string padding, a pool's ``ceil_mode`` or indices) run
 PyTorch's forward (then the activation). oneDNN's NCHW conv over 3 input
 channels has little to vectorise along, and its activation is a pass of its
-own over the network's largest activation: MobileNet-V2's stem and ReLU6 at
-batch 8 took 1.68 ms, the 1xN kernel with the ReLU6 in its store 1.28 ms;
-ResNet-50's 7x7 stem at batch 1 1.03 ms and 0.92 ms. ``use_nchw_kernels(model)``
-swaps a model's depthwise convs, image convs and max pools in place.
+own over the network's largest activation; on the 1xN kernel the activation
+is in the store (side by side: benchmarks/results/checks/input-conv/).
+``use_nchw_kernels(model)`` swaps a model's depthwise convs, image convs and
+max pools in place.
 """
 from __future__ import annotations
 
