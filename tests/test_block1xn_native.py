@@ -39,3 +39,45 @@ def test_results_do_not_depend_on_threads(shape):
     for run in runs[1:]:
         for a, b in zip(runs[0], run):
             assert torch.equal(a, b)
+
+
+# A 1x1 forward read in place: where a pixel chunk's input and a group's
+# weights fit L2, its items (image, group, pixel chunk, block-row chunk) are
+# split into one range per thread, each fetching its next item ahead; where
+# they do not (1.2 MB of weights), they are scheduled dynamically. Several
+# chunks per image (45x45 planes), two groups, a short last block row
+# (cout_per_group 20 = 16 + 4), rows so uneven that one keeps every block
+# and another none, the bias and a fused residual, against float64 on every
+# thread count.
+@pytest.mark.parametrize("batch", [1, 5])
+@pytest.mark.parametrize("cin,cout,groups,hw", [(96, 40, 2, 45), (1024, 308, 1, 7)],
+                         ids=["fetch-ahead", "many-weights"])
+def test_in_place_forward_items(batch, cin, cout, groups, hw):
+    gen = torch.Generator().manual_seed(3)
+    n = 16
+    weight = torch.randn(cout, cin // groups, 1, 1, generator=gen, dtype=torch.float64)
+    # the first group's first row keeps every block, its short last row
+    # none, the other rows about half
+    cout_g = cout // groups
+    short = cout_g - cout_g % n
+    for g in range(groups):
+        for lo in range(g * cout_g + n * (g == 0), (g + 1) * cout_g, n):
+            rows = slice(lo, min(lo + n, (g + 1) * cout_g))
+            weight[rows, torch.rand(cin // groups, generator=gen) < 0.5] = 0
+    weight[short:cout_g] = 0
+    fmt = Block1xN.from_zeros(weight, groups=groups, n=n)
+    topo = fmt.topology()
+    conv = ConvArgs((1, 1), (0, 0), (1, 1), groups)
+    x = torch.randn(batch, cin, hw, hw, generator=gen)
+    bias = torch.randn(cout, generator=gen)
+    res = torch.randn(batch, cout, hw, hw, generator=gen)
+    want = torch.nn.functional.conv2d(x.double(), fmt.to_dense(), bias.double(),
+                                      groups=groups) + res.double()
+    before = torch.get_num_threads()
+    try:
+        for threads in (1, 2, 3):
+            torch.set_num_threads(threads)
+            got = native.forward(x, fmt.values.float(), topo, bias, conv, residual=res)
+            torch.testing.assert_close(got.double(), want, rtol=1e-5, atol=1e-4)
+    finally:
+        torch.set_num_threads(before)

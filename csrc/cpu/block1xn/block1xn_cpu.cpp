@@ -3,6 +3,8 @@
 // pick one at run time (SK_DISPATCH).
 #include "cpu/block1xn/block1xn_cpu.h"
 
+#include <omp.h>
+
 #include "cpu/block1xn/block1xn_plans.h"
 #include "cpu/common/conv_layout.h"
 #include "cpu/common/isa.h"

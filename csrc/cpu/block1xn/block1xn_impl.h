@@ -26,6 +26,10 @@ constexpr int kFwdMaxTile = fwd_vectors(1);
 
 // Blocks ahead whose input rows fwd_tile prefetches.
 constexpr int kFwdPrefetch = 4;
+// 1x1 blocks per step of the next item's prefetch (FwdTile::next): fewer
+// lines per step than per tile (a tile's burst of them stalled its loads),
+// less scalar work than a step per block.
+constexpr int kFwdStepBlocks = 8;
 
 template <typename T>
 struct FwdTile {
@@ -43,6 +47,7 @@ struct FwdTile {
   int64_t nblocks;
   int n;                   // weight stride of one tap
   OutputClamp clamp;       // the epilogue after the bias (a fused activation)
+  wide::Trickle* next;     // the next item's input, a step per kFwdStepBlocks 1x1 blocks
 };
 
 // Where a tile's channels go: channel j at output offset d is out[d + j *
@@ -139,10 +144,14 @@ inline void fwd_tile(const FwdTile<T>& a, const StoreMap& map, int64_t q, int64_
     // A 1x1 conv's block is one tap: without the tap loop's setup per block
     // the scalar work stops competing with the FMAs for issue slots.
     const T* x0 = x + a.tap_off[0];
+    for (int64_t k0 = 0; k0 < a.nblocks; k0 += kFwdStepBlocks) {
+      a.next->step();
+      const int64_t k1 = std::min<int64_t>(k0 + kFwdStepBlocks, a.nblocks);
 #pragma GCC unroll 2
-    for (int64_t k = 0; k < a.nblocks; ++k, wk += wstep) {
-      if (k < ahead) fwd_prefetch<T, U>(x0 + col[k + kFwdPrefetch] * cs);
-      fwd_tap<T, J, U>(acc, x0 + col[k] * cs, wk);
+      for (int64_t k = k0; k < k1; ++k, wk += wstep) {
+        if (k < ahead) fwd_prefetch<T, U>(x0 + col[k + kFwdPrefetch] * cs);
+        fwd_tap<T, J, U>(acc, x0 + col[k] * cs, wk);
+      }
     }
   } else {
     for (int64_t k = 0; k < a.nblocks; ++k, wk += wstep) {
@@ -210,59 +219,84 @@ struct FwdSource {
   int64_t npix;  // pixels to compute: up to the last real one
 };
 
-// Every (pixel chunk, block row) of one source holding images [b0, b0 +
-// src.wide.nb) (orphaned omp for). Items: (group, pixel chunk, block-row
-// chunk), rows split only as far as needed to give every thread work; a pixel
-// chunk keeps the group's input rows over it in L2 while its rows sweep it.
+// How a forward sweep splits its work: pixel chunks (each keeps the input
+// rows over it in L2 while block rows sweep it) and block rows, split only as
+// far as needed to give every thread work. `sources`: images the sweep's
+// items range over (each a source of npix pixels).
+struct FwdSplit {
+  int64_t chunk, nchunks, row_chunks, rows_per_chunk;
+};
+
 template <typename T>
-void fwd_sweep(const ConvGeometry& geo, const Block1xN& bk, const T* values, const T* bias,
-               const OutputClamp& clamp, const T* residual, const FwdSource<T>& src,
-               int64_t chunk, int64_t b0, StoreMap& map, T* output, int num_threads) {
-  const int64_t ohw = geo.out_h * geo.out_w, cin_g = geo.cin_per_group();
-  const int taps = geo.taps();
+FwdSplit fwd_split(const ConvGeometry& geo, const Block1xN& bk, int64_t npix, int64_t chunk,
+                   int64_t sources, int num_threads) {
   // Near-equal chunks of whole widest tiles but the last, which is no
   // shorter than a vector unless the whole range is (fwd_lanes moves its
   // tail back).
   constexpr int L = lanes<T>(), kTile = fwd_vectors(kFwdMaxJ) * L;
-  int64_t nchunks = (src.npix + chunk - 1) / chunk;
+  int64_t nchunks = (npix + chunk - 1) / chunk;
   if (num_threads > 1) {
     // Block rows too few to give every thread two items (a small layer at
     // batch 1: ResNet-56's 16 channels are one row): split the pixels too.
-    const int64_t rows = geo.groups * bk.rows_per_group;
-    nchunks = std::max(nchunks, std::min((2 * num_threads + rows - 1) / rows,
-                                         src.npix / kTile));
+    const int64_t rows = sources * geo.groups * bk.rows_per_group;
+    nchunks = std::max(nchunks, std::min((2 * num_threads + rows - 1) / rows, npix / kTile));
   }
-  chunk = round_up((src.npix + nchunks - 1) / nchunks, kTile);
-  nchunks = (src.npix + chunk - 1) / chunk;
-  if (nchunks > 1 && src.npix - (nchunks - 1) * chunk < L) --nchunks;
-  const int64_t coarse = geo.groups * nchunks;
+  chunk = round_up((npix + nchunks - 1) / nchunks, kTile);
+  nchunks = (npix + chunk - 1) / chunk;
+  if (nchunks > 1 && npix - (nchunks - 1) * chunk < L) --nchunks;
+  const int64_t coarse = sources * geo.groups * nchunks;
   const int64_t row_chunks = std::min<int64_t>(
       bk.rows_per_group, std::max<int64_t>(1, (4 * num_threads + coarse - 1) / coarse));
-  const int64_t rows_per_chunk = (bk.rows_per_group + row_chunks - 1) / row_chunks;
-#pragma omp for schedule(dynamic, 1)
-  for (int64_t item = 0; item < coarse * row_chunks; ++item) {
-    const int64_t rc = item % row_chunks, pc = item / row_chunks % nchunks;
-    const int64_t g = item / row_chunks / nchunks;
-    const int64_t q0 = pc * chunk, q1 = pc == nchunks - 1 ? src.npix : q0 + chunk;
-    const int64_t r0 = g * bk.rows_per_group + rc * rows_per_chunk;
-    const int64_t r1 = std::min(r0 + rows_per_chunk, (g + 1) * bk.rows_per_group);
-    map.build(src.wide, q0, q1, geo.cout * ohw, L);
-    for (int64_t r = r0; r < r1; ++r) {
-      const int valid = block_row_valid(geo, bk, r);
-      const int64_t o0 = block_row_first_out(geo, bk, r);
-      const int32_t k0 = bk.row_ptr[r];
-      FwdTile<T> a{src.x + g * cin_g * src.cs, src.cs, src.off, taps, src.fetch, src.nfetch,
-                   bk.col_idx + k0, values + int64_t(k0) * taps * bk.n, bk.row_ptr[r + 1] - k0,
-                   bk.n, clamp};
-      for (int j0 = 0; j0 < valid; j0 += kFwdMaxJ, a.w += kFwdMaxJ) {
-        const T* init = bias ? bias + o0 + j0 : nullptr;
-        const int64_t at = b0 * geo.cout * ohw + (o0 + j0) * ohw;
-        const FwdOut<T> o{output + at, residual ? residual + at : nullptr, ohw};
-        with_count<kFwdMaxJ>(std::min(kFwdMaxJ, valid - j0), [&](auto J) {
-          fwd_lanes<T, decltype(J)::value>(a, map, q0, q1, init, o);
-        });
-      }
+  return {chunk, nchunks, row_chunks, (bk.rows_per_group + row_chunks - 1) / row_chunks};
+}
+
+// One work item of a forward sweep: block rows [r0, r1) of group g over
+// pixels [q0, q1) of a source holding images [b0, b0 + src.wide.nb).
+template <typename T>
+void fwd_item(const ConvGeometry& geo, const Block1xN& bk, const T* values, const T* bias,
+              const OutputClamp& clamp, const T* residual, const FwdSource<T>& src, int64_t g,
+              int64_t q0, int64_t q1, int64_t r0, int64_t r1, int64_t b0, StoreMap& map,
+              wide::Trickle& next, T* output) {
+  constexpr int L = lanes<T>();
+  const int64_t ohw = geo.out_h * geo.out_w, cin_g = geo.cin_per_group();
+  const int taps = geo.taps();
+  map.build(src.wide, q0, q1, geo.cout * ohw, L);
+  for (int64_t r = r0; r < r1; ++r) {
+    const int valid = block_row_valid(geo, bk, r);
+    const int64_t o0 = block_row_first_out(geo, bk, r);
+    const int32_t k0 = bk.row_ptr[r];
+    FwdTile<T> a{src.x + g * cin_g * src.cs, src.cs, src.off, taps, src.fetch, src.nfetch,
+                 bk.col_idx + k0, values + int64_t(k0) * taps * bk.n, bk.row_ptr[r + 1] - k0,
+                 bk.n, clamp, &next};
+    for (int j0 = 0; j0 < valid; j0 += kFwdMaxJ, a.w += kFwdMaxJ) {
+      const T* init = bias ? bias + o0 + j0 : nullptr;
+      const int64_t at = b0 * geo.cout * ohw + (o0 + j0) * ohw;
+      const FwdOut<T> o{output + at, residual ? residual + at : nullptr, ohw};
+      with_count<kFwdMaxJ>(std::min(kFwdMaxJ, valid - j0), [&](auto J) {
+        fwd_lanes<T, decltype(J)::value>(a, map, q0, q1, init, o);
+      });
     }
+  }
+}
+
+// Every (pixel chunk, block row) of one source holding images [b0, b0 +
+// src.wide.nb) (orphaned omp for). Items: (group, pixel chunk, block-row
+// chunk).
+template <typename T>
+void fwd_sweep(const ConvGeometry& geo, const Block1xN& bk, const T* values, const T* bias,
+               const OutputClamp& clamp, const T* residual, const FwdSource<T>& src,
+               int64_t chunk, int64_t b0, StoreMap& map, T* output, int num_threads) {
+  const FwdSplit sp = fwd_split<T>(geo, bk, src.npix, chunk, 1, num_threads);
+  wide::Trickle none;
+#pragma omp for schedule(dynamic, 1)
+  for (int64_t item = 0; item < geo.groups * sp.nchunks * sp.row_chunks; ++item) {
+    const int64_t rc = item % sp.row_chunks, pc = item / sp.row_chunks % sp.nchunks;
+    const int64_t g = item / sp.row_chunks / sp.nchunks;
+    const int64_t q0 = pc * sp.chunk, q1 = pc == sp.nchunks - 1 ? src.npix : q0 + sp.chunk;
+    const int64_t r0 = g * bk.rows_per_group + rc * sp.rows_per_chunk;
+    const int64_t r1 = std::min(r0 + sp.rows_per_chunk, (g + 1) * bk.rows_per_group);
+    fwd_item(geo, bk, values, bias, clamp, residual, src, g, q0, q1, r0, r1, b0, map, none,
+             output);
   }
 }
 
@@ -273,6 +307,113 @@ inline bool reads_in_place(const ConvGeometry& geo, Strides4 s, int lanes) {
   return geo.kh == 1 && geo.kw == 1 && geo.stride_h == 1 && geo.stride_w == 1 &&
          geo.pad_h == 0 && geo.pad_w == 0 && s.w == 1 && (s.h == geo.in_w || geo.in_h == 1) &&
          geo.in_h * geo.in_w >= lanes;
+}
+
+// The forward of a conv that reads_in_place. Read in place, the input
+// comes from memory, scattered by channel: the first block row over a pixel
+// chunk waited on it (a 1x1 layer of few weights took ~1.6x as long with
+// its input out of cache as in it). So where a pixel chunk's input, the next
+// chunk's and a group's weights fit L2 together, the items (image, group,
+// pixel chunk, block-row chunk) are split in order into one contiguous range
+// per thread, of near-equal multiply-adds: a thread knows its next item and
+// fetches that item's input (the group's channels any block reads, over its
+// pixel chunk) into L2 while it computes this one (Trickle). Where they do
+// not fit, the next input evicted this one's before its last row (layers of
+// many weights, e.g. 1024 -> 512 at 14x14, lost up to ~1.1x, ad-hoc, not
+// kept): there the items are scheduled dynamically, none fetched ahead.
+template <typename T>
+void fwd_in_place(const ConvGeometry& geo, const Block1xN& bk, const T* values, const T* input,
+                  Strides4 in_s, const T* bias, const OutputClamp& clamp, const T* residual,
+                  T* output, int num_threads) {
+  using namespace wide;
+  constexpr int L = lanes<T>(), kTile = fwd_vectors(kFwdMaxJ) * L;
+  constexpr int64_t kL2Budget = int64_t(1) << 20;
+  const int64_t ohw = geo.out_h * geo.out_w, cin_g = geo.cin_per_group();
+  static const int64_t kNoTap = 0;
+  FwdSource<T> src{nullptr, in_s.c, &kNoTap, &kNoTap, 1, Wide{}, ohw};
+  src.wide.ww = src.wide.vw = geo.in_w;
+  src.wide.rh = src.wide.vh = geo.in_h;
+  src.wide.nb = 1;
+  // The channels of each group that any block reads.
+  const std::vector<char> read = channels_read(geo, bk);
+  std::vector<int32_t> read_ch;
+  std::vector<int64_t> read_first{0};
+  for (int64_t g = 0; g < geo.groups; ++g) {
+    for (int64_t c = 0; c < cin_g; ++c)
+      if (read[g * cin_g + c]) read_ch.push_back(static_cast<int32_t>(c));
+    read_first.push_back(static_cast<int64_t>(read_ch.size()));
+  }
+  const int64_t chunk = chunk_pixels(cin_g, 0, sizeof(T), kTile, ohw);
+  const int64_t group_weights = bk.nnzb / std::max<int64_t>(geo.groups, 1) * bk.n;
+  const bool ahead = int64_t(sizeof(T)) * (2 * cin_g * chunk + group_weights) <= kL2Budget;
+  // Fetching ahead, the images are items too; otherwise the rows are split
+  // as finely as for one image, for the dynamic schedule to balance.
+  const FwdSplit sp = fwd_split<T>(geo, bk, ohw, chunk, ahead ? geo.batch : 1, num_threads);
+  struct Item {
+    int64_t b, g, q0, q1, r0, r1;
+  };
+  auto item_at = [&](int64_t i) {
+    const int64_t rc = i % sp.row_chunks, pc = i / sp.row_chunks % sp.nchunks;
+    const int64_t bg = i / sp.row_chunks / sp.nchunks, g = bg % geo.groups;
+    const int64_t q0 = pc * sp.chunk, q1 = pc == sp.nchunks - 1 ? ohw : q0 + sp.chunk;
+    const int64_t r0 = g * bk.rows_per_group + rc * sp.rows_per_chunk;
+    return Item{bg / geo.groups, g, q0, q1, r0,
+                std::min(r0 + sp.rows_per_chunk, (g + 1) * bk.rows_per_group)};
+  };
+  const int64_t nitems = geo.batch * geo.groups * sp.nchunks * sp.row_chunks;
+  auto run = [&](const Item& it, StoreMap& map, Trickle& next) {
+    FwdSource<T> img = src;
+    img.x = input + it.b * in_s.n;
+    fwd_item(geo, bk, values, bias, clamp, residual, img, it.g, it.q0, it.q1, it.r0, it.r1,
+             it.b, map, next, output);
+  };
+  if (!ahead) {
+#pragma omp parallel num_threads(num_threads)
+    {
+      StoreMap map;
+      Trickle none;
+#pragma omp for schedule(dynamic, 1)
+      for (int64_t i = 0; i < nitems; ++i) run(item_at(i), map, none);
+    }
+    return;
+  }
+  // Per item its multiply-adds (a row's stores counted as one block) and the
+  // step() calls its 1x1 tiles make.
+  std::vector<double> cost(nitems);
+  std::vector<int64_t> steps(nitems);
+  for (int64_t i = 0; i < nitems; ++i) {
+    const Item it = item_at(i);
+    int64_t blocks = 0, stepped = 0;
+    for (int64_t r = it.r0; r < it.r1; ++r) {
+      const int64_t nb = bk.row_ptr[r + 1] - bk.row_ptr[r];
+      blocks += nb + 1;
+      stepped += (nb + kFwdStepBlocks - 1) / kFwdStepBlocks *
+                 ((block_row_valid(geo, bk, r) + kFwdMaxJ - 1) / kFwdMaxJ);
+    }
+    cost[i] = double(blocks) * double(it.q1 - it.q0);
+    steps[i] = stepped * ((it.q1 - it.q0) / kTile);
+  }
+#pragma omp parallel num_threads(num_threads)
+  {
+    const std::vector<int64_t> first = partition_by_cost(cost, omp_get_num_threads());
+    const int t = omp_get_thread_num();
+    StoreMap map;
+    Trickle next;
+    for (int64_t i = first[t]; i < first[t + 1]; ++i) {
+      const Item it = item_at(i);
+      next.stop();
+      if (i + 1 < first[t + 1]) {
+        const Item nx = item_at(i + 1);
+        if (nx.b != it.b || nx.g != it.g || nx.q0 != it.q0)
+          next.start(reinterpret_cast<const char*>(input + nx.b * in_s.n +
+                                                   nx.g * cin_g * in_s.c + nx.q0),
+                     read_ch.data() + read_first[nx.g], read_first[nx.g + 1] - read_first[nx.g],
+                     in_s.c * int64_t(sizeof(T)), (nx.q1 - nx.q0) * int64_t(sizeof(T)),
+                     steps[i]);
+      }
+      run(it, map, next);
+    }
+  }
 }
 
 template <typename T>
@@ -288,22 +429,7 @@ void forward(const ConvGeometry& geo, const Block1xN& bk, const T* values,
   constexpr int64_t kTileMin = fwd_vectors(kFwdMaxJ) * L;
 
   if (reads_in_place(geo, in_s, L)) {
-    static const int64_t kNoTap = 0;
-    FwdSource<T> src{nullptr, in_s.c, &kNoTap, &kNoTap, 1, Wide{}, ohw};
-    src.wide.ww = src.wide.vw = geo.in_w;
-    src.wide.rh = src.wide.vh = geo.in_h;
-    src.wide.nb = 1;
-    const int64_t chunk = chunk_pixels(cin_g, 0, sizeof(T), kTileMin, ohw);
-#pragma omp parallel num_threads(num_threads)
-    {
-      StoreMap map;
-      for (int64_t b = 0; b < geo.batch; ++b) {
-        FwdSource<T> img = src;
-        img.x = input + b * in_s.n;
-        fwd_sweep(geo, bk, values, bias, clamp, residual, img, chunk, b, map, output,
-                  num_threads);
-      }
-    }
+    fwd_in_place(geo, bk, values, input, in_s, bias, clamp, residual, output, num_threads);
     return;
   }
 
