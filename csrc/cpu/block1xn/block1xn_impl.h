@@ -368,12 +368,17 @@ void fwd_in_place(const ConvGeometry& geo, const Block1xN& bk, const T* values, 
              it.b, map, next, output);
   };
   if (!ahead) {
+    // An image at a time: both threads read its input, which the first
+    // brings into the shared cache, rather than one image each.
+    const int64_t per_image = nitems / std::max<int64_t>(geo.batch, 1);
 #pragma omp parallel num_threads(num_threads)
     {
       StoreMap map;
       Trickle none;
+      for (int64_t b = 0; b < geo.batch; ++b) {
 #pragma omp for schedule(dynamic, 1)
-      for (int64_t i = 0; i < nitems; ++i) run(item_at(i), map, none);
+        for (int64_t i = b * per_image; i < (b + 1) * per_image; ++i) run(item_at(i), map, none);
+      }
     }
     return;
   }
