@@ -144,14 +144,22 @@ inline void fwd_tile(const FwdTile<T>& a, const StoreMap& map, int64_t q, int64_
     // A 1x1 conv's block is one tap: without the tap loop's setup per block
     // the scalar work stops competing with the FMAs for issue slots.
     const T* x0 = x + a.tap_off[0];
-    for (int64_t k0 = 0; k0 < a.nblocks; k0 += kFwdStepBlocks) {
-      a.next->step();
-      const int64_t k1 = std::min<int64_t>(k0 + kFwdStepBlocks, a.nblocks);
+    auto blocks = [&](int64_t k0, int64_t k1) {
 #pragma GCC unroll 2
       for (int64_t k = k0; k < k1; ++k, wk += wstep) {
         if (k < ahead) fwd_prefetch<T, U>(x0 + col[k + kFwdPrefetch] * cs);
         fwd_tap<T, J, U>(acc, x0 + col[k] * cs, wk);
       }
+    };
+    // The next item's prefetch in segments, only while it runs: the
+    // segmented loop alone cost a layer that fetches nothing ahead ~7%.
+    if (a.next->active()) {
+      for (int64_t k0 = 0; k0 < a.nblocks; k0 += kFwdStepBlocks) {
+        a.next->step();
+        blocks(k0, std::min<int64_t>(k0 + kFwdStepBlocks, a.nblocks));
+      }
+    } else {
+      blocks(0, a.nblocks);
     }
   } else {
     for (int64_t k = 0; k < a.nblocks; ++k, wk += wstep) {

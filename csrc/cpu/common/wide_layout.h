@@ -604,6 +604,7 @@ struct Trickle {
     wait = rate == 0 ? 0 : std::max<int64_t>(0, steps - (lines + rate - 1) / rate);
   }
   void stop() { rate = 0; }
+  bool active() const { return rate > 0; }
   inline void step() {
     if (wait > 0) {
       --wait;
