@@ -71,13 +71,21 @@ def test_in_place_forward_items(batch, cin, cout, groups, hw):
     x = torch.randn(batch, cin, hw, hw, generator=gen)
     bias = torch.randn(cout, generator=gen)
     res = torch.randn(batch, cout, hw, hw, generator=gen)
+    go = torch.randn(batch, cout, hw, hw, generator=gen)
     want = torch.nn.functional.conv2d(x.double(), fmt.to_dense(), bias.double(),
                                       groups=groups) + res.double()
+    # grad-input accumulates in place too: a channel's first block sets its
+    # chunk, and a channel no block reaches (about a quarter of the second
+    # group's) is zeroed
+    want_gi = torch.nn.functional.conv_transpose2d(go.double(), fmt.to_dense(), groups=groups)
     before = torch.get_num_threads()
     try:
         for threads in (1, 2, 3):
             torch.set_num_threads(threads)
             got = native.forward(x, fmt.values.float(), topo, bias, conv, residual=res)
             torch.testing.assert_close(got.double(), want, rtol=1e-5, atol=1e-4)
+            torch.full_like(x, float("nan"))  # freed: the output likely reuses its block
+            gi = native.grad_input(go, fmt.values.float(), topo, conv, (hw, hw))
+            torch.testing.assert_close(gi.double(), want_gi, rtol=1e-5, atol=1e-4)
     finally:
         torch.set_num_threads(before)

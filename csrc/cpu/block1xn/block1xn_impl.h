@@ -489,16 +489,18 @@ constexpr int gi_vectors(int C) { return (kVecRegs - 1) / (C + 1); }
 constexpr int kGiU = gi_vectors(kGiC);
 
 // dx_i[xq .. xq + U*L) += sum over taps t of `taps` and lanes j < nj of
-// w_i[t * n + j] * g[j * gcs + off[t] + q ..], for C blocks i of one row.
+// w_i[t * n + j] * g[j * gcs + off[t] + q ..], for C blocks i of one row;
+// = rather than += for the blocks i with fresh[i] (fresh: null for none).
 template <typename T, int C, int U = kGiU>
 inline void gi_tile(const T* const* w, const T* g, int64_t gcs, const int64_t* off,
                     const std::vector<int>& taps, int n, int nj, T* const* dx, int64_t q,
-                    int64_t xq) {
+                    int64_t xq, const bool* fresh = nullptr) {
   using V = typename Vec<T>::type;
   constexpr int L = lanes<T>();
   V acc[C][U];
   for (int i = 0; i < C; ++i)
-    for (int u = 0; u < U; ++u) acc[i][u] = vload<V>(dx[i] + xq + u * L);
+    for (int u = 0; u < U; ++u)
+      acc[i][u] = fresh && fresh[i] ? V{} : vload<V>(dx[i] + xq + u * L);
   for (const int t : taps) {
     const T* gt = g + off[t] + q;
     for (int j = 0; j < nj; ++j, gt += gcs) {
@@ -540,6 +542,7 @@ void grad_input_in_place(const ConvGeometry& geo, const Block1xN& bk, const T* v
 #pragma omp parallel num_threads(num_threads)
   {
     std::vector<T> tail;
+    std::vector<char> written;
 #pragma omp for schedule(dynamic, 1)
     for (int64_t item = 0; item < base * ncb; ++item) {
       const int64_t cb = item % ncb, pc = item / ncb % nchunks;
@@ -551,7 +554,10 @@ void grad_input_in_place(const ConvGeometry& geo, const Block1xN& bk, const T* v
       const int whole = static_cast<int>((q1 - tiles_end) / L);
       const int64_t rest = (q1 - q0) % L;
       T* const x = grad_input + (b * geo.cin + g * cin_g) * hw;
-      for (int64_t c = c_lo; c < c_hi; ++c) std::fill(x + c * hw + q0, x + c * hw + q1, T(0));
+      // A channel's first block sets its chunk rather than adding to it, and
+      // the channels no block reaches are zeroed last: zeroing the whole
+      // chunk first was a pass over dX as long as a third of the kernel.
+      written.assign(c_hi - c_lo, 0);
       tail.assign((c_hi - c_lo) * L, T(0));
       const T* go = grad_out + b * go_s.n;
       for (int64_t r = g * bk.rows_per_group; r < (g + 1) * bk.rows_per_group; ++r) {
@@ -565,25 +571,30 @@ void grad_input_in_place(const ConvGeometry& geo, const Block1xN& bk, const T* v
           const T* w[kGiC];
           T* dx[kGiC];
           T* dt[kGiC];
+          bool fresh[kGiC];
           for (int i = 0; i < nc; ++i) {
             w[i] = values + (k - bk.col_idx + i) * bk.n;
             dx[i] = x + k[i] * hw;
             dt[i] = tail.data() + (k[i] - c_lo) * L;
+            fresh[i] = !written[k[i] - c_lo];
+            written[k[i] - c_lo] = 1;
           }
           with_count<kGiC>(nc, [&](auto C) {
             constexpr int CC = decltype(C)::value;
             for (int64_t q = q0; q < tiles_end; q += TT)
-              gi_tile<T, CC>(w, g_row, go_s.c, &kOff, kTap, bk.n, nj, dx, q, q);
+              gi_tile<T, CC>(w, g_row, go_s.c, &kOff, kTap, bk.n, nj, dx, q, q, fresh);
             if (whole)
               with_count<kGiU>(whole, [&](auto U) {
                 gi_tile<T, CC, decltype(U)::value>(w, g_row, go_s.c, &kOff, kTap, bk.n, nj, dx,
-                                                   tiles_end, tiles_end);
+                                                   tiles_end, tiles_end, fresh);
               });
             if (rest)
               gi_tile<T, CC, 1>(w, g_row, go_s.c, &kOff, kTap, bk.n, nj, dt, q1 - L, 0);
           });
         }
       }
+      for (int64_t c = c_lo; c < c_hi; ++c)
+        if (!written[c - c_lo]) std::fill(x + c * hw + q0, x + c * hw + q1, T(0));
       if (rest)
         for (int64_t c = c_lo; c < c_hi; ++c)
           std::copy_n(tail.data() + (c - c_lo) * L + L - rest, rest, x + c * hw + q1 - rest);
