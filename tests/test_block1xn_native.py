@@ -44,7 +44,8 @@ def test_results_do_not_depend_on_threads(shape):
 # A 1x1 forward read in place: where a pixel chunk's input and a group's
 # weights fit L2, its items (image, group, pixel chunk, block-row chunk) are
 # split into one range per thread, each fetching its next item ahead; where
-# they do not (1.2 MB of weights), they are scheduled dynamically. Several
+# they do not (1024 input channels: two chunks' input 0.8 MB, the weights
+# 0.6 MB), they are scheduled dynamically. Several
 # chunks per image (45x45 planes), two groups, a short last block row
 # (cout_per_group 20 = 16 + 4), rows so uneven that one keeps every block
 # and another none, the bias and a fused residual, against float64 on every

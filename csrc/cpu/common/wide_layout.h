@@ -581,11 +581,10 @@ inline std::vector<int64_t> partition_by_cost(const std::vector<double>& costs, 
 // tile, the input a thread's next work item will read: `run` bytes from
 // base + ch[i] * cs for each channel i < nch. Items read their channels
 // scattered, a short run each, which the hardware prefetchers do not follow;
-// fetched on demand, the first block row over a pixel chunk waited on memory
-// (a 1x1 layer took ~1.6x as long with its input out of cache as in it).
-// The lines are fetched over the item's last steps, not spread over all of
-// them: fetched early, they were evicted again by the weights of a layer
-// with more weights than L2 holds before the item was done.
+// fetched on demand, the first block row over a pixel chunk waited on memory.
+// The lines are fetched over the item's last steps, as late as the rate of
+// at most 8 lines a step allows, so that as little of this item's own
+// traffic as possible passes through L2 after them.
 struct Trickle {
   const char* base = nullptr;
   const int32_t* ch = nullptr;
