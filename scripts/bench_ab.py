@@ -42,7 +42,7 @@ def _side(path: Path) -> dict:
                                   "torch_version")}
 
 
-def _medians(path: Path) -> dict:
+def _layer_medians(path: Path) -> dict:
     times = defaultdict(lambda: ([], []))
     for r in json.loads(path.read_text()):
         if r.get("record_type") == "layer" and r["ok"]:
@@ -98,7 +98,7 @@ def main() -> None:
         for _ in range(args.rounds):
             for side, checkout in sides.items():
                 _run(checkout, args.out / f"{side}.json", command, bench_args)
-    medians, to_rows = ((_medians, _layer_rows) if command == "layers"
+    medians, to_rows = ((_layer_medians, _layer_rows) if command == "layers"
                         else (_network_medians, _network_rows))
     rows, sparse, dense = to_rows(*(medians(args.out / f"{side}.json") for side in sides))
     summary = {"rounds": args.rounds, "command": command, "bench_args": bench_args,
