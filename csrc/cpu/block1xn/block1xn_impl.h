@@ -230,9 +230,23 @@ struct FwdSource {
 // How a forward sweep splits its work: pixel chunks (each keeps the input
 // rows over it in L2 while block rows sweep it) and block rows, split only as
 // far as needed to give every thread work. `sources`: images the sweep's
-// items range over (each a source of npix pixels).
+// items range over (each a source of npix pixels). Item i is (source,
+// group, pixel chunk, block-row chunk), the last varying fastest.
 struct FwdSplit {
+  int64_t npix, groups, rows_per_group;
   int64_t chunk, nchunks, row_chunks, rows_per_chunk;
+
+  struct Item {
+    int64_t b, g, q0, q1, r0, r1;  // source, group, pixels [q0, q1), block rows [r0, r1)
+  };
+  int64_t items_per_source() const { return groups * nchunks * row_chunks; }
+  Item item(int64_t i) const {
+    const int64_t rc = i % row_chunks, pc = i / row_chunks % nchunks;
+    const int64_t bg = i / row_chunks / nchunks, g = bg % groups;
+    const int64_t q0 = pc * chunk, q1 = pc == nchunks - 1 ? npix : q0 + chunk;
+    const int64_t r0 = g * rows_per_group + rc * rows_per_chunk;
+    return {bg / groups, g, q0, q1, r0, std::min(r0 + rows_per_chunk, (g + 1) * rows_per_group)};
+  }
 };
 
 template <typename T>
@@ -255,7 +269,8 @@ FwdSplit fwd_split(const ConvGeometry& geo, const Block1xN& bk, int64_t npix, in
   const int64_t coarse = sources * geo.groups * nchunks;
   const int64_t row_chunks = std::min<int64_t>(
       bk.rows_per_group, std::max<int64_t>(1, (4 * num_threads + coarse - 1) / coarse));
-  return {chunk, nchunks, row_chunks, (bk.rows_per_group + row_chunks - 1) / row_chunks};
+  return {npix, geo.groups, bk.rows_per_group, chunk, nchunks, row_chunks,
+          (bk.rows_per_group + row_chunks - 1) / row_chunks};
 }
 
 // One work item of a forward sweep: block rows [r0, r1) of group g over
@@ -297,14 +312,10 @@ void fwd_sweep(const ConvGeometry& geo, const Block1xN& bk, const T* values, con
   const FwdSplit sp = fwd_split<T>(geo, bk, src.npix, chunk, 1, num_threads);
   wide::Trickle none;
 #pragma omp for schedule(dynamic, 1)
-  for (int64_t item = 0; item < geo.groups * sp.nchunks * sp.row_chunks; ++item) {
-    const int64_t rc = item % sp.row_chunks, pc = item / sp.row_chunks % sp.nchunks;
-    const int64_t g = item / sp.row_chunks / sp.nchunks;
-    const int64_t q0 = pc * sp.chunk, q1 = pc == sp.nchunks - 1 ? src.npix : q0 + sp.chunk;
-    const int64_t r0 = g * bk.rows_per_group + rc * sp.rows_per_chunk;
-    const int64_t r1 = std::min(r0 + sp.rows_per_chunk, (g + 1) * bk.rows_per_group);
-    fwd_item(geo, bk, values, bias, clamp, residual, src, g, q0, q1, r0, r1, b0, map, none,
-             output);
+  for (int64_t i = 0; i < sp.items_per_source(); ++i) {
+    const FwdSplit::Item it = sp.item(i);
+    fwd_item(geo, bk, values, bias, clamp, residual, src, it.g, it.q0, it.q1, it.r0, it.r1, b0,
+             map, none, output);
   }
 }
 
@@ -342,33 +353,14 @@ void fwd_in_place(const ConvGeometry& geo, const Block1xN& bk, const T* values, 
   src.wide.ww = src.wide.vw = geo.in_w;
   src.wide.rh = src.wide.vh = geo.in_h;
   src.wide.nb = 1;
-  // The channels of each group that any block reads.
-  const std::vector<char> read = channels_read(geo, bk);
-  std::vector<int32_t> read_ch;
-  std::vector<int64_t> read_first{0};
-  for (int64_t g = 0; g < geo.groups; ++g) {
-    for (int64_t c = 0; c < cin_g; ++c)
-      if (read[g * cin_g + c]) read_ch.push_back(static_cast<int32_t>(c));
-    read_first.push_back(static_cast<int64_t>(read_ch.size()));
-  }
   const int64_t chunk = chunk_pixels(cin_g, 0, sizeof(T), kTile, ohw);
   const int64_t group_weights = bk.nnzb / std::max<int64_t>(geo.groups, 1) * bk.n;
   const bool ahead = int64_t(sizeof(T)) * (2 * cin_g * chunk + group_weights) <= kL2Budget;
   // Fetching ahead, the images are items too; otherwise the rows are split
   // as finely as for one image, for the dynamic schedule to balance.
   const FwdSplit sp = fwd_split<T>(geo, bk, ohw, chunk, ahead ? geo.batch : 1, num_threads);
-  struct Item {
-    int64_t b, g, q0, q1, r0, r1;
-  };
-  auto item_at = [&](int64_t i) {
-    const int64_t rc = i % sp.row_chunks, pc = i / sp.row_chunks % sp.nchunks;
-    const int64_t bg = i / sp.row_chunks / sp.nchunks, g = bg % geo.groups;
-    const int64_t q0 = pc * sp.chunk, q1 = pc == sp.nchunks - 1 ? ohw : q0 + sp.chunk;
-    const int64_t r0 = g * bk.rows_per_group + rc * sp.rows_per_chunk;
-    return Item{bg / geo.groups, g, q0, q1, r0,
-                std::min(r0 + sp.rows_per_chunk, (g + 1) * bk.rows_per_group)};
-  };
-  const int64_t nitems = geo.batch * geo.groups * sp.nchunks * sp.row_chunks;
+  using Item = FwdSplit::Item;
+  const int64_t nitems = geo.batch * sp.items_per_source();
   auto run = [&](const Item& it, StoreMap& map, Trickle& next) {
     FwdSource<T> img = src;
     img.x = input + it.b * in_s.n;
@@ -378,24 +370,33 @@ void fwd_in_place(const ConvGeometry& geo, const Block1xN& bk, const T* values, 
   if (!ahead) {
     // An image at a time: both threads read its input, which the first
     // brings into the shared cache, rather than one image each.
-    const int64_t per_image = nitems / std::max<int64_t>(geo.batch, 1);
+    const int64_t per_image = sp.items_per_source();
 #pragma omp parallel num_threads(num_threads)
     {
       StoreMap map;
       Trickle none;
       for (int64_t b = 0; b < geo.batch; ++b) {
 #pragma omp for schedule(dynamic, 1)
-        for (int64_t i = b * per_image; i < (b + 1) * per_image; ++i) run(item_at(i), map, none);
+        for (int64_t i = b * per_image; i < (b + 1) * per_image; ++i) run(sp.item(i), map, none);
       }
     }
     return;
+  }
+  // The channels of each group that any block reads.
+  const std::vector<char> read = channels_read(geo, bk);
+  std::vector<int32_t> read_ch;
+  std::vector<int64_t> read_first{0};
+  for (int64_t g = 0; g < geo.groups; ++g) {
+    for (int64_t c = 0; c < cin_g; ++c)
+      if (read[g * cin_g + c]) read_ch.push_back(static_cast<int32_t>(c));
+    read_first.push_back(static_cast<int64_t>(read_ch.size()));
   }
   // Per item its multiply-adds (a row's stores counted as one block) and the
   // step() calls its 1x1 tiles make.
   std::vector<double> cost(nitems);
   std::vector<int64_t> steps(nitems);
   for (int64_t i = 0; i < nitems; ++i) {
-    const Item it = item_at(i);
+    const Item it = sp.item(i);
     int64_t blocks = 0, stepped = 0;
     for (int64_t r = it.r0; r < it.r1; ++r) {
       const int64_t nb = bk.row_ptr[r + 1] - bk.row_ptr[r];
@@ -413,10 +414,10 @@ void fwd_in_place(const ConvGeometry& geo, const Block1xN& bk, const T* values, 
     StoreMap map;
     Trickle next;
     for (int64_t i = first[t]; i < first[t + 1]; ++i) {
-      const Item it = item_at(i);
+      const Item it = sp.item(i);
       next.stop();
       if (i + 1 < first[t + 1]) {
-        const Item nx = item_at(i + 1);
+        const Item nx = sp.item(i + 1);
         if (nx.b != it.b || nx.g != it.g || nx.q0 != it.q0)
           next.start(reinterpret_cast<const char*>(input + nx.b * in_s.n +
                                                    nx.g * cin_g * in_s.c + nx.q0),
