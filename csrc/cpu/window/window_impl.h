@@ -5,7 +5,9 @@
 // cpu/common/simd.h; the std headers, cpu/common/conv_layout.h and
 // cpu/common/wide_layout.h are included before.
 //
-// Per (image, channel) plane: the plane is copied once into a padded buffer
+// A depthwise conv at stride 1 on small planes, and at column stride 2,
+// reads its input in place (FlatPlane, Stride2Rows below). Otherwise, and
+// for the max pool, per (image, channel) plane: the plane is copied once into a padded buffer
 // split into the stride's phase planes (padded pixel (r, c) at phase
 // (r % sh, c % sw), row r / sh, column c / sw), each wq columns wide. Output
 // pixel (oh, ow) is then "wide" pixel q = oh * wq + ow, and every tap reads
@@ -165,10 +167,215 @@ struct PhasePlanes {
   }
 };
 
+// A depthwise conv read in place, without the copy into phase planes, in
+// two cases. The lanes a tap reads outside the input (its padding) are
+// masked to zero at the load.
+//
+// FlatPlane: stride 1 over rows as wide as the output's, contiguous (a
+// "same" conv). The plane is one run of vectors: tap t of output pixel p
+// reads input pixel p + off[t], the lanes in the row and plane marked in
+// bits[v * taps + t] for vector v. On planes of 14x14 and 7x7 the copy and
+// the per-row stores cost more than the taps (ONNX Runtime's blocked-layout
+// kernel ran them 1.3-1.9x as fast, round 5); the table grows with the
+// plane, so it serves planes up to kFlatPixels.
+constexpr int64_t kFlatPixels = 512;
+
+template <typename T>
+struct FlatPlane {
+  std::vector<int64_t> off;     // [taps]
+  std::vector<unsigned> bits;   // [vectors][taps]
+  int64_t vectors;
+
+  static bool fits(const ConvGeometry& geo, Strides4 in_s) {
+    return geo.stride_h == 1 && geo.stride_w == 1 && geo.out_w == geo.in_w && in_s.w == 1 &&
+           in_s.h == geo.in_w && geo.out_h * geo.out_w <= kFlatPixels;
+  }
+  explicit FlatPlane(const ConvGeometry& geo) {
+    constexpr int L = lanes<T>();
+    const int64_t ohw = geo.out_h * geo.out_w, taps = geo.taps();
+    vectors = (ohw + L - 1) / L;
+    for (int kh = 0; kh < geo.kh; ++kh)
+      for (int kw = 0; kw < geo.kw; ++kw)
+        off.push_back((int64_t(kh) * geo.dil_h - geo.pad_h) * geo.in_w +
+                      int64_t(kw) * geo.dil_w - geo.pad_w);
+    bits.assign(vectors * taps, 0u);
+    for (int64_t p = 0; p < ohw; ++p)
+      for (int kh = 0; kh < geo.kh; ++kh)
+        for (int kw = 0; kw < geo.kw; ++kw) {
+          const int64_t ih = p / geo.out_w - geo.pad_h + int64_t(kh) * geo.dil_h;
+          const int64_t iw = p % geo.out_w - geo.pad_w + int64_t(kw) * geo.dil_w;
+          if (ih >= 0 && ih < geo.in_h && iw >= 0 && iw < geo.in_w)
+            bits[p / L * taps + kh * geo.kw + kw] |= 1u << (p % L);
+        }
+  }
+};
+
+// Stride2Rows: column stride 2 over contiguous rows, where the copy split
+// every row into two phase planes. An output row is cut into vectors of L
+// pixels; a tap's inputs for a vector are the even elements of two vectors
+// of the input row, picked in the register. A row of padding reads a row of
+// zeros. (Read so at stride 1, rows of 56 and 112 ran 1.4-1.8x slower than
+// through the copy: the masks' bookkeeping per load outweighed it.)
+template <typename T>
+struct Stride2Rows {
+  static constexpr int S = 2;
+  // Tap column kw of an output row's vector v (cols[v * Kw + kw]): its
+  // window of S * L input elements starts at row offset `off` (padding
+  // columns negative); bits[i] marks the elements of its i-th L that are in
+  // the row and feed a stored pixel.
+  struct Col {
+    int64_t off;
+    unsigned bits[S];
+  };
+  int64_t nv;             // vectors per output row
+  std::vector<Col> cols;  // [nv][Kw]
+
+  explicit Stride2Rows(const ConvGeometry& geo) {
+    constexpr int L = lanes<T>();
+    nv = (geo.out_w + L - 1) / L;
+    for (int64_t v = 0; v < nv; ++v)
+      for (int kw = 0; kw < geo.kw; ++kw) {
+        Col c{v * L * S - geo.pad_w + int64_t(kw) * geo.dil_w, {}};
+        for (int l = 0; l < L && v * L + l < geo.out_w; ++l)
+          if (c.off + S * l >= 0 && c.off + S * l < geo.in_w) c.bits[S * l / L] |= 1u << (S * l % L);
+        cols.push_back(c);
+      }
+  }
+
+  // The window of c at p, lane l holding element S * l.
+  template <typename V>
+  static V window(const T* p, const Col& c) {
+    constexpr int L = lanes<T>();
+    const V a = vload_bits<V>(p, c.bits[0]), b = vload_bits<V>(p + L, c.bits[1]);
+    using M = typename IVec<T>::type;
+    M even;
+    for (int i = 0; i < L; ++i) even[i] = 2 * i;
+    return __builtin_shuffle(a, b, even);
+  }
+};
+
+// Every (image, channel) plane of a depthwise conv read in place:
+// tile(x, w, b, out, e, N) computes its output vectors [e, e + N) in runs of
+// kWindowVectors (independent chains of FMAs).
+template <typename T, typename Tile>
+void depthwise_planes(const ConvGeometry& geo, const T* weight, const T* input, Strides4 in_s,
+                      const T* bias, T* output, int64_t vectors, int num_threads, Tile&& tile) {
+  constexpr int U = kWindowVectors;
+  const int64_t planes = geo.batch * geo.cout, ohw = geo.out_h * geo.out_w;
+  const int taps = geo.taps();
+  num_threads = threads_for(double(planes) * ohw * 64.0, num_threads);
+#pragma omp parallel for num_threads(num_threads) schedule(static)
+  for (int64_t plane = 0; plane < planes; ++plane) {
+    const int64_t c = plane % geo.cout;
+    const T* x = input + plane / geo.cout * in_s.n + c * in_s.c;
+    const T* w = weight + c * taps;
+    const T b = bias ? bias[c] : T(0);
+    T* out = output + plane * ohw;
+    int64_t e = 0;
+    for (; e + U <= vectors; e += U) tile(x, w, b, out, e, std::integral_constant<int, U>{});
+    if (e < vectors)
+      with_count<U>(static_cast<int>(vectors - e), [&](auto N) { tile(x, w, b, out, e, N); });
+  }
+}
+
+// A tile's vectors to the output: the clamp, then the pixels [q, q + n) of
+// a row or plane, n < L through a masked store.
+template <typename T, typename V>
+inline void store_vector(T* at, V y, int64_t n, bool clamped, T lo, T hi) {
+  if (clamped) y = vclamp(y, lo, hi);
+  if (n >= lanes<T>())
+    vstore(at, y);
+  else
+    vstore_lanes(at, y, 0, static_cast<int>(n));
+}
+
+template <typename T>
+void depthwise_flat(const ConvGeometry& geo, const T* weight, const T* input, Strides4 in_s,
+                    const T* bias, const OutputClamp& clamp, T* output, int num_threads) {
+  using V = typename Vec<T>::type;
+  constexpr int L = lanes<T>();
+  const FlatPlane<T> plane(geo);
+  const int taps = geo.taps();
+  const int64_t ohw = geo.out_h * geo.out_w;
+  const bool clamped = clamp.active();
+  const T lo = T(clamp.lo), hi = T(clamp.hi);
+  depthwise_planes(geo, weight, input, in_s, bias, output, plane.vectors, num_threads,
+                   [&](const T* x, const T* w, T b, T* out, int64_t e, auto N_) {
+    constexpr int N = decltype(N_)::value;
+    V acc[N];
+    for (int u = 0; u < N; ++u) acc[u] = vbcast<V>(b);
+    const T* xq = x + e * L;
+    const unsigned* bits = plane.bits.data() + e * taps;
+    for (int t = 0; t < taps; ++t) {
+      const V s = vbcast<V>(w[t]);
+      const T* p = xq + plane.off[t];
+#pragma GCC unroll 8
+      for (int u = 0; u < N; ++u) acc[u] = vfma(s, vload_bits<V>(p + u * L, bits[u * taps + t]), acc[u]);
+    }
+    for (int u = 0; u < N; ++u)
+      store_vector(out + (e + u) * L, acc[u], ohw - (e + u) * L, clamped, lo, hi);
+  });
+}
+
+template <typename T>
+void depthwise_stride2(const ConvGeometry& geo, const T* weight, const T* input, Strides4 in_s,
+                    const T* bias, const OutputClamp& clamp, T* output, int num_threads) {
+  using V = typename Vec<T>::type;
+  using Rows = Stride2Rows<T>;
+  constexpr int L = lanes<T>();
+  const Rows rows(geo);
+  const int64_t nv = rows.nv;
+  const int kw_n = geo.kw;
+  const bool clamped = clamp.active();
+  const T lo = T(clamp.lo), hi = T(clamp.hi);
+  // The row a padding row reads: its reads stay within a real row's, all zero.
+  thread_local std::vector<T> zero_row;
+  zero_row.assign(static_cast<size_t>(geo.in_w), T(0));
+  const T* const zeros = zero_row.data();
+  // A tile spans rows: a row of one vector would leave one chain of FMAs.
+  depthwise_planes(geo, weight, input, in_s, bias, output, geo.out_h * nv, num_threads,
+                   [&](const T* x, const T* w, T b, T* out, int64_t e, auto N_) {
+    constexpr int N = decltype(N_)::value;
+    V acc[N];
+    int64_t row0[N], stored[N];  // input row of kh = 0; the vector's pixels in its row
+    const typename Rows::Col* col[N];  // its tap column 0
+    T* at[N];
+    int64_t oh = e / nv, v = e % nv;
+    for (int u = 0; u < N; ++u) {
+      acc[u] = vbcast<V>(b);
+      row0[u] = oh * geo.stride_h - geo.pad_h;
+      col[u] = rows.cols.data() + v * kw_n;
+      at[u] = out + oh * geo.out_w + v * L;
+      stored[u] = geo.out_w - v * L;
+      if (++v == nv) v = 0, ++oh;
+    }
+    for (int kh = 0; kh < geo.kh; ++kh) {
+      const T* row[N];
+      for (int u = 0; u < N; ++u) {
+        const int64_t ih = row0[u] + int64_t(kh) * geo.dil_h;
+        row[u] = ih >= 0 && ih < geo.in_h ? x + ih * in_s.h : zeros;
+      }
+      for (int kw = 0; kw < kw_n; ++kw) {
+        const V s = vbcast<V>(w[kh * kw_n + kw]);
+#pragma GCC unroll 8
+        for (int u = 0; u < N; ++u) {
+          const typename Rows::Col& c = col[u][kw];
+          acc[u] = vfma(s, Rows::template window<V>(row[u] + c.off, c), acc[u]);
+        }
+      }
+    }
+    for (int u = 0; u < N; ++u) store_vector(at[u], acc[u], stored[u], clamped, lo, hi);
+  });
+}
+
 template <typename T>
 void depthwise_forward(const ConvGeometry& geo, const T* weight, const T* input, Strides4 in_s,
                        const T* bias, const OutputClamp& clamp, T* output, int num_threads) {
   using V = typename Vec<T>::type;
+  if (FlatPlane<T>::fits(geo, in_s))
+    return depthwise_flat(geo, weight, input, in_s, bias, clamp, output, num_threads);
+  if (geo.stride_w == 2 && in_s.w == 1)
+    return depthwise_stride2(geo, weight, input, in_s, bias, clamp, output, num_threads);
   const PhasePlanes<T> pp(geo);
   const int taps = geo.taps();
   const int64_t* off = pp.off.data();
