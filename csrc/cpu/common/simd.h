@@ -67,20 +67,26 @@ struct IVec<double> {
   typedef int64_t type __attribute__((vector_size(kVecBytes)));
 };
 
+// The elements first + 2i of a and b (a's lanes, then b's): the even
+// (first 0) or odd (first 1) ones of two vectors, picked in the register.
+template <typename V, typename T = std::remove_reference_t<decltype(V{}[0])>>
+inline V pick_alternate(V a, V b, int first) {
+  typename IVec<T>::type m;
+  for (int i = 0; i < lanes<T>(); ++i) m[i] = first + 2 * i;
+  return __builtin_shuffle(a, b, m);
+}
+
 // even[k] = src[2k], odd[k] = src[2k + 1] for k < pairs: a row split by a
 // stride of 2, two vectors in, two out.
 template <typename T>
 inline void deinterleave2(const T* src, int64_t pairs, T* even, T* odd) {
   using V = typename Vec<T>::type;
-  using M = typename IVec<T>::type;
   constexpr int L = lanes<T>();
-  M me, mo;
-  for (int i = 0; i < L; ++i) me[i] = 2 * i, mo[i] = 2 * i + 1;
   int64_t k = 0;
   for (; k + L <= pairs; k += L) {
     const V a = vload<V>(src + 2 * k), b = vload<V>(src + 2 * k + L);
-    vstore(even + k, __builtin_shuffle(a, b, me));
-    vstore(odd + k, __builtin_shuffle(a, b, mo));
+    vstore(even + k, pick_alternate(a, b, 0));
+    vstore(odd + k, pick_alternate(a, b, 1));
   }
   for (; k < pairs; ++k) even[k] = src[2 * k], odd[k] = src[2 * k + 1];
 }

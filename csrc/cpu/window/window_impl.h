@@ -245,12 +245,7 @@ struct Stride2Rows {
   // The window of c at p, lane l holding element S * l.
   template <typename V>
   static V window(const T* p, const Col& c) {
-    constexpr int L = lanes<T>();
-    const V a = vload_bits<V>(p, c.bits[0]), b = vload_bits<V>(p + L, c.bits[1]);
-    using M = typename IVec<T>::type;
-    M even;
-    for (int i = 0; i < L; ++i) even[i] = 2 * i;
-    return __builtin_shuffle(a, b, even);
+    return pick_alternate(vload_bits<V>(p, c.bits[0]), vload_bits<V>(p + lanes<T>(), c.bits[1]), 0);
   }
 };
 
@@ -278,8 +273,9 @@ void depthwise_planes(const ConvGeometry& geo, const T* weight, const T* input, 
   }
 }
 
-// A tile's vectors to the output: the clamp, then the pixels [q, q + n) of
-// a row or plane, n < L through a masked store.
+// A tile's vector to the output at `at`: the clamp, then its first n
+// lanes (the pixels left in its row or plane), fewer than L through a
+// masked store.
 template <typename T, typename V>
 inline void store_vector(T* at, V y, int64_t n, bool clamped, T lo, T hi) {
   if (clamped) y = vclamp(y, lo, hi);
@@ -319,7 +315,7 @@ void depthwise_flat(const ConvGeometry& geo, const T* weight, const T* input, St
 
 template <typename T>
 void depthwise_stride2(const ConvGeometry& geo, const T* weight, const T* input, Strides4 in_s,
-                    const T* bias, const OutputClamp& clamp, T* output, int num_threads) {
+                       const T* bias, const OutputClamp& clamp, T* output, int num_threads) {
   using V = typename Vec<T>::type;
   using Rows = Stride2Rows<T>;
   constexpr int L = lanes<T>();
