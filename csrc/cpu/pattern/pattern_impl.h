@@ -6,15 +6,17 @@
 // before.
 //
 // The activations are in the wide layouts of cpu/common/wide_layout.h (every
-// tap a constant offset); a plan (pattern_plans.h) lists each row's kept
-// weights as (offset, weight) pairs per block of columns. Pixels are split in
-// tiles of kR vectors (the register tile):
-//   forward      per (group, tile): for each block of Cb input channels (their
-//                planes over the tile + the taps' span fit L1), every output
-//                channel's kR accumulators (bias / the partial sums of the
-//                previous blocks) take one broadcast and kR FMAs per kept
-//                weight of the block; after the last block the tile is stored
-//                to NCHW (wide pixels that are not real are dropped).
+// tap a constant offset); the plans of pattern_plans.h hold indices only, and
+// the kernels read the weights from `values`.
+//   forward      items (group, pixel chunk, block of output channels): the
+//                block's partial sums (rows x chunk, in L1) start at the
+//                bias; for each input channel and pattern, the kernels of the
+//                block that read that channel through that pattern (a
+//                TapGroup) share its taps' input vectors, loaded into
+//                registers once per register tile; each member then takes
+//                one broadcast and kGroupVectors FMAs per tap, with one load
+//                and one store of its partial sums per tile. The chunk is
+//                then stored to NCHW (wide pixels that are not real dropped).
 //   grad-input   the same sweep over grad_out dilated by the stride and
 //                zero-padded (GradSource: the kernel flipped into the tap
 //                offsets), rows = input channels through the transposed view.
@@ -25,72 +27,115 @@
 //                tile of G[o] in registers, kR FMAs and one horizontal sum
 //                per kept weight and tile.
 
-constexpr int kR = 12;  // vectors per pixel tile
-// Bytes of a block's planes (tile + span) the forward/grad-input sweep keeps in L1
-// (half of a 32 KiB L1: the plan and the partial sums stream through it too;
-// 8-24 KiB measured alike within the noise of a shared machine).
+// Forward and grad-input: pixel vectors per register tile. A group's
+// kGroupTaps x kGroupVectors input vectors, a member's kGroupVectors partial
+// sums and a broadcast weight fit the ISA's vector registers.
+constexpr int kGroupVectors = kVecRegs >= 32 ? 4 : 2;
+// Elements per pixel chunk of the forward / grad-input sweep (a whole number
+// of register tiles on every ISA and type).
+constexpr int64_t kChunk = 128;
+static_assert(kChunk % (kGroupVectors * 16) == 0, "a chunk is whole register tiles");
+// Bytes of a row block's partial sums (rows x chunk), kept in L1 with the
+// group's inputs streaming past.
+constexpr int64_t kPartialBudget = 32 << 10;
+// Grad-weight: vectors per pixel tile, and the bytes of a block's planes
+// (tile + span) kept in L1.
+constexpr int kR = 12;
 constexpr int64_t kBlockBudget = 16 << 10;
 
-// dst[0 .. kR*L) = init + sum_e ent[e].w * base[ent[e].off + 0 .. kR*L).
-template <typename T>
-inline void sweep_tile(const T* base, const pattern_plan::Entry<T>* ent, int64_t n,
-                       const T* init_buf, T init, T* dst) {
+// The group's K taps applied to each member over a chunk of the pixels:
+// y[row] [0 .. kChunk) += sum_k values[value + k] * x[off[k] + 0 .. kChunk),
+// the inputs of a register tile loaded once for every member.
+template <typename T, int K>
+inline void group_chunk(const T* x, const pattern_plan::TapGroup& gr,
+                        const pattern_plan::Member* mem, const T* values, T* y) {
   using V = typename Vec<T>::type;
   constexpr int L = lanes<T>();
-  V acc[kR];
-  if (init_buf) {
-    for (int r = 0; r < kR; ++r) acc[r] = vload<V>(init_buf + r * L);
-  } else {
-    const V b = vbcast<V>(init);
-    for (int r = 0; r < kR; ++r) acc[r] = b;
+  constexpr int TV = kGroupVectors;
+  for (int64_t s = 0; s < kChunk; s += TV * L) {
+    V in[K][TV];
+    for (int k = 0; k < K; ++k)
+      for (int v = 0; v < TV; ++v) in[k][v] = vload<V>(x + gr.off[k] + s + v * L);
+    for (int32_t m = 0; m < gr.nmembers; ++m) {
+      T* yr = y + int64_t(mem[m].row) * kChunk + s;
+      const T* w = values + mem[m].value;
+      V acc[TV];
+      for (int v = 0; v < TV; ++v) acc[v] = vload<V>(yr + v * L);
+      for (int k = 0; k < K; ++k) {
+        const V b = vbcast<V>(w[k]);
+        for (int v = 0; v < TV; ++v) acc[v] = vfma(b, in[k][v], acc[v]);
+      }
+      for (int v = 0; v < TV; ++v) vstore(yr + v * L, acc[v]);
+    }
   }
-  for (int64_t e = 0; e < n; ++e) {
-    const T* p = base + ent[e].off;
-    const V s = vbcast<V>(ent[e].w);
-#pragma GCC unroll 24
-    for (int r = 0; r < kR; ++r) acc[r] = vfma(s, vload<V>(p + r * L), acc[r]);
-  }
-  for (int r = 0; r < kR; ++r) vstore(dst + r * L, acc[r]);
 }
 
-// One conv as plan-driven sweeps over a wide source (forward: InputSource,
-// grad-input: GradSource). Output row `row` of image b goes to
-// out[(b * plan.rows + row) * out_hw ...]; rows of group g read the group's
-// `plan.cols` planes of the source.
+// One conv as grouped sweeps over a wide source (forward: InputSource,
+// grad-input: GradSource). Items are (conv group, pixel chunk, row block):
+// the block's partial sums start at the bias, take every group of the block
+// and are stored (row `row` of image b to out[(b * plan.rows + row) *
+// out_hw ...]). Row blocks vary fastest: they share the chunk's input, in L2.
 template <typename T, typename Source>
-void sweep_conv(const ConvGeometry& geo, const pattern_plan::Plan<T>& plan, Source& src,
-                const T* act, Strides4 s, const T* bias, const OutputClamp& clamp, T* out,
-                int64_t out_hw, int num_threads) {
+void grouped_sweep(const ConvGeometry& geo, const pattern_plan::GroupedPlan& plan, int64_t cols,
+                   Source& src, const T* act, Strides4 s, const T* values, const T* bias,
+                   const OutputClamp& clamp, T* out, int64_t out_hw, int num_threads) {
   using namespace wide;
-  constexpr int64_t TT = kR * lanes<T>();
-  const int64_t G = geo.groups, rows_g = plan.rows / G, nbk = plan.nblocks;
-  const int64_t cols = plan.cols, cs = src.cs;
+  using V = typename Vec<T>::type;
+  const int64_t G = geo.groups, rows_g = plan.rows_per_group(), nrb = plan.nrb;
+  const int64_t cs = src.cs;
+  // The lines a chunk's taps read of one column (element offsets from the
+  // column's start, a line apart): a group prefetches the next column's when
+  // it is the first of its column, since the columns' planes lie cs apart and
+  // the hardware prefetchers do not follow.
+  std::vector<int64_t> ahead;
+  {
+    std::vector<int64_t> off = src.off;
+    std::sort(off.begin(), off.end());
+    constexpr int64_t line = 64 / sizeof(T);
+    int64_t covered = off.front();
+    // The union of [o, o + kChunk + line): a chunk may start mid-line.
+    for (const int64_t o : off) {
+      for (int64_t e = std::max(o, covered); e < o + kChunk + line; e += line) ahead.push_back(e);
+      covered = std::max(covered, o + kChunk + line);
+    }
+  }
 #pragma omp parallel num_threads(num_threads)
   {
-    T* const ybuf = scratch_array<T>(kTileSlot, (nbk > 1 ? rows_g : 0) * TT + TT);
-    T* const tmp = ybuf + (nbk > 1 ? rows_g : 0) * TT;
+    T* const y = scratch_array<T>(kTileSlot, plan.row_block * kChunk);
     for (int64_t b0 = 0; b0 < geo.batch; b0 += src.group) {
       const int64_t nb = std::min(src.group, geo.batch - b0);
 #pragma omp barrier
       src.build(act, s, b0, nb);
       const Wide wide = src.layout(nb);
-      const int64_t ntiles = wide.npix / TT;
-#pragma omp for schedule(dynamic, 1)
-      for (int64_t item = 0; item < G * ntiles; ++item) {
-        const int64_t g = item / ntiles, q0 = item % ntiles * TT;
-        const T* base = src.buf + g * cols * cs + q0;
-        for (int64_t bk = 0; bk < nbk; ++bk) {
-          const bool last = bk == nbk - 1;
-          for (int64_t rl = 0; rl < rows_g; ++rl) {
-            const int64_t row = g * rows_g + rl;
-            const int64_t lo = plan.begin(row, bk), hi = plan.end(row, bk);
-            T* y = ybuf + rl * TT;
-            sweep_tile<T>(base, plan.ent.data() + lo, hi - lo,
-                          bk ? y : nullptr, bias ? bias[row] : T(0), last ? tmp : y);
-            if (!last) continue;
-            if (clamp.active()) clamp_row(tmp, TT, clamp);
-            wide.store(tmp, q0, TT, out + (b0 * plan.rows + row) * out_hw, plan.rows * out_hw);
+      const int64_t nchunks = wide.npix / kChunk;
+#pragma omp for schedule(static)
+      for (int64_t item = 0; item < G * nchunks * nrb; ++item) {
+        const int64_t g = item / (nchunks * nrb), q0 = item / nrb % nchunks * kChunk;
+        const int64_t rb = item % nrb, first = g * rows_g + plan.block_begin(rb);
+        const int64_t nr = plan.block_rows(rb);
+        for (int64_t r = 0; r < nr; ++r)
+          std::fill(y + r * kChunk, y + (r + 1) * kChunk, bias ? bias[first + r] : T(0));
+        const T* x = src.buf + g * cols * cs + q0;
+        const int64_t i = g * nrb + rb;
+        int32_t fetched = -1;  // the column whose next one was prefetched
+        for (int64_t gi = plan.gptr[i]; gi < plan.gptr[i + 1]; ++gi) {
+          const pattern_plan::TapGroup& gr = plan.grp[gi];
+          if (gr.col != fetched && gr.col + 1 < cols) {
+            fetched = gr.col;
+            for (const int64_t e : ahead) __builtin_prefetch(x + (gr.col + 1) * cs + e);
           }
+          const pattern_plan::Member* mem = plan.mem.data() + gr.first;
+          with_count<pattern_plan::kGroupTaps>(gr.ntaps, [&](auto k) {
+            group_chunk<T, decltype(k)::value>(x, gr, mem, values, y);
+          });
+        }
+        for (int64_t r = 0; r < nr; ++r) {
+          T* yr = y + r * kChunk;
+          if (clamp.active())  // whole vectors (clamp_row's scalar tail is dead here)
+            for (int64_t q = 0; q < kChunk; q += lanes<T>())
+              vstore(yr + q, vclamp(vload<V>(yr + q), T(clamp.lo), T(clamp.hi)));
+          wide.store(yr, q0, kChunk, out + (b0 * plan.rows + first + r) * out_hw,
+                     plan.rows * out_hw);
         }
       }
     }
@@ -102,7 +147,7 @@ void forward(const ConvGeometry& geo, const Patterns& p, const T* values, const 
              Strides4 in_s, const T* bias, const OutputClamp& clamp, T* output, int num_threads,
              uint64_t topology_id) {
   using namespace wide;
-  constexpr int64_t TT = kR * lanes<T>();
+  using namespace pattern_plan;
   const int64_t ohw = geo.out_h * geo.out_w;
   if (geo.batch == 0) return;
   num_threads = std::max(num_threads, 1);
@@ -114,61 +159,46 @@ void forward(const ConvGeometry& geo, const Patterns& p, const T* values, const 
                 clamp(bias ? bias[i % geo.cout] : T(0)));
     return;
   }
-  InputSource<T> src(geo, TT);
-  int64_t block, nblocks;
-  pattern_plan::choose_blocks(geo.cin_per_group(), src.phases, TT, src.span, sizeof(T),
-                              kBlockBudget, block, nblocks);
-  // topology_id != 0: the bindings validated these index tensors under that id
-  // (pattern_plans.h, cached_index_plan); reuse the plan's offsets.
-  const auto plan =
-      topology_id ? pattern_plan::with_weights<T>(
-                        *pattern_plan::cached_index_plan<T>(topology_id, geo, p, src.cs,
-                                                            src.off, block, nblocks),
-                        values)
-                  : pattern_plan::forward_plan<T>(geo, p, values, src.cs, src.off, block,
-                                                  nblocks);
-  sweep_conv<T>(geo, plan, src, input, in_s, bias, clamp, output, ohw, num_threads);
+  InputSource<T> src(geo, kChunk);
+  int64_t row_block, nrb;
+  choose_row_blocks(geo.cout_per_group(), kChunk, sizeof(T), kPartialBudget, row_block, nrb);
+  const auto plan = plan_for<GroupedPlan>(
+      topology_id, {0, 0, geo.cout, geo.cin, geo.groups, src.cs, row_block, nrb, src.off},
+      [&] { return forward_grouped(geo, p, src.cs, src.off, row_block, nrb); });
+  grouped_sweep<T>(geo, *plan, geo.cin_per_group(), src, input, in_s, values, bias, clamp,
+                   output, ohw, num_threads);
 }
 
 template <typename T>
 void grad_input(const ConvGeometry& geo, const Patterns& p, const T* values, const T* grad_out,
                 Strides4 go_s, T* grad_input, int num_threads, uint64_t topology_id) {
   using namespace wide;
-  constexpr int64_t TT = kR * lanes<T>();
+  using namespace pattern_plan;
   const int64_t hw = geo.in_h * geo.in_w;
   if (geo.batch == 0) return;
   num_threads = std::max(num_threads, 1);
   if (p.nnz == 0) {
-    const int64_t n = geo.batch * geo.cin * hw;
 #pragma omp parallel for num_threads(num_threads) schedule(static)
     for (int64_t i = 0; i < geo.batch * geo.cin; ++i)
       std::fill(grad_input + i * hw, grad_input + (i + 1) * hw, T(0));
-    (void)n;
     return;
   }
-  GradSource<T> src(geo, TT);
-  int64_t block, nblocks;
-  pattern_plan::choose_blocks(geo.cout_per_group(), 1, TT, src.span, sizeof(T), kBlockBudget,
-                              block, nblocks);
-  // topology_id != 0: reuse the cached plan's offsets (as the forward does).
-  const auto plan =
-      topology_id
-          ? pattern_plan::with_weights<T>(
-                *pattern_plan::cached_index_plan<T>(topology_id, geo, p, src.cs, src.off, block,
-                                                    nblocks,
-                                                    pattern_plan::PlanKind::kGradInput),
-                values)
-          : pattern_plan::grad_input_plan<T>(geo, p, values, src.cs, src.off, block, nblocks);
-  sweep_conv<T>(geo, plan, src, grad_out, go_s, nullptr, OutputClamp{}, grad_input, hw,
-                num_threads);
+  GradSource<T> src(geo, kChunk);
+  int64_t row_block, nrb;
+  choose_row_blocks(geo.cin_per_group(), kChunk, sizeof(T), kPartialBudget, row_block, nrb);
+  const auto plan = plan_for<GroupedPlan>(
+      topology_id, {0, 1, geo.cout, geo.cin, geo.groups, src.cs, row_block, nrb, src.off},
+      [&] { return grad_input_grouped(geo, p, src.cs, src.off, row_block, nrb); });
+  grouped_sweep<T>(geo, *plan, geo.cout_per_group(), src, grad_out, go_s, values, nullptr,
+                   OutputClamp{}, grad_input, hw, num_threads);
 }
 
-// gv[val[e]] += sum_q g[q] * base[ent[e].off + q] over the tile, g in
+// gv[val[e]] += sum_q g[q] * base[off[e] + q] over the tile, g in
 // registers; the input lanes that are not real cleared first when `real`
 // is given (kMasked; see RealLanes).
 template <typename T, bool kMasked>
-inline void dot_tile(const T* g, const T* base, const pattern_plan::Entry<T>* ent,
-                     const int32_t* val, int64_t n, const RealLanes<T>* real, T* gv) {
+inline void dot_tile(const T* g, const T* base, const int32_t* off, const int32_t* val,
+                     int64_t n, const RealLanes<T>* real, T* gv) {
   using V = typename Vec<T>::type;
   constexpr int L = lanes<T>();
   V gr[kR];
@@ -179,7 +209,7 @@ inline void dot_tile(const T* g, const T* base, const pattern_plan::Entry<T>* en
     return v;
   };
   for (int64_t e = 0; e < n; ++e) {
-    const T* p = base + ent[e].off;
+    const T* p = base + off[e];
     V a0 = gr[0] * x(p, 0), a1 = gr[1] * x(p, 1), a2 = gr[2] * x(p, 2);
 #pragma GCC unroll 24
     for (int r = 3; r < kR; r += 3) {
@@ -208,17 +238,9 @@ void grad_weight(const ConvGeometry& geo, const Patterns& p, const T* input, Str
   int64_t block, nblocks;
   pattern_plan::choose_blocks(cin_g, src.phases, TT, src.span, sizeof(T), kBlockBudget, block,
                               nblocks);
-  // The plan holds no weights (value indices only): topology_id != 0 reuses
-  // the cached one as it is.
-  std::shared_ptr<const pattern_plan::Plan<T>> cached;
-  pattern_plan::Plan<T> built;
-  if (topology_id)
-    cached = pattern_plan::cached_index_plan<T>(topology_id, geo, p, src.cs, src.off, block,
-                                                nblocks, pattern_plan::PlanKind::kForward);
-  else
-    built = pattern_plan::forward_plan<T>(geo, p, static_cast<const T*>(nullptr), src.cs,
-                                          src.off, block, nblocks);
-  const pattern_plan::Plan<T>& plan = topology_id ? *cached : built;
+  const auto plan = pattern_plan::plan_for<pattern_plan::Plan>(
+      topology_id, {0, 2, geo.cout, geo.cin, geo.groups, src.cs, block, nblocks, src.off},
+      [&] { return pattern_plan::weight_plan(geo, p, src.cs, src.off, block, nblocks); });
   const int64_t cs = src.cs;
 
   // Unmasked first. A non-finite result means a non-finite input or
@@ -252,16 +274,16 @@ void grad_weight(const ConvGeometry& geo, const Patterns& p, const T* input, Str
           if (nonfinite) lanes_real.build(wide, q0, q0 + TT);
           for (int64_t bk = 0; bk < nblocks; ++bk) {
             for (int64_t o = o_lo; o < o_hi; ++o) {
-              const int64_t lo = plan.begin(o, bk), hi = plan.end(o, bk);
+              const int64_t lo = plan->begin(o, bk), hi = plan->end(o, bk);
               if (lo == hi) continue;
               const T* base = src.buf + (o / cout_g) * cin_g * cs + q0;
               const T* g = gw.buf + o * gw.cs + q0;
               if (nonfinite)
-                dot_tile<T, true>(g, base, plan.ent.data() + lo, plan.val.data() + lo, hi - lo,
-                                  &lanes_real, grad_values);
+                dot_tile<T, true>(g, base, plan->off.data() + lo, plan->val.data() + lo,
+                                  hi - lo, &lanes_real, grad_values);
               else
-                dot_tile<T, false>(g, base, plan.ent.data() + lo, plan.val.data() + lo, hi - lo,
-                                   nullptr, grad_values);
+                dot_tile<T, false>(g, base, plan->off.data() + lo, plan->val.data() + lo,
+                                   hi - lo, nullptr, grad_values);
             }
           }
         }

@@ -1,15 +1,24 @@
 // Weight plans of the CPU pattern conv, compiled once for the baseline target
-// (the per-ISA kernels of pattern_impl.h call them).
+// (the per-ISA kernels of pattern_impl.h call them). Plans hold indices only
+// (offsets into the activation layouts, indices into `values`): the kernels
+// read the weights where the format keeps them, so a plan is built once per
+// validated topology and reused while the weights train.
 //
 // The activations are laid out as the stripe kernels lay them out
 // (cpu/common/wide_layout.h: InputSource, WideGradOut, GradSource): one
 // "wide" plane per channel, in which every tap of the kernel is a constant
 // offset off[tap] from an output pixel, so a kept weight (row r, column c,
-// tap t) is one (element offset c * cs + off[t], weight) pair applied to a
-// contiguous run of pixels. A plan lists, per row (output channel for the
-// forward and grad-weight, input channel for grad-input) and per block of
-// columns, those pairs in the format's order; the kernels sweep a pixel tile
-// of the blocks' planes (L1-sized) with every row's pairs of that block.
+// tap t) multiplies a contiguous run of pixels at element offset
+// c * cs + off[t].
+//
+// - GroupedPlan (forward, grad-input): the kernels of a block of rows that
+//   read the same column through the same pattern read the same input
+//   vectors. Each such set is a TapGroup: a sweep loads the group's taps once
+//   per pixel tile and applies them to every member row, whose partial sums
+//   stay in L1 (the row block is sized for it). A pattern of more than
+//   kGroupTaps taps is split into near-equal chunks, one group each.
+// - Plan (grad-weight): per row and per block of columns, each kept weight's
+//   (offset, value index), in the format's order.
 #pragma once
 #include <algorithm>
 #include <cstdint>
@@ -27,26 +36,173 @@ namespace cpu {
 namespace detail {
 namespace pattern_plan {
 
-// One kept weight as a sweep applies it: element offset within its group's
-// planes (the bindings bound every plane layout to int32 offsets) and weight.
-template <typename T>
-struct Entry {
-  int32_t off;
-  T w;
+// Offsets within a group's planes must fit the int32 offsets of the plans.
+inline void check_offsets(int64_t planes, int64_t cs) {
+  if (planes * cs >= (int64_t(1) << 31))
+    throw std::invalid_argument(
+        "pattern conv: an image group's planes exceed 2^31 elements (input too large for "
+        "the CPU kernels)");
+}
+
+// ---------------------------------------------------------------------------
+// Grouped plan (forward, grad-input)
+// ---------------------------------------------------------------------------
+
+// Most taps one group applies: the sweep holds kGroupTaps x its pixel vectors
+// of input in registers (pattern_impl.h, kGroupVectors).
+constexpr int kGroupTaps = 4;
+
+struct TapGroup {
+  int32_t off[kGroupTaps];  // element offset of each tap's input: column * cs + off[tap]
+  int32_t ntaps;
+  int32_t nmembers;
+  int32_t col;    // the column it reads
+  int64_t first;  // its members are mem[first .. first + nmembers)
 };
 
-template <typename T>
+// A member row of a group: its row within the row block, and the index in
+// `values` of its weight at the group's first tap (a kernel's weights are
+// consecutive, in tap order).
+struct Member {
+  int32_t row;
+  int32_t value;
+};
+
+struct GroupedPlan {
+  int64_t rows = 0;       // all rows (every conv group)
+  int64_t groups = 1;     // conv groups
+  int64_t row_block = 1;  // rows per block (the last block may be shorter)
+  int64_t nrb = 1;        // row blocks per conv group
+  // Groups of (conv group g, row block b) at [gptr[i], gptr[i + 1]), i =
+  // g * nrb + b, ordered by column, then pattern.
+  std::vector<int64_t> gptr;
+  std::vector<TapGroup> grp;
+  std::vector<Member> mem;
+
+  int64_t rows_per_group() const { return rows / groups; }
+  int64_t block_begin(int64_t b) const { return b * row_block; }
+  int64_t block_rows(int64_t b) const {
+    return std::min(row_block, rows_per_group() - b * row_block);
+  }
+};
+
+// Rows per block: as many as keep `budget` bytes of partial sums of `tile`
+// elements each, near-equal blocks.
+inline void choose_row_blocks(int64_t rows_g, int64_t tile, int64_t elem, int64_t budget,
+                              int64_t& row_block, int64_t& nrb) {
+  const int64_t most = std::max<int64_t>(1, budget / std::max<int64_t>(1, tile * elem));
+  nrb = std::max<int64_t>(1, (rows_g + most - 1) / most);
+  row_block = std::max<int64_t>(1, (rows_g + nrb - 1) / nrb);
+  nrb = std::max<int64_t>(1, (rows_g + row_block - 1) / row_block);
+}
+
+// Builds a grouped plan from each(emit), which calls emit(row, col, kernel)
+// for every kept kernel, rows ascending; a kernel's taps read column col at
+// col * cs + off[tap].
+template <typename Each>
+GroupedPlan build_grouped(int64_t rows, int64_t cols, int64_t groups, int64_t row_block,
+                          int64_t nrb, int64_t cs, const Patterns& p,
+                          const std::vector<int64_t>& off, Each&& each) {
+  check_offsets(cols, cs);
+  GroupedPlan plan;
+  plan.rows = rows, plan.groups = groups, plan.row_block = row_block, plan.nrb = nrb;
+  struct Kept {
+    int32_t row, col, kernel;
+  };
+  std::vector<Kept> kept;
+  kept.reserve(p.nnz);
+  each([&](int64_t row, int64_t col, int64_t j) {
+    kept.push_back({int32_t(row), int32_t(col), int32_t(j)});
+  });
+  const int64_t P = p.num_patterns, rows_g = rows / groups;
+  // Counting sort of each block's kernels by (column, pattern), rows kept
+  // ascending within a key.
+  std::vector<int64_t> start(cols * P + 1);
+  std::vector<int32_t> order;
+  plan.gptr.assign(groups * nrb + 1, 0);
+  size_t k0 = 0;
+  for (int64_t g = 0; g < groups; ++g)
+    for (int64_t b = 0; b < nrb; ++b) {
+      const int64_t r0 = g * rows_g + plan.block_begin(b), r1 = r0 + plan.block_rows(b);
+      size_t k1 = k0;
+      while (k1 < kept.size() && kept[k1].row < r1) ++k1;
+      std::fill(start.begin(), start.end(), 0);
+      auto key = [&](const Kept& k) { return k.col * P + p.pattern_idx[k.kernel]; };
+      for (size_t k = k0; k < k1; ++k) ++start[key(kept[k]) + 1];
+      for (size_t i = 1; i < start.size(); ++i) start[i] += start[i - 1];
+      order.assign(k1 - k0, 0);
+      for (size_t k = k0; k < k1; ++k) order[start[key(kept[k])]++] = int32_t(k);
+      // start[key] now ends key's run.
+      int64_t at = 0;
+      for (int64_t kk = 0; kk < cols * P; ++kk) {
+        const int64_t end = start[kk];
+        if (at == end) continue;
+        const int64_t col = kk / P, q = kk % P;
+        const int32_t* taps = p.pattern_taps + p.pattern_ptr[q];
+        const int64_t n = p.pattern_ptr[q + 1] - p.pattern_ptr[q];
+        const int64_t nch = (n + kGroupTaps - 1) / kGroupTaps;
+        for (int64_t h = 0; h < nch; ++h) {
+          const int64_t a = n * h / nch, e = n * (h + 1) / nch;
+          TapGroup gr{};
+          for (int64_t t = a; t < e; ++t) gr.off[t - a] = int32_t(col * cs + off[taps[t]]);
+          gr.ntaps = int32_t(e - a);
+          gr.nmembers = int32_t(end - at);
+          gr.col = int32_t(col);
+          gr.first = int64_t(plan.mem.size());
+          for (int64_t i = at; i < end; ++i) {
+            const Kept& k = kept[order[i]];
+            plan.mem.push_back({int32_t(k.row - r0), int32_t(p.value_ptr[k.kernel] + a)});
+          }
+          plan.grp.push_back(gr);
+        }
+        at = end;
+      }
+      plan.gptr[g * nrb + b + 1] = int64_t(plan.grp.size());
+      k0 = k1;
+    }
+  return plan;
+}
+
+// Forward: rows are output channels, columns the group's input channels.
+inline GroupedPlan forward_grouped(const ConvGeometry& geo, const Patterns& p, int64_t cs,
+                                   const std::vector<int64_t>& off, int64_t row_block,
+                                   int64_t nrb) {
+  return build_grouped(geo.cout, geo.cin_per_group(), geo.groups, row_block, nrb, cs, p, off,
+                       [&](auto&& emit) {
+    for (int64_t o = 0; o < geo.cout; ++o)
+      for (int64_t j = p.row_ptr[o]; j < p.row_ptr[o + 1]; ++j) emit(o, p.chan_idx[j], j);
+  });
+}
+
+// Grad-input: rows are input channels (the transposed view), columns the
+// group's output channels; `off` is the GradSource's (the kernel flipped).
+inline GroupedPlan grad_input_grouped(const ConvGeometry& geo, const Patterns& p, int64_t cs,
+                                      const std::vector<int64_t>& off, int64_t row_block,
+                                      int64_t nrb) {
+  const int64_t cout_g = geo.cout_per_group(), cin_g = geo.cin_per_group();
+  return build_grouped(geo.cin, cout_g, geo.groups, row_block, nrb, cs, p, off,
+                       [&](auto&& emit) {
+    for (int64_t c = 0; c < geo.cin; ++c) {
+      const int64_t g = c / cin_g;
+      for (int64_t t = p.col_ptr[c]; t < p.col_ptr[c + 1]; ++t)
+        emit(c, p.kernel_row[t] - g * cout_g, p.kernel_idx[t]);
+    }
+  });
+}
+
+// ---------------------------------------------------------------------------
+// Grad-weight plan
+// ---------------------------------------------------------------------------
+
 struct Plan {
   int64_t rows = 0;     // all rows (every group)
-  int64_t cols = 0;     // columns per group
-  int64_t block = 1;    // columns per block
-  int64_t nblocks = 1;  // blocks per group
+  int64_t groups = 1;
+  int64_t nblocks = 1;  // column blocks per group
   // Entries of (row, block) at [ptr[i], ptr[i + 1]), i = (g * nblocks + b) *
-  // rows_g + row within the group: block-major, as the sweeps run (for each
-  // block, every row), so a sweep reads the plan front to back.
+  // rows_g + row within the group: block-major, as the sweep runs.
   std::vector<int64_t> ptr;
-  std::vector<Entry<T>> ent;
-  std::vector<int32_t> val;  // grad-weight: each entry's index in `values`
+  std::vector<int32_t> off;  // element offset c * cs + off[tap] of each entry
+  std::vector<int32_t> val;  // its index in `values`
 
   int64_t index(int64_t row, int64_t b) const {
     const int64_t rows_g = rows / groups, g = row / rows_g;
@@ -54,16 +210,7 @@ struct Plan {
   }
   int64_t begin(int64_t row, int64_t b) const { return ptr[index(row, b)]; }
   int64_t end(int64_t row, int64_t b) const { return ptr[index(row, b) + 1]; }
-  int64_t groups = 1;
 };
-
-// Offsets within a group's planes must fit the int32 entries.
-inline void check_offsets(int64_t planes, int64_t cs) {
-  if (planes * cs >= (int64_t(1) << 31))
-    throw std::invalid_argument(
-        "pattern conv: an image group's planes exceed 2^31 elements (input too large for "
-        "the CPU kernels)");
-}
 
 // Columns per block: `budget` bytes of `col_rows` planes of tile + span
 // elements each, blocks of near-equal size.
@@ -76,149 +223,89 @@ inline void choose_blocks(int64_t cols, int64_t col_rows, int64_t tile, int64_t 
   nblocks = (cols + block - 1) / block;
 }
 
-// Builds a plan from each(emit), which calls emit(row, col, kernel, tap
-// offset of each value) for every kept kernel (twice: counting, then filling);
-// entry offset col * cs + off[tap], weights values[v] (values null: 0, and
-// the value indices are recorded instead, for grad-weight).
-template <typename T, typename Each>
-Plan<T> build_plan(int64_t rows, int64_t cols, int64_t groups, int64_t block, int64_t nblocks,
-                   int64_t cs, const Patterns& p, const std::vector<int64_t>& off,
-                   const T* values, Each&& each) {
-  Plan<T> plan;
-  plan.rows = rows, plan.cols = cols, plan.groups = groups, plan.block = block;
-  plan.nblocks = nblocks;
-  check_offsets(cols, cs);
-  plan.ptr.assign(rows * nblocks + 1, 0);
-  each([&](int64_t i, int64_t, int64_t j) {
-    plan.ptr[i + 1] += p.value_ptr[j + 1] - p.value_ptr[j];
-  });
+// Rows are output channels, columns the group's input channels.
+inline Plan weight_plan(const ConvGeometry& geo, const Patterns& p, int64_t cs,
+                        const std::vector<int64_t>& off, int64_t block, int64_t nblocks) {
+  const int64_t cout_g = geo.cout_per_group(), cin_g = geo.cin_per_group();
+  check_offsets(cin_g, cs);
+  Plan plan;
+  plan.rows = geo.cout, plan.groups = geo.groups, plan.nblocks = nblocks;
+  // Slot of kernel j of row o: (g, block of its column, o within the group).
+  auto slot = [&](int64_t o, int64_t j) {
+    const int64_t g = o / cout_g;
+    return (g * nblocks + p.chan_idx[j] / block) * cout_g + o % cout_g;
+  };
+  plan.ptr.assign(geo.cout * nblocks + 1, 0);
+  for (int64_t o = 0; o < geo.cout; ++o)
+    for (int64_t j = p.row_ptr[o]; j < p.row_ptr[o + 1]; ++j)
+      plan.ptr[slot(o, j) + 1] += p.value_ptr[j + 1] - p.value_ptr[j];
   for (size_t i = 1; i < plan.ptr.size(); ++i) plan.ptr[i] += plan.ptr[i - 1];
   std::vector<int64_t> cursor(plan.ptr.begin(), plan.ptr.end() - 1);
-  plan.ent.resize(p.nnz_values);
-  if (!values) plan.val.resize(p.nnz_values);
-  std::vector<int64_t> toff(off.begin(), off.end());
-  each([&](int64_t i, int64_t col, int64_t j) {
-    int64_t at = cursor[i];
-    const int64_t base = col * cs;
-    for (int64_t v = p.value_ptr[j]; v < p.value_ptr[j + 1]; ++v, ++at) {
-      plan.ent[at] = {static_cast<int32_t>(base + toff[p.value_tap[v]]),
-                      values ? values[v] : T(0)};
-      if (!values) plan.val[at] = static_cast<int32_t>(v);
+  plan.off.resize(p.nnz_values);
+  plan.val.resize(p.nnz_values);
+  for (int64_t o = 0; o < geo.cout; ++o)
+    for (int64_t j = p.row_ptr[o]; j < p.row_ptr[o + 1]; ++j) {
+      int64_t& at = cursor[slot(o, j)];
+      for (int64_t v = p.value_ptr[j]; v < p.value_ptr[j + 1]; ++v, ++at) {
+        plan.off[at] = int32_t(p.chan_idx[j] * cs + off[p.value_tap[v]]);
+        plan.val[at] = int32_t(v);
+      }
     }
-    cursor[i] = at;
-  });
   return plan;
 }
 
-// Forward / grad-weight plan: rows are output channels, columns the group's
-// input channels; entry offset c * cs + off[tap]. values null: weights 0 and
-// value indices recorded (grad-weight).
-template <typename T>
-Plan<T> forward_plan(const ConvGeometry& geo, const Patterns& p, const T* values, int64_t cs,
-                     const std::vector<int64_t>& off, int64_t block, int64_t nblocks) {
-  const int64_t cout_g = geo.cout_per_group();
-  return build_plan<T>(geo.cout, geo.cin_per_group(), geo.groups, block, nblocks, cs, p, off,
-                       values, [&](auto&& emit) {
-    for (int64_t o = 0; o < geo.cout; ++o) {
-      // index (g, b, o within the group) = gb0 + b * cout_g
-      const int64_t g = o / cout_g, gb0 = g * nblocks * cout_g + o % cout_g;
-      for (int64_t j = p.row_ptr[o]; j < p.row_ptr[o + 1]; ++j) {
-        const int64_t c = p.chan_idx[j];
-        emit(gb0 + c / block * cout_g, c, j);
-      }
-    }
-  });
-}
+// ---------------------------------------------------------------------------
+// Plan cache
+// ---------------------------------------------------------------------------
 
-// Grad-input plan: rows are input channels (the transposed view), columns
-// the group's output channels; entry offset o * cs + off[tap] (off of the
-// GradSource, which already flips the kernel).
-template <typename T>
-Plan<T> grad_input_plan(const ConvGeometry& geo, const Patterns& p, const T* values,
-                        int64_t cs, const std::vector<int64_t>& off, int64_t block,
-                        int64_t nblocks) {
-  const int64_t cout_g = geo.cout_per_group(), cin_g = geo.cin_per_group();
-  return build_plan<T>(geo.cin, cout_g, geo.groups, block, nblocks, cs, p, off, values,
-                       [&](auto&& emit) {
-    for (int64_t c = 0; c < geo.cin; ++c) {
-      const int64_t g = c / cin_g, gb0 = g * nblocks * cin_g + c % cin_g;
-      for (int64_t t = p.col_ptr[c]; t < p.col_ptr[c + 1]; ++t) {
-        const int64_t o = p.kernel_row[t] - g * cout_g;
-        emit(gb0 + o / block * cin_g, o, p.kernel_idx[t]);
-      }
-    }
-  });
-}
+// What a plan's offsets depend on besides the topology: the pass, the
+// geometry's channel counts, the plane stride cs, the tap offsets and the
+// blocking (a, b: the plan's block counts).
+struct PlanKey {
+  uint64_t topology_id;
+  int kind;  // which builder
+  int64_t cout, cin, groups, cs, a, b;
+  std::vector<int64_t> off;
+  bool operator==(const PlanKey& o) const {
+    return topology_id == o.topology_id && kind == o.kind && cout == o.cout && cin == o.cin &&
+           groups == o.groups && cs == o.cs && a == o.a && b == o.b && off == o.off;
+  }
+};
 
-// Which weight plan a cached index plan is: the forward's / grad-weight's
-// (rows output channels, forward_plan) or grad-input's (rows input channels,
-// grad_input_plan).
-enum class PlanKind : int { kForward = 0, kGradInput = 1 };
-
-// A weight plan without weights (entry weights 0, `val` = each entry's index
-// in `values`), cached per validated topology: `topology_id` comes from the
-// bindings' topology cache (python_bindings/pattern.cpp), which hands out a
-// fresh id for every topology contents it has checked in full and never
-// reuses one, so equal ids mean equal (valid) index tensors and the plan's
-// offsets can be reused; everything else the offsets depend on (the plan
-// kind, Cout, Cin, groups, the plane stride cs, the tap offsets, the
-// blocking) is in the key. The forward and grad-input gather their weights
-// per call (with_weights); grad-weight reads `val` as is.
-// Bounded (kPlanCacheSize plans, least recently used dropped), mutex-guarded.
-template <typename T>
-std::shared_ptr<const Plan<T>> cached_index_plan(uint64_t topology_id, const ConvGeometry& geo,
-                                                 const Patterns& p, int64_t cs,
-                                                 const std::vector<int64_t>& off,
-                                                 int64_t block, int64_t nblocks,
-                                                 PlanKind kind = PlanKind::kForward) {
-  struct Item {
-    uint64_t id;
-    PlanKind kind;
-    int64_t cout, cin, groups, cs, block, nblocks;
-    std::vector<int64_t> off;
-    std::shared_ptr<const Plan<T>> plan;
-  };
+// The plan of `key`, built by build() on a miss, cached per validated
+// topology: `topology_id` comes from the bindings' topology cache
+// (python_bindings/pattern.cpp), which hands out a fresh id for every
+// topology contents it has checked in full and never reuses one, so equal
+// keys mean equal (valid) index tensors and equal offsets. Bounded
+// (kPlanCacheSize plans per plan type, least recently used dropped),
+// mutex-guarded.
+template <typename PlanT, typename Build>
+std::shared_ptr<const PlanT> cached_plan(const PlanKey& key, Build&& build) {
   constexpr size_t kPlanCacheSize = 16;
   static std::mutex mutex;
-  static std::list<Item> items;  // most recently used first
-  auto match = [&](const Item& it) {
-    return it.id == topology_id && it.kind == kind && it.cout == geo.cout &&
-           it.cin == geo.cin && it.groups == geo.groups && it.cs == cs && it.block == block &&
-           it.nblocks == nblocks && it.off == off;
-  };
+  static std::list<std::pair<PlanKey, std::shared_ptr<const PlanT>>> items;  // MRU first
   {
     std::lock_guard<std::mutex> lock(mutex);
     for (auto it = items.begin(); it != items.end(); ++it)
-      if (match(*it)) {
+      if (it->first == key) {
         items.splice(items.begin(), items, it);
-        return it->plan;
+        return it->second;
       }
   }
-  const T* none = nullptr;
-  auto plan = std::make_shared<const Plan<T>>(
-      kind == PlanKind::kGradInput ? grad_input_plan<T>(geo, p, none, cs, off, block, nblocks)
-                                   : forward_plan<T>(geo, p, none, cs, off, block, nblocks));
+  auto plan = std::make_shared<const PlanT>(build());
   std::lock_guard<std::mutex> lock(mutex);
-  items.push_front(Item{topology_id, kind, geo.cout, geo.cin, geo.groups, cs, block, nblocks,
-                        off, plan});
+  items.emplace_front(key, plan);
   if (items.size() > kPlanCacheSize) items.pop_back();
   return plan;
 }
 
-// The plan `index_plan` with each entry's weight values[val[e]].
-template <typename T>
-Plan<T> with_weights(const Plan<T>& index_plan, const T* values) {
-  Plan<T> plan;
-  plan.rows = index_plan.rows, plan.cols = index_plan.cols, plan.groups = index_plan.groups;
-  plan.block = index_plan.block, plan.nblocks = index_plan.nblocks;
-  plan.ptr = index_plan.ptr;
-  const int64_t n = static_cast<int64_t>(index_plan.ent.size());
-  plan.ent.resize(n);
-  const Entry<T>* src = index_plan.ent.data();
-  const int32_t* val = index_plan.val.data();
-  Entry<T>* dst = plan.ent.data();
-  for (int64_t e = 0; e < n; ++e) dst[e] = {src[e].off, values[val[e]]};
-  return plan;
+// The plan build() makes, from the cache when the bindings validated the
+// topology under topology_id (!= 0), else built for this call.
+template <typename PlanT, typename Build>
+std::shared_ptr<const PlanT> plan_for(uint64_t topology_id, PlanKey key, Build&& build) {
+  if (!topology_id) return std::make_shared<const PlanT>(build());
+  key.topology_id = topology_id;
+  return cached_plan<PlanT>(key, build);
 }
 
 }  // namespace pattern_plan
