@@ -91,11 +91,24 @@ inline void deinterleave2(const T* src, int64_t pairs, T* even, T* odd) {
   for (; k < pairs; ++k) even[k] = src[2 * k], odd[k] = src[2 * k + 1];
 }
 
+// v with lanes [0, W) holding the sums of lanes i, i + W, i + 2W, ... of v:
+// the upper lanes folded onto the lower ones, one shuffle and one add a step.
+template <int W, typename V>
+inline V fold_lanes(V v) {
+  if constexpr (W == 0) {
+    return v;
+  } else {
+    constexpr int L = sizeof(V) / sizeof(v[0]);
+    decltype(v < v) up;  // integer vector of matching lane width
+    for (int k = 0; k < L; ++k) up[k] = (k + W) % L;
+    return fold_lanes<W / 2>(v + __builtin_shuffle(v, up));
+  }
+}
+// The sum of v's lanes in log2(L) steps (a lane-by-lane sum compiles to a
+// store and a chain of L - 1 dependent scalar adds).
 template <typename V>
 inline auto vsum(V v) -> typename std::remove_reference<decltype(v[0])>::type {
-  auto s = v[0];
-  for (int i = 1; i < static_cast<int>(sizeof(V) / sizeof(v[0])); ++i) s += v[i];
-  return s;
+  return fold_lanes<int(sizeof(V) / sizeof(v[0])) / 2>(v)[0];
 }
 
 // One butterfly stage of an in-register transpose: swaps the B-bit of the

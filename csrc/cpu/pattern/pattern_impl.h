@@ -20,12 +20,15 @@
 //   grad-input   the same sweep over grad_out dilated by the stride and
 //                zero-padded (GradSource: the kernel flipped into the tap
 //                offsets), rows = input channels through the transposed view.
-//   grad-weight  per kept weight (o, c, tap): sum over wide pixels q of
-//                G[o, q] X[c, q + off[tap]] (G zero at wide pixels that are
-//                not real); each thread owns a range of output channels (no
-//                cross-thread reduction, thread-count independent), the
-//                tile of G[o] in registers, kR FMAs and one horizontal sum
-//                per kept weight and tile.
+//   grad-weight  the forward's groups again, per (group, block of output
+//                channels) item: for a tile of up to kGwMembers member rows,
+//                dW[o, c, tap] = sum over wide pixels q of G[o, q] X[c, q +
+//                off[tap]] (G zero at wide pixels that are not real), the
+//                group's K shifted input vectors loaded once per pixel vector
+//                for all members (wide_dot_tile), summed lane-wise over a
+//                pixel chunk and reduced once per chunk. An item is one
+//                thread's alone: no cross-thread reduction, and the summation
+//                order does not depend on the thread count.
 
 // Forward and grad-input: pixel vectors per register tile. A group's
 // kGroupTaps x kGroupVectors input vectors, a member's kGroupVectors partial
@@ -38,10 +41,6 @@ static_assert(kChunk % (kGroupVectors * 16) == 0, "a chunk is whole register til
 // Bytes of a row block's partial sums (rows x chunk), kept in L1 with the
 // group's inputs streaming past.
 constexpr int64_t kPartialBudget = 32 << 10;
-// Grad-weight: vectors per pixel tile, and the bytes of a block's planes
-// (tile + span) kept in L1.
-constexpr int kR = 12;
-constexpr int64_t kBlockBudget = 16 << 10;
 
 // The group's K taps applied to each member over a chunk of the pixels:
 // y[row] [0 .. kChunk) += sum_k values[value + k] * x[off[k] + 0 .. kChunk),
@@ -193,54 +192,40 @@ void grad_input(const ConvGeometry& geo, const Patterns& p, const T* values, con
                    OutputClamp{}, grad_input, hw, num_threads);
 }
 
-// gv[val[e]] += sum_q g[q] * base[off[e] + q] over the tile, g in
-// registers; the input lanes that are not real cleared first when `real`
-// is given (kMasked; see RealLanes).
-template <typename T, bool kMasked>
-inline void dot_tile(const T* g, const T* base, const int32_t* off, const int32_t* val,
-                     int64_t n, const RealLanes<T>* real, T* gv) {
-  using V = typename Vec<T>::type;
-  constexpr int L = lanes<T>();
-  V gr[kR];
-  for (int r = 0; r < kR; ++r) gr[r] = vload<V>(g + r * L);
-  auto x = [&](const T* p, int r) {
-    const V v = vload<V>(p + r * L);
-    if constexpr (kMasked) return real->keep(v, r);
-    return v;
-  };
-  for (int64_t e = 0; e < n; ++e) {
-    const T* p = base + off[e];
-    V a0 = gr[0] * x(p, 0), a1 = gr[1] * x(p, 1), a2 = gr[2] * x(p, 2);
-#pragma GCC unroll 24
-    for (int r = 3; r < kR; r += 3) {
-      a0 = vfma(gr[r], x(p, r), a0);
-      a1 = vfma(gr[r + 1], x(p, r + 1), a1);
-      a2 = vfma(gr[r + 2], x(p, r + 2), a2);
-    }
-    gv[val[e]] += vsum(a0 + a1 + a2);
-  }
-}
-static_assert(kR % 3 == 0, "dot_tile runs three accumulators");
+// Grad-weight: members per register tile, a group's K taps x kGwMembers
+// accumulators (wide_dot_tile), K input and kGwMembers grad_out vectors in
+// registers.
+constexpr int kGwMembers = kVecRegs >= 32 ? 4 : 2;
+// Most rows per grad-weight row block, and the bytes of a block's grad_out
+// rows over a pixel chunk, which the block's groups re-read (in L2).
+constexpr int64_t kGwRows = 64;
+constexpr int64_t kGwBudget = 512 << 10;
 
 template <typename T>
 void grad_weight(const ConvGeometry& geo, const Patterns& p, const T* input, Strides4 in_s,
                  const T* grad_out, Strides4 go_s, T* grad_values, int num_threads,
                  uint64_t topology_id) {
   using namespace wide;
-  constexpr int64_t TT = kR * lanes<T>();
+  using namespace pattern_plan;
   std::fill(grad_values, grad_values + p.nnz_values, T(0));
   if (geo.batch == 0 || p.nnz_values == 0) return;
   num_threads = std::max(num_threads, 1);
-  const int64_t cin_g = geo.cin_per_group(), cout_g = geo.cout_per_group();
+  const int64_t G = geo.groups, cin_g = geo.cin_per_group(), rows_g = geo.cout_per_group();
 
-  InputSource<T> src(geo, TT);
-  WideGradOut<T> gw(geo, src.wide, src.group);
-  int64_t block, nblocks;
-  pattern_plan::choose_blocks(cin_g, src.phases, TT, src.span, sizeof(T), kBlockBudget, block,
-                              nblocks);
-  const auto plan = pattern_plan::plan_for<pattern_plan::Plan>(
-      topology_id, {0, 2, geo.cout, geo.cin, geo.groups, src.cs, block, nblocks, src.off},
-      [&] { return pattern_plan::weight_plan(geo, p, src.cs, src.off, block, nblocks); });
+  InputSource<T> src(geo, kChunk);
+  WideGradOut<T> gout(geo, src.wide, src.group);
+  // Row blocks (the items, each a thread's alone: no cross-thread
+  // reduction): one per thread at least, at most kGwRows rows. A weight's sum
+  // runs over the pixel chunks in order whatever the blocks, so the result
+  // does not depend on the thread count.
+  const int64_t nrb0 = std::max((num_threads + G - 1) / G, (rows_g + kGwRows - 1) / kGwRows);
+  const int64_t row_block = (rows_g + std::min(nrb0, rows_g) - 1) / std::min(nrb0, rows_g);
+  const int64_t nrb = (rows_g + row_block - 1) / row_block;
+  const int64_t chunk = std::clamp<int64_t>(
+      kGwBudget / (row_block * int64_t(sizeof(T))) / kChunk * kChunk, kChunk, 2048);
+  const auto plan = plan_for<GroupedPlan>(
+      topology_id, {0, 0, geo.cout, geo.cin, geo.groups, src.cs, row_block, nrb, src.off},
+      [&] { return forward_grouped(geo, p, src.cs, src.off, row_block, nrb); });
   const int64_t cs = src.cs;
 
   // Unmasked first. A non-finite result means a non-finite input or
@@ -253,37 +238,39 @@ void grad_weight(const ConvGeometry& geo, const Patterns& p, const T* input, Str
     }
 #pragma omp parallel num_threads(num_threads)
     {
-      // Output channels [o_lo, o_hi): near-equal shares of the kept weights.
-      const int nth = omp_get_num_threads(), tid = omp_get_thread_num();
-      auto split = [&](int64_t k) {
-        if (k >= nth) return int64_t(geo.cout);
-        const int32_t target = static_cast<int32_t>(p.nnz_values * k / nth);
-        int64_t o = 0;
-        while (o < geo.cout && p.value_ptr[p.row_ptr[o]] < target) ++o;
-        return o;
-      };
-      const int64_t o_lo = split(tid), o_hi = split(tid + 1);
       RealLanes<T> lanes_real;
       for (int64_t b0 = 0; b0 < geo.batch; b0 += src.group) {
         const int64_t nb = std::min(src.group, geo.batch - b0);
 #pragma omp barrier
-        const Wide wide = src.layout(nb);
         src.build(input, in_s, b0, nb);
-        gw.build(grad_out, go_s, b0, wide);
-        for (int64_t q0 = 0; q0 < wide.npix; q0 += TT) {
-          if (nonfinite) lanes_real.build(wide, q0, q0 + TT);
-          for (int64_t bk = 0; bk < nblocks; ++bk) {
-            for (int64_t o = o_lo; o < o_hi; ++o) {
-              const int64_t lo = plan->begin(o, bk), hi = plan->end(o, bk);
-              if (lo == hi) continue;
-              const T* base = src.buf + (o / cout_g) * cin_g * cs + q0;
-              const T* g = gw.buf + o * gw.cs + q0;
-              if (nonfinite)
-                dot_tile<T, true>(g, base, plan->off.data() + lo, plan->val.data() + lo,
-                                  hi - lo, &lanes_real, grad_values);
-              else
-                dot_tile<T, false>(g, base, plan->off.data() + lo, plan->val.data() + lo,
-                                   hi - lo, nullptr, grad_values);
+        const Wide wide = src.layout(nb);
+        gout.build(grad_out, go_s, b0, wide);
+#pragma omp for schedule(dynamic, 1)
+        for (int64_t item = 0; item < G * nrb; ++item) {
+          const int64_t g = item / nrb, rb = item % nrb;
+          const int64_t first = g * rows_g + plan->block_begin(rb), i = g * nrb + rb;
+          const T* x_g = src.buf + g * cin_g * cs;
+          for (int64_t q0 = 0; q0 < wide.npix; q0 += chunk) {
+            const int64_t nq = std::min(chunk, wide.npix - q0);
+            const RealLanes<T>* real = nullptr;
+            if (nonfinite) lanes_real.build(wide, q0, q0 + nq), real = &lanes_real;
+            for (int64_t gi = plan->gptr[i]; gi < plan->gptr[i + 1]; ++gi) {
+              const TapGroup& gr = plan->grp[gi];
+              const T* x[kGroupTaps];
+              for (int k = 0; k < gr.ntaps; ++k) x[k] = x_g + gr.off[k] + q0;
+              for (int32_t m0 = 0; m0 < gr.nmembers; m0 += kGwMembers) {
+                const Member* mem = plan->mem.data() + gr.first + m0;
+                const int nm = std::min<int>(kGwMembers, gr.nmembers - m0);
+                const T* gq[kGwMembers];
+                for (int m = 0; m < nm; ++m) gq[m] = gout.buf + (first + mem[m].row) * gout.cs + q0;
+                with_count<kGwMembers>(nm, [&](auto M) {
+                  with_count<kGroupTaps>(gr.ntaps, [&](auto K) {
+                    wide_dot_tile<T, decltype(M)::value, decltype(K)::value>(
+                        gq, x, nq, real,
+                        [&](int m, int k) -> T& { return grad_values[mem[m].value + k]; });
+                  });
+                });
+              }
             }
           }
         }

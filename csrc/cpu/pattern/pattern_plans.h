@@ -11,14 +11,13 @@
 // tap t) multiplies a contiguous run of pixels at element offset
 // c * cs + off[t].
 //
-// - GroupedPlan (forward, grad-input): the kernels of a block of rows that
-//   read the same column through the same pattern read the same input
-//   vectors. Each such set is a TapGroup: a sweep loads the group's taps once
-//   per pixel tile and applies them to every member row, whose partial sums
-//   stay in L1 (the row block is sized for it). A pattern of more than
-//   kGroupTaps taps is split into near-equal chunks, one group each.
-// - Plan (grad-weight): per row and per block of columns, each kept weight's
-//   (offset, value index), in the format's order.
+// The kernels of a block of rows that read the same column through the same
+// pattern read the same input vectors. Each such set is a TapGroup of the
+// GroupedPlan: the forward and grad-input sweeps load the group's taps once
+// per pixel tile and apply them to every member row, whose partial sums stay
+// in L1 (the row block is sized for it); grad-weight loads them once per
+// pixel vector for a tile of member rows. A pattern of more than kGroupTaps
+// taps is split into near-equal chunks, one group each.
 #pragma once
 #include <algorithm>
 #include <cstdint>
@@ -188,70 +187,6 @@ inline GroupedPlan grad_input_grouped(const ConvGeometry& geo, const Patterns& p
         emit(c, p.kernel_row[t] - g * cout_g, p.kernel_idx[t]);
     }
   });
-}
-
-// ---------------------------------------------------------------------------
-// Grad-weight plan
-// ---------------------------------------------------------------------------
-
-struct Plan {
-  int64_t rows = 0;     // all rows (every group)
-  int64_t groups = 1;
-  int64_t nblocks = 1;  // column blocks per group
-  // Entries of (row, block) at [ptr[i], ptr[i + 1]), i = (g * nblocks + b) *
-  // rows_g + row within the group: block-major, as the sweep runs.
-  std::vector<int64_t> ptr;
-  std::vector<int32_t> off;  // element offset c * cs + off[tap] of each entry
-  std::vector<int32_t> val;  // its index in `values`
-
-  int64_t index(int64_t row, int64_t b) const {
-    const int64_t rows_g = rows / groups, g = row / rows_g;
-    return (g * nblocks + b) * rows_g + row % rows_g;
-  }
-  int64_t begin(int64_t row, int64_t b) const { return ptr[index(row, b)]; }
-  int64_t end(int64_t row, int64_t b) const { return ptr[index(row, b) + 1]; }
-};
-
-// Columns per block: `budget` bytes of `col_rows` planes of tile + span
-// elements each, blocks of near-equal size.
-inline void choose_blocks(int64_t cols, int64_t col_rows, int64_t tile, int64_t span,
-                          int64_t elem, int64_t budget, int64_t& block, int64_t& nblocks) {
-  const int64_t per_col = std::max<int64_t>(1, col_rows * (tile + span) * elem);
-  const int64_t most = std::max<int64_t>(1, budget / per_col);
-  nblocks = std::max<int64_t>(1, (cols + most - 1) / most);
-  block = (cols + nblocks - 1) / nblocks;
-  nblocks = (cols + block - 1) / block;
-}
-
-// Rows are output channels, columns the group's input channels.
-inline Plan weight_plan(const ConvGeometry& geo, const Patterns& p, int64_t cs,
-                        const std::vector<int64_t>& off, int64_t block, int64_t nblocks) {
-  const int64_t cout_g = geo.cout_per_group(), cin_g = geo.cin_per_group();
-  check_offsets(cin_g, cs);
-  Plan plan;
-  plan.rows = geo.cout, plan.groups = geo.groups, plan.nblocks = nblocks;
-  // Slot of kernel j of row o: (g, block of its column, o within the group).
-  auto slot = [&](int64_t o, int64_t j) {
-    const int64_t g = o / cout_g;
-    return (g * nblocks + p.chan_idx[j] / block) * cout_g + o % cout_g;
-  };
-  plan.ptr.assign(geo.cout * nblocks + 1, 0);
-  for (int64_t o = 0; o < geo.cout; ++o)
-    for (int64_t j = p.row_ptr[o]; j < p.row_ptr[o + 1]; ++j)
-      plan.ptr[slot(o, j) + 1] += p.value_ptr[j + 1] - p.value_ptr[j];
-  for (size_t i = 1; i < plan.ptr.size(); ++i) plan.ptr[i] += plan.ptr[i - 1];
-  std::vector<int64_t> cursor(plan.ptr.begin(), plan.ptr.end() - 1);
-  plan.off.resize(p.nnz_values);
-  plan.val.resize(p.nnz_values);
-  for (int64_t o = 0; o < geo.cout; ++o)
-    for (int64_t j = p.row_ptr[o]; j < p.row_ptr[o + 1]; ++j) {
-      int64_t& at = cursor[slot(o, j)];
-      for (int64_t v = p.value_ptr[j]; v < p.value_ptr[j + 1]; ++v, ++at) {
-        plan.off[at] = int32_t(p.chan_idx[j] * cs + off[p.value_tap[v]]);
-        plan.val[at] = int32_t(v);
-      }
-    }
-  return plan;
 }
 
 // ---------------------------------------------------------------------------
