@@ -47,10 +47,12 @@ CASES = [
     (2, 6, 8, 11, 13, (3, 5), 2, (1, 2), 3, 1, ("mask", 0.5)),
     (1, 4, 6, 7, 7, (1, 1), 2, 0, 1, 1, 0.5),      # 1x1 stride 2, kernels dropped
     (9, 16, 16, 7, 7, (3, 3), 1, 1, 1, 1, 0.6),    # small images, many of them
-    # rows in several blocks of the grouped sweep (forward: output channels,
-    # grad-input: input channels), patterns of up to 9 taps split into groups
+    # patterns of up to 9 taps, split into groups of at most 4
     (2, 136, 136, 6, 5, (3, 3), 1, 1, 1, 1, ("mask", 0.5)),
-    (1, 140, 300, 7, 6, (3, 3), 2, 1, 1, 2, 0.6),
+    # rows in several blocks of the grouped sweeps (forward: output channels,
+    # grad-input: input channels; 2-5 blocks of 64-128 rows)
+    (1, 300, 300, 5, 4, (3, 3), 1, 1, 1, 1, 0.5556),
+    (1, 280, 600, 7, 6, (3, 3), 2, 1, 1, 2, 0.6),
 ]
 
 

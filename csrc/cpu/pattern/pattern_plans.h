@@ -85,11 +85,24 @@ struct GroupedPlan {
   }
 };
 
-// Rows per block: as many as keep `budget` bytes of partial sums of `tile`
-// elements each, near-equal blocks.
-inline void choose_row_blocks(int64_t rows_g, int64_t tile, int64_t elem, int64_t budget,
+// Fraction of the (output channel, input channel) kernels of the conv kept.
+inline double kept_density(const ConvGeometry& geo, const Patterns& p) {
+  return double(p.nnz) / std::max<double>(1.0, double(geo.cout) * geo.cin_per_group());
+}
+
+// Rows per block of the forward / grad-input sweeps: enough for groups of
+// about `members` member rows on average (a row keeps `density` of the
+// (row, column) kernels, spread over the library's `patterns`), with the
+// block's partial sums (rows x `tile` elements) between `lo` and `hi`
+// bytes; near-equal blocks. More members share a group's input loads; fewer
+// rows keep the partial sums nearer the core.
+inline void choose_row_blocks(int64_t rows_g, int64_t tile, int64_t elem, double density,
+                              int64_t patterns, int members, int64_t lo, int64_t hi,
                               int64_t& row_block, int64_t& nrb) {
-  const int64_t most = std::max<int64_t>(1, budget / std::max<int64_t>(1, tile * elem));
+  const double want = members * double(patterns) / std::max(density, 1e-9);
+  const int64_t bytes = tile * elem;
+  const int64_t most = std::clamp<int64_t>(int64_t(std::min(want, 1e9)), lo / bytes,
+                                           std::max<int64_t>(1, hi / bytes));
   nrb = std::max<int64_t>(1, (rows_g + most - 1) / most);
   row_block = std::max<int64_t>(1, (rows_g + nrb - 1) / nrb);
   nrb = std::max<int64_t>(1, (rows_g + row_block - 1) / row_block);
