@@ -83,3 +83,19 @@ def test_compiled_mode(tmp_path):
     assert [(r["mode"], r["kind"]) for r in records] == [
         ("eager", None), ("eager", "1xN"), ("compiled", None), ("compiled", "1xN")]
     assert all(r["ok"] for r in records)
+
+
+@pytest.mark.parametrize("isolate", [True, False])
+def test_each_arch_in_its_own_process(tmp_path, isolate):
+    """--isolate (the default): one child process per architecture, in order,
+    all appending to the file and naming the command that was given."""
+    flag = "--isolate" if isolate else "--no-isolate"
+    rc, records = run(tmp_path, "--arch", "resnet20", "digits_cnn", "--sparsity", "0.5",
+                      "--kind", "1xN", flag)
+    assert rc == 0
+    archs = [r["arch"] for r in records]
+    assert set(archs) == {"resnet20", "digits_cnn"}
+    assert archs == sorted(archs, key=["resnet20", "digits_cnn"].index)
+    assert len({r["run_id"] for r in records}) == (2 if isolate else 1)
+    (command,) = {r["command"] for r in records}
+    assert "--arch resnet20 digits_cnn" in command and "--only-arch" not in command

@@ -26,6 +26,8 @@ from __future__ import annotations
 import argparse
 import copy
 import importlib.metadata
+import subprocess
+import sys
 from dataclasses import dataclass
 from typing import Callable, Optional
 
@@ -120,6 +122,13 @@ def add_parser(sub) -> argparse.ArgumentParser:
     p.add_argument("--pad-partial", action=argparse.BooleanOptionalAction, default=True,
                    help="pad the last block row where N does not divide a conv's "
                         "out_channels; --no-pad-partial leaves such convs dense")
+    p.add_argument("--isolate", action=argparse.BooleanOptionalAction, default=True,
+                   help="run each --arch in a fresh process, one after the other, so that "
+                        "one network's memory, caches and thread pools do not colour the "
+                        "next one's times (default on)")
+    # A child of --isolate: its one architecture, and the command line its records name.
+    p.add_argument("--only-arch", help=argparse.SUPPRESS)
+    p.add_argument("--recorded-command", help=argparse.SUPPRESS)
     p.set_defaults(run=run)
     return p
 
@@ -356,12 +365,16 @@ def run(args: argparse.Namespace, parser: argparse.ArgumentParser, argv: list[st
     options.fill_defaults(args, QUICK if args.quick else DEFAULTS)
     device, backends = options.resolve_device(args, parser)
     saved = _saved(args, parser)
+    archs = [saved["arch"]] if saved else options.unique(args.arch)
+    if args.only_arch:
+        archs = [args.only_arch]
+    elif args.isolate and len(archs) > 1:
+        return _run_isolated(argv, archs)
     options.configure_torch(args)
     env = environment(device)
     results = options.open_results(args, parser, env)
-    shared = {**options.run_fields(args, options.command_line(argv)), **env,
-              "record_type": "network"}
-    archs = [saved["arch"]] if saved else options.unique(args.arch)
+    command = args.recorded_command or options.command_line(argv)
+    shared = {**options.run_fields(args, command), **env, "record_type": "network"}
     dtypes, batches = options.unique(args.dtype), options.unique(args.batch)
     bar = tqdm(total=len(archs) * len(dtypes) * len(batches), unit="net") if tqdm else None
     say = bar.write if bar else print
@@ -395,6 +408,19 @@ def run(args: argparse.Namespace, parser: argparse.ArgumentParser, argv: list[st
     if results:
         print(f"appended {len(records)} records to {results.path}")
     return 1 if failed else 0
+
+
+def _run_isolated(argv: list[str], archs: list[str]) -> int:
+    """Each architecture by a child process (this command, that one arch), in
+    order, appending to the same --json file; the records name this command.
+    The dense PyTorch models ran up to ~12% slower after another network in
+    the same process than alone (benchmarks/cpu_1xn_kernels.md)."""
+    rc = 0
+    for arch in archs:
+        child = [sys.executable, "-m", "sparsekernels.bench", *argv, "--only-arch", arch,
+                 "--recorded-command", options.command_line(argv)]
+        rc = max(rc, subprocess.run(child, check=False).returncode)
+    return rc
 
 
 def _saved(args, parser) -> Optional[dict]:
