@@ -146,6 +146,24 @@ void grouped_sweep(const ConvGeometry& geo, const pattern_plan::GroupedPlan& pla
   }
 }
 
+// The grouped plan of the forward or grad-input sweep over `src`: its rows
+// (output channels, input channels) in blocks sized by choose_row_blocks.
+template <typename T, typename Source>
+std::shared_ptr<const pattern_plan::GroupedPlan> sweep_plan(
+    const ConvGeometry& geo, const Patterns& p, uint64_t topology_id,
+    pattern_plan::PlanKind kind, const Source& src) {
+  using namespace pattern_plan;
+  const bool fwd = kind == PlanKind::kForward;
+  int64_t row_block, nrb;
+  choose_row_blocks(fwd ? geo.cout_per_group() : geo.cin_per_group(), kChunk, sizeof(T),
+                    kept_density(geo, p), p.num_patterns, kGroupMembers, kPartialLeast,
+                    kPartialMost, row_block, nrb);
+  return plan_for(topology_id, kind, geo, src.cs, row_block, nrb, src.off, [&] {
+    return fwd ? forward_grouped(geo, p, src.cs, src.off, row_block, nrb)
+               : grad_input_grouped(geo, p, src.cs, src.off, row_block, nrb);
+  });
+}
+
 template <typename T>
 void forward(const ConvGeometry& geo, const Patterns& p, const T* values, const T* input,
              Strides4 in_s, const T* bias, const OutputClamp& clamp, T* output, int num_threads,
@@ -164,12 +182,7 @@ void forward(const ConvGeometry& geo, const Patterns& p, const T* values, const 
     return;
   }
   InputSource<T> src(geo, kChunk);
-  int64_t row_block, nrb;
-  choose_row_blocks(geo.cout_per_group(), kChunk, sizeof(T), kept_density(geo, p),
-                    p.num_patterns, kGroupMembers, kPartialLeast, kPartialMost, row_block, nrb);
-  const auto plan = plan_for<GroupedPlan>(
-      topology_id, {0, 0, geo.cout, geo.cin, geo.groups, src.cs, row_block, nrb, src.off},
-      [&] { return forward_grouped(geo, p, src.cs, src.off, row_block, nrb); });
+  const auto plan = sweep_plan<T>(geo, p, topology_id, PlanKind::kForward, src);
   grouped_sweep<T>(geo, *plan, geo.cin_per_group(), src, input, in_s, values, bias, clamp,
                    output, ohw, num_threads);
 }
@@ -189,12 +202,7 @@ void grad_input(const ConvGeometry& geo, const Patterns& p, const T* values, con
     return;
   }
   GradSource<T> src(geo, kChunk);
-  int64_t row_block, nrb;
-  choose_row_blocks(geo.cin_per_group(), kChunk, sizeof(T), kept_density(geo, p),
-                    p.num_patterns, kGroupMembers, kPartialLeast, kPartialMost, row_block, nrb);
-  const auto plan = plan_for<GroupedPlan>(
-      topology_id, {0, 1, geo.cout, geo.cin, geo.groups, src.cs, row_block, nrb, src.off},
-      [&] { return grad_input_grouped(geo, p, src.cs, src.off, row_block, nrb); });
+  const auto plan = sweep_plan<T>(geo, p, topology_id, PlanKind::kGradInput, src);
   grouped_sweep<T>(geo, *plan, geo.cout_per_group(), src, grad_out, go_s, values, nullptr,
                    OutputClamp{}, grad_input, hw, num_threads);
 }
@@ -230,9 +238,9 @@ void grad_weight(const ConvGeometry& geo, const Patterns& p, const T* input, Str
   const int64_t nrb = (rows_g + row_block - 1) / row_block;
   const int64_t chunk = std::clamp<int64_t>(
       kGwBudget / (row_block * int64_t(sizeof(T))) / kChunk * kChunk, kChunk, 2048);
-  const auto plan = plan_for<GroupedPlan>(
-      topology_id, {0, 0, geo.cout, geo.cin, geo.groups, src.cs, row_block, nrb, src.off},
-      [&] { return forward_grouped(geo, p, src.cs, src.off, row_block, nrb); });
+  const auto plan =
+      plan_for(topology_id, PlanKind::kForward, geo, src.cs, row_block, nrb, src.off,
+               [&] { return forward_grouped(geo, p, src.cs, src.off, row_block, nrb); });
   const int64_t cs = src.cs;
 
   // Unmasked first. A non-finite result means a non-finite input or

@@ -206,32 +206,41 @@ inline GroupedPlan grad_input_grouped(const ConvGeometry& geo, const Patterns& p
 // Plan cache
 // ---------------------------------------------------------------------------
 
+// Which pass's groups a plan holds (forward_grouped: also grad-weight's).
+enum class PlanKind : int { kForward, kGradInput };
+
 // What a plan's offsets depend on besides the topology: the pass, the
-// geometry's channel counts, the plane stride cs, the tap offsets and the
-// blocking (a, b: the plan's block counts).
+// geometry's channel counts, the plane stride cs, the row blocking and the
+// tap offsets.
 struct PlanKey {
   uint64_t topology_id;
-  int kind;  // which builder
-  int64_t cout, cin, groups, cs, a, b;
+  PlanKind kind;
+  int64_t cout, cin, groups, cs, row_block, nrb;
   std::vector<int64_t> off;
   bool operator==(const PlanKey& o) const {
     return topology_id == o.topology_id && kind == o.kind && cout == o.cout && cin == o.cin &&
-           groups == o.groups && cs == o.cs && a == o.a && b == o.b && off == o.off;
+           groups == o.groups && cs == o.cs && row_block == o.row_block && nrb == o.nrb &&
+           off == o.off;
   }
 };
 
-// The plan of `key`, built by build() on a miss, cached per validated
-// topology: `topology_id` comes from the bindings' topology cache
-// (python_bindings/pattern.cpp), which hands out a fresh id for every
-// topology contents it has checked in full and never reuses one, so equal
-// keys mean equal (valid) index tensors and equal offsets. Bounded
-// (kPlanCacheSize plans per plan type, least recently used dropped),
+// The plan build() makes, cached per validated topology: `topology_id` comes
+// from the bindings' topology cache (python_bindings/pattern.cpp), which
+// hands out a fresh id for every topology contents it has checked in full
+// and never reuses one, so equal keys mean equal (valid) index tensors and
+// equal offsets. topology_id 0 (not validated under an id): built for this
+// call. Bounded (kPlanCacheSize plans, least recently used dropped),
 // mutex-guarded.
-template <typename PlanT, typename Build>
-std::shared_ptr<const PlanT> cached_plan(const PlanKey& key, Build&& build) {
+template <typename Build>
+std::shared_ptr<const GroupedPlan> plan_for(uint64_t topology_id, PlanKind kind,
+                                            const ConvGeometry& geo, int64_t cs,
+                                            int64_t row_block, int64_t nrb,
+                                            const std::vector<int64_t>& off, Build&& build) {
+  if (!topology_id) return std::make_shared<const GroupedPlan>(build());
+  const PlanKey key{topology_id, kind, geo.cout, geo.cin, geo.groups, cs, row_block, nrb, off};
   constexpr size_t kPlanCacheSize = 16;
   static std::mutex mutex;
-  static std::list<std::pair<PlanKey, std::shared_ptr<const PlanT>>> items;  // MRU first
+  static std::list<std::pair<PlanKey, std::shared_ptr<const GroupedPlan>>> items;  // MRU first
   {
     std::lock_guard<std::mutex> lock(mutex);
     for (auto it = items.begin(); it != items.end(); ++it)
@@ -240,20 +249,11 @@ std::shared_ptr<const PlanT> cached_plan(const PlanKey& key, Build&& build) {
         return it->second;
       }
   }
-  auto plan = std::make_shared<const PlanT>(build());
+  auto plan = std::make_shared<const GroupedPlan>(build());
   std::lock_guard<std::mutex> lock(mutex);
   items.emplace_front(key, plan);
   if (items.size() > kPlanCacheSize) items.pop_back();
   return plan;
-}
-
-// The plan build() makes, from the cache when the bindings validated the
-// topology under topology_id (!= 0), else built for this call.
-template <typename PlanT, typename Build>
-std::shared_ptr<const PlanT> plan_for(uint64_t topology_id, PlanKey key, Build&& build) {
-  if (!topology_id) return std::make_shared<const PlanT>(build());
-  key.topology_id = topology_id;
-  return cached_plan<PlanT>(key, build);
 }
 
 }  // namespace pattern_plan
