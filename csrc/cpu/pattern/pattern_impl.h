@@ -9,7 +9,7 @@
 // tap a constant offset); the plans of pattern_plans.h hold indices only, and
 // the kernels read the weights from `values`.
 //   forward      items (group, pixel chunk, block of output channels): the
-//                block's partial sums (rows x chunk, in L1) start at the
+//                block's partial sums (rows x chunk, 64-128 KiB) start at the
 //                bias; for each input channel and pattern, the kernels of the
 //                block that read that channel through that pattern (a
 //                TapGroup) share its taps' input vectors, loaded into
@@ -37,7 +37,7 @@ constexpr int kGroupVectors = kVecRegs >= 32 ? 4 : 2;
 // Elements per pixel chunk of the forward / grad-input sweep (a whole number
 // of register tiles on every ISA and type).
 constexpr int64_t kChunk = 128;
-static_assert(kChunk % (kGroupVectors * 16) == 0, "a chunk is whole register tiles");
+static_assert(kChunk % (kGroupVectors * kVecBytes / 4) == 0, "a chunk is whole register tiles");
 // A row block's partial sums (rows x chunk): its size in bytes, at least
 // and at most (the block is the smallest in that range whose groups have
 // kGroupMembers members on average). Measured on the ResNet-50 3x3 layers:
@@ -211,10 +211,12 @@ void grad_input(const ConvGeometry& geo, const Patterns& p, const T* values, con
 // accumulators (wide_dot_tile), K input and kGwMembers grad_out vectors in
 // registers.
 constexpr int kGwMembers = kVecRegs >= 32 ? 4 : 2;
-// Most rows per grad-weight row block, and the bytes of a block's grad_out
-// rows over a pixel chunk, which the block's groups re-read (in L2).
+// Most rows per grad-weight row block; the bytes of a block's grad_out rows
+// over a pixel chunk, which the block's groups re-read (in L2); the most
+// pixels per chunk (a tile's lane sums are reduced once per chunk).
 constexpr int64_t kGwRows = 64;
 constexpr int64_t kGwBudget = 512 << 10;
+constexpr int64_t kGwChunkMost = 2048;
 
 template <typename T>
 void grad_weight(const ConvGeometry& geo, const Patterns& p, const T* input, Strides4 in_s,
@@ -237,7 +239,7 @@ void grad_weight(const ConvGeometry& geo, const Patterns& p, const T* input, Str
   const int64_t row_block = (rows_g + std::min(nrb0, rows_g) - 1) / std::min(nrb0, rows_g);
   const int64_t nrb = (rows_g + row_block - 1) / row_block;
   const int64_t chunk = std::clamp<int64_t>(
-      kGwBudget / (row_block * int64_t(sizeof(T))) / kChunk * kChunk, kChunk, 2048);
+      kGwBudget / (row_block * int64_t(sizeof(T))) / kChunk * kChunk, kChunk, kGwChunkMost);
   const auto plan =
       plan_for(topology_id, PlanKind::kForward, geo, src.cs, row_block, nrb, src.off,
                [&] { return forward_grouped(geo, p, src.cs, src.off, row_block, nrb); });

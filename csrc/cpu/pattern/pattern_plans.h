@@ -15,7 +15,7 @@
 // pattern read the same input vectors. Each such set is a TapGroup of the
 // GroupedPlan: the forward and grad-input sweeps load the group's taps once
 // per pixel tile and apply them to every member row, whose partial sums stay
-// in L1 (the row block is sized for it); grad-weight loads them once per
+// near the core (choose_row_blocks sizes the row block); grad-weight loads them once per
 // pixel vector for a tile of member rows. A pattern of more than kGroupTaps
 // taps is split into near-equal chunks, one group each.
 #pragma once
