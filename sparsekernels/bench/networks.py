@@ -415,12 +415,11 @@ def _run_isolated(argv: list[str], archs: list[str]) -> int:
     order, appending to the same --json file; the records name this command.
     The dense PyTorch models ran up to ~12% slower after another network in
     the same process than alone (benchmarks/cpu_1xn_kernels.md)."""
-    rc = 0
-    for arch in archs:
-        child = [sys.executable, "-m", "sparsekernels.bench", *argv, "--only-arch", arch,
-                 "--recorded-command", options.command_line(argv)]
-        rc = max(rc, subprocess.run(child, check=False).returncode)
-    return rc
+    codes = [subprocess.run([sys.executable, "-m", "sparsekernels.bench", *argv,
+                             "--only-arch", arch, "--recorded-command",
+                             options.command_line(argv)], check=False).returncode
+             for arch in archs]
+    return 1 if any(codes) else 0
 
 
 def _saved(args, parser) -> Optional[dict]:
