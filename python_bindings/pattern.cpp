@@ -157,8 +157,11 @@ Patterns full_check(const ConvGeometry& geo, const at::Device& device, const Top
 // are still caught; any edited index misses and is re-checked in full.
 // Each entry gets a fresh id (never reused), so the kernels may cache what
 // they derive from a topology (the weight plans' offsets) under that id.
-// Bounded (kCacheSize entries, least recently used dropped), and guarded by a
-// mutex (calls may come from several Python/autograd threads).
+// Bounded (least recently used dropped past kCacheSize entries or kCacheBytes
+// of snapshots: a network's every pattern conv stays cached, as a forward
+// calls them in turn; at 16 entries a 54-conv ResNet-56 missed on every
+// call), and guarded by a mutex (calls may come from several Python/autograd
+// threads).
 struct CachedTopology {
   int64_t cout, cin, kh, kw, groups;
   std::vector<int64_t> sizes;     // numel of each of the ten tensors
@@ -166,9 +169,11 @@ struct CachedTopology {
   Patterns counts;                // num_patterns, nnz, nnz_values (pointers unused)
   uint64_t id;
 };
-constexpr size_t kCacheSize = 16;
+constexpr size_t kCacheSize = 1024;
+constexpr size_t kCacheBytes = size_t(512) << 20;
 std::mutex cache_mutex;
 std::list<CachedTopology> cache;  // most recently used first
+size_t cache_bytes = 0;           // of the snapshots in `cache`
 uint64_t next_id = 1;
 
 const at::Tensor* tensors_of(const Topology& t, int i) {
@@ -267,8 +272,12 @@ Patterns checked_patterns(const ConvGeometry& geo, const at::Device& device, con
   std::lock_guard<std::mutex> lock(cache_mutex);
   e.id = next_id++;
   if (id) *id = e.id;
+  cache_bytes += e.contents.size() * sizeof(int32_t);
   cache.push_front(std::move(e));
-  if (cache.size() > kCacheSize) cache.pop_back();
+  while (cache.size() > 1 && (cache.size() > kCacheSize || cache_bytes > kCacheBytes)) {
+    cache_bytes -= cache.back().contents.size() * sizeof(int32_t);
+    cache.pop_back();
+  }
   return p;
 }
 

@@ -452,6 +452,31 @@ def test_repeated_calls_with_changed_values_match_dense(dtype, simd, monkeypatch
                 torch.testing.assert_close(gi.double(), gi_ref, **_tol(dtype))
 
 
+def test_many_layers_in_turn_through_the_caches():
+    """A network calls its layers in turn: 40 topologies (more than a small
+    cache holds), each called twice around the others, forward and
+    grad-input, every result against float64 (hits and misses alike)."""
+    from sparsekernels.ops import pattern_native as native
+
+    conv = ConvArgs((1, 1), (1, 1), (1, 1), 1)
+    layers = []
+    for i in range(40):
+        gen = torch.Generator().manual_seed(100 + i)
+        w = torch.randn(6 + i % 5, 4 + i % 3, 3, 3, generator=gen)
+        fmt = Pattern.from_dense(w, 0.6, "random", 1, i)
+        x = torch.randn(2, w.shape[1], 6, 5, generator=gen)
+        layers.append((fmt, fmt.topology(), x))
+    for _ in range(2):
+        for fmt, topo, x in layers:
+            wd = fmt.to_dense().double()
+            out = native.forward(x, fmt.values, topo, None, conv)
+            torch.testing.assert_close(out.double(), F.conv2d(x.double(), wd, padding=1),
+                                       rtol=1e-4, atol=1e-4)
+            gi = native.grad_input(out, fmt.values, topo, conv, x.shape[2:])
+            gi_ref = torch.nn.grad.conv2d_input(x.shape, wd, out.double(), padding=1)
+            torch.testing.assert_close(gi.double(), gi_ref, rtol=1e-4, atol=1e-4)
+
+
 def test_topology_edited_in_place_between_calls_is_rechecked():
     fmt, x, bias, t = _fwd_args()
     ref = _call_forward(x, fmt.values, t, bias)

@@ -79,6 +79,10 @@ struct GroupedPlan {
   std::vector<Member> mem;
 
   int64_t rows_per_group() const { return rows / groups; }
+  size_t bytes() const {
+    return gptr.size() * sizeof(int64_t) + grp.size() * sizeof(TapGroup) +
+           mem.size() * sizeof(Member);
+  }
   int64_t block_begin(int64_t b) const { return b * row_block; }
   int64_t block_rows(int64_t b) const {
     return std::min(row_block, rows_per_group() - b * row_block);
@@ -229,8 +233,8 @@ struct PlanKey {
 // hands out a fresh id for every topology contents it has checked in full
 // and never reuses one, so equal keys mean equal (valid) index tensors and
 // equal offsets. topology_id 0 (not validated under an id): built for this
-// call. Bounded (kPlanCacheSize plans, least recently used dropped),
-// mutex-guarded.
+// call. Bounded as the bindings' topology cache is (least recently used
+// dropped past kPlanCacheSize plans or kPlanCacheBytes), mutex-guarded.
 template <typename Build>
 std::shared_ptr<const GroupedPlan> plan_for(uint64_t topology_id, PlanKind kind,
                                             const ConvGeometry& geo, int64_t cs,
@@ -238,9 +242,10 @@ std::shared_ptr<const GroupedPlan> plan_for(uint64_t topology_id, PlanKind kind,
                                             const std::vector<int64_t>& off, Build&& build) {
   if (!topology_id) return std::make_shared<const GroupedPlan>(build());
   const PlanKey key{topology_id, kind, geo.cout, geo.cin, geo.groups, cs, row_block, nrb, off};
-  constexpr size_t kPlanCacheSize = 16;
+  constexpr size_t kPlanCacheSize = 1024, kPlanCacheBytes = size_t(512) << 20;
   static std::mutex mutex;
   static std::list<std::pair<PlanKey, std::shared_ptr<const GroupedPlan>>> items;  // MRU first
+  static size_t bytes = 0;
   {
     std::lock_guard<std::mutex> lock(mutex);
     for (auto it = items.begin(); it != items.end(); ++it)
@@ -252,7 +257,11 @@ std::shared_ptr<const GroupedPlan> plan_for(uint64_t topology_id, PlanKind kind,
   auto plan = std::make_shared<const GroupedPlan>(build());
   std::lock_guard<std::mutex> lock(mutex);
   items.emplace_front(key, plan);
-  if (items.size() > kPlanCacheSize) items.pop_back();
+  bytes += plan->bytes();
+  while (items.size() > 1 && (items.size() > kPlanCacheSize || bytes > kPlanCacheBytes)) {
+    bytes -= items.back().second->bytes();
+    items.pop_back();
+  }
   return plan;
 }
 
