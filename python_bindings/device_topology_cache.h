@@ -21,9 +21,10 @@
 
 #include <cstdint>
 #include <functional>
-#include <list>
 #include <mutex>
 #include <vector>
+
+#include "cpu/common/bounded_lru.h"
 
 namespace sparsekernels {
 namespace glue {
@@ -41,11 +42,8 @@ class DeviceTopologyCache {
     const bool versioned = trackable(tensors);
     if (versioned) {
       std::lock_guard<std::mutex> lock(mutex_);
-      for (auto it = entries_.begin(); it != entries_.end(); ++it) {
-        if (!matches(*it, tensors, key)) continue;
-        entries_.splice(entries_.begin(), entries_, it);
-        return it->copies;
-      }
+      auto match = [&](const Entry& e) { return matches(e, tensors, key); };
+      if (const Entry* hit = entries_.find(match)) return hit->copies;
     }
     if (!versioned) {  // checked on every call anyway: a copy would buy nothing
       check(tensors);
@@ -63,8 +61,7 @@ class DeviceTopologyCache {
       e.versions.push_back(version(t));
     }
     std::lock_guard<std::mutex> lock(mutex_);
-    entries_.push_front(std::move(e));
-    if (entries_.size() > kCapacity) entries_.pop_back();
+    entries_.insert(std::move(e), 1);
     return copies;
   }
 
@@ -106,7 +103,7 @@ class DeviceTopologyCache {
   }
 
   std::mutex mutex_;  // calls may come from several Python/autograd threads
-  std::list<Entry> entries_;  // most recently used first
+  BoundedLru<Entry> entries_{kCapacity, kCapacity};  // each entry costs 1
 };
 
 inline DeviceTopologyCache& device_topologies() {

@@ -9,13 +9,13 @@
 
 #include <cstdint>
 #include <cstring>
-#include <list>
 #include <memory>
 #include <mutex>
 #include <vector>
 
 #include "bound_forward.h"
 #include "conv_glue.h"
+#include "cpu/common/bounded_lru.h"
 #include "device_topology_cache.h"
 #include "cpu/pattern/pattern_cpu.h"
 #include "csr_checks.h"
@@ -157,8 +157,8 @@ Patterns full_check(const ConvGeometry& geo, const at::Device& device, const Top
 // are still caught; any edited index misses and is re-checked in full.
 // Each entry gets a fresh id (never reused), so the kernels may cache what
 // they derive from a topology (the weight plans' offsets) under that id.
-// Bounded (least recently used dropped past kCacheSize entries or kCacheBytes
-// of snapshots: a network's every pattern conv stays cached, as a forward
+// Bounded (least recently used dropped past 1024 entries or 512 MiB of
+// snapshots: a network's every pattern conv stays cached, as a forward
 // calls them in turn; at 16 entries a 54-conv ResNet-56 missed on every
 // call), and guarded by a mutex (calls may come from several Python/autograd
 // threads).
@@ -169,11 +169,8 @@ struct CachedTopology {
   Patterns counts;                // num_patterns, nnz, nnz_values (pointers unused)
   uint64_t id;
 };
-constexpr size_t kCacheSize = 1024;
-constexpr size_t kCacheBytes = size_t(512) << 20;
 std::mutex cache_mutex;
-std::list<CachedTopology> cache;  // most recently used first
-size_t cache_bytes = 0;           // of the snapshots in `cache`
+BoundedLru<CachedTopology> cache(1024, size_t(512) << 20);  // cost: the snapshot's bytes
 uint64_t next_id = 1;
 
 const at::Tensor* tensors_of(const Topology& t, int i) {
@@ -253,11 +250,10 @@ Patterns checked_patterns(const ConvGeometry& geo, const at::Device& device, con
   const bool cpu = cacheable(device, t);
   if (cpu) {
     std::lock_guard<std::mutex> lock(cache_mutex);
-    for (auto it = cache.begin(); it != cache.end(); ++it) {
-      if (!same_topology(*it, geo, t)) continue;
-      cache.splice(cache.begin(), cache, it);
-      if (id) *id = it->id;
-      return with_pointers(it->counts, t);
+    if (const CachedTopology* hit =
+            cache.find([&](const CachedTopology& e) { return same_topology(e, geo, t); })) {
+      if (id) *id = hit->id;
+      return with_pointers(hit->counts, t);
     }
   }
   const Patterns p = full_check(geo, device, t);
@@ -272,12 +268,8 @@ Patterns checked_patterns(const ConvGeometry& geo, const at::Device& device, con
   std::lock_guard<std::mutex> lock(cache_mutex);
   e.id = next_id++;
   if (id) *id = e.id;
-  cache_bytes += e.contents.size() * sizeof(int32_t);
-  cache.push_front(std::move(e));
-  while (cache.size() > 1 && (cache.size() > kCacheSize || cache_bytes > kCacheBytes)) {
-    cache_bytes -= cache.back().contents.size() * sizeof(int32_t);
-    cache.pop_back();
-  }
+  const size_t bytes = e.contents.size() * sizeof(int32_t);
+  cache.insert(std::move(e), bytes);
   return p;
 }
 

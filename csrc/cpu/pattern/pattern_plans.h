@@ -21,12 +21,12 @@
 #pragma once
 #include <algorithm>
 #include <cstdint>
-#include <list>
 #include <memory>
 #include <mutex>
 #include <stdexcept>
 #include <vector>
 
+#include "cpu/common/bounded_lru.h"
 #include "cpu/common/wide_layout.h"
 #include "sparsekernels/pattern.h"
 
@@ -233,8 +233,8 @@ struct PlanKey {
 // hands out a fresh id for every topology contents it has checked in full
 // and never reuses one, so equal keys mean equal (valid) index tensors and
 // equal offsets. topology_id 0 (not validated under an id): built for this
-// call. Bounded as the bindings' topology cache is (least recently used
-// dropped past kPlanCacheSize plans or kPlanCacheBytes), mutex-guarded.
+// call. Bounded as the bindings' topology cache is (1024 plans, 512 MiB:
+// a network's every layer), mutex-guarded.
 template <typename Build>
 std::shared_ptr<const GroupedPlan> plan_for(uint64_t topology_id, PlanKind kind,
                                             const ConvGeometry& geo, int64_t cs,
@@ -242,26 +242,17 @@ std::shared_ptr<const GroupedPlan> plan_for(uint64_t topology_id, PlanKind kind,
                                             const std::vector<int64_t>& off, Build&& build) {
   if (!topology_id) return std::make_shared<const GroupedPlan>(build());
   const PlanKey key{topology_id, kind, geo.cout, geo.cin, geo.groups, cs, row_block, nrb, off};
-  constexpr size_t kPlanCacheSize = 1024, kPlanCacheBytes = size_t(512) << 20;
+  using Item = std::pair<PlanKey, std::shared_ptr<const GroupedPlan>>;
   static std::mutex mutex;
-  static std::list<std::pair<PlanKey, std::shared_ptr<const GroupedPlan>>> items;  // MRU first
-  static size_t bytes = 0;
+  static BoundedLru<Item> items(1024, size_t(512) << 20);
   {
     std::lock_guard<std::mutex> lock(mutex);
-    for (auto it = items.begin(); it != items.end(); ++it)
-      if (it->first == key) {
-        items.splice(items.begin(), items, it);
-        return it->second;
-      }
+    if (const Item* hit = items.find([&](const Item& it) { return it.first == key; }))
+      return hit->second;
   }
   auto plan = std::make_shared<const GroupedPlan>(build());
   std::lock_guard<std::mutex> lock(mutex);
-  items.emplace_front(key, plan);
-  bytes += plan->bytes();
-  while (items.size() > 1 && (items.size() > kPlanCacheSize || bytes > kPlanCacheBytes)) {
-    bytes -= items.back().second->bytes();
-    items.pop_back();
-  }
+  items.insert({key, plan}, plan->bytes());
   return plan;
 }
 
