@@ -91,24 +91,48 @@ inline void deinterleave2(const T* src, int64_t pairs, T* even, T* odd) {
   for (; k < pairs; ++k) even[k] = src[2 * k], odd[k] = src[2 * k + 1];
 }
 
-// v with lanes [0, W) holding the sums of lanes i, i + W, i + 2W, ... of v:
-// the upper lanes folded onto the lower ones, one shuffle and one add a step.
-template <int W, typename V>
-inline V fold_lanes(V v) {
-  if constexpr (W == 0) {
-    return v;
-  } else {
-    constexpr int L = sizeof(V) / sizeof(v[0]);
-    decltype(v < v) up;  // integer vector of matching lane width
-    for (int k = 0; k < L; ++k) up[k] = (k + W) % L;
-    return fold_lanes<W / 2>(v + __builtin_shuffle(v, up));
+// One step of summing many vectors' lanes at once: a and b each hold
+// L / B sources of B partial lanes (source s in lanes [s*B, (s+1)*B)); the
+// result holds a's sources then b's, each summed to B / 2 lanes (its lower
+// half plus its upper half): two shuffles and one add for two vectors.
+template <int B, typename V>
+inline V fold_pair(V a, V b) {
+  constexpr int L = sizeof(V) / sizeof(a[0]), H = B / 2, S = L / B;
+  decltype(a < b) lo, hi;  // integer vectors of matching lane width
+  for (int m = 0; m < L; ++m) {
+    const int src = m / H, i = m % H;
+    const int at = src < S ? src * B + i : L + (src - S) * B + i;
+    lo[m] = at;
+    hi[m] = at + H;
   }
+  return __builtin_shuffle(a, b, lo) + __builtin_shuffle(a, b, hi);
 }
-// The sum of v's lanes in log2(L) steps (a lane-by-lane sum compiles to a
-// store and a chain of L - 1 dependent scalar adds).
-template <typename V>
-inline auto vsum(V v) -> typename std::remove_reference<decltype(v[0])>::type {
-  return fold_lanes<int(sizeof(V) / sizeof(v[0])) / 2>(v)[0];
+
+// The fold_pair round at width B over N vectors (the last one paired with
+// zeros when N is odd), then the rounds at B/2, ..., 2.
+template <int B, int N, typename V>
+inline void fold_rounds(const V (&v)[N], V* out) {
+  constexpr int M = (N + 1) / 2;
+  V next[M];
+#pragma GCC unroll 32
+  for (int k = 0; k < M; ++k) next[k] = fold_pair<B>(v[2 * k], 2 * k + 1 < N ? v[2 * k + 1] : V{});
+  if constexpr (B > 2)
+    fold_rounds<B / 2>(next, out);
+  else
+    for (int k = 0; k < M; ++k) out[k] = next[k];
+}
+
+// out[i] = the sum of v[i]'s lanes, for i < N. The vectors are folded in
+// pairs (fold_pair), log2(L) rounds, until each lane holds one sum: about
+// 3 operations a vector, where summing each vector alone takes 2 log2(L)
+// dependent ones and a scalar extract.
+template <int N, typename V, typename T>
+inline void vsums(const V (&v)[N], T* out) {
+  constexpr int L = sizeof(V) / sizeof(T);
+  // After the rounds, vector k holds the sums of v[k*L .. k*L + L) in order.
+  V folded[(N + L - 1) / L];
+  fold_rounds<L>(v, folded);
+  std::memcpy(out, folded, N * sizeof(T));
 }
 
 // One butterfly stage of an in-register transpose: swaps the B-bit of the

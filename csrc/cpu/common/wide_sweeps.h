@@ -32,12 +32,12 @@ struct RealLanes {
   V keep(V v, int64_t i) const { return (V)((M)v & vload<M>(mask.data() + i * lanes<T>())); }
 };
 
-// acc[r][c] += sum over the pixel vectors [0, nq) of g[r][q] * x[c][q],
+// acc[r*C + c] += sum over the pixel vectors [0, nq) of g[r][q] * x[c][q],
 // lane-wise (R grad_out rows x C input rows: R*C FMAs per R + C loads); the
 // x lanes that are not real cleared first when `real` is given (kMasked).
 template <typename T, int R, int C, bool kMasked>
 inline void wide_dots(const T* const* g, const T* const* x, int64_t nq, const RealLanes<T>* real,
-                      typename Vec<T>::type (&acc)[R][C]) {
+                      typename Vec<T>::type (&acc)[R * C]) {
   using V = typename Vec<T>::type;
   constexpr int L = lanes<T>();
   for (int64_t q = 0; q < nq; q += L) {
@@ -49,7 +49,7 @@ inline void wide_dots(const T* const* g, const T* const* x, int64_t nq, const Re
       V xv = vload<V>(x[c] + q);
       if constexpr (kMasked) xv = real->keep(xv, q / L);
 #pragma GCC unroll 8
-      for (int r = 0; r < R; ++r) acc[r][c] = vfma(gv[r], xv, acc[r][c]);
+      for (int r = 0; r < R; ++r) acc[r * C + c] = vfma(gv[r], xv, acc[r * C + c]);
     }
   }
 }
@@ -58,13 +58,14 @@ inline void wide_dots(const T* const* g, const T* const* x, int64_t nq, const Re
 template <typename T, int R, int C, typename At>
 inline void wide_dot_tile(const T* const* g, const T* const* x, int64_t nq,
                           const RealLanes<T>* real, At&& dw_at) {
-  typename Vec<T>::type acc[R][C];
-  for (int r = 0; r < R; ++r)
-    for (int c = 0; c < C; ++c) acc[r][c] = typename Vec<T>::type{};
+  typename Vec<T>::type acc[R * C];  // [r][c]
+  for (int i = 0; i < R * C; ++i) acc[i] = typename Vec<T>::type{};
   if (real)
     wide_dots<T, R, C, true>(g, x, nq, real, acc);
   else
     wide_dots<T, R, C, false>(g, x, nq, nullptr, acc);
+  T sum[R * C];
+  vsums(acc, sum);
   for (int r = 0; r < R; ++r)
-    for (int c = 0; c < C; ++c) dw_at(r, c) += vsum(acc[r][c]);
+    for (int c = 0; c < C; ++c) dw_at(r, c) += sum[r * C + c];
 }
