@@ -90,3 +90,32 @@ def test_in_place_forward_items(batch, cin, cout, groups, hw):
             torch.testing.assert_close(gi.double(), want_gi, rtol=1e-5, atol=1e-4)
     finally:
         torch.set_num_threads(before)
+
+
+@pytest.mark.parametrize("simd", ["best", "avx2", "generic"])
+@pytest.mark.parametrize("value", [float("nan"), float("inf")], ids=["nan", "inf"])
+def test_grad_weight_masked_pass_on_whole_blocks(simd, value, monkeypatch):
+    """A non-finite input at the image's edge reaches exactly the kept
+    weights' gradients a real (output pixel, tap) pair carries it to, when
+    the tiles cover a whole block of 16 channels (8 per AVX-512 tile: the
+    input vectors held, grad_out streamed) and the masked second pass runs."""
+    if simd != "best":
+        monkeypatch.setenv("SPARSEKERNELS_CPU_SIMD", simd)
+    gen = torch.Generator().manual_seed(3)
+    w = torch.randn(16, 3, 3, 3, generator=gen, dtype=torch.float64)
+    mask = torch.zeros_like(w, dtype=torch.bool)
+    mask[:, 0] = True  # one kept block: every output on input channel 0
+    fmt = Block1xN.from_mask(w, mask, n=16)
+    conv = ConvArgs((1, 1), (1, 1), (1, 1), 1)
+    x = torch.randn(2, 3, 7, 9, generator=gen, dtype=torch.float64)
+    go = torch.randn(2, 16, 7, 9, generator=gen, dtype=torch.float64)
+    x[1, 0, 3, 0] = value  # read by kept taps, and next to the wide layout's padding
+    x[0, 1, 0, 8] = value  # a pruned channel: reaches nothing
+    gv = native.grad_weight(x, go, fmt.topology(), conv)
+    marked = (~torch.isfinite(x)).double()
+    reach = torch.nn.grad.conv2d_weight(marked, w.shape, torch.ones_like(go), padding=1) > 0
+    assert torch.equal(~torch.isfinite(gv), fmt.gather(reach.double() * mask) > 0)
+    finite = torch.isfinite(gv)
+    want = fmt.gather(torch.nn.grad.conv2d_weight(x.nan_to_num(0, 0, 0), w.shape, go,
+                                                  padding=1))
+    torch.testing.assert_close(gv[finite], want[finite])

@@ -693,10 +693,19 @@ void grad_input(const ConvGeometry& geo, const Block1xN& bk, const T* values,
 // and the summation order does not depend on the thread count.
 // ---------------------------------------------------------------------------
 
-// Channels x taps per grad-weight tile: J*T accumulators, J grad_out vectors
-// and one input vector (AVX-512: 4 x 6; AVX2 and SSE: 2 x 5).
-constexpr int kGwJ = kVecRegs / 8;
-constexpr int kGwT = (kVecRegs - 2) / kGwJ - 1;
+// Channels x taps per grad-weight tile: J*T accumulators, the shorter side's
+// vectors held and the other's streamed (wide_dots). AVX-512: 8 x 3, so a
+// 3x3 kernel is three whole tiles (4 x 6 took 6 + 3 taps, and its 3-tap
+// tile ran at ~0.8 of the 6-tap one's FMA rate); AVX2 and SSE: 2 x 6.
+constexpr int kGwJ = kVecRegs >= 32 ? 8 : 2;
+constexpr int kGwT = 6;  // most taps (or blocks) per tile
+constexpr int gw_taps(int j) { return std::clamp(kAccRegs / j, 1, kGwT); }
+// Pixels per chunk: a tile's kGwJ grad_out rows stay in L1 (32 KiB) while
+// the row's blocks stream their input rows past them.
+template <typename T>
+constexpr int64_t gw_chunk() {
+  return std::min<int64_t>(2048, (32 << 10) / (kGwJ * int64_t(sizeof(T))));
+}
 
 // dw_t[j] += sum over wide pixels [q0, q1) of G[j][q] * X_t[q] for lanes j
 // of [j0, j0 + nj) and nt input rows X_t: an input row shifted by one tap (a
@@ -709,7 +718,7 @@ inline void gw_tiles(const T* const* g, int nj, const T* const* x, T* const* dw,
   for (int j = 0; j < kGwJ; ++j) gq[j] = g[j] + q0;
   for (int t = 0; t < nt; ++t) xq[t] = x[t] + q0;
   with_count<kGwJ>(nj, [&](auto J) {
-    with_count<kGwT>(nt, [&](auto TB) {
+    with_count<gw_taps(decltype(J)::value)>(nt, [&](auto TB) {
       wide_dot_tile<T, decltype(J)::value, decltype(TB)::value>(
           gq, xq, q1 - q0, real, [&](int j, int t) -> T& { return dw[t][j]; });
     });
@@ -731,8 +740,7 @@ void grad_weight_in_place(const ConvGeometry& geo, const Block1xN& bk, const T* 
   constexpr int L = lanes<T>();
   const int64_t hw = geo.in_h * geo.in_w, cin_g = geo.cin_per_group();
   const int64_t nrows = geo.groups * bk.rows_per_group, whole = hw / L * L;
-  // Pixel chunks whose rows stay in L1 across the tiles of a row's blocks.
-  const int64_t chunk = std::max<int64_t>(L, std::min<int64_t>(whole, 2048) / L * L);
+  const int64_t chunk = std::max<int64_t>(L, std::min<int64_t>(whole, gw_chunk<T>()) / L * L);
 #pragma omp parallel for schedule(dynamic, 1) num_threads(num_threads)
   for (int64_t r = 0; r < nrows; ++r) {
     const int valid = block_row_valid(geo, bk, r);
@@ -747,8 +755,9 @@ void grad_weight_in_place(const ConvGeometry& geo, const Block1xN& bk, const T* 
           const int nj = std::min(kGwJ, valid - j0);
           const T* g[kGwJ];
           for (int j = 0; j < kGwJ; ++j) g[j] = gb + (j0 + std::min(j, nj - 1)) * go_s.c;
-          for (int32_t k = k0; k < k1; k += kGwT) {
-            const int nt = std::min<int>(kGwT, k1 - k);
+          const int tt = gw_taps(nj);
+          for (int32_t k = k0; k < k1; k += tt) {
+            const int nt = std::min<int>(tt, k1 - k);
             const T* x[kGwT];
             T* dw[kGwT];
             for (int t = 0; t < nt; ++t) {
@@ -795,10 +804,7 @@ void grad_weight(const ConvGeometry& geo, const Block1xN& bk, const T* input,
   InputSource<T> src(geo, L);
   WideGradOut<T> gout(geo, src.wide, src.group);
   const std::vector<char> read = channels_read(geo, bk);
-  // Pixel chunks whose input rows (+ the taps' span) stay in L1 across the
-  // tiles of a block.
-  const int64_t chunk = std::max<int64_t>(
-      L, round_up(std::min<int64_t>(2048, (16 << 10) / int64_t(sizeof(T))) - src.span, L));
+  const int64_t chunk = std::max<int64_t>(L, round_up(gw_chunk<T>() - src.span, L));
 
   // Unmasked first. A non-finite result means a non-finite input or
   // grad_out, and maybe products the conv never forms (RealLanes): then
@@ -833,9 +839,10 @@ void grad_weight(const ConvGeometry& geo, const Block1xN& bk, const T* input,
                 g[j] = gout.buf + (o0 + j0 + std::min(j, nj - 1)) * gout.cs;
               const T* x[kGwT];
               T* dw[kGwT];
+              const int tt = gw_taps(nj);
               if (taps == 1) {  // a tile of the row's blocks
-                for (int32_t k = bk.row_ptr[r]; k < bk.row_ptr[r + 1]; k += kGwT) {
-                  const int nt = std::min<int>(kGwT, bk.row_ptr[r + 1] - k);
+                for (int32_t k = bk.row_ptr[r]; k < bk.row_ptr[r + 1]; k += tt) {
+                  const int nt = std::min<int>(tt, bk.row_ptr[r + 1] - k);
                   for (int t = 0; t < nt; ++t) {
                     x[t] = x_g + bk.col_idx[k + t] * src.cs + src.off[0];
                     dw[t] = grad_values + int64_t(k + t) * bk.n + j0;
@@ -846,8 +853,8 @@ void grad_weight(const ConvGeometry& geo, const Block1xN& bk, const T* input,
               }
               for (int32_t k = bk.row_ptr[r]; k < bk.row_ptr[r + 1]; ++k) {  // a block's taps
                 const T* xk = x_g + bk.col_idx[k] * src.cs;
-                for (int t0 = 0; t0 < taps; t0 += kGwT) {
-                  const int nt = std::min(kGwT, taps - t0);
+                for (int t0 = 0; t0 < taps; t0 += tt) {
+                  const int nt = std::min(tt, taps - t0);
                   for (int t = 0; t < nt; ++t) {
                     x[t] = xk + src.off[t0 + t];
                     dw[t] = grad_values + (int64_t(k) * taps + t0 + t) * bk.n + j0;

@@ -29,6 +29,14 @@ template <typename V, typename T>
 inline void vstore(T* p, V v) {
   std::memcpy(p, &v, sizeof(V));
 }
+// v as loaded, kept in a register: GCC otherwise folds a vector's load into
+// every FMA that uses it (a memory operand each), multiplying the loads of a
+// register tile by its width.
+template <typename V>
+inline V vpinned(V v) {
+  asm("" : "+v"(v));
+  return v;
+}
 // s - 0 is exactly s for every s (even -0 and NaN), so GCC folds the
 // subtraction away and keeps a single broadcast (vbroadcastss from memory);
 // a lane-by-lane fill would compile to a chain of inserts.

@@ -41,15 +41,32 @@ inline void wide_dots(const T* const* g, const T* const* x, int64_t nq, const Re
   using V = typename Vec<T>::type;
   constexpr int L = lanes<T>();
   for (int64_t q = 0; q < nq; q += L) {
-    V gv[R];
-#pragma GCC unroll 8
-    for (int r = 0; r < R; ++r) gv[r] = vload<V>(g[r] + q);
+    // The shorter side's vectors are held while the other side's stream
+    // past them: min(R, C) + 1 + R*C registers.
+    if constexpr (R <= C) {
+      V gv[R];
 #pragma GCC unroll 16
-    for (int c = 0; c < C; ++c) {
-      V xv = vload<V>(x[c] + q);
-      if constexpr (kMasked) xv = real->keep(xv, q / L);
-#pragma GCC unroll 8
-      for (int r = 0; r < R; ++r) acc[r * C + c] = vfma(gv[r], xv, acc[r * C + c]);
+      for (int r = 0; r < R; ++r) gv[r] = vload<V>(g[r] + q);
+#pragma GCC unroll 16
+      for (int c = 0; c < C; ++c) {
+        V xv = vload<V>(x[c] + q);
+        if constexpr (kMasked) xv = real->keep(xv, q / L);
+#pragma GCC unroll 16
+        for (int r = 0; r < R; ++r) acc[r * C + c] = vfma(gv[r], xv, acc[r * C + c]);
+      }
+    } else {
+      V xv[C];
+#pragma GCC unroll 16
+      for (int c = 0; c < C; ++c) {
+        xv[c] = vload<V>(x[c] + q);
+        if constexpr (kMasked) xv[c] = real->keep(xv[c], q / L);
+      }
+#pragma GCC unroll 16
+      for (int r = 0; r < R; ++r) {
+        const V gv = vpinned(vload<V>(g[r] + q));
+#pragma GCC unroll 16
+        for (int c = 0; c < C; ++c) acc[r * C + c] = vfma(gv, xv[c], acc[r * C + c]);
+      }
     }
   }
 }
