@@ -207,10 +207,11 @@ void grad_input(const ConvGeometry& geo, const Patterns& p, const T* values, con
                    OutputClamp{}, grad_input, hw, num_threads);
 }
 
-// Grad-weight: members per register tile, a group's K taps x kGwMembers
-// accumulators (wide_dot_tile), K input and kGwMembers grad_out vectors in
-// registers.
-constexpr int kGwMembers = kVecRegs >= 32 ? 4 : 2;
+// Grad-weight: most members per register tile, a group's K taps x
+// kGwMembers accumulators (wide_dot_tile: the K input vectors held, the
+// members' grad_out vectors streamed); a group's members split into
+// near-equal tiles.
+constexpr int kGwMembers = kVecRegs >= 32 ? 6 : 2;
 // Most rows per grad-weight row block; the bytes of a block's grad_out rows
 // over a pixel chunk, which the block's groups re-read (in L2); the most
 // pixels per chunk (a tile's lane sums are reduced once per chunk).
@@ -275,9 +276,11 @@ void grad_weight(const ConvGeometry& geo, const Patterns& p, const T* input, Str
               const TapGroup& gr = plan->grp[gi];
               const T* x[kGroupTaps];
               for (int k = 0; k < gr.ntaps; ++k) x[k] = x_g + gr.off[k] + q0;
-              for (int32_t m0 = 0; m0 < gr.nmembers; m0 += kGwMembers) {
+              const int32_t ntiles = (gr.nmembers + kGwMembers - 1) / kGwMembers;
+              for (int32_t t = 0; t < ntiles; ++t) {
+                const int32_t m0 = gr.nmembers * t / ntiles;
                 const Member* mem = plan->mem.data() + gr.first + m0;
-                const int nm = std::min<int>(kGwMembers, gr.nmembers - m0);
+                const int nm = gr.nmembers * (t + 1) / ntiles - m0;
                 const T* gq[kGwMembers];
                 for (int m = 0; m < nm; ++m) gq[m] = gout.buf + (first + mem[m].row) * gout.cs + q0;
                 with_count<kGwMembers>(nm, [&](auto M) {
