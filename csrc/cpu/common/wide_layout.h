@@ -550,6 +550,13 @@ inline int64_t chunk_pixels(int64_t rows, int64_t span, int64_t elem, int64_t ti
   return std::max<int64_t>(tile, std::min(ch, round_up(std::max<int64_t>(npix, 1), tile)));
 }
 
+// Tile i of the nt = ceil(n / R) near-equal tiles of [lo, hi) (n = hi - lo),
+// for register tiles of at most R rows: 7 rows become 4 + 3 rather than 6 + 1.
+inline int64_t num_tiles(int64_t lo, int64_t hi, int R) { return (hi - lo + R - 1) / R; }
+inline int64_t tile_start(int64_t lo, int64_t hi, int64_t nt, int64_t i) {
+  return lo + (hi - lo) * i / nt;
+}
+
 // Splits of a dimension of `n` into blocks so that `base * blocks` work items
 // keep `threads` busy (each block at least `min_block`).
 inline int64_t num_blocks(int64_t n, int64_t base, int64_t threads, int64_t min_block) {

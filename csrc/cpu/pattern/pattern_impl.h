@@ -276,11 +276,11 @@ void grad_weight(const ConvGeometry& geo, const Patterns& p, const T* input, Str
               const TapGroup& gr = plan->grp[gi];
               const T* x[kGroupTaps];
               for (int k = 0; k < gr.ntaps; ++k) x[k] = x_g + gr.off[k] + q0;
-              const int32_t ntiles = (gr.nmembers + kGwMembers - 1) / kGwMembers;
-              for (int32_t t = 0; t < ntiles; ++t) {
-                const int32_t m0 = gr.nmembers * t / ntiles;
+              const int64_t ntiles = num_tiles(0, gr.nmembers, kGwMembers);
+              for (int64_t t = 0; t < ntiles; ++t) {
+                const int64_t m0 = tile_start(0, gr.nmembers, ntiles, t);
                 const Member* mem = plan->mem.data() + gr.first + m0;
-                const int nm = gr.nmembers * (t + 1) / ntiles - m0;
+                const int nm = static_cast<int>(tile_start(0, gr.nmembers, ntiles, t + 1) - m0);
                 const T* gq[kGwMembers];
                 for (int m = 0; m < nm; ++m) gq[m] = gout.buf + (first + mem[m].row) * gout.cs + q0;
                 with_count<kGwMembers>(nm, [&](auto M) {

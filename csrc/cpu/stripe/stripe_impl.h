@@ -36,13 +36,6 @@ constexpr int kRows = kAccRegs / kPV;
 constexpr int kGwR = 6;
 constexpr int gw_cols(int r) { return std::clamp(kAccRegs / r, 1, 8); }
 
-// Tile i of the nt = ceil(n / R) near-equal tiles of [lo, hi) (n = hi - lo):
-// a column of 7 stripes becomes 4 + 3 rather than 6 + 1.
-inline int64_t num_tiles(int64_t lo, int64_t hi, int R) { return (hi - lo + R - 1) / R; }
-inline int64_t tile_start(int64_t lo, int64_t hi, int64_t nt, int64_t i) {
-  return lo + (hi - lo) * i / nt;
-}
-
 // ---------------------------------------------------------------------------
 // Forward
 // ---------------------------------------------------------------------------
