@@ -696,8 +696,10 @@ void grad_input(const ConvGeometry& geo, const Block1xN& bk, const T* values,
 // Channels x taps per grad-weight tile: J*T accumulators, the shorter side's
 // vectors held and the other's streamed (wide_dots). AVX-512: 8 x 3, so a
 // 3x3 kernel is three whole tiles (4 x 6 took 6 + 3 taps, and its 3-tap
-// tile ran at ~0.8 of the 6-tap one's FMA rate); AVX2 and SSE: 2 x 6.
-constexpr int kGwJ = kVecRegs >= 32 ? 8 : 2;
+// tile ran at ~0.8 of the 6-tap one's FMA rate); AVX2 and SSE: 4 x 3, the
+// same three whole tiles in 16 registers (3 input vectors held, a grad_out
+// vector streamed, 12 accumulators).
+constexpr int kGwJ = kVecRegs >= 32 ? 8 : 4;
 constexpr int kGwT = 6;  // most taps (or blocks) per tile
 constexpr int gw_taps(int j) { return std::clamp(kAccRegs / j, 1, kGwT); }
 // Pixels per chunk: a tile's kGwJ grad_out rows stay in L1 (32 KiB) while

@@ -42,14 +42,15 @@ inline void wide_dots(const T* const* g, const T* const* x, int64_t nq, const Re
   constexpr int L = lanes<T>();
   for (int64_t q = 0; q < nq; q += L) {
     // The shorter side's vectors are held while the other side's stream
-    // past them: min(R, C) + 1 + R*C registers.
+    // past them: min(R, C) + 1 + R*C registers. A streamed vector is pinned
+    // (vpinned): unpinned, GCC folds its load into each FMA that uses it.
     if constexpr (R <= C) {
       V gv[R];
 #pragma GCC unroll 16
       for (int r = 0; r < R; ++r) gv[r] = vload<V>(g[r] + q);
 #pragma GCC unroll 16
       for (int c = 0; c < C; ++c) {
-        V xv = vload<V>(x[c] + q);
+        V xv = vpinned(vload<V>(x[c] + q));
         if constexpr (kMasked) xv = real->keep(xv, q / L);
 #pragma GCC unroll 16
         for (int r = 0; r < R; ++r) acc[r * C + c] = vfma(gv[r], xv, acc[r * C + c]);

@@ -208,10 +208,10 @@ void grad_input(const ConvGeometry& geo, const Patterns& p, const T* values, con
 }
 
 // Grad-weight: most members per register tile, a group's K taps x
-// kGwMembers accumulators (wide_dot_tile: the K input vectors held, the
-// members' grad_out vectors streamed); a group's members split into
-// near-equal tiles.
-constexpr int kGwMembers = kVecRegs >= 32 ? 6 : 2;
+// kGwMembers accumulators (wide_dot_tile: the shorter side's vectors held,
+// the other's streamed); a group's members split into near-equal tiles.
+// AVX2 and SSE: 3 members x up to 4 taps, 12 accumulators in 16 registers.
+constexpr int kGwMembers = kVecRegs >= 32 ? 6 : 3;
 // Most rows per grad-weight row block; the bytes of a block's grad_out rows
 // over a pixel chunk, which the block's groups re-read (in L2); the most
 // pixels per chunk (a tile's lane sums are reduced once per chunk).
