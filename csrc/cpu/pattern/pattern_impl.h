@@ -32,11 +32,13 @@
 
 // Forward and grad-input: pixel vectors per register tile. A group's
 // kGroupTaps x kGroupVectors input vectors, a member's kGroupVectors partial
-// sums and a broadcast weight fit the ISA's vector registers.
-constexpr int kGroupVectors = kVecRegs >= 32 ? 4 : 2;
+// sums and a broadcast weight fit the ISA's vector registers (AVX2: 4 x 3 +
+// 3 + 1 = 16; with 2 vectors a member's loads, broadcasts and stores of its
+// partial sums were 8 per 8 FMAs, now 10 per 12).
+constexpr int kGroupVectors = kVecRegs >= 32 ? 4 : 3;
 // Elements per pixel chunk of the forward / grad-input sweep (a whole number
-// of register tiles on every ISA and type).
-constexpr int64_t kChunk = 128;
+// of register tiles on every ISA and type: 96 = 4 AVX2 tiles of 24 floats).
+constexpr int64_t kChunk = kVecRegs >= 32 ? 128 : 96;
 static_assert(kChunk % (kGroupVectors * kVecBytes / 4) == 0, "a chunk is whole register tiles");
 // A row block's partial sums (rows x chunk): its size in bytes, at least
 // and at most (the block is the smallest in that range whose groups have
