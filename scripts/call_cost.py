@@ -10,8 +10,11 @@ the bias, the input's wide copy), times interleaved in one process:
 pays), ``bound`` (its inference plan's C++ forward with the weight's
 arguments bound, ``<kind>_forward_plan``) and ``native`` (the backend's
 Python wrapper over ``_C.block1xn_forward``, every argument passed per call,
-as the plan called it before the bound forward). ``module - bound`` is the
-Python of a call. Medians of single calls, microseconds.
+as the plan called it before the bound forward) and ``op`` (the registered
+custom op ``sparsekernels::block1xn_conv2d``, what autograd and
+``torch.compile``d graphs call). ``module - bound`` is the Python of an eager
+call; ``op - native`` the custom op's own cost. Medians of single calls,
+microseconds.
 """
 import argparse
 import json
@@ -44,16 +47,21 @@ def _layer_times(layer, sparsity: float, n: int, batch: int, repeat: int) -> dic
         module(x)
         plan = module.__dict__["_plan"]
         values, bias = module.values, module.bias
+        tensors, meta = plan.topo.as_op_args()
+        conv = {"stride": list(plan.conv.stride), "padding": list(plan.conv.padding),
+                "dilation": list(plan.conv.dilation), "groups": plan.conv.groups}
         fns = {
             "module": lambda: module(x),
             "bound": lambda: plan.bound(x, None),
             "native": lambda: block1xn_native.forward(x, values, plan.topo, bias, plan.conv),
+            "op": lambda: module.OPS.forward(x, values, tensors, meta, bias, backend="auto",
+                                             **conv),
         }
         us = {k: 1e3 * v for k, v in
               median_ms(fns, torch.device("cpu"), warmup=20, repeat=repeat).items()}
     return {"layer": layer.name, "sparsity": sparsity, "n": n, "batch": batch,
             **{f"{k}_us": v for k, v in us.items()},
-            "python_us": us["module"] - us["bound"]}
+            "python_us": us["module"] - us["bound"], "op_overhead_us": us["op"] - us["native"]}
 
 
 def main(argv=None) -> dict:
@@ -71,7 +79,8 @@ def main(argv=None) -> dict:
     rows = [_layer_times(layer, s, args.n, args.batch, args.repeat)
             for layer in SUITES[args.suite] for s in args.sparsity]
     summary = {k: statistics.median(r[k] for r in rows)
-               for k in ("module_us", "bound_us", "native_us", "python_us")}
+               for k in ("module_us", "bound_us", "native_us", "op_us", "python_us",
+                         "op_overhead_us")}
     result = {"env": environment(torch.device("cpu")), "args": vars(args),
               "median": summary, "rows": rows}
     Path(args.json).parent.mkdir(parents=True, exist_ok=True)

@@ -23,5 +23,6 @@ def test_every_layer_and_sparsity_is_timed_through_each_route(tmp_path):
     rows = result["rows"]
     assert len(rows) == 2 * 6 and {r["sparsity"] for r in rows} == {0.5, 1.0}
     for r in rows:
-        assert all(r[k] > 0 for k in ("module_us", "bound_us", "native_us"))
+        assert all(r[k] > 0 for k in ("module_us", "bound_us", "native_us", "op_us"))
         assert r["python_us"] == pytest.approx(r["module_us"] - r["bound_us"])
+        assert r["op_overhead_us"] == pytest.approx(r["op_us"] - r["native_us"])
