@@ -140,10 +140,7 @@ def _change(module, change, kind):
     elif change == "stride":
         module.stride = 2
     elif change == "load_state_dict":  # another topology, adopted whole
-        torch.manual_seed(1)
-        other = KINDS[kind].module.from_dense(torch.nn.Conv2d(8, 16, 3, padding=1).double(),
-                                              sparsity=0.75)
-        module.load_state_dict(other.state_dict())
+        module.load_state_dict(_other_topology(kind).state_dict())
 
 
 @pytest.mark.parametrize("kind", KIND_NAMES)
@@ -260,3 +257,90 @@ def test_plain_calls_take_the_bound_forward(kind):
     torch.testing.assert_close(out, want, rtol=1e-12, atol=1e-12)
     torch.testing.assert_close(out_cl, want, rtol=1e-12, atol=1e-12)
     torch.testing.assert_close(out_r, want + r, rtol=1e-12, atol=1e-12)
+
+
+@pytest.mark.parametrize("kind", KIND_NAMES)
+def test_a_plain_call_is_one_cpp_call(kind, monkeypatch):
+    """Once planned, a plain call takes the plan's C++ ``fast`` call, which
+    checks the weight and the call itself: no Python plan lookup."""
+    module, x, want = _module(kind)
+    with torch.no_grad():
+        module(x)
+        assert _plan(module).fast is not None
+
+        def rebuilt(*args, **kwargs):
+            raise AssertionError("a plain call looked its plan up in Python")
+
+        monkeypatch.setattr(module, "_inference_plan", rebuilt)
+        out = module(x)
+    torch.testing.assert_close(out, want, rtol=1e-12, atol=1e-12)
+
+
+def _other_topology(kind):
+    torch.manual_seed(1)
+    return KINDS[kind].module.from_dense(torch.nn.Conv2d(8, 16, 3, padding=1).double(),
+                                         sparsity=0.75)
+
+
+@pytest.mark.parametrize("kind", KIND_NAMES)
+def test_functional_call_with_another_topology_runs_it(kind):
+    """``torch.func.functional_call`` swaps tensors in the module's dicts,
+    behind ``__setattr__``: the fast call sees other buffers and values and
+    leaves the call to the general path."""
+    module, x, _ = _module(kind)
+    other = _other_topology(kind)
+    with torch.no_grad():
+        module(x)
+        out = torch.func.functional_call(module, dict(other.named_parameters(),
+                                                      **dict(other.named_buffers())), (x,))
+        again = module(x)
+    torch.testing.assert_close(out, _dense_out(other, x), rtol=1e-12, atol=1e-12)
+    torch.testing.assert_close(again, _dense_out(module, x), rtol=1e-12, atol=1e-12)
+
+
+@pytest.mark.parametrize("kind", KIND_NAMES)
+def test_a_buffer_swapped_behind_setattr_is_seen(kind):
+    """Only the topology buffers change (same values): a plan bound to the old
+    ones must not run; the new topology's kernels refuse or run it, never the
+    old topology silently."""
+    module, x, _ = _module(kind)
+    name = type(module).FORMAT.INDEX_TENSORS[-1]
+    with torch.no_grad():
+        module(x)
+        plan = _plan(module)
+        module._buffers[name] = getattr(module, name).clone()
+        out = module(x)
+    assert _plan(module) is not plan
+    torch.testing.assert_close(out, _dense_out(module, x), rtol=1e-12, atol=1e-12)
+
+
+@pytest.mark.parametrize("kind", KIND_NAMES)
+@pytest.mark.parametrize("arg,value", [("activation", "relu"), ("padding", 0),
+                                       ("dilation", 2), ("padding_mode", "reflect")])
+def test_rebinding_a_conv_argument_drops_the_plan(kind, arg, value):
+    module, x, _ = _module(kind)
+    with torch.no_grad():
+        module(x)
+        setattr(module, arg, value)
+        assert _plan(module) is None
+        out = module(x)
+    ref = module.to_dense()
+    want = F.conv2d(F.pad(x, (1, 1, 1, 1), mode="reflect") if arg == "padding_mode" else x,
+                    ref.weight, ref.bias, ref.stride,
+                    0 if arg == "padding_mode" else ref.padding, ref.dilation)
+    torch.testing.assert_close(out, want.relu() if arg == "activation" else want,
+                               rtol=1e-12, atol=1e-12)
+
+
+class _Marked(torch.Tensor):
+    pass
+
+
+@pytest.mark.parametrize("kind", KIND_NAMES)
+def test_a_tensor_subclass_input_takes_the_op(kind, op_raises):
+    module, x, _ = _module(kind)
+    with torch.no_grad():
+        module(x)
+        op_raises(module)
+        with pytest.raises(OpRaised):
+            module(x.as_subclass(_Marked))

@@ -24,7 +24,7 @@ from ..activation import FusedActivation
 from ..conv_args import as_int, resolve_conv_args
 from ..layer_select import is_depthwise
 from ..ops.sparse_conv import (
-    InferencePlan, SparseConvOps, _plain_inference, apply_sparse_conv,
+    InferencePlan, SparseConvOps, _is_compiling, _plain_inference, apply_sparse_conv,
 )
 
 
@@ -199,6 +199,14 @@ class SparseConv2d(FusedActivation, nn.Module):
         params = self._parameters
         values = params["values"]
         bias = params["bias"] if "bias" in params else self.__dict__.get("bias")
+        plan = self.__dict__.get("_plan")
+        if plan is not None and plan.fast is not None and not _is_compiling():
+            # The plan's C++ call checks, per call, what matches and
+            # _plain_inference would (__setattr__ drops the plan when a conv
+            # argument is rebound): ~10 us of Python less on a small layer.
+            out = plan.fast(input, residual, values, bias, self._buffers)
+            if out is not None:
+                return out
         if (self.padding_mode == "zeros" and isinstance(input, Tensor) and input.dim() == 4
                 and _plain_inference(input, values, bias, residual)):
             return self._inference_plan(input.device, values, bias)(input, residual)
@@ -226,6 +234,11 @@ class SparseConv2d(FusedActivation, nn.Module):
                                  key=key, activation=self.activation)
             d["_plan"] = plan  # not a submodule, parameter or buffer
         return plan
+
+    def __setattr__(self, name, value):
+        if name in _PLAN_ARGS:
+            self.__dict__.pop("_plan", None)
+        super().__setattr__(name, value)
 
     def __getstate__(self):
         # A plan is a cache: copies and pickles rebuild their own.
@@ -270,6 +283,12 @@ class SparseConv2d(FusedActivation, nn.Module):
             f"sparsity={self.sparsity:.3f}, backend={self.backend!r}"
             + self._activation_repr()
         )
+
+
+# What an inference plan is built from besides the weight's tensors: rebinding
+# one drops the plan (the tensors it checks per call itself).
+_PLAN_ARGS = frozenset(("stride", "padding", "dilation", "groups", "backend", "padding_mode",
+                        "activation"))
 
 
 def _frozen(arg):

@@ -242,6 +242,16 @@ class InferencePlan:
                 and backends.native_dtype(values) == values.dtype):
             self.bound = ops.impl(self.resolved).forward_plan(values, topo, bias, self.conv,
                                                               self.clamp)
+        # A holder's whole plain call, ``fast(x, residual, values, bias,
+        # buffers)`` (None: not plain inference on this weight, or a call the
+        # bound forward refuses), where nothing it does not watch can change:
+        # a conv argument given as a list may be edited in place, which only
+        # ``matches`` sees.
+        self.fast = None
+        if self.bound is not None and not any(isinstance(a, list)
+                                              for a in (stride, padding, dilation)):
+            self.bound.hold(values, bias, list(topo.TENSORS), topo_tensors(topo))
+            self.fast = self.bound.inference
 
     def matches(self, values: Tensor, bias, buffers: dict, key: tuple) -> bool:
         """Whether the weight is still the same tensors, unmodified (identity
