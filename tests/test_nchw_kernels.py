@@ -40,10 +40,12 @@ CASES = {
     # rows narrower than a vector (AVX-512 and AVX2), many images
     "narrow_batch17": dict(batch=17, channels=3, hw=(6, 7)),
     "narrow_s2": dict(batch=5, channels=4, stride=2, hw=(13, 9)),
-    # read in place: a stride-2 row of whole windows and edge ones; planes
-    # above the in-place stride-1 size go through the copy
-    "s2_in_place_wide": dict(stride=2, padding=0, hw=(7, 75), channels=3),
-    "s1_large_plane": dict(hw=(24, 30), channels=3),
+    # planes too large for channels in the lanes, on every ISA: read in
+    # place at column stride 2 (a row of whole windows and edge ones), else
+    # through the copy; and one just inside the strided budget
+    "s2_in_place_wide": dict(stride=2, padding=0, hw=(130, 230), channels=2),
+    "s1_large_plane": dict(hw=(50, 60), channels=3),
+    "s2_channel_lanes_large": dict(stride=2, hw=(60, 75), channels=9),
     "empty_batch": dict(batch=0),
     "no_bias": dict(bias=False),
     "channels_last": dict(channels_last=True, channels=16),

@@ -5,9 +5,10 @@
 // cpu/common/simd.h; the std headers, cpu/common/conv_layout.h and
 // cpu/common/wide_layout.h are included before.
 //
-// A depthwise conv at stride 1 on small planes, and at column stride 2,
-// reads its input in place (FlatPlane, Stride2Rows below). Otherwise, and
-// for the max pool, per (image, channel) plane: the plane is copied once into a padded buffer
+// A depthwise conv on contiguous planes that fit a cache runs with channels
+// in the lanes (ChannelLanes below); on larger ones at column stride 2 it
+// reads its input in place (Stride2Rows). Otherwise, and for the max pool,
+// per (image, channel) plane: the plane is copied once into a padded buffer
 // split into the stride's phase planes (padded pixel (r, c) at phase
 // (r % sh, c % sw), row r / sh, column c / sw), each wq columns wide. Output
 // pixel (oh, ow) is then "wide" pixel q = oh * wq + ow, and every tap reads
@@ -167,49 +168,10 @@ struct PhasePlanes {
   }
 };
 
-// A depthwise conv read in place, without the copy into phase planes, in
-// two cases. The lanes a tap reads outside the input (its padding) are
-// masked to zero at the load.
+// A depthwise conv at column stride 2 read in place, without the copy into
+// phase planes (planes too large for ChannelLanes). The lanes a tap reads
+// outside the input (its padding) are masked to zero at the load.
 //
-// FlatPlane: stride 1 over rows as wide as the output's, contiguous (a
-// "same" conv). The plane is one run of vectors: tap t of output pixel p
-// reads input pixel p + off[t], the lanes in the row and plane marked in
-// bits[v * taps + t] for vector v. On planes of 14x14 and 7x7 the copy and
-// the per-row stores cost more than the taps (ONNX Runtime's blocked-layout
-// kernel ran them 1.3-1.9x as fast, round 5); the table grows with the
-// plane, so it serves planes up to kFlatPixels.
-constexpr int64_t kFlatPixels = 512;
-
-template <typename T>
-struct FlatPlane {
-  std::vector<int64_t> off;     // [taps]
-  std::vector<unsigned> bits;   // [vectors][taps]
-  int64_t vectors;
-
-  static bool fits(const ConvGeometry& geo, Strides4 in_s) {
-    return geo.stride_h == 1 && geo.stride_w == 1 && geo.out_w == geo.in_w && in_s.w == 1 &&
-           in_s.h == geo.in_w && geo.out_h * geo.out_w <= kFlatPixels;
-  }
-  explicit FlatPlane(const ConvGeometry& geo) {
-    constexpr int L = lanes<T>();
-    const int64_t ohw = geo.out_h * geo.out_w, taps = geo.taps();
-    vectors = (ohw + L - 1) / L;
-    for (int kh = 0; kh < geo.kh; ++kh)
-      for (int kw = 0; kw < geo.kw; ++kw)
-        off.push_back((int64_t(kh) * geo.dil_h - geo.pad_h) * geo.in_w +
-                      int64_t(kw) * geo.dil_w - geo.pad_w);
-    bits.assign(vectors * taps, 0u);
-    for (int64_t p = 0; p < ohw; ++p)
-      for (int kh = 0; kh < geo.kh; ++kh)
-        for (int kw = 0; kw < geo.kw; ++kw) {
-          const int64_t ih = p / geo.out_w - geo.pad_h + int64_t(kh) * geo.dil_h;
-          const int64_t iw = p % geo.out_w - geo.pad_w + int64_t(kw) * geo.dil_w;
-          if (ih >= 0 && ih < geo.in_h && iw >= 0 && iw < geo.in_w)
-            bits[p / L * taps + kh * geo.kw + kw] |= 1u << (p % L);
-        }
-  }
-};
-
 // Stride2Rows: column stride 2 over contiguous rows, where the copy split
 // every row into two phase planes. An output row is cut into vectors of L
 // pixels; a tap's inputs for a vector are the even elements of two vectors
@@ -249,6 +211,106 @@ struct Stride2Rows {
   }
 };
 
+// ChannelLanes: a depthwise conv on small planes with L channels in a
+// vector's lanes, as ONNX Runtime's blocked layout has them. Per (image, L
+// channels) the planes are transposed into one zero-padded buffer of
+// L-channel pixels (flat L-pixel runs of L contiguous planes, transposed in
+// the registers); an output pixel is then one vector, each tap one unmasked
+// load and one FMA with the tap's L weights, for any stride and dilation;
+// L output pixels are transposed back in the registers and stored as runs of
+// their L planes (simd.h's transpose). The in-place kernels below spent ~4 instructions per FMA
+// on a load's mask and a plane's edges, per channel; ONNX Runtime ran
+// MobileNet-V2's 7x7 and 14x14 depthwise convs 2-3x as fast (EPYC, batch 1).
+// Where the buffer fits L1 it takes any stride. A strided conv takes it up to
+// most of a 512 KiB L2 too: there every other path splits its rows into
+// phases, and ChannelLanes ran MobileNet-V2's stride-2 layers at 56x56 and
+// 112x112 ~2x as fast on the EPYC; at stride 1 the phase planes' copy, in
+// L1, was as fast or faster on planes of 56x56 and 112x112.
+constexpr int64_t kChannelLanesL1Bytes = 32 << 10, kChannelLanesStridedBytes = 448 << 10;
+
+template <typename T>
+bool channel_lanes_fit(const ConvGeometry& geo, Strides4 in_s) {
+  const int64_t hp = geo.in_h + 2 * int64_t(geo.pad_h), wp = geo.in_w + 2 * int64_t(geo.pad_w);
+  const int64_t bytes = hp * wp * lanes<T>() * int64_t(sizeof(T));
+  const bool strided = geo.stride_h > 1 || geo.stride_w > 1;
+  return in_s.w == 1 && in_s.h == geo.in_w &&
+         bytes <= (strided ? kChannelLanesStridedBytes : kChannelLanesL1Bytes);
+}
+
+template <typename T>
+void depthwise_channel_lanes(const ConvGeometry& geo, const T* weight, const T* input,
+                             Strides4 in_s, const T* bias, const OutputClamp& clamp, T* output,
+                             int num_threads) {
+  using V = typename Vec<T>::type;
+  constexpr int L = lanes<T>();
+  const int64_t wp = geo.in_w + 2 * int64_t(geo.pad_w);
+  const int64_t hp = geo.in_h + 2 * int64_t(geo.pad_h);
+  const int64_t ihw = geo.in_h * geo.in_w, ohw = geo.out_h * geo.out_w;
+  const int taps = geo.taps();
+  const int64_t groups = (geo.cout + L - 1) / L, items = geo.batch * groups;
+  // Buffer offsets (elements): input pixel p's, output pixel p's tap 0, tap t's.
+  std::vector<int64_t> in_at(ihw), out_at(ohw), tap_at(taps);
+  for (int64_t p = 0; p < ihw; ++p)
+    in_at[p] = ((p / geo.in_w + geo.pad_h) * wp + p % geo.in_w + geo.pad_w) * L;
+  for (int64_t p = 0; p < ohw; ++p)
+    out_at[p] = (p / geo.out_w * geo.stride_h * wp + p % geo.out_w * geo.stride_w) * L;
+  for (int kh = 0; kh < geo.kh; ++kh)
+    for (int kw = 0; kw < geo.kw; ++kw)
+      tap_at[kh * geo.kw + kw] = (int64_t(kh) * geo.dil_h * wp + int64_t(kw) * geo.dil_w) * L;
+  const bool clamped = clamp.active();
+  const T lo = T(clamp.lo), hi = T(clamp.hi);
+  num_threads = threads_for(double(geo.batch) * geo.cout * ohw * 64.0, num_threads);
+#pragma omp parallel num_threads(num_threads)
+  {
+    std::vector<T> buf(hp * wp * L, T(0));  // the halo stays zero: fills write inside it
+    std::vector<T> wt(taps * L), bv(L);
+#pragma omp for schedule(static)
+    for (int64_t item = 0; item < items; ++item) {
+      const int64_t n = item / groups, c0 = item % groups * L;
+      const int nc = static_cast<int>(std::min<int64_t>(L, geo.cout - c0));
+      const T* x = input + n * in_s.n + c0 * in_s.c;
+      for (int64_t p0 = 0; p0 < ihw; p0 += L) {
+        const int np = static_cast<int>(std::min<int64_t>(L, ihw - p0));
+        V r[L];
+        for (int c = 0; c < L; ++c)
+          r[c] = c >= nc ? V{} : np == L ? vload<V>(x + c * in_s.c + p0)
+                                          : vload_lanes<V>(x + c * in_s.c + p0, 0, np);
+        transpose(r);
+        for (int k = 0; k < np; ++k) vstore(buf.data() + in_at[p0 + k], r[k]);
+      }
+      for (int t = 0; t < taps; ++t)
+        for (int c = 0; c < L; ++c) wt[t * L + c] = c < nc ? weight[(c0 + c) * taps + t] : T(0);
+      for (int c = 0; c < L; ++c) bv[c] = bias && c < nc ? bias[c0 + c] : T(0);
+      T* out = output + (n * geo.cout + c0) * ohw;
+      for (int64_t p0 = 0; p0 < ohw; p0 += L) {
+        const int np = static_cast<int>(std::min<int64_t>(L, ohw - p0));
+        V acc[L];
+        const V b = vload<V>(bv.data());
+        for (int k = 0; k < L; ++k) acc[k] = b;
+        // L output pixels, or the last np (the rest of the tile, zero,
+        // read the buffer's first pixel: stored by no one).
+        const T* px[L];
+        for (int k = 0; k < L; ++k) px[k] = buf.data() + (k < np ? out_at[p0 + k] : 0);
+        for (int t = 0; t < taps; ++t) {
+          const V w = vload<V>(wt.data() + t * L);
+          const int64_t at = tap_at[t];
+#pragma GCC unroll 16
+          for (int k = 0; k < L; ++k) acc[k] = vfma(w, vload<V>(px[k] + at), acc[k]);
+        }
+        if (clamped)
+          for (int k = 0; k < L; ++k) acc[k] = vclamp(acc[k], lo, hi);
+        transpose(acc);
+        for (int c = 0; c < nc; ++c) {
+          if (np == L)
+            vstore(out + c * ohw + p0, acc[c]);
+          else
+            vstore_lanes(out + c * ohw + p0, acc[c], 0, np);
+        }
+      }
+    }
+  }
+}
+
 // Every (image, channel) plane of a depthwise conv read in place:
 // tile(x, w, b, out, e, N) computes its output vectors [e, e + N) in runs of
 // kWindowVectors (independent chains of FMAs).
@@ -283,34 +345,6 @@ inline void store_vector(T* at, V y, int64_t n, bool clamped, T lo, T hi) {
     vstore(at, y);
   else
     vstore_lanes(at, y, 0, static_cast<int>(n));
-}
-
-template <typename T>
-void depthwise_flat(const ConvGeometry& geo, const T* weight, const T* input, Strides4 in_s,
-                    const T* bias, const OutputClamp& clamp, T* output, int num_threads) {
-  using V = typename Vec<T>::type;
-  constexpr int L = lanes<T>();
-  const FlatPlane<T> plane(geo);
-  const int taps = geo.taps();
-  const int64_t ohw = geo.out_h * geo.out_w;
-  const bool clamped = clamp.active();
-  const T lo = T(clamp.lo), hi = T(clamp.hi);
-  depthwise_planes(geo, weight, input, in_s, bias, output, plane.vectors, num_threads,
-                   [&](const T* x, const T* w, T b, T* out, int64_t e, auto N_) {
-    constexpr int N = decltype(N_)::value;
-    V acc[N];
-    for (int u = 0; u < N; ++u) acc[u] = vbcast<V>(b);
-    const T* xq = x + e * L;
-    const unsigned* bits = plane.bits.data() + e * taps;
-    for (int t = 0; t < taps; ++t) {
-      const V s = vbcast<V>(w[t]);
-      const T* p = xq + plane.off[t];
-#pragma GCC unroll 8
-      for (int u = 0; u < N; ++u) acc[u] = vfma(s, vload_bits<V>(p + u * L, bits[u * taps + t]), acc[u]);
-    }
-    for (int u = 0; u < N; ++u)
-      store_vector(out + (e + u) * L, acc[u], ohw - (e + u) * L, clamped, lo, hi);
-  });
 }
 
 template <typename T>
@@ -368,8 +402,8 @@ template <typename T>
 void depthwise_forward(const ConvGeometry& geo, const T* weight, const T* input, Strides4 in_s,
                        const T* bias, const OutputClamp& clamp, T* output, int num_threads) {
   using V = typename Vec<T>::type;
-  if (FlatPlane<T>::fits(geo, in_s))
-    return depthwise_flat(geo, weight, input, in_s, bias, clamp, output, num_threads);
+  if (channel_lanes_fit<T>(geo, in_s))
+    return depthwise_channel_lanes(geo, weight, input, in_s, bias, clamp, output, num_threads);
   if (geo.stride_w == 2 && in_s.w == 1)
     return depthwise_stride2(geo, weight, input, in_s, bias, clamp, output, num_threads);
   const PhasePlanes<T> pp(geo);
