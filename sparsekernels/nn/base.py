@@ -199,8 +199,8 @@ class SparseConv2d(FusedActivation, nn.Module):
         params = self._parameters
         values = params["values"]
         bias = params["bias"] if "bias" in params else self.__dict__.get("bias")
-        plan = self.__dict__.get("_plan")
-        if plan is not None and plan.fast is not None and not _is_compiling():
+        plan = None if _is_compiling() else self.__dict__.get("_plan")
+        if plan is not None and plan.fast is not None:
             # The plan's C++ call checks, per call, what matches and
             # _plain_inference would (__setattr__ drops the plan when a conv
             # argument is rebound): ~10 us of Python less on a small layer.
