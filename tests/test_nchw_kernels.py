@@ -44,7 +44,7 @@ CASES = {
     # place at column stride 2 (a row of whole windows and edge ones), else
     # through the copy; and one just inside the strided budget
     "s2_in_place_wide": dict(stride=2, padding=0, hw=(130, 230), channels=2),
-    "s1_large_plane": dict(hw=(50, 60), channels=3),
+    "s1_large_plane": dict(hw=(130, 230), channels=2),
     "s2_channel_lanes_large": dict(stride=2, hw=(60, 75), channels=9),
     "empty_batch": dict(batch=0),
     "no_bias": dict(bias=False),

@@ -221,20 +221,17 @@ struct Stride2Rows {
 // their L planes (simd.h's transpose). The in-place kernels below spent ~4 instructions per FMA
 // on a load's mask and a plane's edges, per channel; ONNX Runtime ran
 // MobileNet-V2's 7x7 and 14x14 depthwise convs 2-3x as fast (EPYC, batch 1).
-// Where the buffer fits L1 it takes any stride. A strided conv takes it up to
-// most of a 512 KiB L2 too: there every other path splits its rows into
-// phases, and ChannelLanes ran MobileNet-V2's stride-2 layers at 56x56 and
-// 112x112 ~2x as fast on the EPYC; at stride 1 the phase planes' copy, in
-// L1, was as fast or faster on planes of 56x56 and 112x112.
-constexpr int64_t kChannelLanesL1Bytes = 32 << 10, kChannelLanesStridedBytes = 448 << 10;
+// The buffer (the thread's scratch) takes planes up to most of a 512 KiB L2:
+// on the EPYC it ran MobileNet-V2's depthwise convs at 56x56 and 112x112
+// 1.2-1.5x (stride 1) and ~2x (stride 2) as fast as the in-place and
+// phase-plane paths, which stay for larger planes and other layouts.
+constexpr int64_t kChannelLanesBytes = 448 << 10;
 
 template <typename T>
 bool channel_lanes_fit(const ConvGeometry& geo, Strides4 in_s) {
   const int64_t hp = geo.in_h + 2 * int64_t(geo.pad_h), wp = geo.in_w + 2 * int64_t(geo.pad_w);
-  const int64_t bytes = hp * wp * lanes<T>() * int64_t(sizeof(T));
-  const bool strided = geo.stride_h > 1 || geo.stride_w > 1;
   return in_s.w == 1 && in_s.h == geo.in_w &&
-         bytes <= (strided ? kChannelLanesStridedBytes : kChannelLanesL1Bytes);
+         hp * wp * lanes<T>() * int64_t(sizeof(T)) <= kChannelLanesBytes;
 }
 
 template <typename T>
@@ -249,11 +246,14 @@ void depthwise_channel_lanes(const ConvGeometry& geo, const T* weight, const T* 
   const int taps = geo.taps();
   const int64_t groups = (geo.cout + L - 1) / L, items = geo.batch * groups;
   // Buffer offsets (elements): input pixel p's, output pixel p's tap 0, tap t's.
+  // (Row by row: a division per pixel cost a 112x112 plane ~0.1 ms.)
   std::vector<int64_t> in_at(ihw), out_at(ohw), tap_at(taps);
-  for (int64_t p = 0; p < ihw; ++p)
-    in_at[p] = ((p / geo.in_w + geo.pad_h) * wp + p % geo.in_w + geo.pad_w) * L;
-  for (int64_t p = 0; p < ohw; ++p)
-    out_at[p] = (p / geo.out_w * geo.stride_h * wp + p % geo.out_w * geo.stride_w) * L;
+  for (int64_t ih = 0, p = 0; ih < geo.in_h; ++ih)
+    for (int64_t iw = 0; iw < geo.in_w; ++iw, ++p)
+      in_at[p] = ((ih + geo.pad_h) * wp + iw + geo.pad_w) * L;
+  for (int64_t oh = 0, p = 0; oh < geo.out_h; ++oh)
+    for (int64_t ow = 0; ow < geo.out_w; ++ow, ++p)
+      out_at[p] = (oh * geo.stride_h * wp + ow * geo.stride_w) * L;
   for (int kh = 0; kh < geo.kh; ++kh)
     for (int kw = 0; kw < geo.kw; ++kw)
       tap_at[kh * geo.kw + kw] = (int64_t(kh) * geo.dil_h * wp + int64_t(kw) * geo.dil_w) * L;
@@ -262,7 +262,16 @@ void depthwise_channel_lanes(const ConvGeometry& geo, const T* weight, const T* 
   num_threads = threads_for(double(geo.batch) * geo.cout * ohw * 64.0, num_threads);
 #pragma omp parallel num_threads(num_threads)
   {
-    std::vector<T> buf(hp * wp * L, T(0));  // the halo stays zero: fills write inside it
+    // The padded planes, kept by the thread between calls (a 112x112 plane's
+    // is 400 KB: allocated and zeroed per call it cost as much as the conv at
+    // batch 1). Only the halo is zeroed: the fills write everything inside it.
+    T* const buf = wide::scratch_array<T>(wide::kSourceSlot, hp * wp * L);
+    for (int64_t r = 0; r < hp; ++r) {
+      const bool inside = r >= geo.pad_h && r < geo.pad_h + geo.in_h;
+      wide::zero_row(buf + r * wp * L, (inside ? geo.pad_w : wp) * L);
+      if (inside)
+        wide::zero_row(buf + (r * wp + geo.pad_w + geo.in_w) * L, geo.pad_w * L);
+    }
     std::vector<T> wt(taps * L), bv(L);
 #pragma omp for schedule(static)
     for (int64_t item = 0; item < items; ++item) {
@@ -276,7 +285,7 @@ void depthwise_channel_lanes(const ConvGeometry& geo, const T* weight, const T* 
           r[c] = c >= nc ? V{} : np == L ? vload<V>(x + c * in_s.c + p0)
                                           : vload_lanes<V>(x + c * in_s.c + p0, 0, np);
         transpose(r);
-        for (int k = 0; k < np; ++k) vstore(buf.data() + in_at[p0 + k], r[k]);
+        for (int k = 0; k < np; ++k) vstore(buf + in_at[p0 + k], r[k]);
       }
       for (int t = 0; t < taps; ++t)
         for (int c = 0; c < L; ++c) wt[t * L + c] = c < nc ? weight[(c0 + c) * taps + t] : T(0);
@@ -290,7 +299,7 @@ void depthwise_channel_lanes(const ConvGeometry& geo, const T* weight, const T* 
         // L output pixels, or the last np (the rest of the tile, zero,
         // read the buffer's first pixel: stored by no one).
         const T* px[L];
-        for (int k = 0; k < L; ++k) px[k] = buf.data() + (k < np ? out_at[p0 + k] : 0);
+        for (int k = 0; k < L; ++k) px[k] = buf + (k < np ? out_at[p0 + k] : 0);
         for (int t = 0; t < taps; ++t) {
           const V w = vload<V>(wt.data() + t * L);
           const int64_t at = tap_at[t];
