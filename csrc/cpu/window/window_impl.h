@@ -211,20 +211,20 @@ struct Stride2Rows {
   }
 };
 
-// ChannelLanes: a depthwise conv on small planes with L channels in a
-// vector's lanes, as ONNX Runtime's blocked layout has them. Per (image, L
-// channels) the planes are transposed into one zero-padded buffer of
-// L-channel pixels (flat L-pixel runs of L contiguous planes, transposed in
-// the registers); an output pixel is then one vector, each tap one unmasked
-// load and one FMA with the tap's L weights, for any stride and dilation;
-// L output pixels are transposed back in the registers and stored as runs of
-// their L planes (simd.h's transpose). The in-place kernels below spent ~4 instructions per FMA
-// on a load's mask and a plane's edges, per channel; ONNX Runtime ran
-// MobileNet-V2's 7x7 and 14x14 depthwise convs 2-3x as fast (EPYC, batch 1).
-// The buffer (the thread's scratch) takes planes up to most of a 512 KiB L2:
-// on the EPYC it ran MobileNet-V2's depthwise convs at 56x56 and 112x112
-// 1.2-1.5x (stride 1) and ~2x (stride 2) as fast as the in-place and
-// phase-plane paths, which stay for larger planes and other layouts.
+// ChannelLanes: a depthwise conv with L channels in a vector's lanes, as
+// ONNX Runtime's blocked layout has them. Per (image, L channels) the planes
+// are transposed into one zero-padded buffer of L-channel pixels (flat
+// L-pixel runs of L contiguous planes, transposed in the registers by
+// simd.h's transpose); an output pixel is then one vector, each tap one
+// unmasked load and one FMA with the tap's L weights, for any stride and
+// dilation; L output pixels are transposed back and stored as runs of their
+// L planes. The in-place kernel it replaced spent ~4 instructions per FMA on
+// a load's mask, per channel plane, and ran MobileNet-V2's 7x7 and 14x14
+// depthwise convs at a third of ONNX Runtime's speed (EPYC, batch 1). The
+// buffer (the thread's scratch) takes planes up to most of a 512 KiB L2: at
+// 56x56 and 112x112 it ran 1.2-1.5x (stride 1) and ~2x (stride 2) as fast
+// as the in-place and phase-plane paths, which stay for larger planes and
+// other layouts.
 constexpr int64_t kChannelLanesBytes = 448 << 10;
 
 template <typename T>
