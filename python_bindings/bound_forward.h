@@ -14,6 +14,8 @@
 // tensors; no dispatch or function mode, profiler or tracer that must see
 // the op), and that the weight is the one bound (the same values, bias and
 // topology buffers, none modified since: identities and version counters).
+// The probes are those of _plain_inference (sparsekernels/ops/sparse_conv.py),
+// which makes the same decision for calls without a plan: keep them alike.
 #pragma once
 #include <torch/csrc/autograd/python_variable.h>
 #include <torch/csrc/jit/frontend/tracer.h>
@@ -59,20 +61,15 @@ class __attribute__((visibility("hidden"))) BoundForward {
             const std::vector<std::string>& names, const std::vector<at::Tensor>& buffers) {
     TORCH_CHECK_VALUE(names.size() == buffers.size(), "hold: ", names.size(), " names for ",
                       buffers.size(), " buffers");
-    held_.clear();
-    held_.push_back({values, {}});
-    held_.push_back({bias.value_or(at::Tensor()), {}});
+    std::vector<Held> held{{values, {}, 0}, {bias.value_or(at::Tensor()), {}, 0}};
     for (size_t i = 0; i < names.size(); ++i)
-      held_.push_back({buffers[i], pybind11::str(names[i])});
-    versions_.clear();
-    for (const auto& h : held_) {
+      held.push_back({buffers[i], pybind11::str(names[i]), 0});
+    for (auto& h : held) {
       // An inference tensor has no version counter to watch: no fast path.
-      if (h.tensor.defined() && h.tensor.is_inference()) {
-        held_.clear();
-        return;
-      }
-      versions_.push_back(version(h.tensor));
+      if (h.tensor.defined() && h.tensor.is_inference()) return held_.clear();
+      h.version = version(h.tensor);
     }
+    held_ = std::move(held);
   }
 
   // forward(x, residual) if the call is plain inference on the held weight:
@@ -96,8 +93,8 @@ class __attribute__((visibility("hidden"))) BoundForward {
       }
       if (!THPVariable_CheckExact(now) || !same(held_[i].tensor, now)) return none;
     }
-    for (size_t i = 0; i < held_.size(); ++i)
-      if (version(held_[i].tensor) != versions_[i]) return none;
+    for (const auto& h : held_)
+      if (version(h.tensor) != h.version) return none;
     const at::Tensor& xt = THPVariable_Unpack(x.ptr());
     c10::optional<at::Tensor> res;
     if (!residual.is_none()) res = THPVariable_Unpack(residual.ptr());
@@ -117,8 +114,9 @@ class __attribute__((visibility("hidden"))) BoundForward {
 
  private:
   struct Held {
-    at::Tensor tensor;        // undefined: an absent bias
-    pybind11::object name;    // a buffer's name in the module's dict
+    at::Tensor tensor;      // undefined: an absent bias
+    pybind11::object name;  // a buffer's name in the module's dict
+    uint32_t version;       // the tensor's version counter when held
   };
 
   // A torch.Tensor or nn.Parameter, not a subclass (which may mean to see
@@ -133,7 +131,6 @@ class __attribute__((visibility("hidden"))) BoundForward {
 
   Run run_;
   std::vector<Held> held_;  // values, bias, the topology buffers; empty: not held
-  std::vector<uint32_t> versions_;
 };
 
 inline void register_bound_forward(pybind11::module& m) {

@@ -344,3 +344,37 @@ def test_a_tensor_subclass_input_takes_the_op(kind, op_raises):
         op_raises(module)
         with pytest.raises(OpRaised):
             module(x.as_subclass(_Marked))
+
+
+def _traced(module, x):
+    return torch.jit.trace(module, x, check_trace=False)(x)
+
+
+_WATCHERS = {
+    "grad": lambda module, x: module.requires_grad_(True)(x),
+    "dispatch_mode": lambda module, x: _in_mode(_SeenOps(), module, x),
+    "function_mode": lambda module, x: _in_mode(_PassThrough(), module, x),
+    "profiler": lambda module, x: _in_mode(torch.profiler.profile(), module, x),
+    "tracer": _traced,
+}
+
+
+def _in_mode(mode, module, x):
+    with mode:
+        return module(x)
+
+
+@pytest.mark.parametrize("kind", KIND_NAMES)
+@pytest.mark.parametrize("watcher", _WATCHERS)
+def test_a_planned_module_still_gives_the_op_to_whoever_watches(kind, watcher, op_raises):
+    """The plan's C++ call makes _plain_inference's decision itself: with a
+    plan in place, a gradient to record, a dispatch or function mode, the
+    profiler and a tracer each still get the registered op."""
+    module, x, _ = _module(kind)
+    module.requires_grad_(False)
+    with torch.no_grad():
+        module(x)
+    assert _plan(module).fast is not None
+    op_raises(module)
+    with torch.set_grad_enabled(watcher == "grad"), pytest.raises(OpRaised):
+        _WATCHERS[watcher](module, x)

@@ -315,7 +315,9 @@ def _plain_inference(*operands: Optional[Tensor]) -> bool:
     """Whether a forward call on ``operands`` (None: an absent bias) may run
     a kernel directly: eager, no gradient to record, plain tensors, and no
     mode, tracer, compiler or profiler that must see the op (those all get
-    the registered custom op, or PyTorch's own)."""
+    the registered custom op, or PyTorch's own). A planned module's call
+    makes the same decision in C++ (``BoundForward.inference``,
+    python_bindings/bound_forward.h): a probe added here belongs there too."""
     if (_is_compiling() or _is_tracing() or _profiler_enabled() or _dispatch_modes()
             or _function_mode()):
         return False
