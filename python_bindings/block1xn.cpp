@@ -10,6 +10,7 @@
 
 #include "bound_forward.h"
 #include "conv_glue.h"
+#include "sparse_conv_ops.h"
 #include "device_topology_cache.h"
 #include "csr_checks.h"
 #include "cpu/block1xn/block1xn_cpu.h"
@@ -246,7 +247,44 @@ glue::BoundForward forward_plan(const at::Tensor& values, const at::Tensor& row_
   });
 }
 
+// The custom ops sparsekernels::block1xn_conv2d* (sparse_conv_ops.h): meta
+// is [Cout, Cin/g, Kh, Kw, N, groups].
+struct Block1xNOps {
+  static constexpr const char* kSlug = "block1xn";
+  static constexpr std::array<const char*, 5> kTensors{"row_ptr", "col_idx", "col_ptr",
+                                                       "block_idx", "block_row"};
+  static constexpr std::array<const char*, 1> kParams{"n"};
+
+  static void check_params(const ops::OpMeta& m) {
+    ops::as_int("n", m.params[0], 1, kMaxBlockHeight);
+  }
+  static int64_t rows_per_group(const ops::OpMeta& m) {
+    return (m.cout / m.groups + m.params[0] - 1) / m.params[0];
+  }
+  static at::Tensor forward(const at::Tensor& x, const at::Tensor& values, at::TensorList t,
+                            const ops::OpMeta& m, const c10::optional<at::Tensor>& bias,
+                            const ops::OpConv& c) {
+    return sparsekernels::forward(x, values, t[0], t[1], bias, m.params[0], rows_per_group(m),
+                                  m.cout, c.stride, c.padding, c.dilation, c.groups,
+                                  -ops::kNoClamp, ops::kNoClamp, c10::nullopt);
+  }
+  static at::Tensor grad_input(const at::Tensor& grad_out, const at::Tensor& values,
+                               at::TensorList t, const ops::OpMeta& m, int64_t in_h,
+                               int64_t in_w, const ops::OpConv& c) {
+    return sparsekernels::grad_input(grad_out, values, t[0], t[1], t[2], t[3], t[4],
+                                     m.params[0], rows_per_group(m), m.cin(), in_h, in_w,
+                                     c.stride, c.padding, c.dilation, c.groups);
+  }
+  static at::Tensor grad_weight(const at::Tensor& x, const at::Tensor& grad_out,
+                                at::TensorList t, const ops::OpMeta& m, const ops::OpConv& c) {
+    return sparsekernels::grad_weight(x, grad_out, t[0], t[1], m.params[0], rows_per_group(m),
+                                      m.kh, m.kw, c.stride, c.padding, c.dilation, c.groups);
+  }
+};
+
 }  // namespace
+
+SK_REGISTER_SPARSE_CONV_OPS(Block1xNOps)
 
 void register_block1xn(pybind11::module& m) {
   m.def("block1xn_forward", &forward);

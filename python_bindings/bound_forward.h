@@ -29,6 +29,8 @@
 #include <utility>
 #include <vector>
 
+#include "conv_glue.h"
+
 namespace sparsekernels {
 namespace glue {
 
@@ -50,9 +52,7 @@ class __attribute__((visibility("hidden"))) BoundForward {
     } catch (const c10::Error&) {
       return c10::nullopt;
     }
-    if (x.dim() == 4 && !x.is_contiguous() && x.is_contiguous(at::MemoryFormat::ChannelsLast))
-      out = out.contiguous(at::MemoryFormat::ChannelsLast);
-    return out;
+    return like_input(out, x);
   }
 
   // Ties `inference` to a module's weight: `values`, `bias` and the buffers

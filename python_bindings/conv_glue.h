@@ -174,6 +174,15 @@ inline ConvGeometry make_geometry(int64_t batch, int64_t cin, int64_t in_h, int6
   return geo;
 }
 
+// `out` in `x`'s layout: channels_last when x is (and is not also plain
+// contiguous), as PyTorch's conv decides (channels_last_like in
+// sparsekernels/ops/sparse_conv.py).
+inline at::Tensor like_input(const at::Tensor& out, const at::Tensor& x) {
+  if (x.dim() == 4 && !x.is_contiguous() && x.is_contiguous(at::MemoryFormat::ChannelsLast))
+    return out.contiguous(at::MemoryFormat::ChannelsLast);
+  return out;
+}
+
 inline Strides4 strides_of(const at::Tensor& t) {
   return {t.stride(0), t.stride(1), t.stride(2), t.stride(3)};
 }

@@ -1,6 +1,8 @@
-// The compiled module sparsekernels._C. The tensor functions are wrapped in
-// torch.library custom ops by sparsekernels/ops/ (so autograd, fake tensors
-// and torch.compile see them); nothing here should be called from model code.
+// The compiled module sparsekernels._C. The custom ops' kernels register
+// with the dispatcher as the module loads (sparse_conv_ops.h; their schemas
+// and fake kernels are Python's, sparsekernels/ops/sparse_conv.py); the
+// functions here are what the eager module path and the tests call, never
+// model code.
 // Each sparsity kind adds its functions through register_<slug>, defined in
 // python_bindings/<slug>.cpp; so do the window ops (depthwise conv, max
 // pool) the sparse networks run beside them (register_window).
@@ -15,6 +17,7 @@ void register_block1xn(pybind11::module& m);
 void register_stripe(pybind11::module& m);
 void register_pattern(pybind11::module& m);
 void register_window(pybind11::module& m);
+void register_sparse_conv_ops(pybind11::module& m);
 }  // namespace sparsekernels
 
 PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
@@ -48,4 +51,5 @@ PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
   sparsekernels::register_stripe(m);
   sparsekernels::register_pattern(m);
   sparsekernels::register_window(m);
+  sparsekernels::register_sparse_conv_ops(m);
 }

@@ -15,6 +15,7 @@
 
 #include "bound_forward.h"
 #include "conv_glue.h"
+#include "sparse_conv_ops.h"
 #include "cpu/common/bounded_lru.h"
 #include "device_topology_cache.h"
 #include "cpu/pattern/pattern_cpu.h"
@@ -423,7 +424,22 @@ glue::BoundForward forward_plan(const at::Tensor& values, SK_TOPOLOGY_PARAMS,
 #undef SK_TOPOLOGY_PARAMS
 #undef SK_TOPOLOGY_ARGS
 
+// The custom ops sparsekernels::pattern_conv2d* (sparse_conv_ops.h): meta is
+// [Cout, Cin/g, Kh, Kw, groups].
+struct PatternEntries {
+  static constexpr const char* kSlug = "pattern";
+  static constexpr std::array<const char*, 10> kTensors{
+      "pattern_ptr", "pattern_taps", "row_ptr", "chan_idx",   "pattern_idx",
+      "value_ptr",   "value_tap",    "col_ptr", "kernel_idx", "kernel_row"};
+  static constexpr auto forward_entry = &forward;
+  static constexpr auto grad_input_entry = &grad_input;
+  static constexpr auto grad_weight_entry = &grad_weight;
+};
+using PatternOps = ops::TensorsInOrder<PatternEntries>;
+
 }  // namespace
+
+SK_REGISTER_SPARSE_CONV_OPS(PatternOps)
 
 void register_pattern(pybind11::module& m) {
   m.def("pattern_forward", &forward);

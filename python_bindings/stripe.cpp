@@ -10,6 +10,7 @@
 
 #include "bound_forward.h"
 #include "conv_glue.h"
+#include "sparse_conv_ops.h"
 #include "device_topology_cache.h"
 #include "cpu/stripe/stripe_cpu.h"
 #include "csr_checks.h"
@@ -237,7 +238,21 @@ glue::BoundForward forward_plan(const at::Tensor& values, const at::Tensor& row_
   });
 }
 
+// The custom ops sparsekernels::stripe_conv2d* (sparse_conv_ops.h): meta is
+// [Cout, Cin/g, Kh, Kw, groups].
+struct StripeEntries {
+  static constexpr const char* kSlug = "stripe";
+  static constexpr std::array<const char*, 5> kTensors{"row_ptr", "tap_idx", "tap_ptr",
+                                                       "stripe_idx", "stripe_row"};
+  static constexpr auto forward_entry = &forward;
+  static constexpr auto grad_input_entry = &grad_input;
+  static constexpr auto grad_weight_entry = &grad_weight;
+};
+using StripeOps = ops::TensorsInOrder<StripeEntries>;
+
 }  // namespace
+
+SK_REGISTER_SPARSE_CONV_OPS(StripeOps)
 
 void register_stripe(pybind11::module& m) {
   m.def("stripe_forward", &forward);

@@ -14,8 +14,9 @@ three custom ops with one signature shape for every kind::
 ``topology`` is the kind's index tensors and ``meta`` its integers, starting
 with the dense weight shape ``[Cout, Cin/g, Kh, Kw]`` (the kind's own
 parameters follow, e.g. N). Backward is the other two ops, so the gradient
-of a kind is only as correct as its kernels. Each op body checks its operands
-(the kind's ``check_*``) before a backend sees them: the ops are public.
+of a kind is only as correct as its kernels. Each op checks its operands
+(the kind's ``check_*``, or the same checks in C++) before a backend sees
+them: the ops are public.
 """
 from __future__ import annotations
 
@@ -27,6 +28,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from .. import _ext
 from ..activation import ACTIVATIONS, bounds_of
 from ..conv_args import check_conv_args, output_hw, resolve_conv_args
 from . import backends
@@ -46,7 +48,7 @@ class KindOps(NamedTuple):
 
 
 class SparseConvOps(NamedTuple):
-    forward: object  # the registered custom ops (torch.library.CustomOpDef)
+    forward: object  # the registered ops (torch._ops.OpOverload)
     grad_input: object
     grad_weight: object
     # The forward op's body, (x, values, topo, bias, conv, backend) -> output,
@@ -72,9 +74,32 @@ def _module(path: str):
     return importlib.import_module(path, package="sparsekernels")
 
 
+_LIB = torch.library.Library("sparsekernels", "FRAGMENT")
+
+# Each op's name suffix and schema, one signature shape for every kind.
+_SCHEMAS = {
+    "": "(Tensor x, Tensor values, Tensor[] topology, int[] meta, Tensor? bias, *, "
+        "int[] stride, int[] padding, int[] dilation, int groups, str backend) -> Tensor",
+    "_grad_input": "(Tensor grad_out, Tensor values, Tensor[] topology, int[] meta, *, "
+                   "int[] input_hw, int[] stride, int[] padding, int[] dilation, int groups, "
+                   "str backend) -> Tensor",
+    "_grad_weight": "(Tensor x, Tensor grad_out, Tensor[] topology, int[] meta, *, "
+                    "int[] stride, int[] padding, int[] dilation, int groups, "
+                    "str backend) -> Tensor",
+}
+
+
 def define_sparse_conv(kind: KindOps) -> SparseConvOps:
-    """Register ``sparsekernels::<slug>_conv2d`` and its two gradient ops."""
-    name = f"sparsekernels::{kind.slug}_conv2d"
+    """Register ``sparsekernels::<slug>_conv2d`` and its two gradient ops.
+
+    Their kernels and the forward's autograd are C++ (python_bindings/
+    sparse_conv_ops.h, registered as ``sparsekernels._C`` loads): a call
+    through the dispatcher then costs microseconds, not the ~0.1 ms of
+    Python layers a ``torch.library.custom_op`` adds. Those kernels run the
+    native backends and hand the others (Triton, the reference) to the op
+    bodies below; without the extension the bodies are the kernels and the
+    autograd is Python's, the same formula."""
+    name = f"{kind.slug}_conv2d"
 
     def impl(backend: str):
         return _module(kind.backend_modules[backend])
@@ -87,51 +112,64 @@ def define_sparse_conv(kind: KindOps) -> SparseConvOps:
         topo = kind.checks.check_forward(backend, x, values, topo, bias, conv)
         return _like_input(impl(backend).forward(x, values, topo, bias, conv), x)
 
-    @torch.library.custom_op(name, mutates_args=())
-    def forward(x: Tensor, values: Tensor, topology: list[Tensor], meta: list[int],
-                bias: Optional[Tensor], *, stride: list[int], padding: list[int],
-                dilation: list[int], groups: int, backend: str) -> Tensor:
+    def forward(x, values, topology, meta, bias, *, stride, padding, dilation, groups, backend):
         topo, conv, backend = prepare(topology, meta, stride, padding, dilation, groups,
                                       backend, x.device)
         return run_forward(x, values, topo, bias, conv, backend)
 
-    @forward.register_fake
-    def _(x, values, topology, meta, bias, *, stride, padding, dilation, groups, backend):
+    def forward_fake(x, values, topology, meta, bias, *, stride, padding, dilation, groups,
+                     backend):
         topo = kind.topology(topology, meta)
         conv = check_conv_args(stride, padding, dilation, groups)
         oh, ow = output_hw(tuple(x.shape[2:]), (meta[2], meta[3]), conv)
         return _like_input(x.new_empty(x.shape[0], topo.cout, oh, ow), x)
 
-    @torch.library.custom_op(f"{name}_grad_input", mutates_args=())
-    def grad_input(grad_out: Tensor, values: Tensor, topology: list[Tensor], meta: list[int],
-                   *, input_hw: list[int], stride: list[int], padding: list[int],
-                   dilation: list[int], groups: int, backend: str) -> Tensor:
+    def grad_input(grad_out, values, topology, meta, *, input_hw, stride, padding, dilation,
+                   groups, backend):
         topo, conv, backend = prepare(topology, meta, stride, padding, dilation, groups,
                                       backend, grad_out.device)
         topo = kind.checks.check_grad_input(backend, grad_out, values, topo, conv,
                                             tuple(input_hw))
         return impl(backend).grad_input(grad_out, values, topo, conv, tuple(input_hw)).contiguous()
 
-    @grad_input.register_fake
-    def _(grad_out, values, topology, meta, *, input_hw, stride, padding, dilation, groups,
-          backend):
+    def grad_input_fake(grad_out, values, topology, meta, *, input_hw, stride, padding,
+                        dilation, groups, backend):
         topo = kind.topology(topology, meta)
         check_conv_args(stride, padding, dilation, groups)
         return grad_out.new_empty(grad_out.shape[0], topo.cin, *input_hw)
 
-    @torch.library.custom_op(f"{name}_grad_weight", mutates_args=())
-    def grad_weight(x: Tensor, grad_out: Tensor, topology: list[Tensor], meta: list[int], *,
-                    stride: list[int], padding: list[int], dilation: list[int], groups: int,
-                    backend: str) -> Tensor:
+    def grad_weight(x, grad_out, topology, meta, *, stride, padding, dilation, groups, backend):
         topo, conv, backend = prepare(topology, meta, stride, padding, dilation, groups,
                                       backend, x.device)
         topo = kind.checks.check_grad_weight(backend, x, grad_out, topo, conv)
         return impl(backend).grad_weight(x, grad_out, topo, conv).contiguous()
 
-    @grad_weight.register_fake
-    def _(x, grad_out, topology, meta, *, stride, padding, dilation, groups, backend):
+    def grad_weight_fake(x, grad_out, topology, meta, *, stride, padding, dilation, groups,
+                         backend):
         check_conv_args(stride, padding, dilation, groups)
         return x.new_empty(kind.topology(topology, meta).values_shape[0])
+
+    bodies = {"": (forward, forward_fake), "_grad_input": (grad_input, grad_input_fake),
+              "_grad_weight": (grad_weight, grad_weight_fake)}
+    for suffix, (body, fake) in bodies.items():
+        _LIB.define(name + suffix + _SCHEMAS[suffix], tags=(torch.Tag.pt2_compliant_tag,))
+        torch.library.register_fake(f"sparsekernels::{name}{suffix}", fake, lib=_LIB)
+        if _ext.C is not None:
+            _ext.C._set_op_python_body(name + suffix, body)
+        else:
+            _LIB.impl(name + suffix, body, "CompositeExplicitAutograd")
+    ops = getattr(torch.ops.sparsekernels, name), getattr(
+        torch.ops.sparsekernels, name + "_grad_input"), getattr(
+        torch.ops.sparsekernels, name + "_grad_weight")
+    forward_op, grad_input_op, grad_weight_op = (op.default for op in ops)
+    if _ext.C is None:
+        _register_python_autograd(forward_op, grad_input_op, grad_weight_op)
+    return SparseConvOps(forward_op, grad_input_op, grad_weight_op, run_forward, impl)
+
+
+def _register_python_autograd(forward, grad_input, grad_weight) -> None:
+    """The forward's autograd without the extension: what ConvFunction
+    (python_bindings/sparse_conv_ops.h) computes, in Python."""
 
     def setup_context(ctx, inputs, keyword_only_inputs, output):
         x, values, topology, meta, bias = inputs
@@ -151,8 +189,7 @@ def define_sparse_conv(kind: KindOps) -> SparseConvOps:
             grad_bias = grad.sum((0, 2, 3))
         return grad_x, grad_values, [None] * len(topology), None, grad_bias
 
-    forward.register_autograd(backward, setup_context=setup_context)
-    return SparseConvOps(forward, grad_input, grad_weight, run_forward, impl)
+    torch.library.register_autograd(forward, backward, setup_context=setup_context, lib=_LIB)
 
 
 _DTYPES = (torch.float32, torch.float64, torch.float16, torch.bfloat16)
