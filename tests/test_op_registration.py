@@ -111,3 +111,18 @@ def test_without_the_extension_the_python_bodies_and_autograd_run_every_kind():
                          env=env, cwd=root, timeout=600)
     assert run.returncode == 0, run.stderr[-3000:]
     assert run.stdout.strip().endswith("ok")
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_forward_mode_ad_is_refused_not_dropped(kind):
+    """The autograd kernel skips its node only when nothing asks for a
+    derivative: a forward-mode tangent still reaches the (unimplemented)
+    JVP, so it fails loudly instead of leaving the output without one."""
+    import torch.autograd.forward_ad as fwAD
+    case = make_case(cin=4, cout=6, kind=kind)
+    topology, meta = case.weight.topology().as_op_args()
+    with torch.no_grad(), fwAD.dual_level():
+        x = fwAD.make_dual(case.x, torch.ones_like(case.x))
+        with pytest.raises(RuntimeError, match="jvp|forward AD|forward-mode"):
+            KINDS[kind].module.OPS.forward(x, case.weight.values, topology, meta, case.bias,
+                                           **_conv(case, "auto"))
