@@ -34,6 +34,7 @@
 #include <ATen/core/dispatch/Dispatcher.h>
 
 #include <array>
+#include <initializer_list>
 #include <cstdint>
 #include <limits>
 #include <sstream>
@@ -443,6 +444,52 @@ at::Tensor forward_autograd(const at::Tensor& x, const at::Tensor& values,
                                    groups, backend);
 }
 
+// The gradient ops' Autograd kernels. They have no derivative of their own:
+// a call that would need one (a gradient of a gradient, create_graph=True,
+// or a forward-mode tangent) is refused, where PyTorch's fallback for an op
+// without an Autograd kernel would differentiate it as zero with a warning.
+inline void refuse_derivative(const std::string& op,
+                              std::initializer_list<const at::Tensor*> operands) {
+  for (const at::Tensor* t : operands)
+    TORCH_CHECK_NOT_IMPLEMENTED(
+        !(at::GradMode::is_enabled() && t->requires_grad()) &&
+            !torch::autograd::isFwGradDefined(*t),
+        "sparsekernels::", op, ": the derivative of a gradient (double backward, "
+        "create_graph=True, or forward-mode AD) is not implemented");
+}
+
+template <class Kind>
+at::Tensor grad_input_autograd(const at::Tensor& grad_out, const at::Tensor& values,
+                               at::TensorList topology, at::IntArrayRef meta,
+                               at::IntArrayRef input_hw, at::IntArrayRef stride,
+                               at::IntArrayRef padding, at::IntArrayRef dilation,
+                               int64_t groups, std::string_view backend) {
+  refuse_derivative(op_name<Kind>("_grad_input"), {&grad_out, &values});
+  at::AutoDispatchBelowADInplaceOrView below_autograd;
+  return dispatcher_op<Kind, grad_input_kernel<Kind>>("_grad_input")
+      .call(grad_out, values, topology, meta, input_hw, stride, padding, dilation, groups,
+            backend);
+}
+
+template <class Kind>
+at::Tensor grad_weight_autograd(const at::Tensor& x, const at::Tensor& grad_out,
+                                at::TensorList topology, at::IntArrayRef meta,
+                                at::IntArrayRef stride, at::IntArrayRef padding,
+                                at::IntArrayRef dilation, int64_t groups,
+                                std::string_view backend) {
+  refuse_derivative(op_name<Kind>("_grad_weight"), {&x, &grad_out});
+  at::AutoDispatchBelowADInplaceOrView below_autograd;
+  return dispatcher_op<Kind, grad_weight_kernel<Kind>>("_grad_weight")
+      .call(x, grad_out, topology, meta, stride, padding, dilation, groups, backend);
+}
+
+template <class Kind>
+void register_autograd_kernels(torch::Library& m) {
+  m.impl(op_name<Kind>("").c_str(), &forward_autograd<Kind>);
+  m.impl(op_name<Kind>("_grad_input").c_str(), &grad_input_autograd<Kind>);
+  m.impl(op_name<Kind>("_grad_weight").c_str(), &grad_weight_autograd<Kind>);
+}
+
 template <class Kind>
 void register_device_kernels(torch::Library& m) {
   m.impl(op_name<Kind>("").c_str(), &forward_kernel<Kind>);
@@ -454,7 +501,7 @@ void register_device_kernels(torch::Library& m) {
 }  // namespace sparsekernels
 
 // A kind's op kernels: CPU and CUDA (a CPU-only build hands CUDA tensors to
-// the Python bodies: Triton), and the forward's autograd.
+// the Python bodies: Triton), and the three ops' autograd.
 #define SK_REGISTER_SPARSE_CONV_OPS(Kind)                                      \
   TORCH_LIBRARY_IMPL(sparsekernels, CPU, m) {                                  \
     ::sparsekernels::ops::register_device_kernels<Kind>(m);                    \
@@ -463,6 +510,5 @@ void register_device_kernels(torch::Library& m) {
     ::sparsekernels::ops::register_device_kernels<Kind>(m);                    \
   }                                                                            \
   TORCH_LIBRARY_IMPL(sparsekernels, Autograd, m) {                             \
-    m.impl(::sparsekernels::ops::op_name<Kind>("").c_str(),                    \
-           &::sparsekernels::ops::forward_autograd<Kind>);                     \
+    ::sparsekernels::ops::register_autograd_kernels<Kind>(m);                  \
   }

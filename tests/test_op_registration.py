@@ -103,6 +103,14 @@ def test_without_the_extension_the_python_bodies_and_autograd_run_every_kind():
                 assert "does not match the weight's groups=1" in str(e), e
             else:
                 raise AssertionError("groups=2 was accepted")
+            out = KINDS[kind].module.OPS.forward(x, values, topology, meta, bias, **conv)
+            try:
+                gx, = torch.autograd.grad(out.square().sum(), x, create_graph=True)
+                torch.autograd.grad(gx.sum(), values)
+            except NotImplementedError as e:
+                assert "double backward" in str(e), e
+            else:
+                raise AssertionError("a gradient of a gradient was differentiated")
         print("ok")
     """)
     root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -126,3 +134,19 @@ def test_forward_mode_ad_is_refused_not_dropped(kind):
         with pytest.raises(RuntimeError, match="jvp|forward AD|forward-mode"):
             KINDS[kind].module.OPS.forward(x, case.weight.values, topology, meta, case.bias,
                                            **_conv(case, "auto"))
+
+
+@pytest.mark.parametrize("kind", KINDS)
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_a_gradient_of_a_gradient_is_refused_not_zero(kind, backend):
+    """The gradient ops have no derivative: create_graph=True through them
+    fails loudly, where PyTorch's fallback would give zeros and a warning."""
+    case = make_case(cin=4, cout=6, kind=kind)
+    topology, meta = case.weight.topology().as_op_args()
+    x = case.x.clone().requires_grad_()
+    values = case.weight.values.clone().requires_grad_()
+    out = KINDS[kind].module.OPS.forward(x, values, topology, meta, case.bias,
+                                         **_conv(case, backend))
+    with pytest.raises(NotImplementedError, match="double backward"):
+        gx, = torch.autograd.grad(out.square().sum(), x, create_graph=True)
+        torch.autograd.grad(gx.sum(), values)

@@ -168,8 +168,9 @@ def define_sparse_conv(kind: KindOps) -> SparseConvOps:
 
 
 def _register_python_autograd(forward, grad_input, grad_weight) -> None:
-    """The forward's autograd without the extension: what ConvFunction
-    (python_bindings/sparse_conv_ops.h) computes, in Python."""
+    """The ops' autograd without the extension: what ConvFunction and the
+    gradient ops' refusal of a derivative (python_bindings/sparse_conv_ops.h)
+    do, in Python."""
 
     def setup_context(ctx, inputs, keyword_only_inputs, output):
         x, values, topology, meta, bias = inputs
@@ -190,6 +191,16 @@ def _register_python_autograd(forward, grad_input, grad_weight) -> None:
         return grad_x, grad_values, [None] * len(topology), None, grad_bias
 
     torch.library.register_autograd(forward, backward, setup_context=setup_context, lib=_LIB)
+
+    def no_derivative(ctx, grad):
+        raise NotImplementedError(
+            f"{ctx.op}: the derivative of a gradient (double backward) is not implemented")
+
+    for op in (grad_input, grad_weight):
+        torch.library.register_autograd(
+            op, no_derivative, lib=_LIB,
+            setup_context=lambda ctx, inputs, keyword_only_inputs, output, name=op.name():
+            setattr(ctx, "op", name))
 
 
 _DTYPES = (torch.float32, torch.float64, torch.float16, torch.bfloat16)
