@@ -34,8 +34,8 @@
 #include <ATen/core/dispatch/Dispatcher.h>
 
 #include <array>
-#include <initializer_list>
 #include <cstdint>
+#include <initializer_list>
 #include <limits>
 #include <sstream>
 #include <string>
@@ -191,19 +191,20 @@ at::Tensor call_python_body(const std::string& op, const pybind11::kwargs& kwarg
   return python_body(op)(std::forward<Args>(args)..., **kwargs).template cast<at::Tensor>();
 }
 
+// A kind's three ops, and their names ("block1xn_conv2d_grad_input").
+enum class Op { kForward, kGradInput, kGradWeight };
+
 template <class Kind>
-const std::string& op_name(const char* suffix) {
-  // One string per (kind, pass): callers pass the same three literals.
+const std::string& op_name(Op op) {
   static const std::string names[3] = {std::string(Kind::kSlug) + "_conv2d",
                                        std::string(Kind::kSlug) + "_conv2d_grad_input",
                                        std::string(Kind::kSlug) + "_conv2d_grad_weight"};
-  const std::string_view s(suffix);
-  return s.empty() ? names[0] : s == "_grad_input" ? names[1] : names[2];
+  return names[static_cast<int>(op)];
 }
 
 inline pybind11::kwargs conv_kwargs(at::IntArrayRef stride, at::IntArrayRef padding,
-                             at::IntArrayRef dilation, int64_t groups,
-                             std::string_view backend) {
+                                    at::IntArrayRef dilation, int64_t groups,
+                                    std::string_view backend) {
   pybind11::kwargs kw;
   kw["stride"] = stride.vec();
   kw["padding"] = padding.vec();
@@ -221,7 +222,7 @@ at::Tensor forward_kernel(const at::Tensor& x, const at::Tensor& values, at::Ten
                           at::IntArrayRef dilation, int64_t groups, std::string_view backend) {
   if (!runs_native(backend, x.device())) {
     pybind11::gil_scoped_acquire gil;
-    return call_python_body(op_name<Kind>(""),
+    return call_python_body(op_name<Kind>(Op::kForward),
                             conv_kwargs(stride, padding, dilation, groups, backend), x,
                             values, topology.vec(), meta.vec(), bias);
   }
@@ -250,7 +251,7 @@ at::Tensor grad_input_kernel(const at::Tensor& grad_out, const at::Tensor& value
     pybind11::gil_scoped_acquire gil;
     auto kw = conv_kwargs(stride, padding, dilation, groups, backend);
     kw["input_hw"] = input_hw.vec();
-    return call_python_body(op_name<Kind>("_grad_input"), kw, grad_out, values, topology.vec(),
+    return call_python_body(op_name<Kind>(Op::kGradInput), kw, grad_out, values, topology.vec(),
                             meta.vec());
   }
   const OpMeta m = check_meta<Kind>(topology, meta);
@@ -281,7 +282,7 @@ at::Tensor grad_weight_kernel(const at::Tensor& x, const at::Tensor& grad_out,
                               std::string_view backend) {
   if (!runs_native(backend, x.device())) {
     pybind11::gil_scoped_acquire gil;
-    return call_python_body(op_name<Kind>("_grad_weight"),
+    return call_python_body(op_name<Kind>(Op::kGradWeight),
                             conv_kwargs(stride, padding, dilation, groups, backend), x,
                             grad_out, topology.vec(), meta.vec());
   }
@@ -354,10 +355,10 @@ struct TensorsInOrder : Entries {
 // dispatcher has it: its schema comes from Python, so it is looked up on
 // first use, after import defined it.
 template <class Kind, auto& Kernel>
-const auto& dispatcher_op(const char* suffix) {
+const auto& dispatcher_op(Op which) {
   static const auto op =
       c10::Dispatcher::singleton()
-          .findSchemaOrThrow(("sparsekernels::" + op_name<Kind>(suffix)).c_str(), "")
+          .findSchemaOrThrow(("sparsekernels::" + op_name<Kind>(which)).c_str(), "")
           .template typed<std::remove_reference_t<decltype(Kernel)>>();
   return op;
 }
@@ -372,7 +373,7 @@ struct ConvFunction : public torch::autograd::Function<ConvFunction<Kind>> {
                             at::IntArrayRef stride, at::IntArrayRef padding,
                             at::IntArrayRef dilation, int64_t groups, std::string_view backend) {
     at::AutoDispatchBelowADInplaceOrView below_autograd;
-    at::Tensor out = dispatcher_op<Kind, forward_kernel<Kind>>("").call(
+    at::Tensor out = dispatcher_op<Kind, forward_kernel<Kind>>(Op::kForward).call(
         x, values, topology, meta, bias, stride, padding, dilation, groups, backend);
     std::vector<at::Tensor> saved{x, values};
     saved.insert(saved.end(), topology.begin(), topology.end());
@@ -406,11 +407,11 @@ struct ConvFunction : public torch::autograd::Function<ConvFunction<Kind>> {
     // needs_input_grad counts only the tensor arguments: x, values,
     // topology..., bias.
     if (ctx->needs_input_grad(0))
-      out[0] = dispatcher_op<Kind, grad_input_kernel<Kind>>("_grad_input")
+      out[0] = dispatcher_op<Kind, grad_input_kernel<Kind>>(Op::kGradInput)
                    .call(grad, values, topology, meta, {x.size(2), x.size(3)}, stride, padding,
                          dilation, groups, backend);
     if (ctx->needs_input_grad(1))
-      out[1] = dispatcher_op<Kind, grad_weight_kernel<Kind>>("_grad_weight")
+      out[1] = dispatcher_op<Kind, grad_weight_kernel<Kind>>(Op::kGradWeight)
                    .call(x, grad, topology, meta, stride, padding, dilation, groups, backend);
     if (ctx->saved_data["has_bias"].toBool() && ctx->needs_input_grad(2 + k))
       out[3 + k] = grad.sum({0, 2, 3});
@@ -437,7 +438,7 @@ at::Tensor forward_autograd(const at::Tensor& x, const at::Tensor& values,
   const bool tangent = isFwGradDefined(x) || isFwGradDefined(values) || isFwGradDefined(bias);
   if (!record && !tangent) {
     at::AutoDispatchBelowADInplaceOrView below_autograd;
-    return dispatcher_op<Kind, forward_kernel<Kind>>("").call(
+    return dispatcher_op<Kind, forward_kernel<Kind>>(Op::kForward).call(
         x, values, topology, meta, bias, stride, padding, dilation, groups, backend);
   }
   return ConvFunction<Kind>::apply(x, values, topology, meta, bias, stride, padding, dilation,
@@ -464,9 +465,9 @@ at::Tensor grad_input_autograd(const at::Tensor& grad_out, const at::Tensor& val
                                at::IntArrayRef input_hw, at::IntArrayRef stride,
                                at::IntArrayRef padding, at::IntArrayRef dilation,
                                int64_t groups, std::string_view backend) {
-  refuse_derivative(op_name<Kind>("_grad_input"), {&grad_out, &values});
+  refuse_derivative(op_name<Kind>(Op::kGradInput), {&grad_out, &values});
   at::AutoDispatchBelowADInplaceOrView below_autograd;
-  return dispatcher_op<Kind, grad_input_kernel<Kind>>("_grad_input")
+  return dispatcher_op<Kind, grad_input_kernel<Kind>>(Op::kGradInput)
       .call(grad_out, values, topology, meta, input_hw, stride, padding, dilation, groups,
             backend);
 }
@@ -477,24 +478,24 @@ at::Tensor grad_weight_autograd(const at::Tensor& x, const at::Tensor& grad_out,
                                 at::IntArrayRef stride, at::IntArrayRef padding,
                                 at::IntArrayRef dilation, int64_t groups,
                                 std::string_view backend) {
-  refuse_derivative(op_name<Kind>("_grad_weight"), {&x, &grad_out});
+  refuse_derivative(op_name<Kind>(Op::kGradWeight), {&x, &grad_out});
   at::AutoDispatchBelowADInplaceOrView below_autograd;
-  return dispatcher_op<Kind, grad_weight_kernel<Kind>>("_grad_weight")
+  return dispatcher_op<Kind, grad_weight_kernel<Kind>>(Op::kGradWeight)
       .call(x, grad_out, topology, meta, stride, padding, dilation, groups, backend);
 }
 
 template <class Kind>
 void register_autograd_kernels(torch::Library& m) {
-  m.impl(op_name<Kind>("").c_str(), &forward_autograd<Kind>);
-  m.impl(op_name<Kind>("_grad_input").c_str(), &grad_input_autograd<Kind>);
-  m.impl(op_name<Kind>("_grad_weight").c_str(), &grad_weight_autograd<Kind>);
+  m.impl(op_name<Kind>(Op::kForward).c_str(), &forward_autograd<Kind>);
+  m.impl(op_name<Kind>(Op::kGradInput).c_str(), &grad_input_autograd<Kind>);
+  m.impl(op_name<Kind>(Op::kGradWeight).c_str(), &grad_weight_autograd<Kind>);
 }
 
 template <class Kind>
 void register_device_kernels(torch::Library& m) {
-  m.impl(op_name<Kind>("").c_str(), &forward_kernel<Kind>);
-  m.impl(op_name<Kind>("_grad_input").c_str(), &grad_input_kernel<Kind>);
-  m.impl(op_name<Kind>("_grad_weight").c_str(), &grad_weight_kernel<Kind>);
+  m.impl(op_name<Kind>(Op::kForward).c_str(), &forward_kernel<Kind>);
+  m.impl(op_name<Kind>(Op::kGradInput).c_str(), &grad_input_kernel<Kind>);
+  m.impl(op_name<Kind>(Op::kGradWeight).c_str(), &grad_weight_kernel<Kind>);
 }
 
 }  // namespace ops
