@@ -45,14 +45,15 @@ def test_results_do_not_depend_on_threads(shape):
 # weights fit L2, its items (image, group, pixel chunk, block-row chunk) are
 # split into one range per thread, each fetching its next item ahead; where
 # they do not (1024 input channels: two chunks' input 0.8 MB, the weights
-# 0.6 MB), they are scheduled dynamically. Several
-# chunks per image (45x45 planes), two groups, a short last block row
-# (cout_per_group 20 = 16 + 4), rows so uneven that one keeps every block
-# and another none, the bias and a fused residual, against float64 on every
-# thread count.
+# 0.6 MB), they are scheduled dynamically. Several chunks per image (45x45
+# planes; 38x38: on AVX2, grad-input's chunks of 720 pixels leave 4, which
+# the last chunk takes), two groups, a short last block row (cout_per_group
+# 20 = 16 + 4), rows so uneven that one keeps every block and another none,
+# the bias and a fused residual, against float64 on every thread count.
 @pytest.mark.parametrize("batch", [1, 5])
-@pytest.mark.parametrize("cin,cout,groups,hw", [(96, 40, 2, 45), (1024, 308, 1, 7)],
-                         ids=["fetch-ahead", "many-weights"])
+@pytest.mark.parametrize("cin,cout,groups,hw",
+                         [(96, 40, 2, 45), (96, 40, 2, 38), (1024, 308, 1, 7)],
+                         ids=["fetch-ahead", "short-rest", "many-weights"])
 def test_in_place_forward_items(batch, cin, cout, groups, hw):
     gen = torch.Generator().manual_seed(3)
     n = 16

@@ -539,7 +539,9 @@ void grad_input_in_place(const ConvGeometry& geo, const Block1xN& bk, const T* v
   static const std::vector<int> kTap{0};
   const int64_t hw = geo.in_h * geo.in_w, cin_g = geo.cin_per_group();
   const int64_t chunk = chunk_pixels(geo.cout_per_group() + cin_g, 0, sizeof(T), TT, hw);
-  const int64_t nchunks = (hw + chunk - 1) / chunk, base = geo.groups * geo.batch * nchunks;
+  // The last chunk takes the plane's rest: a chunk of a few pixels (4 of a
+  // 14x14 plane's 196, after two of 96) swept every row's blocks for them.
+  const int64_t nchunks = std::max<int64_t>(1, hw / chunk), base = geo.groups * geo.batch * nchunks;
   const int64_t ncb = num_blocks(cin_g, base, num_threads, kGiC);
   const int64_t cb_len = (cin_g + ncb - 1) / ncb;
 #pragma omp parallel num_threads(num_threads)
@@ -552,7 +554,7 @@ void grad_input_in_place(const ConvGeometry& geo, const Block1xN& bk, const T* v
       const int64_t b = item / ncb / nchunks % geo.batch, g = item / ncb / nchunks / geo.batch;
       const int64_t c_lo = cb * cb_len, c_hi = std::min(cin_g, c_lo + cb_len);
       if (c_lo >= c_hi) continue;
-      const int64_t q0 = pc * chunk, q1 = std::min(hw, q0 + chunk);
+      const int64_t q0 = pc * chunk, q1 = pc + 1 == nchunks ? hw : q0 + chunk;
       const int64_t tiles_end = q0 + (q1 - q0) / TT * TT;
       const int whole = static_cast<int>((q1 - tiles_end) / L);
       const int64_t rest = (q1 - q0) % L;
