@@ -26,6 +26,12 @@ namespace glue {
 
 constexpr int64_t kInt32Max = std::numeric_limits<int32_t>::max();
 
+// A dtype as Python spells it (torch.float32): a message names it as the
+// Python checks do, whichever route raised it.
+inline std::string dtype_name(at::ScalarType t) {
+  return "torch." + std::string(c10::getDtypeNames(t).first);
+}
+
 // `value` as an int32 in [lo, hi]; anything else is a ValueError naming `name`.
 inline int32_t bounded_int32(const char* name, int64_t value, int64_t lo,
                              int64_t hi = kInt32Max) {
@@ -45,8 +51,8 @@ inline void check_4d(const char* name, const at::Tensor& t) {
 // An int32, contiguous, 1-D index tensor of `numel` entries on `device`.
 inline void check_index_tensor(const char* name, const at::Tensor& t, int64_t numel,
                                const at::Device& device) {
-  TORCH_CHECK_TYPE(t.scalar_type() == at::kInt, name, ": expected dtype int32, got ",
-                   t.scalar_type());
+  TORCH_CHECK_TYPE(t.scalar_type() == at::kInt, name, ": expected dtype torch.int32, got ",
+                   dtype_name(t.scalar_type()));
   TORCH_CHECK_VALUE(t.dim() == 1 && t.numel() == numel, name, ": expected shape [", numel,
                     "], got ", t.sizes());
   TORCH_CHECK_VALUE(t.is_contiguous(), name, ": expected a contiguous tensor");
@@ -57,7 +63,7 @@ inline void check_index_tensor(const char* name, const at::Tensor& t, int64_t nu
 inline void check_activation(const char* name, const at::Tensor& t, const at::Tensor& like) {
   TORCH_CHECK_VALUE(t.dim() == 4, name, ": expected a 4-D tensor, got shape ", t.sizes());
   TORCH_CHECK_TYPE(t.scalar_type() == like.scalar_type(), name, ": expected dtype ",
-                   like.scalar_type(), ", got ", t.scalar_type());
+                   dtype_name(like.scalar_type()), ", got ", dtype_name(t.scalar_type()));
   TORCH_CHECK_VALUE(t.device() == like.device(), name, ": expected a tensor on ",
                     like.device(), ", got ", t.device());
 }
@@ -67,7 +73,7 @@ inline void check_bias(const c10::optional<at::Tensor>& bias, const at::Tensor& 
                        int64_t cout) {
   if (!bias.has_value()) return;
   TORCH_CHECK_TYPE(bias->scalar_type() == like.scalar_type(), "bias: expected dtype ",
-                   like.scalar_type(), ", got ", bias->scalar_type());
+                   dtype_name(like.scalar_type()), ", got ", dtype_name(bias->scalar_type()));
   TORCH_CHECK_VALUE(bias->device() == like.device(), "bias: expected a tensor on ",
                     like.device(), ", got ", bias->device());
   TORCH_CHECK_VALUE(bias->dim() == 1 && bias->size(0) == cout, "bias: expected shape [", cout,
@@ -90,7 +96,7 @@ inline at::Tensor checked_residual(const c10::optional<at::Tensor>& residual,
                                    const at::Tensor& x, const ConvGeometry& geo) {
   if (!residual.has_value()) return at::Tensor();
   TORCH_CHECK_TYPE(residual->scalar_type() == x.scalar_type(), "residual: expected dtype ",
-                   x.scalar_type(), ", got ", residual->scalar_type());
+                   dtype_name(x.scalar_type()), ", got ", dtype_name(residual->scalar_type()));
   TORCH_CHECK_VALUE(residual->device() == x.device(), "residual: expected a tensor on ",
                     x.device(), ", got ", residual->device());
   TORCH_CHECK_VALUE(residual->dim() == 4 && residual->size(0) == geo.batch &&

@@ -128,7 +128,8 @@ inline void check_channels(const char* name, const at::Tensor& t, int64_t channe
 inline void check_values(const at::Tensor& values, const at::Tensor& like) {
   TORCH_CHECK_VALUE(values.dim() >= 1, "values: expected a tensor, got shape ", values.sizes());
   TORCH_CHECK_TYPE(values.scalar_type() == like.scalar_type(), "values: expected dtype ",
-                   like.scalar_type(), ", got ", values.scalar_type());
+                   glue::dtype_name(like.scalar_type()), ", got ",
+                   glue::dtype_name(values.scalar_type()));
   TORCH_CHECK_VALUE(values.device() == like.device(), "values: expected a tensor on ",
                     like.device(), ", got ", values.device());
 }

@@ -86,7 +86,8 @@ CheckedStripes checked_stripes(const ConvGeometry& geo, const at::Device& device
 void check_values(const at::Tensor& values, const at::Tensor& like, int64_t nnz,
                   const ConvGeometry& geo) {
   TORCH_CHECK_TYPE(values.scalar_type() == like.scalar_type(), "values: expected dtype ",
-                   like.scalar_type(), ", got ", values.scalar_type());
+                   glue::dtype_name(like.scalar_type()), ", got ",
+                   glue::dtype_name(values.scalar_type()));
   TORCH_CHECK_VALUE(values.device() == like.device(), "values: expected a tensor on ",
                     like.device(), ", got ", values.device());
   TORCH_CHECK_VALUE(values.dim() == 2 && values.size(0) == nnz &&

@@ -15,7 +15,8 @@ void check_input(const at::Tensor& x) {
   TORCH_CHECK_VALUE(x.is_cpu(), "input: expected a CPU tensor (the window kernels run on the "
                     "CPU), got one on ", x.device());
   TORCH_CHECK_TYPE(x.scalar_type() == at::kFloat || x.scalar_type() == at::kDouble,
-                   "input: expected dtype float32 or float64, got ", x.scalar_type());
+                   "input: expected dtype torch.float32 or torch.float64, got ",
+                   glue::dtype_name(x.scalar_type()));
 }
 
 at::Tensor depthwise_forward(const at::Tensor& x, const at::Tensor& weight,

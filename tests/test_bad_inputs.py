@@ -66,7 +66,7 @@ OP_CASES = [
     (ValueError, "input: expected 4 channels", lambda: sk.block1xn_conv2d(x[:, :3], _fmt())),
     (ValueError, "groups: 2 does not match", lambda: sk.block1xn_conv2d(x, _fmt(), groups=2)),
     (ValueError, r"bias: expected shape \[8\], got \[7\]", lambda: sk.block1xn_conv2d(x, _fmt(), torch.randn(7))),
-    (TypeError, "bias: expected torch.float32", lambda: sk.block1xn_conv2d(x, _fmt(), torch.randn(8).double())),
+    (TypeError, "bias: expected dtype torch.float32, got torch.float64", lambda: sk.block1xn_conv2d(x, _fmt(), torch.randn(8).double())),
     (ValueError, r"stride: expected an int in \[1, 2147483647\], got 0", lambda: sk.block1xn_conv2d(x, _fmt(), stride=0)),
     (ValueError, r"padding: expected an int in \[0, 2147483647\], got -1", lambda: sk.block1xn_conv2d(x, _fmt(), padding=-1)),
     (ValueError, "dilation: expected an int or a pair", lambda: sk.block1xn_conv2d(x, _fmt(), dilation=(1, 2, 3))),

@@ -342,7 +342,7 @@ def test_wrong_length_names_the_field(field):
 def test_wrong_index_dtype_is_a_type_error(field):
     fmt, x, bias, t = _fwd_args()
     t[field] = t[field].long()
-    with pytest.raises(TypeError, match=rf"{field}: expected dtype int32"):
+    with pytest.raises(TypeError, match=rf"{field}: expected dtype torch.int32"):
         _call_forward(x, fmt.values, t, bias)
 
 

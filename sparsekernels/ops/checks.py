@@ -39,9 +39,10 @@ def _check_activation(name: str, t: Tensor, like: Tensor):
 def _check_bias(bias: Optional[Tensor], like: Tensor, cout: int):
     if bias is None:
         return
-    if bias.dtype != like.dtype or bias.device != like.device:
-        raise TypeError(f"bias: expected {like.dtype} on {like.device}, "
-                        f"got {bias.dtype} on {bias.device}")
+    if bias.dtype != like.dtype:
+        raise TypeError(f"bias: expected dtype {like.dtype}, got {bias.dtype}")
+    if bias.device != like.device:
+        raise ValueError(f"bias: expected a tensor on {like.device}, got {bias.device}")
     if tuple(bias.shape) != (cout,):
         raise ValueError(f"bias: expected shape [{cout}], got {list(bias.shape)}")
 
