@@ -242,16 +242,9 @@ def apply_sparse_conv(ops: SparseConvOps, input: Tensor, values: Tensor, topo, b
                                  backend=backend)[0]
     conv, extra = resolve_conv_args(stride, padding, dilation, groups, topo.shape[2:])
     _check_inputs(input, values, bias, topo, conv.groups)
-    resolved = backends.resolve(backend, input.device)  # fail early with a clear message
+    backends.resolve(backend, input.device)  # fail early with a clear message
     if extra != (0, 0):
         input = F.pad(input, (0, extra[1], 0, extra[0]))
-    if _plain_inference(input, values, bias):
-        # The same checks and kernel as the op, called directly. When the
-        # ops were torch.library.custom_ops this saved ~0.1-0.2 ms a call;
-        # with their C++ kernels (sparse_conv_ops.h) the op costs about the
-        # same as this route (~45 us for a 16->16 3x3 layer at 16x16, ad hoc),
-        # so this branch could go.
-        return ops.run_forward(input, values, topo, bias, conv, resolved)
     tensors, meta = topo.as_op_args()
     return ops.forward(input, values, tensors, meta, bias, stride=list(conv.stride),
                        padding=list(conv.padding), dilation=list(conv.dilation),
