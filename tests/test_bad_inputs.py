@@ -5,7 +5,9 @@ import torch
 
 import sparsekernels as sk
 from sparsekernels import Block1xN
+from sparsekernels.kinds import KINDS
 from sparsekernels.nn import Block1xNConv2d
+from sparsekernels.testing import backends_here, make_case
 
 
 def _fmt(cout=8, cin=4, n=4, groups=1):
@@ -101,3 +103,20 @@ BUILD_CASES = [
 def test_bad_build_arguments(exc, message, call):
     with pytest.raises(exc, match=message):
         call()
+
+
+# One message for one mistake, whichever route meets it: the registered op's
+# C++ kernel (native backends) or the Python op body (the others), called
+# with and without autograd recording. Both spell a dtype as Python does.
+@pytest.mark.parametrize("kind", sorted(KINDS))
+@pytest.mark.parametrize("backend", backends_here("cpu"))
+def test_bias_dtype_error_is_the_same_on_every_route(kind, backend):
+    case = make_case(kind=kind, dtype=torch.float32)
+    messages = set()
+    for grad in (False, True):
+        x = case.x.clone().requires_grad_(grad)
+        with pytest.raises(TypeError) as err:
+            KINDS[kind].conv2d(x, case.weight, case.bias.double(), case.stride, case.padding,
+                               case.dilation, case.groups, backend=backend)
+        messages.add(str(err.value).splitlines()[0])
+    assert messages == {"bias: expected dtype torch.float32, got torch.float64"}
