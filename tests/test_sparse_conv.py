@@ -48,6 +48,8 @@ CASES = {
     # leaves three of four phases without a tap (dX zero there); a stride of
     # 3 with padding beyond the kernel's reach starts phases past the padding
     "pointwise_stride2": dict(kernel=(1, 1), padding=0, stride=2, hw=(9, 8), cout=16),
+    # padded by one, the tap's phase lands on dX's odd rows and columns
+    "pointwise_stride2_pad1": dict(kernel=(1, 1), padding=1, stride=2, hw=(9, 8), cout=16),
     "stride3_wide_pad": dict(stride=3, padding=(4, 2), dilation=(2, 1), hw=(10, 11)),
     "dense": dict(sparsity=0.0),
     "fully_pruned": dict(sparsity=1.0),
