@@ -242,9 +242,15 @@ def apply_sparse_conv(ops: SparseConvOps, input: Tensor, values: Tensor, topo, b
                                  backend=backend)[0]
     conv, extra = resolve_conv_args(stride, padding, dilation, groups, topo.shape[2:])
     _check_inputs(input, values, bias, topo, conv.groups)
-    backends.resolve(backend, input.device)  # fail early with a clear message
+    resolved = backends.resolve(backend, input.device)  # fail early with a clear message
     if extra != (0, 0):
         input = F.pad(input, (0, extra[1], 0, extra[0]))
+    if _plain_inference(input, values, bias):
+        # The same checks and kernel as the op, called directly: through the
+        # dispatcher the same forward took 3-7% longer on layers of 2-4 ms
+        # (ad hoc, interleaved, batch 8; benchmarks/cpu_1xn_kernels.md,
+        # twelfth round), more than the op's ~10 us of argument handling.
+        return ops.run_forward(input, values, topo, bias, conv, resolved)
     tensors, meta = topo.as_op_args()
     return ops.forward(input, values, tensors, meta, bias, stride=list(conv.stride),
                        padding=list(conv.padding), dilation=list(conv.dilation),
