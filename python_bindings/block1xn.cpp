@@ -89,11 +89,7 @@ CheckedBlocks checked_blocks(const ConvGeometry& geo, const at::Device& device,
 // values[nnzb, Kh, Kw, N] of the conv's dtype and device.
 void check_values(const at::Tensor& values, const at::Tensor& like, int64_t nnzb,
                   const ConvGeometry& geo, int64_t n) {
-  TORCH_CHECK_TYPE(values.scalar_type() == like.scalar_type(), "values: expected dtype ",
-                   glue::dtype_name(like.scalar_type()), ", got ",
-                   glue::dtype_name(values.scalar_type()));
-  TORCH_CHECK_VALUE(values.device() == like.device(), "values: expected a tensor on ",
-                    like.device(), ", got ", values.device());
+  glue::check_like("values", values, like);
   TORCH_CHECK_VALUE(values.dim() == 4 && values.size(0) == nnzb && values.size(1) == geo.kh &&
                         values.size(2) == geo.kw && values.size(3) == n,
                     "values: expected shape [nnzb=", nnzb, ", Kh=", geo.kh, ", Kw=", geo.kw,

@@ -32,6 +32,21 @@ inline std::string dtype_name(at::ScalarType t) {
   return "torch." + std::string(c10::getDtypeNames(t).first);
 }
 
+// `t` of `like`'s dtype (else a TypeError) and device (else a ValueError),
+// each named `name`.
+inline void check_like(const char* name, const at::Tensor& t, const at::Tensor& like) {
+  TORCH_CHECK_TYPE(t.scalar_type() == like.scalar_type(), name, ": expected dtype ",
+                   dtype_name(like.scalar_type()), ", got ", dtype_name(t.scalar_type()));
+  TORCH_CHECK_VALUE(t.device() == like.device(), name, ": expected a tensor on ",
+                    like.device(), ", got ", t.device());
+}
+
+// `t` of dtype int32 (index tensors), else a TypeError named `name`.
+inline void check_int32(const char* name, const at::Tensor& t) {
+  TORCH_CHECK_TYPE(t.scalar_type() == at::kInt, name, ": expected dtype torch.int32, got ",
+                   dtype_name(t.scalar_type()));
+}
+
 // `value` as an int32 in [lo, hi]; anything else is a ValueError naming `name`.
 inline int32_t bounded_int32(const char* name, int64_t value, int64_t lo,
                              int64_t hi = kInt32Max) {
@@ -51,8 +66,7 @@ inline void check_4d(const char* name, const at::Tensor& t) {
 // An int32, contiguous, 1-D index tensor of `numel` entries on `device`.
 inline void check_index_tensor(const char* name, const at::Tensor& t, int64_t numel,
                                const at::Device& device) {
-  TORCH_CHECK_TYPE(t.scalar_type() == at::kInt, name, ": expected dtype torch.int32, got ",
-                   dtype_name(t.scalar_type()));
+  check_int32(name, t);
   TORCH_CHECK_VALUE(t.dim() == 1 && t.numel() == numel, name, ": expected shape [", numel,
                     "], got ", t.sizes());
   TORCH_CHECK_VALUE(t.is_contiguous(), name, ": expected a contiguous tensor");
@@ -62,20 +76,14 @@ inline void check_index_tensor(const char* name, const at::Tensor& t, int64_t nu
 
 inline void check_activation(const char* name, const at::Tensor& t, const at::Tensor& like) {
   TORCH_CHECK_VALUE(t.dim() == 4, name, ": expected a 4-D tensor, got shape ", t.sizes());
-  TORCH_CHECK_TYPE(t.scalar_type() == like.scalar_type(), name, ": expected dtype ",
-                   dtype_name(like.scalar_type()), ", got ", dtype_name(t.scalar_type()));
-  TORCH_CHECK_VALUE(t.device() == like.device(), name, ": expected a tensor on ",
-                    like.device(), ", got ", t.device());
+  check_like(name, t, like);
 }
 
 // An optional bias: [cout] of `like`'s dtype and device.
 inline void check_bias(const c10::optional<at::Tensor>& bias, const at::Tensor& like,
                        int64_t cout) {
   if (!bias.has_value()) return;
-  TORCH_CHECK_TYPE(bias->scalar_type() == like.scalar_type(), "bias: expected dtype ",
-                   dtype_name(like.scalar_type()), ", got ", dtype_name(bias->scalar_type()));
-  TORCH_CHECK_VALUE(bias->device() == like.device(), "bias: expected a tensor on ",
-                    like.device(), ", got ", bias->device());
+  check_like("bias", *bias, like);
   TORCH_CHECK_VALUE(bias->dim() == 1 && bias->size(0) == cout, "bias: expected shape [", cout,
                     "], got ", bias->sizes());
 }
@@ -95,10 +103,7 @@ inline OutputClamp output_clamp(double out_min, double out_max) {
 inline at::Tensor checked_residual(const c10::optional<at::Tensor>& residual,
                                    const at::Tensor& x, const ConvGeometry& geo) {
   if (!residual.has_value()) return at::Tensor();
-  TORCH_CHECK_TYPE(residual->scalar_type() == x.scalar_type(), "residual: expected dtype ",
-                   dtype_name(x.scalar_type()), ", got ", dtype_name(residual->scalar_type()));
-  TORCH_CHECK_VALUE(residual->device() == x.device(), "residual: expected a tensor on ",
-                    x.device(), ", got ", residual->device());
+  check_like("residual", *residual, x);
   TORCH_CHECK_VALUE(residual->dim() == 4 && residual->size(0) == geo.batch &&
                         residual->size(1) == geo.cout && residual->size(2) == geo.out_h &&
                         residual->size(3) == geo.out_w,

@@ -55,8 +55,7 @@ struct Topology {
   }
 
 void check_1d(const char* name, const at::Tensor& t) {
-  TORCH_CHECK_TYPE(t.scalar_type() == at::kInt, name, ": expected dtype torch.int32, got ",
-                   glue::dtype_name(t.scalar_type()));
+  glue::check_int32(name, t);
   TORCH_CHECK_VALUE(t.dim() == 1, name, ": expected a 1-D tensor, got shape ", t.sizes());
 }
 
@@ -276,11 +275,7 @@ Patterns checked_patterns(const ConvGeometry& geo, const at::Device& device, con
 
 // values[nnz values] of the conv's dtype and device.
 void check_values(const at::Tensor& values, const at::Tensor& like, int64_t nnz_values) {
-  TORCH_CHECK_TYPE(values.scalar_type() == like.scalar_type(), "values: expected dtype ",
-                   glue::dtype_name(like.scalar_type()), ", got ",
-                   glue::dtype_name(values.scalar_type()));
-  TORCH_CHECK_VALUE(values.device() == like.device(), "values: expected a tensor on ",
-                    like.device(), ", got ", values.device());
+  glue::check_like("values", values, like);
   TORCH_CHECK_VALUE(values.dim() == 1 && values.size(0) == nnz_values,
                     "values: expected shape [nnz values=", nnz_values, "], got ",
                     values.sizes());

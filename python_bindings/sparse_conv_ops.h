@@ -127,11 +127,7 @@ inline void check_channels(const char* name, const at::Tensor& t, int64_t channe
 // values of `like`'s dtype and device (its shape is the entry point's check).
 inline void check_values(const at::Tensor& values, const at::Tensor& like) {
   TORCH_CHECK_VALUE(values.dim() >= 1, "values: expected a tensor, got shape ", values.sizes());
-  TORCH_CHECK_TYPE(values.scalar_type() == like.scalar_type(), "values: expected dtype ",
-                   glue::dtype_name(like.scalar_type()), ", got ",
-                   glue::dtype_name(values.scalar_type()));
-  TORCH_CHECK_VALUE(values.device() == like.device(), "values: expected a tensor on ",
-                    like.device(), ", got ", values.device());
+  glue::check_like("values", values, like);
 }
 
 // The output size of a conv of `in_hw`, which must not be empty.

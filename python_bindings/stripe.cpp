@@ -85,11 +85,7 @@ CheckedStripes checked_stripes(const ConvGeometry& geo, const at::Device& device
 // values[nnz, Cin/g] of the conv's dtype and device.
 void check_values(const at::Tensor& values, const at::Tensor& like, int64_t nnz,
                   const ConvGeometry& geo) {
-  TORCH_CHECK_TYPE(values.scalar_type() == like.scalar_type(), "values: expected dtype ",
-                   glue::dtype_name(like.scalar_type()), ", got ",
-                   glue::dtype_name(values.scalar_type()));
-  TORCH_CHECK_VALUE(values.device() == like.device(), "values: expected a tensor on ",
-                    like.device(), ", got ", values.device());
+  glue::check_like("values", values, like);
   TORCH_CHECK_VALUE(values.dim() == 2 && values.size(0) == nnz &&
                         values.size(1) == geo.cin_per_group(),
                     "values: expected shape [nnz=", nnz, ", Cin/g=", geo.cin_per_group(),
