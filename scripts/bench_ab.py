@@ -8,7 +8,8 @@ across days:
 BASE_DIR is another built checkout (e.g. ``git worktree add /tmp/base REV``
 then ``python setup.py build_ext --inplace`` there); the current checkout is
 the other side. Each round runs ``python -m sparsekernels.bench COMMAND ARGS``
-in each, appending to ``OUT_DIR/{base,head}.json``. ``OUT_DIR/summary.json``
+in each (base first in even rounds, head first in odd ones), appending to
+``OUT_DIR/{base,head}.json``. ``OUT_DIR/summary.json``
 then holds, per configuration, the median over rounds of each side's times
 and head/base ratios: for layers the sparse and the dense time of each
 record; for networks the latency of each record (the dense models' records,
@@ -95,8 +96,12 @@ def main() -> None:
     if not args.summarize:
         for side in sides:
             (args.out / f"{side}.json").unlink(missing_ok=True)
-        for _ in range(args.rounds):
-            for side, checkout in sides.items():
+        for r in range(args.rounds):
+            # A B, then B A: a side that always ran first (or second) took
+            # whatever the order costs on this VM (up to ~10% of the dense
+            # models' time in a 5-round network run, base always first).
+            order = list(sides.items())
+            for side, checkout in (order if r % 2 == 0 else order[::-1]):
                 _run(checkout, args.out / f"{side}.json", command, bench_args)
     medians, to_rows = ((_layer_medians, _layer_rows) if command == "layers"
                         else (_network_medians, _network_rows))
