@@ -260,10 +260,11 @@ struct Block1xNOps {
   }
   static at::Tensor forward(const at::Tensor& x, const at::Tensor& values, at::TensorList t,
                             const ops::OpMeta& m, const c10::optional<at::Tensor>& bias,
-                            const ops::OpConv& c) {
+                            const ops::OpConv& c, const c10::optional<at::Tensor>& residual,
+                            double out_min, double out_max) {
     return sparsekernels::forward(x, values, t[0], t[1], bias, m.params[0], rows_per_group(m),
-                                  m.cout, c.stride, c.padding, c.dilation, c.groups,
-                                  -ops::kNoClamp, ops::kNoClamp, c10::nullopt);
+                                  m.cout, c.stride, c.padding, c.dilation, c.groups, out_min,
+                                  out_max, residual);
   }
   static at::Tensor grad_input(const at::Tensor& grad_out, const at::Tensor& values,
                                at::TensorList t, const ops::OpMeta& m, int64_t in_h,

@@ -49,7 +49,7 @@
 namespace sparsekernels {
 namespace ops {
 
-// The forward's clamp bounds that clamp nothing (the ops fuse no activation).
+// A bound of the forward's epilogue clamp that clamps nothing (-inf / inf).
 constexpr double kNoClamp = std::numeric_limits<double>::infinity();
 
 // meta = [Cout, Cin/g, Kh, Kw, *params, groups], bounded.
@@ -211,17 +211,37 @@ inline pybind11::kwargs conv_kwargs(at::IntArrayRef stride, at::IntArrayRef padd
   return kw;
 }
 
-// sparsekernels::<slug>_conv2d
+// The forward's epilogue bounds as the op takes them (None: that side
+// unclamped), for the entry points: -inf / inf.
+inline double lower_bound(const c10::optional<double>& out_min) {
+  return out_min.value_or(-kNoClamp);
+}
+inline double upper_bound(const c10::optional<double>& out_max) {
+  return out_max.value_or(kNoClamp);
+}
+
+inline pybind11::object py_optional(const c10::optional<double>& v) {
+  return v.has_value() ? pybind11::cast(*v) : pybind11::none();
+}
+
+// sparsekernels::<slug>_conv2d: the conv, plus `residual` (the output's
+// shape), then clamped to [out_min, out_max] (a fused activation). The
+// entry points add and clamp in the kernel's store where the kind's kernel
+// does, else in passes of their own (glue::Epilogue).
 template <class Kind>
 at::Tensor forward_kernel(const at::Tensor& x, const at::Tensor& values, at::TensorList topology,
                           at::IntArrayRef meta, const c10::optional<at::Tensor>& bias,
-                          at::IntArrayRef stride, at::IntArrayRef padding,
-                          at::IntArrayRef dilation, int64_t groups, std::string_view backend) {
+                          const c10::optional<at::Tensor>& residual, at::IntArrayRef stride,
+                          at::IntArrayRef padding, at::IntArrayRef dilation, int64_t groups,
+                          std::string_view backend, c10::optional<double> out_min,
+                          c10::optional<double> out_max) {
   if (!runs_native(backend, x.device())) {
     pybind11::gil_scoped_acquire gil;
-    return call_python_body(op_name<Kind>(Op::kForward),
-                            conv_kwargs(stride, padding, dilation, groups, backend), x,
-                            values, topology.vec(), meta.vec(), bias);
+    auto kw = conv_kwargs(stride, padding, dilation, groups, backend);
+    kw["out_min"] = py_optional(out_min);
+    kw["out_max"] = py_optional(out_max);
+    return call_python_body(op_name<Kind>(Op::kForward), kw, x, values, topology.vec(),
+                            meta.vec(), bias, residual);
   }
   const OpMeta m = check_meta<Kind>(topology, meta);
   const OpConv conv = check_conv(stride, padding, dilation, groups);
@@ -230,10 +250,14 @@ at::Tensor forward_kernel(const at::Tensor& x, const at::Tensor& values, at::Ten
   check_channels("input", x, m.cin());
   check_values(values, x);
   glue::check_bias(bias, x, m.cout);
+  // Before the cast to the dtype the kernels compute in: a residual of
+  // another dtype is refused, not converted.
+  if (residual.has_value()) glue::check_like("residual", *residual, x);
   output_hw(x.size(2), x.size(3), m, conv);
   const auto work = work_dtype(x);
   const at::Tensor out =
-      Kind::forward(cast(x, work), cast(values, work), topology, m, cast(bias, work), conv);
+      Kind::forward(cast(x, work), cast(values, work), topology, m, cast(bias, work), conv,
+                    cast(residual, work), lower_bound(out_min), upper_bound(out_max));
   return glue::like_input(cast(out, x.scalar_type()), x);
 }
 
@@ -324,11 +348,12 @@ struct TensorsInOrder : Entries {
 
   static at::Tensor forward(const at::Tensor& x, const at::Tensor& values, at::TensorList t,
                             const OpMeta& m, const c10::optional<at::Tensor>& bias,
-                            const OpConv& c) {
+                            const OpConv& c, const c10::optional<at::Tensor>& residual,
+                            double out_min, double out_max) {
     return with_tensors<kN>(t, [&](const auto&... ts) {
       return Entries::forward_entry(x, values, ts..., bias, m.cout, m.kh, m.kw, c.stride,
-                                    c.padding, c.dilation, c.groups, -kNoClamp, kNoClamp,
-                                    c10::nullopt);
+                                    c.padding, c.dilation, c.groups, out_min, out_max,
+                                    residual);
     });
   }
   static at::Tensor grad_input(const at::Tensor& grad_out, const at::Tensor& values,
@@ -361,19 +386,28 @@ const auto& dispatcher_op(Op which) {
 }
 
 // The forward's autograd: backward is the other two ops (so a gradient is
-// only as correct as their kernels) and the bias's sum over pixels.
+// only as correct as their kernels), the bias's sum over pixels, and for a
+// fused epilogue the clamp's, applied first: no gradient where the output
+// sits at a bound it was clamped to, read from the saved output as ReLU's
+// and hardtanh's backward read theirs (so a NaN passes its gradient, as
+// there). The residual's gradient is the clamped one.
 template <class Kind>
 struct ConvFunction : public torch::autograd::Function<ConvFunction<Kind>> {
   static at::Tensor forward(torch::autograd::AutogradContext* ctx, const at::Tensor& x,
                             const at::Tensor& values, at::TensorList topology,
                             at::IntArrayRef meta, const c10::optional<at::Tensor>& bias,
-                            at::IntArrayRef stride, at::IntArrayRef padding,
-                            at::IntArrayRef dilation, int64_t groups, std::string_view backend) {
+                            const c10::optional<at::Tensor>& residual, at::IntArrayRef stride,
+                            at::IntArrayRef padding, at::IntArrayRef dilation, int64_t groups,
+                            std::string_view backend, c10::optional<double> out_min,
+                            c10::optional<double> out_max) {
     at::AutoDispatchBelowADInplaceOrView below_autograd;
     at::Tensor out = dispatcher_op<Kind, forward_kernel<Kind>>(Op::kForward).call(
-        x, values, topology, meta, bias, stride, padding, dilation, groups, backend);
+        x, values, topology, meta, bias, residual, stride, padding, dilation, groups, backend,
+        out_min, out_max);
     std::vector<at::Tensor> saved{x, values};
     saved.insert(saved.end(), topology.begin(), topology.end());
+    const bool clamped = out_min.has_value() || out_max.has_value();
+    if (clamped) saved.push_back(out);
     ctx->save_for_backward(saved);
     ctx->saved_data["meta"] = meta.vec();
     ctx->saved_data["stride"] = stride.vec();
@@ -382,13 +416,27 @@ struct ConvFunction : public torch::autograd::Function<ConvFunction<Kind>> {
     ctx->saved_data["groups"] = groups;
     ctx->saved_data["backend"] = std::string(backend);
     ctx->saved_data["has_bias"] = bias.has_value();
+    ctx->saved_data["has_residual"] = residual.has_value();
+    ctx->saved_data["clamped"] = clamped;
+    ctx->saved_data["out_min"] = out_min;
+    ctx->saved_data["out_max"] = out_max;
     return out;
   }
 
   static torch::autograd::variable_list backward(torch::autograd::AutogradContext* ctx,
                                                  torch::autograd::variable_list grads) {
-    const at::Tensor& grad = grads[0];
-    const auto saved = ctx->get_saved_variables();
+    at::Tensor grad = grads[0];
+    auto saved = ctx->get_saved_variables();
+    if (ctx->saved_data["clamped"].toBool()) {
+      const at::Tensor out = saved.back();
+      saved.pop_back();
+      const auto lo = ctx->saved_data["out_min"].toOptional<double>();
+      const auto hi = ctx->saved_data["out_max"].toOptional<double>();
+      at::Tensor held;  // where the clamp holds the output at a bound
+      if (lo.has_value()) held = out.le(*lo);
+      if (hi.has_value()) held = held.defined() ? held.logical_or_(out.ge(*hi)) : out.ge(*hi);
+      grad = grad.masked_fill(held, 0);
+    }
     const at::Tensor &x = saved[0], &values = saved[1];
     const std::vector<at::Tensor> topology(saved.begin() + 2, saved.end());
     const auto meta = ctx->saved_data["meta"].toIntVector();
@@ -398,11 +446,12 @@ struct ConvFunction : public torch::autograd::Function<ConvFunction<Kind>> {
     const int64_t groups = ctx->saved_data["groups"].toInt();
     const std::string backend = ctx->saved_data["backend"].toStringRef();
     // One gradient per forward argument, a topology tensor each: x, values,
-    // topology..., meta, bias, stride, padding, dilation, groups, backend.
+    // topology..., meta, bias, residual, stride, padding, dilation, groups,
+    // backend, out_min, out_max.
     const size_t k = topology.size();
-    torch::autograd::variable_list out(k + 9);
+    torch::autograd::variable_list out(k + 12);
     // needs_input_grad counts only the tensor arguments: x, values,
-    // topology..., bias.
+    // topology..., bias, residual.
     if (ctx->needs_input_grad(0))
       out[0] = dispatcher_op<Kind, grad_input_kernel<Kind>>(Op::kGradInput)
                    .call(grad, values, topology, meta, {x.size(2), x.size(3)}, stride, padding,
@@ -412,6 +461,8 @@ struct ConvFunction : public torch::autograd::Function<ConvFunction<Kind>> {
                    .call(x, grad, topology, meta, stride, padding, dilation, groups, backend);
     if (ctx->saved_data["has_bias"].toBool() && ctx->needs_input_grad(2 + k))
       out[3 + k] = grad.sum({0, 2, 3});
+    if (ctx->saved_data["has_residual"].toBool() && ctx->needs_input_grad(3 + k))
+      out[4 + k] = grad;
     return out;
   }
 };
@@ -424,22 +475,28 @@ struct ConvFunction : public torch::autograd::Function<ConvFunction<Kind>> {
 template <class Kind>
 at::Tensor forward_autograd(const at::Tensor& x, const at::Tensor& values,
                             at::TensorList topology, at::IntArrayRef meta,
-                            const c10::optional<at::Tensor>& bias, at::IntArrayRef stride,
+                            const c10::optional<at::Tensor>& bias,
+                            const c10::optional<at::Tensor>& residual, at::IntArrayRef stride,
                             at::IntArrayRef padding, at::IntArrayRef dilation, int64_t groups,
-                            std::string_view backend) {
-  const bool has_bias = bias.has_value() && bias->defined();
+                            std::string_view backend, c10::optional<double> out_min,
+                            c10::optional<double> out_max) {
+  auto grad_of = [](const c10::optional<at::Tensor>& t) {
+    return t.has_value() && t->defined() && t->requires_grad();
+  };
   const bool record = at::GradMode::is_enabled() &&
-                      (x.requires_grad() || values.requires_grad() ||
-                       (has_bias && bias->requires_grad()));
+                      (x.requires_grad() || values.requires_grad() || grad_of(bias) ||
+                       grad_of(residual));
   using torch::autograd::isFwGradDefined;
-  const bool tangent = isFwGradDefined(x) || isFwGradDefined(values) || isFwGradDefined(bias);
+  const bool tangent = isFwGradDefined(x) || isFwGradDefined(values) ||
+                       isFwGradDefined(bias) || isFwGradDefined(residual);
   if (!record && !tangent) {
     at::AutoDispatchBelowADInplaceOrView below_autograd;
     return dispatcher_op<Kind, forward_kernel<Kind>>(Op::kForward).call(
-        x, values, topology, meta, bias, stride, padding, dilation, groups, backend);
+        x, values, topology, meta, bias, residual, stride, padding, dilation, groups, backend,
+        out_min, out_max);
   }
-  return ConvFunction<Kind>::apply(x, values, topology, meta, bias, stride, padding, dilation,
-                                   groups, backend);
+  return ConvFunction<Kind>::apply(x, values, topology, meta, bias, residual, stride, padding,
+                                   dilation, groups, backend, out_min, out_max);
 }
 
 // The gradient ops' Autograd kernels. They have no derivative of their own:

@@ -4,8 +4,11 @@ Each is a clamp of the conv's output, ``min(max(y, lo), hi)`` with NaN kept:
 the CPU kernels apply it in registers before the store (``OutputClamp`` in
 ``csrc/include/sparsekernels/conv_geometry.h``), which saves the separate pass
 over the activations that a ReLU module costs (as much memory traffic as a 1x1
-conv's own output). Everywhere else (autograd, ``torch.compile``, the CUDA
-and Triton backends) the module applies the same function after the op.
+conv's own output). The forward ops take the clamp as ``out_min`` /
+``out_max`` (None: that side open) after a fused ``residual``, so autograd
+and ``torch.compile`` graphs get it in the kernel's store too; a backend
+without an epilogue of its own (Triton, the reference) applies
+:func:`apply_epilogue` to its output.
 ``FusedActivation`` is the slot a conv module holds one in;
 ``fuse_epilogues`` fills it from the model's graph.
 """
@@ -37,6 +40,34 @@ ACTIVATIONS = {
 NO_CLAMP = (-math.inf, math.inf)
 
 
+def clamp_of(out_min: Optional[float], out_max: Optional[float]) -> tuple[float, float]:
+    """The forward ops' ``out_min`` / ``out_max`` (None: unclamped) as a clamp."""
+    return (-math.inf if out_min is None else float(out_min),
+            math.inf if out_max is None else float(out_max))
+
+
+def op_bounds(clamp: tuple[float, float]) -> tuple[Optional[float], Optional[float]]:
+    """A clamp as the forward ops take it: ``(out_min, out_max)``, None for an open side."""
+    lo, hi = clamp
+    return (None if lo == -math.inf else lo), (None if hi == math.inf else hi)
+
+
+def apply_epilogue(out: Tensor, clamp: tuple[float, float], residual: Optional[Tensor]) -> Tensor:
+    """``out + residual`` clamped to ``clamp`` (NaN kept), in place on
+    ``out``, a backend's fresh output (a third of an out-of-place add's time)."""
+    if residual is not None:
+        out.add_(residual)
+    lo, hi = op_bounds(clamp)
+    return out if (lo, hi) == (None, None) else out.clamp_(lo, hi)
+
+
+def clamp_held(out: Tensor, out_min: Optional[float], out_max: Optional[float]) -> Tensor:
+    """Where a clamp holds ``out`` at one of its bounds: no gradient flows
+    there (ReLU's and hardtanh's backward, read from the output; NaN passes)."""
+    held = out <= out_min if out_min is not None else torch.zeros_like(out, dtype=torch.bool)
+    return held | (out >= out_max) if out_max is not None else held
+
+
 def check_activation(name: Optional[str]) -> Optional[str]:
     if name is not None and name not in ACTIVATIONS:
         raise ValueError(f"activation: expected None or one of {sorted(ACTIVATIONS)}, "
@@ -51,8 +82,9 @@ def bounds_of(name: Optional[str]) -> tuple[float, float]:
 class FusedActivation:
     """Mixin of a conv module whose forward can end in an activation: the
     ``activation`` slot (a key of ``ACTIVATIONS``, or None) and ``_activated``,
-    which adds a residual (where the module takes one) and applies the
-    activation to an output computed without them."""
+    which applies the activation to an output computed without it (the NCHW
+    kernels' modules off their fused path; the sparse modules pass it to
+    their forward op)."""
 
     @property
     def activation(self) -> Optional[str]:
@@ -62,9 +94,7 @@ class FusedActivation:
     def activation(self, name: Optional[str]) -> None:
         self.__dict__["_activation"] = check_activation(name)
 
-    def _activated(self, out: Tensor, residual: Optional[Tensor] = None) -> Tensor:
-        if residual is not None:
-            out = out + residual
+    def _activated(self, out: Tensor) -> Tensor:
         name = self.activation
         return out if name is None else ACTIVATIONS[name].apply(out)
 

@@ -1,6 +1,8 @@
 """``fuse_epilogues(model)``: the residual add and the ReLU / ReLU6 after a
 sparse conv, and the activation after a ``DepthwiseConv2d`` or an
-``InputConv2d``, run in the conv's epilogue (inference).
+``InputConv2d``, run in the conv's epilogue: a sparse conv's in its forward
+op (eager, under autograd and in a ``torch.compile`` graph alike), the NCHW
+kernels' in eager inference.
 
 A ReLU module reads and writes every activation once more, and an
 out-of-place add twice; a conv whose ``activation`` is set clamps its output
@@ -125,9 +127,9 @@ def fuse_epilogues(model: nn.Module) -> fx.GraphModule:
     residual adds and ReLU / ReLU6 that directly follow a conv (see the
     module's text) moved into that conv's epilogue. It holds a copy of
     ``model``'s modules (a fused conv computes something else than its
-    original: ``model`` is left as it was). For inference; run
+    original: ``model`` is left as it was). For inference run
     ``fold_batchnorm`` first, so that a BatchNorm between the conv and what
-    follows it is gone."""
+    follows it is gone; a model without one trains fused too."""
     if not isinstance(model, nn.Module):
         raise TypeError(f"model: expected an nn.Module, got {type(model).__name__}")
     model = copy.deepcopy(model)

@@ -12,6 +12,7 @@ from torch import nn
 onnx = pytest.importorskip("onnx")
 from onnx import numpy_helper  # noqa: E402
 
+import sparsekernels as sk  # noqa: E402
 import sparsekernels.onnx as skonnx  # noqa: E402
 from sparsekernels.kinds import KINDS  # noqa: E402
 from sparsekernels.optional import require  # noqa: E402
@@ -147,6 +148,39 @@ def test_two_kinds_with_asymmetric_and_circular_padding(tmp_path):
     with torch.no_grad():
         want = model(x).numpy()
     np.testing.assert_allclose(got, want, rtol=0, atol=1e-5 * np.abs(want).max())
+
+
+class _FusedBlock(nn.Module):
+    """relu6(a(x)) -> relu(b(.) + x): two epilogues fuse_epilogues moves
+    into the sparse convs."""
+
+    def __init__(self, kind):
+        super().__init__()
+        make = lambda: KINDS[kind].module.from_dense(  # noqa: E731
+            nn.Conv2d(8, 8, 3, padding=1), sparsity=0.5, **KIND_PARAMS[kind])
+        self.a, self.b = make(), make()
+
+    def forward(self, x):
+        return torch.relu(self.b(nn.functional.relu6(self.a(x))) + x)
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_fused_epilogues_export_as_standard_nodes(tmp_path, kind):
+    """A fused conv's residual add and activation follow its sparse node as
+    Add, Relu and Clip nodes (the sparse node stays the conv alone)."""
+    torch.manual_seed(0)
+    model = sk.fuse_epilogues(_FusedBlock(kind).eval())
+    assert (model.a.activation, model.b.activation) == ("relu6", "relu")
+    x = torch.randn(2, 8, 7, 9) * 3
+    proto = onnx.load(str(skonnx.export(model, x, tmp_path / "fused.onnx")))
+    ops = [n.op_type for n in proto.graph.node if n.op_type not in ("Constant", "Identity")]
+    assert ops == [OP_TYPES[kind], "Clip", OP_TYPES[kind], "Add", "Relu"], ops
+    for batch in (1, 3):
+        x = torch.randn(batch, 8, 7, 9) * 3
+        (got,) = skonnx.reference_evaluator(proto).run(None, {"input": x.numpy()})
+        with torch.no_grad():
+            want = model(x).numpy()
+        np.testing.assert_allclose(got, want, rtol=0, atol=1e-5 * np.abs(want).max())
 
 
 @pytest.mark.parametrize("kind", KINDS)

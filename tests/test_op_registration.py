@@ -96,6 +96,16 @@ def test_without_the_extension_the_python_bodies_and_autograd_run_every_kind():
             got = torch.autograd.grad(out, [x, values, bias], grad_out)
             for g, w in zip(got, reference_grads(case, grad_out)):
                 torch.testing.assert_close(g, w)
+            # The fused epilogue: relu(conv + residual), the residual's
+            # gradient the one the ReLU lets through.
+            residual = torch.randn_like(out).requires_grad_()
+            out = KINDS[kind].module.OPS.forward(x, values, topology, meta, bias, residual,
+                                                 **conv, out_min=0.0)
+            want = torch.relu(reference_output(case) + residual)
+            torch.testing.assert_close(out, want)
+            got = torch.autograd.grad(out, [x, residual], grad_out)
+            torch.testing.assert_close(got[1], grad_out * (want > 0))
+            torch.testing.assert_close(got[0], reference_grads(case, got[1])[0])
             try:
                 KINDS[kind].module.OPS.forward(x, values, topology, meta, bias,
                                                **{**conv, "groups": 2})

@@ -193,8 +193,8 @@ class SparseConv2d(FusedActivation, nn.Module):
     def forward(self, input: Tensor, residual: Optional[Tensor] = None) -> Tensor:
         """The conv, plus ``residual`` (a tensor of the output's shape: a fused
         residual add, ``sparsekernels.fuse_epilogues``), then the activation
-        (FusedActivation): in the native backends' epilogue where the call is
-        eager inference; else on the op's output."""
+        (FusedActivation), both in the forward op's epilogue (eager, autograd
+        and compiled alike; apply_sparse_conv)."""
         # No Module.__getattr__ per tensor (~0.7 us each): this is every call.
         params = self._parameters
         values = params["values"]
@@ -214,10 +214,10 @@ class SparseConv2d(FusedActivation, nn.Module):
         if self.padding_mode != "zeros":
             input = F.pad(input, self._mode_padding, mode=self.padding_mode)
             padding = 0
-        out = apply_sparse_conv(self.OPS, input, values, self.topology(), bias,
-                                stride=self.stride, padding=padding, dilation=self.dilation,
-                                groups=self.groups, backend=self.backend)
-        return self._activated(out, residual)
+        return apply_sparse_conv(self.OPS, input, values, self.topology(), bias,
+                                 stride=self.stride, padding=padding, dilation=self.dilation,
+                                 groups=self.groups, backend=self.backend, residual=residual,
+                                 activation=self.activation)
 
     def _inference_plan(self, device: torch.device, values: Tensor, bias) -> InferencePlan:
         """The eager inference call of this weight, kept while the weight's

@@ -31,9 +31,9 @@ def _symbolic(spec: KindSpec):
     rebuilds them), values and the optional bias; the geometry as attributes."""
     saved = [spec.format.Topology.TENSORS.index(name) for name in spec.format.INDEX_TENSORS]
 
-    @sh.parse_args("v", "v", "v", "is", "v", "is", "is", "is", "i", "s")
-    def symbolic(g, x, values, topology, meta, bias, stride, padding, dilation, groups,
-                 backend):
+    @sh.parse_args("v", "v", "v", "is", "v", "v", "is", "is", "is", "i", "s", "v", "v")
+    def symbolic(g, x, values, topology, meta, bias, residual, stride, padding, dilation, groups,
+                 backend, out_min, out_max):
         geometry = Geometry.from_op_args(spec, meta, ConvArgs(tuple(stride), tuple(padding),
                                                               tuple(dilation), groups))
         topology = sh._unpack_list(topology)
@@ -43,11 +43,37 @@ def _symbolic(spec: KindSpec):
         attributes = {f"{name}_i": value for name, value in geometry.attributes().items()}
         out = g.op(f"{DOMAIN}::{op_type(spec)}", *inputs, **attributes)
         sizes = sh._get_tensor_sizes(x)
-        if sizes is not None:  # typed, so shape inference runs on past the node
-            out.setType(x.type().with_sizes(geometry.output_sizes(sizes)))
-        return out
+        typed = None if sizes is None else x.type().with_sizes(geometry.output_sizes(sizes))
+        if typed is not None:  # typed, so shape inference runs on past the node
+            out.setType(typed)
+        return _epilogue(g, out, residual, out_min, out_max, typed)
 
     return symbolic
+
+
+def _epilogue(g, out, residual, out_min, out_max, typed):
+    """The op's fused epilogue as standard nodes after the sparse one:
+    ``Add`` of the residual, then ``Relu`` (a clamp at zero alone) or
+    ``Clip``. The sparse node stays the conv alone, as its layout defines."""
+    nodes = []
+    if not sh._is_none(residual):
+        nodes.append(g.op("Add", out, residual))
+    lo, hi = (None if sh._is_none(v) else sh._maybe_get_const(v, "f") for v in (out_min, out_max))
+    if (lo, hi) == (0.0, None):
+        nodes.append(g.op("Relu", nodes[-1] if nodes else out))
+    elif (lo, hi) != (None, None):
+        bound = lambda v, inf: g.op("Constant", value_t=torch.tensor(  # noqa: E731
+            inf if v is None else v, dtype=torch.float32))
+        clip_in = nodes[-1] if nodes else out
+        lo_t, hi_t = bound(lo, -float("inf")), bound(hi, float("inf"))
+        if typed is not None and typed.scalarType() != "Float":
+            lo_t = g.op("CastLike", lo_t, clip_in)
+            hi_t = g.op("CastLike", hi_t, clip_in)
+        nodes.append(g.op("Clip", clip_in, lo_t, hi_t))
+    for node in nodes:
+        if typed is not None:
+            node.setType(typed)
+    return nodes[-1] if nodes else out
 
 
 def _register_symbolics(opset: int) -> None:

@@ -16,6 +16,7 @@ backend must use (for Triton on a GPU, the checked private copies).
 """
 from __future__ import annotations
 
+import math
 from typing import Callable, NamedTuple, Optional
 
 import torch
@@ -102,6 +103,27 @@ def check_topology(topo, native_check: Optional[Callable] = None):
         raise ValueError(f"{'/'.join(derived)}: not the view derived from "
                          f"{'/'.join(topo.INDEX_TENSORS)}")
     return topo
+
+
+def check_epilogue(residual: Optional[Tensor], clamp: tuple[float, float], x: Tensor, topo,
+                   conv: ConvArgs):
+    """A forward's fused epilogue: ``residual`` (or None) of the output's
+    shape, dtype and device; ``clamp`` = (out_min, out_max), ordered, neither
+    NaN (-inf / inf: that side unclamped). The C++ entry points' messages."""
+    lo, hi = clamp
+    if math.isnan(lo) or math.isnan(hi) or lo > hi:
+        raise ValueError(f"out_min, out_max: expected out_min <= out_max, neither NaN, "
+                         f"got {lo:g}, {hi:g}")
+    if residual is None:
+        return
+    if residual.dtype != x.dtype:
+        raise TypeError(f"residual: expected dtype {x.dtype}, got {residual.dtype}")
+    if residual.device != x.device:
+        raise ValueError(f"residual: expected a tensor on {x.device}, got {residual.device}")
+    want = [x.shape[0], topo.cout, *output_hw(tuple(x.shape[2:]), topo.kernel_size, conv)]
+    if list(residual.shape) != want:
+        raise ValueError(f"residual: expected the output's shape {want}, "
+                         f"got {list(residual.shape)}")
 
 
 class KindChecks(NamedTuple):

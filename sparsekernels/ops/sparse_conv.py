@@ -4,8 +4,9 @@ A kind describes itself with a :class:`KindOps` (its topology type, its
 operand checks and its backend modules); :func:`define_sparse_conv` registers
 three custom ops with one signature shape for every kind::
 
-    sparsekernels::<slug>_conv2d(x, values, Tensor[] topology, int[] meta, bias, *,
-                                 stride, padding, dilation, groups, backend)
+    sparsekernels::<slug>_conv2d(x, values, Tensor[] topology, int[] meta, bias, residual=None,
+                                 *, stride, padding, dilation, groups, backend,
+                                 out_min=None, out_max=None)
     sparsekernels::<slug>_conv2d_grad_input(grad_out, values, topology, meta, *,
                                             input_hw, stride, padding, dilation, groups, backend)
     sparsekernels::<slug>_conv2d_grad_weight(x, grad_out, topology, meta, *,
@@ -13,8 +14,12 @@ three custom ops with one signature shape for every kind::
 
 ``topology`` is the kind's index tensors and ``meta`` its integers, starting
 with the dense weight shape ``[Cout, Cin/g, Kh, Kw]`` (the kind's own
-parameters follow, e.g. N). Backward is the other two ops, so the gradient
-of a kind is only as correct as its kernels. Each op checks its operands
+parameters follow, e.g. N). The forward's epilogue is fused: ``residual``
+(the output's shape) is added, then the sum clamped to ``[out_min, out_max]``
+(None: unclamped; a ReLU is ``out_min=0``), so a compiled or trained network
+gets the activation and the residual add in the conv's store, as eager
+inference does. Backward is the other two ops, so the gradient of a kind is
+only as correct as its kernels. Each op checks its operands
 (the kind's ``check_*``, or the same checks in C++) before a backend sees
 them: the ops are public.
 """
@@ -29,10 +34,11 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from .. import _ext
-from ..activation import ACTIVATIONS, bounds_of
+from ..activation import (ACTIVATIONS, NO_CLAMP, apply_epilogue, bounds_of, clamp_held,
+                          clamp_of, op_bounds)
 from ..conv_args import check_conv_args, output_hw, resolve_conv_args
 from . import backends
-from .checks import NATIVE, KindChecks
+from .checks import NATIVE, KindChecks, check_epilogue
 
 
 class KindOps(NamedTuple):
@@ -51,8 +57,9 @@ class SparseConvOps(NamedTuple):
     forward: object  # the registered ops (torch._ops.OpOverload)
     grad_input: object
     grad_weight: object
-    # The forward op's body, (x, values, topo, bias, conv, backend) -> output,
-    # for eager calls that may skip the dispatcher (see apply_sparse_conv).
+    # The forward op's body, (x, values, topo, bias, conv, backend, clamp=NO_CLAMP,
+    # residual=None) -> output, for eager calls that may skip the dispatcher
+    # (see apply_sparse_conv).
     run_forward: Callable[..., Tensor]
     # backend name -> the kind's module of that backend
     impl: Callable[[str], object]
@@ -78,8 +85,9 @@ _LIB = torch.library.Library("sparsekernels", "FRAGMENT")
 
 # Each op's name suffix and schema, one signature shape for every kind.
 _SCHEMAS = {
-    "": "(Tensor x, Tensor values, Tensor[] topology, int[] meta, Tensor? bias, *, "
-        "int[] stride, int[] padding, int[] dilation, int groups, str backend) -> Tensor",
+    "": "(Tensor x, Tensor values, Tensor[] topology, int[] meta, Tensor? bias, "
+        "Tensor? residual=None, *, int[] stride, int[] padding, int[] dilation, int groups, "
+        "str backend, float? out_min=None, float? out_max=None) -> Tensor",
     "_grad_input": "(Tensor grad_out, Tensor values, Tensor[] topology, int[] meta, *, "
                    "int[] input_hw, int[] stride, int[] padding, int[] dilation, int groups, "
                    "str backend) -> Tensor",
@@ -108,17 +116,24 @@ def define_sparse_conv(kind: KindOps) -> SparseConvOps:
         conv = check_conv_args(stride, padding, dilation, groups)
         return kind.topology(topology, meta), conv, backends.resolve(backend, device)
 
-    def run_forward(x, values, topo, bias, conv, backend):
+    def run_forward(x, values, topo, bias, conv, backend, clamp=NO_CLAMP, residual=None):
         topo = kind.checks.check_forward(backend, x, values, topo, bias, conv)
-        return _like_input(impl(backend).forward(x, values, topo, bias, conv), x)
+        check_epilogue(residual, clamp, x, topo, conv)
+        if backend in NATIVE:
+            out = impl(backend).forward(x, values, topo, bias, conv, clamp, residual)
+            return _like_input(out, x)
+        out = impl(backend).forward(x, values, topo, bias, conv)
+        return _like_input(apply_epilogue(out, clamp, residual), x)
 
-    def forward(x, values, topology, meta, bias, *, stride, padding, dilation, groups, backend):
+    def forward(x, values, topology, meta, bias, residual=None, *, stride, padding, dilation,
+                groups, backend, out_min=None, out_max=None):
         topo, conv, backend = prepare(topology, meta, stride, padding, dilation, groups,
                                       backend, x.device)
-        return run_forward(x, values, topo, bias, conv, backend)
+        return run_forward(x, values, topo, bias, conv, backend, clamp_of(out_min, out_max),
+                           residual)
 
-    def forward_fake(x, values, topology, meta, bias, *, stride, padding, dilation, groups,
-                     backend):
+    def forward_fake(x, values, topology, meta, bias, residual=None, *, stride, padding,
+                     dilation, groups, backend, out_min=None, out_max=None):
         topo = kind.topology(topology, meta)
         conv = check_conv_args(stride, padding, dilation, groups)
         oh, ow = output_hw(tuple(x.shape[2:]), (meta[2], meta[3]), conv)
@@ -173,14 +188,20 @@ def _register_python_autograd(forward, grad_input, grad_weight) -> None:
     do, in Python."""
 
     def setup_context(ctx, inputs, keyword_only_inputs, output):
-        x, values, topology, meta, bias = inputs
-        ctx.save_for_backward(x, values, *topology)
-        ctx.meta, ctx.conv = meta, keyword_only_inputs
-        ctx.has_bias = bias is not None
+        x, values, topology, meta, bias, residual = inputs
+        conv = dict(keyword_only_inputs)
+        ctx.bounds = conv.pop("out_min"), conv.pop("out_max")
+        ctx.clamped = ctx.bounds != (None, None)
+        ctx.save_for_backward(x, values, *topology, *((output,) if ctx.clamped else ()))
+        ctx.meta, ctx.conv = meta, conv
+        ctx.has_bias, ctx.has_residual = bias is not None, residual is not None
 
     def backward(ctx, grad):
         x, values, *topology = ctx.saved_tensors
-        grad_x = grad_values = grad_bias = None
+        if ctx.clamped:
+            *topology, out = topology
+            grad = grad.masked_fill(clamp_held(out, *ctx.bounds), 0)
+        grad_x = grad_values = grad_bias = grad_residual = None
         if ctx.needs_input_grad[0]:
             grad_x = grad_input(grad, values, topology, ctx.meta, input_hw=list(x.shape[2:]),
                                 **ctx.conv)
@@ -188,7 +209,12 @@ def _register_python_autograd(forward, grad_input, grad_weight) -> None:
             grad_values = grad_weight(x, grad, topology, ctx.meta, **ctx.conv)
         if ctx.has_bias and ctx.needs_input_grad[4]:
             grad_bias = grad.sum((0, 2, 3))
-        return grad_x, grad_values, [None] * len(topology), None, grad_bias
+        if ctx.has_residual and ctx.needs_input_grad[5]:
+            grad_residual = grad
+        grads = grad_x, grad_values, [None] * len(topology), None, grad_bias
+        # The dispatcher drops an argument left at its default (residual=None)
+        # from what backward must match.
+        return (*grads, grad_residual) if ctx.has_residual else grads
 
     torch.library.register_autograd(forward, backward, setup_context=setup_context, lib=_LIB)
 
@@ -229,32 +255,53 @@ def _check_inputs(x, values: Tensor, bias, topo, groups: int):
         raise TypeError(f"bias: expected a torch.Tensor or None, got {type(bias).__name__}")
 
 
+def _fits_output(residual: Tensor, x: Tensor, topo, conv) -> bool:
+    """Whether ``residual`` is what a forward op fuses: a tensor of the
+    output's shape, dtype and device (others take PyTorch's add)."""
+    return (isinstance(residual, Tensor) and residual.dtype == x.dtype
+            and residual.device == x.device and tuple(residual.shape) == (
+                x.shape[0], topo.cout, *output_hw(tuple(x.shape[2:]), topo.kernel_size, conv)))
+
+
 def apply_sparse_conv(ops: SparseConvOps, input: Tensor, values: Tensor, topo, bias, *,
-                      stride, padding, dilation, groups, backend: str) -> Tensor:
+                      stride, padding, dilation, groups, backend: str,
+                      residual: Optional[Tensor] = None,
+                      activation: Optional[str] = None) -> Tensor:
     """``F.conv2d`` semantics over a kind's forward op: unbatched input,
     ``'same'``/``'valid'`` padding (asymmetric 'same' pads the input first),
-    arguments checked and named. ``topo`` is the kind's topology (it has
+    arguments checked and named; then ``+ residual`` and ``activation`` (a
+    key of ``ACTIVATIONS``), fused into the op where the residual is of the
+    output's shape and dtype. ``topo`` is the kind's topology (it has
     ``shape``, ``groups``, ``cin`` and ``as_op_args()``); nothing here reads
     tensor data, so modules calling it trace."""
     if isinstance(input, Tensor) and input.dim() == 3:
+        if isinstance(residual, Tensor) and residual.dim() == 3:
+            residual = residual[None]
         return apply_sparse_conv(ops, input[None], values, topo, bias, stride=stride,
                                  padding=padding, dilation=dilation, groups=groups,
-                                 backend=backend)[0]
+                                 backend=backend, residual=residual, activation=activation)[0]
     conv, extra = resolve_conv_args(stride, padding, dilation, groups, topo.shape[2:])
     _check_inputs(input, values, bias, topo, conv.groups)
     resolved = backends.resolve(backend, input.device)  # fail early with a clear message
+    if residual is not None and not _fits_output(residual, input, topo, conv):
+        # A residual that broadcasts or promotes: PyTorch's add, then the activation.
+        out = apply_sparse_conv(ops, input, values, topo, bias, stride=stride, padding=padding,
+                                dilation=dilation, groups=groups, backend=backend) + residual
+        return out if activation is None else ACTIVATIONS[activation].apply(out)
+    clamp = bounds_of(activation)
     if extra != (0, 0):
         input = F.pad(input, (0, extra[1], 0, extra[0]))
-    if _plain_inference(input, values, bias):
+    if _plain_inference(input, values, bias, residual):
         # The same checks and kernel as the op, called directly: through the
         # dispatcher the same forward took 3-7% longer on layers of 2-4 ms
         # (ad hoc, interleaved, batch 8; benchmarks/cpu_1xn_kernels.md,
         # twelfth round), more than the op's ~10 us of argument handling.
-        return ops.run_forward(input, values, topo, bias, conv, resolved)
+        return ops.run_forward(input, values, topo, bias, conv, resolved, clamp, residual)
     tensors, meta = topo.as_op_args()
-    return ops.forward(input, values, tensors, meta, bias, stride=list(conv.stride),
+    out_min, out_max = op_bounds(clamp)
+    return ops.forward(input, values, tensors, meta, bias, residual, stride=list(conv.stride),
                        padding=list(conv.padding), dilation=list(conv.dilation),
-                       groups=conv.groups, backend=backend)
+                       groups=conv.groups, backend=backend, out_min=out_min, out_max=out_max)
 
 
 class InferencePlan:
@@ -328,22 +375,19 @@ class InferencePlan:
         _check_inputs(x, self.values, self.bias, self.topo, self.conv.groups)
         if self.extra != (0, 0):
             x = F.pad(x, (0, self.extra[1], 0, self.extra[0]))
-        fits = residual is None or (residual.dtype == x.dtype and residual.shape == (
-            x.shape[0], self.topo.cout, *output_hw(tuple(x.shape[2:]), self.topo.shape[2:],
-                                                   self.conv)))
-        if self.native is not None and fits:
-            return _like_input(self.native(x, self.values, self.topo, self.bias, self.conv,
-                                           self.clamp, residual), x)
+        if residual is None or _fits_output(residual, x, self.topo, self.conv):
+            if self.native is not None:
+                return _like_input(self.native(x, self.values, self.topo, self.bias, self.conv,
+                                               self.clamp, residual), x)
+            return self.ops.run_forward(x, self.values, self.topo, self.bias, self.conv,
+                                        self.resolved, self.clamp, residual)
+        # A residual that broadcasts or promotes: PyTorch's add, then the activation.
         if self.native is not None:
             out = _like_input(self.native(x, self.values, self.topo, self.bias, self.conv), x)
         else:
             out = self.ops.run_forward(x, self.values, self.topo, self.bias, self.conv,
                                        self.resolved)
-        if residual is not None:
-            # In place on the fresh output: a third of an out-of-place add's
-            # time. A residual that would broadcast the output, or change its
-            # dtype, takes PyTorch's own add.
-            out = out.add_(residual) if fits else out + residual
+        out = out + residual
         return out if self.activation is None else self.activation.apply_(out)
 
 
