@@ -28,22 +28,25 @@ from ..conv_args import ConvArgs, as_int, output_hw
 NATIVE = ("cpu", "cuda")
 
 
-def _check_activation(name: str, t: Tensor, like: Tensor):
-    if t.dim() != 4:
-        raise ValueError(f"{name}: expected a 4-D tensor, got shape {tuple(t.shape)}")
+def _check_like(name: str, t: Tensor, like: Tensor):
+    """``t`` of ``like``'s dtype (else a TypeError) and device (else a
+    ValueError), as glue::check_like words it."""
     if t.dtype != like.dtype:
         raise TypeError(f"{name}: expected dtype {like.dtype}, got {t.dtype}")
     if t.device != like.device:
         raise ValueError(f"{name}: expected a tensor on {like.device}, got {t.device}")
 
 
+def _check_activation(name: str, t: Tensor, like: Tensor):
+    if t.dim() != 4:
+        raise ValueError(f"{name}: expected a 4-D tensor, got shape {tuple(t.shape)}")
+    _check_like(name, t, like)
+
+
 def _check_bias(bias: Optional[Tensor], like: Tensor, cout: int):
     if bias is None:
         return
-    if bias.dtype != like.dtype:
-        raise TypeError(f"bias: expected dtype {like.dtype}, got {bias.dtype}")
-    if bias.device != like.device:
-        raise ValueError(f"bias: expected a tensor on {like.device}, got {bias.device}")
+    _check_like("bias", bias, like)
     if tuple(bias.shape) != (cout,):
         raise ValueError(f"bias: expected shape [{cout}], got {list(bias.shape)}")
 
@@ -116,10 +119,7 @@ def check_epilogue(residual: Optional[Tensor], clamp: tuple[float, float], x: Te
                          f"got {lo:g}, {hi:g}")
     if residual is None:
         return
-    if residual.dtype != x.dtype:
-        raise TypeError(f"residual: expected dtype {x.dtype}, got {residual.dtype}")
-    if residual.device != x.device:
-        raise ValueError(f"residual: expected a tensor on {x.device}, got {residual.device}")
+    _check_like("residual", residual, x)
     want = [x.shape[0], topo.cout, *output_hw(tuple(x.shape[2:]), topo.kernel_size, conv)]
     if list(residual.shape) != want:
         raise ValueError(f"residual: expected the output's shape {want}, "
@@ -147,10 +147,7 @@ class KindChecks(NamedTuple):
     def _check_values(self, values: Tensor, like: Tensor, topo):
         if values.dim() < 1:
             raise ValueError(f"values: expected a tensor, got shape {tuple(values.shape)}")
-        if values.dtype != like.dtype:
-            raise TypeError(f"values: expected dtype {like.dtype}, got {values.dtype}")
-        if values.device != like.device:
-            raise ValueError(f"values: expected a tensor on {like.device}, got {values.device}")
+        _check_like("values", values, like)
         want, names = topo.values_shape
         if tuple(values.shape) != want:
             raise ValueError(f"values: expected shape {names} = {list(want)}, "
