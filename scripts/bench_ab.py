@@ -97,9 +97,9 @@ def main() -> None:
         for side in sides:
             (args.out / f"{side}.json").unlink(missing_ok=True)
         for r in range(args.rounds):
-            # A B, then B A: a side that always ran first (or second) took
-            # whatever the order costs on this VM (up to ~10% of the dense
-            # models' time in a 5-round network run, base always first).
+            # A B, then B A: neither side always runs first (a 5-round
+            # network run with base always first read the unchanged dense
+            # models at 0.85-0.94 head/base).
             order = list(sides.items())
             for side, checkout in (order if r % 2 == 0 else order[::-1]):
                 _run(checkout, args.out / f"{side}.json", command, bench_args)
