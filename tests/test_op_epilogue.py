@@ -158,6 +158,10 @@ def test_bad_epilogues_get_one_message_on_every_route(kind):
         (None, (float("nan"), None), ValueError, "out_min, out_max: expected out_min <= "
                                                  "out_max, neither NaN, got nan, inf"),
     ]
+    # A meta tensor among real ones sends the call to the fake kernel, which
+    # refuses it too rather than return a meta tensor.
+    bad.append((good.to("meta"), None, ValueError, "residual: expected a tensor on cpu, "
+                                                   "got meta"))
     for residual, bounds, error, message in bad:
         for backend in [b for b in BACKENDS if b != "triton"]:
             with pytest.raises(error, match=message):
@@ -226,3 +230,26 @@ def test_training_through_a_fused_block_matches_the_dense_block(kind):
         conv, dense = getattr(net, name), getattr(ref, name)
         torch.testing.assert_close(conv.values.grad, conv.format().gather(dense.weight.grad))
         torch.testing.assert_close(conv.bias.grad, dense.bias.grad)
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_a_meta_operand_among_real_ones_is_refused_by_every_op(kind):
+    """The fake kernels check devices: otherwise a call mixing a meta tensor
+    with CPU ones returns a meta tensor (the dispatcher picks them)."""
+    case = _case(kind)
+    ops = KINDS[kind].module.OPS
+    topology, meta = case.weight.topology().as_op_args()
+    conv = _conv(case, "auto")
+    grad = torch.rand(2, 6, 4, 9, dtype=torch.float64)
+    with pytest.raises(ValueError, match="values: expected a tensor on cpu, got meta"):
+        ops.forward(case.x, case.weight.values.to("meta"), topology, meta, case.bias, **conv)
+    with pytest.raises(ValueError, match="bias: expected a tensor on cpu, got meta"):
+        ops.forward(case.x, case.weight.values, topology, meta, case.bias.to("meta"), **conv)
+    with pytest.raises(ValueError, match=r"\w+: expected a tensor on cpu, got meta"):
+        ops.forward(case.x, case.weight.values, [t.to("meta") for t in topology], meta,
+                    case.bias, **conv)
+    with pytest.raises(ValueError, match="values: expected a tensor on cpu, got meta"):
+        ops.grad_input(grad, case.weight.values.to("meta"), topology, meta, input_hw=[7, 9],
+                       **conv)
+    with pytest.raises(ValueError, match="grad_out: expected a tensor on cpu, got meta"):
+        ops.grad_weight(case.x, grad.to("meta"), topology, meta, **conv)

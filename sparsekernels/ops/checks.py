@@ -51,15 +51,21 @@ def _check_bias(bias: Optional[Tensor], like: Tensor, cout: int):
         raise ValueError(f"bias: expected shape [{cout}], got {list(bias.shape)}")
 
 
-def _check_topology_device(topo, like: Tensor):
+def check_same_device(like: Tensor, **operands: Optional[Tensor]):
+    """Every operand (None: absent) on ``like``'s device, else a ValueError
+    naming it. The fake kernels check this too: a call mixing a meta tensor
+    with real ones is dispatched to them, and would return a meta tensor."""
+    for name, t in operands.items():
+        if t is not None and t.device != like.device:
+            raise ValueError(f"{name}: expected a tensor on {like.device}, got {t.device}")
+
+
+def check_topology_device(topo, like: Tensor):
     """Every index tensor on the activations' device: a backend that trusts
     the topology (Triton, the reference) would otherwise hand a kernel host
     pointers with device data, or the reverse. The compiled topology check
     only compares the index tensors with one another."""
-    for name in topo.TENSORS:
-        t = getattr(topo, name)
-        if t.device != like.device:
-            raise ValueError(f"{name}: expected a tensor on {like.device}, got {t.device}")
+    check_same_device(like, **{name: getattr(topo, name) for name in topo.TENSORS})
 
 
 def _check_channels(name: str, t: Tensor, channels: int):
@@ -141,7 +147,7 @@ class KindChecks(NamedTuple):
     def _topology_for(self, backend: str, topo, like: Tensor):
         """What ``backend`` may read: the native backends check the topology
         in their C++ entry points; the others get it checked here."""
-        _check_topology_device(topo, like)
+        check_topology_device(topo, like)
         return topo if backend in NATIVE else self.check_topology(topo)
 
     def _check_values(self, values: Tensor, like: Tensor, topo):

@@ -38,7 +38,8 @@ from ..activation import (ACTIVATIONS, NO_CLAMP, apply_epilogue, bounds_of, clam
                           clamp_of, op_bounds)
 from ..conv_args import check_conv_args, output_hw, resolve_conv_args
 from . import backends
-from .checks import NATIVE, KindChecks, check_epilogue
+from .checks import (NATIVE, KindChecks, check_epilogue, check_same_device,
+                     check_topology_device)
 
 
 class KindOps(NamedTuple):
@@ -135,6 +136,8 @@ def define_sparse_conv(kind: KindOps) -> SparseConvOps:
     def forward_fake(x, values, topology, meta, bias, residual=None, *, stride, padding,
                      dilation, groups, backend, out_min=None, out_max=None):
         topo = kind.topology(topology, meta)
+        check_same_device(x, values=values, bias=bias, residual=residual)
+        check_topology_device(topo, x)
         conv = check_conv_args(stride, padding, dilation, groups)
         oh, ow = output_hw(tuple(x.shape[2:]), (meta[2], meta[3]), conv)
         return _like_input(x.new_empty(x.shape[0], topo.cout, oh, ow), x)
@@ -150,6 +153,8 @@ def define_sparse_conv(kind: KindOps) -> SparseConvOps:
     def grad_input_fake(grad_out, values, topology, meta, *, input_hw, stride, padding,
                         dilation, groups, backend):
         topo = kind.topology(topology, meta)
+        check_same_device(grad_out, values=values)
+        check_topology_device(topo, grad_out)
         check_conv_args(stride, padding, dilation, groups)
         return grad_out.new_empty(grad_out.shape[0], topo.cin, *input_hw)
 
@@ -161,8 +166,11 @@ def define_sparse_conv(kind: KindOps) -> SparseConvOps:
 
     def grad_weight_fake(x, grad_out, topology, meta, *, stride, padding, dilation, groups,
                          backend):
+        topo = kind.topology(topology, meta)
+        check_same_device(x, grad_out=grad_out)
+        check_topology_device(topo, x)
         check_conv_args(stride, padding, dilation, groups)
-        return x.new_empty(kind.topology(topology, meta).values_shape[0])
+        return x.new_empty(topo.values_shape[0])
 
     bodies = {"": (forward, forward_fake), "_grad_input": (grad_input, grad_input_fake),
               "_grad_weight": (grad_weight, grad_weight_fake)}
