@@ -64,8 +64,9 @@ def apply_epilogue(out: Tensor, clamp: tuple[float, float], residual: Optional[T
 def clamp_held(out: Tensor, out_min: Optional[float], out_max: Optional[float]) -> Tensor:
     """Where a clamp holds ``out`` at one of its bounds: no gradient flows
     there (ReLU's and hardtanh's backward, read from the output; NaN passes)."""
-    held = out <= out_min if out_min is not None else torch.zeros_like(out, dtype=torch.bool)
-    return held | (out >= out_max) if out_max is not None else held
+    below = None if out_min is None else out <= out_min
+    above = None if out_max is None else out >= out_max
+    return above if below is None else below if above is None else below | above
 
 
 def check_activation(name: Optional[str]) -> Optional[str]:

@@ -164,19 +164,20 @@ class _FusedBlock(nn.Module):
         return torch.relu(self.b(nn.functional.relu6(self.a(x))) + x)
 
 
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
 @pytest.mark.parametrize("kind", KINDS)
-def test_fused_epilogues_export_as_standard_nodes(tmp_path, kind):
+def test_fused_epilogues_export_as_standard_nodes(tmp_path, kind, dtype):
     """A fused conv's residual add and activation follow its sparse node as
     Add, Relu and Clip nodes (the sparse node stays the conv alone)."""
     torch.manual_seed(0)
-    model = sk.fuse_epilogues(_FusedBlock(kind).eval())
+    model = sk.fuse_epilogues(_FusedBlock(kind).to(dtype).eval())
     assert (model.a.activation, model.b.activation) == ("relu6", "relu")
-    x = torch.randn(2, 8, 7, 9) * 3
+    x = torch.randn(2, 8, 7, 9, dtype=dtype) * 3
     proto = onnx.load(str(skonnx.export(model, x, tmp_path / "fused.onnx")))
     ops = [n.op_type for n in proto.graph.node if n.op_type not in ("Constant", "Identity")]
     assert ops == [OP_TYPES[kind], "Clip", OP_TYPES[kind], "Add", "Relu"], ops
     for batch in (1, 3):
-        x = torch.randn(batch, 8, 7, 9) * 3
+        x = torch.randn(batch, 8, 7, 9, dtype=dtype) * 3
         (got,) = skonnx.reference_evaluator(proto).run(None, {"input": x.numpy()})
         with torch.no_grad():
             want = model(x).numpy()

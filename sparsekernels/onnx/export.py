@@ -9,6 +9,7 @@ sparse node itself only ever pads symmetrically.
 """
 from __future__ import annotations
 
+import math
 import os
 import warnings
 from pathlib import Path
@@ -62,14 +63,13 @@ def _epilogue(g, out, residual, out_min, out_max, typed):
     if (lo, hi) == (0.0, None):
         nodes.append(g.op("Relu", nodes[-1] if nodes else out))
     elif (lo, hi) != (None, None):
-        bound = lambda v, inf: g.op("Constant", value_t=torch.tensor(  # noqa: E731
-            inf if v is None else v, dtype=torch.float32))
-        clip_in = nodes[-1] if nodes else out
-        lo_t, hi_t = bound(lo, -float("inf")), bound(hi, float("inf"))
-        if typed is not None and typed.scalarType() != "Float":
-            lo_t = g.op("CastLike", lo_t, clip_in)
-            hi_t = g.op("CastLike", hi_t, clip_in)
-        nodes.append(g.op("Clip", clip_in, lo_t, hi_t))
+        # Clip's bounds are tensors of its input's dtype; an open side is inf.
+        dtype = sh._type_utils.JitScalarType.from_value(
+            out, sh._type_utils.JitScalarType.FLOAT).dtype()
+        lo, hi = (-math.inf if lo is None else lo), (math.inf if hi is None else hi)
+        nodes.append(g.op("Clip", nodes[-1] if nodes else out,
+                          *(g.op("Constant", value_t=torch.tensor(v, dtype=dtype))
+                            for v in (lo, hi))))
     for node in nodes:
         if typed is not None:
             node.setType(typed)

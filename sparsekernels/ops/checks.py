@@ -33,8 +33,12 @@ def _check_like(name: str, t: Tensor, like: Tensor):
     ValueError), as glue::check_like words it."""
     if t.dtype != like.dtype:
         raise TypeError(f"{name}: expected dtype {like.dtype}, got {t.dtype}")
-    if t.device != like.device:
-        raise ValueError(f"{name}: expected a tensor on {like.device}, got {t.device}")
+    check_same_device(like, **{name: t})
+
+
+def output_shape(x: Tensor, topo, conv: ConvArgs) -> tuple:
+    """[N, Cout, OH, OW] of the conv of ``x`` by ``topo``'s weight."""
+    return (x.shape[0], topo.cout, *output_hw(tuple(x.shape[2:]), topo.kernel_size, conv))
 
 
 def _check_activation(name: str, t: Tensor, like: Tensor):
@@ -126,7 +130,7 @@ def check_epilogue(residual: Optional[Tensor], clamp: tuple[float, float], x: Te
     if residual is None:
         return
     _check_like("residual", residual, x)
-    want = [x.shape[0], topo.cout, *output_hw(tuple(x.shape[2:]), topo.kernel_size, conv)]
+    want = list(output_shape(x, topo, conv))
     if list(residual.shape) != want:
         raise ValueError(f"residual: expected the output's shape {want}, "
                          f"got {list(residual.shape)}")

@@ -36,10 +36,10 @@ from torch import Tensor
 from .. import _ext
 from ..activation import (ACTIVATIONS, NO_CLAMP, apply_epilogue, bounds_of, clamp_held,
                           clamp_of, op_bounds)
-from ..conv_args import check_conv_args, output_hw, resolve_conv_args
+from ..conv_args import check_conv_args, resolve_conv_args
 from . import backends
 from .checks import (NATIVE, KindChecks, check_epilogue, check_same_device,
-                     check_topology_device)
+                     check_topology_device, output_shape)
 
 
 class KindOps(NamedTuple):
@@ -139,8 +139,7 @@ def define_sparse_conv(kind: KindOps) -> SparseConvOps:
         check_same_device(x, values=values, bias=bias, residual=residual)
         check_topology_device(topo, x)
         conv = check_conv_args(stride, padding, dilation, groups)
-        oh, ow = output_hw(tuple(x.shape[2:]), (meta[2], meta[3]), conv)
-        return _like_input(x.new_empty(x.shape[0], topo.cout, oh, ow), x)
+        return _like_input(x.new_empty(output_shape(x, topo, conv)), x)
 
     def grad_input(grad_out, values, topology, meta, *, input_hw, stride, padding, dilation,
                    groups, backend):
@@ -267,8 +266,7 @@ def _fits_output(residual: Tensor, x: Tensor, topo, conv) -> bool:
     """Whether ``residual`` is what a forward op fuses: a tensor of the
     output's shape, dtype and device (others take PyTorch's add)."""
     return (isinstance(residual, Tensor) and residual.dtype == x.dtype
-            and residual.device == x.device and tuple(residual.shape) == (
-                x.shape[0], topo.cout, *output_hw(tuple(x.shape[2:]), topo.kernel_size, conv)))
+            and residual.device == x.device and residual.shape == output_shape(x, topo, conv))
 
 
 def apply_sparse_conv(ops: SparseConvOps, input: Tensor, values: Tensor, topo, bias, *,
@@ -291,25 +289,29 @@ def apply_sparse_conv(ops: SparseConvOps, input: Tensor, values: Tensor, topo, b
     conv, extra = resolve_conv_args(stride, padding, dilation, groups, topo.shape[2:])
     _check_inputs(input, values, bias, topo, conv.groups)
     resolved = backends.resolve(backend, input.device)  # fail early with a clear message
-    if residual is not None and not _fits_output(residual, input, topo, conv):
-        # A residual that broadcasts or promotes: PyTorch's add, then the activation.
-        out = apply_sparse_conv(ops, input, values, topo, bias, stride=stride, padding=padding,
-                                dilation=dilation, groups=groups, backend=backend) + residual
-        return out if activation is None else ACTIVATIONS[activation].apply(out)
-    clamp = bounds_of(activation)
     if extra != (0, 0):
         input = F.pad(input, (0, extra[1], 0, extra[0]))
-    if _plain_inference(input, values, bias, residual):
+    # A residual that broadcasts or promotes takes PyTorch's add after the
+    # op, and the activation after that.
+    fused = residual is None or _fits_output(residual, input, topo, conv)
+    clamp, fused_residual = (bounds_of(activation), residual) if fused else (NO_CLAMP, None)
+    if _plain_inference(input, values, bias, fused_residual):
         # The same checks and kernel as the op, called directly: through the
         # dispatcher the same forward took 3-7% longer on layers of 2-4 ms
         # (ad hoc, interleaved, batch 8; benchmarks/cpu_1xn_kernels.md,
         # twelfth round), more than the op's ~10 us of argument handling.
-        return ops.run_forward(input, values, topo, bias, conv, resolved, clamp, residual)
-    tensors, meta = topo.as_op_args()
-    out_min, out_max = op_bounds(clamp)
-    return ops.forward(input, values, tensors, meta, bias, residual, stride=list(conv.stride),
-                       padding=list(conv.padding), dilation=list(conv.dilation),
-                       groups=conv.groups, backend=backend, out_min=out_min, out_max=out_max)
+        out = ops.run_forward(input, values, topo, bias, conv, resolved, clamp, fused_residual)
+    else:
+        tensors, meta = topo.as_op_args()
+        out_min, out_max = op_bounds(clamp)
+        out = ops.forward(input, values, tensors, meta, bias, fused_residual,
+                          stride=list(conv.stride), padding=list(conv.padding),
+                          dilation=list(conv.dilation), groups=conv.groups, backend=backend,
+                          out_min=out_min, out_max=out_max)
+    if fused:
+        return out
+    out = out + residual
+    return out if activation is None else ACTIVATIONS[activation].apply(out)
 
 
 class InferencePlan:
