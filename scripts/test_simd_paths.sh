@@ -12,7 +12,7 @@ KERNEL_TESTS=(tests/test_sparse_conv.py tests/test_properties.py tests/test_bad_
               tests/test_stripe_adversarial.py tests/test_stripe_native.py
               tests/test_pattern_adversarial.py tests/test_pattern_native.py
               tests/test_block1xn_native.py tests/test_eager_path.py tests/test_nchw_kernels.py
-              tests/test_fuse_epilogue.py)
+              tests/test_fuse_epilogue.py tests/test_op_epilogue.py)
 
 path_under() {  # the path the kernels take with SPARSEKERNELS_CPU_SIMD=$1
   SPARSEKERNELS_CPU_SIMD="$1" "$PY" -c "import sparsekernels._C as C; print(C.cpu_simd_path())"
