@@ -93,6 +93,46 @@ def test_in_place_forward_items(batch, cin, cout, groups, hw):
         torch.set_num_threads(before)
 
 
+# A 1x1 forward on small images with output channels in the vector (images
+# of at most 256 pixels, 16 or more blocks a row on average, N a multiple of
+# the vector): tiles of a few pixels and their tail (10, 45, 49 and 256
+# pixels; chunks of an image where the rows are too few for the threads),
+# N of one, two and four vectors, a short last row (cout_per_group 40 = 2 x
+# 16 + 8) and a row with no block, two groups, the bias, a fused residual and
+# clamp, against float64 on every thread count; outputs poisoned first.
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64], ids=["f32", "f64"])
+@pytest.mark.parametrize("n", [8, 16, 32])
+@pytest.mark.parametrize("hw", [(2, 5), (5, 9), (7, 7), (16, 16)], ids=lambda s: "x".join(map(str, s)))
+@pytest.mark.parametrize("batch,groups", [(1, 1), (3, 2)])
+def test_small_image_forward_channel_lanes(dtype, n, hw, batch, groups):
+    gen = torch.Generator().manual_seed(5)
+    cin, cout = 128 * groups, 40 * groups if n < 32 else 48 * groups
+    weight = torch.randn(cout, cin // groups, 1, 1, generator=gen, dtype=torch.float64)
+    fmt = Block1xN.from_dense(weight, n, 0.5, criterion="random", seed=2, groups=groups)
+    dense = fmt.to_dense()
+    dense[:n] = 0  # the first row keeps no block
+    fmt = Block1xN.from_zeros(dense, groups=groups, n=n)
+    assert fmt.values.shape[0] >= 16 * fmt.topology().row_ptr.numel()  # the lane path's rule
+    topo = fmt.topology()
+    conv = ConvArgs((1, 1), (0, 0), (1, 1), groups)
+    x = torch.randn(batch, cin, *hw, generator=gen, dtype=dtype)
+    bias = torch.randn(cout, generator=gen, dtype=dtype)
+    res = torch.randn(batch, cout, *hw, generator=gen, dtype=dtype)
+    want = (torch.nn.functional.conv2d(x.double(), dense, bias.double(), groups=groups)
+            + res.double()).clamp(-1.5, 2.0)
+    tol = dict(rtol=1e-5, atol=1e-4) if dtype == torch.float32 else dict(rtol=1e-12, atol=1e-12)
+    before = torch.get_num_threads()
+    try:
+        for threads in (1, 2, 3):
+            torch.set_num_threads(threads)
+            torch.full_like(res, float("nan"))  # freed: the output likely reuses its block
+            got = native.forward(x, fmt.values.to(dtype), topo, bias, conv, (-1.5, 2.0),
+                                 residual=res)
+            torch.testing.assert_close(got.double(), want, **tol)
+    finally:
+        torch.set_num_threads(before)
+
+
 @pytest.mark.parametrize("simd", ["best", "avx2", "generic"])
 @pytest.mark.parametrize("value", [float("nan"), float("inf")], ids=["nan", "inf"])
 def test_grad_weight_masked_pass_on_whole_blocks(simd, value, monkeypatch):
