@@ -453,14 +453,15 @@ constexpr int lane_pixels() {
 
 // Whether a conv that reads_in_place takes the channel-lane forward: its
 // block rows are whole vectors, an image is at most 256 pixels and a row
-// keeps 16 blocks or more on average. Side by side with the pixels-in-the-
+// keeps 32 blocks or more on average. Side by side with the pixels-in-the-
 // vector sweep (ad hoc, AVX2, 2 threads, batch 1 and 8): 0.60-0.92x its time
-// at 7x7, 0.75-0.95x at 14x14; with fewer blocks a row, the tile's
-// transposed stores outweigh its FMAs (up to 1.1x), and on 28x28 images the
-// pixel sweep's input reuse wins (up to 2x at 90%).
+// at 7x7, 0.75-0.95x at 14x14. With fewer blocks a row, the tile's
+// transposed stores (16 channel rows, a few pixels each) outweigh its FMAs:
+// 1.1x at 90% of 256 -> 1024 at 14x14, batch 8 (26 blocks a row); on 28x28
+// images the pixel sweep's input reuse wins (up to 2x at 90%).
 template <typename T>
 bool takes_channel_lanes(const ConvGeometry& geo, const Block1xN& bk) {
-  constexpr int64_t kMaxPixels = 256, kMinRowBlocks = 16;
+  constexpr int64_t kMaxPixels = 256, kMinRowBlocks = 32;
   const int64_t rows = geo.groups * bk.rows_per_group;
   return bk.n % lanes<T>() == 0 && geo.out_h * geo.out_w <= kMaxPixels &&
          bk.nnzb >= kMinRowBlocks * rows;
