@@ -545,19 +545,18 @@ void fwd_channel_lanes(const ConvGeometry& geo, const Block1xN& bk, const T* val
       const T* bj = bias ? bias + o0 + j0 : nullptr;
       const T* res = residual ? residual + at : nullptr;
       auto tiles = [&](auto V) {
-        constexpr int Vn = decltype(V)::value;
+        auto tile = [&](auto Pn, int64_t p) {
+          lane_tile<T, decltype(V)::value, decltype(Pn)::value>(
+              x + p, in_s.c, bk.col_idx + k0, w, nblocks, bk.n, valid - j0, bj,
+              res ? res + p : nullptr, output + at + p, ohw, clamp);
+        };
         int64_t p = p0;
-        for (; p + P <= p1; p += P)
-          lane_tile<T, Vn, P>(x + p, in_s.c, bk.col_idx + k0, w, nblocks, bk.n, valid - j0,
-                              bj, res ? res + p : nullptr, output + at + p, ohw, clamp);
+        for (; p + P <= p1; p += P) tile(std::integral_constant<int, P>{}, p);
         if (p < p1)
-          with_count<P - 1>(static_cast<int>(p1 - p), [&](auto R) {
-            lane_tile<T, Vn, decltype(R)::value>(x + p, in_s.c, bk.col_idx + k0, w, nblocks,
-                                                 bk.n, valid - j0, bj, res ? res + p : nullptr,
-                                                 output + at + p, ohw, clamp);
-          });
+          with_count<P - 1>(static_cast<int>(p1 - p), [&](auto R) { tile(R, p); });
       };
-      const int vecs = static_cast<int>(std::min<int64_t>(kLaneVectors, (bk.n - j0) / L));
+      // A short row's vectors past its last channel are not computed.
+      const int vecs = std::min(kLaneVectors, (valid - j0 + L - 1) / L);
       with_count<kLaneVectors>(vecs, tiles);
     }
   }
