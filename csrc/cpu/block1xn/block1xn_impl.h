@@ -63,7 +63,9 @@ struct FwdOut {
 };
 
 // acc[j][u] += wt[j] * xt[u*L ..]: one tap of one block, U input vectors
-// loaded once and J weights broadcast.
+// loaded once and J weights broadcast. (The channel-lane forward calls it
+// with the roles swapped: weight vectors loaded, up to 14 pixels broadcast,
+// each loop unrolled whole so the accumulators stay in registers.)
 template <typename T, int J, int U>
 inline void fwd_tap(typename Vec<T>::type (&acc)[J][U], const T* xt, const T* wt) {
   using V = typename Vec<T>::type;
@@ -71,7 +73,7 @@ inline void fwd_tap(typename Vec<T>::type (&acc)[J][U], const T* xt, const T* wt
   V xv[U];
 #pragma GCC unroll 8
   for (int u = 0; u < U; ++u) xv[u] = vload<V>(xt + u * L);
-#pragma GCC unroll 8
+#pragma GCC unroll 16
   for (int j = 0; j < J; ++j) {
     const V s = vbcast<V>(wt[j]);
 #pragma GCC unroll 8
@@ -480,30 +482,23 @@ inline void lane_tile(const T* x, int64_t cs, const int32_t* col, const T* w, in
                       int64_t ohw, const OutputClamp& clamp) {
   using Vt = typename Vec<T>::type;
   constexpr int L = lanes<T>();
-  Vt acc[V][P];
-  for (int v = 0; v < V; ++v)
-    for (int u = 0; u < P; ++u) acc[v][u] = vbcast<Vt>(T(0));
+  // fwd_tap with the roles swapped: the block's V weight vectors loaded, its
+  // P input pixels broadcast (acc[u][v]: pixel u of channel vector v).
+  Vt acc[P][V];
+  for (int u = 0; u < P; ++u)
+    for (int v = 0; v < V; ++v) acc[u][v] = vbcast<Vt>(T(0));
   const int64_t ahead = nblocks - kLanePrefetch;
 #pragma GCC unroll 2
   for (int64_t k = 0; k < nblocks; ++k, w += wstep) {
     // A row's first tile reads each kept channel's line from memory.
-    if (k < ahead) __builtin_prefetch(x + col[k + kLanePrefetch] * cs);
-    const T* xk = x + col[k] * cs;
-    Vt wv[V];
-#pragma GCC unroll 4
-    for (int v = 0; v < V; ++v) wv[v] = vload<Vt>(w + v * L);
-#pragma GCC unroll 16
-    for (int u = 0; u < P; ++u) {
-      const Vt s = vbcast<Vt>(xk[u]);
-#pragma GCC unroll 4
-      for (int v = 0; v < V; ++v) acc[v][u] = vfma(wv[v], s, acc[v][u]);
-    }
+    if (k < ahead) fwd_prefetch<T, 1>(x + col[k + kLanePrefetch] * cs);
+    fwd_tap<T, P, V>(acc, w, x + col[k] * cs);
   }
   const bool clamped = clamp.active();
   const T lo = T(clamp.lo), hi = T(clamp.hi);
   for (int v = 0; v < V; ++v) {
     Vt r[L];
-    for (int u = 0; u < L; ++u) r[u] = u < P ? acc[v][u] : vbcast<Vt>(T(0));
+    for (int u = 0; u < L; ++u) r[u] = u < P ? acc[u][v] : vbcast<Vt>(T(0));
     transpose(r);
     const int n = std::min(L, valid - v * L);
     for (int j = 0; j < n; ++j) {
