@@ -99,12 +99,15 @@ def test_in_place_forward_items(batch, cin, cout, groups, hw):
 # pixels; chunks of an image where the rows are too few for the threads),
 # N of one, two and four vectors, a short last row (cout_per_group 40 = 2 x
 # 16 + 8) and a row with no block, two groups, the bias, a fused residual and
-# clamp, against float64 on every thread count; outputs poisoned first.
+# clamp, against float64 on every thread count; outputs poisoned first. The
+# input read in place, or through the compact copy of a strided conv or a
+# channels_last input.
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64], ids=["f32", "f64"])
 @pytest.mark.parametrize("n", [8, 16, 32])
 @pytest.mark.parametrize("hw", [(2, 5), (5, 9), (7, 7), (16, 16)], ids=lambda s: "x".join(map(str, s)))
 @pytest.mark.parametrize("batch,groups", [(1, 1), (3, 2)])
-def test_small_image_forward_channel_lanes(dtype, n, hw, batch, groups):
+@pytest.mark.parametrize("source", ["in_place", "stride2", "channels_last"])
+def test_small_image_forward_channel_lanes(dtype, n, hw, batch, groups, source):
     gen = torch.Generator().manual_seed(5)
     cin, cout = 128 * groups, 40 * groups if n < 32 else 48 * groups
     weight = torch.randn(cout, cin // groups, 1, 1, generator=gen, dtype=torch.float64)
@@ -114,11 +117,15 @@ def test_small_image_forward_channel_lanes(dtype, n, hw, batch, groups):
     fmt = Block1xN.from_zeros(dense, groups=groups, n=n)
     assert fmt.values.shape[0] >= 32 * (fmt.topology().row_ptr.numel() - 1)  # the lane path's rule
     topo = fmt.topology()
-    conv = ConvArgs((1, 1), (0, 0), (1, 1), groups)
-    x = torch.randn(batch, cin, *hw, generator=gen, dtype=dtype)
+    stride = 2 if source == "stride2" else 1
+    conv = ConvArgs((stride, stride), (0, 0), (1, 1), groups)
+    in_hw = (hw[0] * 2 - 1, hw[1] * 2) if stride == 2 else hw  # out: hw
+    x = torch.randn(batch, cin, *in_hw, generator=gen, dtype=dtype)
+    if source == "channels_last":
+        x = x.contiguous(memory_format=torch.channels_last)
     bias = torch.randn(cout, generator=gen, dtype=dtype)
     res = torch.randn(batch, cout, *hw, generator=gen, dtype=dtype)
-    want = (torch.nn.functional.conv2d(x.double(), dense, bias.double(), groups=groups)
+    want = (torch.nn.functional.conv2d(x.double(), dense, bias.double(), stride, groups=groups)
             + res.double()).clamp(-1.5, 2.0)
     tol = dict(rtol=1e-5, atol=1e-4) if dtype == torch.float32 else dict(rtol=1e-12, atol=1e-12)
     before = torch.get_num_threads()

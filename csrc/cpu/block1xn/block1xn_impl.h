@@ -581,6 +581,24 @@ void forward(const ConvGeometry& geo, const Block1xN& bk, const T* values,
 
   InputSource<T> src(geo, kFwdMaxTile * L);
   const std::vector<char> read = channels_read(geo, bk);
+  if (geo.taps() == 1 && src.wide.ww == geo.out_w && src.wide.rh == geo.out_h &&
+      takes_channel_lanes<T>(geo, bk)) {
+    // An unpadded 1x1 conv not read in place (strided: ResNet-50's
+    // downsample convs; channels_last): its source's planes are compact,
+    // [channel][image][out_h][out_w], the layout the channel-lane forward
+    // reads in place, a group of images at a time.
+    for (int64_t b0 = 0; b0 < geo.batch; b0 += src.group) {
+      ConvGeometry part = geo;
+      part.batch = std::min(src.group, geo.batch - b0);
+#pragma omp parallel num_threads(num_threads)
+      src.build(input, in_s, b0, part.batch, &read);
+      const int64_t at = b0 * geo.cout * ohw;
+      fwd_channel_lanes(part, bk, values, src.at(0, 0), Strides4{ohw, src.cs, geo.out_w, 1},
+                        bias, clamp, residual ? residual + at : nullptr, output + at,
+                        num_threads);
+    }
+    return;
+  }
   const int64_t chunk =
       chunk_pixels(src.phases * cin_g, src.span, sizeof(T), kTileMin, src.wide.npix);
 #pragma omp parallel num_threads(num_threads)
