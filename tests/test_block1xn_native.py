@@ -94,14 +94,14 @@ def test_in_place_forward_items(batch, cin, cout, groups, hw):
 
 
 # A 1x1 forward on small images with output channels in the vector (images
-# of at most 256 pixels, 32 or more blocks a row on average, N a multiple of
-# the vector): tiles of a few pixels and their tail (10, 45, 49 and 256
+# of at most 256 pixels, 64 where a row is one vector, 32 or more blocks a
+# row on average, N a multiple of the vector): tiles of a few pixels and their tail (10, 45, 49 and 256
 # pixels; chunks of an image where the rows are too few for the threads),
 # N of one, two and four vectors, a short last row (cout_per_group 40 = 2 x
 # 16 + 8) and a row with no block, two groups, the bias, a fused residual and
 # clamp, against float64 on every thread count; outputs poisoned first. The
-# input read in place, or through the compact copy of a strided conv or a
-# channels_last input.
+# same cases through the pixel sweep's copied input: stride 2 and
+# channels_last (both not read in place).
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64], ids=["f32", "f64"])
 @pytest.mark.parametrize("n", [8, 16, 32])
 @pytest.mark.parametrize("hw", [(2, 5), (5, 9), (7, 7), (16, 16)], ids=lambda s: "x".join(map(str, s)))

@@ -463,12 +463,17 @@ constexpr int lane_pixels() {
 // at 7x7, 0.75-0.95x at 14x14. With fewer blocks a row, the tile's
 // transposed stores (16 channel rows, a few pixels each) outweigh its FMAs:
 // 1.1x at 90% of 256 -> 1024 at 14x14, batch 8 (26 blocks a row); on 28x28
-// images the pixel sweep's input reuse wins (up to 2x at 90%).
+// images the pixel sweep's input reuse wins (up to 2x at 90%). A row of one
+// vector (N = 16 on AVX-512) makes a tile of one channel vector, which loads
+// a broadcast per FMA: on the Xeon it lost to the sweep at 14x14 (1.08-1.13x)
+// and still won at 7x7 (0.92-0.95x), where the sweep wastes a quarter of its
+// lanes (benchmarks/cpu_1xn_kernels.md, fifteenth round).
 template <typename T>
 bool takes_channel_lanes(const ConvGeometry& geo, const Block1xN& bk) {
-  constexpr int64_t kMaxPixels = 256, kMinRowBlocks = 32;
+  constexpr int64_t kMinRowBlocks = 32;
+  const int64_t max_pixels = bk.n >= kLaneVectors * lanes<T>() ? 256 : 64;
   const int64_t rows = geo.groups * bk.rows_per_group;
-  return bk.n % lanes<T>() == 0 && geo.out_h * geo.out_w <= kMaxPixels &&
+  return bk.n % lanes<T>() == 0 && geo.out_h * geo.out_w <= max_pixels &&
          bk.nnzb >= kMinRowBlocks * rows;
 }
 
@@ -581,24 +586,6 @@ void forward(const ConvGeometry& geo, const Block1xN& bk, const T* values,
 
   InputSource<T> src(geo, kFwdMaxTile * L);
   const std::vector<char> read = channels_read(geo, bk);
-  if (geo.taps() == 1 && src.wide.ww == geo.out_w && src.wide.rh == geo.out_h &&
-      takes_channel_lanes<T>(geo, bk)) {
-    // An unpadded 1x1 conv not read in place (strided: ResNet-50's
-    // downsample convs; channels_last): its source's planes are compact,
-    // [channel][image][out_h][out_w], the layout the channel-lane forward
-    // reads in place, a group of images at a time.
-    for (int64_t b0 = 0; b0 < geo.batch; b0 += src.group) {
-      ConvGeometry part = geo;
-      part.batch = std::min(src.group, geo.batch - b0);
-#pragma omp parallel num_threads(num_threads)
-      src.build(input, in_s, b0, part.batch, &read);
-      const int64_t at = b0 * geo.cout * ohw;
-      fwd_channel_lanes(part, bk, values, src.at(0, 0), Strides4{ohw, src.cs, geo.out_w, 1},
-                        bias, clamp, residual ? residual + at : nullptr, output + at,
-                        num_threads);
-    }
-    return;
-  }
   const int64_t chunk =
       chunk_pixels(src.phases * cin_g, src.span, sizeof(T), kTileMin, src.wide.npix);
 #pragma omp parallel num_threads(num_threads)
