@@ -39,9 +39,9 @@ struct FwdTile {
   int64_t cs;              // input channel stride
   const int64_t* tap_off;  // per tap
   int taps;
-  // Where a block's input is prefetched: one offset per phase plane its taps
-  // read (InputSource::phase_first; the first plane alone left the other
-  // three of a stride-2 3x3 conv to demand misses).
+  // Where a block's input is prefetched: one offset per row of the window
+  // its taps read (InputSource::row_first; the first row alone left the
+  // others, two thirds of a 3x3 conv's lines, to demand misses from L2).
   const int64_t* fetch;
   int nfetch;
   const int32_t* col;      // the row's kept input channels (block columns)
@@ -599,8 +599,8 @@ void forward(const ConvGeometry& geo, const Block1xN& bk, const T* values,
       // Up to the last real pixel (wide.npix is rounded up to the tile).
       const int64_t npix = ((nb - 1) * wide.rh + wide.vh - 1) * wide.ww + wide.vw;
       fwd_sweep(geo, bk, values, bias, clamp, residual,
-                FwdSource<T>{src.buf, src.cs, src.off.data(), src.phase_first.data(),
-                             static_cast<int>(src.phase_first.size()), wide, npix},
+                FwdSource<T>{src.buf, src.cs, src.off.data(), src.row_first.data(),
+                             static_cast<int>(src.row_first.size()), wide, npix},
                 chunk, b0, map, output, num_threads);
     }
   }

@@ -183,6 +183,7 @@ struct InputSource {
         for (int kw = 0; kw < geo.kw; ++kw)
           off.push_back(int64_t(kh) * geo.dil_h * wide.ww + int64_t(kw) * geo.dil_w);
       span = off.back();
+      for (int kh = 0; kh < geo.kh; ++kh) row_first.push_back(off[int64_t(kh) * geo.kw]);
       per_image = geo.cin * wide.rh * wide.ww;
     } else {
       // Polyphase: the padded input splits into sh * sw phase planes,
@@ -204,7 +205,6 @@ struct InputSource {
     wide.set(group, tile);
     if (flat) {
       cs = odd_lines(std::max(group * wide.rh * wide.ww, wide.npix + span) + tile, sizeof(T));
-      phase_first = {off[0]};
     } else {
       // Every element a tap reads lies inside its channel's phase planes.
       ps = round_up(std::max(group * wide.rh * wide.ww, wide.npix + span) + tile, 16);
@@ -215,7 +215,11 @@ struct InputSource {
           const int64_t a = int64_t(kh) * geo.dil_h, b = int64_t(kw) * geo.dil_w;
           const int64_t phase = (a % geo.stride_h) * geo.stride_w + b % geo.stride_w;
           off.push_back(phase * ps + a / geo.stride_h * wide.ww + b / geo.stride_w);
-          if (!phase_read[phase]) phase_first.push_back(off.back());
+          const int64_t row = phase * ps + a / geo.stride_h * wide.ww;
+          if (std::none_of(row_first.begin(), row_first.end(), [&](int64_t f) {
+                return f >= row && f < row + wide.ww;
+              }))
+            row_first.push_back(off.back());
           phase_read[phase] = 1;
         }
       // Columns [col_lo, col_hi) of column phase bb hold input columns.
@@ -331,9 +335,9 @@ struct InputSource {
   std::vector<char> phase_read;
   int64_t ps = 0;     // phase plane stride (polyphase)
   std::vector<int64_t> off;
-  // Per phase plane some tap reads, its first tap's offset (flat: tap 0's):
-  // where a channel's reads start in each plane, for prefetches.
-  std::vector<int64_t> phase_first;
+  // Per row of the window some tap reads (each phase plane's rows apart),
+  // its first tap's offset: where a channel's reads start, for prefetches.
+  std::vector<int64_t> row_first;
   std::vector<int64_t> col_lo, col_hi;  // polyphase: real columns per column phase
   T* buf;
 
