@@ -95,8 +95,9 @@ def test_in_place_forward_items(batch, cin, cout, groups, hw):
 
 # A 1x1 forward on small images with output channels in the vector (images
 # of at most 256 pixels, 64 where a row is one vector, 32 or more blocks a
-# row on average, N a multiple of the vector): tiles of a few pixels and their tail (10, 45, 49 and 256
-# pixels; chunks of an image where the rows are too few for the threads),
+# row on average, N a multiple of the vector): tiles of a few pixels and
+# their tail (10, 45, 49 and 256 pixels; chunks of an image where the rows
+# are too few for the threads),
 # N of one, two and four vectors, a short last row (cout_per_group 40 = 2 x
 # 16 + 8) and a row with no block, two groups, the bias, a fused residual and
 # clamp, against float64 on every thread count; outputs poisoned first. The

@@ -26,13 +26,14 @@ constexpr int fwd_vectors(int J) { return std::clamp((kVecRegs - 1) / (J + 1), 1
 // Slack past a pixel chunk that a tile may read (the widest tile).
 constexpr int kFwdMaxTile = fwd_vectors(1);
 
-// Blocks ahead whose input rows fwd_tile prefetches: a 1x1 conv's block,
-// and a block of several taps, whose window rows (one more line each than the
-// tile's vectors: its taps shift it) come from L2 or L3. On the Xeon, 8
-// rather than 4 blocks ahead took a stride-2 3x3 conv from ~60% of the FMA
-// peak with a quarter of its samples on the first FMA after the input loads
-// to 0.87-0.94x the time; 16 was slower than 8 (ad hoc warm loops).
+// Blocks ahead whose input rows fwd_tile prefetches, for a 1x1 conv's
+// blocks (one tap each)...
 constexpr int kFwdPrefetch = 4;
+// ...and for blocks of several taps, whose window rows (each one line more
+// than the tile's vectors: the taps shift it) come from L2 or L3. On the
+// Xeon, 8 rather than 4 blocks ahead took a stride-2 3x3 conv, with a
+// quarter of its tile's samples on the first FMA after the input loads, to
+// 0.87-0.94x the time; 16 was slower than 8 (ad hoc warm loops).
 constexpr int kFwdTapPrefetch = 8;
 // 1x1 blocks per step of the next item's prefetch (FwdTile::next): fewer
 // lines per step than per tile (a tile's burst of them stalled its loads),
