@@ -168,3 +168,68 @@ def test_grad_weight_masked_pass_on_whole_blocks(simd, value, monkeypatch):
     want = fmt.gather(torch.nn.grad.conv2d_weight(x.nan_to_num(0, 0, 0), w.shape, go,
                                                   padding=1))
     torch.testing.assert_close(gv[finite], want[finite])
+
+
+# Grad-weight with the row's N channels in the vector (gwv_row: N of one or
+# two vectors, kernels of several taps, rows of more than half a tile's
+# blocks) beside the pixel-vector tiles the other rows take: per-row block
+# counts either side of that rule and of a whole tile (24 = 3 tiles of 8 on
+# AVX-512, 13 = 8 + 5, 5, 4, 1, 0), a short last row, taps in groups of three
+# and a remainder (5x5, 1x3), stride, dilation, groups and channels_last,
+# against float64 on every thread count; then a NaN input, which sends the
+# call to the masked second pass.
+def _rows_of(counts, cin, cout, n, gen):
+    mask = torch.zeros(cout, cin, dtype=torch.bool)
+    for r, kept in enumerate(counts):
+        mask[r * n:(r + 1) * n, torch.randperm(cin, generator=gen)[:kept]] = True
+    return mask
+
+
+@pytest.mark.parametrize("simd", ["best", "avx2", "generic"])
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64], ids=["f32", "f64"])
+@pytest.mark.parametrize("n", [8, 16])
+@pytest.mark.parametrize("k,stride,padding,dilation,groups,hw,batch,layout", [
+    ((3, 3), 1, 1, 1, 1, (11, 9), 2, "nchw"),
+    ((3, 3), 2, 1, 1, 1, (13, 12), 3, "nchw"),
+    ((3, 3), 1, 2, 2, 2, (10, 10), 1, "channels_last"),
+    ((5, 5), 1, 2, 1, 1, (8, 9), 2, "nchw"),
+    ((1, 3), 1, (0, 1), 1, 1, (6, 17), 2, "nchw"),
+], ids=["3x3", "3x3s2", "3x3d2g2-cl", "5x5", "1x3"])
+def test_grad_weight_channel_vectors(simd, dtype, n, k, stride, padding, dilation, groups, hw,
+                                     batch, layout, monkeypatch):
+    if simd != "best":
+        monkeypatch.setenv("SPARSEKERNELS_CPU_SIMD", simd)
+    gen = torch.Generator().manual_seed(11)
+    cin_g, counts = 24, [24, 13, 5, 4, 1, 0, 9]
+    cout_g = n * (len(counts) - 1) + n // 2 + 1  # a short last row
+    cin, cout = cin_g * groups, cout_g * groups
+    weight = torch.randn(cout, cin_g, *k, generator=gen, dtype=torch.float64)
+    mask = torch.cat([_rows_of(counts, cin_g, cout_g, n, gen) for _ in range(groups)])
+    fmt = Block1xN.from_mask(weight, mask[:, :, None, None].expand_as(weight), n=n, groups=groups)
+    topo = fmt.topology()
+    conv = ConvArgs((stride, stride), padding if isinstance(padding, tuple) else (padding, padding),
+                    (dilation, dilation), groups)
+    x = torch.randn(batch, cin, *hw, generator=gen, dtype=dtype)
+    if layout == "channels_last":
+        x = x.contiguous(memory_format=torch.channels_last)
+    out_hw = torch.nn.functional.conv2d(x[:1, :, :, :].double(), weight, None, stride, conv.padding,
+                                        dilation, groups).shape[-2:]
+    go = torch.randn(batch, cout, *out_hw, generator=gen, dtype=dtype)
+    grad = lambda xx: fmt.gather(torch.nn.grad.conv2d_weight(
+        xx.double(), weight.shape, go.double(), stride, conv.padding, dilation, groups))
+    want = grad(x)
+    tol = dict(rtol=1e-5, atol=1e-4) if dtype == torch.float32 else dict(rtol=1e-12, atol=1e-12)
+    before = torch.get_num_threads()
+    try:
+        for threads in (1, 2, 3):
+            torch.set_num_threads(threads)
+            got = native.grad_weight(x, go, topo, conv)
+            torch.testing.assert_close(got.double(), want, **tol)
+        x_nan = x.clone()
+        x_nan[0, 0, hw[0] // 2, 0] = float("nan")  # on real pixels of some taps
+        got = native.grad_weight(x_nan, go, topo, conv)
+        reach = torch.isnan(grad(x_nan))
+        assert torch.equal(torch.isnan(got), reach) and reach.any()
+        torch.testing.assert_close(got[~reach].double(), want[~reach], **tol)
+    finally:
+        torch.set_num_threads(before)

@@ -932,6 +932,121 @@ void grad_weight_in_place(const ConvGeometry& geo, const Block1xN& bk, const T* 
   }
 }
 
+// Blocks of several taps with N a whole number of vectors (NV of them): the
+// row's N channels in the vector instead, as dense backward-weight kernels
+// hold output channels. Per wide pixel, NV grad_out vectors (the row's N
+// channels at that pixel, from a transposed copy of the chunk) meet KB
+// blocks x TB taps of input scalars, each broadcast into NV FMAs that add
+// straight into dW's [t][N] vectors: no lane sums, and per pixel NV vector
+// loads and KB*TB broadcasts for KB*TB*NV FMAs. The wide_dots tile loads
+// J + T vectors per J*T FMAs, J of them grad_out rows that L1 cannot hold
+// beside the input stream: L2-to-L1 bandwidth bound (fifteenth round).
+constexpr int kGwvTaps = 3;      // taps per tile: a 3x3 kernel row
+constexpr int kGwvMaxVecs = 2;   // NV: N = L (AVX-512 N = 16) or 2L (AVX2 N = 16)
+constexpr int gwv_blocks(int nv) { return std::max(1, kAccRegs / (nv * kGwvTaps)); }
+// Fewest blocks a row takes gwv_row with: over half the accumulators. A row
+// of fewer (a stem's few input channels) leaves too few to cover the FMA
+// latency, where the wide_dots tile holds J x T of them whatever the row:
+// the ResNet-50 stem's rows of 1-2 blocks took 1.1-1.45x the time.
+constexpr int gwv_min_blocks(int nv) { return gwv_blocks(nv) / 2 + 1; }
+
+// dw[b*TB + t][0, NV*L) += sum over pixels q < nq of gt[q][:] * x[b][q + off[t]].
+template <typename T, int NV, int KB, int TB>
+inline void gwv_tile(const T* gt, const T* const* x, const int64_t* off, int64_t nq,
+                     T* const* dw) {
+  using V = typename Vec<T>::type;
+  constexpr int L = lanes<T>();
+  V acc[KB * TB * NV];
+  for (int i = 0; i < KB * TB * NV; ++i) acc[i] = V{};
+  const T* xb[KB];
+  for (int b = 0; b < KB; ++b) xb[b] = x[b];
+  // Each input scalar is addressed as xb[b] + qt[t] (KB + TB registers):
+  // the index is opaque to GCC, which otherwise strength-reduces the KB*TB
+  // addresses into as many pointers and spills most of them.
+  int64_t qt[TB];
+  for (int t = 0; t < TB; ++t) qt[t] = off[t];
+  for (const T* gp = gt; gp != gt + nq * NV * L; gp += NV * L) {
+    // Pinned, so that the broadcast rather than this load folds into the FMAs.
+    V g[NV];
+#pragma GCC unroll 4
+    for (int v = 0; v < NV; ++v) g[v] = vpinned(vload<V>(gp + v * L));
+#pragma GCC unroll 16
+    for (int b = 0; b < KB; ++b)
+#pragma GCC unroll 4
+      for (int t = 0; t < TB; ++t) {
+        const V xv = vbcast<V>(xb[b][qt[t]]);
+#pragma GCC unroll 4
+        for (int v = 0; v < NV; ++v) acc[(b * TB + t) * NV + v] = vfma(g[v], xv, acc[(b * TB + t) * NV + v]);
+      }
+#pragma GCC unroll 4
+    for (int t = 0; t < TB; ++t) {
+      ++qt[t];
+      asm("" : "+r"(qt[t]));
+    }
+  }
+  for (int i = 0; i < KB * TB; ++i)
+    for (int v = 0; v < NV; ++v) vstore(dw[i] + v * L, vload<V>(dw[i] + v * L) + acc[i * NV + v]);
+}
+
+// gt[q][j] = g[j * gcs + q] for pixels q < len and rows j < n (0 for rows
+// j >= valid), L x L blocks transposed in registers.
+template <typename T>
+inline void transpose_rows(const T* g, int64_t gcs, int valid, int64_t n, int64_t len, T* gt) {
+  using V = typename Vec<T>::type;
+  constexpr int L = lanes<T>();
+  const int64_t whole = len / L * L;
+  for (int64_t j0 = 0; j0 < n; j0 += L) {
+    for (int64_t q = 0; q < whole; q += L) {
+      V r[L];
+      for (int i = 0; i < L; ++i) r[i] = j0 + i < valid ? vload<V>(g + (j0 + i) * gcs + q) : V{};
+      transpose(r);
+      for (int i = 0; i < L; ++i) vstore(gt + (q + i) * n + j0, r[i]);
+    }
+    for (int64_t q = whole; q < len; ++q)
+      for (int64_t j = j0; j < j0 + L; ++j) gt[q * n + j] = j < valid ? g[j * gcs + q] : T(0);
+  }
+}
+
+// One block row's dW by gwv_tile, over wide pixels [0, npix) in chunks:
+// grad_out rows g (valid of them, stride gcs) transposed into gt [chunk][N]
+// (lanes past `valid` zero), the blocks k0..k1 reading x_g's channels at
+// the taps' offsets `off`.
+template <typename T>
+void gwv_row(const Block1xN& bk, int taps, const T* x_g, int64_t xcs, const int64_t* off,
+             const T* g, int64_t gcs, int valid, int64_t npix, int64_t chunk, int32_t k0,
+             int32_t k1, T* gt, T* grad_values) {
+  const int64_t n = bk.n;
+  with_count<kGwvMaxVecs>(static_cast<int>(n / lanes<T>()), [&](auto NVc) {
+    constexpr int NV = decltype(NVc)::value, KB = gwv_blocks(NV);
+    for (int64_t q0 = 0; q0 < npix; q0 += chunk) {
+      const int64_t len = std::min(chunk, npix - q0);
+      transpose_rows(g + q0, gcs, valid, n, len, gt);
+      for (int32_t k = k0; k < k1; k += KB) {
+        const int nb = std::min<int>(KB, k1 - k);
+        const T* x[KB];
+        for (int b = 0; b < nb; ++b) x[b] = x_g + bk.col_idx[k + b] * xcs + q0;
+        for (int t0 = 0; t0 < taps; t0 += kGwvTaps) {
+          const int nt = std::min(kGwvTaps, taps - t0);
+          T* dw[KB * kGwvTaps];
+          for (int b = 0; b < nb; ++b)
+            for (int t = 0; t < nt; ++t) dw[b * nt + t] = grad_values + ((k + b) * int64_t(taps) + t0 + t) * n;
+          with_count<KB>(nb, [&](auto B) {
+            with_count<kGwvTaps>(nt, [&](auto TB) {
+              gwv_tile<T, NV, decltype(B)::value, decltype(TB)::value>(gt, x, off + t0, len, dw);
+            });
+          });
+        }
+      }
+    }
+  });
+}
+
+// Whether gwv_row takes a conv's block rows.
+template <typename T>
+inline bool takes_channel_vectors(int taps, int64_t n) {
+  return taps > 1 && n % lanes<T>() == 0 && n / lanes<T>() <= kGwvMaxVecs;
+}
+
 template <typename T>
 void grad_weight(const ConvGeometry& geo, const Block1xN& bk, const T* input,
                  Strides4 in_s, const T* grad_out, Strides4 go_s,
@@ -956,6 +1071,8 @@ void grad_weight(const ConvGeometry& geo, const Block1xN& bk, const T* input,
   WideGradOut<T> gout(geo, src.wide, src.group);
   const std::vector<char> read = channels_read(geo, bk);
   const int64_t chunk = std::max<int64_t>(L, round_up(gw_chunk<T>() - src.span, L));
+  const bool channel_vectors = takes_channel_vectors<T>(taps, bk.n);
+  const int64_t gwv_chunk = 2048;  // pixels: the transposed grad_out (128 KiB at N = 16) stays in L2
 
   // Unmasked first. A non-finite result means a non-finite input or
   // grad_out, and maybe products the conv never forms (RealLanes): then
@@ -968,6 +1085,7 @@ void grad_weight(const ConvGeometry& geo, const Block1xN& bk, const T* input,
 #pragma omp parallel num_threads(num_threads)
     {
       RealLanes<T> lanes_real;
+      T* const gt = channel_vectors ? scratch_array<T>(kTileSlot, gwv_chunk * bk.n) : nullptr;
       for (int64_t b0 = 0; b0 < geo.batch; b0 += src.group) {
         const int64_t nb = std::min(src.group, geo.batch - b0);
 #pragma omp barrier
@@ -979,6 +1097,12 @@ void grad_weight(const ConvGeometry& geo, const Block1xN& bk, const T* input,
           const int valid = block_row_valid(geo, bk, r);
           const int64_t o0 = block_row_first_out(geo, bk, r);
           const T* x_g = src.buf + (r / bk.rows_per_group) * cin_g * src.cs;
+          if (channel_vectors && !nonfinite &&
+              bk.row_ptr[r + 1] - bk.row_ptr[r] >= gwv_min_blocks(bk.n / L)) {
+            gwv_row(bk, taps, x_g, src.cs, src.off.data(), gout.buf + o0 * gout.cs, gout.cs, valid,
+                    wide.npix, gwv_chunk, bk.row_ptr[r], bk.row_ptr[r + 1], gt, grad_values);
+            continue;
+          }
           for (int64_t q0 = 0; q0 < wide.npix; q0 += chunk) {
             const int64_t q1 = std::min(wide.npix, q0 + chunk);
             const RealLanes<T>* real = nullptr;
