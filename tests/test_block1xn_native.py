@@ -174,8 +174,9 @@ def test_grad_weight_masked_pass_on_whole_blocks(simd, value, monkeypatch):
 # two vectors, kernels of several taps, rows of more than half a tile's
 # blocks) beside the pixel-vector tiles the other rows take: per-row block
 # counts either side of that rule and of a whole tile (24 = 3 tiles of 8 on
-# AVX-512, 13 = 8 + 5, 5, 4, 1, 0), a short last row, taps in groups of three
-# and a remainder (5x5, 1x3), stride, dilation, groups and channels_last,
+# AVX-512, 13 = 8 + 5, 5, 4, 1, 0; 1x1 tiles of 12), a short last row, taps
+# in groups of three and a remainder (5x5, 1x3), 1x1 convs read in place
+# (planes of 552 pixels) and copied, stride, dilation, groups, channels_last,
 # against float64 on every thread count; then a NaN input, which sends the
 # call to the masked second pass.
 def _rows_of(counts, cin, cout, n, gen):
@@ -194,7 +195,10 @@ def _rows_of(counts, cin, cout, n, gen):
     ((3, 3), 1, 2, 2, 2, (10, 10), 1, "channels_last"),
     ((5, 5), 1, 2, 1, 1, (8, 9), 2, "nchw"),
     ((1, 3), 1, (0, 1), 1, 1, (6, 17), 2, "nchw"),
-], ids=["3x3", "3x3s2", "3x3d2g2-cl", "5x5", "1x3"])
+    ((1, 1), 1, 0, 1, 1, (24, 23), 2, "nchw"),
+    ((1, 1), 1, 0, 1, 2, (7, 7), 3, "nchw"),
+    ((1, 1), 2, 0, 1, 1, (9, 8), 2, "channels_last"),
+], ids=["3x3", "3x3s2", "3x3d2g2-cl", "5x5", "1x3", "1x1-in-place", "1x1g2", "1x1s2-cl"])
 def test_grad_weight_channel_vectors(simd, dtype, n, k, stride, padding, dilation, groups, hw,
                                      batch, layout, monkeypatch):
     if simd != "best":

@@ -876,63 +876,7 @@ inline void gw_tiles(const T* const* g, int nj, const T* const* x, T* const* dw,
   });
 }
 
-// A 1x1, stride-1, unpadded conv whose input and grad_out planes are both
-// the wide layout (reads_in_place) and large sums over them in place, image
-// by image:
-// no layout copies, and every pixel is real (no product the conv does not
-// form, so no masked second pass). The pixels past the last whole vector of
-// a plane are summed as scalars.
-constexpr int64_t kGwInPlaceMin = 32;  // pixel vectors per plane
-
-template <typename T>
-void grad_weight_in_place(const ConvGeometry& geo, const Block1xN& bk, const T* input,
-                          Strides4 in_s, const T* grad_out, Strides4 go_s, T* grad_values,
-                          int num_threads) {
-  constexpr int L = lanes<T>();
-  const int64_t hw = geo.in_h * geo.in_w, cin_g = geo.cin_per_group();
-  const int64_t nrows = geo.groups * bk.rows_per_group, whole = hw / L * L;
-  const int64_t chunk = std::max<int64_t>(L, std::min<int64_t>(whole, gw_chunk<T>()) / L * L);
-#pragma omp parallel for schedule(dynamic, 1) num_threads(num_threads)
-  for (int64_t r = 0; r < nrows; ++r) {
-    const int valid = block_row_valid(geo, bk, r);
-    const int64_t o0 = block_row_first_out(geo, bk, r);
-    const int32_t k0 = bk.row_ptr[r], k1 = bk.row_ptr[r + 1];
-    for (int64_t b = 0; b < geo.batch; ++b) {
-      const T* xb = input + b * in_s.n + (r / bk.rows_per_group) * cin_g * in_s.c;
-      const T* gb = grad_out + b * go_s.n + o0 * go_s.c;
-      for (int64_t q0 = 0; q0 < whole; q0 += chunk) {
-        const int64_t q1 = std::min(whole, q0 + chunk);
-        for (int j0 = 0; j0 < valid; j0 += kGwJ) {
-          const int nj = std::min(kGwJ, valid - j0);
-          const T* g[kGwJ];
-          for (int j = 0; j < kGwJ; ++j) g[j] = gb + (j0 + std::min(j, nj - 1)) * go_s.c;
-          const int tt = gw_taps(nj);
-          for (int32_t k = k0; k < k1; k += tt) {
-            const int nt = std::min<int>(tt, k1 - k);
-            const T* x[kGwT];
-            T* dw[kGwT];
-            for (int t = 0; t < nt; ++t) {
-              x[t] = xb + bk.col_idx[k + t] * in_s.c;
-              dw[t] = grad_values + int64_t(k + t) * bk.n + j0;
-            }
-            gw_tiles(g, nj, x, dw, nt, q0, q1, static_cast<const RealLanes<T>*>(nullptr));
-          }
-        }
-      }
-      for (int32_t k = k0; k < k1 && whole < hw; ++k) {
-        const T* xc = xb + bk.col_idx[k] * in_s.c;
-        for (int j = 0; j < valid; ++j) {
-          const T* gj = gb + j * go_s.c;
-          T sum = T(0);
-          for (int64_t q = whole; q < hw; ++q) sum += gj[q] * xc[q];
-          grad_values[int64_t(k) * bk.n + j] += sum;
-        }
-      }
-    }
-  }
-}
-
-// Blocks of several taps with N a whole number of vectors (NV of them): the
+// Rows of N a whole number of vectors (NV of them) and enough blocks: the
 // row's N channels in the vector instead, as dense backward-weight kernels
 // hold output channels. Per wide pixel, NV grad_out vectors (the row's N
 // channels at that pixel, from a transposed copy of the chunk) meet KB
@@ -941,14 +885,22 @@ void grad_weight_in_place(const ConvGeometry& geo, const Block1xN& bk, const T* 
 // loads and KB*TB broadcasts for KB*TB*NV FMAs. The wide_dots tile loads
 // J + T vectors per J*T FMAs, J of them grad_out rows that L1 cannot hold
 // beside the input stream: L2-to-L1 bandwidth bound (fifteenth round).
-constexpr int kGwvTaps = 3;      // taps per tile: a 3x3 kernel row
-constexpr int kGwvMaxVecs = 2;   // NV: N = L (AVX-512 N = 16) or 2L (AVX2 N = 16)
-constexpr int gwv_blocks(int nv) { return std::max(1, kAccRegs / (nv * kGwvTaps)); }
+constexpr int kGwvTaps = 3;       // taps per tile: a 3x3 kernel row
+constexpr int kGwvMaxVecs = 2;    // NV: N = L (AVX-512 N = 16) or 2L (AVX2 N = 16)
+constexpr int kGwvMaxBlocks = 12; // a pointer register each, beside TB indices
+// Pixels per chunk: the transposed grad_out (128 KiB at N = 16) stays in L2
+// (512 was no faster, and slower at stride 2).
+constexpr int64_t kGwvChunk = 2048;
+// Taps per tile (TB): a kernel row's three, or a 1x1 conv's one.
+constexpr int gwv_tile_taps(int taps) { return taps == 1 ? 1 : kGwvTaps; }
+constexpr int gwv_blocks(int nv, int tb) { return std::clamp(kAccRegs / (nv * tb), 1, kGwvMaxBlocks); }
 // Fewest blocks a row takes gwv_row with: over half the accumulators. A row
 // of fewer (a stem's few input channels) leaves too few to cover the FMA
 // latency, where the wide_dots tile holds J x T of them whatever the row:
 // the ResNet-50 stem's rows of 1-2 blocks took 1.1-1.45x the time.
-constexpr int gwv_min_blocks(int nv) { return gwv_blocks(nv) / 2 + 1; }
+constexpr int gwv_min_blocks(int nv, int taps) {
+  return gwv_blocks(nv, gwv_tile_taps(taps)) / 2 + 1;
+}
 
 // dw[b*TB + t][0, NV*L) += sum over pixels q < nq of gt[q][:] * x[b][q + off[t]].
 template <typename T, int NV, int KB, int TB>
@@ -1016,8 +968,8 @@ void gwv_row(const Block1xN& bk, int taps, const T* x_g, int64_t xcs, const int6
              const T* g, int64_t gcs, int valid, int64_t npix, int64_t chunk, int32_t k0,
              int32_t k1, T* gt, T* grad_values) {
   const int64_t n = bk.n;
-  with_count<kGwvMaxVecs>(static_cast<int>(n / lanes<T>()), [&](auto NVc) {
-    constexpr int NV = decltype(NVc)::value, KB = gwv_blocks(NV);
+  const auto rows = [&](auto NVc, auto TBc) {
+    constexpr int NV = decltype(NVc)::value, TBM = decltype(TBc)::value, KB = gwv_blocks(NV, TBM);
     for (int64_t q0 = 0; q0 < npix; q0 += chunk) {
       const int64_t len = std::min(chunk, npix - q0);
       transpose_rows(g + q0, gcs, valid, n, len, gt);
@@ -1025,26 +977,100 @@ void gwv_row(const Block1xN& bk, int taps, const T* x_g, int64_t xcs, const int6
         const int nb = std::min<int>(KB, k1 - k);
         const T* x[KB];
         for (int b = 0; b < nb; ++b) x[b] = x_g + bk.col_idx[k + b] * xcs + q0;
-        for (int t0 = 0; t0 < taps; t0 += kGwvTaps) {
-          const int nt = std::min(kGwvTaps, taps - t0);
-          T* dw[KB * kGwvTaps];
+        for (int t0 = 0; t0 < taps; t0 += TBM) {
+          const int nt = std::min(TBM, taps - t0);
+          T* dw[KB * TBM];
           for (int b = 0; b < nb; ++b)
             for (int t = 0; t < nt; ++t) dw[b * nt + t] = grad_values + ((k + b) * int64_t(taps) + t0 + t) * n;
           with_count<KB>(nb, [&](auto B) {
-            with_count<kGwvTaps>(nt, [&](auto TB) {
+            with_count<TBM>(nt, [&](auto TB) {
               gwv_tile<T, NV, decltype(B)::value, decltype(TB)::value>(gt, x, off + t0, len, dw);
             });
           });
         }
       }
     }
+  };
+  with_count<kGwvMaxVecs>(static_cast<int>(n / lanes<T>()), [&](auto NVc) {
+    if (taps == 1)
+      rows(NVc, std::integral_constant<int, 1>{});
+    else
+      rows(NVc, std::integral_constant<int, kGwvTaps>{});
   });
+  // A short row's lanes past `valid` summed 0 * x: zero again, even where x
+  // was not finite (the format keeps them zero).
+  if (valid < n)
+    for (int64_t kt = int64_t(k0) * taps; kt < int64_t(k1) * taps; ++kt)
+      std::fill(grad_values + kt * n + valid, grad_values + (kt + 1) * n, T(0));
 }
 
 // Whether gwv_row takes a conv's block rows.
 template <typename T>
-inline bool takes_channel_vectors(int taps, int64_t n) {
-  return taps > 1 && n % lanes<T>() == 0 && n / lanes<T>() <= kGwvMaxVecs;
+inline bool takes_channel_vectors(int64_t n) {
+  return n % lanes<T>() == 0 && n / lanes<T>() <= kGwvMaxVecs;
+}
+
+// A 1x1, stride-1, unpadded conv whose input and grad_out planes are both
+// the wide layout (reads_in_place) and large sums over them in place, image
+// by image:
+// no layout copies, and every pixel is real (no product the conv does not
+// form, so no masked second pass). The pixels past the last whole vector of
+// a plane are summed as scalars.
+constexpr int64_t kGwInPlaceMin = 32;  // pixel vectors per plane
+
+template <typename T>
+void grad_weight_in_place(const ConvGeometry& geo, const Block1xN& bk, const T* input,
+                          Strides4 in_s, const T* grad_out, Strides4 go_s, T* grad_values,
+                          int num_threads) {
+  constexpr int L = lanes<T>();
+  const int64_t hw = geo.in_h * geo.in_w, cin_g = geo.cin_per_group();
+  const int64_t nrows = geo.groups * bk.rows_per_group, whole = hw / L * L;
+  const int64_t chunk = std::max<int64_t>(L, std::min<int64_t>(whole, gw_chunk<T>()) / L * L);
+#pragma omp parallel for schedule(dynamic, 1) num_threads(num_threads)
+  for (int64_t r = 0; r < nrows; ++r) {
+    const int valid = block_row_valid(geo, bk, r);
+    const int64_t o0 = block_row_first_out(geo, bk, r);
+    const int32_t k0 = bk.row_ptr[r], k1 = bk.row_ptr[r + 1];
+    const bool vectors = takes_channel_vectors<T>(bk.n) && k1 - k0 >= gwv_min_blocks(bk.n / L, 1);
+    T* const gt = vectors ? wide::scratch_array<T>(wide::kTileSlot, kGwvChunk * bk.n) : nullptr;
+    for (int64_t b = 0; b < geo.batch; ++b) {
+      const T* xb = input + b * in_s.n + (r / bk.rows_per_group) * cin_g * in_s.c;
+      const T* gb = grad_out + b * go_s.n + o0 * go_s.c;
+      if (vectors) {
+        const int64_t off0 = 0;
+        gwv_row(bk, 1, xb, in_s.c, &off0, gb, go_s.c, valid, hw, kGwvChunk, k0, k1, gt, grad_values);
+        continue;
+      }
+      for (int64_t q0 = 0; q0 < whole; q0 += chunk) {
+        const int64_t q1 = std::min(whole, q0 + chunk);
+        for (int j0 = 0; j0 < valid; j0 += kGwJ) {
+          const int nj = std::min(kGwJ, valid - j0);
+          const T* g[kGwJ];
+          for (int j = 0; j < kGwJ; ++j) g[j] = gb + (j0 + std::min(j, nj - 1)) * go_s.c;
+          const int tt = gw_taps(nj);
+          for (int32_t k = k0; k < k1; k += tt) {
+            const int nt = std::min<int>(tt, k1 - k);
+            const T* x[kGwT];
+            T* dw[kGwT];
+            for (int t = 0; t < nt; ++t) {
+              x[t] = xb + bk.col_idx[k + t] * in_s.c;
+              dw[t] = grad_values + int64_t(k + t) * bk.n + j0;
+            }
+            gw_tiles(g, nj, x, dw, nt, q0, q1, static_cast<const RealLanes<T>*>(nullptr));
+          }
+        }
+      }
+      for (int32_t k = k0; k < k1 && whole < hw; ++k) {
+        const T* xc = xb + bk.col_idx[k] * in_s.c;
+        for (int j = 0; j < valid; ++j) {
+          const T* gj = gb + j * go_s.c;
+          T sum = T(0);
+          for (int64_t q = whole; q < hw; ++q) sum += gj[q] * xc[q];
+          grad_values[int64_t(k) * bk.n + j] += sum;
+        }
+      }
+    }
+  }
 }
 
 template <typename T>
@@ -1071,8 +1097,7 @@ void grad_weight(const ConvGeometry& geo, const Block1xN& bk, const T* input,
   WideGradOut<T> gout(geo, src.wide, src.group);
   const std::vector<char> read = channels_read(geo, bk);
   const int64_t chunk = std::max<int64_t>(L, round_up(gw_chunk<T>() - src.span, L));
-  const bool channel_vectors = takes_channel_vectors<T>(taps, bk.n);
-  const int64_t gwv_chunk = 2048;  // pixels: the transposed grad_out (128 KiB at N = 16) stays in L2
+  const bool channel_vectors = takes_channel_vectors<T>(bk.n);
 
   // Unmasked first. A non-finite result means a non-finite input or
   // grad_out, and maybe products the conv never forms (RealLanes): then
@@ -1085,7 +1110,7 @@ void grad_weight(const ConvGeometry& geo, const Block1xN& bk, const T* input,
 #pragma omp parallel num_threads(num_threads)
     {
       RealLanes<T> lanes_real;
-      T* const gt = channel_vectors ? scratch_array<T>(kTileSlot, gwv_chunk * bk.n) : nullptr;
+      T* const gt = channel_vectors ? scratch_array<T>(kTileSlot, kGwvChunk * bk.n) : nullptr;
       for (int64_t b0 = 0; b0 < geo.batch; b0 += src.group) {
         const int64_t nb = std::min(src.group, geo.batch - b0);
 #pragma omp barrier
@@ -1098,9 +1123,9 @@ void grad_weight(const ConvGeometry& geo, const Block1xN& bk, const T* input,
           const int64_t o0 = block_row_first_out(geo, bk, r);
           const T* x_g = src.buf + (r / bk.rows_per_group) * cin_g * src.cs;
           if (channel_vectors && !nonfinite &&
-              bk.row_ptr[r + 1] - bk.row_ptr[r] >= gwv_min_blocks(bk.n / L)) {
+              bk.row_ptr[r + 1] - bk.row_ptr[r] >= gwv_min_blocks(bk.n / L, taps)) {
             gwv_row(bk, taps, x_g, src.cs, src.off.data(), gout.buf + o0 * gout.cs, gout.cs, valid,
-                    wide.npix, gwv_chunk, bk.row_ptr[r], bk.row_ptr[r + 1], gt, grad_values);
+                    wide.npix, kGwvChunk, bk.row_ptr[r], bk.row_ptr[r + 1], gt, grad_values);
             continue;
           }
           for (int64_t q0 = 0; q0 < wide.npix; q0 += chunk) {
