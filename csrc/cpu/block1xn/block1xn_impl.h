@@ -647,8 +647,7 @@ inline void gi_tile(const T* const* w, const T* g, int64_t gcs, const int64_t* o
   constexpr int L = lanes<T>();
   V acc[C][U];
   for (int i = 0; i < C; ++i)
-    for (int u = 0; u < U; ++u)
-      acc[i][u] = fresh && fresh[i] ? V{} : vload<V>(dx[i] + xq + u * L);
+    for (int u = 0; u < U; ++u) acc[i][u] = V{};
   for (const int t : taps) {
     const T* gt = g + off[t] + q;
     for (int j = 0; j < nj; ++j, gt += gcs) {
@@ -664,7 +663,10 @@ inline void gi_tile(const T* const* w, const T* g, int64_t gcs, const int64_t* o
     }
   }
   for (int i = 0; i < C; ++i)
-    for (int u = 0; u < U; ++u) vstore(dx[i] + xq + u * L, acc[i][u]);
+    for (int u = 0; u < U; ++u) {
+      T* const d = dx[i] + xq + u * L;
+      vstore(d, fresh && fresh[i] ? acc[i][u] : vload<V>(d) + acc[i][u]);
+    }
 }
 
 // A 1x1, stride-1, unpadded conv whose grad_out planes are the wide layout
