@@ -961,15 +961,23 @@ inline void transpose_rows(const T* g, int64_t gcs, int valid, int64_t n, int64_
   }
 }
 
+// Whether a block row of N = n keeping `blocks` blocks takes gwv_row.
+template <typename T>
+inline bool takes_channel_vectors(int64_t n, int taps, int64_t blocks) {
+  constexpr int L = lanes<T>();
+  return n % L == 0 && n / L <= kGwvMaxVecs && blocks >= gwv_min_blocks(static_cast<int>(n / L), taps);
+}
+
 // One block row's dW by gwv_tile, over wide pixels [0, npix) in chunks:
-// grad_out rows g (valid of them, stride gcs) transposed into gt [chunk][N]
-// (lanes past `valid` zero), the blocks k0..k1 reading x_g's channels at
-// the taps' offsets `off`.
+// grad_out rows g (valid of them, stride gcs) transposed into a thread's
+// scratch [chunk][N] (lanes past `valid` zero), the blocks k0..k1 reading
+// x_g's channels at the taps' offsets `off`.
 template <typename T>
 void gwv_row(const Block1xN& bk, int taps, const T* x_g, int64_t xcs, const int64_t* off,
-             const T* g, int64_t gcs, int valid, int64_t npix, int64_t chunk, int32_t k0,
-             int32_t k1, T* gt, T* grad_values) {
-  const int64_t n = bk.n;
+             const T* g, int64_t gcs, int valid, int64_t npix, int32_t k0, int32_t k1,
+             T* grad_values) {
+  const int64_t n = bk.n, chunk = kGwvChunk;
+  T* const gt = wide::scratch_array<T>(wide::kTileSlot, chunk * n);
   const auto rows = [&](auto NVc, auto TBc) {
     constexpr int NV = decltype(NVc)::value, TBM = decltype(TBc)::value, KB = gwv_blocks(NV, TBM);
     for (int64_t q0 = 0; q0 < npix; q0 += chunk) {
@@ -1006,12 +1014,6 @@ void gwv_row(const Block1xN& bk, int taps, const T* x_g, int64_t xcs, const int6
       std::fill(grad_values + kt * n + valid, grad_values + (kt + 1) * n, T(0));
 }
 
-// Whether gwv_row takes a conv's block rows.
-template <typename T>
-inline bool takes_channel_vectors(int64_t n) {
-  return n % lanes<T>() == 0 && n / lanes<T>() <= kGwvMaxVecs;
-}
-
 // A 1x1, stride-1, unpadded conv whose input and grad_out planes are both
 // the wide layout (reads_in_place) and large sums over them in place, image
 // by image:
@@ -1033,14 +1035,13 @@ void grad_weight_in_place(const ConvGeometry& geo, const Block1xN& bk, const T* 
     const int valid = block_row_valid(geo, bk, r);
     const int64_t o0 = block_row_first_out(geo, bk, r);
     const int32_t k0 = bk.row_ptr[r], k1 = bk.row_ptr[r + 1];
-    const bool vectors = takes_channel_vectors<T>(bk.n) && k1 - k0 >= gwv_min_blocks(bk.n / L, 1);
-    T* const gt = vectors ? wide::scratch_array<T>(wide::kTileSlot, kGwvChunk * bk.n) : nullptr;
+    const bool vectors = takes_channel_vectors<T>(bk.n, 1, k1 - k0);
     for (int64_t b = 0; b < geo.batch; ++b) {
       const T* xb = input + b * in_s.n + (r / bk.rows_per_group) * cin_g * in_s.c;
       const T* gb = grad_out + b * go_s.n + o0 * go_s.c;
       if (vectors) {
         const int64_t off0 = 0;
-        gwv_row(bk, 1, xb, in_s.c, &off0, gb, go_s.c, valid, hw, kGwvChunk, k0, k1, gt, grad_values);
+        gwv_row(bk, 1, xb, in_s.c, &off0, gb, go_s.c, valid, hw, k0, k1, grad_values);
         continue;
       }
       for (int64_t q0 = 0; q0 < whole; q0 += chunk) {
@@ -1099,7 +1100,6 @@ void grad_weight(const ConvGeometry& geo, const Block1xN& bk, const T* input,
   WideGradOut<T> gout(geo, src.wide, src.group);
   const std::vector<char> read = channels_read(geo, bk);
   const int64_t chunk = std::max<int64_t>(L, round_up(gw_chunk<T>() - src.span, L));
-  const bool channel_vectors = takes_channel_vectors<T>(bk.n);
 
   // Unmasked first. A non-finite result means a non-finite input or
   // grad_out, and maybe products the conv never forms (RealLanes): then
@@ -1112,7 +1112,6 @@ void grad_weight(const ConvGeometry& geo, const Block1xN& bk, const T* input,
 #pragma omp parallel num_threads(num_threads)
     {
       RealLanes<T> lanes_real;
-      T* const gt = channel_vectors ? scratch_array<T>(kTileSlot, kGwvChunk * bk.n) : nullptr;
       for (int64_t b0 = 0; b0 < geo.batch; b0 += src.group) {
         const int64_t nb = std::min(src.group, geo.batch - b0);
 #pragma omp barrier
@@ -1124,10 +1123,9 @@ void grad_weight(const ConvGeometry& geo, const Block1xN& bk, const T* input,
           const int valid = block_row_valid(geo, bk, r);
           const int64_t o0 = block_row_first_out(geo, bk, r);
           const T* x_g = src.buf + (r / bk.rows_per_group) * cin_g * src.cs;
-          if (channel_vectors && !nonfinite &&
-              bk.row_ptr[r + 1] - bk.row_ptr[r] >= gwv_min_blocks(bk.n / L, taps)) {
+          if (!nonfinite && takes_channel_vectors<T>(bk.n, taps, bk.row_ptr[r + 1] - bk.row_ptr[r])) {
             gwv_row(bk, taps, x_g, src.cs, src.off.data(), gout.buf + o0 * gout.cs, gout.cs, valid,
-                    wide.npix, kGwvChunk, bk.row_ptr[r], bk.row_ptr[r + 1], gt, grad_values);
+                    wide.npix, bk.row_ptr[r], bk.row_ptr[r + 1], grad_values);
             continue;
           }
           for (int64_t q0 = 0; q0 < wide.npix; q0 += chunk) {
