@@ -143,8 +143,13 @@ template <typename T, int J, int U>
 inline void fwd_tile(const FwdTile<T>& a, const StoreMap& map, int64_t q, int64_t v,
                      const T* init, const FwdOut<T>& o) {
   using V = typename Vec<T>::type;
+  // Every loop over acc is unrolled whole: GCC left the 24-iteration
+  // start and store loops rolled, kept acc in a stack array and spilled and
+  // reloaded it around them (0.92x the time of 1x1 convs at 90% without).
   V acc[J][U];
+#pragma GCC unroll 16
   for (int j = 0; j < J; ++j)
+#pragma GCC unroll 16
     for (int u = 0; u < U; ++u) acc[j][u] = vbcast<V>(init ? init[j] : T(0));
   const int64_t wstep = int64_t(a.taps) * a.n;
   const T* wk = a.w;
@@ -184,8 +189,10 @@ inline void fwd_tile(const FwdTile<T>& a, const StoreMap& map, int64_t q, int64_
   }
   const bool clamped = a.clamp.active();
   const T lo = T(a.clamp.lo), hi = T(a.clamp.hi);
+#pragma GCC unroll 16
   for (int u = 0; u < U; ++u) {
     if (const int64_t d = map.whole[v + u]; d >= 0) {
+#pragma GCC unroll 16
       for (int j = 0; j < J; ++j) {
         V y = acc[j][u];
         if (o.res) y += vload<V>(o.res + d + j * o.cs);
@@ -195,6 +202,7 @@ inline void fwd_tile(const FwdTile<T>& a, const StoreMap& map, int64_t q, int64_
     }
     for (int32_t k = map.first[v + u]; k < map.first[v + u + 1]; ++k) {
       const StoreMap::Run& run = map.runs[k];
+#pragma GCC unroll 16
       for (int j = 0; j < J; ++j) {
         const int64_t d = run.off + j * o.cs;
         V y = acc[j][u];
