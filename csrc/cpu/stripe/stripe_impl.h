@@ -55,8 +55,12 @@ inline void fwd_block(const T* w, const T* x, int64_t cs, int64_t cin_g, T* cons
   constexpr int L = lanes<T>();
   T* y[R];
   for (int r = 0; r < R; ++r) y[r] = yrows[r] + q;
+  // Loops over acc unrolled whole, as block1xn's fwd_tile: rolled, GCC
+  // kept acc in a stack array around them.
   V acc[R][PV];
+#pragma GCC unroll 16
   for (int r = 0; r < R; ++r)
+#pragma GCC unroll 16
     for (int v = 0; v < PV; ++v) acc[r][v] = vload<V>(y[r] + v * L);
   const T* xq = x + q;
   const T* wc = w;
@@ -73,7 +77,9 @@ inline void fwd_block(const T* w, const T* x, int64_t cs, int64_t cin_g, T* cons
       for (int v = 0; v < PV; ++v) acc[r][v] = vfma(s, xv[v], acc[r][v]);
     }
   }
+#pragma GCC unroll 16
   for (int r = 0; r < R; ++r)
+#pragma GCC unroll 16
     for (int v = 0; v < PV; ++v) vstore(y[r] + v * L, acc[r][v]);
 }
 
@@ -199,7 +205,9 @@ inline void gi_tile(const T* w, int64_t K, const int64_t* goff, const T* g, T* c
   using V = typename Vec<T>::type;
   constexpr int L = lanes<T>();
   V acc[R][kPV];
+#pragma GCC unroll 16
   for (int r = 0; r < R; ++r)
+#pragma GCC unroll 16
     for (int v = 0; v < kPV; ++v) acc[r][v] = first ? V{} : vload<V>(orows[r] + q + v * L);
   const T* gq = g + q;
   const T* wj = w;
@@ -213,7 +221,9 @@ inline void gi_tile(const T* w, int64_t K, const int64_t* goff, const T* g, T* c
       for (int v = 0; v < kPV; ++v) acc[r][v] = vfma(s, gv[v], acc[r][v]);
     }
   }
+#pragma GCC unroll 16
   for (int r = 0; r < R; ++r)
+#pragma GCC unroll 16
     for (int v = 0; v < kPV; ++v) vstore(orows[r] + q + v * L, acc[r][v]);
 }
 
