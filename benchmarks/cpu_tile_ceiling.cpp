@@ -1,0 +1,231 @@
+// The ceilings of the CPU kernels' inner loops on one core, with their data
+// in L1: what a register tile's instruction mix allows before memory, the
+// layout or the threads take their share. Run through cpu_tile_ceiling.py,
+// which compiles this file and writes its JSON; prints one JSON object.
+//
+//   fma_peak       independent FMAs on registers (inline assembly): the
+//                  core's FMA peak, against which every other line is read
+//   fwd_tile       the 1xN forward tile (block1xn_impl.h fwd_tap): J output
+//                  channels x U pixel vectors, per tap U input loads and J
+//                  broadcasts; 9 taps a block over 32 blocks. "aligned": every
+//                  tap at a vector boundary; "shifted": the 3x3 taps one pixel
+//                  apart, as the wide layout reads them
+//   group_member   the pattern forward's member loop (pattern_impl.h
+//                  group_chunk): a group's 4 taps x 4 input vectors held, per
+//                  member 4 partial sums loaded, 4 broadcasts, 16 FMAs, 4
+//                  stores; "no stores": the same without the stores
+#include <immintrin.h>
+
+#include <chrono>
+#include <cstdio>
+#include <cstdlib>
+#include <vector>
+
+namespace {
+
+double seconds_since(std::chrono::steady_clock::time_point t0) {
+  return std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+}
+
+// GFLOP/s of `flop_per_call` FLOPs per call of f, best of 5 runs of `calls`.
+template <typename F>
+double rate(F&& f, double flop_per_call, long calls) {
+  f();
+  double best = 1e30;
+  for (int run = 0; run < 5; ++run) {
+    const auto t0 = std::chrono::steady_clock::now();
+    for (long i = 0; i < calls; ++i) f();
+    best = std::min(best, seconds_since(t0));
+  }
+  return flop_per_call * calls / best / 1e9;
+}
+
+__attribute__((target("avx512f"))) double fma_peak_avx512() {
+  long n = 20000000;
+  const auto t0 = std::chrono::steady_clock::now();
+  __asm__ volatile(
+      "vxorps %%xmm0, %%xmm0, %%xmm0\n"
+      "1:\n"
+      ".irp r,4,5,6,7,8,9,10,11,12,13,14,15,16,17,18,19,20,21,22,23,24,25,26,27\n"
+      "vfmadd231ps %%zmm0, %%zmm1, %%zmm\\r\n"
+      ".endr\n"
+      "dec %0\n"
+      "jnz 1b\n"
+      : "+r"(n)::"memory");
+  return 2.0 * 20000000 * 24 * 16 / seconds_since(t0) / 1e9;
+}
+
+__attribute__((target("avx2,fma"))) double fma_peak_avx2() {
+  long n = 20000000;
+  const auto t0 = std::chrono::steady_clock::now();
+  __asm__ volatile(
+      "vxorps %%xmm0, %%xmm0, %%xmm0\n"
+      "1:\n"
+      ".irp r,4,5,6,7,8,9,10,11,12,13,14,15\n"
+      "vfmadd231ps %%ymm0, %%ymm1, %%ymm\\r\n"
+      ".endr\n"
+      "dec %0\n"
+      "jnz 1b\n"
+      : "+r"(n)::"memory");
+  return 2.0 * 20000000 * 12 * 8 / seconds_since(t0) / 1e9;
+}
+
+constexpr int kBlocks = 32, kTaps = 9, kRow = 64, kPlane = 512;
+
+// One call: J x U accumulators over kBlocks blocks of kTaps taps.
+template <int J, int U>
+__attribute__((target("avx512f"), noinline)) void fwd_tile_avx512(const float* x, const long* off,
+                                                                    const float* w, float* out) {
+  __m512 acc[J][U];
+#pragma GCC unroll 16
+  for (int j = 0; j < J; ++j)
+#pragma GCC unroll 16
+    for (int u = 0; u < U; ++u) acc[j][u] = _mm512_setzero_ps();
+  for (int k = 0; k < kBlocks; ++k) {
+    const float* xc = x + k * kPlane;
+    const float* wk = w + k * kTaps * 16;
+    for (int t = 0; t < kTaps; ++t) {
+      __m512 xv[U];
+#pragma GCC unroll 16
+      for (int u = 0; u < U; ++u) xv[u] = _mm512_loadu_ps(xc + off[t] + u * 16);
+#pragma GCC unroll 16
+      for (int j = 0; j < J; ++j) {
+        const __m512 s = _mm512_set1_ps(wk[t * 16 + j]);
+#pragma GCC unroll 16
+        for (int u = 0; u < U; ++u) acc[j][u] = _mm512_fmadd_ps(s, xv[u], acc[j][u]);
+      }
+    }
+  }
+#pragma GCC unroll 16
+  for (int j = 0; j < J; ++j)
+#pragma GCC unroll 16
+    for (int u = 0; u < U; ++u) _mm512_storeu_ps(out + (j * U + u) * 16, acc[j][u]);
+}
+
+template <int J, int U>
+__attribute__((target("avx2,fma"), noinline)) void fwd_tile_avx2(const float* x, const long* off,
+                                                                  const float* w, float* out) {
+  __m256 acc[J][U];
+#pragma GCC unroll 16
+  for (int j = 0; j < J; ++j)
+#pragma GCC unroll 16
+    for (int u = 0; u < U; ++u) acc[j][u] = _mm256_setzero_ps();
+  for (int k = 0; k < kBlocks; ++k) {
+    const float* xc = x + k * kPlane;
+    const float* wk = w + k * kTaps * 16;
+    for (int t = 0; t < kTaps; ++t) {
+      __m256 xv[U];
+#pragma GCC unroll 16
+      for (int u = 0; u < U; ++u) xv[u] = _mm256_loadu_ps(xc + off[t] + u * 8);
+#pragma GCC unroll 16
+      for (int j = 0; j < J; ++j) {
+        const __m256 s = _mm256_set1_ps(wk[t * 16 + j]);
+#pragma GCC unroll 16
+        for (int u = 0; u < U; ++u) acc[j][u] = _mm256_fmadd_ps(s, xv[u], acc[j][u]);
+      }
+    }
+  }
+#pragma GCC unroll 16
+  for (int j = 0; j < J; ++j)
+#pragma GCC unroll 16
+    for (int u = 0; u < U; ++u) _mm256_storeu_ps(out + (j * U + u) * 8, acc[j][u]);
+}
+
+struct Member {
+  int row, value;
+};
+constexpr int kGroups = 64, kMembers = 8, kRows = 32, kChunk = 128;
+
+// One call: every group's members over a chunk of two 64-pixel tiles.
+template <bool kStore>
+__attribute__((target("avx512f"), noinline)) void group_members_avx512(
+    const float* x, const int* off, const Member* mem, const float* values, float* y) {
+  for (int g = 0; g < kGroups; ++g) {
+    const int* o = off + 4 * g;
+    const Member* m0 = mem + kMembers * g;
+    for (int s = 0; s < kChunk; s += 64) {
+      __m512 in[4][4];
+#pragma GCC unroll 4
+      for (int k = 0; k < 4; ++k)
+#pragma GCC unroll 4
+        for (int v = 0; v < 4; ++v) in[k][v] = _mm512_loadu_ps(x + o[k] + s + v * 16);
+      for (int m = 0; m < kMembers; ++m) {
+        float* yr = y + m0[m].row * kChunk + s;
+        const float* wv = values + m0[m].value;
+        __m512 acc[4];
+#pragma GCC unroll 4
+        for (int v = 0; v < 4; ++v) acc[v] = _mm512_loadu_ps(yr + v * 16);
+#pragma GCC unroll 4
+        for (int k = 0; k < 4; ++k) {
+          const __m512 b = _mm512_set1_ps(wv[k]);
+#pragma GCC unroll 4
+          for (int v = 0; v < 4; ++v) acc[v] = _mm512_fmadd_ps(b, in[k][v], acc[v]);
+        }
+#pragma GCC unroll 4
+        for (int v = 0; v < 4; ++v) {
+          if (kStore)
+            _mm512_storeu_ps(yr + v * 16, acc[v]);
+          else
+            __asm__ volatile("" ::"v"(acc[v]));
+        }
+      }
+    }
+  }
+}
+
+}  // namespace
+
+int main() {
+  __builtin_cpu_init();
+  const bool avx512 = __builtin_cpu_supports("avx512f");
+  std::vector<float> xbuf(kBlocks * kPlane + 4096, 1e-3f), w(kBlocks * kTaps * 16, 0.5f);
+  std::vector<float> out(1024);
+  float* x = xbuf.data() + 64;
+  long aligned[kTaps], shifted[kTaps];
+  for (int t = 0; t < kTaps; ++t) {
+    aligned[t] = 64 + (t / 3) * kRow;
+    shifted[t] = aligned[t] + (t % 3) - 1;
+  }
+  const double tile_flop = 2.0 * kBlocks * kTaps * 24;  // x lanes below
+
+  std::vector<float> y(kRows * kChunk, 0.f), values(4096, 1e-3f);
+  std::vector<Member> mem(kGroups * kMembers);
+  std::vector<int> goff(4 * kGroups);
+  srand(1);
+  for (Member& m : mem) m = {rand() % kRows, (rand() % 1000) * 4};
+  for (int g = 0; g < kGroups; ++g) {
+    const int taps[4] = {0, 1, 30, 61};  // a 4-of-9 pattern on 29-wide rows
+    for (int k = 0; k < 4; ++k) goff[4 * g + k] = (g % 8) * kPlane + 16 + taps[k];
+  }
+  const double group_flop = 2.0 * kGroups * kMembers * kChunk * 4;
+
+  std::printf("{\"isa\": \"%s\"", avx512 ? "avx512" : "avx2");
+  if (avx512) {
+    std::printf(", \"fma_peak\": %.1f", fma_peak_avx512());
+    std::printf(", \"fwd_tile_8x3_aligned\": %.1f",
+                rate([&] { fwd_tile_avx512<8, 3>(x, aligned, w.data(), out.data()); },
+                     tile_flop * 16, 4000));
+    std::printf(", \"fwd_tile_8x3_shifted\": %.1f",
+                rate([&] { fwd_tile_avx512<8, 3>(x, shifted, w.data(), out.data()); },
+                     tile_flop * 16, 4000));
+    std::printf(", \"group_member\": %.1f",
+                rate([&] { group_members_avx512<true>(x, goff.data(), mem.data(),
+                                                      values.data(), y.data()); },
+                     group_flop, 4000));
+    std::printf(", \"group_member_no_stores\": %.1f",
+                rate([&] { group_members_avx512<false>(x, goff.data(), mem.data(),
+                                                       values.data(), y.data()); },
+                     group_flop, 4000));
+  } else {
+    std::printf(", \"fma_peak\": %.1f", fma_peak_avx2());
+  }
+  std::printf(", \"fwd_tile_4x3_aligned_avx2\": %.1f",
+              rate([&] { fwd_tile_avx2<4, 3>(x, aligned, w.data(), out.data()); },
+                   tile_flop / 2 * 8, 8000));
+  std::printf(", \"fwd_tile_4x3_shifted_avx2\": %.1f",
+              rate([&] { fwd_tile_avx2<4, 3>(x, shifted, w.data(), out.data()); },
+                   tile_flop / 2 * 8, 8000));
+  if (avx512) std::printf(", \"fma_peak_avx2\": %.1f", fma_peak_avx2());
+  std::printf("}\n");
+  return y[0] > 1e30f;  // keeps the stores
+}
