@@ -699,10 +699,20 @@ void grad_input_in_place(const ConvGeometry& geo, const Block1xN& bk, const T* v
   const int64_t nchunks = std::max<int64_t>(1, hw / chunk), base = geo.groups * geo.batch * nchunks;
   const int64_t ncb = num_blocks(cin_g, base, num_threads, kGiC);
   const int64_t cb_len = (cin_g + ncb - 1) / ncb;
+  // Channels 0 .. n-1 of a block row, for the prefetch of the next row's
+  // grad_out (Trickle).
+  std::vector<int32_t> row_lanes(bk.n);
+  std::iota(row_lanes.begin(), row_lanes.end(), 0);
 #pragma omp parallel num_threads(num_threads)
   {
     std::vector<T> tail;
     std::vector<char> written;
+    struct RowSpan {
+      int64_t r;
+      const int32_t *lo, *hi;
+    };
+    std::vector<RowSpan> spans;
+    Trickle next;
 #pragma omp for schedule(dynamic, 1)
     for (int64_t item = 0; item < base * ncb; ++item) {
       const int64_t cb = item % ncb, pc = item / ncb % nchunks;
@@ -720,12 +730,30 @@ void grad_input_in_place(const ConvGeometry& geo, const Block1xN& bk, const T* v
       written.assign(c_hi - c_lo, 0);
       tail.assign((c_hi - c_lo) * L, T(0));
       const T* go = grad_out + b * go_s.n;
+      // The rows with blocks in [c_lo, c_hi): each row's blocks there.
+      spans.clear();
       for (int64_t r = g * bk.rows_per_group; r < (g + 1) * bk.rows_per_group; ++r) {
         const int32_t* end = bk.col_idx + bk.row_ptr[r + 1];
         const int32_t* lo = std::lower_bound(bk.col_idx + bk.row_ptr[r], end, int32_t(c_lo));
         const int32_t* hi = std::lower_bound(lo, end, int32_t(c_hi));
+        if (hi > lo) spans.push_back({r, lo, hi});
+      }
+      const int64_t tiles = (tiles_end - q0) / TT + (whole ? 1 : 0) + (rest ? 1 : 0);
+      for (size_t si = 0; si < spans.size(); ++si) {
+        const auto [r, lo, hi] = spans[si];
         const int nj = block_row_valid(geo, bk, r);
         const T* g_row = go + block_row_first_out(geo, bk, r) * go_s.c;
+        // The next row's grad_out over the chunk comes from memory: fetched
+        // while this row runs, a step per tile.
+        if (si + 1 < spans.size()) {
+          const int64_t r1 = spans[si + 1].r;
+          next.start(reinterpret_cast<const char*>(go + block_row_first_out(geo, bk, r1) *
+                                                           go_s.c + q0),
+                     row_lanes.data(), block_row_valid(geo, bk, r1), go_s.c * int64_t(sizeof(T)),
+                     (q1 - q0) * int64_t(sizeof(T)), (hi - lo + kGiC - 1) / kGiC * tiles);
+        } else {
+          next.stop();
+        }
         for (const int32_t* k = lo; k < hi; k += kGiC) {
           const int nc = static_cast<int>(std::min<int64_t>(kGiC, hi - k));
           const T* w[kGiC];
@@ -741,15 +769,21 @@ void grad_input_in_place(const ConvGeometry& geo, const Block1xN& bk, const T* v
           }
           with_count<kGiC>(nc, [&](auto C) {
             constexpr int CC = decltype(C)::value;
-            for (int64_t q = q0; q < tiles_end; q += TT)
+            for (int64_t q = q0; q < tiles_end; q += TT) {
+              next.step();
               gi_tile<T, CC>(w, g_row, go_s.c, &kOff, kTap, bk.n, nj, dx, q, q, fresh);
-            if (whole)
+            }
+            if (whole) {
+              next.step();
               with_count<kGiU>(whole, [&](auto U) {
                 gi_tile<T, CC, decltype(U)::value>(w, g_row, go_s.c, &kOff, kTap, bk.n, nj, dx,
                                                    tiles_end, tiles_end, fresh);
               });
-            if (rest)
+            }
+            if (rest) {
+              next.step();
               gi_tile<T, CC, 1>(w, g_row, go_s.c, &kOff, kTap, bk.n, nj, dt, q1 - L, 0);
+            }
           });
         }
       }
