@@ -40,95 +40,79 @@ double rate(F&& f, double flop_per_call, long calls) {
   return flop_per_call * calls / best / 1e9;
 }
 
-__attribute__((target("avx512f"))) double fma_peak_avx512() {
-  long n = 20000000;
-  const auto t0 = std::chrono::steady_clock::now();
-  __asm__ volatile(
-      "vxorps %%xmm0, %%xmm0, %%xmm0\n"
-      "1:\n"
-      ".irp r,4,5,6,7,8,9,10,11,12,13,14,15,16,17,18,19,20,21,22,23,24,25,26,27\n"
-      "vfmadd231ps %%zmm0, %%zmm1, %%zmm\\r\n"
-      ".endr\n"
-      "dec %0\n"
-      "jnz 1b\n"
-      : "+r"(n)::"memory");
-  return 2.0 * 20000000 * 24 * 16 / seconds_since(t0) / 1e9;
+// n iterations of independent FMAs on registers REGS of width W ("zmm",
+// "ymm"): no loads, no dependences between them.
+#define SK_FMA_LOOP(REGS, W)                                    \
+  "vxorps %%xmm0, %%xmm0, %%xmm0\n"                            \
+  "1:\n"                                                       \
+  ".irp r," REGS "\n"                                          \
+  "vfmadd231ps %%" W "0, %%" W "1, %%" W "\\r\n"               \
+  ".endr\n"                                                    \
+  "dec %0\n"                                                   \
+  "jnz 1b\n"
+
+__attribute__((target("avx512f"))) void fma_loop_avx512(long n) {
+  __asm__ volatile(SK_FMA_LOOP("4,5,6,7,8,9,10,11,12,13,14,15,16,17,18,19,20,21,22,23,24,25,26,27",
+                               "zmm")
+                   : "+r"(n)::"memory");
 }
 
-__attribute__((target("avx2,fma"))) double fma_peak_avx2() {
-  long n = 20000000;
+__attribute__((target("avx2,fma"))) void fma_loop_avx2(long n) {
+  __asm__ volatile(SK_FMA_LOOP("4,5,6,7,8,9,10,11,12,13,14,15", "ymm") : "+r"(n)::"memory");
+}
+
+// GFLOP/s of a loop of `fmas` independent FMAs of `lanes` lanes an iteration.
+double fma_peak(void (*loop)(long), int fmas, int lanes) {
+  const long n = 20000000;
   const auto t0 = std::chrono::steady_clock::now();
-  __asm__ volatile(
-      "vxorps %%xmm0, %%xmm0, %%xmm0\n"
-      "1:\n"
-      ".irp r,4,5,6,7,8,9,10,11,12,13,14,15\n"
-      "vfmadd231ps %%ymm0, %%ymm1, %%ymm\\r\n"
-      ".endr\n"
-      "dec %0\n"
-      "jnz 1b\n"
-      : "+r"(n)::"memory");
-  return 2.0 * 20000000 * 12 * 8 / seconds_since(t0) / 1e9;
+  loop(n);
+  return 2.0 * n * fmas * lanes / seconds_since(t0) / 1e9;
 }
 
 constexpr int kBlocks = 32, kTaps = 9, kRow = 64, kPlane = 512;
 
-// One call: J x U accumulators over kBlocks blocks of kTaps taps.
-template <int J, int U>
-__attribute__((target("avx512f"), noinline)) void fwd_tile_avx512(const float* x, const long* off,
-                                                                    const float* w, float* out) {
-  __m512 acc[J][U];
+// One call: J x U accumulators over kBlocks blocks of kTaps taps, in GCC
+// vectors of L floats; compiled for an ISA by the wrapper it is inlined in.
+template <typename V, int J, int U>
+__attribute__((always_inline)) inline void fwd_tile(const float* x, const long* off,
+                                                    const float* w, float* out) {
+  constexpr int L = sizeof(V) / sizeof(float);
+  V acc[J][U];
 #pragma GCC unroll 16
   for (int j = 0; j < J; ++j)
 #pragma GCC unroll 16
-    for (int u = 0; u < U; ++u) acc[j][u] = _mm512_setzero_ps();
+    for (int u = 0; u < U; ++u) acc[j][u] = V{};
   for (int k = 0; k < kBlocks; ++k) {
     const float* xc = x + k * kPlane;
     const float* wk = w + k * kTaps * 16;
     for (int t = 0; t < kTaps; ++t) {
-      __m512 xv[U];
+      V xv[U];
 #pragma GCC unroll 16
-      for (int u = 0; u < U; ++u) xv[u] = _mm512_loadu_ps(xc + off[t] + u * 16);
+      for (int u = 0; u < U; ++u) __builtin_memcpy(&xv[u], xc + off[t] + u * L, sizeof(V));
 #pragma GCC unroll 16
       for (int j = 0; j < J; ++j) {
-        const __m512 s = _mm512_set1_ps(wk[t * 16 + j]);
+        const V s = wk[t * 16 + j] - V{};  // a broadcast (x - 0 is x, -0 too)
 #pragma GCC unroll 16
-        for (int u = 0; u < U; ++u) acc[j][u] = _mm512_fmadd_ps(s, xv[u], acc[j][u]);
+        for (int u = 0; u < U; ++u) acc[j][u] += s * xv[u];  // fused: -ffp-contract=fast
       }
     }
   }
-#pragma GCC unroll 16
-  for (int j = 0; j < J; ++j)
-#pragma GCC unroll 16
-    for (int u = 0; u < U; ++u) _mm512_storeu_ps(out + (j * U + u) * 16, acc[j][u]);
+  __builtin_memcpy(out, acc, sizeof(acc));
+}
+
+typedef float V16 __attribute__((vector_size(64)));
+typedef float V8 __attribute__((vector_size(32)));
+
+template <int J, int U>
+__attribute__((target("avx512f"), noinline)) void fwd_tile_avx512(const float* x, const long* off,
+                                                                    const float* w, float* out) {
+  fwd_tile<V16, J, U>(x, off, w, out);
 }
 
 template <int J, int U>
 __attribute__((target("avx2,fma"), noinline)) void fwd_tile_avx2(const float* x, const long* off,
                                                                   const float* w, float* out) {
-  __m256 acc[J][U];
-#pragma GCC unroll 16
-  for (int j = 0; j < J; ++j)
-#pragma GCC unroll 16
-    for (int u = 0; u < U; ++u) acc[j][u] = _mm256_setzero_ps();
-  for (int k = 0; k < kBlocks; ++k) {
-    const float* xc = x + k * kPlane;
-    const float* wk = w + k * kTaps * 16;
-    for (int t = 0; t < kTaps; ++t) {
-      __m256 xv[U];
-#pragma GCC unroll 16
-      for (int u = 0; u < U; ++u) xv[u] = _mm256_loadu_ps(xc + off[t] + u * 8);
-#pragma GCC unroll 16
-      for (int j = 0; j < J; ++j) {
-        const __m256 s = _mm256_set1_ps(wk[t * 16 + j]);
-#pragma GCC unroll 16
-        for (int u = 0; u < U; ++u) acc[j][u] = _mm256_fmadd_ps(s, xv[u], acc[j][u]);
-      }
-    }
-  }
-#pragma GCC unroll 16
-  for (int j = 0; j < J; ++j)
-#pragma GCC unroll 16
-    for (int u = 0; u < U; ++u) _mm256_storeu_ps(out + (j * U + u) * 8, acc[j][u]);
+  fwd_tile<V8, J, U>(x, off, w, out);
 }
 
 struct Member {
@@ -201,7 +185,7 @@ int main() {
 
   std::printf("{\"isa\": \"%s\"", avx512 ? "avx512" : "avx2");
   if (avx512) {
-    std::printf(", \"fma_peak\": %.1f", fma_peak_avx512());
+    std::printf(", \"fma_peak\": %.1f", fma_peak(fma_loop_avx512, 24, 16));
     std::printf(", \"fwd_tile_8x3_aligned\": %.1f",
                 rate([&] { fwd_tile_avx512<8, 3>(x, aligned, w.data(), out.data()); },
                      tile_flop * 16, 4000));
@@ -217,7 +201,7 @@ int main() {
                                                        values.data(), y.data()); },
                      group_flop, 4000));
   } else {
-    std::printf(", \"fma_peak\": %.1f", fma_peak_avx2());
+    std::printf(", \"fma_peak\": %.1f", fma_peak(fma_loop_avx2, 12, 8));
   }
   std::printf(", \"fwd_tile_4x3_aligned_avx2\": %.1f",
               rate([&] { fwd_tile_avx2<4, 3>(x, aligned, w.data(), out.data()); },
@@ -225,7 +209,7 @@ int main() {
   std::printf(", \"fwd_tile_4x3_shifted_avx2\": %.1f",
               rate([&] { fwd_tile_avx2<4, 3>(x, shifted, w.data(), out.data()); },
                    tile_flop / 2 * 8, 8000));
-  if (avx512) std::printf(", \"fma_peak_avx2\": %.1f", fma_peak_avx2());
+  if (avx512) std::printf(", \"fma_peak_avx2\": %.1f", fma_peak(fma_loop_avx2, 12, 8));
   std::printf("}\n");
   return y[0] > 1e30f;  // keeps the stores
 }
