@@ -5,8 +5,6 @@
 
 #include <omp.h>
 
-#include <numeric>
-
 #include "cpu/block1xn/block1xn_plans.h"
 #include "cpu/common/conv_layout.h"
 #include "cpu/common/isa.h"

@@ -39,6 +39,8 @@ constexpr int kFwdTapPrefetch = 8;
 // lines per step than per tile (a tile's burst of them stalled its loads),
 // less scalar work than a step per block.
 constexpr int kFwdStepBlocks = 8;
+// The tap offset of a 1x1 conv read in place: its one tap at the pixel.
+constexpr int64_t kInPlaceTapOffset = 0;
 
 template <typename T>
 struct FwdTile {
@@ -368,8 +370,7 @@ void fwd_in_place(const ConvGeometry& geo, const Block1xN& bk, const T* values, 
   constexpr int L = lanes<T>(), kTile = fwd_vectors(kFwdMaxJ) * L;
   constexpr int64_t kL2Budget = int64_t(1) << 20;
   const int64_t ohw = geo.out_h * geo.out_w, cin_g = geo.cin_per_group();
-  static const int64_t kNoTap = 0;
-  FwdSource<T> src{nullptr, in_s.c, &kNoTap, &kNoTap, 1, Wide{}, ohw};
+  FwdSource<T> src{nullptr, in_s.c, &kInPlaceTapOffset, &kInPlaceTapOffset, 1, Wide{}, ohw};
   src.wide.ww = src.wide.vw = geo.in_w;
   src.wide.rh = src.wide.vh = geo.in_h;
   src.wide.nb = 1;
@@ -690,7 +691,6 @@ void grad_input_in_place(const ConvGeometry& geo, const Block1xN& bk, const T* v
                          const T* grad_out, Strides4 go_s, T* grad_input, int num_threads) {
   using namespace wide;
   constexpr int L = lanes<T>(), TT = kGiU * L;
-  static const int64_t kOff = 0;
   static const std::vector<int> kTap{0};
   const int64_t hw = geo.in_h * geo.in_w, cin_g = geo.cin_per_group();
   const int64_t chunk = chunk_pixels(geo.cout_per_group() + cin_g, 0, sizeof(T), TT, hw);
@@ -699,10 +699,6 @@ void grad_input_in_place(const ConvGeometry& geo, const Block1xN& bk, const T* v
   const int64_t nchunks = std::max<int64_t>(1, hw / chunk), base = geo.groups * geo.batch * nchunks;
   const int64_t ncb = num_blocks(cin_g, base, num_threads, kGiC);
   const int64_t cb_len = (cin_g + ncb - 1) / ncb;
-  // Channels 0 .. n-1 of a block row, for the prefetch of the next row's
-  // grad_out (Trickle).
-  std::vector<int32_t> row_lanes(bk.n);
-  std::iota(row_lanes.begin(), row_lanes.end(), 0);
 #pragma omp parallel num_threads(num_threads)
   {
     std::vector<T> tail;
@@ -749,7 +745,7 @@ void grad_input_in_place(const ConvGeometry& geo, const Block1xN& bk, const T* v
           const int64_t r1 = spans[si + 1].r;
           next.start(reinterpret_cast<const char*>(go + block_row_first_out(geo, bk, r1) *
                                                            go_s.c + q0),
-                     row_lanes.data(), block_row_valid(geo, bk, r1), go_s.c * int64_t(sizeof(T)),
+                     nullptr, block_row_valid(geo, bk, r1), go_s.c * int64_t(sizeof(T)),
                      (q1 - q0) * int64_t(sizeof(T)), (hi - lo + kGiC - 1) / kGiC * tiles);
         } else {
           next.stop();
@@ -771,18 +767,18 @@ void grad_input_in_place(const ConvGeometry& geo, const Block1xN& bk, const T* v
             constexpr int CC = decltype(C)::value;
             for (int64_t q = q0; q < tiles_end; q += TT) {
               next.step();
-              gi_tile<T, CC>(w, g_row, go_s.c, &kOff, kTap, bk.n, nj, dx, q, q, fresh);
+              gi_tile<T, CC>(w, g_row, go_s.c, &kInPlaceTapOffset, kTap, bk.n, nj, dx, q, q, fresh);
             }
             if (whole) {
               next.step();
               with_count<kGiU>(whole, [&](auto U) {
-                gi_tile<T, CC, decltype(U)::value>(w, g_row, go_s.c, &kOff, kTap, bk.n, nj, dx,
+                gi_tile<T, CC, decltype(U)::value>(w, g_row, go_s.c, &kInPlaceTapOffset, kTap, bk.n, nj, dx,
                                                    tiles_end, tiles_end, fresh);
               });
             }
             if (rest) {
               next.step();
-              gi_tile<T, CC, 1>(w, g_row, go_s.c, &kOff, kTap, bk.n, nj, dt, q1 - L, 0);
+              gi_tile<T, CC, 1>(w, g_row, go_s.c, &kInPlaceTapOffset, kTap, bk.n, nj, dt, q1 - L, 0);
             }
           });
         }
@@ -1082,8 +1078,7 @@ void grad_weight_in_place(const ConvGeometry& geo, const Block1xN& bk, const T* 
       const T* xb = input + b * in_s.n + (r / bk.rows_per_group) * cin_g * in_s.c;
       const T* gb = grad_out + b * go_s.n + o0 * go_s.c;
       if (vectors) {
-        const int64_t off0 = 0;
-        gwv_row(bk, 1, xb, in_s.c, &off0, gb, go_s.c, valid, hw, k0, k1, grad_values);
+        gwv_row(bk, 1, xb, in_s.c, &kInPlaceTapOffset, gb, go_s.c, valid, hw, k0, k1, grad_values);
         continue;
       }
       for (int64_t q0 = 0; q0 < whole; q0 += chunk) {

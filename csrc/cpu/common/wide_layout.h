@@ -604,7 +604,8 @@ inline std::vector<int64_t> partition_by_cost(const std::vector<double>& costs, 
 }
 
 // Prefetches into L2, a line or a few per step between the blocks of a
-// tile, the input a thread's next work item will read: `run` bytes from
+// tile, what a thread will read next (its next work item's input; in the
+// 1x1 grad-input, the next block row's grad_out): `run` bytes from
 // base + ch[i] * cs for each channel i < nch. Items read their channels
 // scattered, a short run each, which the hardware prefetchers do not follow;
 // fetched on demand, the first block row over a pixel chunk waited on memory.
@@ -619,7 +620,9 @@ struct Trickle {
   int rate = 0;      // lines per step
   int64_t c = 0, off = 0;
 
-  // Fetches the region over the last of the `steps` calls of step() to come.
+  // Fetches the region over the last of the `steps` calls of step() to come:
+  // channels[0 .. n) (null: channels 0 .. n-1), cs_bytes apart, run_bytes of
+  // each from b.
   void start(const char* b, const int32_t* channels, int64_t n, int64_t cs_bytes,
              int64_t run_bytes, int64_t steps) {
     base = b, ch = channels, nch = n, cs = cs_bytes, run = run_bytes, c = 0, off = 0;
@@ -636,7 +639,7 @@ struct Trickle {
       return;
     }
     for (int i = 0; i < rate; ++i) {
-      __builtin_prefetch(base + ch[c] * cs + off, 0, 2);
+      __builtin_prefetch(base + (ch ? ch[c] : c) * cs + off, 0, 2);
       if ((off += 64) >= run) {
         off = 0;
         if (++c == nch) {
