@@ -10,6 +10,9 @@
 //                  broadcasts; 9 taps a block over 32 blocks. "aligned": every
 //                  tap at a vector boundary; "shifted": the 3x3 taps one pixel
 //                  apart, as the wide layout reads them
+//   fwd_tile_8x3_asm  the same 8 x 3 tile in inline assembly (shifted
+//                  taps), whole and without its input loads or its weight
+//                  broadcasts: what each costs the FMAs
 //   group_member   the pattern forward's member loop (pattern_impl.h
 //                  group_chunk): a group's 4 taps x 4 input vectors held, per
 //                  member 4 partial sums loaded, 4 broadcasts, 16 FMAs, 4
@@ -115,6 +118,64 @@ __attribute__((target("avx2,fma"), noinline)) void fwd_tile_avx2(const float* x,
   fwd_tile<V8, J, U>(x, off, w, out);
 }
 
+// The 8 x 3 tile again, in assembly with its 24 accumulators pinned to
+// zmm0-23: the same loads, broadcasts and FMAs with nothing the compiler
+// adds or schedules. LOADS and BCAST(j) are its input loads and weight
+// broadcasts, or "" to leave zmm29-31 / zmm28 holding their last values: the
+// three variants say what each costs the FMAs.
+#define SK_ZERO(i) "vxorps %%xmm" #i ", %%xmm" #i ", %%xmm" #i "\n"
+#define SK_STORE(i) "vmovups %%zmm" #i ", " #i "*64(%[out])\n"
+#define SK_INPUTS "vmovups (%%r13), %%zmm29\nvmovups 64(%%r13), %%zmm30\nvmovups 128(%%r13), %%zmm31\n"
+#define SK_BCAST(j) "vbroadcastss " #j "*4(%%r9), %%zmm28\n"
+#define SK_NONE(j) ""
+#define SK_ROW(BCAST, j, a, b, c)                                             \
+  BCAST(j) "vfmadd231ps %%zmm29, %%zmm28, %%zmm" #a "\n"                     \
+           "vfmadd231ps %%zmm30, %%zmm28, %%zmm" #b "\n"                     \
+           "vfmadd231ps %%zmm31, %%zmm28, %%zmm" #c "\n"
+#define SK_TILE_ASM(LOADS, BCAST)                                             \
+  __asm__ volatile(                                                           \
+      SK_ZERO(0) SK_ZERO(1) SK_ZERO(2) SK_ZERO(3) SK_ZERO(4) SK_ZERO(5)       \
+      SK_ZERO(6) SK_ZERO(7) SK_ZERO(8) SK_ZERO(9) SK_ZERO(10) SK_ZERO(11)     \
+      SK_ZERO(12) SK_ZERO(13) SK_ZERO(14) SK_ZERO(15) SK_ZERO(16) SK_ZERO(17) \
+      SK_ZERO(18) SK_ZERO(19) SK_ZERO(20) SK_ZERO(21) SK_ZERO(22) SK_ZERO(23) \
+      SK_ZERO(28) SK_ZERO(29) SK_ZERO(30) SK_ZERO(31)                         \
+      "mov %[blocks], %%r10\nmov %[x], %%r11\nmov %[w], %%r9\n"               \
+      "1:\nxor %%r12, %%r12\n"                                                \
+      "2:\nmov (%[off],%%r12,8), %%r13\nlea (%%r11,%%r13,4), %%r13\n"         \
+      LOADS                                                                   \
+      SK_ROW(BCAST, 0, 0, 8, 16) SK_ROW(BCAST, 1, 1, 9, 17)                   \
+      SK_ROW(BCAST, 2, 2, 10, 18) SK_ROW(BCAST, 3, 3, 11, 19)                 \
+      SK_ROW(BCAST, 4, 4, 12, 20) SK_ROW(BCAST, 5, 5, 13, 21)                 \
+      SK_ROW(BCAST, 6, 6, 14, 22) SK_ROW(BCAST, 7, 7, 15, 23)                 \
+      "add $64, %%r9\ninc %%r12\ncmp %[taps], %%r12\njne 2b\n"                \
+      "add %[plane], %%r11\ndec %%r10\njnz 1b\n"                              \
+      SK_STORE(0) SK_STORE(1) SK_STORE(2) SK_STORE(3) SK_STORE(4) SK_STORE(5) \
+      SK_STORE(6) SK_STORE(7) SK_STORE(8) SK_STORE(9) SK_STORE(10)            \
+      SK_STORE(11) SK_STORE(12) SK_STORE(13) SK_STORE(14) SK_STORE(15)        \
+      SK_STORE(16) SK_STORE(17) SK_STORE(18) SK_STORE(19) SK_STORE(20)        \
+      SK_STORE(21) SK_STORE(22) SK_STORE(23)                                  \
+      :                                                                       \
+      : [x] "r"(x), [off] "r"(off), [w] "r"(w), [out] "r"(out),               \
+        [blocks] "i"(kBlocks), [taps] "i"(kTaps), [plane] "i"(kPlane * 4)     \
+      : "r9", "r10", "r11", "r12", "r13", "memory", "xmm0", "xmm1", "xmm2",   \
+        "xmm3", "xmm4", "xmm5", "xmm6", "xmm7", "xmm8", "xmm9", "xmm10",      \
+        "xmm11", "xmm12", "xmm13", "xmm14", "xmm15", "xmm16", "xmm17",        \
+        "xmm18", "xmm19", "xmm20", "xmm21", "xmm22", "xmm23", "xmm28",        \
+        "xmm29", "xmm30", "xmm31")
+
+enum class AsmTile { kWhole, kNoInputLoads, kNoBroadcasts };
+
+template <AsmTile kVariant>
+__attribute__((target("avx512f"), noinline)) void fwd_tile_asm(const float* x, const long* off,
+                                                                const float* w, float* out) {
+  if constexpr (kVariant == AsmTile::kWhole)
+    SK_TILE_ASM(SK_INPUTS, SK_BCAST);
+  else if constexpr (kVariant == AsmTile::kNoInputLoads)
+    SK_TILE_ASM("", SK_BCAST);
+  else
+    SK_TILE_ASM(SK_INPUTS, SK_NONE);
+}
+
 struct Member {
   int row, value;
 };
@@ -191,6 +252,15 @@ int main() {
                      tile_flop * 16, 4000));
     std::printf(", \"fwd_tile_8x3_shifted\": %.1f",
                 rate([&] { fwd_tile_avx512<8, 3>(x, shifted, w.data(), out.data()); },
+                     tile_flop * 16, 4000));
+    std::printf(", \"fwd_tile_8x3_asm\": %.1f",
+                rate([&] { fwd_tile_asm<AsmTile::kWhole>(x, shifted, w.data(), out.data()); },
+                     tile_flop * 16, 4000));
+    std::printf(", \"fwd_tile_8x3_asm_no_input_loads\": %.1f",
+                rate([&] { fwd_tile_asm<AsmTile::kNoInputLoads>(x, shifted, w.data(), out.data()); },
+                     tile_flop * 16, 4000));
+    std::printf(", \"fwd_tile_8x3_asm_no_broadcasts\": %.1f",
+                rate([&] { fwd_tile_asm<AsmTile::kNoBroadcasts>(x, shifted, w.data(), out.data()); },
                      tile_flop * 16, 4000));
     std::printf(", \"group_member\": %.1f",
                 rate([&] { group_members_avx512<true>(x, goff.data(), mem.data(),
