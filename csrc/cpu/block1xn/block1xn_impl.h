@@ -817,6 +817,7 @@ void grad_input(const ConvGeometry& geo, const Block1xN& bk, const T* values,
   {
     T* const dxbuf = scratch_array<T>(kTileSlot, nphases * cin_g * chunk);
     std::vector<const T*> from(nphases);
+    std::vector<char> written;  // per (phase, channel) of an item
     for (int64_t b0 = 0; b0 < geo.batch; b0 += src.group) {
       const int64_t nb = std::min(src.group, geo.batch - b0);
 #pragma omp barrier
@@ -832,9 +833,10 @@ void grad_input(const ConvGeometry& geo, const Block1xN& bk, const T* values,
         const int64_t q0 = pc * chunk, len = std::min(chunk, wide.npix - q0);
         if (c_lo >= c_hi) continue;
         // Phase p's channel c at dxbuf[(p * (c_hi - c_lo) + c - c_lo) * chunk].
+        // Its first block sets it rather than adding to it, and one no block
+        // reaches is stored as zeros: no pass zeroing the buffer first.
         const int64_t pstride = (c_hi - c_lo) * chunk;
-        for (int64_t p = 0; p < nphases; ++p)
-          if (!src.phases[p].taps.empty()) std::fill(dxbuf + p * pstride, dxbuf + (p + 1) * pstride, T(0));
+        written.assign(nphases * (c_hi - c_lo), 0);
         const T* g_base = src.buf + g * cout_g * src.cs + q0;
         for (int64_t r = g * bk.rows_per_group; r < (g + 1) * bk.rows_per_group; ++r) {
           const int32_t* cols = bk.col_idx + bk.row_ptr[r];
@@ -851,19 +853,26 @@ void grad_input(const ConvGeometry& geo, const Block1xN& bk, const T* values,
               const auto& ptaps = src.phases[p].taps;
               if (ptaps.empty()) continue;
               T* dx[kGiC];
-              for (int i = 0; i < nc; ++i) dx[i] = dxbuf + p * pstride + (k[i] - c_lo) * chunk;
+              bool fresh[kGiC];
+              for (int i = 0; i < nc; ++i) {
+                dx[i] = dxbuf + p * pstride + (k[i] - c_lo) * chunk;
+                char& done = written[p * (c_hi - c_lo) + k[i] - c_lo];
+                fresh[i] = !done;
+                done = 1;
+              }
               with_count<kGiC>(nc, [&](auto C) {
                 for (int64_t q = 0; q < len; q += TT)
                   gi_tile<T, decltype(C)::value>(w, g_row, src.cs, src.off.data(), ptaps, bk.n,
-                                                 nj, dx, q, q);
+                                                 nj, dx, q, q, fresh);
               });
             }
           }
         }
         for (int64_t c = c_lo; c < c_hi; ++c) {
           for (int64_t p = 0; p < nphases; ++p)
-            from[p] = src.phases[p].taps.empty() ? nullptr
-                                                 : dxbuf + p * pstride + (c - c_lo) * chunk;
+            from[p] = written[p * (c_hi - c_lo) + c - c_lo]
+                          ? dxbuf + p * pstride + (c - c_lo) * chunk
+                          : nullptr;
           src.store(from.data(), q0, len, wide,
                     grad_input + (b0 * geo.cin + g * cin_g + c) * hw, geo.cin * hw);
         }

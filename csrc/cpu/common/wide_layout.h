@@ -474,17 +474,24 @@ struct GradSource {
 #pragma omp for schedule(static)
     for (int64_t o = 0; o < geo.cout; ++o) {
       T* p = buf + o * cs;
-      std::fill(p, p + cs, T(0));
+      // Rows lie in increasing order: zeros only between them (the whole
+      // plane zeroed first wrote it twice), or every element where a
+      // dilated row leaves gaps in itself.
+      T* zeroed = p;
+      if (ew != 1) std::fill(p, p + cs, T(0)), zeroed = p + cs;
       for (int64_t b = 0; b < nb; ++b)
         for (int64_t h = 0; h < geo.out_h; ++h) {
           const T* src = go + (b0 + b) * s.n + o * s.c + h * s.h;
           T* d = p + (b * rh + mh + h * eh) * ww + mw;  // may run into the next row
+          if (d > zeroed) zero_row(zeroed, d - zeroed);
           if (ew == 1 && s.w == 1) {
             copy_row(src, geo.out_w, d);
           } else {
             for (int64_t w = 0; w < geo.out_w; ++w) d[w * ew] = src[w * s.w];
           }
+          zeroed = std::max(zeroed, d + (geo.out_w - 1) * ew + 1);
         }
+      if (p + cs > zeroed) zero_row(zeroed, p + cs - zeroed);
     }
   }
 
