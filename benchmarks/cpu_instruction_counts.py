@@ -44,8 +44,13 @@ LANES = 8  # float32 lanes of the AVX2 vectors valgrind runs
 MARK = "getppid"
 
 
+def _sparse_conv(kind, fmt, layer, backend, x):
+    return kind.conv(x, fmt, layer, backend)
+
+
 def _steps(args):
-    """(label, warm-and-count callable) for every dense and sparse call."""
+    """(label, make) for every dense and sparse call: make() returns the call
+    (every value it uses bound, not read from the loop when it runs)."""
     import torch
     import torch.nn.functional as F
 
@@ -72,7 +77,7 @@ def _steps(args):
                 xl, gl = inputs.by_layout[layout]
                 conv = partial(F.conv2d, weight=wl, stride=layer.stride, padding=layer.padding)
                 yield ({**base, "conv": "dense", "layout": layout},
-                       lambda c=conv, xl=xl, wl=wl, gl=gl: pass_call(pass_, c, xl, wl, gl))
+                       partial(pass_call, pass_, conv, xl, wl, gl))
             for setting in kind.settings(args.n, args.patterns, args.entries):
                 for level in kind.levels(args.sparsity, args.connectivity):
                     fmt = kind.build(w, setting, level, args.seed)
@@ -81,10 +86,9 @@ def _steps(args):
                     label = {**base, "conv": "sparse", "layout": "nchw", "kind": args.kind,
                              **kind.record_fields(setting, level, layer.k ** 2),
                              "kept_macs": round(macs * density)}
-                    forward = lambda xx, fmt=fmt: kind.conv(xx, fmt, layer, backend)
+                    forward = partial(_sparse_conv, kind, fmt, layer, backend)
                     xl, gl = inputs.by_layout["nchw"]
-                    yield (label,
-                           lambda f=forward, xl=xl, p=param, gl=gl: pass_call(pass_, f, xl, p, gl))
+                    yield label, partial(pass_call, pass_, forward, xl, param, gl)
 
 
 def child(args) -> None:
@@ -149,8 +153,9 @@ def measure(args) -> tuple[dict, list[dict]]:
         sys.exit("valgrind is not installed")
     with tempfile.TemporaryDirectory() as tmp:
         manifest = Path(tmp) / "labels.json"
+        path = [str(ROOT), *filter(None, [os.environ.get("PYTHONPATH")])]
         env = {**os.environ, "OMP_NUM_THREADS": "1", "OMP_WAIT_POLICY": "passive",
-               "PYTHONPATH": os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")])}
+               "PYTHONPATH": os.pathsep.join(path)}
         subprocess.run(["valgrind", "--tool=callgrind", f"--dump-before={MARK}",
                         "--compress-strings=no", "--compress-pos=no",
                         f"--callgrind-out-file={tmp}/cg.%p", "--quiet",
