@@ -11,6 +11,11 @@ and the B fill (16-byte LDGSTS only). Counts are static: instructions per
 loop iteration, split into a k16 step's share and a batch's fixed part; the
 fill loops per piece copied (the widths' branches not taken are included, a
 few percent high). Needs nvcc; the committed JSON lets the model run without.
+
+With --probe it also counts the main loops of benchmarks/gpu_loop_probe.cu
+(the ldmatrix design's forward and grad-weight, and an fp32 N = 4 forward:
+not yet kernels of the library) into the JSON's "probes", for
+gpu_design_model.py.
 """
 from __future__ import annotations
 
@@ -26,6 +31,7 @@ import tempfile
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SOURCE = "csrc/cuda/block1xn/block1xn_forward_sm90.cu"
+PROBE = "benchmarks/gpu_loop_probe.cu"
 INSTR = re.compile(r"/\*([0-9a-f]{4,})\*/\s+(.*?)\s*;")
 
 
@@ -46,10 +52,10 @@ def cutlass_include() -> str:
     return path
 
 
-def compile_sass(nvcc: str, workdir: str) -> tuple[str, str, list[str]]:
+def compile_sass(nvcc: str, workdir: str, source: str = SOURCE) -> tuple[str, str, list[str]]:
     cmd = [nvcc, "-std=c++17", "-c", "-O3", "-gencode", "arch=compute_90a,code=sm_90a",
            "-Xptxas", "-v", "-DSK_WITH_SM90", "-I", "csrc/include", "-I", "csrc",
-           "-I", cutlass_include(), SOURCE, "-o", os.path.join(workdir, "sm90.o")]
+           "-I", cutlass_include(), source, "-o", os.path.join(workdir, "sm90.o")]
     log = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, check=True).stderr
     sass = subprocess.run([cuobjdump(), "-sass", os.path.join(workdir, "sm90.o")],
                           capture_output=True, text=True, check=True).stdout
@@ -72,6 +78,10 @@ def classify(op: str) -> str:
     if op.startswith("HGMMA"):
         return "sync" if "RZ, gdesc[URZ]" in op else "wgmma"  # ptxas's empty commit HGMMA
     name = op.split()[1] if op.startswith("@") else op.split()[0]
+    if name.startswith("FFMA"):
+        return "ffma"
+    if name.startswith("LDSM"):  # ldmatrix: its .x4 form is four wavefronts
+        return "ldsm"
     if name.startswith(("LDS", "LD.")):  # LD.E to a shared address: the gather
         return "smem_load_64" if ".64" in name else "smem_load"
     if name.startswith("LDGSTS"):
@@ -113,16 +123,49 @@ def count(body) -> dict:
                 fill_instructions=fill)
 
 
+def probe_counts(sass: str, log: str) -> dict:
+    """Per probe kernel: its main loop (the longest loop issuing HGMMA or
+    FFMA), its instructions per iteration by class, and ptxas's registers
+    and spills."""
+    regs = {name: int(r) for name, r in re.findall(r"Compiling entry function '(\S+)'[^\n]*\n"
+                                                   r"[^\n]*\n[^\n]*\n[^\n]*Used (\d+) registers", log)}
+    spills = {name: int(st) + int(ld) for name, st, ld in re.findall(
+        r"Function properties for (\S+)\n\s+\d+ bytes stack frame, "
+        r"(\d+) bytes spill stores, (\d+) bytes spill loads", log)}
+    out = {}
+    for fn in re.split(r"\n\s*Function : ", sass)[1:]:
+        name = fn.split("\n")[0].strip()
+        m = re.match(r"_ZN5probe\d+(\w+?)_loopE", name)
+        if not m:
+            continue
+        body = [(int(a, 16), t) for a, t in INSTR.findall(fn)]
+        lo, hi = max((l for l in loops(body)
+                      if any(op in t for _, t in body[l[0]:l[1] + 1] for op in ("HGMMA", "FFMA"))),
+                     key=lambda l: l[1] - l[0])
+        by_class: dict = {}
+        for _, t in body[lo:hi + 1]:
+            by_class[classify(t)] = by_class.get(classify(t), 0) + 1
+        out[m.group(1)] = dict(function=name, registers=regs.get(name), spill_bytes=spills.get(name),
+                               serialised_wgmma="C7513" in log,
+                               loop_instructions=hi - lo + 1, loop_by_class=by_class)
+    return out
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--json", required=True)
     ap.add_argument("--nvcc", default=shutil.which("nvcc") or "/usr/local/bin/nvcc")
+    ap.add_argument("--probe", action="store_true", help="also count benchmarks/gpu_loop_probe.cu")
     args = ap.parse_args(argv)
     with tempfile.TemporaryDirectory() as d:
         sass, log, cmd = compile_sass(args.nvcc, d)
+    if args.probe:
+        with tempfile.TemporaryDirectory() as d:
+            probe = probe_counts(*compile_sass(args.nvcc, d, PROBE)[:2])
     regs = dict(re.findall(r"kernelI(13__nv_bfloat16Li\d+)E[^\n]*\n(?:[^\n]*\n){0,3}?[^\n]*Used (\d+) registers",
                            log))
-    out = dict(source=SOURCE, reproduce="python benchmarks/cuda_sm90_counts.py --json " + os.path.relpath(args.json, ROOT),
+    out = dict(source=SOURCE, reproduce="python benchmarks/cuda_sm90_counts.py --json " + os.path.relpath(args.json, ROOT)
+               + (" --probe" if args.probe else ""),
                compile=" ".join(c.replace(cutlass_include(), "<cutlass include>") for c in cmd)
                + " && cuobjdump -sass sm90.o",
                nvcc=subprocess.run([args.nvcc, "--version"], capture_output=True, text=True).stdout.split("\n")[-2],
@@ -134,6 +177,8 @@ def main(argv=None) -> int:
         body = [(int(a, 16), t) for a, t in INSTR.findall(fn)]
         bn = int(m.group(1))
         out["kernels"][str(bn)] = dict(registers=int(regs.get(f"13__nv_bfloat16Li{bn}", 0)), **count(body))
+    if args.probe:
+        out["probe_source"], out["probes"] = PROBE, probe
     with open(args.json, "w") as f:
         json.dump(out, f, indent=1)
     print(json.dumps(out, indent=1))

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 
@@ -15,6 +16,7 @@ import pytest
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, os.path.join(ROOT, "benchmarks"))
+import gpu_design_model  # noqa: E402
 import gpu_model  # noqa: E402  (pure arithmetic: no triton)
 
 COMMITTED = os.path.join(ROOT, "benchmarks", "results", "gpu-sm90", "triton_sm90.json")
@@ -205,3 +207,83 @@ def test_model_cuda_sm90_rows(tmp_path):
     assert sum(r["best_layout"] for r in rows) == 3 * 3 * 4
     assert [t["target"] for t in result["cuda_sm90_targets"]] == [t[0] for t in gpu_model.TARGETS]
     assert all(t["predicted"] is not None for t in result["cuda_sm90_targets"][:3])
+
+
+# ---------------------------------------------------------------------------
+# The design gate: gpu_loop_probe.cu's loops, counted (cuda_sm90_counts.py
+# --probe), and gpu_design_model.py built on those counts.
+# ---------------------------------------------------------------------------
+PROBE_LOOPS = {  # per loop iteration, as the probe's source lays them out
+    "forward_ldsm": dict(ldsm=36, wgmma=36),         # 9 k16 steps x 4 m64 tiles
+    "grad_weight_shift": dict(ldsm=8, wgmma=72),     # 8 k16 steps x 9 taps
+    "forward_fp32_window": dict(ffma=288),           # 3 kernel rows x 3 taps x 8 pixels x 4 lanes
+}
+
+
+def _committed_probes() -> dict:
+    with open(gpu_model.CUDA_COUNTS) as f:
+        return json.load(f)["probes"]
+
+
+def test_committed_probe_counts_are_the_designed_loops():
+    """Each probe's main loop issues exactly the loads and MMAs its design
+    has (no more: ptxas split or serialised nothing), without spills."""
+    probes = _committed_probes()
+    assert set(probes) == set(PROBE_LOOPS)
+    for name, want in PROBE_LOOPS.items():
+        p = probes[name]
+        assert {k: p["loop_by_class"].get(k, 0) for k in want} == want, (name, p["loop_by_class"])
+        assert p["spill_bytes"] == 0 and not p["serialised_wgmma"], p
+        assert p["loop_instructions"] == sum(p["loop_by_class"].values())
+
+
+@pytest.mark.skipif(shutil.which("nvcc") is None, reason="nvcc not found")
+def test_probe_counts_match_the_probe_source(tmp_path):
+    """The committed probe counts are those of the probe as it is now
+    (rerun: python benchmarks/cuda_sm90_counts.py --probe --json
+    benchmarks/results/gpu-sm90/cuda_sm90_counts.json)."""
+    import cuda_sm90_counts
+    out = tmp_path / "counts.json"
+    assert cuda_sm90_counts.main(["--probe", "--json", str(out)]) == 0
+    fresh = json.loads(out.read_text())["probes"]
+    drop = ("function",)
+    assert ({k: {f: v for f, v in p.items() if f not in drop} for k, p in fresh.items()}
+            == {k: {f: v for f, v in p.items() if f not in drop} for k, p in _committed_probes().items()})
+
+
+def test_union_efficiency():
+    """Grad-input's channel grouping: exact with nothing pruned, and the
+    greedy grouping beats taking channels in order."""
+    assert gpu_design_model.union_efficiency(256, 0.0) == 1.0
+    import random
+    c, s = 256, 0.75
+    rng = random.Random(0)
+    keep = [frozenset(r for r in range(c // 32) if rng.random() >= s) for _ in range(c)]
+    in_order = sum(map(len, keep)) / sum(8 * len(frozenset().union(*keep[i:i + 8])) for i in range(0, c, 8))
+    greedy = gpu_design_model.union_efficiency(c, s)
+    assert in_order < greedy < 1.0
+
+
+def test_design_model(tmp_path):
+    """Every row's time is the largest of its terms, the work it executes is
+    at least the useful work, and every target is predicted."""
+    out = tmp_path / "design.json"
+    assert gpu_design_model.main(["--json", str(out)]) == 0
+    result = json.loads(out.read_text())
+    for key in ("rows", "rows_fixed_clk"):
+        rows = result[key]
+        assert len(rows) == 3 * 3 * 4 + 3 * 4  # bf16 passes x sparsities x layers + fp32 N=4 forward
+        terms = ("compute_s", "issue_s", "smem_s", "l2_s", "hbm_s")
+        for r in rows:
+            assert r["time_s"] == max(r[t] for t in terms) > 0 and r["bound"] + "_s" in terms
+            assert r["executed_macs"] >= r["useful_macs"] * (1 - 1e-9) > 0, r
+            assert r["speedup"] == pytest.approx(r["cudnn"]["time_s"] / r["time_s"])
+    case = lambda r: (r["pass"], r["layer"], r["sparsity"], r["dtype"])  # noqa: E731
+    fixed = {case(r): r["time_s"] for r in result["rows_fixed_clk"]}
+    assert all(fixed[case(r)] >= r["time_s"] for r in result["rows"])  # a fixed cost only adds time
+    for key in ("targets", "targets_fixed_clk"):
+        assert [t["target"] for t in result[key]] == [t[0] for t in gpu_model.TARGETS]
+        assert all(t["predicted"] is not None for t in result[key])
+    committed = os.path.join(ROOT, "benchmarks", "results", "gpu-sm90", "gpu_design_model.json")
+    with open(committed) as f:  # the notes quote this file: it must be the model's output now
+        assert json.load(f)["targets"] == result["targets"]

@@ -1,0 +1,268 @@
+// Design probe: the main loops of a proposed Hopper 1xN forward and
+// grad-weight (benchmarks/gpu_kernels.md, "The ldmatrix design"), compiled
+// for sm_90a so that their SASS can be counted (benchmarks/cuda_sm90_counts.py
+// --probe) before the kernels are written. Only the loops are here: shared
+// memory is taken as already filled (the copy engine's work, the epilogue
+// and the scheduling are estimated in gpu_design_model.py), and nothing
+// launches these kernels.
+//
+// Why: the current Hopper forward gathers A one 2-byte element at a time
+// (8 LDS.U16, 4 PRMT and ~30 address instructions per k16 step), which
+// gpu_model.py finds issue-bound at a third of what the targets need.
+// Here every A fragment of a k16 step is one ldmatrix.x4: ldmatrix takes a
+// separate 16-byte row address from each lane, so the 16 K rows of a step
+// can be any kept (channel, tap) pairs, as long as each row's 8 elements
+// are contiguous and 16-byte aligned in shared memory. A tap shifts the
+// halo by kw columns, so the halo of each kept channel is held in Kw copies
+// (copy kw loaded by the copy engine starting kw columns further right):
+// element (pixel x, tap kw) is then column x of copy kw, and runs of 8
+// pixels start aligned. A warpgroup keeps 4 m64 tiles, so each B tile is
+// read by 4 wgmmas; ptxas serialises a wgmma whose register operand is
+// written while an earlier one is in flight (C7513), so a batch's A
+// registers are all loaded before its wgmmas are issued, and the other
+// warpgroup's batch overlaps the loads.
+//
+// Forward (per warpgroup: 4 m64 tiles of output pixels x one block row of
+// BN = 32 lanes; K = the row's kept (channel, tap) pairs, 16 channels = 9
+// k16 steps a stage). A is MN-major in shared memory (a K row is 8 pixels),
+// so ldmatrix.trans; lane l gives K row (l % 8) + 8 (l / 16) of the step
+// (its slot, kernel row and copy: a per-lane offset per step) plus the
+// tile's pixel run (l / 8) % 2: one add and one LDSM per tile and step.
+//
+// Grad-weight (per warpgroup: 4 m64 tiles of one block row's kept (channel,
+// tap) rows x BN = 32 lanes; K = pixels, a k16 step 16 pixels of one output
+// row). A is K-major (a row's 8 pixels contiguous in its channel's copy for
+// the tap's column), so plain ldmatrix, each lane's address its row's base
+// plus an immediate per step. B is grad_out's [16 pixels x 32 lanes] tile
+// (NHWC: lanes contiguous), MN-major.
+#include <cute/arch/copy_sm75.hpp>
+#include <cute/arch/mma_sm90.hpp>
+#include <cute/atom/mma_traits_sm90_gmma.hpp>
+#include <cute/tensor.hpp>
+#include <cutlass/arch/barrier.h>
+
+namespace probe {
+
+namespace gmma = cute::SM90::GMMA;
+constexpr int kBN = 32;
+constexpr int kMT = 4;  // m64 tiles per warpgroup
+using Op = decltype(gmma::rs_op_selector<cute::bfloat16_t, cute::bfloat16_t, float,
+                                         cute::Shape<cute::_64, cute::Int<kBN>, cute::_16>,
+                                         gmma::Major::K, gmma::Major::MN>());
+constexpr int kBTileBytes = kBN * 16 * 2;  // one k16 step's B tile
+
+// Per-lane values the real kernel computes once per work item, here read
+// from global memory so that the compiler cannot fold them.
+struct Lane {
+  int32_t off[20];
+};
+
+#if defined(__CUDA_ARCH_FEAT_SM90_ALL)
+template <size_t... I>
+__device__ __forceinline__ void wgmma(const uint32_t (&a)[4], uint64_t desc, float (&acc)[kBN / 2],
+                                      std::index_sequence<I...>) {
+  Op::fma(a[0], a[1], a[2], a[3], desc, acc[I]..., gmma::ScaleOut::One);
+}
+
+template <int N>
+__device__ __forceinline__ void fence(uint32_t (&r)[N]) {
+#pragma unroll
+  for (int i = 0; i < N; ++i) cute::warpgroup_fence_operand(r[i]);
+}
+
+template <int N>
+__device__ __forceinline__ void fence(float (&r)[N]) {
+#pragma unroll
+  for (int i = 0; i < N; ++i) cute::warpgroup_fence_operand(r[i]);
+}
+
+__device__ __forceinline__ void ldsm_t(const unsigned char* p, uint32_t (&a)[4]) {
+  cute::SM75_U16x8_LDSM_T::copy(*reinterpret_cast<const cute::uint128_t*>(p), a[0], a[1], a[2], a[3]);
+}
+__device__ __forceinline__ void ldsm(const unsigned char* p, uint32_t (&a)[4]) {
+  cute::SM75_U32x4_LDSM_N::copy(*reinterpret_cast<const cute::uint128_t*>(p), a[0], a[1], a[2], a[3]);
+}
+
+template <int N>
+__device__ __forceinline__ void store_acc(float* out, float (&acc)[kMT][N]) {
+  float s = 0.f;
+#pragma unroll
+  for (int m = 0; m < kMT; ++m)
+#pragma unroll
+    for (int v = 0; v < N; ++v) s += acc[m][v];
+  out[threadIdx.x] = s;
+}
+#endif
+
+constexpr int kStages = 3;          // ring depth
+constexpr int kStageBytes = 32768;  // the halo copies of one stage
+constexpr int kFwdSteps = 9;        // forward: 16 kept channels x 9 taps = 9 k16 steps a stage
+constexpr int kGwSteps = 8;         // grad-weight: 128 pixels = 8 k16 steps a stage
+constexpr int kTaps = 9;            // 3 x 3
+constexpr int kBatch = 3;           // k16 steps whose A registers are loaded at once
+
+#if defined(__CUDA_ARCH_FEAT_SM90_ALL)
+// The steps b .. b + kBatch - 1 (those below kSteps) x kMT tiles of wgmma
+// on loaded A registers, then wait: the B tile of a step serves all kMT tiles.
+template <int kSteps>
+__device__ __forceinline__ void mma_batch(uint32_t (&a)[kBatch][kMT][4], uint64_t desc, int b,
+                                          float (&acc)[kMT][kBN / 2]) {
+#pragma unroll
+  for (int m = 0; m < kMT; ++m) fence(acc[m]);
+  cute::warpgroup_arrive();
+#pragma unroll
+  for (int j = 0; j < kBatch; ++j)
+#pragma unroll
+    for (int m = 0; m < kMT; ++m)
+      if (b + j < kSteps)
+        wgmma(a[j][m], desc + (((b + j) * kBTileBytes) >> 4), acc[m],
+              std::make_index_sequence<kBN / 2>{});
+  cute::warpgroup_commit_batch();
+  cute::warpgroup_wait<0>();
+#pragma unroll
+  for (int m = 0; m < kMT; ++m) fence(acc[m]);
+}
+#endif
+
+#if defined(__CUDA_ARCH_FEAT_SM90_ALL)
+// The ring's handshake as the real kernel would pay it per stage: wait for
+// the copy engine's transaction barrier, release the slot when done.
+__device__ __forceinline__ void acquire(uint64_t* full, int st) {
+  cutlass::arch::ClusterTransactionBarrier::wait(&full[st % kStages], (st / kStages) & 1);
+}
+__device__ __forceinline__ void release(uint64_t* empty, int st) {
+  if (threadIdx.x % 128 == 0) cutlass::arch::ClusterBarrier::arrive(&empty[st % kStages]);
+}
+#endif
+
+__global__ void __launch_bounds__(256, 1)
+    forward_ldsm_loop(const Lane* __restrict__ lanes, int stages, uint64_t desc0, float* out) {
+#if defined(__CUDA_ARCH_FEAT_SM90_ALL)
+  extern __shared__ __align__(1024) unsigned char smem[];
+  uint64_t* full = reinterpret_cast<uint64_t*>(smem + kStages * kStageBytes);
+  uint64_t* empty = full + kStages;
+  const Lane& l = lanes[threadIdx.x];
+  // run[m]: tile m's pixel run for this lane; krow[j]: step j's K row for
+  // this lane (slot, kernel row, copy), offsets in the stage.
+  int32_t run[kMT], krow[kFwdSteps];
+#pragma unroll
+  for (int i = 0; i < kMT; ++i) run[i] = l.off[i];
+#pragma unroll
+  for (int i = 0; i < kFwdSteps; ++i) krow[i] = l.off[kMT + i];
+  float acc[kMT][kBN / 2] = {};
+  for (int st = 0; st < stages; ++st) {
+    acquire(full, st);
+    const unsigned char* a_s = smem + (st % kStages) * kStageBytes;
+    const uint64_t desc = desc0 + (((st % kStages) * kFwdSteps * kBTileBytes) >> 4);
+#pragma unroll
+    for (int b = 0; b < kFwdSteps; b += kBatch) {
+      uint32_t a[kBatch][kMT][4];
+#pragma unroll
+      for (int j = 0; j < kBatch; ++j)
+#pragma unroll
+        for (int m = 0; m < kMT; ++m) {
+          ldsm_t(a_s + krow[b + j] + run[m], a[j][m]);
+          fence(a[j][m]);
+        }
+      mma_batch<kFwdSteps>(a, desc, b, acc);
+    }
+    release(empty, st);
+  }
+  store_acc(out, acc);
+#endif
+}
+
+
+// Grad-weight: one m64 tile (64 kept channels of a block row) per
+// warpgroup, all 9 taps: for a k16 step (16 input pixels) the A fragment is
+// loaded once and serves 9 wgmmas, one per tap, whose B is the grad_out
+// tile shifted by the tap (a descriptor offset).
+__global__ void __launch_bounds__(256, 1)
+    grad_weight_shift_loop(const Lane* __restrict__ lanes, int stages, uint64_t desc0,
+                           int32_t tap_pitch, float* out) {
+#if defined(__CUDA_ARCH_FEAT_SM90_ALL)
+  extern __shared__ __align__(1024) unsigned char smem[];
+  uint64_t* full = reinterpret_cast<uint64_t*>(smem + kStages * kStageBytes);
+  uint64_t* empty = full + kStages;
+  const Lane& l = lanes[threadIdx.x];
+  const int32_t row = l.off[0];  // this lane's channel row and half of the step's pixels
+  float acc[kTaps][kBN / 2] = {};
+  for (int st = 0; st < stages; ++st) {
+    acquire(full, st);
+    const unsigned char* a_s = smem + (st % kStages) * kStageBytes;
+    const uint64_t desc = desc0 + (((st % kStages) * kGwSteps * 16 * kBN * 2) >> 4);
+#pragma unroll
+    for (int k = 0; k < kGwSteps; ++k) {
+      uint32_t a[4];
+      ldsm(a_s + row + k * 32, a);  // 16 pixels further: an immediate
+      fence(a);
+#pragma unroll
+      for (int t = 0; t < kTaps; ++t) fence(acc[t]);
+      cute::warpgroup_arrive();
+      // Tap (kh, kw) reads grad_out (kh - 1) rows and (kw - 1) pixels
+      // back: whole 64-byte K rows of the swizzled tile, so only the start
+      // address moves.
+#pragma unroll
+      for (int t = 0; t < kTaps; ++t)
+        wgmma(a, desc + ((k * 16 * kBN * 2 + (t / 3) * tap_pitch + (t % 3) * kBN * 2) >> 4), acc[t],
+              std::make_index_sequence<kBN / 2>{});
+      cute::warpgroup_commit_batch();
+      cute::warpgroup_wait<0>();
+#pragma unroll
+      for (int t = 0; t < kTaps; ++t) fence(acc[t]);
+    }
+    release(empty, st);
+  }
+  float s = 0.f;
+#pragma unroll
+  for (int t = 0; t < kTaps; ++t)
+#pragma unroll
+    for (int v = 0; v < kBN / 2; ++v) s += acc[t][v];
+  out[threadIdx.x] = s;
+#endif
+}
+
+// fp32 with TF32 off, N = 4 (CUDA cores): a thread computes a run of 8
+// output pixels x the block row's 4 lanes. Per kept channel and kernel row
+// it loads the 10 input columns the 3 taps span (two LDS.128 and one
+// LDS.64: runs start at multiples of 8, so the loads are aligned) and the
+// row's 3 taps x 4 lanes of weights (three LDS.128, one address for the
+// whole warp: a broadcast), for 3 x 8 x 4 = 96 FFMA.
+constexpr int kRun = 8;
+
+__global__ void __launch_bounds__(256)
+    forward_fp32_window_loop(const Lane* __restrict__ lanes, int channels, float* out) {
+  extern __shared__ __align__(16) float fsmem[];
+  const Lane& l = lanes[threadIdx.x];
+  const float* x_s = fsmem + l.off[0];            // this thread's run in halo row 0 of slot 0
+  const float4* w_s = reinterpret_cast<const float4*>(fsmem + l.off[1]);  // the row's weights
+  const int plane = l.off[2], pitch = l.off[3];   // floats between channel slots / halo rows
+  float acc[kRun][4] = {};
+  for (int c = 0; c < channels; ++c) {
+#pragma unroll
+    for (int kh = 0; kh < 3; ++kh) {
+      const float* row = x_s + c * plane + kh * pitch;
+      const float4 x0 = *reinterpret_cast<const float4*>(row);
+      const float4 x1 = *reinterpret_cast<const float4*>(row + 4);
+      const float2 x2 = *reinterpret_cast<const float2*>(row + 8);
+      const float x[10] = {x0.x, x0.y, x0.z, x0.w, x1.x, x1.y, x1.z, x1.w, x2.x, x2.y};
+#pragma unroll
+      for (int kw = 0; kw < 3; ++kw) {
+        const float4 w = w_s[(c * 3 + kh) * 3 + kw];
+#pragma unroll
+        for (int i = 0; i < kRun; ++i) {
+          acc[i][0] = fmaf(x[i + kw], w.x, acc[i][0]);
+          acc[i][1] = fmaf(x[i + kw], w.y, acc[i][1]);
+          acc[i][2] = fmaf(x[i + kw], w.z, acc[i][2]);
+          acc[i][3] = fmaf(x[i + kw], w.w, acc[i][3]);
+        }
+      }
+    }
+  }
+  float s = 0.f;
+#pragma unroll
+  for (int i = 0; i < kRun; ++i) s += acc[i][0] + acc[i][1] + acc[i][2] + acc[i][3];
+  out[threadIdx.x] = s;
+}
+
+}  // namespace probe
