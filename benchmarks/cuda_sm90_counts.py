@@ -124,7 +124,7 @@ def count(body) -> dict:
 
 
 def probe_counts(sass: str, log: str) -> dict:
-    """Per probe kernel: its main loop (the longest loop issuing HGMMA or
+    """Per probe kernel: its main loop (the innermost loop issuing HGMMA or
     FFMA), its instructions per iteration by class, and ptxas's registers
     and spills."""
     regs = {name: int(r) for name, r in re.findall(r"Compiling entry function '(\S+)'[^\n]*\n"
@@ -135,11 +135,11 @@ def probe_counts(sass: str, log: str) -> dict:
     out = {}
     for fn in re.split(r"\n\s*Function : ", sass)[1:]:
         name = fn.split("\n")[0].strip()
-        m = re.match(r"_ZN5probe\d+(\w+?)_loopE", name)
+        m = re.match(r"_ZN5probe\d+(\w+?)_loop(?:E|ILb1EE)", name)  # templates: the kRing = true one
         if not m:
             continue
         body = [(int(a, 16), t) for a, t in INSTR.findall(fn)]
-        lo, hi = max((l for l in loops(body)
+        lo, hi = min((l for l in loops(body)
                       if any(op in t for _, t in body[l[0]:l[1] + 1] for op in ("HGMMA", "FFMA"))),
                      key=lambda l: l[1] - l[0])
         by_class: dict = {}

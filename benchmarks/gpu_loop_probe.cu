@@ -41,6 +41,8 @@
 #include <cute/tensor.hpp>
 #include <cutlass/arch/barrier.h>
 
+#include "cuda/block1xn/block1xn_forward_sm90.cuh"  // BTileLayout: the B tile's swizzled layout
+
 namespace probe {
 
 namespace gmma = cute::SM90::GMMA;
@@ -94,8 +96,12 @@ __device__ __forceinline__ void store_acc(float* out, float (&acc)[kMT][N]) {
 }
 #endif
 
+// Shared memory: the A ring, then the B tiles, then the ring's barriers.
 constexpr int kStages = 3;          // ring depth
 constexpr int kStageBytes = 32768;  // the halo copies of one stage
+constexpr int kBOffset = kStages * kStageBytes;
+constexpr int kBBytes = 48 * 1024;  // B tiles of every stage (and grad-weight's tap shifts)
+constexpr int kSmemBytes = kBOffset + kBBytes + 2 * kStages * 8;
 constexpr int kFwdSteps = 9;        // forward: 16 kept channels x 9 taps = 9 k16 steps a stage
 constexpr int kGwSteps = 8;         // grad-weight: 128 pixels = 8 k16 steps a stage
 constexpr int kTaps = 9;            // 3 x 3
@@ -126,21 +132,38 @@ __device__ __forceinline__ void mma_batch(uint32_t (&a)[kBatch][kMT][4], uint64_
 
 #if defined(__CUDA_ARCH_FEAT_SM90_ALL)
 // The ring's handshake as the real kernel would pay it per stage: wait for
-// the copy engine's transaction barrier, release the slot when done.
-__device__ __forceinline__ void acquire(uint64_t* full, int st) {
-  cutlass::arch::ClusterTransactionBarrier::wait(&full[st % kStages], (st / kStages) & 1);
+// the copy engine's transaction barrier, release the slot when done. The
+// counted loops have it (kRing); the timed ones (gpu_loop_probe_run.cu),
+// with no producer to signal it, run without.
+template <bool kRing>
+__device__ __forceinline__ void acquire(unsigned char* smem, int st) {
+  if (kRing) {
+    auto* full = reinterpret_cast<uint64_t*>(smem + kBOffset + kBBytes);
+    cutlass::arch::ClusterTransactionBarrier::wait(&full[st % kStages], (st / kStages) & 1);
+  }
 }
-__device__ __forceinline__ void release(uint64_t* empty, int st) {
-  if (threadIdx.x % 128 == 0) cutlass::arch::ClusterBarrier::arrive(&empty[st % kStages]);
+template <bool kRing>
+__device__ __forceinline__ void release(unsigned char* smem, int st) {
+  if (kRing && threadIdx.x % 128 == 0) {
+    auto* empty = reinterpret_cast<uint64_t*>(smem + kBOffset + kBBytes) + kStages;
+    cutlass::arch::ClusterBarrier::arrive(&empty[st % kStages]);
+  }
+}
+
+// The wgmma descriptor of the B tile at kBOffset (the real kernel's layout).
+__device__ __forceinline__ uint64_t b_desc(unsigned char* smem) {
+  return gmma::make_gmma_desc<gmma::Major::MN>(cute::make_tensor(
+      cute::make_smem_ptr(reinterpret_cast<cute::half_t*>(smem + kBOffset)),
+      sparsekernels::cuda::detail::block1xn::sm90::BTileLayout<kBN>{}));
 }
 #endif
 
+template <bool kRing>
 __global__ void __launch_bounds__(256, 1)
-    forward_ldsm_loop(const Lane* __restrict__ lanes, int stages, uint64_t desc0, float* out) {
+    forward_ldsm_loop(const Lane* __restrict__ lanes, int stages, float* out) {
 #if defined(__CUDA_ARCH_FEAT_SM90_ALL)
   extern __shared__ __align__(1024) unsigned char smem[];
-  uint64_t* full = reinterpret_cast<uint64_t*>(smem + kStages * kStageBytes);
-  uint64_t* empty = full + kStages;
+  const uint64_t desc0 = b_desc(smem);
   const Lane& l = lanes[threadIdx.x];
   // run[m]: tile m's pixel run for this lane; krow[j]: step j's K row for
   // this lane (slot, kernel row, copy), offsets in the stage.
@@ -151,7 +174,7 @@ __global__ void __launch_bounds__(256, 1)
   for (int i = 0; i < kFwdSteps; ++i) krow[i] = l.off[kMT + i];
   float acc[kMT][kBN / 2] = {};
   for (int st = 0; st < stages; ++st) {
-    acquire(full, st);
+    acquire<kRing>(smem, st);
     const unsigned char* a_s = smem + (st % kStages) * kStageBytes;
     const uint64_t desc = desc0 + (((st % kStages) * kFwdSteps * kBTileBytes) >> 4);
 #pragma unroll
@@ -166,7 +189,7 @@ __global__ void __launch_bounds__(256, 1)
         }
       mma_batch<kFwdSteps>(a, desc, b, acc);
     }
-    release(empty, st);
+    release<kRing>(smem, st);
   }
   store_acc(out, acc);
 #endif
@@ -177,18 +200,17 @@ __global__ void __launch_bounds__(256, 1)
 // warpgroup, all 9 taps: for a k16 step (16 input pixels) the A fragment is
 // loaded once and serves 9 wgmmas, one per tap, whose B is the grad_out
 // tile shifted by the tap (a descriptor offset).
+template <bool kRing>
 __global__ void __launch_bounds__(256, 1)
-    grad_weight_shift_loop(const Lane* __restrict__ lanes, int stages, uint64_t desc0,
-                           int32_t tap_pitch, float* out) {
+    grad_weight_shift_loop(const Lane* __restrict__ lanes, int stages, int32_t tap_pitch, float* out) {
 #if defined(__CUDA_ARCH_FEAT_SM90_ALL)
   extern __shared__ __align__(1024) unsigned char smem[];
-  uint64_t* full = reinterpret_cast<uint64_t*>(smem + kStages * kStageBytes);
-  uint64_t* empty = full + kStages;
+  const uint64_t desc0 = b_desc(smem);
   const Lane& l = lanes[threadIdx.x];
   const int32_t row = l.off[0];  // this lane's channel row and half of the step's pixels
   float acc[kTaps][kBN / 2] = {};
   for (int st = 0; st < stages; ++st) {
-    acquire(full, st);
+    acquire<kRing>(smem, st);
     const unsigned char* a_s = smem + (st % kStages) * kStageBytes;
     const uint64_t desc = desc0 + (((st % kStages) * kGwSteps * 16 * kBN * 2) >> 4);
 #pragma unroll
@@ -211,7 +233,7 @@ __global__ void __launch_bounds__(256, 1)
 #pragma unroll
       for (int t = 0; t < kTaps; ++t) fence(acc[t]);
     }
-    release(empty, st);
+    release<kRing>(smem, st);
   }
   float s = 0.f;
 #pragma unroll
@@ -231,30 +253,32 @@ __global__ void __launch_bounds__(256, 1)
 constexpr int kRun = 8;
 
 __global__ void __launch_bounds__(256)
-    forward_fp32_window_loop(const Lane* __restrict__ lanes, int channels, float* out) {
+    forward_fp32_window_loop(const Lane* __restrict__ lanes, int channels, int reps, float* out) {
   extern __shared__ __align__(16) float fsmem[];
   const Lane& l = lanes[threadIdx.x];
   const float* x_s = fsmem + l.off[0];            // this thread's run in halo row 0 of slot 0
   const float4* w_s = reinterpret_cast<const float4*>(fsmem + l.off[1]);  // the row's weights
   const int plane = l.off[2], pitch = l.off[3];   // floats between channel slots / halo rows
   float acc[kRun][4] = {};
-  for (int c = 0; c < channels; ++c) {
+  for (int rep = 0; rep < reps; ++rep) {  // the timed run's repetitions over the same channels
+    for (int c = 0; c < channels; ++c) {
 #pragma unroll
-    for (int kh = 0; kh < 3; ++kh) {
-      const float* row = x_s + c * plane + kh * pitch;
-      const float4 x0 = *reinterpret_cast<const float4*>(row);
-      const float4 x1 = *reinterpret_cast<const float4*>(row + 4);
-      const float2 x2 = *reinterpret_cast<const float2*>(row + 8);
-      const float x[10] = {x0.x, x0.y, x0.z, x0.w, x1.x, x1.y, x1.z, x1.w, x2.x, x2.y};
+      for (int kh = 0; kh < 3; ++kh) {
+        const float* row = x_s + c * plane + kh * pitch;
+        const float4 x0 = *reinterpret_cast<const float4*>(row);
+        const float4 x1 = *reinterpret_cast<const float4*>(row + 4);
+        const float2 x2 = *reinterpret_cast<const float2*>(row + 8);
+        const float x[10] = {x0.x, x0.y, x0.z, x0.w, x1.x, x1.y, x1.z, x1.w, x2.x, x2.y};
 #pragma unroll
-      for (int kw = 0; kw < 3; ++kw) {
-        const float4 w = w_s[(c * 3 + kh) * 3 + kw];
+        for (int kw = 0; kw < 3; ++kw) {
+          const float4 w = w_s[(c * 3 + kh) * 3 + kw];
 #pragma unroll
-        for (int i = 0; i < kRun; ++i) {
-          acc[i][0] = fmaf(x[i + kw], w.x, acc[i][0]);
-          acc[i][1] = fmaf(x[i + kw], w.y, acc[i][1]);
-          acc[i][2] = fmaf(x[i + kw], w.z, acc[i][2]);
-          acc[i][3] = fmaf(x[i + kw], w.w, acc[i][3]);
+          for (int i = 0; i < kRun; ++i) {
+            acc[i][0] = fmaf(x[i + kw], w.x, acc[i][0]);
+            acc[i][1] = fmaf(x[i + kw], w.y, acc[i][1]);
+            acc[i][2] = fmaf(x[i + kw], w.z, acc[i][2]);
+            acc[i][3] = fmaf(x[i + kw], w.w, acc[i][3]);
+          }
         }
       }
     }
@@ -264,5 +288,9 @@ __global__ void __launch_bounds__(256)
   for (int i = 0; i < kRun; ++i) s += acc[i][0] + acc[i][1] + acc[i][2] + acc[i][3];
   out[threadIdx.x] = s;
 }
+
+// The counted instantiations: with the ring's handshake.
+template __global__ void forward_ldsm_loop<true>(const Lane*, int, float*);
+template __global__ void grad_weight_shift_loop<true>(const Lane*, int, int32_t, float*);
 
 }  // namespace probe

@@ -13,6 +13,9 @@
 #              folder is git-ignored, so the device tool's `carry` must name
 #              it; fill it with `pip download nvidia-cutlass==4.2.0 --no-deps
 #              -d .gpu_carry`)
+#   loop_probe the next design's main loops (benchmarks/gpu_loop_probe_run.cu):
+#              the rate each sustains with its operands in shared memory, the
+#              design model's least-known input, measured first
 #   tests      the CUDA and Triton tests only, 8 processes, 120 s per test
 #   memcheck   compute-sanitizer memcheck on tiny awkward shapes, every kind,
 #   racecheck  both gradients, CUDA and Triton (racecheck: CUDA, whose kernels
@@ -29,7 +32,8 @@
 # failed (at once) or any later step failed.
 #
 # --dry-run runs the same steps without a GPU: no build (the extension built
-# here is used), the test selection collected but not run, the sanitizer
+# here is used), the loop probe compiled (where nvcc is) but not run, the
+# test selection collected but not run, the sanitizer
 # cases and a small benchmark on the CPU, the report and the packing; it is
 # what tests/test_run_gpu.py runs.
 set -uo pipefail
@@ -106,6 +110,23 @@ sys.exit(0 if C.with_cuda else 1)"
     fi
     nvidia-smi >"$WORK/nvidia-smi.txt" 2>&1
 fi
+
+# --- the design probe's loops (gpu_kernels.md, "The ldmatrix design") --------
+loop_probe() {
+    if ! command -v nvcc >/dev/null; then
+        ((DRY)) && { echo "no nvcc here: not built (dry run)"; return 0; }
+        return 1
+    fi
+    local inc=${SPARSEKERNELS_CUTLASS_INCLUDE:-}
+    [ -n "$inc" ] || inc=$("$PY" -c "import cutlass_library, os; \
+print(os.path.join(os.path.dirname(cutlass_library.__file__), 'source', 'include'))") || return 1
+    nvcc -std=c++17 -O3 -gencode arch=compute_90a,code=sm_90a -I csrc/include -I csrc -I "$inc" \
+        benchmarks/gpu_loop_probe_run.cu -o "$WORK/loop_probe" || return 1
+    if ((DRY)); then echo "built, not run (dry run)"; else "$WORK/loop_probe"; fi
+}
+export -f loop_probe
+export WORK
+step loop_probe 60 loop_probe
 
 # --- the GPU tests only: CUDA- and Triton-parametrised cases ------------------
 GPU_TESTS=(tests/test_sparse_conv.py tests/test_triton.py tests/test_pattern_cuda.py

@@ -1,7 +1,8 @@
 """benchmarks/run_gpu.sh --dry-run on this CPU machine: every step but the
-build runs (the test selection collected, the sanitizer cases and the
-benchmarks shrunk to the CPU, the report), and $OUT ends with at most the
-six files the GPU machine returns, the JSON valid results files."""
+build runs (the loop probe compiled, the test selection collected, the
+sanitizer cases and the benchmarks shrunk to the CPU, the report), and $OUT
+ends with at most the six files the GPU machine returns, the JSON valid
+results files."""
 import json
 import os
 import subprocess
@@ -12,7 +13,7 @@ from pathlib import Path
 from sparsekernels.bench import schema
 
 ROOT = Path(__file__).resolve().parents[1]
-STEPS = ("tests", "memcheck", "layers_bf16", "layers_fp16", "layers_fp32", "networks", "report")
+STEPS = ("loop_probe", "tests", "memcheck", "layers_bf16", "layers_fp16", "layers_fp32", "networks", "report")
 
 
 def test_dry_run_runs_every_step_and_returns_at_most_six_files(tmp_path):
