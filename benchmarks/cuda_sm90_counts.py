@@ -125,12 +125,12 @@ def count(body) -> dict:
 
 def probe_counts(sass: str, log: str) -> dict:
     """Per probe kernel: its main loop (the innermost loop issuing HGMMA or
-    FFMA), its instructions per iteration by class, and ptxas's registers
-    and spills."""
+    FFMA), its instructions per iteration by class, and ptxas's registers,
+    stack frame and spills."""
     regs = {name: int(r) for name, r in re.findall(r"Compiling entry function '(\S+)'[^\n]*\n"
                                                    r"[^\n]*\n[^\n]*\n[^\n]*Used (\d+) registers", log)}
-    spills = {name: int(st) + int(ld) for name, st, ld in re.findall(
-        r"Function properties for (\S+)\n\s+\d+ bytes stack frame, "
+    frames = {name: (int(stack), int(st) + int(ld)) for name, stack, st, ld in re.findall(
+        r"Function properties for (\S+)\n\s+(\d+) bytes stack frame, "
         r"(\d+) bytes spill stores, (\d+) bytes spill loads", log)}
     out = {}
     for fn in re.split(r"\n\s*Function : ", sass)[1:]:
@@ -145,7 +145,8 @@ def probe_counts(sass: str, log: str) -> dict:
         by_class: dict = {}
         for _, t in body[lo:hi + 1]:
             by_class[classify(t)] = by_class.get(classify(t), 0) + 1
-        out[m.group(1)] = dict(function=name, registers=regs.get(name), spill_bytes=spills.get(name),
+        out[m.group(1)] = dict(function=name, registers=regs.get(name),
+                               stack_bytes=frames[name][0], spill_bytes=frames[name][1],
                                serialised_wgmma="C7513" in log,
                                loop_instructions=hi - lo + 1, loop_by_class=by_class)
     return out

@@ -5,11 +5,11 @@ baseline as gpu_model.py.
 
     python benchmarks/gpu_design_model.py --json benchmarks/results/gpu-sm90/gpu_design_model.json
 
-The main loops of the bf16 forward and grad-weight and of the fp32 N = 4
-forward exist as code (benchmarks/gpu_loop_probe.cu) and are counted in
-SASS (cuda_sm90_counts.py --probe); what surrounds them (the copy
-engine's fills, the epilogue, stream-K's partial tiles) and the whole
-grad-input are estimated here, each estimate named where it is used. Per work item the
+The main loops of the bf16 forward, grad-input and grad-weight and of the
+fp32 N = 4 forward exist as code (benchmarks/gpu_loop_probe.cu) and are
+counted in SASS (cuda_sm90_counts.py --probe); what surrounds them (the
+copy engine's fills, the epilogue, stream-K's partial tiles) is estimated
+here, each estimate named where it is used. Per work item the
 time is the largest of: tensor cores (executed MACs at the GEMM rate, plus
 an assumed fixed cost per wgmma), instruction issue (4 warp instructions
 per clock per SM), shared-memory wavefronts (one 128-byte wavefront per
@@ -168,32 +168,37 @@ def union_efficiency(c: int, s: float, group: int = 8, seed: int = 0) -> float:
 
 
 def grad_input(L: gm.Layer, s: float, probe: dict, fixed: float) -> dict:
-    """Estimated (no probe loop: ``probe`` is unused): work item = 128 pixels (one m64 tile per
-    warpgroup) x a chunk of 128 input channels in 16 groups of 8 (permuted
-    so a group's channels share block rows). Per (block row, tap), each
-    warp loads grad_out's [16 pixels x 32 lanes] A fragment once (two
-    ldmatrix.x4) and issues two m64n8k16 wgmmas (K = 32) for every group
-    that needs the row: grad-input's block is 1 channel wide in N, so its
-    MMA is as narrow as that grouping."""
+    """Work item: 128 pixels (one m64 tile a warpgroup) x a chunk of 128
+    input channels in 16 groups of 8, grouped so a group's channels share
+    block rows (union_efficiency). Per (block row, tap) each warp loads
+    grad_out's [16 pixels x 32 lanes] fragment once (two ldmatrix.x4) and
+    issues two m64n8k16 wgmmas (K = 32) for every group that needs the row
+    (gpu_loop_probe.cu grad_input_group_loop, counted with all 16 groups
+    taken: the LDSMs and a tap's arrive/commit/wait are charged per tap, the
+    rest per group). Grad-input's block is one channel wide in its N, so its
+    MMA is as narrow as the grouping."""
     rows, chunk = L.c // BN, min(L.c, 128)
     u = union_efficiency(L.c, s)
-    kept_groups = chunk / 8 * (1 - s) / u  # groups computed per (row, tap)
-    per_row_tap = dict(wgmma=WGS * 2 * kept_groups, ld=WARPS * 2)
+    groups = chunk / 8 * (1 - s) / u  # groups computed per (row, tap)
+    loop = probe["grad_input_group"]
+    per_tap = loop["loop_by_class"]["ldsm"] / 9 + 3
+    per_group = (loop["loop_instructions"] / 9 - per_tap) / 16
     steps = rows * 9
+    wgmma = steps * WGS * 2 * groups
     halo_px = 10 * 18  # an 8 x 16 tile with its halo
-    w_bytes = rows * 9 * BN * 8 * kept_groups * E
+    w_bytes = rows * 9 * BN * 8 * groups * E
     per_item = dict(
-        wgmma=steps * per_row_tap["wgmma"], macs=steps * per_row_tap["wgmma"] * 64 * 8 * 16,
-        warp_instr=steps * (WARPS * (2 + 2 * 2 * kept_groups) + TMA_ISSUE)
-        + WARPS * 32 * chunk / 2 / 32 * EPILOGUE_PER_ACC,
-        wavefronts=steps * (per_row_tap["ld"] * 4 + per_row_tap["wgmma"] * 8 * 16 * E / 128)
+        wgmma=wgmma, macs=wgmma * 64 * 8 * 16,
+        warp_instr=steps * (WARPS * (per_tap + per_group * groups)) + rows * 2 * TMA_ISSUE
+        + WARPS * chunk / 2 * EPILOGUE_PER_ACC,
+        wavefronts=steps * WARPS * 2 * 4 + wgmma * 8 * 16 * E / 128
         + (rows * halo_px * BN * E + w_bytes) / 128 + 2 * 128 * chunk * E / 128,
         l2_bytes=rows * halo_px * BN * E + w_bytes + 128 * chunk * E)
     work = gm.cdiv(L.p, 128) * gm.cdiv(L.c, chunk)
     hbm = 2 * L.act_bytes(E) + rows * L.c * (1 - s) * BN * 9 * E
     return dict(_terms(work, per_item, hbm, fixed, stream_k=False),
                 useful_macs=L.p * rows * L.c * (1 - s) * BN * 9, executed_macs=work * per_item["macs"],
-                plan=dict(union_efficiency=round(u, 3), groups_per_row_tap=kept_groups))
+                plan=dict(union_efficiency=round(u, 3), groups_per_row_tap=groups))
 
 
 def forward_fp32(L: gm.Layer, s: float, probe: dict, n: int = 4) -> dict:

@@ -135,25 +135,26 @@ __device__ __forceinline__ void mma_batch(uint32_t (&a)[kBatch][kMT][4], uint64_
 // the copy engine's transaction barrier, release the slot when done. The
 // counted loops have it (kRing); the timed ones (gpu_loop_probe_run.cu),
 // with no producer to signal it, run without.
+// bars: the kStages "full" barriers, then the kStages "empty" ones.
 template <bool kRing>
-__device__ __forceinline__ void acquire(unsigned char* smem, int st) {
+__device__ __forceinline__ void acquire(unsigned char* bars, int st) {
   if (kRing) {
-    auto* full = reinterpret_cast<uint64_t*>(smem + kBOffset + kBBytes);
+    auto* full = reinterpret_cast<uint64_t*>(bars);
     cutlass::arch::ClusterTransactionBarrier::wait(&full[st % kStages], (st / kStages) & 1);
   }
 }
 template <bool kRing>
-__device__ __forceinline__ void release(unsigned char* smem, int st) {
+__device__ __forceinline__ void release(unsigned char* bars, int st) {
   if (kRing && threadIdx.x % 128 == 0) {
-    auto* empty = reinterpret_cast<uint64_t*>(smem + kBOffset + kBBytes) + kStages;
+    auto* empty = reinterpret_cast<uint64_t*>(bars) + kStages;
     cutlass::arch::ClusterBarrier::arrive(&empty[st % kStages]);
   }
 }
 
-// The wgmma descriptor of the B tile at kBOffset (the real kernel's layout).
-__device__ __forceinline__ uint64_t b_desc(unsigned char* smem) {
+// The wgmma descriptor of a B tile at b (the real kernel's layout).
+__device__ __forceinline__ uint64_t b_desc(unsigned char* b) {
   return gmma::make_gmma_desc<gmma::Major::MN>(cute::make_tensor(
-      cute::make_smem_ptr(reinterpret_cast<cute::half_t*>(smem + kBOffset)),
+      cute::make_smem_ptr(reinterpret_cast<cute::half_t*>(b)),
       sparsekernels::cuda::detail::block1xn::sm90::BTileLayout<kBN>{}));
 }
 #endif
@@ -163,7 +164,7 @@ __global__ void __launch_bounds__(256, 1)
     forward_ldsm_loop(const Lane* __restrict__ lanes, int stages, float* out) {
 #if defined(__CUDA_ARCH_FEAT_SM90_ALL)
   extern __shared__ __align__(1024) unsigned char smem[];
-  const uint64_t desc0 = b_desc(smem);
+  const uint64_t desc0 = b_desc(smem + kBOffset);
   const Lane& l = lanes[threadIdx.x];
   // run[m]: tile m's pixel run for this lane; krow[j]: step j's K row for
   // this lane (slot, kernel row, copy), offsets in the stage.
@@ -174,7 +175,7 @@ __global__ void __launch_bounds__(256, 1)
   for (int i = 0; i < kFwdSteps; ++i) krow[i] = l.off[kMT + i];
   float acc[kMT][kBN / 2] = {};
   for (int st = 0; st < stages; ++st) {
-    acquire<kRing>(smem, st);
+    acquire<kRing>(smem + kBOffset + kBBytes, st);
     const unsigned char* a_s = smem + (st % kStages) * kStageBytes;
     const uint64_t desc = desc0 + (((st % kStages) * kFwdSteps * kBTileBytes) >> 4);
 #pragma unroll
@@ -189,7 +190,7 @@ __global__ void __launch_bounds__(256, 1)
         }
       mma_batch<kFwdSteps>(a, desc, b, acc);
     }
-    release<kRing>(smem, st);
+    release<kRing>(smem + kBOffset + kBBytes, st);
   }
   store_acc(out, acc);
 #endif
@@ -205,12 +206,12 @@ __global__ void __launch_bounds__(256, 1)
     grad_weight_shift_loop(const Lane* __restrict__ lanes, int stages, int32_t tap_pitch, float* out) {
 #if defined(__CUDA_ARCH_FEAT_SM90_ALL)
   extern __shared__ __align__(1024) unsigned char smem[];
-  const uint64_t desc0 = b_desc(smem);
+  const uint64_t desc0 = b_desc(smem + kBOffset);
   const Lane& l = lanes[threadIdx.x];
   const int32_t row = l.off[0];  // this lane's channel row and half of the step's pixels
   float acc[kTaps][kBN / 2] = {};
   for (int st = 0; st < stages; ++st) {
-    acquire<kRing>(smem, st);
+    acquire<kRing>(smem + kBOffset + kBBytes, st);
     const unsigned char* a_s = smem + (st % kStages) * kStageBytes;
     const uint64_t desc = desc0 + (((st % kStages) * kGwSteps * 16 * kBN * 2) >> 4);
 #pragma unroll
@@ -233,13 +234,80 @@ __global__ void __launch_bounds__(256, 1)
 #pragma unroll
       for (int t = 0; t < kTaps; ++t) fence(acc[t]);
     }
-    release<kRing>(smem, st);
+    release<kRing>(smem + kBOffset + kBBytes, st);
   }
   float s = 0.f;
 #pragma unroll
   for (int t = 0; t < kTaps; ++t)
 #pragma unroll
     for (int v = 0; v < kBN / 2; ++v) s += acc[t][v];
+  out[threadIdx.x] = s;
+#endif
+}
+
+// Grad-input: M = 64 output pixels a warpgroup, N = input channels in
+// groups of 8 (kGroups groups, 4 accumulators a thread each), K = a block
+// row's 32 lanes. Per block row and tap, each warp loads grad_out's
+// [16 pixels x 32 lanes] fragment once (two ldmatrix.x4: a pixel's lanes are
+// 64 contiguous bytes, and a tap shifts whole pixels) and issues two
+// m64n8k16 wgmmas for every group the row's mask marks (a group is computed
+// for a row when any of its channels keeps the row).
+constexpr int kGroups = 16;
+constexpr int kGiStageBytes = 8192;                    // a row's grad_out halo
+constexpr int kGiBOffset = kStages * kGiStageBytes;
+constexpr int kGiBRowBytes = kTaps * kGroups * 2 * 256;  // a row's [32 x 8] B tiles
+constexpr int kGiSmemBytes = kGiBOffset + 2 * kGiBRowBytes + 2 * kStages * 8;
+using OpN8 = decltype(gmma::rs_op_selector<cute::bfloat16_t, cute::bfloat16_t, float,
+                                           cute::Shape<cute::_64, cute::_8, cute::_16>,
+                                           gmma::Major::K, gmma::Major::K>());
+
+template <bool kRing>
+__global__ void __launch_bounds__(256, 1)
+    grad_input_group_loop(const Lane* __restrict__ lanes, int rows, const uint32_t* __restrict__ masks,
+                          float* out) {
+#if defined(__CUDA_ARCH_FEAT_SM90_ALL)
+  extern __shared__ __align__(1024) unsigned char smem[];
+  const uint64_t desc0 = b_desc(smem + kGiBOffset);
+  const Lane& l = lanes[threadIdx.x];
+  const int32_t pix = l.off[0];  // this lane's pixel row of grad_out and its 16-byte lane chunk
+  float acc[kGroups][4] = {};
+  for (int r = 0; r < rows; ++r) {
+    acquire<kRing>(smem + kGiBOffset + 2 * kGiBRowBytes, r);
+    const unsigned char* a_s = smem + (r % kStages) * kGiStageBytes;
+    const uint32_t mask = masks[r];  // the row's groups: the same for every thread
+    const uint64_t desc = desc0 + (((r % 2) * kGiBRowBytes) >> 4);  // the row's B tiles: a ring of 2
+#pragma unroll
+    for (int t = 0; t < kTaps; ++t) {
+      uint32_t a[2][4];
+      ldsm(a_s + pix + (t / 3) * 1920 + (t % 3) * 64, a[0]);  // the tap's pixel shift: an immediate
+      ldsm(a_s + pix + (t / 3) * 1920 + (t % 3) * 64 + 32, a[1]);
+      fence(a[0]);
+      fence(a[1]);
+#pragma unroll
+      for (int g = 0; g < kGroups; ++g)
+#pragma unroll
+        for (int v = 0; v < 4; ++v) cute::warpgroup_fence_operand(acc[g][v]);
+      cute::warpgroup_arrive();
+#pragma unroll
+      for (int g = 0; g < kGroups; ++g)
+        if (mask >> g & 1)
+#pragma unroll
+          for (int k = 0; k < 2; ++k)
+            OpN8::fma(a[k][0], a[k][1], a[k][2], a[k][3],
+                      desc + ((((t * kGroups + g) * 2 + k) * 256) >> 4), acc[g][0], acc[g][1], acc[g][2],
+                      acc[g][3], gmma::ScaleOut::One);
+      cute::warpgroup_commit_batch();
+      cute::warpgroup_wait<0>();
+#pragma unroll
+      for (int g = 0; g < kGroups; ++g)
+#pragma unroll
+        for (int v = 0; v < 4; ++v) cute::warpgroup_fence_operand(acc[g][v]);
+    }
+    release<kRing>(smem + kGiBOffset + 2 * kGiBRowBytes, r);
+  }
+  float s = 0.f;
+#pragma unroll
+  for (int g = 0; g < kGroups; ++g) s += acc[g][0] + acc[g][1] + acc[g][2] + acc[g][3];
   out[threadIdx.x] = s;
 #endif
 }
@@ -292,5 +360,6 @@ __global__ void __launch_bounds__(256)
 // The counted instantiations: with the ring's handshake.
 template __global__ void forward_ldsm_loop<true>(const Lane*, int, float*);
 template __global__ void grad_weight_shift_loop<true>(const Lane*, int, int32_t, float*);
+template __global__ void grad_input_group_loop<true>(const Lane*, int, const uint32_t*, float*);
 
 }  // namespace probe

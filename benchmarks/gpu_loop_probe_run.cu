@@ -45,6 +45,12 @@ std::vector<probe::Lane> lanes_for(const char* loop) {
     if (std::string(loop) == "forward") {
       for (int m = 0; m < probe::kMT; ++m) l.off[m] = (2 * m + (lane / 8) % 2) * 16;
       for (int j = 0; j < probe::kFwdSteps; ++j) l.off[probe::kMT + j] = (16 * j + lane % 8 + 8 * (lane / 16)) * 144;
+    } else if (std::string(loop) == "grad_input") {
+      // the warp's 16 pixels (64-byte rows of grad_out's 32 lanes) and this
+      // lane's 16-byte chunk: ldmatrix's 8 rows 64 B apart hit 8 bank groups
+      // in pairs of matrices; the kernel adds a tap's shift of whole pixels
+      const int pixel = 16 * warp + lane % 8 + 8 * ((lane / 8) % 2);
+      l.off[0] = pixel * 64 + (lane / 16) * 16;
     } else if (std::string(loop) == "grad_weight") {
       const int row = 16 * warp + lane % 8 + 8 * ((lane / 8) % 2);  // the warp's 16 channel rows
       l.off[0] = row * 272 + (lane / 16) * 16;                       // 272 B apart: 16 mod 128
@@ -121,6 +127,20 @@ int main() {
     CHECK(cudaGetLastError());
   });
   report("grad_weight_shift", double(sms) * stages * 2 * 8 * probe::kTaps * 64 * probe::kBN * 16, ms, 788, false);
+
+  CHECK(cudaFuncSetAttribute(probe::grad_input_group_loop<false>,
+                             cudaFuncAttributeMaxDynamicSharedMemorySize, probe::kGiSmemBytes));
+  upload("grad_input");
+  uint32_t* masks;  // every group computed for every row
+  std::vector<uint32_t> all(stages, (1u << probe::kGroups) - 1);
+  CHECK(cudaMalloc(&masks, stages * sizeof(uint32_t)));
+  CHECK(cudaMemcpy(masks, all.data(), stages * sizeof(uint32_t), cudaMemcpyHostToDevice));
+  ms = median_ms([&] {
+    probe::grad_input_group_loop<false><<<sms, 256, probe::kGiSmemBytes>>>(lanes, stages, masks, out);
+    CHECK(cudaGetLastError());
+  });
+  // per CTA and row: 2 warpgroups x 9 taps x 16 groups x 2 k16 steps of m64n8k16
+  report("grad_input_group", double(sms) * stages * 2 * 9 * probe::kGroups * 2 * 64 * 8 * 16, ms, 788, false);
 
   const int fp32_smem = 4 * 2304 * 4 + 16 * 9 * 16;
   CHECK(cudaFuncSetAttribute(probe::forward_fp32_window_loop, cudaFuncAttributeMaxDynamicSharedMemorySize,
