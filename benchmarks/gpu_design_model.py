@@ -90,7 +90,11 @@ def forward(L: gm.Layer, s: float, probe: dict, fixed: float, g: int = 1) -> dic
     loop = probe["forward_ldsm"]
     per_ldsm = (loop["loop_instructions"] - loop["loop_by_class"]["wgmma"]) / loop["loop_by_class"]["ldsm"]
     ldsm = mt / WGS * a_steps  # per warp: one LDSM per tile and step
-    halo_rows = r + 2 * (r / w + 1)             # every image segment adds its two halo rows
+    # Image segments of the group (r / w + 1 on average) are copied one TMA
+    # box each, rows -1 .. h - 1 of the image: a segment's top padding row
+    # is the one under the segment before it, so a group adds one zero row
+    # per segment and one at the end.
+    halo_rows = r + (r / w + 1) + 1
     # a plane 16 B longer than its rows puts ldmatrix's 8 rows (8 planes) in 8 bank groups
     halo = union * 3 * (halo_rows * wp * E + 16)
     b_bytes = g * kept * 9 * BN * E
@@ -212,7 +216,7 @@ def forward_fp32(L: gm.Layer, s: float, probe: dict, n: int = 4) -> dict:
     r = 256 * 8 // wp
     work = gm.cdiv(gm.BATCH * w, r) * rows
     loop = probe["forward_fp32_window"]
-    halo_rows = r + 2 * (r / w + 1)
+    halo_rows = r + (r / w + 1) + 1  # as the bf16 forward's
     halo = kept * halo_rows * (wp + 8) * 4
     threads = 256
     per_item = dict(wgmma=0, macs=0,  # no tensor cores: FFMA below

@@ -31,12 +31,28 @@ PAD = 1
 
 @dataclass(frozen=True)
 class Layout:
-    """A stage's shared memory: slot s (a kept channel), copy kw, halo row
-    hy at byte s * plane * KW + kw * plane + hy * pitch; element (hy, j) of
-    copy kw is input (y0 - PAD + hy, j + kw - PAD), zero outside the image."""
+    """A stage's shared memory for a group of ``rows`` output rows starting
+    at row ``g0`` of the batch's images stacked (row G is row G % height of
+    image G // height). Slot s (a kept channel), copy kw, halo row hy at
+    byte s * plane * KW + kw * plane + hy * pitch. Halo rows: the input row
+    above the group, then the group's rows with one row between images
+    (the zero padding below one image and above the next: one TMA box per
+    image segment, rows -1 .. its last), then the input row below; element
+    (hy, j) of copy kw is input column j + kw - PAD of that row, zero
+    outside the image."""
     width: int   # image width W
-    rows: int    # output rows of the group (one image here)
+    height: int  # image height H
+    g0: int      # first output row of the group in the stacked batch
+    rows: int    # output rows of the group
     slots: int   # kept channels of the stage
+
+    def segment(self, g: int) -> int:
+        """Image boundaries between the group's first row and row g."""
+        return g // self.height - self.g0 // self.height
+
+    @property
+    def halo_rows(self) -> int:
+        return self.rows + self.segment(self.g0 + self.rows - 1) + KH - 1
 
     @property
     def wp(self) -> int:  # a row's pixels, padded to runs of 8
@@ -48,7 +64,7 @@ class Layout:
 
     @property
     def plane(self) -> int:  # 16 bytes past its rows: ldmatrix's 8 rows in 8 bank groups
-        return (self.rows + KH - 1) * self.pitch + 16
+        return self.halo_rows * self.pitch + 16
 
     @property
     def stage_bytes(self) -> int:
@@ -58,21 +74,24 @@ class Layout:
         return self.slots * KW * self.plane + (-(-64 // self.wp) + 1) * self.pitch
 
 
-def fill(x: np.ndarray, chans, y0: int, lay: Layout) -> np.ndarray:
-    """The bytes the copy engine would write (x: [C, H, W] uint16)."""
-    h, w = x.shape[1:]
+def fill(x: np.ndarray, chans, lay: Layout) -> np.ndarray:
+    """The bytes the copy engine would write (x: [images, C, H, W] uint16)."""
+    h, w = x.shape[2:]
     smem = np.zeros(lay.stage_bytes, np.uint8)
-    for s, c in enumerate(chans):
-        for kw in range(KW):
-            for hy in range(lay.rows + KH - 1):
-                iy = y0 - PAD + hy
-                row = np.zeros(lay.wp, np.uint16)
-                for j in range(lay.wp):
-                    ix = j + kw - PAD
-                    if 0 <= iy < h and 0 <= ix < w and j < w:
-                        row[j] = x[c, iy, ix]
-                off = s * KW * lay.plane + kw * lay.plane + hy * lay.pitch
-                smem[off:off + lay.pitch] = row.view(np.uint8)
+    for g in range(lay.g0, lay.g0 + lay.rows):
+        img, y = divmod(g, h)
+        hy0 = g - lay.g0 + lay.segment(g)  # the halo row of input row y - 1
+        for s, c in enumerate(chans):
+            for kw in range(KW):
+                for dy in range(KH):  # rows y - 1, y, y + 1 (rewritten identically by neighbours)
+                    iy = y + dy - PAD
+                    row = np.zeros(lay.wp, np.uint16)
+                    for j in range(min(lay.wp, w)):
+                        ix = j + kw - PAD
+                        if 0 <= iy < h and 0 <= ix < w:
+                            row[j] = x[img, c, iy, ix]
+                    off = s * KW * lay.plane + kw * lay.plane + (hy0 + dy) * lay.pitch
+                    smem[off:off + lay.pitch] = row.view(np.uint8)
     return smem
 
 
@@ -84,11 +103,13 @@ def k_row_offset(k: int, lay: Layout) -> int:
 
 
 def run_offset(m: int, lay: Layout) -> int:
-    """Byte offset of the run of 8 pixels that starts at tile pixel m (a
-    multiple of 8): runs go along the padded rows."""
+    """Byte offset of the run of 8 pixels that starts at group pixel m (a
+    multiple of 8): runs go along the padded rows; a row's halo row y - 1
+    is its index in the group plus the image boundaries crossed."""
     run = m // 8
     per_row = lay.wp // 8
-    return (run // per_row) * lay.pitch + (run % per_row) * 16
+    r = run // per_row
+    return (r + lay.segment(lay.g0 + r)) * lay.pitch + (run % per_row) * 16
 
 
 def ldmatrix_x4_trans(smem: np.ndarray, addr: list[int]) -> np.ndarray:
@@ -107,8 +128,8 @@ def ldmatrix_x4_trans(smem: np.ndarray, addr: list[int]) -> np.ndarray:
 
 def lane_addresses(step: int, warp: int, m0: int, lay: Layout) -> list[int]:
     """What each lane gives ldmatrix for K step ``step`` and the warp's 16
-    rows of the tile starting at pixel m0: lane l = 8i + r gives row r of
-    matrix i, i.e. K row 16 step + r + 8 (i // 2) at pixel run (i % 2)."""
+    rows of the tile starting at group pixel m0: lane l = 8i + r gives row r
+    of matrix i, i.e. K row 16 step + r + 8 (i // 2) at pixel run (i % 2)."""
     return [k_row_offset(16 * step + l % 8 + 8 * (l // 16), lay) + run_offset(m0 + 16 * warp + 8 * ((l // 8) % 2), lay)
             for l in range(32)]
 
@@ -127,47 +148,50 @@ def a_from_fragments(regs_per_warp: list[np.ndarray]) -> np.ndarray:
     return a
 
 
-def reference(x: np.ndarray, chans, y0: int, m0: int, step: int, lay: Layout) -> np.ndarray:
-    h, w = x.shape[1:]
+def reference(x: np.ndarray, chans, m0: int, step: int, lay: Layout) -> np.ndarray:
+    h, w = x.shape[2:]
     a = np.zeros((64, 16), np.int64)
     for m in range(64):
         run = (m0 + m) // 8
-        oy = y0 + run // (lay.wp // 8)
+        img, oy = divmod(lay.g0 + run // (lay.wp // 8), h)
         ox = (run % (lay.wp // 8)) * 8 + (m0 + m) % 8
         for k in range(16):
             s, t = divmod(16 * step + k, KH * KW)
             kh, kw = divmod(t, KW)
             iy, ix = oy + kh - PAD, ox + kw - PAD
-            inside = oy < h and ox < w and 0 <= iy < h and 0 <= ix < w
-            a[m, k] = x[chans[s], iy, ix] if inside else 0
+            inside = img < len(x) and ox < w and 0 <= iy < h and 0 <= ix < w
+            a[m, k] = x[img, chans[s], iy, ix] if inside else 0
     return a
 
 
-def check(seed: int, width: int, rows: int, height: int | None = None) -> None:
+def check(seed: int, width: int, height: int, g0: int, rows: int, images: int = 4) -> None:
     """Every m64 tile and k16 step of a 16-channel stage of one group."""
     rng = np.random.default_rng(seed)
-    height = height or rows
-    x = rng.integers(1, 65535, size=(20, height, width), dtype=np.uint16)  # never 0: padding shows
+    x = rng.integers(1, 65535, size=(images, 20, height, width), dtype=np.uint16)  # never 0: padding shows
     chans = sorted(rng.choice(20, size=16, replace=False))
-    lay = Layout(width=width, rows=rows, slots=16)
-    smem = fill(x, chans, 0, lay)
+    lay = Layout(width=width, height=height, g0=g0, rows=rows, slots=16)
+    smem = fill(x, chans, lay)
     tiles = -(-rows * lay.wp // 64)
     for tile in range(tiles):
         for step in range(16 * 9 // 16):
             regs = [ldmatrix_x4_trans(smem, lane_addresses(step, w, 64 * tile, lay)) for w in range(4)]
             got = a_from_fragments(regs)
-            want = reference(x, chans, 0, 64 * tile, step, lay)
+            want = reference(x, chans, 64 * tile, step, lay)
             # pixels past the group's rows (the last tile's tail) are not stored: ignore them
             real = np.array([(64 * tile + m) // lay.wp < rows for m in range(64)])
             if not np.array_equal(got[real], want[real]):
                 bad = np.argwhere((got != want) & real[:, None])[0]
-                raise AssertionError(f"W={width} rows={rows} tile {tile} step {step}: A{tuple(bad)} = "
+                raise AssertionError(f"W={width} g0={g0} rows={rows} tile {tile} step {step}: A{tuple(bad)} = "
                                      f"{got[tuple(bad)]}, want {want[tuple(bad)]}")
 
 
+CASES = [  # (width, height, first row, rows): whole images, groups across images, one image's middle
+    (7, 7, 0, 7), (7, 7, 3, 20), (14, 14, 10, 9), (28, 28, 24, 16), (12, 5, 2, 11), (9, 8, 5, 3), (16, 4, 1, 6)]
+
+
 def main() -> int:
-    for seed, (width, rows) in enumerate([(7, 7), (14, 9), (28, 4), (12, 5), (9, 3)]):
-        check(seed, width, rows)
+    for seed, case in enumerate(CASES):
+        check(seed, *case)
     print("ok")
     return 0
 

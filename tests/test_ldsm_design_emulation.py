@@ -1,7 +1,8 @@
 """scripts/emulate_ldsm_forward.py: the ldmatrix design's forward gather
 (benchmarks/gpu_kernels.md) replayed lane by lane, on image widths that are
-and are not multiples of 8, groups shorter and taller than a tile; and
-mutated, each mutation of the layout or of the lanes' addresses caught."""
+and are not multiples of 8, groups shorter and taller than a tile, within
+one image and across images; and mutated, each mutation of the layout or
+of the lanes' addresses caught."""
 import os
 import sys
 
@@ -10,12 +11,9 @@ import pytest
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "scripts"))
 import emulate_ldsm_forward as emu  # noqa: E402
 
-CASES = [(7, 7, None), (14, 9, 14), (28, 4, 28), (12, 5, 5), (9, 3, 8), (16, 2, 2)]
-
-
-@pytest.mark.parametrize("width,rows,height", CASES)
-def test_every_fragment_is_the_implicit_gemm_tile(width, rows, height):
-    emu.check(seed=width * 100 + rows, width=width, rows=rows, height=height)
+@pytest.mark.parametrize("width,height,g0,rows", emu.CASES)
+def test_every_fragment_is_the_implicit_gemm_tile(width, height, g0, rows):
+    emu.check(width * 100 + rows, width, height, g0, rows)
 
 
 def test_the_reference_sees_padding_and_data():
@@ -23,17 +21,17 @@ def test_the_reference_sees_padding_and_data():
     nonzero), so a gather that drops the padding or shifts it is seen."""
     import numpy as np
     rng = np.random.default_rng(0)
-    x = rng.integers(1, 65535, size=(20, 7, 7), dtype=np.uint16)
-    lay = emu.Layout(width=7, rows=7, slots=16)
-    a = emu.reference(x, list(range(16)), 0, 0, 0, lay)
+    x = rng.integers(1, 65535, size=(1, 20, 7, 7), dtype=np.uint16)
+    lay = emu.Layout(width=7, height=7, g0=0, rows=7, slots=16)
+    a = emu.reference(x, list(range(16)), 0, 0, lay)
     assert (a == 0).any() and (a != 0).mean() > 0.5
 
 
 def _mutant(monkeypatch, name, fn):
     monkeypatch.setattr(emu, name, fn)
     with pytest.raises(AssertionError):
-        for width, rows, height in CASES:
-            emu.check(seed=1, width=width, rows=rows, height=height)
+        for case in emu.CASES:
+            emu.check(1, *case)
 
 
 def test_one_copy_for_every_tap_is_caught(monkeypatch):
@@ -64,12 +62,21 @@ def test_matrices_in_the_wrong_order_are_caught(monkeypatch):
     _mutant(monkeypatch, "lane_addresses", swapped)
 
 
-def test_halo_filled_without_the_padding_shift_is_caught(monkeypatch):
-    orig = emu.fill
+def test_lanes_that_ignore_image_boundaries_are_caught(monkeypatch):
+    """Rows after an image boundary sit one zero row lower in shared memory."""
+    orig = emu.run_offset
+    monkeypatch.setattr(emu, "run_offset", lambda m, lay: orig(m, lay) - lay.segment(
+        lay.g0 + (m // 8) // (lay.wp // 8)) * lay.pitch)
+    across = [c for c in emu.CASES if (c[2] + c[3] - 1) // c[1] > c[2] // c[1]]
+    assert across
+    with pytest.raises(AssertionError):
+        for case in across:
+            emu.check(1, *case)
 
-    def unshifted(x, chans, y0, lay):
-        return orig(x, chans, y0 + 1, lay)
-    _mutant(monkeypatch, "fill", unshifted)
+
+def test_halo_one_row_off_is_caught(monkeypatch):
+    orig = emu.run_offset
+    _mutant(monkeypatch, "run_offset", lambda m, lay: orig(m, lay) + lay.pitch)
 
 
 def test_non_trans_ldmatrix_is_caught(monkeypatch):
