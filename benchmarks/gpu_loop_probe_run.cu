@@ -12,6 +12,7 @@
 // TFLOP/s and as a fraction of the bf16 GEMM's 788 TFLOP/s (fp32: of the
 // 67 TFLOP/s FFMA peak). Shared memory holds zeros; the lanes' addresses
 // are laid out as the designs lay them out (conflict-free ldmatrix rows).
+// Then the L2's read bandwidth (the model assumes 10 TB/s).
 #include <cuda_runtime.h>
 
 #include <algorithm>
@@ -85,6 +86,19 @@ float median_ms(Launch launch) {
   return ms[2];
 }
 
+// The L2's read bandwidth as the model's l2 term uses it: every SM streams
+// 16-byte loads over a buffer that fits in L2 (16 MB of 50), after one pass
+// has brought it there. n is a power of two.
+__global__ void l2_read(const uint4* __restrict__ buf, int64_t n, int passes, uint32_t* out) {
+  uint32_t acc = 0;
+  for (int p = 0; p < passes; ++p)
+    for (int64_t i = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; i < n; i += int64_t(gridDim.x) * blockDim.x) {
+      const uint4 v = buf[(i + p * 4099) & (n - 1)];  // a different start each pass
+      acc ^= v.x ^ v.y ^ v.z ^ v.w;
+    }
+  if (acc == 0x12345678u) out[0] = acc;  // keeps the loads
+}
+
 }  // namespace
 
 int main() {
@@ -154,7 +168,19 @@ int main() {
     CHECK(cudaGetLastError());
   });
   // per thread and channel: 3 kernel rows x 3 taps x 8 pixels x 4 lanes
-  report("forward_fp32_window", double(per_sm) * sms * 256 * reps * channels * 288, ms, 67, true);
+  report("forward_fp32_window", double(per_sm) * sms * 256 * reps * channels * 288, ms, 67, false);
+
+  const int64_t n = (16 << 20) / sizeof(uint4);  // 2^20 loads of 16 bytes
+  uint4* buf;
+  CHECK(cudaMalloc(&buf, n * sizeof(uint4)));
+  CHECK(cudaMemset(buf, 1, n * sizeof(uint4)));
+  const int passes = 20;
+  ms = median_ms([&] {
+    l2_read<<<4 * sms, 512>>>(buf, n, passes, reinterpret_cast<uint32_t*>(out));
+    CHECK(cudaGetLastError());
+  });
+  std::printf("  \"l2_read\": {\"ms\": %.4f, \"bytes\": %.0f, \"TBps\": %.2f, \"model_TBps\": 10}\n", ms,
+              double(n) * 16 * passes, double(n) * 16 * passes / (ms * 1e-3) / 1e12);
   std::printf("}\n");
   return 0;
 }
