@@ -64,6 +64,7 @@ CUDNN_FLOPS = {"bf16": 788e12 * CUDNN_EFFICIENCY, "fp32": 67e12 * CUDNN_EFFICIEN
 BYTES = {"bf16": 2, "fp32": 4}
 
 BATCH, K = 64, 3
+GW_SHIFT_MIN_KEPT = 24  # sparsekernels/triton/block1xn.py _GW_SHIFT_MIN_KEPT
 LAYERS = [(64, 56), (128, 28), (256, 14), (512, 7)]  # (channels in = out, H = W), 3x3, stride 1
 TARGET_LAYERS = [(128, 28), (256, 14), (512, 7)]
 SPARSITIES = (0.5, 0.75, 0.9)
@@ -110,7 +111,7 @@ def cudnn(layer: Layer, dtype: str) -> dict:
 # bytes) for one config. These follow the kernels' tiling (read from
 # sparsekernels/triton/*.py); kept positions are spread uniformly at random.
 # ---------------------------------------------------------------------------
-def _block1xn(pass_, cfg, L: Layer, n: int, s: float, e: int):
+def _block1xn(pass_, cfg, L: Layer, n: int, s: float, e: int, launcher: str = ""):
     rows, kept = L.c // n, L.c * (1 - s)  # block rows; kept blocks per row
     nnzb = rows * kept
     useful = L.p * nnzb * n * K * K
@@ -127,6 +128,17 @@ def _block1xn(pass_, cfg, L: Layer, n: int, s: float, e: int):
         bk = max(16, min(1 << (n - 1).bit_length(), 32))  # as the host picks it
         execd = pad(L.p, bm) * pad(L.c, bc) * rows * K * K * pad(n, bk)
         programs = cdiv(L.p, bm) * cdiv(L.c, bc)
+    elif launcher == "_grad_weight_shift":  # grad-weight's shift form (3x3, stride 1, N <= 32):
+        # per row, [its kept blocks, input pixels] x [pixels, BLOCK_N] once per tap, BLOCK_M
+        # blocks a tile, the pixels split as the general kernel's (host rule)
+        bm, bp = cfg["BLOCK_M"], cfg["BLOCK_P"]
+        m_tiles = cdiv(math.ceil(nnzb), 128) + rows
+        splits = max(1, min(1024 // m_tiles, cdiv(L.p, 128), 256))
+        split_p = pad(cdiv(L.p, splits), 128)
+        splits = cdiv(L.p, split_p)
+        execd = rows * pad(math.ceil(kept), bm) * bn * K * K * splits * pad(split_p, bp)
+        programs = rows * cdiv(math.ceil(kept), bm) * splits
+        w_bytes += 2 * splits * nnzb * K * K * n * 4 if splits > 1 else 0
     else:  # grad-weight: per row, [its kept (tap, block) pairs, P] x [P, BLOCK_N] in
         # BLOCK_M tiles, the pixels split so that ~1024 programs run (host rule), the
         # splits' fp32 partial sums written and summed by a second kernel
@@ -191,18 +203,22 @@ def predict(record: dict, L: Layer, n, s: float) -> dict:
     """The four terms and the bound of one compiled config on one layer."""
     e, cfg, pass_ = BYTES[record["dtype"]], record["config"], record["pass"]
     if record["kind"] == "block1xn":
-        useful, execd, programs, w_bytes = _block1xn(pass_, cfg, L, n, s, e)
+        useful, execd, programs, w_bytes = _block1xn(pass_, cfg, L, n, s, e, record.get("launcher", ""))
     elif record["kind"] == "stripe":
         useful, execd, programs, w_bytes = _stripe(pass_, cfg, L, s, e)
     else:
         useful, execd, programs, w_bytes = _pattern(pass_, cfg, L, s, e)
     loop = record["loop"]
     waves = cdiv(programs, SMS) * SMS / programs  # last-wave quantisation
-    iterations = execd / loop["dot_tile_macs"]
+    # MACs an iteration executes: its dot's tile, or all of them where the
+    # loop holds several dots (grad-weight's shift form: one per tap)
+    per_iter = max(loop["dot_tile_macs"], loop.get("issued_macs") or 0)
+    iterations = execd / per_iter
     threads = 32 * cfg["num_warps"]
+    macs_per_warp_instr = loop["macs_per_warp_instruction"] * per_iter / loop["dot_tile_macs"]
     terms = dict(
         compute_s=execd / (FLOPS[(record["dot"], record["dtype"])] / 2) * waves,
-        issue_s=execd / loop["macs_per_warp_instruction"] / (ISSUE_PER_CLK_SM * SMS * CLOCK_HZ) * waves,
+        issue_s=execd / macs_per_warp_instr / (ISSUE_PER_CLK_SM * SMS * CLOCK_HZ) * waves,
         hbm_s=(2 * L.act_bytes(e) + w_bytes) / HBM_BPS,
         l2_s=iterations * loop["load_bytes_per_thread"] * threads / L2_BPS * waves,
     )
@@ -217,7 +233,7 @@ def model(records: list[dict]) -> dict:
     # The main launchers only: the exact variants run only on a non-finite
     # input; 1xN's split sum is in its grad-weight's bytes.
     usable = [r for r in records if "error" not in r and r["dtype"] in BYTES
-              and r["launcher"] in ("_forward", "_grad_input", "_grad_weight")]
+              and r["launcher"] in ("_forward", "_grad_input", "_grad_weight", "_grad_weight_shift")]
     cases = {}
     for r in usable:
         if r["kind"] == "block1xn":
@@ -228,6 +244,12 @@ def model(records: list[dict]) -> dict:
             levels = [(None, d) for d in PATTERN_CONNECTIVITY]
         for n, s in levels:
             for c, hw in LAYERS:
+                # 1xN grad-weight: the kernel the host picks (every modelled
+                # layer is 3x3, stride 1): the shift form for N <= 32 and rows
+                # keeping enough blocks, the general one elsewhere
+                if r["kind"] == "block1xn" and r["pass"] == "grad-weight" and \
+                        (r["launcher"] == "_grad_weight_shift") != (n <= 32 and c * (1 - s) >= GW_SHIFT_MIN_KEPT):
+                    continue
                 cases.setdefault((r["kind"], r["pass"], r["dtype"], n, s, c, hw), []).append(r)
     for (kind, pass_, dtype, n, s, c, hw), recs in cases.items():
         L = Layer(c, hw)

@@ -81,7 +81,7 @@ def _scalars(n: int | None, cl: bool) -> dict:
     sx, sg = strides(L["cin"], L["h"], L["w"]), strides(L["cout"], oh, ow)
     p = L["batch"] * oh * ow
     return dict(
-        P=p, CIN=L["cin"], C_IN_G=L["cin"], COUT=L["cout"], COUT_G=L["cout"],
+        P=p, PIN=L["batch"] * L["h"] * L["w"], CIN=L["cin"], C_IN_G=L["cin"], COUT=L["cout"], COUT_G=L["cout"],
         ROWS_PER_GROUP=-(-L["cout"] // n) if n else 1, H=L["h"], W=L["w"], OH=oh, OW=ow,
         # 1xN grad-input's stride phases: the largest one's pixels and extent
         PIX=L["batch"] * -(-L["h"] // L["stride"]) * -(-L["w"] // L["stride"]),

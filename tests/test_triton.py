@@ -61,6 +61,13 @@ CASES = {
     # grad-input, grad-weight split over pixels with a ragged last split
     "n64_split_pixels": dict(batch=3, cin=3, cout=70, hw=(9, 11), kinds=("block1xn",),
                              params={"block1xn": {"n": 64}}),
+    # 1xN grad-weight's shift form (3x3, stride 1, N <= 32, rows keeping 24+
+    # blocks): split over the input pixels with a ragged last split, and x /
+    # grad_out channels_last
+    "n32_split_input_pixels": dict(batch=3, cin=64, cout=40, hw=(9, 11), kinds=("block1xn",),
+                                   params={"block1xn": {"n": 32}}),
+    "channels_last_stride1": dict(cin=64, cout=8, sparsity=0.3, channels_last=True,
+                                  kinds=("block1xn",)),
     # stripe: rows without any stripe, depthwise, several channel tiles and K chunks
     "rows_without_stripes": dict(sparsity=0.85, cout=12, kinds=("stripe",)),
     # stripe, pattern: depthwise, several channel tiles and K chunks
@@ -340,3 +347,48 @@ def test_grid_axes_1_and_2_stay_within_cudas_limit(kind, pass_, monkeypatch):
         for cfg in configs:
             shape = grid(cfg.kwargs) if callable(grid) else grid
             assert all(n <= 65535 for n in shape[1:]), (cfg.kwargs, shape)
+
+
+SHIFT_CASES = ("odd_hw_short_row", "pad2_dil2_groups2", "noncontiguous", "fully_pruned_bias",
+               "empty_batch", "n32_split_input_pixels", "channels_last_stride1")
+
+
+@pytest.mark.parametrize("name,shift", [("n32_split_input_pixels", True), ("channels_last_stride1", True),
+                                        ("odd_hw_short_row", False), ("n64_split_pixels", False),
+                                        ("stride2_pad0_dense", False), ("k5_short_row", False)])
+def test_block1xn_grad_weight_takes_the_shift_form_where_it_applies(name, shift, monkeypatch):
+    """3x3, stride 1, N <= 32 and rows keeping 24 blocks on average run the
+    shift form; everything else the general kernel."""
+    mod = _backend("block1xn")
+    taken = []
+    for launcher in ("_grad_weight", "_grad_weight_shift"):
+        real = getattr(mod, launcher)
+        monkeypatch.setattr(mod, launcher, lambda *a, _r=real, _n=launcher, **k: (taken.append(_n), _r(*a, **k)))
+    case = _case("block1xn", name, torch.float32)
+    mod.grad_weight(case.x, _grad_out(case, name), case.weight.topology(), _conv(case))
+    assert taken == ["_grad_weight_shift" if shift else "_grad_weight"]
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("name", SHIFT_CASES)
+def test_block1xn_grad_weight_shift_form_on_every_stride1_case(name, dtype, monkeypatch):
+    """The shift form however few blocks a row keeps (its kept-blocks rule
+    off): odd shapes, dilation and groups, strided views, fully pruned rows,
+    an empty batch, a split K, channels_last."""
+    mod = _backend("block1xn")
+    monkeypatch.setattr(mod, "_GW_SHIFT_MIN_KEPT", 0)
+    case = _case("block1xn", name, dtype)
+    go = _grad_out(case, name)
+    ref = _references(case, go)["grad_weight"]
+    got = _run("block1xn", "grad_weight", case, go)
+    assert got.shape == ref.shape and got.dtype == case.x.dtype
+    err, bound = _max_err(got, ref), _bound(case, go, "grad_weight", ref)
+    assert err <= bound, f"max error {err:.3g} > bound {bound:.3g}"
+
+
+def test_block1xn_grad_weight_shift_form_with_nonfinite_input(monkeypatch):
+    """A NaN/Inf in x reaches exactly the kept weights' gradients whose taps
+    pair it with grad_out, as in the general kernel: the shift form zeroes A
+    where a tap's grad_out pixel does not exist."""
+    monkeypatch.setattr(_backend("block1xn"), "_GW_SHIFT_MIN_KEPT", 0)
+    test_nonfinite_input_reaches_only_what_kept_weights_read("block1xn")

@@ -35,7 +35,14 @@ spill bytes, fp32 to FMA, fp64 to mma.sync):
   pixels (about 1024 programs a layer, >= 128 pixels a split) into fp32
   (fp64) partial tiles summed in split order by a second kernel:
   deterministic, no atomics; one split writes gw directly. bf16: 128-214
-  registers, 0 spills.
+  registers, 0 spills. **Shift form** (3x3, stride 1, N <= 32, rows keeping
+  _GW_SHIFT_MIN_KEPT blocks on average): M = the row's kept blocks, K = the
+  input pixels, all 9 taps in 9 accumulators; A (x of the blocks' channels)
+  is loaded once per K tile with no padding test and serves 9 dots, each
+  against grad_out shifted by its tap, A zeroed where that grad_out pixel
+  does not exist (exact: a NaN of x meets only what the conv pairs it
+  with). About 2.5x the general kernel's MACs per instruction on sm_90;
+  8 warps (4 spill). Same splits and partial sums.
 
 Shape and stride ints are not specialised (``do_not_specialize``: one
 compile per config and constexpr set, not per ==1 / %16 pattern), and the
@@ -407,6 +414,112 @@ def _grad_weight_kernel(
              mask=m_ok[:, None] & (offs_n < N)[None, :])
 
 
+_GRAD_WEIGHT_SHIFT_INTS = ["PIN", "C_IN_G", "H", "W", "OH", "OW", "COUT_G", "ROWS_PER_GROUP",
+                           "SPLIT_P", "PART_STRIDE", "sxb", "sxc", "sxh", "sxw", "sgb", "sgc", "sgh", "sgw",
+                           "PAD_H", "PAD_W", "DIL_H", "DIL_W", "P_LOG2", "K_LOG2"]
+
+
+@triton.jit
+def _shift_tap(acc, a, go_ptr, go_b, go_n, ih, iw, q_ok, n_ok, OH, OW, sgh, sgw, DH, DW,
+               GO_CL: tl.constexpr):
+    """One tap's dot of grad-weight's shift form: input pixel (ih, iw) pairs
+    with grad_out pixel (ih - DH, iw - DW) where that exists. A is zeroed
+    where it does not, as B is: a NaN/Inf of x meets only the grad_out
+    values the conv pairs it with (exact, as the reference)."""
+    oh = ih - DH
+    ow = iw - DW
+    valid = q_ok & (oh.to(tl.uint32) < OH.to(tl.uint32)) & (ow.to(tl.uint32) < OW.to(tl.uint32))
+    go_q = go_b + oh.to(tl.int64) * sgh + ow.to(tl.int64) * sgw
+    if GO_CL:
+        gv = tl.load(go_ptr + go_q[:, None] + go_n[None, :], mask=valid[:, None] & n_ok[None, :],
+                     other=0.0)
+    else:
+        gv = tl.trans(tl.load(go_ptr + go_n[:, None] + go_q[None, :],
+                              mask=n_ok[:, None] & valid[None, :], other=0.0))
+    return tl.dot(tl.where(valid[None, :], a, 0.0), gv, acc, input_precision="ieee")
+
+
+@triton.jit
+def _store_tap(part_ptr, acc, part_m, n_ok, offs_n, m_ok, TAP: tl.constexpr, N: tl.constexpr):
+    # Padded lanes: exactly 0 (0 * a NaN of x would be NaN).
+    acc = tl.where(n_ok[None, :], acc, 0.0)
+    tl.store(part_ptr + (part_m + TAP * N)[:, None] + offs_n[None, :],
+             acc.to(part_ptr.dtype.element_ty), mask=m_ok[:, None] & (offs_n < N)[None, :])
+
+
+@triton.jit(do_not_specialize=_GRAD_WEIGHT_SHIFT_INTS)
+def _grad_weight_shift_kernel(
+    x_ptr, go_ptr, row_ptr, col_idx, part_ptr,
+    PIN, C_IN_G, H, W, OH, OW, COUT_G, ROWS_PER_GROUP, SPLIT_P, PART_STRIDE,
+    sxb, sxc, sxh, sxw, sgb, sgc, sgh, sgw,
+    PAD_H, PAD_W, DIL_H, DIL_W,
+    P_LOG2, K_LOG2,  # autotune key only
+    N: tl.constexpr, X_CL: tl.constexpr, GO_CL: tl.constexpr, ACC: tl.constexpr,
+    BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_P: tl.constexpr,
+):
+    # 3x3, stride 1 (benchmarks/gpu_kernels.md, "The ldmatrix design",
+    # grad-weight): M = a block row's kept blocks, K = input pixels, N = its
+    # lanes, all 9 taps in 9 accumulators. A (x of the blocks' channels) is
+    # loaded once per K tile with no padding test and serves the 9 dots;
+    # each tap's B is grad_out shifted by the tap. Program (row, M tile) x
+    # split of the input pixels; partial sums as _grad_weight_kernel's.
+    tiles = tl.cdiv(C_IN_G, BLOCK_M)
+    r = tl.program_id(0) // tiles
+    tile = tl.program_id(0) - r * tiles
+    g = r // ROWS_PER_GROUP
+    q = r - g * ROWS_PER_GROUP
+    lo = tl.load(row_ptr + r)
+    kr = tl.load(row_ptr + r + 1) - lo
+    offs_m = tile * BLOCK_M + tl.arange(0, BLOCK_M)
+    m_ok = offs_m < kr
+    blk = lo + offs_m
+    col = tl.load(col_idx + blk, mask=m_ok, other=0)
+    x_m = (g * C_IN_G + col).to(tl.int64) * sxc
+
+    offs_n = tl.arange(0, BLOCK_N)
+    n_ok = offs_n < tl.minimum(COUT_G - q * N, N)
+    go_n = (g * COUT_G + q * N + offs_n).to(tl.int64) * sgc
+
+    p_lo = tl.program_id(1) * SPLIT_P
+    p_end = tl.minimum(p_lo + SPLIT_P, PIN)
+    p_hi = tl.where(tile * BLOCK_M < kr, p_end, p_lo)  # M tiles past the row: no work
+    z = tl.zeros([BLOCK_M, BLOCK_N], dtype=ACC)
+    a00, a01, a02, a10, a11, a12, a20, a21, a22 = z, z, z, z, z, z, z, z, z
+    for q0 in range(p_lo, p_hi, BLOCK_P):
+        offs_q = q0 + tl.arange(0, BLOCK_P)
+        q_ok = offs_q < p_end
+        b, _, ih, iw = _split_pixels(offs_q, H, W)
+        bl = b.to(tl.int64)
+        x_q = bl * sxb + ih.to(tl.int64) * sxh + iw.to(tl.int64) * sxw
+        if X_CL:
+            a = tl.trans(tl.load(x_ptr + x_q[:, None] + x_m[None, :], mask=q_ok[:, None] & m_ok[None, :],
+                                 other=0.0))
+        else:
+            a = tl.load(x_ptr + x_m[:, None] + x_q[None, :], mask=m_ok[:, None] & q_ok[None, :], other=0.0)
+        go_b = bl * sgb
+        args = (go_ptr, go_b, go_n, ih, iw, q_ok, n_ok, OH, OW, sgh, sgw)
+        a00 = _shift_tap(a00, a, *args, 0 * DIL_H - PAD_H, 0 * DIL_W - PAD_W, GO_CL)
+        a01 = _shift_tap(a01, a, *args, 0 * DIL_H - PAD_H, 1 * DIL_W - PAD_W, GO_CL)
+        a02 = _shift_tap(a02, a, *args, 0 * DIL_H - PAD_H, 2 * DIL_W - PAD_W, GO_CL)
+        a10 = _shift_tap(a10, a, *args, 1 * DIL_H - PAD_H, 0 * DIL_W - PAD_W, GO_CL)
+        a11 = _shift_tap(a11, a, *args, 1 * DIL_H - PAD_H, 1 * DIL_W - PAD_W, GO_CL)
+        a12 = _shift_tap(a12, a, *args, 1 * DIL_H - PAD_H, 2 * DIL_W - PAD_W, GO_CL)
+        a20 = _shift_tap(a20, a, *args, 2 * DIL_H - PAD_H, 0 * DIL_W - PAD_W, GO_CL)
+        a21 = _shift_tap(a21, a, *args, 2 * DIL_H - PAD_H, 1 * DIL_W - PAD_W, GO_CL)
+        a22 = _shift_tap(a22, a, *args, 2 * DIL_H - PAD_H, 2 * DIL_W - PAD_W, GO_CL)
+
+    part_m = tl.program_id(1).to(tl.int64) * PART_STRIDE + blk.to(tl.int64) * 9 * N
+    _store_tap(part_ptr, a00, part_m, n_ok, offs_n, m_ok, 0, N)
+    _store_tap(part_ptr, a01, part_m, n_ok, offs_n, m_ok, 1, N)
+    _store_tap(part_ptr, a02, part_m, n_ok, offs_n, m_ok, 2, N)
+    _store_tap(part_ptr, a10, part_m, n_ok, offs_n, m_ok, 3, N)
+    _store_tap(part_ptr, a11, part_m, n_ok, offs_n, m_ok, 4, N)
+    _store_tap(part_ptr, a12, part_m, n_ok, offs_n, m_ok, 5, N)
+    _store_tap(part_ptr, a20, part_m, n_ok, offs_n, m_ok, 6, N)
+    _store_tap(part_ptr, a21, part_m, n_ok, offs_n, m_ok, 7, N)
+    _store_tap(part_ptr, a22, part_m, n_ok, offs_n, m_ok, 8, N)
+
+
 @triton.jit
 def _sum_splits_kernel(part_ptr, gw_ptr, NUMEL, SPLITS, BLOCK: tl.constexpr):
     # gw = the splits' partial sums added in split order (deterministic).
@@ -457,6 +570,14 @@ _grad_weight = _Launcher(
     key=["P_LOG2", "K_LOG2", "N", "KH", "KW", "X_CL", "GO_CL"],
     wide=[_cfg(4, 2, BLOCK_M=32, BLOCK_P=32), _cfg(4, 2, BLOCK_M=64, BLOCK_P=16)],
 )
+_grad_weight_shift = _Launcher(
+    _grad_weight_shift_kernel,
+    # 9 accumulators: 4 warps at M = 64 spill (0.5-2.6 KB), 8 do not
+    [_cfg(8, 3, BLOCK_M=64, BLOCK_P=32)],
+    key=["P_LOG2", "K_LOG2", "N", "X_CL", "GO_CL"],
+    wide=[_cfg(4, 2, BLOCK_M=16, BLOCK_P=16)],
+    fits=lambda cfg, kw: kw.get("N", 0) <= 32,  # grad_weight() takes it only there
+)
 _sum_splits = _Launcher(_sum_splits_kernel, [_cfg(4, BLOCK=1024)], key=[])
 
 # Grad-weight splits the pixels (its K) so that about _GW_PROGRAMS programs
@@ -465,6 +586,11 @@ _sum_splits = _Launcher(_sum_splits_kernel, [_cfg(4, BLOCK=1024)], key=[])
 _GW_PROGRAMS = 1024
 _GW_MIN_SPLIT = 128
 _GW_MAX_SPLITS = 256
+# The shift form takes a block row's kept blocks as its M tile (64 on a
+# GPU): below this many a row on average, the general kernel's (tap, block)
+# pairs fill the tiles better (gpu_model.py: the two cross between 16 and
+# 26 kept blocks at N = 32).
+_GW_SHIFT_MIN_KEPT = 24
 
 
 # ---------------------------------------------------------------------------
@@ -563,27 +689,41 @@ def grad_weight(
     gw = torch.empty(nnzb, kh, kw, n, device=x.device, dtype=x.dtype)
     if nnzb == 0:
         return gw
-    p = bsz * oh * ow
     rows = topo.row_ptr.numel() - 1
     cin_g = cin // conv.groups
+    # The shift form (3x3, stride 1, N <= 32: nine [64 x N] accumulators)
+    # runs K over the input pixels, the general one over the output pixels.
+    # Its M tiles are a row's blocks, so it needs rows that keep enough.
+    shift = ((kh, kw) == (3, 3) and tuple(conv.stride) == (1, 1) and n <= 32
+             and nnzb >= _GW_SHIFT_MIN_KEPT * rows)
+    p = bsz * (h * w if shift else oh * ow)
     # Splits: from the M tiles there are (at BLOCK_M=128; no host sync), a
     # multiple of 128 pixels each, the last one ragged.
-    m_tiles = triton.cdiv(nnzb * kh * kw, 128) + rows
+    m_tiles = triton.cdiv(nnzb * (1 if shift else kh * kw), 128) + rows
     splits = max(1, min(_GW_PROGRAMS // m_tiles, triton.cdiv(p, _GW_MIN_SPLIT), _GW_MAX_SPLITS))
     split_p = triton.cdiv(triton.cdiv(p, splits), 128) * 128 if p else 1
     splits = max(1, triton.cdiv(p, split_p))
     part = gw if splits == 1 else torch.empty(splits, gw.numel(), device=x.device,
                                               dtype=torch.float64 if x.dtype == torch.float64
                                               else torch.float32)
-    _grad_weight(
-        lambda meta: (rows * triton.cdiv(cin_g * kh * kw, meta["BLOCK_M"]), splits),
-        x, grad_out, topo.row_ptr, topo.col_idx, part,
-        p, cin_g, h, w, oh, ow, cout // conv.groups, topo.rows_per_group, split_p, gw.numel(),
-        *x.stride(), *grad_out.stride(), *_conv_scalars(conv),
-        p.bit_length(), (nnzb // rows).bit_length(),
-        KH=kh, KW=kw, N=n, X_CL=channels_last_like(x), GO_CL=channels_last_like(grad_out),
-        ACC=_ACC[x.dtype], BLOCK_N=_block_n(n),
-    )
+    layouts = dict(X_CL=channels_last_like(x), GO_CL=channels_last_like(grad_out),
+                   ACC=_ACC[x.dtype], BLOCK_N=_block_n(n))
+    if shift:
+        _grad_weight_shift(
+            lambda meta: (rows * triton.cdiv(cin_g, meta["BLOCK_M"]), splits),
+            x, grad_out, topo.row_ptr, topo.col_idx, part,
+            p, cin_g, h, w, oh, ow, cout // conv.groups, topo.rows_per_group, split_p, gw.numel(),
+            *x.stride(), *grad_out.stride(), *conv.padding, *conv.dilation,
+            p.bit_length(), (nnzb // rows).bit_length(), N=n, **layouts,
+        )
+    else:
+        _grad_weight(
+            lambda meta: (rows * triton.cdiv(cin_g * kh * kw, meta["BLOCK_M"]), splits),
+            x, grad_out, topo.row_ptr, topo.col_idx, part,
+            p, cin_g, h, w, oh, ow, cout // conv.groups, topo.rows_per_group, split_p, gw.numel(),
+            *x.stride(), *grad_out.stride(), *_conv_scalars(conv),
+            p.bit_length(), (nnzb // rows).bit_length(), KH=kh, KW=kw, N=n, **layouts,
+        )
     if splits > 1:
         _sum_splits(lambda meta: (triton.cdiv(gw.numel(), meta["BLOCK"]),),
                     part, gw, gw.numel(), splits)
