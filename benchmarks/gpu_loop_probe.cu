@@ -42,6 +42,7 @@
 #include <cutlass/arch/barrier.h>
 
 #include "cuda/block1xn/block1xn_forward_sm90.cuh"  // BTileLayout: the B tile's swizzled layout
+#include "cuda/common/wgmma_rs.cuh"
 
 namespace probe {
 
@@ -60,23 +61,8 @@ struct Lane {
 };
 
 #if defined(__CUDA_ARCH_FEAT_SM90_ALL)
-template <size_t... I>
-__device__ __forceinline__ void wgmma(const uint32_t (&a)[4], uint64_t desc, float (&acc)[kBN / 2],
-                                      std::index_sequence<I...>) {
-  Op::fma(a[0], a[1], a[2], a[3], desc, acc[I]..., gmma::ScaleOut::One);
-}
-
-template <int N>
-__device__ __forceinline__ void fence(uint32_t (&r)[N]) {
-#pragma unroll
-  for (int i = 0; i < N; ++i) cute::warpgroup_fence_operand(r[i]);
-}
-
-template <int N>
-__device__ __forceinline__ void fence(float (&r)[N]) {
-#pragma unroll
-  for (int i = 0; i < N; ++i) cute::warpgroup_fence_operand(r[i]);
-}
+using sparsekernels::cuda::detail::fence_regs;
+using sparsekernels::cuda::detail::wgmma_rs;
 
 __device__ __forceinline__ void ldsm_t(const unsigned char* p, uint32_t (&a)[4]) {
   cute::SM75_U16x8_LDSM_T::copy(*reinterpret_cast<const cute::uint128_t*>(p), a[0], a[1], a[2], a[3]);
@@ -114,19 +100,19 @@ template <int kSteps>
 __device__ __forceinline__ void mma_batch(uint32_t (&a)[kBatch][kMT][4], uint64_t desc, int b,
                                           float (&acc)[kMT][kBN / 2]) {
 #pragma unroll
-  for (int m = 0; m < kMT; ++m) fence(acc[m]);
+  for (int m = 0; m < kMT; ++m) fence_regs(acc[m]);
   cute::warpgroup_arrive();
 #pragma unroll
   for (int j = 0; j < kBatch; ++j)
 #pragma unroll
     for (int m = 0; m < kMT; ++m)
       if (b + j < kSteps)
-        wgmma(a[j][m], desc + (((b + j) * kBTileBytes) >> 4), acc[m],
+        wgmma_rs<Op>(a[j][m], desc + (((b + j) * kBTileBytes) >> 4), acc[m],
               std::make_index_sequence<kBN / 2>{});
   cute::warpgroup_commit_batch();
   cute::warpgroup_wait<0>();
 #pragma unroll
-  for (int m = 0; m < kMT; ++m) fence(acc[m]);
+  for (int m = 0; m < kMT; ++m) fence_regs(acc[m]);
 }
 #endif
 
@@ -186,7 +172,7 @@ __global__ void __launch_bounds__(256, 1)
 #pragma unroll
         for (int m = 0; m < kMT; ++m) {
           ldsm_t(a_s + krow[b + j] + run[m], a[j][m]);
-          fence(a[j][m]);
+          fence_regs(a[j][m]);
         }
       mma_batch<kFwdSteps>(a, desc, b, acc);
     }
@@ -218,21 +204,22 @@ __global__ void __launch_bounds__(256, 1)
     for (int k = 0; k < kGwSteps; ++k) {
       uint32_t a[4];
       ldsm(a_s + row + k * 32, a);  // 16 pixels further: an immediate
-      fence(a);
+      fence_regs(a);
 #pragma unroll
-      for (int t = 0; t < kTaps; ++t) fence(acc[t]);
+      for (int t = 0; t < kTaps; ++t) fence_regs(acc[t]);
       cute::warpgroup_arrive();
       // Tap (kh, kw) reads grad_out (kh - 1) rows and (kw - 1) pixels
       // back: whole 64-byte K rows of the swizzled tile, so only the start
       // address moves.
 #pragma unroll
       for (int t = 0; t < kTaps; ++t)
-        wgmma(a, desc + ((k * 16 * kBN * 2 + (t / 3) * tap_pitch + (t % 3) * kBN * 2) >> 4), acc[t],
+        wgmma_rs<Op>(a, desc + ((k * 16 * kBN * 2 + (t / 3) * tap_pitch + (t % 3) * kBN * 2) >> 4),
+                     acc[t],
               std::make_index_sequence<kBN / 2>{});
       cute::warpgroup_commit_batch();
       cute::warpgroup_wait<0>();
 #pragma unroll
-      for (int t = 0; t < kTaps; ++t) fence(acc[t]);
+      for (int t = 0; t < kTaps; ++t) fence_regs(acc[t]);
     }
     release<kRing>(smem + kBOffset + kBBytes, st);
   }
@@ -281,12 +268,10 @@ __global__ void __launch_bounds__(256, 1)
       uint32_t a[2][4];
       ldsm(a_s + pix + (t / 3) * 1920 + (t % 3) * 64, a[0]);  // the tap's pixel shift: an immediate
       ldsm(a_s + pix + (t / 3) * 1920 + (t % 3) * 64 + 32, a[1]);
-      fence(a[0]);
-      fence(a[1]);
+      fence_regs(a[0]);
+      fence_regs(a[1]);
 #pragma unroll
-      for (int g = 0; g < kGroups; ++g)
-#pragma unroll
-        for (int v = 0; v < 4; ++v) cute::warpgroup_fence_operand(acc[g][v]);
+      for (int g = 0; g < kGroups; ++g) fence_regs(acc[g]);
       cute::warpgroup_arrive();
 #pragma unroll
       for (int g = 0; g < kGroups; ++g)
@@ -299,9 +284,7 @@ __global__ void __launch_bounds__(256, 1)
       cute::warpgroup_commit_batch();
       cute::warpgroup_wait<0>();
 #pragma unroll
-      for (int g = 0; g < kGroups; ++g)
-#pragma unroll
-        for (int v = 0; v < 4; ++v) cute::warpgroup_fence_operand(acc[g][v]);
+      for (int g = 0; g < kGroups; ++g) fence_regs(acc[g]);
     }
     release<kRing>(smem + kGiBOffset + 2 * kGiBRowBytes, r);
   }

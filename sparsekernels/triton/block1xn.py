@@ -331,6 +331,20 @@ def _in_image_u32(ok, ih, iw, H, W):
     return ok & (ih.to(tl.uint32) < H.to(tl.uint32)) & (iw.to(tl.uint32) < W.to(tl.uint32))
 
 
+@triton.jit
+def _row_m_tile(row_ptr, M_MAX, ROWS_PER_GROUP, BLOCK_M: tl.constexpr):
+    """Grad-weight's program axis 0 as (block row r, its M tile of at most
+    M_MAX rows a block row): r, the tile, r's group and its row in the
+    group, its first block and kept-block count, the tile's M offsets."""
+    tiles = tl.cdiv(M_MAX, BLOCK_M)
+    r = tl.program_id(0) // tiles
+    tile = tl.program_id(0) - r * tiles
+    g = r // ROWS_PER_GROUP
+    lo = tl.load(row_ptr + r)
+    kr = tl.load(row_ptr + r + 1) - lo
+    return r, tile, g, r - g * ROWS_PER_GROUP, lo, kr, tile * BLOCK_M + tl.arange(0, BLOCK_M)
+
+
 _GRAD_WEIGHT_INTS = ["P", "C_IN_G", "H", "W", "OH", "OW", "COUT_G", "ROWS_PER_GROUP",
                      "SPLIT_P", "PART_STRIDE", "sxb", "sxc", "sxh", "sxw", "sgb", "sgc", "sgh", "sgw",
                      "STRIDE_H", "STRIDE_W", "PAD_H", "PAD_W", "DIL_H", "DIL_W", "P_LOG2", "K_LOG2"]
@@ -354,14 +368,8 @@ def _grad_weight_kernel(
     # sums go to part_ptr[split] (gw itself when there is one split), summed
     # in split order by _sum_splits_kernel: deterministic, no atomics.
     T: tl.constexpr = KH * KW
-    tiles = tl.cdiv(C_IN_G * T, BLOCK_M)  # a row has at most C_IN_G blocks
-    r = tl.program_id(0) // tiles
-    tile = tl.program_id(0) - r * tiles
-    g = r // ROWS_PER_GROUP
-    q = r - g * ROWS_PER_GROUP
-    lo = tl.load(row_ptr + r)
-    kr = tl.load(row_ptr + r + 1) - lo
-    offs_m = tile * BLOCK_M + tl.arange(0, BLOCK_M)
+    # a row has at most C_IN_G blocks
+    r, tile, g, q, lo, kr, offs_m = _row_m_tile(row_ptr, C_IN_G * T, ROWS_PER_GROUP, BLOCK_M)
     m_ok = offs_m < kr * T
     tap = offs_m // tl.maximum(kr, 1)
     blk = lo + offs_m - tap * kr
@@ -463,14 +471,7 @@ def _grad_weight_shift_kernel(
     # loaded once per K tile with no padding test and serves the 9 dots;
     # each tap's B is grad_out shifted by the tap. Program (row, M tile) x
     # split of the input pixels; partial sums as _grad_weight_kernel's.
-    tiles = tl.cdiv(C_IN_G, BLOCK_M)
-    r = tl.program_id(0) // tiles
-    tile = tl.program_id(0) - r * tiles
-    g = r // ROWS_PER_GROUP
-    q = r - g * ROWS_PER_GROUP
-    lo = tl.load(row_ptr + r)
-    kr = tl.load(row_ptr + r + 1) - lo
-    offs_m = tile * BLOCK_M + tl.arange(0, BLOCK_M)
+    r, tile, g, q, lo, kr, offs_m = _row_m_tile(row_ptr, C_IN_G, ROWS_PER_GROUP, BLOCK_M)
     m_ok = offs_m < kr
     blk = lo + offs_m
     col = tl.load(col_idx + blk, mask=m_ok, other=0)

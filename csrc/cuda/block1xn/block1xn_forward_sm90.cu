@@ -26,6 +26,7 @@
 #include "cuda/block1xn/block1xn_kernels.cuh"
 #include "cuda/common/dtype.cuh"
 #include "cuda/common/launch.cuh"
+#include "cuda/common/wgmma_rs.cuh"
 
 namespace sparsekernels {
 namespace cuda {
@@ -45,25 +46,6 @@ using MmaOp = decltype(gmma::rs_op_selector<
                        gmma::Major::K, gmma::Major::MN>());
 
 #if defined(__CUDA_ARCH_FEAT_SM90_ALL)
-
-template <class Op, int BN, size_t... I>
-__device__ __forceinline__ void wgmma_rs(const uint32_t (&a)[4], uint64_t desc,
-                                         float (&acc)[BN / 2],
-                                         std::index_sequence<I...>) {
-  Op::fma(a[0], a[1], a[2], a[3], desc, acc[I]..., gmma::ScaleOut::One);
-}
-
-template <int N>
-__device__ __forceinline__ void fence_regs(uint32_t (&r)[N]) {
-#pragma unroll
-  for (int i = 0; i < N; ++i) cute::warpgroup_fence_operand(r[i]);
-}
-
-template <int N>
-__device__ __forceinline__ void fence_regs(float (&r)[N]) {
-#pragma unroll
-  for (int i = 0; i < N; ++i) cute::warpgroup_fence_operand(r[i]);
-}
 
 // cp.async of `bytes` (16, 8 or 4) from src to dst; zero-fills dst when !ok
 // (src is then not read, but must still be a valid address).
@@ -232,7 +214,7 @@ __device__ __forceinline__ void k_batch(const uint16_t* a_s, const int32_t* pair
 #pragma unroll
   for (int j = 0; j < kBatch; ++j) {
     if (ks + j >= ksteps) break;
-    wgmma_rs<MmaOp<T, BN>, BN>(a[j], desc + (((ks + j) * kBTileBytes<BN>) >> 4), acc,
+    wgmma_rs<MmaOp<T, BN>>(a[j], desc + (((ks + j) * kBTileBytes<BN>) >> 4), acc,
                                std::make_index_sequence<BN / 2>{});
   }
   cute::warpgroup_commit_batch();
