@@ -14,9 +14,11 @@ time is the largest of: tensor cores (executed MACs at the GEMM rate, plus
 an assumed fixed cost per wgmma), instruction issue (4 warp instructions
 per clock per SM), shared-memory wavefronts (one 128-byte wavefront per
 clock per SM; loads conflict-free, as the design's pitches make them),
-L2 traffic (the fills, at gpu_model.L2_BPS) and HBM (compulsory bytes),
-the SM-parallel terms quantised over the 132 SMs. Load imbalance between
-block rows and latency are not modelled: a measurement is slower.
+L2 traffic (the fills, at gpu_model.L2_BPS) and HBM (compulsory bytes).
+The SM-parallel terms are spread evenly by stream-K (forward, grad-weight)
+or quantised over the 132 SMs (whole work items: grad-input, fp32). Load
+imbalance between block rows and latency are not modelled: a measurement
+is slower.
 
 What is least known is the tensor cores' rate on the design's narrow
 wgmma shapes (m64n32k16, and m64n8k16 in grad-input): the bound takes the

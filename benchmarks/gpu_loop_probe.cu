@@ -1,10 +1,10 @@
 // Design probe: the main loops of a proposed Hopper 1xN forward and
 // grad-weight (benchmarks/gpu_kernels.md, "The ldmatrix design"), compiled
 // for sm_90a so that their SASS can be counted (benchmarks/cuda_sm90_counts.py
-// --probe) before the kernels are written. Only the loops are here: shared
-// memory is taken as already filled (the copy engine's work, the epilogue
-// and the scheduling are estimated in gpu_design_model.py), and nothing
-// launches these kernels.
+// --probe) before the kernels are written, and timed on a GPU by
+// gpu_loop_probe_run.cu (benchmarks/run_gpu.sh). Only the loops are here:
+// shared memory is taken as already filled (the copy engine's work, the
+// epilogue and the scheduling are estimated in gpu_design_model.py).
 //
 // Why: the current Hopper forward gathers A one 2-byte element at a time
 // (8 LDS.U16, 4 PRMT and ~30 address instructions per k16 step), which
