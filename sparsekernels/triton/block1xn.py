@@ -498,16 +498,24 @@ def _grad_weight_shift_kernel(
         else:
             a = tl.load(x_ptr + x_m[:, None] + x_q[None, :], mask=m_ok[:, None] & q_ok[None, :], other=0.0)
         go_b = bl * sgb
-        args = (go_ptr, go_b, go_n, ih, iw, q_ok, n_ok, OH, OW, sgh, sgw)
-        a00 = _shift_tap(a00, a, *args, 0 * DIL_H - PAD_H, 0 * DIL_W - PAD_W, GO_CL)
-        a01 = _shift_tap(a01, a, *args, 0 * DIL_H - PAD_H, 1 * DIL_W - PAD_W, GO_CL)
-        a02 = _shift_tap(a02, a, *args, 0 * DIL_H - PAD_H, 2 * DIL_W - PAD_W, GO_CL)
-        a10 = _shift_tap(a10, a, *args, 1 * DIL_H - PAD_H, 0 * DIL_W - PAD_W, GO_CL)
-        a11 = _shift_tap(a11, a, *args, 1 * DIL_H - PAD_H, 1 * DIL_W - PAD_W, GO_CL)
-        a12 = _shift_tap(a12, a, *args, 1 * DIL_H - PAD_H, 2 * DIL_W - PAD_W, GO_CL)
-        a20 = _shift_tap(a20, a, *args, 2 * DIL_H - PAD_H, 0 * DIL_W - PAD_W, GO_CL)
-        a21 = _shift_tap(a21, a, *args, 2 * DIL_H - PAD_H, 1 * DIL_W - PAD_W, GO_CL)
-        a22 = _shift_tap(a22, a, *args, 2 * DIL_H - PAD_H, 2 * DIL_W - PAD_W, GO_CL)
+        a00 = _shift_tap(a00, a, go_ptr, go_b, go_n, ih, iw, q_ok, n_ok, OH, OW, sgh, sgw,
+                         0 * DIL_H - PAD_H, 0 * DIL_W - PAD_W, GO_CL)
+        a01 = _shift_tap(a01, a, go_ptr, go_b, go_n, ih, iw, q_ok, n_ok, OH, OW, sgh, sgw,
+                         0 * DIL_H - PAD_H, 1 * DIL_W - PAD_W, GO_CL)
+        a02 = _shift_tap(a02, a, go_ptr, go_b, go_n, ih, iw, q_ok, n_ok, OH, OW, sgh, sgw,
+                         0 * DIL_H - PAD_H, 2 * DIL_W - PAD_W, GO_CL)
+        a10 = _shift_tap(a10, a, go_ptr, go_b, go_n, ih, iw, q_ok, n_ok, OH, OW, sgh, sgw,
+                         1 * DIL_H - PAD_H, 0 * DIL_W - PAD_W, GO_CL)
+        a11 = _shift_tap(a11, a, go_ptr, go_b, go_n, ih, iw, q_ok, n_ok, OH, OW, sgh, sgw,
+                         1 * DIL_H - PAD_H, 1 * DIL_W - PAD_W, GO_CL)
+        a12 = _shift_tap(a12, a, go_ptr, go_b, go_n, ih, iw, q_ok, n_ok, OH, OW, sgh, sgw,
+                         1 * DIL_H - PAD_H, 2 * DIL_W - PAD_W, GO_CL)
+        a20 = _shift_tap(a20, a, go_ptr, go_b, go_n, ih, iw, q_ok, n_ok, OH, OW, sgh, sgw,
+                         2 * DIL_H - PAD_H, 0 * DIL_W - PAD_W, GO_CL)
+        a21 = _shift_tap(a21, a, go_ptr, go_b, go_n, ih, iw, q_ok, n_ok, OH, OW, sgh, sgw,
+                         2 * DIL_H - PAD_H, 1 * DIL_W - PAD_W, GO_CL)
+        a22 = _shift_tap(a22, a, go_ptr, go_b, go_n, ih, iw, q_ok, n_ok, OH, OW, sgh, sgw,
+                         2 * DIL_H - PAD_H, 2 * DIL_W - PAD_W, GO_CL)
 
     part_m = tl.program_id(1).to(tl.int64) * PART_STRIDE + blk.to(tl.int64) * 9 * N
     _store_tap(part_ptr, a00, part_m, n_ok, offs_n, m_ok, 0, N)
