@@ -128,27 +128,19 @@ def _block1xn(pass_, cfg, L: Layer, n: int, s: float, e: int, launcher: str = ""
         bk = max(16, min(1 << (n - 1).bit_length(), 32))  # as the host picks it
         execd = pad(L.p, bm) * pad(L.c, bc) * rows * K * K * pad(n, bk)
         programs = cdiv(L.p, bm) * cdiv(L.c, bc)
-    elif launcher == "_grad_weight_shift":  # grad-weight's shift form (3x3, stride 1, N <= 32):
-        # per row, [its kept blocks, input pixels] x [pixels, BLOCK_N] once per tap, BLOCK_M
-        # blocks a tile, the pixels split as the general kernel's (host rule)
+    else:  # grad-weight: per row, [its M rows, P] x [P, BLOCK_N] in BLOCK_M tiles, the pixels
+        # split so that ~1024 programs run (host rule), the splits' fp32 partial sums written
+        # and summed by a second kernel. M rows: the general kernel's kept (tap, block) pairs,
+        # one dot; the shift form's (3x3, stride 1) kept blocks, a dot per tap.
+        shift = launcher == "_grad_weight_shift"
+        per_block, dots = (1, K * K) if shift else (K * K, 1)
         bm, bp = cfg["BLOCK_M"], cfg["BLOCK_P"]
-        m_tiles = cdiv(math.ceil(nnzb), 128) + rows
+        m_tiles = cdiv(math.ceil(nnzb * per_block), 128) + rows
         splits = max(1, min(1024 // m_tiles, cdiv(L.p, 128), 256))
         split_p = pad(cdiv(L.p, splits), 128)
         splits = cdiv(L.p, split_p)
-        execd = rows * pad(math.ceil(kept), bm) * bn * K * K * splits * pad(split_p, bp)
-        programs = rows * cdiv(math.ceil(kept), bm) * splits
-        w_bytes += 2 * splits * nnzb * K * K * n * 4 if splits > 1 else 0
-    else:  # grad-weight: per row, [its kept (tap, block) pairs, P] x [P, BLOCK_N] in
-        # BLOCK_M tiles, the pixels split so that ~1024 programs run (host rule), the
-        # splits' fp32 partial sums written and summed by a second kernel
-        bm, bp = cfg["BLOCK_M"], cfg["BLOCK_P"]
-        m_tiles = cdiv(math.ceil(nnzb * K * K), 128) + rows
-        splits = max(1, min(1024 // m_tiles, cdiv(L.p, 128), 256))
-        split_p = pad(cdiv(L.p, splits), 128)
-        splits = cdiv(L.p, split_p)
-        execd = rows * pad(math.ceil(kept * K * K), bm) * bn * splits * pad(split_p, bp)
-        programs = rows * cdiv(math.ceil(kept * K * K), bm) * splits
+        execd = rows * pad(math.ceil(kept * per_block), bm) * bn * dots * splits * pad(split_p, bp)
+        programs = rows * cdiv(math.ceil(kept * per_block), bm) * splits
         w_bytes += 2 * splits * nnzb * K * K * n * 4 if splits > 1 else 0
     return useful, execd, programs, w_bytes
 

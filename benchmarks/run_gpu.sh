@@ -117,9 +117,9 @@ loop_probe() {
         ((DRY)) && { echo "no nvcc here: not built (dry run)"; return 0; }
         return 1
     fi
-    local inc=${SPARSEKERNELS_CUTLASS_INCLUDE:-}
-    [ -n "$inc" ] || inc=$("$PY" -c "import cutlass_library, os; \
-print(os.path.join(os.path.dirname(cutlass_library.__file__), 'source', 'include'))") || return 1
+    local inc  # the CuTe headers, found as the counts script finds them
+    inc=$("$PY" -c "import sys; sys.path.insert(0, 'benchmarks'); \
+import cuda_sm90_counts; print(cuda_sm90_counts.cutlass_include())") || return 1
     nvcc -std=c++17 -O3 -gencode arch=compute_90a,code=sm_90a -I csrc/include -I csrc -I "$inc" \
         benchmarks/gpu_loop_probe_run.cu -o "$WORK/loop_probe" || return 1
     if ((DRY)); then echo "built, not run (dry run)"; else "$WORK/loop_probe"; fi

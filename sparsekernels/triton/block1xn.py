@@ -448,11 +448,28 @@ def _shift_tap(acc, a, go_ptr, go_b, go_n, ih, iw, q_ok, n_ok, OH, OW, sgh, sgw,
 
 
 @triton.jit
-def _store_tap(part_ptr, acc, part_m, n_ok, offs_n, m_ok, TAP: tl.constexpr, N: tl.constexpr):
-    # Padded lanes: exactly 0 (0 * a NaN of x would be NaN).
-    acc = tl.where(n_ok[None, :], acc, 0.0)
-    tl.store(part_ptr + (part_m + TAP * N)[:, None] + offs_n[None, :],
-             acc.to(part_ptr.dtype.element_ty), mask=m_ok[:, None] & (offs_n < N)[None, :])
+def _shift_row(acc0, acc1, acc2, a, go_ptr, go_b, go_n, ih, iw, q_ok, n_ok, OH, OW, sgh, sgw,
+               KH_ROW: tl.constexpr, PAD_H, PAD_W, DIL_H, DIL_W, GO_CL: tl.constexpr):
+    """The three taps of kernel row KH_ROW, each into its own accumulator."""
+    dh = KH_ROW * DIL_H - PAD_H
+    acc0 = _shift_tap(acc0, a, go_ptr, go_b, go_n, ih, iw, q_ok, n_ok, OH, OW, sgh, sgw, dh, -PAD_W, GO_CL)
+    acc1 = _shift_tap(acc1, a, go_ptr, go_b, go_n, ih, iw, q_ok, n_ok, OH, OW, sgh, sgw, dh,
+                      DIL_W - PAD_W, GO_CL)
+    acc2 = _shift_tap(acc2, a, go_ptr, go_b, go_n, ih, iw, q_ok, n_ok, OH, OW, sgh, sgw, dh,
+                      2 * DIL_W - PAD_W, GO_CL)
+    return acc0, acc1, acc2
+
+
+@triton.jit
+def _store_row(part_ptr, acc0, acc1, acc2, part_m, n_ok, offs_n, m_ok, KH_ROW: tl.constexpr,
+               N: tl.constexpr):
+    """Kernel row KH_ROW's three taps into the partial sums; padded lanes
+    exactly 0 (0 * a NaN of x would be NaN)."""
+    mask = m_ok[:, None] & (offs_n < N)[None, :]
+    base = part_ptr + (part_m + 3 * KH_ROW * N)[:, None] + offs_n[None, :]
+    tl.store(base, tl.where(n_ok[None, :], acc0, 0.0).to(part_ptr.dtype.element_ty), mask=mask)
+    tl.store(base + N, tl.where(n_ok[None, :], acc1, 0.0).to(part_ptr.dtype.element_ty), mask=mask)
+    tl.store(base + 2 * N, tl.where(n_ok[None, :], acc2, 0.0).to(part_ptr.dtype.element_ty), mask=mask)
 
 
 @triton.jit(do_not_specialize=_GRAD_WEIGHT_SHIFT_INTS)
@@ -498,35 +515,17 @@ def _grad_weight_shift_kernel(
         else:
             a = tl.load(x_ptr + x_m[:, None] + x_q[None, :], mask=m_ok[:, None] & q_ok[None, :], other=0.0)
         go_b = bl * sgb
-        a00 = _shift_tap(a00, a, go_ptr, go_b, go_n, ih, iw, q_ok, n_ok, OH, OW, sgh, sgw,
-                         0 * DIL_H - PAD_H, 0 * DIL_W - PAD_W, GO_CL)
-        a01 = _shift_tap(a01, a, go_ptr, go_b, go_n, ih, iw, q_ok, n_ok, OH, OW, sgh, sgw,
-                         0 * DIL_H - PAD_H, 1 * DIL_W - PAD_W, GO_CL)
-        a02 = _shift_tap(a02, a, go_ptr, go_b, go_n, ih, iw, q_ok, n_ok, OH, OW, sgh, sgw,
-                         0 * DIL_H - PAD_H, 2 * DIL_W - PAD_W, GO_CL)
-        a10 = _shift_tap(a10, a, go_ptr, go_b, go_n, ih, iw, q_ok, n_ok, OH, OW, sgh, sgw,
-                         1 * DIL_H - PAD_H, 0 * DIL_W - PAD_W, GO_CL)
-        a11 = _shift_tap(a11, a, go_ptr, go_b, go_n, ih, iw, q_ok, n_ok, OH, OW, sgh, sgw,
-                         1 * DIL_H - PAD_H, 1 * DIL_W - PAD_W, GO_CL)
-        a12 = _shift_tap(a12, a, go_ptr, go_b, go_n, ih, iw, q_ok, n_ok, OH, OW, sgh, sgw,
-                         1 * DIL_H - PAD_H, 2 * DIL_W - PAD_W, GO_CL)
-        a20 = _shift_tap(a20, a, go_ptr, go_b, go_n, ih, iw, q_ok, n_ok, OH, OW, sgh, sgw,
-                         2 * DIL_H - PAD_H, 0 * DIL_W - PAD_W, GO_CL)
-        a21 = _shift_tap(a21, a, go_ptr, go_b, go_n, ih, iw, q_ok, n_ok, OH, OW, sgh, sgw,
-                         2 * DIL_H - PAD_H, 1 * DIL_W - PAD_W, GO_CL)
-        a22 = _shift_tap(a22, a, go_ptr, go_b, go_n, ih, iw, q_ok, n_ok, OH, OW, sgh, sgw,
-                         2 * DIL_H - PAD_H, 2 * DIL_W - PAD_W, GO_CL)
+        a00, a01, a02 = _shift_row(a00, a01, a02, a, go_ptr, go_b, go_n, ih, iw, q_ok, n_ok, OH, OW,
+                                   sgh, sgw, 0, PAD_H, PAD_W, DIL_H, DIL_W, GO_CL)
+        a10, a11, a12 = _shift_row(a10, a11, a12, a, go_ptr, go_b, go_n, ih, iw, q_ok, n_ok, OH, OW,
+                                   sgh, sgw, 1, PAD_H, PAD_W, DIL_H, DIL_W, GO_CL)
+        a20, a21, a22 = _shift_row(a20, a21, a22, a, go_ptr, go_b, go_n, ih, iw, q_ok, n_ok, OH, OW,
+                                   sgh, sgw, 2, PAD_H, PAD_W, DIL_H, DIL_W, GO_CL)
 
     part_m = tl.program_id(1).to(tl.int64) * PART_STRIDE + blk.to(tl.int64) * 9 * N
-    _store_tap(part_ptr, a00, part_m, n_ok, offs_n, m_ok, 0, N)
-    _store_tap(part_ptr, a01, part_m, n_ok, offs_n, m_ok, 1, N)
-    _store_tap(part_ptr, a02, part_m, n_ok, offs_n, m_ok, 2, N)
-    _store_tap(part_ptr, a10, part_m, n_ok, offs_n, m_ok, 3, N)
-    _store_tap(part_ptr, a11, part_m, n_ok, offs_n, m_ok, 4, N)
-    _store_tap(part_ptr, a12, part_m, n_ok, offs_n, m_ok, 5, N)
-    _store_tap(part_ptr, a20, part_m, n_ok, offs_n, m_ok, 6, N)
-    _store_tap(part_ptr, a21, part_m, n_ok, offs_n, m_ok, 7, N)
-    _store_tap(part_ptr, a22, part_m, n_ok, offs_n, m_ok, 8, N)
+    _store_row(part_ptr, a00, a01, a02, part_m, n_ok, offs_n, m_ok, 0, N)
+    _store_row(part_ptr, a10, a11, a12, part_m, n_ok, offs_n, m_ok, 1, N)
+    _store_row(part_ptr, a20, a21, a22, part_m, n_ok, offs_n, m_ok, 2, N)
 
 
 @triton.jit
@@ -706,33 +705,26 @@ def grad_weight(
     shift = ((kh, kw) == (3, 3) and tuple(conv.stride) == (1, 1) and n <= 32
              and nnzb >= _GW_SHIFT_MIN_KEPT * rows)
     p = bsz * (h * w if shift else oh * ow)
+    m_per_block = 1 if shift else kh * kw  # M rows a kept block makes
     # Splits: from the M tiles there are (at BLOCK_M=128; no host sync), a
     # multiple of 128 pixels each, the last one ragged.
-    m_tiles = triton.cdiv(nnzb * (1 if shift else kh * kw), 128) + rows
+    m_tiles = triton.cdiv(nnzb * m_per_block, 128) + rows
     splits = max(1, min(_GW_PROGRAMS // m_tiles, triton.cdiv(p, _GW_MIN_SPLIT), _GW_MAX_SPLITS))
     split_p = triton.cdiv(triton.cdiv(p, splits), 128) * 128 if p else 1
     splits = max(1, triton.cdiv(p, split_p))
     part = gw if splits == 1 else torch.empty(splits, gw.numel(), device=x.device,
                                               dtype=torch.float64 if x.dtype == torch.float64
                                               else torch.float32)
-    layouts = dict(X_CL=channels_last_like(x), GO_CL=channels_last_like(grad_out),
-                   ACC=_ACC[x.dtype], BLOCK_N=_block_n(n))
-    if shift:
-        _grad_weight_shift(
-            lambda meta: (rows * triton.cdiv(cin_g, meta["BLOCK_M"]), splits),
-            x, grad_out, topo.row_ptr, topo.col_idx, part,
-            p, cin_g, h, w, oh, ow, cout // conv.groups, topo.rows_per_group, split_p, gw.numel(),
-            *x.stride(), *grad_out.stride(), *conv.padding, *conv.dilation,
-            p.bit_length(), (nnzb // rows).bit_length(), N=n, **layouts,
-        )
-    else:
-        _grad_weight(
-            lambda meta: (rows * triton.cdiv(cin_g * kh * kw, meta["BLOCK_M"]), splits),
-            x, grad_out, topo.row_ptr, topo.col_idx, part,
-            p, cin_g, h, w, oh, ow, cout // conv.groups, topo.rows_per_group, split_p, gw.numel(),
-            *x.stride(), *grad_out.stride(), *_conv_scalars(conv),
-            p.bit_length(), (nnzb // rows).bit_length(), KH=kh, KW=kw, N=n, **layouts,
-        )
+    launcher, scalars, consts = ((_grad_weight_shift, (*conv.padding, *conv.dilation), {}) if shift else
+                                 (_grad_weight, _conv_scalars(conv), dict(KH=kh, KW=kw)))
+    launcher(
+        lambda meta: (rows * triton.cdiv(cin_g * m_per_block, meta["BLOCK_M"]), splits),
+        x, grad_out, topo.row_ptr, topo.col_idx, part,
+        p, cin_g, h, w, oh, ow, cout // conv.groups, topo.rows_per_group, split_p, gw.numel(),
+        *x.stride(), *grad_out.stride(), *scalars, p.bit_length(), (nnzb // rows).bit_length(),
+        N=n, X_CL=channels_last_like(x), GO_CL=channels_last_like(grad_out), ACC=_ACC[x.dtype],
+        BLOCK_N=_block_n(n), **consts,
+    )
     if splits > 1:
         _sum_splits(lambda meta: (triton.cdiv(gw.numel(), meta["BLOCK"]),),
                     part, gw, gw.numel(), splits)
